@@ -1,0 +1,1 @@
+"""Sub-commands of `pos`. Each module has `register(subparsers)`; see pos/cli.py."""

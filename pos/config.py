@@ -1,0 +1,427 @@
+"""The terminal's configuration: one TOML file, validated once, at the front door.
+
+Every key, its default and its meaning is documented in
+`config/terminal.example.toml`; `config/sandbox.toml` is a ready file for the
+local sandbox gateway. Validation is done by pydantic (strict types: TOML is
+typed, so "60" where 60 is meant is an error, not a guess), and every error is
+turned into one line naming the file, the key, the bad value and what is
+expected.
+
+Durations are seconds as numbers (floats allowed, > 0) so tests and
+`pos doctor` can shorten every interval.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pos.errors import ConfigError
+from pos.money import CURRENCY_EXPONENTS, CurrencyError, validate_cn_currencies
+
+__all__ = [
+    "Config",
+    "LoadedConfig",
+    "load_config",
+    "check_private_file",
+    "effective_config_text",
+    "EXAMPLE_PATH",
+]
+
+EXAMPLE_PATH = "config/terminal.example.toml"
+
+Seconds = Annotated[float, Field(gt=0)]
+NonNegSeconds = Annotated[float, Field(ge=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class TerminalSection(_Section):
+    terminal_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,16}$")] = "POS01"
+    merchant_name: Annotated[str, Field(min_length=1, max_length=64)] = "My Store"
+    store_name: Annotated[str, Field(max_length=64)] = ""
+    state_dir: str = "/var/lib/pos"
+    currency: str = "USD"
+    settlement_currency: str = ""
+    wallet: Literal["ALIPAY_CN", "ALIPAY_HK", "ALIPAY_PLUS"] = "ALIPAY_CN"
+    language: Literal["en", "zh-CN"] = "en"
+    customer_language: Literal["en", "zh-CN"] = "zh-CN"
+    timezone: str = "UTC"
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, v: str) -> str:
+        if v not in CURRENCY_EXPONENTS:
+            raise ValueError("expected an ISO 4217 code, one of " + ", ".join(sorted(CURRENCY_EXPONENTS)))
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone such as 'Asia/Singapore' or 'UTC'") from None
+        return v
+
+    @model_validator(mode="after")
+    def _cn_rules(self) -> "TerminalSection":
+        if self.wallet == "ALIPAY_CN":
+            settlement = self.settlement_currency or self.currency
+            try:
+                validate_cn_currencies(self.currency, settlement)
+            except CurrencyError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+class GatewaySection(_Section):
+    protocol: Literal["offline"] = "offline"
+    url: str = "https://open-sea.alipay.com"
+    client_id: Annotated[str, Field(min_length=1, max_length=32)] = "SANDBOX_CLIENT"
+    merchant_id: Annotated[str, Field(min_length=1, max_length=64)] = "2188000000000001"
+    private_key: str = "/etc/pos/keys/merchant_private.pem"
+    merchant_public_key: str = "/etc/pos/keys/merchant_public.pem"
+    alipay_public_key: str = "/etc/pos/keys/alipay_public.pem"
+    version: Literal["2.0.0", "2.0.2", "2.0.4"] = "2.0.4"
+    sign_type: Literal["RSA2"] = "RSA2"
+    product_code: str = "OFFLINE_PAY"
+    settle_contract_id: str = ""
+    connect_timeout: Seconds = 5.0
+    read_timeout: Seconds = 15.0
+    # A sandbox config may have its keys generated on first start; refused
+    # unless the gateway URL is on this machine, so production keys are never
+    # made up by accident.
+    sandbox: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected a base URL such as 'https://open-sea.alipay.com'")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("plain http is only allowed to this machine (127.0.0.1); use https")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _sandbox_is_local(self) -> "GatewaySection":
+        if self.sandbox and not _is_loopback(urlsplit(self.url).hostname or ""):
+            raise ValueError("sandbox = true is only allowed with a gateway url on 127.0.0.1")
+        return self
+
+
+class PaymentSection(_Section):
+    # Seed 003 best practice: query 5-7 s apart; two more queries on
+    # ORDER_NOT_EXIST; cancel at the time limit; retry cancel 3-5 times on U.
+    query_first_delay: Seconds = 2.0
+    query_interval_min: Seconds = 5.0
+    query_interval_max: Seconds = 7.0
+    # Below the gateway's 3-minute automatic close (reference §12).
+    query_deadline: Seconds = 60.0
+    not_found_codes: list[str] = ["ORDER_NOT_EXIST", "TARGET_NOT_FOUND"]
+    not_found_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    cancel_retries: Annotated[int, Field(ge=1, le=10)] = 5
+    cancel_interval: Seconds = 5.0
+    refund_retries: Annotated[int, Field(ge=1, le=10)] = 3
+    refund_interval: Seconds = 5.0
+    background_interval: Seconds = 300.0
+    alarm_after: Seconds = 3600.0
+    scan_max_age: Seconds = 30.0
+    max_amount: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "100000"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PaymentSection":
+        if self.query_interval_max < self.query_interval_min:
+            raise ValueError("query_interval_max must be at least query_interval_min")
+        return self
+
+
+class ScannerSection(_Section):
+    kind: Literal["serial", "none"] = "serial"
+    url: str = "/dev/pos-scanner"
+    baudrate: Annotated[int, Field(gt=0)] = 9600
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 1.5, 2] = 1
+    terminator: Literal["CR", "LF", "CRLF", "ANY"] = "ANY"
+    prefix: str = ""
+    suffix: str = ""
+    strip_aim: bool = True
+    dedupe_window: NonNegSeconds = 2.0
+    max_line: Annotated[int, Field(ge=16, le=4096)] = 128
+    reconnect_min: Seconds = 0.5
+    reconnect_max: Seconds = 10.0
+
+
+class PrinterSection(_Section):
+    kind: Literal["serial", "usb", "network", "file", "dummy", "none"] = "dummy"
+    url: str = ""                 # serial: pyserial URL or device path
+    baudrate: Annotated[int, Field(gt=0)] = 19200
+    host: str = ""                # network
+    port: Port = 9100
+    path: str = ""                # file: a device node or file
+    usb_vendor: Annotated[int, Field(ge=0, le=0xFFFF)] = 0
+    usb_product: Annotated[int, Field(ge=0, le=0xFFFF)] = 0
+    profile: str = "default"
+    encoding: Literal["GB18030", "BIG5", "UTF-8", "ASCII"] = "GB18030"
+    width: Annotated[int, Field(ge=24, le=64)] = 42
+    print_qr: bool = True
+    copies: Annotated[int, Field(ge=1, le=3)] = 1
+    retry_interval: Seconds = 5.0
+
+
+class DisplaySection(_Section):
+    kind: Literal["serial", "console", "none"] = "console"
+    url: str = "/dev/pos-display"
+    baudrate: Annotated[int, Field(gt=0)] = 9600
+
+
+class KeypadSection(_Section):
+    kind: Literal["serial", "console", "none"] = "console"
+    url: str = "/dev/pos-keypad"
+    baudrate: Annotated[int, Field(gt=0)] = 9600
+    # byte (as two hex digits) -> key name, for keypads that send one byte per key
+    keymap: dict[str, str] = {}
+
+
+class EcrSection(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8765"
+    token_file: str = "/etc/pos/ecr.token"
+    manager_token_file: str = "/etc/pos/ecr-manager.token"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT such as '127.0.0.1:8765'")
+        return v
+
+
+class ManagerSection(_Section):
+    pin_hash: str = ""
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    lockout: Seconds = 300.0
+    refund_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "500"
+
+
+class LogSection(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["kv", "json"] = "kv"
+
+
+class Config(_Section):
+    terminal: TerminalSection = TerminalSection()
+    gateway: GatewaySection = GatewaySection()
+    payment: PaymentSection = PaymentSection()
+    scanner: ScannerSection = ScannerSection()
+    printer: PrinterSection = PrinterSection()
+    display: DisplaySection = DisplaySection()
+    keypad: KeypadSection = KeypadSection()
+    ecr: EcrSection = EcrSection()
+    manager: ManagerSection = ManagerSection()
+    log: LogSection = LogSection()
+
+
+# Keys whose values are secrets and are never printed.
+SECRET_KEYS = {("manager", "pin_hash")}
+# Keys that name files, resolved relative to the config file's folder.
+PATH_KEYS = {
+    ("terminal", "state_dir"),
+    ("gateway", "private_key"),
+    ("gateway", "merchant_public_key"),
+    ("gateway", "alipay_public_key"),
+    ("ecr", "token_file"),
+    ("ecr", "manager_token_file"),
+}
+# Files that must be private to the service user (mode 0600 or stricter).
+PRIVATE_FILE_KEYS = {("gateway", "private_key"), ("ecr", "token_file"), ("ecr", "manager_token_file")}
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated configuration and where it came from."""
+
+    config: Config
+    path: Path
+    warnings: list[str] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:  # cfg.payment etc.
+        return getattr(self.config, name)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_private_file(path: Path, where: str) -> None:
+    """Refuse a secret file that the group or others can read."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{where}: {path} is readable by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"it holds a secret: run 'chmod 600 {path}'")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return f"is not a known key: check the spelling against {EXAMPLE_PATH}"
+    if kind in ("greater_than",):
+        return f"expected a number above {ctx.get('gt')}"
+    if kind in ("greater_than_equal",):
+        return f"expected a number of at least {ctx.get('ge')}"
+    if kind in ("less_than_equal",):
+        return f"expected a number of at most {ctx.get('le')}"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected')}"
+    if kind in ("float_type", "int_type", "float_parsing", "int_parsing"):
+        return "expected a number (without quotes)" if kind.startswith("float") else "expected a whole number (without quotes)"
+    if kind == "string_type":
+        return "expected text in quotes"
+    if kind == "bool_type":
+        return "expected true or false"
+    if kind == "string_pattern_mismatch":
+        return f"expected text matching {ctx.get('pattern')}"
+    if kind in ("string_too_long", "string_too_short"):
+        return f"expected text of {ctx.get('min_length', 1)}-{ctx.get('max_length', '...')} characters"
+    if kind == "model_type" or kind == "dict_type":
+        return "expected a [section] table"
+    if kind == "list_type":
+        return "expected a list such as [\"A\", \"B\"]"
+    msg = str(err.get("msg", "is invalid"))
+    return msg.removeprefix("Value error, ").replace("Input should be", "expected")
+
+
+def _format_error(path: Path, err: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    if not loc:
+        return f"{path}: {_describe(err)}"
+    section, key = loc[0], ".".join(loc[1:])
+    where = f"[{section}] {key}" if key else f"[{section}]"
+    if err["type"] == "missing" or (not key and err["type"] == "value_error"):
+        return f"{path}: {where}: {_describe(err)}"
+    return f"{path}: {where} = {err.get('input')!r}: {_describe(err)}"
+
+
+def load_config(path: str | os.PathLike[str], *, require_keys: bool = False) -> LoadedConfig:
+    """Read and validate one TOML file.
+
+    With require_keys, key and token files must exist (the daemon needs them);
+    otherwise a missing file is a warning, since a technician checks a config
+    before the keys are installed. A secret file that exists but is readable
+    by group or others is always refused.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file: give the path of a config file, e.g. {EXAMPLE_PATH}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a folder, not a config file") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: cannot be read by this user: check its owner and mode") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: is not valid TOML: {exc}") from None
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(_format_error(p, first, data)) from None
+    cfg = _resolve_paths(cfg, p.parent)
+    warnings = _check_files(cfg, p, require_keys=require_keys)
+    return LoadedConfig(cfg, p, warnings)
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    updates: dict[str, dict[str, Any]] = {}
+    for section, key in PATH_KEYS:
+        value = getattr(getattr(cfg, section), key)
+        if value:
+            expanded = Path(os.path.expanduser(value))
+            if not expanded.is_absolute():
+                expanded = (base / expanded).resolve()
+            updates.setdefault(section, {})[key] = str(expanded)
+    new_sections = {
+        name: getattr(cfg, name).model_copy(update=vals) for name, vals in updates.items()
+    }
+    return cfg.model_copy(update=new_sections)
+
+
+def _check_files(cfg: Config, path: Path, *, require_keys: bool) -> list[str]:
+    warnings: list[str] = []
+    files = [("gateway", "private_key"), ("gateway", "merchant_public_key"), ("gateway", "alipay_public_key")]
+    if cfg.ecr.enabled:
+        files += [("ecr", "token_file"), ("ecr", "manager_token_file")]
+    for section, key in files:
+        fpath = Path(getattr(getattr(cfg, section), key))
+        where = f"{path}: [{section}] {key}"
+        if not fpath.exists():
+            generated = cfg.gateway.sandbox or section == "ecr"
+            if require_keys and not generated:
+                raise ConfigError(
+                    f"{where} = '{fpath}': file not found: install it, or run 'pos keys generate DIR' for a sandbox")
+            note = "will be generated at first start" if generated else "not found yet: install it before 'pos run'"
+            warnings.append(f"{where} = '{fpath}': {note}")
+            continue
+        if not fpath.is_file():
+            raise ConfigError(f"{where} = '{fpath}': is not a file")
+        if (section, key) in PRIVATE_FILE_KEYS:
+            check_private_file(fpath, where)
+    return warnings
+
+
+def effective_config_text(cfg: Config) -> str:
+    """The whole effective configuration as TOML, secrets masked."""
+    lines: list[str] = []
+    for section in Config.model_fields:
+        lines.append(f"[{section}]")
+        values = getattr(cfg, section).model_dump()
+        for key, value in values.items():
+            if (section, key) in SECRET_KEYS and value:
+                value = "********"
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + "}"
+    return repr(value)

@@ -1,0 +1,1 @@
+"""Gateway protocols. Each returns the same typed results (see results.py)."""
