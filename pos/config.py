@@ -48,7 +48,7 @@ class _Section(BaseModel):
 
 
 class TerminalSection(_Section):
-    terminal_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,16}$")] = "POS01"
+    terminal_id: str = "POS01"
     merchant_name: Annotated[str, Field(min_length=1, max_length=64)] = "My Store"
     store_name: Annotated[str, Field(max_length=64)] = ""
     state_dir: str = "/var/lib/pos"
@@ -58,6 +58,14 @@ class TerminalSection(_Section):
     language: Literal["en", "zh-CN"] = "en"
     customer_language: Literal["en", "zh-CN"] = "zh-CN"
     timezone: str = "UTC"
+
+    @field_validator("terminal_id")
+    @classmethod
+    def _terminal_id(cls, v: str) -> str:
+        # It becomes part of every merchantTransId (<= 64 chars, reference §6.1).
+        if not (1 <= len(v) <= 16 and v.isascii() and v.isalnum()):
+            raise ValueError("expected 1-16 letters or digits, e.g. 'POS01'")
+        return v
 
     @field_validator("currency")
     @classmethod
@@ -323,7 +331,7 @@ def _format_error(path: Path, err: dict[str, Any], data: dict[str, Any]) -> str:
     where = f"[{section}] {key}" if key else f"[{section}]"
     if err["type"] == "missing" or (not key and err["type"] == "value_error"):
         return f"{path}: {where}: {_describe(err)}"
-    return f"{path}: {where} = {err.get('input')!r}: {_describe(err)}"
+    return f"{path}: {where} = {_toml_value(err.get('input'))}: {_describe(err)}"
 
 
 def load_config(path: str | os.PathLike[str], *, require_keys: bool = False) -> LoadedConfig:
