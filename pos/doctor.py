@@ -1,0 +1,530 @@
+"""`pos doctor`: the technician's checklist, one line per check.
+
+Each check is a small function that takes the validated configuration (and
+its thresholds as keyword arguments, so tests can shorten or tighten them)
+and returns a `CheckResult`; nothing here raises for a broken installation,
+it reports it. `run_checks` runs them in the order a technician fixes
+things: config, keys, clock, network, devices, tokens, journal, disk.
+
+    OK   gateway: open-sea.alipay.com:443 reachable, TLS ok, 38 ms
+    FAIL printer: cannot open /dev/pos-printer: No such file or directory — check the cable and [printer] url
+    WARN printer: online, paper unknown (no answer to the status query)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import socket
+import sqlite3
+import ssl
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pos.config import Config, LoadedConfig, load_config
+from pos.errors import UserError
+
+__all__ = [
+    "Level", "CheckResult", "DoctorReport", "run_checks", "load_for_doctor",
+    "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway",
+    "check_scanner", "check_printer", "check_display", "check_ecr_tokens", "check_journal",
+    "check_disk", "check_open_items", "open_items_needing_manager", "count_open_items", "JOURNAL_NAME", "MIN_FREE_BYTES",
+]
+
+JOURNAL_NAME = "journal.db"
+# A receipt queue and a year of journal fit in a few MB; below 50 MB SQLite
+# may fail a commit mid-sale (and "write before you send" then stops sales).
+MIN_FREE_BYTES = 50 * 1024 * 1024
+# Signatures carry no timestamp the gateway checks, but receipts, the business
+# day and TLS certificate validation do: a clock before this year is a board
+# without RTC battery that booted at 1970 or 2000.
+EARLIEST_SANE_YEAR = 2024
+LATEST_SANE_YEAR = 2100
+MAX_CLOCK_SKEW = 300.0  # seconds against the gateway's Date header
+MIN_KEY_BITS = 2048     # reference §4.1, RSA2
+# ESC/POS real-time status (DLE EOT n): n=1 printer status, n=4 paper sensor.
+DLE_EOT_PRINTER = b"\x10\x04\x01"
+DLE_EOT_PAPER = b"\x10\x04\x04"
+NEEDS_MANAGER = ("MANUAL_REVIEW", "REFUND_PENDING")
+
+
+class Level(str, Enum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    level: Level
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.level is not Level.FAIL
+
+    def line(self) -> str:
+        return f"{self.level.value:<4} {self.name}: {self.detail}"
+
+
+def _ok(name: str, detail: str, **data: Any) -> CheckResult:
+    return CheckResult(name, Level.OK, detail, data)
+
+
+def _warn(name: str, detail: str, **data: Any) -> CheckResult:
+    return CheckResult(name, Level.WARN, detail, data)
+
+
+def _fail(name: str, what: str, todo: str, **data: Any) -> CheckResult:
+    return CheckResult(name, Level.FAIL, f"{what} — {todo}", data)
+
+
+@dataclass
+class DoctorReport:
+    results: list[CheckResult]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(r.level is Level.FAIL for r in self.results) else 0
+
+    def text(self) -> str:
+        return "\n".join(r.line() for r in self.results)
+
+
+# ---------------------------------------------------------------------------
+# configuration and keys
+
+def load_for_doctor(path: str | os.PathLike[str]) -> tuple[CheckResult, LoadedConfig | None]:
+    try:
+        loaded = load_config(path)
+    except UserError as exc:
+        return _fail("config", str(exc), "fix the file, then run 'pos config check PATH'"), None
+    detail = f"{loaded.path} is valid"
+    if loaded.warnings:
+        detail += f" ({len(loaded.warnings)} warning(s) follow in the checks below)"
+    return _ok("config", detail), loaded
+
+
+def _describe_key_error(exc: Exception) -> str:
+    return str(exc)
+
+
+def check_key_files(cfg: Config) -> CheckResult:
+    """The three key files exist, parse as RSA >= 2048, the private one is 0600."""
+    from pos.gateway.signing import load_private_key, load_public_key
+    name = "keys"
+    gw = cfg.gateway
+    for key, path in (("private_key", gw.private_key), ("merchant_public_key", gw.merchant_public_key),
+                      ("alipay_public_key", gw.alipay_public_key)):
+        if not Path(path).is_file():
+            if gw.sandbox:
+                return _warn(name, f"[gateway] {key} {path} not found yet: a sandbox config generates "
+                                   "its keys at the first start")
+            todo = ("run 'pos keys generate DIR' (sandbox) or copy it from your Alipay integration"
+                    if key != "alipay_public_key" else "download Alipay's public key from the developer portal")
+            return _fail(name, f"[gateway] {key} {path} not found", todo)
+    mode = stat.S_IMODE(Path(gw.private_key).stat().st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return _fail(name, f"private key {gw.private_key} has mode {mode:04o} (others can read it)",
+                     f"run 'chmod 600 {gw.private_key}'")
+    try:
+        private = load_private_key(gw.private_key)
+        load_public_key(gw.merchant_public_key)
+        load_public_key(gw.alipay_public_key)
+    except UserError as exc:
+        return _fail(name, _describe_key_error(exc), "replace the file with a PEM RSA key of at least 2048 bits")
+    return _ok(name, f"3 key files present, private key mode {mode:04o}, RSA {private.key_size} bits")
+
+
+def check_key_pair(cfg: Config) -> CheckResult:
+    """Sign a test text with the private key and verify it with merchant_public_key."""
+    from pos.gateway.signing import load_private_key, load_public_key, sign_text, verify
+    name = "key pair"
+    try:
+        private = load_private_key(cfg.gateway.private_key)
+        public = load_public_key(cfg.gateway.merchant_public_key)
+    except UserError as exc:
+        return _fail(name, f"cannot self-test: {exc}", "fix the 'keys' check first")
+    text = '{"doctor":"self-test"}'
+    if not verify(text, sign_text(text, private), public):
+        return _fail(name, f"private key {cfg.gateway.private_key} does not match merchant_public_key "
+                           f"{cfg.gateway.merchant_public_key}",
+                     "install the public half of this private key, and upload the same one to Alipay")
+    return _ok(name, "private key signs, merchant_public_key verifies (RSA2 self-test)")
+
+
+def check_alipay_key(cfg: Config) -> CheckResult:
+    """alipay_public_key must be Alipay's, not the merchant's own public key."""
+    from pos.gateway.signing import load_private_key, load_public_key
+    name = "alipay key"
+    try:
+        alipay = load_public_key(cfg.gateway.alipay_public_key).public_numbers()
+        own = {load_private_key(cfg.gateway.private_key).public_key().public_numbers()}
+        own.add(load_public_key(cfg.gateway.merchant_public_key).public_numbers())
+    except UserError as exc:
+        return _fail(name, f"cannot compare: {exc}", "fix the 'keys' check first")
+    if alipay in own:
+        return _fail(name, f"alipay_public_key {cfg.gateway.alipay_public_key} is the merchant's own public key "
+                           "(every answer would fail to verify)",
+                     "download Alipay's public key from the developer portal and install it there")
+    return _ok(name, "alipay_public_key differs from the merchant's key")
+
+
+# ---------------------------------------------------------------------------
+# clock and gateway
+
+def check_clock(now: dt.datetime | None = None, *, gateway_date: dt.datetime | None = None,
+                max_skew: float = MAX_CLOCK_SKEW) -> CheckResult:
+    name = "clock"
+    now = now or dt.datetime.now(dt.timezone.utc)
+    todo = "set the time (timedatectl set-ntp true), check the RTC battery"
+    if now.year < EARLIEST_SANE_YEAR:
+        return _fail(name, f"system time {now:%Y-%m-%d %H:%M} UTC is before {EARLIEST_SANE_YEAR}", todo)
+    if now.year >= LATEST_SANE_YEAR:
+        return _fail(name, f"system time {now:%Y-%m-%d %H:%M} UTC is far in the future", todo)
+    if gateway_date is not None:
+        skew = (now - gateway_date).total_seconds()
+        if abs(skew) > max_skew:
+            return _fail(name, f"system time is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} "
+                               f"the gateway's clock", todo)
+        return _ok(name, f"{now:%Y-%m-%d %H:%M:%S} UTC, {abs(skew):.0f} s from the gateway's clock")
+    return _ok(name, f"{now:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def check_gateway(cfg: Config, *, timeout: float | None = None) -> CheckResult:
+    """DNS, TCP connect (timed), TLS for https, then one HTTP request for its Date header."""
+    name = "gateway"
+    parts = urlsplit(cfg.gateway.url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    timeout = timeout or cfg.gateway.connect_timeout
+    where = f"{host} port {port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return _fail(name, f"cannot resolve {host} ({exc.strerror})",
+                     "check DNS (/etc/resolv.conf) and [gateway] url")
+    family, _, _, _, address = infos[0]
+    started = time.monotonic()
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return _fail(name, f"cannot connect to {where} ({reason})",
+                     "check [gateway] url, the network cable/Wi-Fi and the firewall")
+    latency_ms = (time.monotonic() - started) * 1000
+    tls = ""
+    try:
+        if parts.scheme == "https":
+            context = ssl.create_default_context()
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except ssl.SSLCertVerificationError as exc:
+                return _fail(name, f"TLS certificate of {where} not accepted ({exc.verify_message})",
+                             "check the clock and the CA certificates (apt install ca-certificates)")
+            except (ssl.SSLError, OSError) as exc:
+                return _fail(name, f"TLS handshake with {where} failed ({exc})", "check [gateway] url and any proxy")
+            tls = f", {sock.version()}"
+    finally:
+        sock.close()
+    date = _gateway_date(cfg.gateway.url, timeout)
+    return _ok(name, f"{host}:{port} reachable{tls}, {latency_ms:.0f} ms", latency_ms=latency_ms, date=date)
+
+
+def _gateway_date(url: str, timeout: float) -> dt.datetime | None:
+    import requests
+    try:
+        answer = requests.head(url + "/", timeout=timeout, allow_redirects=False)
+    except requests.RequestException:
+        return None
+    try:
+        return parsedate_to_datetime(answer.headers["Date"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------
+# devices
+
+def _open_serial(url: str, baudrate: int, timeout: float) -> Any:
+    import serial
+    return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, write_timeout=timeout)
+
+
+def _serial_check(name: str, section: str, url: str, baudrate: int, timeout: float) -> CheckResult:
+    import serial
+    try:
+        port = _open_serial(url, baudrate, timeout)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        todo = (f"check the cable, [{section}] url, 'ls -l {url}', and that the service user is in "
+                "group dialout (udev rule: [udev] in the config)")
+        return _fail(name, f"cannot open {url}: {reason}", todo)
+    port.close()
+    return _ok(name, f"{url} opens at {baudrate} baud")
+
+
+def check_scanner(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    if cfg.scanner.kind == "none":
+        return _ok("scanner", "kind none: no scanner configured (payment codes come from the till)")
+    return _serial_check("scanner", "scanner", cfg.scanner.url, cfg.scanner.baudrate, timeout)
+
+
+def check_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    if cfg.display.kind != "serial":
+        return _ok("display", f"kind {cfg.display.kind}: no customer display hardware")
+    return _serial_check("display", "display", cfg.display.url, cfg.display.baudrate, timeout)
+
+
+def _status_bytes(exchange: Callable[[bytes], bytes]) -> tuple[str, str, Level]:
+    """Ask DLE EOT 1 and 4; describe online/paper. 'unknown' when the printer does not answer."""
+    online_raw = exchange(DLE_EOT_PRINTER)
+    paper_raw = exchange(DLE_EOT_PAPER)
+    level = Level.OK
+    if not online_raw:
+        online, level = "online unknown", Level.WARN
+    elif online_raw[0] & 0x08:
+        online, level = "OFFLINE (cover open or error)", Level.FAIL
+    else:
+        online = "online"
+    if not paper_raw:
+        paper = "paper unknown (no answer to the status query)"
+        level = Level.FAIL if level is Level.FAIL else Level.WARN
+    elif paper_raw[0] & 0x60:
+        paper, level = "NO PAPER", Level.FAIL
+    elif paper_raw[0] & 0x0C:
+        paper = "paper near end"
+        level = Level.FAIL if level is Level.FAIL else Level.WARN
+    else:
+        paper = "paper ok"
+    return online, paper, level
+
+
+def _printer_result(where: str, online: str, paper: str, level: Level) -> CheckResult:
+    detail = f"{where}: {online}, {paper}"
+    if level is Level.FAIL:
+        return _fail("printer", detail, "open the cover, load paper, clear the error; receipts wait in the queue")
+    return CheckResult("printer", level, detail)
+
+
+def check_printer(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    p = cfg.printer
+    name = "printer"
+    if p.kind in ("dummy", "none"):
+        return _ok(name, f"kind {p.kind}: receipts are not printed on paper")
+    if p.kind == "file":
+        path = Path(p.path)
+        if not p.path or not path.exists():
+            return _fail(name, f"{p.path or '(empty path)'} does not exist", "check the cable and [printer] path")
+        if not os.access(path, os.W_OK):
+            return _fail(name, f"{p.path} is not writable by this user", "add the service user to group lp")
+        return _warn(name, f"{p.path} is writable; online/paper unknown (file printers do not answer)")
+    if p.kind == "serial":
+        import serial
+        try:
+            port = _open_serial(p.url, p.baudrate, timeout)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            return _fail(name, f"cannot open {p.url}: {reason}",
+                         f"check the cable, [printer] url, 'ls -l {p.url}' and group dialout")
+        try:
+            def exchange(query: bytes) -> bytes:
+                port.reset_input_buffer()
+                port.write(query)
+                port.flush()
+                return bytes(port.read(1))
+            online, paper, level = _status_bytes(exchange)
+        except (serial.SerialException, OSError) as exc:
+            return _warn(name, f"{p.url} opens, status unknown ({exc})")
+        finally:
+            port.close()
+        return _printer_result(p.url, online, paper, level)
+    if p.kind == "network":
+        where = f"{p.host} port {p.port}"
+        try:
+            sock = socket.create_connection((p.host, p.port), timeout=timeout)
+        except OSError as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            return _fail(name, f"cannot connect to {where} ({reason})", "check the printer's power, cable and [printer] host")
+        try:
+            def exchange_net(query: bytes) -> bytes:
+                sock.sendall(query)
+                try:
+                    return sock.recv(1)
+                except TimeoutError:
+                    return b""
+            online, paper, level = _status_bytes(exchange_net)
+        except OSError as exc:
+            return _warn(name, f"{where} connects, status unknown ({exc})")
+        finally:
+            sock.close()
+        return _printer_result(f"{p.host}:{p.port}", online, paper, level)
+    # usb: python-escpos/libusb finds it by id; we can only see whether the device is on the bus.
+    vid, pid = f"{p.usb_vendor:04x}", f"{p.usb_product:04x}"
+    for dev in Path("/sys/bus/usb/devices").glob("*"):
+        try:
+            if (dev / "idVendor").read_text().strip() == vid and (dev / "idProduct").read_text().strip() == pid:
+                return _warn(name, f"USB {vid}:{pid} is connected; online/paper unknown over raw USB")
+        except OSError:
+            continue
+    return _fail(name, f"USB printer {vid}:{pid} is not connected", "check the cable and [printer] usb_vendor/usb_product (lsusb)")
+
+
+# ---------------------------------------------------------------------------
+# secrets, journal, disk
+
+def check_ecr_tokens(cfg: Config) -> CheckResult:
+    name = "ecr tokens"
+    if not cfg.ecr.enabled:
+        return _ok(name, "till interface disabled")
+    for path_text in (cfg.ecr.token_file, cfg.ecr.manager_token_file):
+        path = Path(path_text)
+        if not path.exists():
+            if cfg.gateway.sandbox:
+                return _warn(name, f"{path} not found yet: generated at the first start (sandbox)")
+            return _fail(name, f"{path} not found", "run systemd/install.sh again (it creates the tokens)")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return _fail(name, f"{path} has mode {mode:04o} (others can read the till's password)",
+                         f"run 'chmod 600 {path}'")
+        try:
+            if not path.read_text().strip():
+                return _fail(name, f"{path} is empty", "delete it and run systemd/install.sh again")
+        except OSError as exc:
+            return _fail(name, f"{path} cannot be read ({exc.strerror})", "check its owner (chown pos)")
+    return _ok(name, "token files present and private (0600)")
+
+
+def _journal_path(cfg: Config) -> Path:
+    return Path(cfg.terminal.state_dir) / JOURNAL_NAME
+
+
+def check_journal(cfg: Config) -> CheckResult:
+    name = "journal"
+    path = _journal_path(cfg)
+    if not path.exists():
+        return _warn(name, f"{path} does not exist yet (created at the first start of the service)")
+    try:
+        conn = _read_only(path)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return _fail(name, f"{path} cannot be read as SQLite ({exc})",
+                     "stop the service, copy the file aside for support, restore the last backup")
+    answer = "; ".join(str(r[0]) for r in rows[:3])
+    if answer != "ok":
+        return _fail(name, f"{path} is damaged: {answer}",
+                     "stop the service, copy the file aside for support, restore the last backup")
+    size = path.stat().st_size
+    return _ok(name, f"{path} integrity ok, {size / 1024:.0f} KiB", journal_bytes=size)
+
+
+def check_disk(cfg: Config, *, min_free_bytes: int = MIN_FREE_BYTES) -> CheckResult:
+    name = "disk"
+    folder = Path(cfg.terminal.state_dir)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    mb = free / 1024 / 1024
+    if free < min_free_bytes:
+        return _fail(name, f"only {mb:.0f} MB free for {folder} (need {min_free_bytes / 1024 / 1024:.0f} MB)",
+                     "free some space (journalctl --vacuum-size=100M, old files in /var/log)")
+    return _ok(name, f"{mb:.0f} MB free for {folder}")
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    # Read-only on purpose: run as root, a read-write open would leave
+    # root-owned -wal/-shm files the pos user cannot open afterwards.
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=2)
+
+
+def open_items_needing_manager(cfg: Config) -> list[tuple[str, str]] | None:
+    """(merchantTransId/merchantRefundId, state) of items in MANUAL_REVIEW or REFUND_PENDING.
+
+    Reads the journal's tables (pos/journal.py) read-only; None when there is no journal yet.
+    """
+    path = _journal_path(cfg)
+    if not path.exists():
+        return None
+    conn = _read_only(path)
+    try:
+        rows = conn.execute("SELECT merchant_trans_id, state FROM sales WHERE state = 'MANUAL_REVIEW' "
+                            "ORDER BY sale_id").fetchall()
+        rows += conn.execute("SELECT merchant_refund_id, state FROM refunds WHERE state = 'REFUND_PENDING' "
+                             "ORDER BY refund_id").fetchall()
+    finally:
+        conn.close()
+    return [(str(a), str(b)) for a, b in rows]
+
+
+def count_open_items(cfg: Config) -> int | None:
+    """Sales and refunds not in a final state (what the daemon resumes on start)."""
+    path = _journal_path(cfg)
+    if not path.exists():
+        return None
+    conn = _read_only(path)
+    try:
+        sales = conn.execute("SELECT COUNT(*) FROM sales WHERE state NOT IN ('PAID', 'DECLINED', 'CANCELLED')").fetchone()[0]
+        refunds = conn.execute("SELECT COUNT(*) FROM refunds WHERE state NOT IN ('REFUNDED', 'REFUND_DECLINED')").fetchone()[0]
+    finally:
+        conn.close()
+    return int(sales) + int(refunds)
+
+
+def check_open_items(cfg: Config) -> CheckResult:
+    name = "open items"
+    try:
+        items = open_items_needing_manager(cfg)
+    except sqlite3.Error as exc:
+        return _warn(name, f"cannot list open items ({exc}); see the journal check")
+    if items is None:
+        return _ok(name, "none (no journal yet)")
+    if not items:
+        return _ok(name, "nothing waits for a manager")
+    listed = ", ".join(f"{ident} {state}" for ident, state in items[:10])
+    more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+    return _warn(name, f"{len(items)} need a manager: {listed}{more} "
+                       "(check each with Alipay, then resolve it in the manager menu)", count=len(items))
+
+
+# ---------------------------------------------------------------------------
+
+def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
+               device_timeout: float = 0.5, gateway_timeout: float | None = None,
+               now: dt.datetime | None = None) -> list[CheckResult]:
+    cfg = loaded.config
+    results: list[CheckResult] = []
+    keys = check_key_files(cfg)
+    results.append(keys)
+    if keys.level is Level.OK:
+        results += [check_key_pair(cfg), check_alipay_key(cfg)]
+    gateway = check_gateway(cfg, timeout=gateway_timeout)
+    results.append(check_clock(now, gateway_date=gateway.data.get("date")))
+    results.append(gateway)
+    results += [
+        check_scanner(cfg, timeout=device_timeout),
+        check_printer(cfg, timeout=device_timeout),
+        check_display(cfg, timeout=device_timeout),
+        check_ecr_tokens(cfg),
+        check_journal(cfg),
+        check_disk(cfg, min_free_bytes=min_free_bytes),
+        check_open_items(cfg),
+    ]
+    return results
+
+
+def iter_lines(results: Iterable[CheckResult]) -> Iterable[str]:
+    return (r.line() for r in results)

@@ -1,0 +1,134 @@
+"""systemd/install.sh into a temporary root (DESTDIR): no root, no real system touched, no network.
+
+The virtualenv step is skipped (--no-venv): creating it needs pip to build the
+package, which needs the package index. POS_PYTHON is this test's
+interpreter, which can import pos (the script computes the udev rule and the
+token paths with `python -m pos.installer`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "systemd" / "install.sh"
+
+
+def _install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DESTDIR=str(root), POS_PYTHON=sys.executable)
+    result = subprocess.run(["bash", str(SCRIPT), "--no-venv", *args], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _manifest(root: Path) -> dict[str, tuple[str, str]]:
+    """path -> (mode, sha256 or 'dir')"""
+    out: dict[str, tuple[str, str]] = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        digest = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        out[str(p.relative_to(root))] = (oct(stat.S_IMODE(st.st_mode)), digest)
+    return out
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_install_creates_the_tree(tmp_path):
+    result = _install(tmp_path)
+    etc = tmp_path / "etc" / "pos"
+    assert (etc / "terminal.toml").read_text() == (REPO / "config" / "terminal.example.toml").read_text()
+    assert _mode(etc / "terminal.toml") == 0o640
+    assert _mode(etc / "keys") == 0o700
+    for token in ("ecr.token", "ecr-manager.token"):
+        assert _mode(etc / token) == 0o600 and len((etc / token).read_text().strip()) >= 32
+    assert (etc / "ecr.token").read_text() != (etc / "ecr-manager.token").read_text()
+    assert _mode(tmp_path / "var" / "lib" / "pos") == 0o700
+    unit = tmp_path / "etc" / "systemd" / "system" / "pos-terminal.service"
+    assert unit.read_text() == (REPO / "systemd" / "pos-terminal.service").read_text()
+    rules = tmp_path / "etc" / "udev" / "rules.d" / "70-pos-terminal.rules"
+    assert "no USB ids configured" in rules.read_text()
+    if (REPO / "config" / "messages").is_dir():
+        for f in (REPO / "config" / "messages").iterdir():
+            assert (etc / "messages" / f.name).read_bytes() == f.read_bytes()
+    # the real system is only described, never touched
+    assert "would run: useradd --system" in result.stdout
+    assert "would run: systemctl enable pos-terminal.service" in result.stdout
+    assert "would run: chown pos:pos /etc/pos/keys" in result.stdout
+
+
+def test_second_run_changes_nothing(tmp_path):
+    _install(tmp_path)
+    before = _manifest(tmp_path)
+    result = _install(tmp_path)
+    assert _manifest(tmp_path) == before
+    assert "install: 0 change(s)" in result.stdout
+
+
+def test_technicians_files_are_never_overwritten_and_udev_rule_follows_config(tmp_path):
+    _install(tmp_path)
+    etc = tmp_path / "etc" / "pos"
+    cfg = etc / "terminal.toml"
+    edited = cfg.read_text().replace('scanner_vendor = ""', 'scanner_vendor = "05E0"').replace(
+        'scanner_product = ""', 'scanner_product = "1200"').replace('printer_vendor = ""', 'printer_vendor = "04b8"').replace(
+        'printer_product = ""', 'printer_product = "0202"')
+    cfg.write_text(edited)
+    token = (etc / "ecr.token").read_text()
+    result = _install(tmp_path)
+    assert cfg.read_text() == edited
+    assert (etc / "ecr.token").read_text() == token
+    rules = (tmp_path / "etc" / "udev" / "rules.d" / "70-pos-terminal.rules").read_text()
+    assert ('SUBSYSTEM=="tty", ATTRS{idVendor}=="05e0", ATTRS{idProduct}=="1200", SYMLINK+="pos-scanner", '
+            'GROUP="dialout", MODE="0660"') in rules
+    assert 'SUBSYSTEM=="usbmisc", KERNEL=="lp[0-9]*", ATTRS{idVendor}=="04b8"' in rules
+    assert 'SYMLINK+="pos-printer"' in rules and "pos-display" not in rules
+    assert "installed /etc/udev/rules.d/70-pos-terminal.rules" in result.stdout
+
+
+def test_bad_config_stops_the_install_with_its_message(tmp_path):
+    _install(tmp_path)
+    cfg = tmp_path / "etc" / "pos" / "terminal.toml"
+    cfg.write_text(cfg.read_text() + '\n')
+    cfg.write_text(cfg.read_text().replace('scanner_vendor = ""', 'scanner_vendor = "xyz"'))
+    env = dict(os.environ, DESTDIR=str(tmp_path), POS_PYTHON=sys.executable)
+    result = subprocess.run(["bash", str(SCRIPT), "--no-venv"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "scanner_vendor" in result.stderr
+
+
+def test_uninstall_keeps_config_and_journal_purge_removes_them(tmp_path):
+    _install(tmp_path)
+    journal = tmp_path / "var" / "lib" / "pos" / "journal.db"
+    journal.write_bytes(b"sales")
+    (tmp_path / "etc" / "pos" / "keys" / "merchant_private.pem").write_text("key")
+    result = _install(tmp_path, "--uninstall")
+    assert not (tmp_path / "etc" / "systemd" / "system" / "pos-terminal.service").exists()
+    assert not (tmp_path / "etc" / "udev" / "rules.d" / "70-pos-terminal.rules").exists()
+    assert journal.read_bytes() == b"sales"
+    assert (tmp_path / "etc" / "pos" / "keys" / "merchant_private.pem").exists()
+    assert "would run: systemctl disable --now pos-terminal.service" in result.stdout
+    _install(tmp_path, "--uninstall", "--purge")
+    assert not (tmp_path / "etc" / "pos").exists() and not (tmp_path / "var" / "lib" / "pos").exists()
+
+
+@pytest.mark.parametrize("args, words", [(["--purge"], "--purge only goes with --uninstall"),
+                                         (["--frobnicate"], "unknown option")])
+def test_bad_options(tmp_path, args, words):
+    env = dict(os.environ, DESTDIR=str(tmp_path), POS_PYTHON=sys.executable)
+    result = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and words in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_describes_usage():
+    result = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "--uninstall" in result.stdout and "DESTDIR" in result.stdout
