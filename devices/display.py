@@ -1,0 +1,231 @@
+"""The 2x20 customer display: one interface, a serial driver and its twins.
+
+Serial displays (VFD/LCD pole displays from Epson, Bixolon, Partner and
+generic "ESC/POS" clones) share this command set, sent through
+`serial.serial_for_url` so any pyserial URL works:
+
+| bytes            | hex               | meaning                                    |
+| ---------------- | ----------------- | ------------------------------------------ |
+| ESC @            | 1B 40             | initialise: clear screen, cursor home       |
+| FF               | 0C                | clear screen, cursor home                   |
+| VT               | 0B                | cursor home (column 1, line 1)              |
+| US $ x y         | 1F 24 x y         | move cursor to column x (1-20), line y (1-2) |
+| text             | (encoded)         | written at the cursor, which moves right    |
+
+`show(line1, line2)` writes each line at its own position, padded with spaces
+to 20 columns, so old text is overwritten without a clear (no flicker). Text
+is encoded in the configured encoding (GB18030 by default: Chinese displays
+take two bytes and two columns per Hanzi); widths are measured with wcwidth
+(CJK = 2 columns), lines are cut at 20 columns without splitting a wide
+character, and a character the encoding cannot carry becomes '?' per column.
+
+A display fault never reaches the caller: the driver logs it, drops the port
+and reopens it on the next `show`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, TextIO
+
+import serial
+from wcwidth import wcwidth
+
+__all__ = [
+    "Display",
+    "SerialDisplay",
+    "ConsoleDisplay",
+    "RecordingDisplay",
+    "NullDisplay",
+    "open_display",
+    "fit_line",
+    "encode_line",
+    "COLUMNS",
+    "ESC_INIT",
+    "CLEAR",
+    "HOME",
+    "position",
+]
+
+log = logging.getLogger(__name__)
+
+COLUMNS = 20
+LINES = 2
+ESC_INIT = b"\x1b\x40"
+CLEAR = b"\x0c"
+HOME = b"\x0b"
+
+
+def position(column: int, line: int) -> bytes:
+    """US $ x y: cursor to 1-based column and line."""
+    return bytes((0x1F, 0x24, column, line))
+
+
+def _char_width(ch: str) -> int:
+    w = wcwidth(ch)
+    return w if w > 0 else (0 if w == 0 else 1)
+
+
+def fit_line(text: str, columns: int = COLUMNS, encoding: str | None = None) -> str:
+    """Cut or pad text to exactly `columns` display columns.
+
+    Control characters become '?', and with an encoding, characters it cannot
+    carry become '?' repeated to keep their width.
+    """
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        if ch < " " or ch == "\x7f":
+            ch = "?"
+        width = _char_width(ch)
+        if width == 0:
+            continue  # combining marks: the display cannot compose them
+        if encoding is not None:
+            try:
+                ch.encode(encoding)
+            except UnicodeEncodeError:
+                ch = "?" * width
+        if used + width > columns:
+            break
+        out.append(ch)
+        used += width
+    return "".join(out) + " " * (columns - used)
+
+
+def encode_line(text: str, encoding: str, columns: int = COLUMNS) -> bytes:
+    return fit_line(text, columns, encoding).encode(encoding)
+
+
+class Display(ABC):
+    """A two-line character display."""
+
+    columns = COLUMNS
+
+    @abstractmethod
+    def show(self, line1: str, line2: str) -> None:
+        """Show two lines, each cut or padded to the display width."""
+
+    def close(self) -> None:
+        """Release the device."""
+
+    def __enter__(self) -> "Display":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SerialDisplay(Display):
+    """A serial 2x20 display with the ESC/POS-style command set (see module doc)."""
+
+    def __init__(self, url: str, *, baudrate: int = 9600, encoding: str = "GB18030",
+                 write_timeout: float = 1.0) -> None:
+        "".encode(encoding)  # unknown encoding: fail at start-up, not on the first sale
+        self.url = url
+        self.baudrate = baudrate
+        self.encoding = encoding
+        self._write_timeout = write_timeout
+        self._port: serial.SerialBase | None = None
+        self._lock = threading.Lock()
+        self.last: tuple[str, str] | None = None
+
+    def _open(self) -> serial.SerialBase:
+        port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0,
+                                     write_timeout=self._write_timeout)
+        port.write(ESC_INIT)
+        return port
+
+    def frame(self, line1: str, line2: str) -> bytes:
+        """The bytes `show` sends for two lines."""
+        return (position(1, 1) + encode_line(line1, self.encoding)
+                + position(1, 2) + encode_line(line2, self.encoding))
+
+    def show(self, line1: str, line2: str) -> None:
+        data = self.frame(line1, line2)
+        with self._lock:
+            self.last = (line1, line2)
+            try:
+                if self._port is None:
+                    self._port = self._open()
+                self._port.write(data)
+                self._port.flush()
+            except (serial.SerialException, OSError, ValueError) as exc:
+                log.warning("display write failed url=%s error=%s (will reopen on next message)",
+                            self.url, exc)
+                self._drop()
+
+    def clear(self) -> None:
+        with self._lock:
+            try:
+                if self._port is None:
+                    self._port = self._open()
+                self._port.write(CLEAR)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                log.warning("display clear failed url=%s error=%s", self.url, exc)
+                self._drop()
+
+    def _drop(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            except Exception:  # noqa: BLE001 - the device is already gone
+                pass
+            self._port = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+class ConsoleDisplay(Display):
+    """The display drawn as a framed 2x20 box on a text stream (development, `pos demo`)."""
+
+    def __init__(self, stream: TextIO | None = None, *, title: str = "display") -> None:
+        self._stream = stream
+        self.title = title
+        self._lock = threading.Lock()
+
+    def render(self, line1: str, line2: str) -> str:
+        top = "+-" + self.title[: COLUMNS - 2].ljust(COLUMNS - 1, "-") + "+"
+        return "\n".join([top, "|" + fit_line(line1) + "|", "|" + fit_line(line2) + "|",
+                          "+" + "-" * COLUMNS + "+"]) + "\n"
+
+    def show(self, line1: str, line2: str) -> None:
+        stream = self._stream or sys.stdout
+        with self._lock:
+            stream.write(self.render(line1, line2))
+            stream.flush()
+
+
+class RecordingDisplay(Display):
+    """Keeps every (line1, line2) it was asked to show, already fitted to 20 columns."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, str]] = []
+
+    def show(self, line1: str, line2: str) -> None:
+        self.shown.append((fit_line(line1).rstrip(), fit_line(line2).rstrip()))
+
+    @property
+    def current(self) -> tuple[str, str] | None:
+        return self.shown[-1] if self.shown else None
+
+
+class NullDisplay(Display):
+    """kind = "none": no display attached."""
+
+    def show(self, line1: str, line2: str) -> None:
+        return None
+
+
+def open_display(settings: Any, *, title: str = "display", stream: TextIO | None = None) -> Display:
+    """The display named by a [display] config section."""
+    if settings.kind == "serial":
+        return SerialDisplay(settings.url, baudrate=settings.baudrate,
+                             encoding=getattr(settings, "encoding", "GB18030"))
+    if settings.kind == "console":
+        return ConsoleDisplay(stream, title=title)
+    return NullDisplay()

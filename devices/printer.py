@@ -1,0 +1,465 @@
+"""Receipt printers: python-escpos back ends behind one small interface.
+
+`ReceiptPrinter.send(data)` writes a rendered receipt (bytes from
+`devices.receipt.render_receipt`) and returns only when the link accepted
+every byte; any fault raises `PrinterError` (the print queue keeps the job).
+`status()` reads online and paper state where the link is two-way.
+
+| kind      | back end                                                          |
+| --------- | ----------------------------------------------------------------- |
+| network   | escpos `Network` (raw TCP, usually port 9100)                      |
+| file      | escpos `File` (a device node such as /dev/usb/lp0, or a plain file)|
+| usb       | escpos `Usb` (needs pyusb, `pip install pyusb`)                    |
+| serial    | `serial.serial_for_url(url)` - NOT escpos `Serial`, which opens    |
+|           | `serial.Serial(port=...)` itself so pyserial URLs never reach it   |
+| dummy     | escpos `Dummy`: keeps every job in memory (demo, tests)            |
+| none      | no printer: jobs wait in the queue                                 |
+
+python-escpos 3.1 traps, contained by `load_escpos()` (the only place that
+imports escpos):
+
+1. `escpos.capabilities` parses its 3 MB capabilities file at import
+   (~200 ms) unless `ESCPOS_CAPABILITIES_PICKLE_DIR` names a folder that
+   keeps the pickle between runs. We set it (if unset) to a persistent cache
+   folder before the import: `configure_escpos_cache(dir)` (the daemon passes
+   <state_dir>/cache/escpos), else $POS_CACHE_DIR, else
+   $XDG_CACHE_HOME/pos-terminal/escpos (~/.cache/pos-terminal/escpos).
+2. It calls `tempfile.mkdtemp()` on every import even when the variable is
+   set (the default argument of `environ.get` is evaluated first), leaving
+   an empty folder in /tmp each start. We record the folders made during the
+   import and remove them.
+3. It calls `logging.basicConfig()` at import, and module-level
+   `logging.info()` in open()/close() (which configures the root logger
+   if it has no handler). We remove root handlers it added, at import and
+   around every call into a back end.
+4. `barcode()` prints "Using hardware barcode renderer" to stdout; rendering
+   runs with stdout redirected.
+5. `is_online()` returns False and `paper_status()` returns 2 ("paper
+   adequate") when the printer does not answer; `read_status` reads the raw
+   status byte and reports an unanswered query as unknown (None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import types
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import serial
+
+__all__ = [
+    "PrinterError",
+    "PrinterStatus",
+    "ReceiptPrinter",
+    "NetworkPrinter",
+    "FilePrinter",
+    "UsbPrinter",
+    "SerialPrinter",
+    "DummyPrinter",
+    "NullPrinter",
+    "open_printer",
+    "load_escpos",
+    "configure_escpos_cache",
+    "default_escpos_cache_dir",
+    "contained_root_logging",
+    "read_status",
+    "ESCPOS_PICKLE_ENV",
+]
+
+log = logging.getLogger(__name__)
+
+ESCPOS_PICKLE_ENV = "ESCPOS_CAPABILITIES_PICKLE_DIR"
+_escpos_lock = threading.RLock()
+_escpos: types.ModuleType | None = None
+
+
+class PrinterError(Exception):
+    """The printer did not take the job (away, out of paper, link closed...)."""
+
+
+@dataclass(frozen=True)
+class PrinterStatus:
+    """online: True/False, None = unknown; paper: "ok" | "low" | "out" | None = unknown."""
+
+    online: bool | None = None
+    paper: str | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.online is not None
+
+
+def default_escpos_cache_dir() -> Path:
+    env = os.environ.get("POS_CACHE_DIR")
+    if env:
+        return Path(env) / "escpos"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pos-terminal" / "escpos"
+
+
+def configure_escpos_cache(directory: str | os.PathLike[str]) -> bool:
+    """Keep escpos's capabilities pickle in directory. Call before load_escpos().
+
+    Returns False (and changes nothing) if escpos is already imported or the
+    variable is already set by the environment.
+    """
+    if _escpos is not None or os.environ.get(ESCPOS_PICKLE_ENV):
+        return False
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("escpos cache folder not usable path=%s error=%s", path, exc)
+        return False
+    os.environ[ESCPOS_PICKLE_ENV] = str(path)
+    return True
+
+
+@contextlib.contextmanager
+def contained_root_logging() -> Iterator[None]:
+    """Undo root-logger handlers that python-escpos adds (basicConfig, logging.info)."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in before:
+                root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def load_escpos() -> types.ModuleType:
+    """Import python-escpos once, with its import-time side effects contained.
+
+    Returns the `escpos.printer` module.
+    """
+    global _escpos
+    with _escpos_lock:
+        if _escpos is not None:
+            return _escpos
+        if not os.environ.get(ESCPOS_PICKLE_ENV):
+            configure_escpos_cache(default_escpos_cache_dir())
+        made: list[str] = []
+        real_mkdtemp = tempfile.mkdtemp
+
+        def recording_mkdtemp(*args: Any, **kwargs: Any) -> str:
+            path = real_mkdtemp(*args, **kwargs)
+            made.append(path)
+            return path
+
+        tempfile.mkdtemp = recording_mkdtemp  # type: ignore[assignment]
+        try:
+            with contained_root_logging():
+                import escpos.printer as printer_module  # noqa: PLC0415 - import on purpose, late
+        finally:
+            tempfile.mkdtemp = real_mkdtemp  # type: ignore[assignment]
+        for path in made:
+            # Without the variable the pickle went there; it is read only at import.
+            shutil.rmtree(path, ignore_errors=True)
+        _escpos = printer_module
+        return printer_module
+
+
+def read_status(device: Any) -> PrinterStatus:
+    """Online and paper state from an escpos printer with a two-way link.
+
+    Unlike escpos's is_online()/paper_status(), no answer means unknown.
+    """
+    from escpos import constants as c  # noqa: PLC0415 - loaded by load_escpos first
+
+    def query(mode: bytes) -> int | None:
+        try:
+            answer = device.query_status(mode)
+        except (OSError, socket.timeout, NotImplementedError, AttributeError, AssertionError,
+                serial.SerialException):
+            return None
+        return answer[0] if answer else None
+
+    online_byte = query(c.RT_STATUS_ONLINE)
+    if online_byte is None:
+        return PrinterStatus(None, None)
+    online = not (online_byte & c.RT_MASK_ONLINE)
+    paper_byte = query(c.RT_STATUS_PAPER)
+    paper: str | None
+    if paper_byte is None:
+        paper = None
+    elif paper_byte & c.RT_MASK_NOPAPER == c.RT_MASK_NOPAPER:
+        paper = "out"
+    elif paper_byte & c.RT_MASK_LOWPAPER == c.RT_MASK_LOWPAPER:
+        paper = "low"
+    else:
+        paper = "ok"
+    return PrinterStatus(online, paper)
+
+
+class ReceiptPrinter(ABC):
+    """Where rendered receipts go."""
+
+    description = "printer"
+
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """Write all of data, or raise PrinterError."""
+
+    def status(self) -> PrinterStatus:
+        return PrinterStatus(None, None)
+
+    def close(self) -> None:
+        return None
+
+
+class NetworkPrinter(ReceiptPrinter):
+    """A raw TCP printer (escpos Network), one connection per job.
+
+    After the bytes are sent we half-close and wait for the printer to close
+    its side: a reset there means it dropped the job part way (the bytes only
+    reached our kernel), which sendall alone would not tell us.
+    """
+
+    def __init__(self, host: str, port: int = 9100, *, timeout: float = 5.0,
+                 drain_timeout: float = 2.0, profile: str | None = None) -> None:
+        self.host, self.port = host, port
+        self.timeout, self.drain_timeout = timeout, drain_timeout
+        self.profile = profile
+        self.description = f"network printer {host}:{port}"
+
+    def _printer(self) -> Any:
+        escpos = load_escpos()
+        with contained_root_logging():
+            p = escpos.Network(self.host, self.port, timeout=self.timeout, profile=self.profile)
+            p.open()
+        return p
+
+    def send(self, data: bytes) -> None:
+        try:
+            p = self._printer()
+        except Exception as exc:  # DeviceNotFoundError and OSError
+            raise PrinterError(f"{self.description}: cannot connect: {exc}") from None
+        try:
+            with contained_root_logging():
+                p._raw(data)  # escpos's own write (sendall)
+                sock: socket.socket = p.device
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(self.drain_timeout)
+                try:
+                    while sock.recv(1024):
+                        pass  # a status byte or two: ignore
+                except socket.timeout:
+                    pass  # still open but no reset: the printer kept the bytes
+        except OSError as exc:
+            raise PrinterError(f"{self.description}: connection lost while printing: {exc}") from None
+        finally:
+            with contained_root_logging():
+                try:
+                    p.close()
+                except OSError:
+                    pass
+
+    def status(self) -> PrinterStatus:
+        try:
+            p = self._printer()
+        except Exception:  # noqa: BLE001 - cannot connect: the printer is away
+            return PrinterStatus(False, None)
+        try:
+            p.device.settimeout(min(self.timeout, 1.0))
+            return read_status(p)
+        finally:
+            with contained_root_logging():
+                try:
+                    p.close()
+                except OSError:
+                    pass
+
+
+class FilePrinter(ReceiptPrinter):
+    """escpos File: a device node (/dev/usb/lp0) or a file, opened per job."""
+
+    def __init__(self, path: str, *, profile: str | None = None) -> None:
+        self.path = path
+        self.profile = profile
+        self.description = f"file printer {path}"
+
+    def send(self, data: bytes) -> None:
+        escpos = load_escpos()
+        with contained_root_logging():
+            p = escpos.File(self.path, profile=self.profile)
+            try:
+                p.open()
+            except Exception as exc:  # DeviceNotFoundError
+                raise PrinterError(f"{self.description}: cannot open: {exc}") from None
+            try:
+                p._raw(data)
+            except OSError as exc:
+                raise PrinterError(f"{self.description}: write failed: {exc}") from None
+            finally:
+                try:
+                    p.close()
+                except OSError as exc:  # flush at close can fail too
+                    raise PrinterError(f"{self.description}: write failed: {exc}") from None
+
+    def status(self) -> PrinterStatus:
+        # A file link is one-way: only "is the device there" is known.
+        return PrinterStatus(None if os.path.exists(self.path) else False, None)
+
+
+class UsbPrinter(ReceiptPrinter):
+    """escpos Usb (needs pyusb and permission on the device node)."""
+
+    def __init__(self, vendor: int, product: int, *, profile: str | None = None) -> None:
+        self.vendor, self.product, self.profile = vendor, product, profile
+        self.description = f"USB printer {vendor:04x}:{product:04x}"
+        self._p: Any = None
+
+    def _open(self) -> Any:
+        if self._p is None:
+            escpos = load_escpos()
+            try:
+                with contained_root_logging():
+                    p = escpos.Usb(self.vendor, self.product, profile=self.profile)
+                    p.open()
+            except Exception as exc:  # noqa: BLE001 - pyusb missing, no device, no permission
+                raise PrinterError(f"{self.description}: cannot open: {exc} "
+                                   "(is pyusb installed and the device plugged in?)") from None
+            self._p = p
+        return self._p
+
+    def send(self, data: bytes) -> None:
+        p = self._open()
+        try:
+            with contained_root_logging():
+                p._raw(data)
+        except Exception as exc:  # noqa: BLE001 - usb.core.USBError and friends
+            self.close()
+            raise PrinterError(f"{self.description}: write failed: {exc}") from None
+
+    def status(self) -> PrinterStatus:
+        try:
+            return read_status(self._open())
+        except PrinterError:
+            return PrinterStatus(False, None)
+
+    def close(self) -> None:
+        if self._p is not None:
+            with contained_root_logging():
+                try:
+                    self._p.close()
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            self._p = None
+
+
+class SerialPrinter(ReceiptPrinter):
+    """A serial printer on any pyserial URL (bytes rendered by escpos Dummy)."""
+
+    def __init__(self, url: str, *, baudrate: int = 19200, write_timeout: float = 10.0,
+                 status_timeout: float = 0.5) -> None:
+        self.url, self.baudrate = url, baudrate
+        self.write_timeout, self.status_timeout = write_timeout, status_timeout
+        self.description = f"serial printer {url}"
+
+    def _open(self) -> serial.SerialBase:
+        try:
+            return serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.status_timeout,
+                                         write_timeout=self.write_timeout)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise PrinterError(f"{self.description}: cannot open: {exc}") from None
+
+    def send(self, data: bytes) -> None:
+        port = self._open()
+        try:
+            written = port.write(data)
+            port.flush()
+            if written is not None and written != len(data):
+                raise PrinterError(f"{self.description}: only {written} of {len(data)} bytes written")
+        except (serial.SerialException, OSError) as exc:
+            raise PrinterError(f"{self.description}: write failed: {exc}") from None
+        finally:
+            port.close()
+
+    def status(self) -> PrinterStatus:
+        try:
+            port = self._open()
+        except PrinterError:
+            return PrinterStatus(False, None)
+
+        class _Link:  # the two calls read_status needs, over our pyserial port
+            @staticmethod
+            def query_status(mode: bytes) -> bytes:
+                port.reset_input_buffer()
+                port.write(mode)
+                return port.read(1)
+
+        try:
+            load_escpos()
+            return read_status(_Link())
+        finally:
+            port.close()
+
+
+class DummyPrinter(ReceiptPrinter):
+    """Keeps every job in memory (kind = "dummy"); can be switched away for tests."""
+
+    description = "dummy printer"
+
+    def __init__(self) -> None:
+        self.jobs: list[bytes] = []
+        self.online = True
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            if not self.online:
+                raise PrinterError("dummy printer is switched off")
+            self.jobs.append(bytes(data))
+
+    def status(self) -> PrinterStatus:
+        return PrinterStatus(self.online, "ok" if self.online else None)
+
+
+class NullPrinter(ReceiptPrinter):
+    """kind = "none": nothing is printed; jobs wait in the queue."""
+
+    description = "no printer"
+
+    def send(self, data: bytes) -> None:
+        raise PrinterError("no printer configured ([printer] kind = \"none\")")
+
+    def status(self) -> PrinterStatus:
+        return PrinterStatus(False, None)
+
+
+def open_printer(settings: Any) -> ReceiptPrinter:
+    """The printer named by a [printer] config section."""
+    profile = None if settings.profile == "default" else settings.profile
+    kind = settings.kind
+    if kind == "network":
+        return NetworkPrinter(settings.host, settings.port, profile=profile)
+    if kind == "file":
+        return FilePrinter(settings.path, profile=profile)
+    if kind == "usb":
+        return UsbPrinter(settings.usb_vendor, settings.usb_product, profile=profile)
+    if kind == "serial":
+        return SerialPrinter(settings.url, baudrate=settings.baudrate)
+    if kind == "dummy":
+        return DummyPrinter()
+    return NullPrinter()
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """escpos prints chatter to stdout (trap 4); keep it out of the daemon's output."""
+    with _escpos_lock, contextlib.redirect_stdout(io.StringIO()):
+        yield

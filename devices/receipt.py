@@ -1,0 +1,252 @@
+"""Receipts: built from a record (`ReceiptData`), never from free text.
+
+`render_receipt(data, printer_settings, catalogue)` returns ESC/POS bytes made
+with python-escpos's `Dummy` printer: initialise, header, the sale's lines,
+a QR code (or a Code 128 barcode with print_qr = false) carrying the
+merchantTransId (`devices.receipt_code`) so a manager can scan the receipt to
+refund it, and a cut.
+
+Text is sent in the printer's configured encoding: for GB18030 and Big5,
+runs of Chinese text are wrapped in FS & / FS . (enter / leave the Chinese
+character mode of Chinese-market ESC/POS printers); UTF-8 is sent as is
+(printers with a UTF-8 mode); ASCII replaces what it cannot carry with '?'.
+Column widths are measured with wcwidth (a Hanzi takes two columns).
+
+A payment code is never on a receipt: `code_last4` holds at most 4 digits
+(checked) and is printed as ************1234.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from devices.messages import Catalogue, text_width
+from devices.printer import load_escpos, quiet_stdout
+from devices.receipt_code import receipt_code
+from pos.money import Money
+
+__all__ = [
+    "ReceiptKind",
+    "RefundLine",
+    "ReceiptData",
+    "render_receipt",
+    "encode_text",
+    "MASKED_CODE_STARS",
+]
+
+MASKED_CODE_STARS = 14  # "**************1234": the width of a typical 18-digit code
+_FS_KANJI_ON = b"\x1c\x26"   # FS &
+_FS_KANJI_OFF = b"\x1c\x2e"  # FS .
+_ENCODINGS = {"GB18030": "gb18030", "BIG5": "big5", "UTF-8": "utf-8", "ASCII": "ascii"}
+
+
+class ReceiptKind(str, Enum):
+    SALE = "SALE"
+    REFUND = "REFUND"
+    REPORT = "REPORT"
+
+
+@dataclass(frozen=True)
+class RefundLine:
+    merchant_refund_id: str
+    amount: Money
+    state: str      # a receipt status label key, e.g. "status_refunded"
+    when: datetime
+
+
+@dataclass(frozen=True)
+class ReceiptData:
+    """Everything a receipt shows; the journal record is the source."""
+
+    kind: ReceiptKind
+    merchant_name: str
+    terminal_id: str
+    when: datetime                      # local time (the terminal's time zone)
+    store_name: str = ""
+    amount: Money | None = None
+    status_key: str = ""                # a [receipt] label key, e.g. "status_paid"
+    merchant_trans_id: str = ""
+    acquirement_id: str = ""
+    code_last4: str = ""
+    order_title: str = ""
+    refunds: tuple[RefundLine, ...] = ()
+    reprint: bool = False
+    report_title_key: str = ""          # "report_x" | "report_z" for REPORT
+    report_lines: tuple[tuple[str, str], ...] = ()   # (label, value) rows of an X/Z report
+
+    def __post_init__(self) -> None:
+        if len(self.code_last4) > 4 or not (self.code_last4 == "" or self.code_last4.isdigit()):
+            raise ValueError("code_last4 must be at most the last 4 digits of the payment code")
+        object.__setattr__(self, "kind", ReceiptKind(self.kind))
+        object.__setattr__(self, "refunds", tuple(self.refunds))
+        object.__setattr__(self, "report_lines", tuple(tuple(r) for r in self.report_lines))
+
+    def as_reprint(self) -> "ReceiptData":
+        return replace(self, reprint=True)
+
+    # JSON-able form, so the print queue can keep the record and re-render it.
+    def to_dict(self) -> dict[str, Any]:
+        def money(m: Money | None) -> dict[str, Any] | None:
+            return None if m is None else {"minor": m.minor, "currency": m.currency}
+        return {
+            "kind": self.kind.value, "merchant_name": self.merchant_name,
+            "terminal_id": self.terminal_id, "when": self.when.isoformat(),
+            "store_name": self.store_name, "amount": money(self.amount),
+            "status_key": self.status_key, "merchant_trans_id": self.merchant_trans_id,
+            "acquirement_id": self.acquirement_id, "code_last4": self.code_last4,
+            "order_title": self.order_title,
+            "refunds": [{"merchant_refund_id": r.merchant_refund_id, "amount": money(r.amount),
+                         "state": r.state, "when": r.when.isoformat()} for r in self.refunds],
+            "reprint": self.reprint, "report_title_key": self.report_title_key,
+            "report_lines": [list(r) for r in self.report_lines],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ReceiptData":
+        def money(m: dict[str, Any] | None) -> Money | None:
+            return None if m is None else Money(int(m["minor"]), m["currency"])
+        refunds = tuple(RefundLine(r["merchant_refund_id"], money(r["amount"]),  # type: ignore[arg-type]
+                                   r["state"], datetime.fromisoformat(r["when"])) for r in d["refunds"])
+        return cls(
+            kind=ReceiptKind(d["kind"]), merchant_name=d["merchant_name"], terminal_id=d["terminal_id"],
+            when=datetime.fromisoformat(d["when"]), store_name=d["store_name"], amount=money(d["amount"]),
+            status_key=d["status_key"], merchant_trans_id=d["merchant_trans_id"],
+            acquirement_id=d["acquirement_id"], code_last4=d["code_last4"], order_title=d["order_title"],
+            refunds=refunds, reprint=d["reprint"], report_title_key=d["report_title_key"],
+            report_lines=tuple(tuple(r) for r in d["report_lines"]),  # type: ignore[misc]
+        )
+
+
+def encode_text(text: str, encoding: str) -> bytes:
+    """Printer bytes for text in the configured encoding (see module doc)."""
+    codec = _ENCODINGS.get(encoding.upper(), encoding)
+    if codec == "ascii":
+        return text.encode("ascii", errors="replace")
+    if codec == "utf-8":
+        return text.encode("utf-8")
+    out = bytearray()
+    run: list[str] = []
+
+    def flush_run() -> None:
+        if run:
+            out.extend(_FS_KANJI_ON + "".join(run).encode(codec, errors="replace") + _FS_KANJI_OFF)
+            run.clear()
+
+    for ch in text:
+        if ch.isascii():
+            flush_run()
+            out.extend(ch.encode("ascii"))
+        else:
+            run.append(ch)
+    flush_run()
+    return bytes(out)
+
+
+def _cut_to_width(text: str, width: int) -> str:
+    out, used = [], 0
+    for ch in text:
+        w = max(text_width(ch), 0)
+        if used + w > width:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out)
+
+
+def _pair(label: str, value: str, width: int) -> list[str]:
+    """'label      value' on one line, or label then right-aligned value on two."""
+    lw, vw = text_width(label), text_width(value)
+    if lw + 1 + vw <= width:
+        return [label + " " * (width - lw - vw) + value]
+    value = _cut_to_width(value, width)
+    return [_cut_to_width(label, width), " " * (width - text_width(value)) + value]
+
+
+def _center(text: str, width: int) -> str:
+    text = _cut_to_width(text, width)
+    return " " * ((width - text_width(text)) // 2) + text
+
+
+def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogue) -> bytes:
+    """ESC/POS bytes of one receipt (python-escpos Dummy)."""
+    escpos = load_escpos()
+    width = int(printer_settings.width)
+    encoding = printer_settings.encoding
+    profile = None if printer_settings.profile == "default" else printer_settings.profile
+    label = catalogue.receipt
+    p = escpos.Dummy(profile=profile)
+
+    def line(text: str = "") -> None:
+        p._raw(encode_text(text, encoding) + b"\n")
+
+    with quiet_stdout():
+        p.hw("INIT")
+        p.set(align="center", bold=True, double_height=True, double_width=False)
+        line(_cut_to_width(data.merchant_name, width))
+        p.set(align="center", normal_textsize=True, bold=False)
+        if data.store_name:
+            line(_cut_to_width(data.store_name, width))
+        if data.reprint:
+            p.set(align="center", bold=True, normal_textsize=True)
+            line(label("reprint"))
+        title = label(data.report_title_key) if data.kind is ReceiptKind.REPORT and data.report_title_key \
+            else label("sale" if data.kind is ReceiptKind.SALE else "refund"
+                       if data.kind is ReceiptKind.REFUND else "report_x")
+        p.set(align="center", bold=True, normal_textsize=True)
+        line(title)
+        p.set(align="left", bold=False, normal_textsize=True)
+        line("-" * width)
+        rows: list[tuple[str, str]] = [
+            (label("terminal"), data.terminal_id),
+            (label("date"), data.when.strftime("%Y-%m-%d %H:%M:%S")),
+        ]
+        if data.kind is not ReceiptKind.REPORT:
+            if data.order_title:
+                rows.append((label("order"), data.order_title))
+            if data.merchant_trans_id:
+                rows.append((label("trans_id"), data.merchant_trans_id))
+            if data.acquirement_id:
+                rows.append((label("acquirement_id"), data.acquirement_id))
+            if data.code_last4:
+                rows.append((label("code"), "*" * MASKED_CODE_STARS + data.code_last4))
+        for name, value in rows:
+            for text in _pair(name, value, width):
+                line(text)
+        for name, value in data.report_lines:
+            for text in _pair(name, value, width):
+                line(text)
+        if data.amount is not None:
+            line("-" * width)
+            p.set(align="left", bold=True, normal_textsize=True)
+            for text in _pair(label("amount"), data.amount.receipt(), width):
+                line(text)
+            p.set(align="left", bold=False, normal_textsize=True)
+        if data.status_key:
+            for text in _pair(label("status"), label(data.status_key), width):
+                line(text)
+        if data.refunds:
+            line("-" * width)
+            line(label("refunds"))
+            for r in data.refunds:
+                line(_cut_to_width(f"{r.when.strftime('%Y-%m-%d %H:%M')} {r.merchant_refund_id}", width))
+                for text in _pair(label(r.state), r.amount.receipt(), width):
+                    line(text)
+        if data.merchant_trans_id and data.kind is not ReceiptKind.REPORT:
+            code = receipt_code(data.merchant_trans_id)
+            line()
+            p.set(align="center", bold=False, normal_textsize=True)
+            if printer_settings.print_qr:
+                # native: the printer draws the QR (GS ( k), no image library needed
+                p.qr(code, native=True, size=6, center=False)
+            else:
+                p.barcode("{B" + code, "CODE128", function_type="B", pos="OFF", align_ct=False)
+            line(label("scan_to_refund"))
+        p.set(align="center", bold=False, normal_textsize=True)
+        line()
+        line(label("thanks"))
+        p.set(align="left", normal_textsize=True)
+        p.cut()
+    return bytes(p.output)

@@ -1,0 +1,103 @@
+"""The 2x20 display: the serial driver over a real pty, decoded back by the twin."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import pytest
+
+from devices.display import (CLEAR, ESC_INIT, ConsoleDisplay, NullDisplay, RecordingDisplay,
+                             SerialDisplay, fit_line, open_display, position)
+from devices.emulated import EmulatedDisplay, decode_display_bytes
+from devices.messages import Catalogue, text_width
+
+
+@pytest.fixture
+def emulated(tmp_path):  # type: ignore[no-untyped-def]
+    dev = EmulatedDisplay(directory=tmp_path)
+    yield dev
+    dev.close()
+
+
+def test_fit_line_pads_and_cuts_by_columns() -> None:
+    assert fit_line("Ready") == "Ready" + " " * 15
+    assert fit_line("x" * 25) == "x" * 20
+    assert text_width(fit_line("请在支付宝中确认付款了吗")) == 20          # 11 Hanzi cut to 10
+    assert fit_line("a请" * 7) == "a请" * 6 + "a "                       # no half Hanzi
+    assert fit_line("tab\there") == "tab?here" + " " * 12
+    assert fit_line("€5", encoding="ascii") == "?5" + " " * 18
+
+
+def test_command_bytes() -> None:
+    d = SerialDisplay("loop://", encoding="GB18030")
+    frame = d.frame("Hi", "谢谢")
+    assert frame == (b"\x1f\x24\x01\x01" + b"Hi" + b" " * 18
+                     + b"\x1f\x24\x01\x02" + "谢谢".encode("gb18030") + b" " * 16)
+    assert position(3, 2) == b"\x1f$\x03\x02"
+    assert decode_display_bytes(ESC_INIT + frame) == ("Hi", "谢谢")
+    assert decode_display_bytes(frame + CLEAR) == ("", "")
+
+
+def test_serial_display_over_a_pty_shows_both_lines(emulated: EmulatedDisplay) -> None:
+    d = SerialDisplay(emulated.path, encoding="GB18030")
+    try:
+        d.show("Scan customer code", "SGD 1234.56")
+        assert emulated.wait_for(lambda l: l == ("Scan customer code", "SGD 1234.56"))[1] == "SGD 1234.56"
+        assert emulated.received.startswith(ESC_INIT)
+        d.show("支付成功", "SGD 1234.56")
+        assert emulated.wait_for(lambda l: l[0] == "支付成功") == ("支付成功", "SGD 1234.56")
+        d.show("A much longer line than twenty", "")
+        assert emulated.wait_for(lambda l: l[0].startswith("A much")) == ("A much longer line t", "")
+    finally:
+        d.close()
+
+
+def test_every_catalogue_message_round_trips_through_the_display(emulated: EmulatedDisplay) -> None:
+    d = SerialDisplay(emulated.path, encoding="GB18030")
+    try:
+        for lang in ("en", "zh-CN"):
+            cat = Catalogue.load(lang)
+            for key in ("checking", "paid", "code.USER_BALANCE_NOT_ENOUGH"):
+                lines = cat.customer(key, amount="SGD 1234.56")
+                d.show(*lines)
+                expected = tuple(line.rstrip() for line in lines)
+                assert emulated.wait_for(lambda l: l == expected) == expected
+    finally:
+        d.close()
+
+
+def test_display_unplugged_does_not_raise_and_recovers(emulated: EmulatedDisplay) -> None:
+    d = SerialDisplay(emulated.path, encoding="GB18030")
+    try:
+        d.show("one", "")
+        assert emulated.wait_for(lambda l: l[0] == "one")[0] == "one"
+        emulated.unplug()
+        d.show("lost", "")          # logged, not raised
+        d.show("lost again", "")
+        emulated.plug()
+        emulated.received.clear()
+        d.show("back", "ok")
+        assert emulated.wait_for(lambda l: l == ("back", "ok")) == ("back", "ok")
+    finally:
+        d.close()
+
+
+def test_console_and_recording_twins() -> None:
+    out = io.StringIO()
+    ConsoleDisplay(out, title="customer").show("Payment successful", "SGD 1234.56")
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "|Payment successful  |" and lines[2] == "|SGD 1234.56         |"
+    assert len(lines) == 4 and lines[0].startswith("+-customer")
+    rec = RecordingDisplay()
+    rec.show("x" * 30, "y")
+    assert rec.current == ("x" * 20, "y")
+
+
+def test_open_display_by_kind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = SimpleNamespace(kind="serial", url=str(tmp_path / "d"), baudrate=9600, encoding="BIG5")
+    d = open_display(s)
+    assert isinstance(d, SerialDisplay) and d.encoding == "BIG5"
+    d.show("no device", "")        # nothing there: logged, not raised
+    assert isinstance(open_display(SimpleNamespace(kind="console")), ConsoleDisplay)
+    assert isinstance(open_display(SimpleNamespace(kind="none")), NullDisplay)

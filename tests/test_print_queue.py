@@ -1,0 +1,130 @@
+"""The durable print queue: idempotent, ordered, exactly once after the printer comes back."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from devices.emulated import EmulatedNetworkPrinter, escpos_to_text
+from devices.messages import Catalogue
+from devices.print_queue import PrintQueue, UnknownJob
+from devices.printer import DummyPrinter, NetworkPrinter, NullPrinter
+from devices.receipt import ReceiptData, ReceiptKind
+from pos.config import PrinterSection
+from pos.money import Money
+
+SETTINGS = PrinterSection(encoding="GB18030", retry_interval=0.05)
+
+
+def receipt(n: int) -> ReceiptData:
+    return ReceiptData(kind=ReceiptKind.SALE, merchant_name="My Store", terminal_id="POS01",
+                       when=datetime(2024, 5, 1, 12, 0, n), amount=Money(1000 + n, "SGD"),
+                       status_key="status_paid", merchant_trans_id=f"POS01-T{n:04d}", code_last4="1234")
+
+
+def make_queue(db: Path, printer, **kw) -> PrintQueue:  # type: ignore[no-untyped-def]
+    return PrintQueue(db, printer, printer_settings=SETTINGS, catalogue=Catalogue.load("en"), **kw)
+
+
+def test_enqueue_is_idempotent_and_jobs_print_in_order(tmp_path: Path) -> None:
+    printer = DummyPrinter()
+    with make_queue(tmp_path / "journal.sqlite", printer) as q:
+        assert q.enqueue("sale:1:final", receipt(1)) is True
+        assert q.enqueue("sale:1:final", receipt(1)) is False
+        assert q.enqueue("sale:2:final", b"\x1b@raw bytes\n") is True
+        assert [j.job_key for j in q.pending()] == ["sale:1:final", "sale:2:final"]
+        assert q.print_pending() == 2
+        assert q.print_pending() == 0
+        assert q.job("sale:1:final").state == "done"  # type: ignore[union-attr]
+    assert "POS01-T0001" in escpos_to_text(printer.jobs[0]) and printer.jobs[1] == b"\x1b@raw bytes\n"
+
+
+def test_free_text_is_refused(tmp_path: Path) -> None:
+    with make_queue(tmp_path / "j.sqlite", DummyPrinter()) as q:
+        with pytest.raises(TypeError, match="not free text"):
+            q.enqueue("x", "PAID 10.00")  # type: ignore[arg-type]
+
+
+def test_table_lives_in_the_journal_file_with_wal_and_full_sync(tmp_path: Path) -> None:
+    db = tmp_path / "journal.sqlite"
+    other = sqlite3.connect(db)
+    other.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY)")
+    other.commit()
+    other.close()
+    with make_queue(db, DummyPrinter()) as q:
+        assert q._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert q._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        q.enqueue("sale:1:final", receipt(1))
+    names = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"sales", "print_jobs"} <= names
+
+
+def test_printer_pulled_mid_receipt_each_receipt_prints_exactly_once_after_it_returns(tmp_path: Path) -> None:
+    statuses: list[str] = []
+    back = threading.Event()
+
+    def on_status(key: str) -> None:
+        statuses.append(key)
+        if key == "printer_back":
+            back.set()
+
+    with EmulatedNetworkPrinter() as emu:
+        printer = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=2)
+        emu.fail_after(120)  # the cable is pulled 120 bytes into the first receipt
+        with make_queue(tmp_path / "journal.sqlite", printer, on_status=on_status) as q:
+            for n in range(1, 4):
+                q.enqueue(f"sale:{n}:final", receipt(n))
+            q.start()
+            for _ in range(500):                        # the worker finds the printer away
+                if statuses and not emu.on:
+                    break
+                threading.Event().wait(0.01)
+            assert statuses == ["printer_away"] and len(emu.torn) == 1
+            assert [j.job_key for j in q.pending()] == ["sale:1:final", "sale:2:final", "sale:3:final"]
+            assert q.job("sale:1:final").attempts >= 1  # type: ignore[union-attr]
+            q.enqueue("sale:4:final", receipt(4))      # queuing never blocks on the printer
+            emu.switch_on()                            # plugged back in, same address
+            assert back.wait(10) and emu.wait_for_jobs(4)
+            q.stop()
+            assert q.pending() == []
+        texts = emu.texts()
+    assert statuses == ["printer_away", "printer_back"]
+    assert len(texts) == 4
+    for n, text in enumerate(texts, start=1):   # in order, each exactly once, each complete
+        assert f"[QR: POS:POS01-T{n:04d}]" in text and "-------- cut --------" in text
+        assert sum(t.count(f"POS01-T{n:04d}") for t in texts) == 2  # the ID line and the QR
+
+
+def test_pending_jobs_survive_a_restart_and_print_once(tmp_path: Path) -> None:
+    db = tmp_path / "journal.sqlite"
+    with make_queue(db, NullPrinter()) as q:
+        q.enqueue("sale:1:final", receipt(1))
+        assert q.print_pending() == 0 and q.printer_away
+    printer = DummyPrinter()
+    with make_queue(db, printer) as q:
+        assert q.enqueue("sale:1:final", receipt(1)) is False   # the engine re-queues on resume: no copy
+        assert q.print_pending() == 1
+    with make_queue(db, printer) as q:
+        assert q.print_pending() == 0
+    assert len(printer.jobs) == 1
+
+
+def test_reprint_marks_the_copy(tmp_path: Path) -> None:
+    printer = DummyPrinter()
+    with make_queue(tmp_path / "j.sqlite", printer) as q:
+        q.enqueue("sale:1:final", receipt(1))
+        q.enqueue("raw:1", b"\x1b@just bytes\n")
+        assert q.reprint("sale:1:final") == "sale:1:final:reprint:1"
+        assert q.reprint("sale:1:final") == "sale:1:final:reprint:2"
+        assert q.reprint("raw:1") == "raw:1:reprint:1"
+        with pytest.raises(UnknownJob):
+            q.reprint("sale:999:final")
+        assert q.print_pending() == 5
+    texts = [escpos_to_text(j) for j in printer.jobs]
+    assert "REPRINT" not in texts[0]
+    assert "*** REPRINT ***" in texts[2] and "*** REPRINT ***" in texts[3]
+    assert "*** REPRINT ***" in texts[4] and "just bytes" in texts[4]

@@ -1,0 +1,185 @@
+"""Receipts and printers: python-escpos output, encodings, status, and the escpos traps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from devices.emulated import EmulatedNetworkPrinter, PtyDevice, escpos_to_text
+from devices.messages import Catalogue
+from devices.printer import (DummyPrinter, FilePrinter, NetworkPrinter, NullPrinter, PrinterError,
+                             SerialPrinter, open_printer)
+from devices.receipt import ReceiptData, ReceiptKind, RefundLine, render_receipt
+from pos.config import PrinterSection
+from pos.money import Money
+
+FULL_CODE = "281234567890121234"
+WHEN = datetime(2024, 5, 1, 12, 30, 5)
+
+
+def sale(**kw: object) -> ReceiptData:
+    base: dict[str, object] = dict(
+        kind=ReceiptKind.SALE, merchant_name="My Store", store_name="Orchard Rd", terminal_id="POS01",
+        when=WHEN, amount=Money(123456, "SGD"), status_key="status_paid",
+        merchant_trans_id="POS01-20240501-0001", acquirement_id="2015032412007101547201355678",
+        code_last4=FULL_CODE[-4:], order_title="Coffee")
+    base.update(kw)
+    return ReceiptData(**base)  # type: ignore[arg-type]
+
+
+def test_sale_receipt_in_chinese_is_gb18030_with_a_qr_of_the_trans_id() -> None:
+    data = render_receipt(sale(), PrinterSection(encoding="GB18030"), Catalogue.load("zh-CN"))
+    assert "谢谢".encode("gb18030") in data
+    assert data.startswith(b"\x1b@") and data.endswith(b"\x1dV\x00")
+    text = escpos_to_text(data, "GB18030")
+    assert "谢谢惠顾" in text and "已支付" in text
+    assert "[QR: POS:POS01-20240501-0001]" in text
+    assert "**************1234" in text and FULL_CODE not in text
+    assert "1234.56 SGD" in text and "-------- cut --------" in text
+
+
+@pytest.mark.parametrize("encoding, codec", [("BIG5", "big5"), ("UTF-8", "utf-8")])
+def test_other_encodings(encoding: str, codec: str) -> None:
+    # Big5 is traditional Chinese: the simplified catalogue's 谢 cannot be sent, 咖啡 can
+    data = render_receipt(sale(order_title="咖啡"), PrinterSection(encoding=encoding), Catalogue.load("zh-CN"))
+    assert "咖啡".encode(codec) in data
+    assert "咖啡" in escpos_to_text(data, encoding)
+
+
+def test_english_receipt_with_barcode_and_refunds_and_quiet_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    data = sale(refunds=(RefundLine("R-1", Money(1000, "SGD"), "status_refunded", WHEN),), reprint=True)
+    out = render_receipt(data, PrinterSection(encoding="ASCII", print_qr=False, width=32), Catalogue.load("en"))
+    text = escpos_to_text(out, "ASCII")
+    assert "[BARCODE: POS:POS01-20240501-0001]" in text
+    assert "*** REPRINT ***" in text and "REFUNDED" in text and "R-1" in text
+    assert all(len(line) <= 32 for line in text.splitlines() if not line.startswith("["))
+    assert capsys.readouterr().out == ""   # escpos's "Using hardware barcode renderer" is kept out
+
+
+def test_report_receipt() -> None:
+    data = ReceiptData(kind=ReceiptKind.REPORT, merchant_name="My Store", terminal_id="POS01", when=WHEN,
+                       report_title_key="report_z", report_lines=(("Sales 12", "1234.56 SGD"),))
+    text = escpos_to_text(render_receipt(data, PrinterSection(), Catalogue.load("en")))
+    assert "Z REPORT" in text and "Sales 12" in text and "[QR" not in text
+
+
+def test_a_full_payment_code_cannot_go_on_a_receipt() -> None:
+    with pytest.raises(ValueError, match="last 4"):
+        sale(code_last4=FULL_CODE)
+
+
+def test_receipt_record_round_trips_as_json() -> None:
+    data = sale(refunds=(RefundLine("R-1", Money(1000, "SGD"), "status_refunded", WHEN),))
+    assert ReceiptData.from_dict(json.loads(json.dumps(data.to_dict()))) == data
+
+
+# -- printers -------------------------------------------------------------
+
+def test_network_printer_prints_and_reads_status() -> None:
+    with EmulatedNetworkPrinter() as emu:
+        p = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=2)
+        p.send(b"\x1b@hello\n")
+        assert emu.wait_for_jobs(1) and emu.texts() == ["hello\n"]
+        status = p.status()
+        assert (status.online, status.paper) == (True, "ok")
+        emu.paper_out = True
+        assert p.status().paper == "out"
+        assert len(emu.jobs) == 1   # status connections are not jobs
+
+
+def test_unanswered_status_is_unknown_not_no_paper() -> None:
+    with EmulatedNetworkPrinter(answer_status=False) as emu:
+        p = NetworkPrinter(emu.host, emu.port, timeout=0.3)
+        status = p.status()
+        assert status.online is None and status.paper is None and not status.known
+
+
+def test_network_printer_switched_off_raises_and_reports_offline() -> None:
+    with EmulatedNetworkPrinter() as emu:
+        emu.switch_off()
+        p = NetworkPrinter(emu.host, emu.port, timeout=1)
+        with pytest.raises(PrinterError, match="cannot connect"):
+            p.send(b"x")
+        assert p.status().online is False
+
+
+def test_network_printer_reset_mid_job_is_an_error() -> None:
+    with EmulatedNetworkPrinter() as emu:
+        emu.fail_after(10)
+        p = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=2)
+        with pytest.raises(PrinterError):
+            p.send(b"A" * 50_000)
+        assert emu.jobs == [] and len(emu.torn) == 1
+
+
+def test_file_printer(tmp_path: Path) -> None:
+    target = tmp_path / "lp0"
+    FilePrinter(str(target)).send(b"\x1b@abc")
+    assert target.read_bytes() == b"\x1b@abc"
+    with pytest.raises(PrinterError, match="cannot open"):
+        FilePrinter(str(tmp_path / "missing" / "lp0")).send(b"x")
+
+
+def test_serial_printer_over_a_pty_uses_pyserial_urls(tmp_path: Path) -> None:
+    with PtyDevice("printer", tmp_path) as dev:
+        p = SerialPrinter(dev.path, status_timeout=0.1)
+        p.send(b"\x1b@serial receipt\n")
+        assert dev.read(2) == b"\x1b@serial receipt\n"
+        assert p.status().online is None      # nobody answers DLE EOT: unknown
+    with pytest.raises(PrinterError):
+        SerialPrinter(str(tmp_path / "gone")).send(b"x")
+
+
+def test_open_printer_kinds_and_dummy() -> None:
+    assert isinstance(open_printer(PrinterSection(kind="none")), NullPrinter)
+    d = open_printer(PrinterSection(kind="dummy"))
+    assert isinstance(d, DummyPrinter)
+    d.send(b"x")
+    d.online = False
+    with pytest.raises(PrinterError):
+        d.send(b"y")
+    assert d.jobs == [b"x"]
+    assert isinstance(open_printer(PrinterSection(kind="network", host="127.0.0.1")), NetworkPrinter)
+
+
+# -- python-escpos import traps --------------------------------------------
+
+_PROBE = """
+import json, logging, os, sys
+sys.path.insert(0, sys.argv[1])
+import devices.printer as dp
+dp.load_escpos()
+import escpos.capabilities as caps
+print(json.dumps({"handlers": len(logging.getLogger().handlers), "pickle": caps.pickle_path,
+                  "env": os.environ.get("ESCPOS_CAPABILITIES_PICKLE_DIR")}))
+"""
+
+
+def test_escpos_import_leaves_no_temp_dir_no_root_handler_and_keeps_its_pickle(tmp_path: Path) -> None:
+    tmp, cache = tmp_path / "tmp", tmp_path / "cache"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "POS_CACHE_DIR": str(cache)}
+    env.pop("ESCPOS_CAPABILITIES_PICKLE_DIR", None)
+    repo = str(Path(__file__).resolve().parents[1])
+
+    def probe() -> dict[str, object]:
+        out = subprocess.run([sys.executable, "-c", _PROBE, repo], env=env, capture_output=True,
+                             text=True, check=True)
+        return json.loads(out.stdout)
+
+    first = probe()
+    assert first["handlers"] == 0
+    assert first["env"] == str(cache / "escpos")
+    pickle = Path(str(first["pickle"]))
+    assert pickle.parent == cache / "escpos" and pickle.exists()
+    assert list(tmp.iterdir()) == []
+    mtime = pickle.stat().st_mtime_ns
+    second = probe()
+    assert second["pickle"] == first["pickle"] and pickle.stat().st_mtime_ns == mtime  # loaded, not rebuilt
+    assert list(tmp.iterdir()) == []
