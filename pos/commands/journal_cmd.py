@@ -1,0 +1,149 @@
+"""`pos journal list|show`: read the payment journal (for the manager and the technician).
+
+Read-only: opens `<terminal.state_dir>/journal.db` without creating it.
+Payment codes appear masked (last 4 digits), as they are stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from pos.config import load_config
+from pos.errors import UsageError, UserError
+from pos.journal import Journal, journal_path
+from pos.records import RefundRecord, SaleRecord
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    journal = subparsers.add_parser(
+        "journal", help="list and show sales and refunds in the payment journal",
+        description="Read the payment journal (<terminal.state_dir>/journal.db). Nothing is changed.")
+    sub = journal.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
+    lst = sub.add_parser("list", help="one line per sale, with its refunds",
+                         description="List sales (oldest first) with their state and refunds. "
+                                     "--open lists only what is not settled: sales in progress, "
+                                     "MANUAL_REVIEW, and open refunds (REFUND_PENDING...).")
+    lst.add_argument("--open", action="store_true", help="only sales and refunds not in a final state")
+    lst.add_argument("--date", metavar="YYYY-MM-DD", help="only sales of this local date")
+    lst.add_argument("--config", metavar="PATH", required=True, help="the terminal's config file")
+    lst.set_defaults(func=run_list)
+    show = sub.add_parser("show", help="everything about one sale or refund, with its history",
+                          description="Show one sale (by number or merchantTransId) or refund (R<number> "
+                                      "or merchantRefundId) and every transition it went through.")
+    show.add_argument("id", metavar="ID", help="sale number, merchantTransId, R<refund number> or merchantRefundId")
+    show.add_argument("--config", metavar="PATH", required=True, help="the terminal's config file")
+    show.set_defaults(func=run_show)
+
+
+def _open(args: argparse.Namespace) -> tuple[Journal, ZoneInfo]:
+    cfg = load_config(args.config).config
+    path = journal_path(cfg.terminal.state_dir)
+    journal = Journal.open(path, terminal_id=cfg.terminal.terminal_id, timezone=cfg.terminal.timezone,
+                           create=False)
+    return journal, ZoneInfo(cfg.terminal.timezone)
+
+
+def _time(at: float | None, tz: ZoneInfo) -> str:
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at, tz=timezone.utc).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    if args.date is not None:
+        try:
+            datetime.strptime(args.date, "%Y-%m-%d")
+        except ValueError:
+            raise UsageError(f"--date {args.date!r} is not a date: use YYYY-MM-DD, e.g. 2026-11-22") from None
+    journal, tz = _open(args)
+    try:
+        sales = journal.list_sales(open_only=False, date=args.date)
+        refunds = journal.list_refunds()
+        by_sale: dict[int, list[RefundRecord]] = {}
+        for r in refunds:
+            by_sale.setdefault(r.sale_id, []).append(r)
+        if args.open:
+            open_refund_sales = {r.sale_id for r in refunds if not r.is_final}
+            sales = [s for s in sales if not s.is_final or s.sale_id in open_refund_sales]
+        header = f"{'#':>5}  {'time':19}  {'merchantTransId':36}  {'amount':>14}  {'code':>8}  state"
+        print(header)
+        for s in sales:
+            print(f"{s.sale_id:>5}  {_time(s.created_at, tz):19}  {s.merchant_trans_id:36}  "
+                  f"{s.amount.receipt():>14}  {s.code_masked[-8:]:>8}  {s.state.value}"
+                  + ("  (resolved later)" if s.resolved_by_corrector else ""))
+            for r in by_sale.get(s.sale_id, []):
+                if args.open and r.is_final:
+                    continue
+                print(f"{'R' + str(r.refund_id):>5}  {_time(r.created_at, tz):19}  {r.merchant_refund_id:36}  "
+                      f"{'-' + r.amount.receipt():>14}  {'':>8}  {r.state.value}")
+        what = "open items" if args.open else "sales"
+        print(f"{len(sales)} {what}" + (f" on {args.date}" if args.date else ""))
+        return 0
+    finally:
+        journal.close()
+
+
+def run_show(args: argparse.Namespace) -> int:
+    journal, tz = _open(args)
+    try:
+        key: str = args.id
+        refund = None
+        sale: SaleRecord | None = None
+        if key[:1] in "Rr" and key[1:].isdigit():
+            refund = journal.get_refund(int(key[1:]))
+        else:
+            sale = journal.get_sale(key)
+            if sale is None and not key.isdigit():
+                refund = journal.get_refund(key)
+        if sale is None and refund is None:
+            raise UserError(f"no sale or refund {key!r} in {journal.path}: "
+                            "see 'pos journal list' for the numbers and ids")
+        if refund is not None:
+            _print_refund(refund, tz)
+            print("history:")
+            _print_events(journal, "refund", refund.refund_id, tz)
+            return 0
+        assert sale is not None
+        rows = [
+            ("sale", str(sale.sale_id)), ("merchantTransId", sale.merchant_trans_id),
+            ("state", sale.state.value + (" (resolved by the background check)" if sale.resolved_by_corrector else "")),
+            ("amount", sale.amount.receipt()), ("payment code", sale.code_masked),
+            ("order title", sale.order_title or "-"), ("reference", sale.reference or "-"),
+            ("created", _time(sale.created_at, tz)), ("pay sent", _time(sale.pay_sent_at, tz)),
+            ("finished", _time(sale.finished_at, tz)), ("acquirementId", sale.acquirement_id or "-"),
+            ("last result", " ".join(x for x in (sale.result_code or "", sale.result_message) if x) or "-"),
+            ("queries / cancels", f"{sale.query_count} / {sale.cancel_attempts}"),
+        ]
+        if sale.next_request and not sale.is_final:
+            rows.append(("next", f"{sale.next_request} at {_time(sale.next_at, tz)}"))
+        for name, value in rows:
+            print(f"{name + ':':20}{value}")
+        for r in journal.list_refunds(sale_id=sale.sale_id):
+            print(f"{'refund R' + str(r.refund_id) + ':':20}{r.amount.receipt()} {r.state.value} {r.merchant_refund_id}")
+        print("history:")
+        _print_events(journal, "sale", sale.sale_id, tz)
+        return 0
+    finally:
+        journal.close()
+
+
+def _print_refund(r: RefundRecord, tz: ZoneInfo) -> None:
+    rows = [
+        ("refund", f"R{r.refund_id}"), ("merchantRefundId", r.merchant_refund_id), ("state", r.state.value),
+        ("sale", str(r.sale_id)), ("amount", r.amount.receipt()), ("reason", r.reason or "-"),
+        ("created", _time(r.created_at, tz)), ("finished", _time(r.finished_at, tz)),
+        ("attempts", str(r.attempts)),
+        ("last result", " ".join(x for x in (r.result_code or "", r.result_message) if x) or "-"),
+    ]
+    for name, value in rows:
+        print(f"{name + ':':20}{value}")
+
+
+def _print_events(journal: Journal, kind: str, item_id: int, tz: ZoneInfo) -> None:
+    for e in journal.events(kind, item_id):
+        arrow = f"{e.source or '-'} -> {e.dest}"
+        print(f"  {_time(e.at, tz)}  {e.trigger:18} {arrow:30} {e.detail}")

@@ -1,0 +1,130 @@
+"""What the journal stores and the engine works on: sale and refund records.
+
+Records are frozen dataclasses with Money amounts, so `pos journal`, the till
+interface and `pos doctor` can read them without touching the engine. The
+engine keeps its own mutable working copy and hands back a new record after
+every transition (pos/engine.py); the journal commits it before the command
+that follows runs (design rule 1, "write before you send").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from pos.money import Money
+
+__all__ = [
+    "SaleState", "RefundState", "SaleRecord", "RefundRecord", "EventRecord",
+    "SALE_FINAL", "SALE_SETTLED_FOR_CASHIER", "SALE_ACTIVE", "REFUND_FINAL", "mask_code",
+]
+
+
+class SaleState(str, Enum):
+    CREATED = "CREATED"              # merchantTransId committed, pay not sent
+    PAYING = "PAYING"                # pay is (maybe) out
+    QUERYING = "QUERYING"            # outcome unknown: polling payQuery
+    CANCELLING = "CANCELLING"        # sending payCancel
+    PAID = "PAID"                    # a verified Succeeded (pay or payQuery)
+    DECLINED = "DECLINED"            # a verified F, or a trustworthy CLOSED status
+    CANCELLED = "CANCELLED"          # payCancel S: as if it never happened (reference §8)
+    MANUAL_REVIEW = "MANUAL_REVIEW"  # cancel F or still U: a human must look (seed 003 note 3)
+
+
+class RefundState(str, Enum):
+    REFUND_CREATED = "REFUND_CREATED"
+    REFUNDING = "REFUNDING"
+    REFUNDED = "REFUNDED"
+    REFUND_DECLINED = "REFUND_DECLINED"
+    REFUND_PENDING = "REFUND_PENDING"   # retries exhausted: the background corrector keeps trying
+
+
+# Final: nothing more will ever happen to the item.
+SALE_FINAL = frozenset({SaleState.PAID, SaleState.DECLINED, SaleState.CANCELLED})
+# The cashier's interaction is over (MANUAL_REVIEW is handed to the manager).
+SALE_SETTLED_FOR_CASHIER = SALE_FINAL | {SaleState.MANUAL_REVIEW}
+# The terminal is busy with this sale: a new scan is refused (design rule 4).
+SALE_ACTIVE = frozenset({SaleState.CREATED, SaleState.PAYING, SaleState.QUERYING, SaleState.CANCELLING})
+REFUND_FINAL = frozenset({RefundState.REFUNDED, RefundState.REFUND_DECLINED})
+
+
+def mask_code(code: str) -> str:
+    """A payment code as it may be stored or shown: all but the last 4 digits hidden."""
+    tail = code[-4:] if len(code) >= 4 else ""
+    return "*" * max(len(code) - 4, 4) + tail
+
+
+@dataclass(frozen=True)
+class SaleRecord:
+    sale_id: int
+    merchant_trans_id: str
+    amount: Money
+    code_masked: str
+    order_title: str
+    reference: str
+    state: SaleState
+    created_at: float           # epoch seconds, from the terminal's clock
+    updated_at: float
+    local_date: str             # YYYY-MM-DD in the terminal's time zone
+    scanned_at: float
+    pay_sent_at: float | None = None
+    querying_since: float | None = None
+    query_count: int = 0
+    not_found_count: int = 0    # consecutive ORDER_NOT_EXIST answers
+    cancel_attempts: int = 0
+    acquirement_id: str | None = None
+    result_code: str | None = None
+    result_message: str = ""
+    abort_requested: bool = False
+    next_request: str | None = None   # "query" | "cancel": what the engine will send next
+    next_at: float | None = None      # when (epoch seconds)
+    alarmed: bool = False
+    finished_at: float | None = None
+    resolved_by_corrector: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in SALE_FINAL
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in SALE_ACTIVE
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    refund_id: int
+    sale_id: int
+    merchant_refund_id: str
+    acquirement_id: str
+    amount: Money
+    reason: str
+    state: RefundState
+    created_at: float
+    updated_at: float
+    local_date: str
+    attempts: int = 0
+    result_code: str | None = None
+    result_message: str = ""
+    gateway_refund_id: str | None = None
+    next_at: float | None = None
+    alarmed: bool = False
+    finished_at: float | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in REFUND_FINAL
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One line of the append-only audit log."""
+
+    event_id: int
+    at: float
+    item_kind: str     # "sale" | "refund"
+    item_id: int
+    trigger: str
+    source: str
+    dest: str
+    detail: str

@@ -1,0 +1,53 @@
+"""A tiny terminal for tests/test_crash.py: Journal + PaymentService + OfflineGateway over HTTP.
+
+    python -m tests.crash_driver JOURNAL URL KEY_FOLDER [CODE ...]
+
+Recovers the journal, waits until recovery is done, then runs one sale per
+CODE (1.00 USD each) to the cashier's end. With POS_CRASH_AT set (see
+pos/journal.py) the process kills itself at that commit. Prints one line per
+sale ("<sale_id> <state>"); exit 0 when everything ran.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pos.config import GatewaySection, PaymentSection
+from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
+from pos.gateway.offline import OfflineGateway
+from pos.journal import Journal
+from pos.money import Money
+from pos.runner import PaymentService
+
+# Seed 003's shape on a 100x shorter time scale, so a run takes about a second.
+FAST = PaymentSection(query_first_delay=0.02, query_interval_min=0.05, query_interval_max=0.07,
+                      query_deadline=0.6, cancel_interval=0.05, refund_interval=0.05,
+                      background_interval=0.2, alarm_after=3600.0)
+
+
+def main(argv: list[str]) -> int:
+    journal_file, url, keys = argv[0], argv[1], Path(argv[2])
+    gateway = OfflineGateway(GatewaySection(url=url, private_key=str(keys / MERCHANT_PRIVATE),
+                                            merchant_public_key=str(keys / MERCHANT_PUBLIC),
+                                            alipay_public_key=str(keys / ALIPAY_PUBLIC),
+                                            connect_timeout=2.0, read_timeout=2.0, sandbox=True))
+    journal = Journal.open(journal_file)
+    service = PaymentService(journal, gateway, FAST)
+    try:
+        service.recover()
+        if not service.wait_recovered(timeout=30):
+            print("recovery did not finish", file=sys.stderr)
+            return 1
+        for code in argv[3:]:
+            sale_id = service.start_sale(Money(100, "USD"), code, service.clock.now(), "crash test")
+            record = service.wait(sale_id, timeout=30)
+            print(sale_id, record.state.value if record else "?", flush=True)
+        return 0
+    finally:
+        service.stop()
+        journal.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,100 @@
+"""Crash test: real sales over HTTP in a subprocess, SIGKILLed at every commit in turn.
+
+tests/crash_driver.py runs Journal + PaymentService + OfflineGateway against the
+sandbox server of this process. POS_CRASH_AT=before:N / after:N (pos/journal.py)
+kills it at its N-th commit; a second run recovers. Every sale must then end
+where the ledger says, none lost, none charged twice.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pos.journal import Journal
+from pos.records import SaleState
+from pos.sandbox.ledger import as_datetime
+from pos.sandbox.server import SandboxServer
+from tests.sandbox_fixtures import *  # noqa: F401,F403  (sandbox_server, sandbox_keys, ...)
+from tests.sandbox_fixtures import SandboxKeys, make_code
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ["00", "01", "18", "16"]   # paid; declined; unknown then cancelled; bad signature then paid
+pytestmark = pytest.mark.slow
+
+
+def driver(journal: Path, server: SandboxServer, keys: SandboxKeys, codes: list[str],
+           crash: str | None = None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "POS_CRASH_AT"}
+    if crash:
+        env["POS_CRASH_AT"] = crash
+    return subprocess.Popen([sys.executable, "-m", "tests.crash_driver", str(journal), server.url,
+                             str(keys.folder), *codes], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def check_against_ledger(journal_file: Path, server: SandboxServer, clock_now: object) -> int:
+    journal = Journal.open(journal_file)
+    try:
+        at = as_datetime(clock_now())  # type: ignore[operator]
+        sales = journal.list_sales()
+        mine = {p.merchant_trans_id: p for p in server.ledger.payments(at)
+                if f"-{journal.install_id}-" in p.merchant_trans_id}
+        # None lost: every payment the gateway knows of has its sale in the journal.
+        assert set(mine) <= {s.merchant_trans_id for s in sales}
+        for s in sales:
+            assert s.state in (SaleState.PAID, SaleState.DECLINED, SaleState.CANCELLED, SaleState.MANUAL_REVIEW), s
+            p = mine.get(s.merchant_trans_id)
+            if s.state is not SaleState.MANUAL_REVIEW:
+                assert (s.state is SaleState.PAID) == (p is not None and p.status == "SUCCESS"), (s, p)
+        assert journal.integrity_check() == "ok"
+        return len(sales)
+    finally:
+        journal.close()
+
+
+def test_kill_at_every_commit_then_recover(tmp_path: Path, sandbox_server: SandboxServer,
+                                           sandbox_keys: SandboxKeys, sandbox_clock: object) -> None:
+    crashed = 0
+    for n in range(1, 60):
+        for point in ("after", "before") if n <= 3 else ("after",):
+            journal = tmp_path / f"{point}-{n}" / "journal.db"
+            codes = [make_code(s) for s in SCENARIOS]
+            first = driver(journal, sandbox_server, sandbox_keys, codes, crash=f"{point}:{n}")
+            out, err = first.communicate(timeout=60)
+            if first.returncode == 0:
+                assert point == "after" and n > 1
+                break                                   # the run had fewer than n commits
+            assert first.returncode == -signal.SIGKILL, err
+            crashed += 1
+            second = driver(journal, sandbox_server, sandbox_keys, [])
+            _, err2 = second.communicate(timeout=60)
+            assert second.returncode == 0, err2
+            check_against_ledger(journal, sandbox_server, sandbox_clock)
+        else:
+            continue
+        break
+    assert crashed >= 10                               # every commit point of four sales was hit
+
+
+def test_kill_at_random_moments_then_recover(tmp_path: Path, sandbox_server: SandboxServer,
+                                             sandbox_keys: SandboxKeys, sandbox_clock: object) -> None:
+    rng = random.Random(7)
+    for i in range(3):
+        journal = tmp_path / f"random-{i}" / "journal.db"
+        proc = driver(journal, sandbox_server, sandbox_keys, [make_code(s) for s in SCENARIOS])
+        time.sleep(rng.uniform(0.3, 1.5))              # imports take most of the first 0.5 s
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        again = driver(journal, sandbox_server, sandbox_keys, [make_code("00")])
+        out, err = again.communicate(timeout=60)
+        assert again.returncode == 0, err
+        assert out.strip().endswith("PAID")            # a new sale is taken after recovery
+        check_against_ledger(journal, sandbox_server, sandbox_clock)

@@ -1,0 +1,167 @@
+"""The journal file (pos/journal.py) and `pos journal list|show`."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pos.cli import main
+from pos.engine import Record
+from pos.journal import Journal, JournalError
+from pos.money import Money
+from pos.records import RefundState, SaleState
+from pos.sandbox.scenarios import make_code
+from tests.test_runner import START, Rig
+
+NOW = START
+
+
+def new_sale(j: Journal, amount: int = 1250, code: str = "281800000000004321", now: float = NOW):
+    return j.create_sale(amount=Money(amount, "USD"), code=code, scanned_at=now, now=now, order_title="Tea")
+
+
+def test_open_creates_wal_full_and_schema(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path / "state" / "journal.db")
+    assert j.schema_version() == 1
+    assert j._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert j._conn.execute("PRAGMA synchronous").fetchone()[0] == 2        # FULL
+    assert j._conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    install = j.install_id
+    j.close()
+    again = Journal.open(tmp_path / "state" / "journal.db")
+    assert again.install_id == install and again.schema_version() == 1
+    again.close()
+
+
+def test_merchant_trans_ids_unique_across_restarts_and_reinstalls(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path / "a.db", terminal_id="POS01", timezone="Asia/Shanghai")
+    first = new_sale(j)
+    j.close()
+    j = Journal.open(tmp_path / "a.db", terminal_id="POS01", timezone="Asia/Shanghai")
+    second = new_sale(j)
+    j.close()
+    reinstalled = Journal.open(tmp_path / "b.db", terminal_id="POS01")
+    third = new_sale(reinstalled)
+    reinstalled.close()
+    ids = [first.merchant_trans_id, second.merchant_trans_id, third.merchant_trans_id]
+    assert len(set(ids)) == 3 and all(len(i) <= 64 for i in ids)
+    assert first.merchant_trans_id.startswith("POS01-20240501-") and first.merchant_trans_id.endswith("-000001")
+    assert second.merchant_trans_id.endswith("-000002")
+    assert third.merchant_trans_id.split("-")[2] != first.merchant_trans_id.split("-")[2]
+    assert first.code_masked == "**************4321"
+
+
+def test_event_log_is_append_only(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path / "j.db")
+    sale = new_sale(j)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        j._conn.execute("UPDATE events SET detail = 'x'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        j._conn.execute("DELETE FROM events")
+    assert [e.trigger for e in j.events("sale", sale.sale_id)] == ["create"]
+    j.close()
+
+
+def test_lists_filters_and_lookups(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path / "j.db")
+    a = new_sale(j)
+    b = new_sale(j, now=NOW + 86400)
+    from dataclasses import replace
+    j.record(Record(sales=(replace(a, state=SaleState.PAID, acquirement_id="ACQ1"),)))
+    assert [s.sale_id for s in j.list_sales(open_only=True)] == [b.sale_id]
+    assert [s.sale_id for s in j.list_sales(date="2024-05-02")] == [b.sale_id]
+    assert j.get_sale(a.merchant_trans_id).state is SaleState.PAID
+    assert j.get_sale(str(a.sale_id)) == j.get_sale(a.sale_id)
+    assert j.get_sale("nope") is None and j.get_sale(999) is None
+    with pytest.raises(JournalError, match="YYYY-MM-DD"):
+        j.list_sales(date="yesterday")
+    refund = j.create_refund(sale=j.get_sale(a.sale_id), amount=Money(1000, "USD"), reason="x", now=NOW)
+    assert refund.merchant_refund_id.endswith("-R000001") and refund.acquirement_id == "ACQ1"
+    with pytest.raises(JournalError, match="above its amount"):
+        j.create_refund(sale=j.get_sale(a.sale_id), amount=Money(251, "USD"), reason="x", now=NOW)
+    assert {type(i).__name__ for i in j.open_items()} == {"SaleRecord", "RefundRecord"}
+    assert j.list_refunds(sale_id=a.sale_id, open_only=True)[0].state is RefundState.REFUND_CREATED
+    assert j.integrity_check() == "ok"
+    j.close()
+
+
+def test_integrity_check_reports_broken_rules(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path / "j.db")
+    new_sale(j)
+    j._conn.execute("UPDATE sales SET code_masked = '281800000000004321'")
+    assert "more than 4 digits" in j.integrity_check()
+    j.close()
+
+
+def test_payment_code_never_reaches_the_disk(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.service.recover()
+    codes = []
+    try:
+        for scenario in ("00", "10", "15"):
+            code = make_code(scenario)
+            codes.append(code)
+            sale_id = rig.service.start_sale(Money(500, "USD"), code, rig.clock.now())
+            rig.service.wait(sale_id, timeout=20)
+    finally:
+        rig.close()
+    blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("journal.db"))
+    for code in codes:
+        assert code.encode() not in blob and code[:-4].encode() not in blob
+        assert code[-4:].encode() in blob                 # the masked form is kept
+
+
+def test_crash_hook_value_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POS_CRASH_AT", "sometime")
+    with pytest.raises(JournalError, match="before:N or after:N"):
+        Journal.open(tmp_path / "j.db")
+
+
+def test_crash_hook_kills_at_the_commit(tmp_path: Path) -> None:
+    code = ("from pos.journal import Journal; from pos.money import Money\n"
+            f"j = Journal.open({str(tmp_path / 'j.db')!r})\n"
+            "j.create_sale(amount=Money(1, 'USD'), code='280000000000000001', scanned_at=0, now=0)\n"
+            "j.create_sale(amount=Money(2, 'USD'), code='280000000000000002', scanned_at=0, now=0)\n")
+    env = {"POS_CRASH_AT": "before:2", "PATH": "/usr/bin:/bin"}   # the second commit of this process
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=60)
+    assert proc.returncode == -9
+    j = Journal.open(tmp_path / "j.db")
+    assert [s.amount.minor for s in j.list_sales()] == [1]
+    j.close()
+
+
+def write_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text(f'[terminal]\nstate_dir = "{tmp_path}"\ntimezone = "Asia/Shanghai"\n[ecr]\nenabled = false\n')
+    return cfg
+
+
+def test_cli_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path)
+    j = Journal.open(tmp_path / "journal.db")
+    sale = new_sale(j)
+    j.close()
+    assert main(["journal", "list", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert sale.merchant_trans_id in out and "12.50 USD" in out and "4321" in out and "CREATED" in out
+    assert "281800000000004321" not in out
+    assert main(["journal", "list", "--open", "--date", "2024-05-01", "--config", str(cfg)]) == 0
+    assert sale.merchant_trans_id in capsys.readouterr().out
+    assert main(["journal", "show", sale.merchant_trans_id, "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "history:" in out and "create" in out and "12.50 USD" in out
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path)
+    assert main(["journal", "list", "--config", str(cfg)]) == 3          # no journal yet
+    assert "no journal at" in capsys.readouterr().err
+    Journal.open(tmp_path / "journal.db").close()
+    assert main(["journal", "show", "42", "--config", str(cfg)]) == 1
+    assert "no sale or refund '42'" in capsys.readouterr().err
+    assert main(["journal", "list", "--date", "2024-13-01", "--config", str(cfg)]) == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err

@@ -1,0 +1,217 @@
+"""PaymentService over the sandbox's ledger (DirectGateway), a real journal file and threads.
+
+The clock is scaled (1 real ms = 1 terminal second), so the 60 s schedule of
+seed 003 takes a few tens of milliseconds; nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from pos.config import PaymentSection
+from pos.engine import Alarm, Finished, RefundRefused, SaleRefused, Show
+from pos.journal import Journal
+from pos.money import Money
+from pos.records import RefundState, SaleState
+from pos.runner import PaymentService
+from pos.sandbox.direct import DirectGateway
+from pos.sandbox.ledger import Ledger, as_datetime
+from pos.sandbox.scenarios import make_code
+from tests.sandbox_fixtures import short_options
+
+START = 1_714_536_000.0   # 2024-05-01 12:00 Beijing: the cancel window is open
+
+
+class ScaledClock:
+    """Terminal time runs `speed` times faster than real time."""
+
+    def __init__(self, speed: float = 1000.0, start: float = START) -> None:
+        self.speed, self.start, self.m0 = speed, start, time.monotonic()
+
+    def now(self) -> float:
+        return self.start + (time.monotonic() - self.m0) * self.speed
+
+    def wait(self, condition: threading.Condition, timeout: float | None) -> None:
+        condition.wait(None if timeout is None else max(timeout, 0.0) / self.speed)
+
+
+def settings(**kw: Any) -> PaymentSection:
+    values: dict[str, Any] = dict(background_interval=100.0, alarm_after=100000.0)
+    values.update(kw)
+    return PaymentSection(**values)
+
+
+class Rig:
+    def __init__(self, tmp: Path, ledger: Ledger | None = None, **kw: Any) -> None:
+        self.clock = ScaledClock()
+        self.ledger = ledger or Ledger(short_options(wallet_confirm_after=3.0))
+        self.path = tmp / "journal.db"
+        self.journal = Journal.open(self.path)
+        self.service = PaymentService(self.journal, DirectGateway(self.ledger, self.clock.now), settings(**kw),
+                                      clock=self.clock)
+        self.notes: list[Any] = []
+        self.service.subscribe(self.notes.append)
+
+    def sale(self, scenario: str, amount: int = 1250) -> int:
+        return self.service.start_sale(Money(amount, "USD"), make_code(scenario), self.clock.now(), "Coffee")
+
+    def ledger_status(self, sale_id: int) -> str | None:
+        rec = self.journal.get_sale(sale_id)
+        p = self.ledger.payment(rec.merchant_trans_id, as_datetime(self.clock.now()))
+        return None if p is None else p.status
+
+    def close(self) -> None:
+        self.service.stop()
+        self.journal.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    r.service.recover()
+    yield r
+    r.close()
+
+
+@pytest.mark.parametrize("scenario,state,ledger", [
+    ("00", SaleState.PAID, "SUCCESS"),
+    ("01", SaleState.DECLINED, "CLOSED"),
+    ("10", SaleState.PAID, "SUCCESS"),      # U, then the customer confirms
+    ("11", SaleState.PAID, "SUCCESS"),      # timed out, charged: found by payQuery
+    ("12", SaleState.CANCELLED, None),      # timed out, never created: cancelled
+    ("13", SaleState.PAID, "SUCCESS"),      # queries fail first
+    ("14", SaleState.CANCELLED, "CANCELLED|CLOSED"),
+    ("15", SaleState.MANUAL_REVIEW, "PROCESSING"),
+    ("16", SaleState.PAID, "SUCCESS"),      # bad signature: never paid on it, but the query says so
+    ("17", SaleState.CANCELLED, "CANCELLED|CLOSED"),   # CLOSED: charged, then refunded by the cancel
+    ("18", SaleState.CANCELLED, "CANCELLED|CLOSED"),
+])
+def test_each_sandbox_scenario_ends_where_the_ledger_is(rig: Rig, scenario: str, state: SaleState,
+                                                        ledger: str | None) -> None:
+    sale_id = rig.sale(scenario)
+    record = rig.service.wait(sale_id, timeout=20)
+    assert record is not None and record.state is state
+    assert str(rig.ledger_status(sale_id)) in (ledger or "None").split("|")
+    rig.service.stop()   # flushes the notifier
+    assert Finished("sale", sale_id, state.value) in rig.notes
+
+
+def test_second_scan_is_refused_while_a_sale_is_open(rig: Rig) -> None:
+    first = rig.sale("10")
+    with pytest.raises(SaleRefused) as busy:
+        rig.sale("00")
+    assert busy.value.key == "busy"
+    assert rig.service.wait(first, timeout=20).state is SaleState.PAID
+    assert len(rig.journal.list_sales()) == 1
+
+
+def test_old_scan_is_refused_and_nothing_is_sent(rig: Rig) -> None:
+    with pytest.raises(SaleRefused) as old:
+        rig.service.start_sale(Money(100, "USD"), make_code("00"), rig.clock.now() - 31.0)
+    assert old.value.key == "scan_too_old"
+    assert rig.journal.list_sales() == [] and rig.ledger.payments(as_datetime(rig.clock.now())) == []
+
+
+def test_abort_while_querying_cancels(rig: Rig) -> None:
+    sale_id = rig.sale("18")
+    deadline = time.monotonic() + 10
+    while rig.service._sale_states.get(sale_id) is not SaleState.QUERYING and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert rig.service.abort(sale_id)
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.CANCELLED
+    assert rig.ledger_status(sale_id) == "CANCELLED"
+
+
+def test_refunds_partial_full_and_over(rig: Rig) -> None:
+    sale_id = rig.sale("00", amount=1000)
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.PAID
+    first = rig.service.refund(sale_id, Money(400, "USD"), "one cup")
+    assert rig.service.wait_refund(first, timeout=20).state is RefundState.REFUNDED
+    with pytest.raises(RefundRefused, match="more than is left"):
+        rig.service.refund(sale_id, Money(601, "USD"), "too much")
+    second = rig.service.refund(sale_id, Money(600, "USD"), "the rest")
+    assert rig.service.wait_refund(second, timeout=20).state is RefundState.REFUNDED
+    p = rig.ledger.payment(rig.journal.get_sale(sale_id).merchant_trans_id, as_datetime(rig.clock.now()))
+    assert p.refunded == 1000
+    with pytest.raises(RefundRefused, match="no sale"):
+        rig.service.refund(9999, Money(1, "USD"), "")
+
+
+def test_manual_review_is_alarmed_and_shown(rig: Rig) -> None:
+    sale_id = rig.sale("15")
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.MANUAL_REVIEW
+    rig.service.stop()
+    assert any(isinstance(n, Show) and n.key == "manual_review" for n in rig.notes)
+    assert any(isinstance(n, Alarm) and rig.journal.get_sale(sale_id).merchant_trans_id in n.text
+               for n in rig.notes)
+
+
+def test_no_sale_before_recover(tmp_path: Path) -> None:
+    r = Rig(tmp_path)
+    try:
+        with pytest.raises(SaleRefused) as refused:
+            r.sale("00")
+        assert refused.value.key == "recovering"
+    finally:
+        r.close()
+
+
+def test_stop_refuses_new_sales(rig: Rig) -> None:
+    rig.service.stop()
+    with pytest.raises(SaleRefused):
+        rig.sale("00")
+    assert rig.journal.list_sales() == []
+
+
+def test_restart_with_100_open_sales_resolves_all_before_any_scan(tmp_path: Path) -> None:
+    """Pays were sent (the ledger applied them) but the terminal died before it learned the outcome."""
+    ledger = Ledger(short_options(wallet_confirm_after=3.0))
+    clock = ScaledClock()
+    journal = Journal.open(tmp_path / "journal.db")
+    scenarios = ["00", "10", "12", "18", "01"]
+    expected: dict[int, SaleState] = {}
+    gw = DirectGateway(ledger, clock.now)
+    from pos.engine import Engine, Record, StartSale  # the engine alone: commit PAYING, send, then "crash"
+    engine = Engine(settings())
+    for i in range(100):
+        scenario = scenarios[i % len(scenarios)]
+        code = make_code(scenario)
+        rec = journal.create_sale(amount=Money(100 + i, "USD"), code=code, scanned_at=clock.now(),
+                                  now=clock.now())
+        for cmd in engine.handle(StartSale(rec, code, clock.now())):
+            if isinstance(cmd, Record):
+                journal.record(cmd)
+        engine = Engine(settings())           # the answer is lost with the process
+        if i % 10 != 9:                       # every tenth pay never left (crash after the commit)
+            gw.pay(merchant_trans_id=rec.merchant_trans_id, identity_code=code, amount=rec.amount,
+                   order_title="")
+        expected[rec.sale_id] = {
+            "00": SaleState.PAID, "10": SaleState.PAID, "12": SaleState.CANCELLED, "18": SaleState.CANCELLED,
+            "01": SaleState.DECLINED}[scenario] if i % 10 != 9 else SaleState.CANCELLED
+    journal.close()
+
+    journal = Journal.open(tmp_path / "journal.db")
+    service = PaymentService(journal, DirectGateway(ledger, clock.now), settings(), clock=clock)
+    try:
+        assert service.recover() == 100
+        with pytest.raises(SaleRefused) as refused:
+            service.start_sale(Money(1, "USD"), make_code("00"), clock.now())
+        assert refused.value.key == "recovering"
+        assert service.wait_recovered(timeout=60)
+        states = {s.sale_id: s.state for s in journal.list_sales()}
+        assert states == expected
+        for sale in journal.list_sales():
+            p = ledger.payment(sale.merchant_trans_id, as_datetime(clock.now()))
+            assert (sale.state is SaleState.PAID) == (p is not None and p.status == "SUCCESS")
+        # 90 pays left; scenario 12's 20 were never created; none was sent again after the restart.
+        assert len(ledger.payments(as_datetime(clock.now()))) == 70
+        new = service.start_sale(Money(1, "USD"), make_code("00"), clock.now())
+        assert service.wait(new, timeout=20).state is SaleState.PAID
+    finally:
+        service.stop()
+        journal.close()
