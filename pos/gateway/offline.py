@@ -1,0 +1,213 @@
+"""Client for Alipay's offline acquiring gateway: pay, payQuery, payCancel, refund (reference §2-9).
+
+One keep-alive `requests.Session`; every request is signed (RSA2, §4) and every
+answer must carry a valid Alipay signature and echo our `reqMsgId` and
+`function` before its resultStatus is believed. Anything else is `Unknown`:
+we cannot tell whether money moved, so the engine queries and cancels (§12).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+import requests
+
+from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown
+from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
+from pos.money import Money
+
+__all__ = ["OfflineFunction", "FUNCTIONS", "function_url", "OfflineGateway", "rfc3339", "code_tail"]
+
+log = logging.getLogger("pos.gateway")
+
+
+@dataclass(frozen=True)
+class OfflineFunction:
+    name: str   # head.function
+    path: str   # URL path under the base URL (§2)
+
+
+# The one path table (§2). The docs print payquery/paycancel in lower case and
+# refund as "grefund"; the sandbox routes case-insensitively.
+FUNCTIONS: dict[str, OfflineFunction] = {
+    "pay": OfflineFunction("alipay.intl.acquiring.offline.pay", "/api/alipay/intl/acquiring/offline/pay.htm"),
+    "query": OfflineFunction("alipay.intl.acquiring.offline.payQuery",
+                             "/api/alipay/intl/acquiring/offline/payQuery.htm"),
+    "cancel": OfflineFunction("alipay.intl.acquiring.common.payCancel",
+                              "/api/alipay/intl/acquiring/common/payCancel.htm"),
+    "refund": OfflineFunction("alipay.intl.acquiring.common.refund",
+                              "/api/alipay/intl/acquiring/common/grefund.htm"),
+}
+
+
+def function_url(base_url: str, operation: str) -> str:
+    return base_url.rstrip("/") + FUNCTIONS[operation].path
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 with a numeric offset, never 'Z' (§5.5: a sister gateway rejects Z)."""
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.isoformat(timespec="seconds")
+
+
+def code_tail(code: str) -> str:
+    """The only part of a payment code we ever log or keep: its last 4 digits."""
+    return "..." + code[-4:] if len(code) > 4 else "..."
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class OfflineGateway:
+    """The `Gateway` protocol (pos/gateway/results.py) over HTTPS to the offline acquiring gateway.
+
+    `settings` is a [gateway] config section (or anything with the same
+    attributes). Keys are read from the configured files unless passed in.
+    """
+
+    def __init__(self, settings: Any, *, session: requests.Session | None = None,
+                 clock: Callable[[], datetime] | None = None,
+                 private_key: Any = None, alipay_public_key: Any = None) -> None:
+        self._s = settings
+        self._session = session or requests.Session()
+        self._clock = clock or _local_now
+        self._private_key = private_key or load_private_key(settings.private_key)
+        self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
+        self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
+        # Seconds taken by the last call, for health checks (`pos doctor`).
+        self.last_latency: float | None = None
+
+    # -- the Gateway protocol ------------------------------------------------
+
+    def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
+            order_title: str) -> GatewayResult:
+        body: dict[str, Any] = {
+            "merchantId": self._s.merchant_id,
+            "productCode": self._s.product_code,
+            "merchantTransId": merchant_trans_id,
+            "codeType": "BARCODE",  # §5.3: the QR image carries the same digits
+            "identityCode": identity_code,
+            "order": {"orderTitle": order_title, "orderAmount": amount.wire()},
+        }
+        if self._s.settle_contract_id:
+            body["settleContractId"] = self._s.settle_contract_id
+        return self._call("pay", body, merchant_trans_id, code_tail(identity_code))
+
+    def query(self, *, merchant_trans_id: str) -> GatewayResult:
+        body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}
+        return self._call("query", body, merchant_trans_id)
+
+    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
+        body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}
+        return self._call("cancel", body, merchant_trans_id)
+
+    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
+               reason: str) -> GatewayResult:
+        body: dict[str, Any] = {
+            "merchantId": self._s.merchant_id,
+            "acquirementId": acquirement_id,
+            "merchantRefundId": merchant_refund_id,
+            "refundAmount": amount.wire(),
+        }
+        if reason:
+            body["refundReason"] = reason
+        return self._call("refund", body, merchant_refund_id)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "OfflineGateway":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one HTTP exchange ---------------------------------------------------
+
+    def _call(self, operation: str, body: dict[str, Any], business_id: str,
+              code_hint: str | None = None) -> GatewayResult:
+        fn = FUNCTIONS[operation]
+        req_msg_id = str(uuid.uuid4())  # new per HTTP request, never a business key (§3.2)
+        head = {
+            "version": self._s.version,
+            "function": fn.name,
+            "clientId": self._s.client_id,
+            "reqTime": rfc3339(self._clock()),
+            "reqMsgId": req_msg_id,
+            "reserve": "{}",
+            "signType": self._s.sign_type,
+        }
+        wire = build_signed("request", head, body, self._private_key)
+        started = time.monotonic()
+        result = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id)
+        self.last_latency = time.monotonic() - started
+        self._log(fn.name, business_id, req_msg_id, result, code_hint)
+        return result
+
+    def _exchange(self, url: str, wire: bytes, function: str, req_msg_id: str,
+                  business_id: str) -> GatewayResult:
+        try:
+            response = self._session.post(
+                url, data=wire, timeout=self._timeout, allow_redirects=False, verify=True,
+                headers={"Content-Type": "application/json; charset=UTF-8"})
+            raw = response.content
+        except requests.Timeout:
+            return Unknown("timeout")
+        except requests.ConnectionError as exc:
+            return Unknown(f"connection error: {type(exc).__name__}")
+        except requests.RequestException as exc:
+            return Unknown(f"transport error: {type(exc).__name__}")
+        if response.status_code != 200:
+            return Unknown(f"HTTP {response.status_code}")
+        return self._read_answer(raw, function, req_msg_id, business_id)
+
+    def _read_answer(self, raw: bytes, function: str, req_msg_id: str, business_id: str) -> GatewayResult:
+        try:
+            text = raw.decode("utf-8")
+            inner, signature = split_signed(text, "response")
+        except (UnicodeDecodeError, ValueError) as exc:
+            return Unknown(f"unreadable answer: {exc}")
+        if not verify(inner, signature, self._alipay_key):
+            return Unknown("answer signature did not verify")
+        try:
+            envelope = json.loads(inner)
+            head, body = envelope["head"], envelope["body"]
+            info = body["resultInfo"]
+            status = info["resultStatus"]
+        except (ValueError, KeyError, TypeError):
+            return Unknown("signed answer lacks head, body or resultInfo")
+        if not isinstance(head, dict) or head.get("reqMsgId") != req_msg_id:
+            return Unknown("answer does not echo our reqMsgId")
+        if head.get("function") != function:
+            return Unknown("answer is for another function")
+        code = str(info.get("resultCode") or "")
+        echoed = body.get("merchantTransId") if "merchantTransId" in body else None
+        if function != FUNCTIONS["refund"].name and echoed is not None and echoed != business_id:
+            return Unknown("answer is for another merchantTransId")
+        if status == "S":
+            return Succeeded(body, code or "SUCCESS")
+        if status == "F":
+            return Failed(code, str(info.get("resultMsg") or ""), str(info.get("resultCodeId") or ""), body)
+        if status == "U":
+            return Unknown("gateway answered U", code or None)
+        return Unknown(f"unknown resultStatus {status!r}", code or None)
+
+    def _log(self, function: str, business_id: str, req_msg_id: str, result: GatewayResult,
+             code_hint: str | None) -> None:
+        if isinstance(result, Succeeded):
+            outcome = f"S code={result.code}"
+        elif isinstance(result, Failed):
+            outcome = f"F code={result.code}"
+        else:
+            outcome = f"U code={result.code or '-'} reason={result.reason!r}"
+        extra = f" identityCode={code_hint}" if code_hint else ""
+        log.info("gateway call function=%s merchantTransId=%s reqMsgId=%s outcome=%s latency_ms=%d%s",
+                 function, business_id, req_msg_id, outcome, round((self.last_latency or 0) * 1000), extra)

@@ -1,0 +1,64 @@
+"""`DirectGateway`: the sandbox's ledger as an in-process `Gateway` (no HTTP, no signing).
+
+The engine's property tests run thousands of payments against the same rules
+as the HTTP sandbox. What only the transport can do is mapped to what the
+client would report: an answer held past the read timeout (scenarios 11, 12,
+99) and an answer whose signature fails (16) become `Unknown`, after the
+ledger has recorded whatever the real gateway would have.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+
+from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown
+from pos.money import Money
+from pos.sandbox.ledger import Ledger, Reply, as_datetime
+from pos.sandbox.scenarios import scenario_for
+
+__all__ = ["DirectGateway"]
+
+
+def _result(reply: Reply) -> GatewayResult:
+    if reply.status == "S":
+        return Succeeded(dict(reply.body), reply.code)
+    if reply.status == "F":
+        return Failed(reply.code, reply.message, reply.code_id, dict(reply.body))
+    return Unknown("gateway answered U", reply.code)
+
+
+class DirectGateway:
+    """Implements pos.gateway.results.Gateway by calling the ledger with `clock()` as now."""
+
+    def __init__(self, ledger: Ledger, clock: Callable[[], "datetime | float"], *,
+                 merchant_id: str = "2188000000000001") -> None:
+        self.ledger = ledger
+        self._clock = clock
+        self.merchant_id = merchant_id
+        self.last_latency: float | None = 0.0
+
+    def _now(self) -> datetime:
+        return as_datetime(self._clock())
+
+    def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
+            order_title: str) -> GatewayResult:
+        reply = self.ledger.pay(self.merchant_id, merchant_trans_id, identity_code, amount, order_title,
+                                self._now())
+        scenario = scenario_for(identity_code)
+        if scenario.hold:
+            return Unknown("timeout")
+        if scenario.corrupt_signature and reply.status == "S":
+            return Unknown("answer signature did not verify")
+        return _result(reply)
+
+    def query(self, *, merchant_trans_id: str) -> GatewayResult:
+        return _result(self.ledger.query(self.merchant_id, self._now(), merchant_trans_id=merchant_trans_id))
+
+    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
+        return _result(self.ledger.cancel(self.merchant_id, self._now(), merchant_trans_id=merchant_trans_id))
+
+    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
+               reason: str) -> GatewayResult:
+        return _result(self.ledger.refund(self.merchant_id, acquirement_id, merchant_refund_id, amount, reason,
+                                          self._now()))
