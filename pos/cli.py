@@ -20,8 +20,15 @@ from pos.errors import EXIT_CONFIG, UserError
 
 # Order here is the order in `pos --help`.
 COMMAND_MODULES = [
-    "pos.commands.config_cmd",
+    "pos.commands.run_cmd",
     "pos.commands.demo_cmd",
+    "pos.commands.sandbox_cmd",
+    "pos.commands.config_cmd",
+    "pos.commands.keys_cmd",
+    "pos.commands.pin_cmd",
+    "pos.commands.journal_cmd",
+    "pos.commands.doctor_cmd",
+    "pos.commands.status_cmd",
 ]
 
 

@@ -195,6 +195,7 @@ class DisplaySection(_Section):
     kind: Literal["serial", "console", "none"] = "console"
     url: str = "/dev/pos-display"
     baudrate: Annotated[int, Field(gt=0)] = 9600
+    encoding: Literal["GB18030", "BIG5", "UTF-8", "ASCII"] = "GB18030"
 
 
 class KeypadSection(_Section):
@@ -204,18 +205,26 @@ class KeypadSection(_Section):
     # byte (as two hex digits) -> key name, for keypads that send one byte per key
     keymap: dict[str, str] = {}
 
+    @field_validator("keymap")
+    @classmethod
+    def _keymap(cls, v: dict[str, str]) -> dict[str, str]:
+        from devices.keypad import parse_keymap  # the key names live with the keypad driver
+        parse_keymap(v)
+        return v
+
 
 class EcrSection(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:8765"
     token_file: str = "/etc/pos/ecr.token"
     manager_token_file: str = "/etc/pos/ecr-manager.token"
+    max_wait: Annotated[float, Field(gt=0, le=60)] = 60.0
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValueError("expected HOST:PORT such as '127.0.0.1:8765'")
         return v
 
@@ -232,6 +241,34 @@ class LogSection(_Section):
     format: Literal["kv", "json"] = "kv"
 
 
+UsbId = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{4})?$")]
+
+
+class UdevSection(_Section):
+    """USB ids for systemd/install.sh's udev rule (stable /dev/pos-* names).
+
+    Four hex digits as text (as `lsusb` prints them), empty = no rule for
+    that device. Read only by the installer and `pos doctor`; the daemon
+    uses the device paths in [scanner], [display] and [printer].
+    """
+
+    scanner_vendor: UsbId = ""
+    scanner_product: UsbId = ""
+    display_vendor: UsbId = ""
+    display_product: UsbId = ""
+    printer_vendor: UsbId = ""
+    printer_product: UsbId = ""
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "UdevSection":
+        for device in ("scanner", "display", "printer"):
+            vendor, product = getattr(self, f"{device}_vendor"), getattr(self, f"{device}_product")
+            if bool(vendor) != bool(product):
+                raise ValueError(f"{device}_vendor and {device}_product must be given together "
+                                 "(both 4 hex digits, as lsusb shows them) or both left empty")
+        return self
+
+
 class Config(_Section):
     terminal: TerminalSection = TerminalSection()
     gateway: GatewaySection = GatewaySection()
@@ -239,10 +276,14 @@ class Config(_Section):
     scanner: ScannerSection = ScannerSection()
     printer: PrinterSection = PrinterSection()
     display: DisplaySection = DisplaySection()
+    # The cashier's own 2x20 screen (an operator display, or the console); the
+    # [display] above faces the customer. Their texts differ (catalogue sides).
+    cashier_display: DisplaySection = DisplaySection(url="/dev/pos-cashier-display")
     keypad: KeypadSection = KeypadSection()
     ecr: EcrSection = EcrSection()
     manager: ManagerSection = ManagerSection()
     log: LogSection = LogSection()
+    udev: UdevSection = UdevSection()
 
 
 # Keys whose values are secrets and are never printed.

@@ -153,7 +153,7 @@ def _parse_crash_hook(value: str | None) -> tuple[str, int] | None:
     if not value:
         return None
     point, _, n = value.partition(":")
-    if point not in ("before", "after") or not n.isdigit() or int(n) < 1:
+    if point not in ("before", "after") or not (n.isascii() and n.isdigit()) or int(n) < 1:
         raise JournalError(f"{CRASH_ENV}={value!r}: expected before:N or after:N (a test hook)")
     return point, int(n)
 
@@ -399,14 +399,14 @@ class Journal:
 
     def get_sale(self, key: int | str) -> SaleRecord | None:
         """A sale by its number or its merchantTransId; None if there is none."""
-        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        if isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit()):
             return self._sale_by_id(int(key))
         rows = self._rows("SELECT * FROM sales WHERE merchant_trans_id = ?", (key,))
         return self._to_sale(rows[0]) if rows else None  # type: ignore[arg-type]
 
     def get_refund(self, key: int | str) -> RefundRecord | None:
         """A refund by its number or its merchantRefundId; None if there is none."""
-        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        if isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit()):
             return self._refund_by_id(int(key))
         rows = self._rows("SELECT * FROM refunds WHERE merchant_refund_id = ?", (key,))
         return self._to_refund(rows[0]) if rows else None  # type: ignore[arg-type]

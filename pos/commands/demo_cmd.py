@@ -1,29 +1,26 @@
-"""`pos demo`: the product on an embedded default (sandbox gateway, emulated devices)."""
+"""`pos demo`: the product on an embedded default (sandbox gateway, device twins, the real daemon)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from pos.config import load_config
-from pos.money import parse_amount
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="run the product against the local sandbox",
-                                 description="Start the sandbox gateway, emulated devices and the "
-                                             "daemon, and play the main scenarios.")
-    demo.add_argument("--config", default=str(Path(__file__).resolve().parents[2] / "config" / "sandbox.toml"),
-                      help="sandbox configuration (default: config/sandbox.toml)")
+    demo = subparsers.add_parser(
+        "demo", help="run the product against the local sandbox",
+        description="Start the sandbox gateway, pty twins of the scanner, displays and keypad, a network "
+                    "printer twin and the daemon (`pos run`), then play and narrate seven scenarios: a sale "
+                    "paid at once, a decline, a customer confirming in the wallet, a timeout that ends "
+                    "cancelled, a partial refund by the manager, a reprint and a Z report. Needs no account, "
+                    "no hardware and no network beyond 127.0.0.1.")
+    demo.add_argument("--interactive", action="store_true",
+                      help="play cashier yourself: type amounts and sandbox test codes at the keyboard")
     demo.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_config(args.config)
-    term = loaded.config.terminal
-    print(f"pos demo: terminal {term.terminal_id} at {term.merchant_name}, currency {term.currency}")
-    for text in ("12.50", "0.99", "1250"):
-        amount = parse_amount(text, term.currency)
-        print(f"  cashier types {text!r:>8} -> {amount.minor} minor units, display {amount.display()!r}, "
-              f"wire {amount.wire()}")
-    return 0
+    if args.interactive:
+        from pos.demo_interactive import interactive
+        return interactive()
+    from pos.demo import play
+    return play()

@@ -93,11 +93,11 @@ def run_show(args: argparse.Namespace) -> int:
         key: str = args.id
         refund = None
         sale: SaleRecord | None = None
-        if key[:1] in "Rr" and key[1:].isdigit():
+        if key[:1] in "Rr" and key[1:].isascii() and key[1:].isdigit():
             refund = journal.get_refund(int(key[1:]))
         else:
             sale = journal.get_sale(key)
-            if sale is None and not key.isdigit():
+            if sale is None and not (key.isascii() and key.isdigit()):
                 refund = journal.get_refund(key)
         if sale is None and refund is None:
             raise UserError(f"no sale or refund {key!r} in {journal.path}: "

@@ -235,7 +235,7 @@ def build_app(core: GatewayCore) -> Starlette:
 
     async def gateway(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body:
+        if declared.isascii() and declared.isdigit() and int(declared) > max_body:
             answer = core.handle(request.url.path, b"x" * (max_body + 1))
             return Response(answer.body, status_code=413, media_type=_JSON)
         chunks: list[bytes] = []

@@ -1,0 +1,200 @@
+"""`pos run`: the daemon. Starts the parts in an order that never loses a sale.
+
+Order of start (design rule 3):
+  1. configuration (keys required; a sandbox config gets its keys generated),
+  2. the journal (no journal, no sale: a terminal that cannot write before it
+     sends must not take payments),
+  3. recovery of every open sale and refund, before any new scan,
+  4. devices (printer queue, displays, scanner, keypad),
+  5. the till interface,
+  6. READY=1 to systemd once recovery has finished, then WATCHDOG=1 heartbeats
+     from the main loop.
+
+SIGTERM (or Ctrl-C): no new pay is sent; calls in flight finish and their
+answers are committed; exit 0. What was still open is resumed on next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pos.config import LoadedConfig, load_config
+from pos.errors import EXIT_UNAVAILABLE, ConfigError, UserError
+from pos.logs import setup_logging
+from pos.service import Heartbeat, Notifier, watchdog_interval
+
+__all__ = ["Daemon", "run"]
+
+log = logging.getLogger("pos.daemon")
+
+
+def _load(path: str) -> LoadedConfig:
+    loaded = load_config(path)
+    if loaded.config.gateway.sandbox:
+        from pos.gateway.keys import ensure_sandbox_keys
+        for created in ensure_sandbox_keys(loaded.config):
+            log.info("sandbox key generated", extra={"kv": {"path": str(created)}})
+    return load_config(path, require_keys=True)
+
+
+class Daemon:
+    """Owns every long-lived part; `start()` then `serve()` until `stop()`."""
+
+    def __init__(self, loaded: LoadedConfig, *, environ: dict[str, str] | None = None) -> None:
+        self.loaded = loaded
+        self.cfg = loaded.config
+        self.notifier = Notifier(environ)
+        self.heartbeat = Heartbeat(self.notifier, watchdog_interval(environ))
+        self._stop = threading.Event()
+        self._parts: list[Any] = []
+        self.terminal: Any = None
+        self.payments: Any = None
+        self.server: Any = None
+
+    # ---------------------------------------------------------------- start
+
+    def start(self) -> None:
+        cfg = self.cfg
+        state_dir = Path(cfg.terminal.state_dir)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create [terminal] state_dir {state_dir}: {exc.strerror}: "
+                            "create it for the service user", exit_code=EXIT_UNAVAILABLE) from None
+
+        # python-escpos must find its cache before it is first imported (issue 6 trap).
+        from devices.printer import configure_escpos_cache
+        configure_escpos_cache(state_dir / "cache" / "escpos")
+
+        from devices.display import open_display
+        from devices.keypad import open_keypad
+        from devices.messages import Catalogue
+        from devices.print_queue import PrintQueue
+        from devices.printer import open_printer
+        from devices.scanner import open_scanner
+        from pos.ecr import Tokens, create_app, ensure_token, read_token
+        from pos.gateway.offline import OfflineGateway
+        from pos.httpserver import ThreadedServer
+        from pos.journal import Journal, journal_path
+        from pos.runner import PaymentService
+        from pos.terminal import Terminal
+
+        journal = Journal.open(journal_path(state_dir), terminal_id=cfg.terminal.terminal_id,
+                               timezone=cfg.terminal.timezone)
+        self._parts.append(journal)
+        log.info("journal open", extra={"kv": {"path": str(journal.path)}})
+
+        gateway = OfflineGateway(cfg.gateway)
+        self.payments = payments = PaymentService(journal, gateway, cfg.payment)
+        cashier_text = Catalogue.load(cfg.terminal.language)
+        customer_text = Catalogue.load(cfg.terminal.customer_language)
+        customer_display = open_display(cfg.display, title="customer")
+        cashier_display = open_display(cfg.cashier_display, title="cashier")
+        printer = open_printer(cfg.printer)
+        terminal_ref: list[Any] = []
+
+        def printer_status(status: str) -> None:
+            if terminal_ref:
+                terminal_ref[0].on_printer_status(status)
+
+        queue = None
+        if cfg.printer.kind != "none":
+            queue = PrintQueue(journal.path, printer, printer_settings=cfg.printer, catalogue=cashier_text,
+                               on_status=printer_status)
+        self.terminal = terminal = Terminal(
+            config=cfg, journal=journal, payments=payments, cashier_display=cashier_display,
+            customer_display=customer_display, cashier_catalogue=cashier_text, customer_catalogue=customer_text,
+            print_queue=queue, pin_state_file=state_dir / "pin-lock.json", gateway=gateway)
+        terminal_ref.append(terminal)
+
+        # Recovery first: no scan is accepted until every open sale is settled.
+        open_count = payments.recover()
+        log.info("recovery started", extra={"kv": {"open_items": open_count}})
+        self.notifier.status(f"recovering {open_count} open items")
+        if queue is not None:
+            queue.start()
+            self._parts.append(queue)
+
+        scanner = open_scanner(cfg.scanner, terminal.on_scanner_event)
+        if scanner is not None:
+            scanner.start()
+            self._parts.append(scanner)
+        if cfg.keypad.kind != "none":
+            keypad = open_keypad(cfg.keypad, terminal.on_key)
+            keypad.start()
+            self._parts.append(keypad)
+
+        if cfg.ecr.enabled:
+            tokens = Tokens(self._token(cfg.ecr.token_file, ensure_token, read_token),
+                            self._token(cfg.ecr.manager_token_file, ensure_token, read_token))
+            host, _, port = cfg.ecr.listen.rpartition(":")
+            self.server = ThreadedServer(create_app(terminal, tokens, max_wait=cfg.ecr.max_wait), host.strip("[]"), int(port), name="pos-ecr")
+            self.server.start()
+            log.info("till interface listening", extra={"kv": {"url": self.server.url}})
+
+        while not payments.wait_recovered(timeout=0.2):
+            self.heartbeat.beat(time.monotonic())
+            if self._stop.is_set():
+                return
+        log.info("ready", extra={"kv": {"resumed": open_count}})
+        self.notifier.ready(f"ready; resumed {open_count} open items")
+
+    def _token(self, path_text: str, ensure: Any, read: Any) -> str:
+        path = Path(path_text)
+        try:
+            # The unit keeps /etc/pos read-only, so production tokens are made by
+            # install.sh; a sandbox keeps them in its state dir and makes them here.
+            return ensure(path) if self.cfg.gateway.sandbox else read(path)
+        except FileNotFoundError:
+            raise ConfigError(f"[ecr] token file {path} is missing: run systemd/install.sh or create it "
+                              "with a random token (mode 0600)") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"[ecr] token file {path}: {exc}") from None
+
+    # ---------------------------------------------------------------- run
+
+    def serve(self) -> None:
+        """The main loop: heartbeats while the parts work in their own threads."""
+        interval = self.heartbeat.interval or 1.0
+        while not self._stop.wait(min(interval, 1.0)):
+            self.heartbeat.beat(time.monotonic())
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        self.notifier.stopping("stopping: no new payments")
+        log.info("stopping")
+        if self.server is not None:
+            self.server.stop()
+        if self.payments is not None:
+            self.payments.stop()
+        for part in reversed(self._parts):
+            try:
+                (getattr(part, "stop", None) or part.close)()
+            except Exception as exc:  # noqa: BLE001 - shutting down: log and go on
+                log.warning("part did not stop cleanly", extra={"kv": {"part": type(part).__name__,
+                                                                       "error": str(exc)}})
+        if self.terminal is not None:
+            self.terminal.close()
+        log.info("stopped")
+
+
+def run(config_path: str) -> int:
+    loaded = _load(config_path)
+    setup_logging(loaded.config.log.level, loaded.config.log.format)
+    daemon = Daemon(loaded)
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)
+    try:
+        daemon.start()
+        daemon.serve()
+    finally:
+        daemon.stop()
+    return 0
+

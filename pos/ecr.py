@@ -1,0 +1,322 @@
+"""The till (ECR) interface: HTTP/JSON on loopback, for the till software.
+
+A till starts a sale with an amount, then reads its result (long-polling
+`?wait=SECONDS` for a final state). Refunds and the Z report need the
+manager's token. Errors are RFC 9457 problem details. The OpenAPI document is
+served at /openapi.json and kept in the repository (pos/data/openapi.json; a
+test fails when they drift: regenerate with `pos ecr openapi`).
+
+The app is built on FastAPI (request validation and the OpenAPI document come
+from the same models) and knows nothing about devices or the gateway: it calls
+a `TerminalService`.
+"""
+
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pos import __version__
+from pos.money import AmountError, CurrencyError, Money, parse_amount
+
+__all__ = ["TerminalService", "ServiceError", "create_app", "ensure_token", "read_token"]
+
+PROBLEM = "application/problem+json"
+SALE_STATES = ("CREATED", "PAYING", "QUERYING", "CANCELLING", "PAID", "DECLINED", "CANCELLED", "MANUAL_REVIEW")
+REFUND_STATES = ("REFUND_CREATED", "REFUNDING", "REFUNDED", "REFUND_DECLINED", "REFUND_PENDING")
+MAX_WAIT = 60.0
+# A till sale id, a journal sale number or a merchantTransId.
+SALE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class ServiceError(Exception):
+    """A refusal the till can act on; becomes a problem-details answer."""
+
+    def __init__(self, status: int, title: str, detail: str = "", *, kind: str = "about:blank") -> None:
+        super().__init__(title)
+        self.status, self.title, self.detail, self.kind = status, title, detail, kind
+
+
+class TerminalService(Protocol):
+    """What the till interface needs from the terminal (pos/terminal.py implements it)."""
+
+    default_currency: str
+
+    def create_sale(self, amount: Money, reference: str, order_title: str) -> dict[str, Any]: ...
+    def get_sale(self, sale_id: str) -> dict[str, Any] | None: ...
+    def wait_sale(self, sale_id: str, timeout: float) -> dict[str, Any] | None: ...
+    def cancel_sale(self, sale_id: str) -> dict[str, Any]: ...
+    def refund(self, sale_id: str, amount: Money | None, reason: str) -> dict[str, Any]: ...
+    def x_report(self) -> dict[str, Any]: ...
+    def z_report(self) -> dict[str, Any]: ...
+    def health(self) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------- models
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AmountOut(BaseModel):
+    value: int = Field(description="minor units (cents; yen for JPY)")
+    currency: str
+    text: str = Field(description="major units as a cashier reads them, e.g. '12.50'")
+
+
+class SaleIn(_Strict):
+    amount: Annotated[str, Field(min_length=1, max_length=20, pattern=r"^[0-9]+(\.[0-9]+)?$",
+                                 description="decimal string in major units, as a cashier types it: "
+                                             "'12.50', or '1250' for JPY", examples=["12.50"])]
+    currency: Annotated[str | None, Field(default=None, min_length=3, max_length=3,
+                                          description="ISO 4217; default: the terminal's currency")] = None
+    reference: Annotated[str, Field(default="", max_length=64, description="the till's own reference")] = ""
+    orderTitle: Annotated[str, Field(default="", max_length=128, description="shown in the customer's wallet")] = ""
+
+
+class RefundIn(_Strict):
+    saleId: Annotated[str, Field(min_length=1, max_length=64, pattern=SALE_ID_PATTERN,
+                                 description="sale id or merchantTransId")]
+    amount: Annotated[str | None, Field(default=None, max_length=20, pattern=r"^[0-9]+(\.[0-9]+)?$",
+                                        description="major units; omitted = everything not yet refunded")] = None
+    reason: Annotated[str, Field(default="", max_length=256)] = ""
+
+
+class MessageOut(BaseModel):
+    cashier: list[str]
+    customer: list[str]
+
+
+class RefundOut(BaseModel):
+    id: str
+    saleId: str
+    merchantRefundId: str
+    state: Literal[REFUND_STATES]  # type: ignore[valid-type]
+    amount: AmountOut
+    final: bool
+    message: MessageOut
+
+
+class SaleOut(BaseModel):
+    id: str
+    state: Literal[SALE_STATES]  # type: ignore[valid-type]
+    final: bool
+    merchantTransId: str | None
+    acquirementId: str | None
+    amount: AmountOut
+    refunded: AmountOut
+    reference: str
+    orderTitle: str
+    codeLast4: str | None
+    message: MessageOut
+    createdAt: str
+    updatedAt: str
+    refunds: list[RefundOut] = []
+
+
+class Totals(BaseModel):
+    count: int
+    amount: AmountOut
+
+
+class CurrencyTotals(BaseModel):
+    currency: str
+    sales: Totals
+    refunds: Totals
+    cancels: Totals
+    declines: Totals
+    net: AmountOut
+
+
+class ReportOut(BaseModel):
+    kind: Literal["X", "Z"]
+    businessDay: int
+    openedAt: str
+    closedAt: str | None
+    currencies: list[CurrencyTotals]
+    openItems: list[str]
+    manualReview: list[str]
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok", "degraded", "starting"]
+    version: str
+    uptime_s: float
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+
+
+# ---------------------------------------------------------------- tokens
+
+def ensure_token(path: Path) -> str:
+    """Read the bearer token, creating a random one (mode 0600) if the file is missing."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+    return read_token(path)
+
+
+def read_token(path: Path) -> str:
+    token = path.read_text().strip()
+    if len(token) < 16:
+        raise ValueError(f"{path}: token too short (16 characters at least)")
+    return token
+
+
+@dataclass(frozen=True)
+class Tokens:
+    till: str
+    manager: str
+
+
+# ---------------------------------------------------------------- app
+
+def _problem(status: int, title: str, detail: str = "", kind: str = "about:blank",
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"type": kind, "title": title, "status": status, "detail": detail}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM: {}}, "description": text}
+    for code, text in {401: "missing or wrong token", 403: "needs the manager token",
+                       404: "no such sale", 409: "conflicts with the terminal's state",
+                       422: "invalid request", 503: "terminal not ready"}.items()
+}
+
+
+def create_app(service: TerminalService, tokens: Tokens, *, max_wait: float = MAX_WAIT) -> FastAPI:
+    app = FastAPI(
+        title="pos-terminal till interface",
+        version=__version__,
+        description="Start sales and read their results; refunds and Z reports need the manager token. "
+                    "Amounts are sent as decimal strings in major units and returned in minor units.",
+        responses=_PROBLEM_RESPONSES,
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    def _token(creds: HTTPAuthorizationCredentials | None) -> str:
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise ServiceError(401, "Missing bearer token",
+                               "send 'Authorization: Bearer <token>' with the token from [ecr] token_file")
+        return creds.credentials
+
+    def till(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        token = _token(creds)
+        if not (secrets.compare_digest(token, tokens.till) or secrets.compare_digest(token, tokens.manager)):
+            raise ServiceError(401, "Wrong bearer token", "use the token from [ecr] token_file")
+
+    def manager(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        token = _token(creds)
+        if secrets.compare_digest(token, tokens.manager):
+            return
+        if secrets.compare_digest(token, tokens.till):
+            raise ServiceError(403, "Manager token required",
+                               "refunds and Z reports need the token from [ecr] manager_token_file")
+        raise ServiceError(401, "Wrong bearer token", "use the token from [ecr] manager_token_file")
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _problem(exc.status, exc.title, exc.detail, exc.kind, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:3]:
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+        return _problem(422, "Invalid request", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(exc.status_code, str(exc.detail))
+
+    def _money(text: str, currency: str | None) -> Money:
+        try:
+            return parse_amount(text, currency or service.default_currency)
+        except (AmountError, CurrencyError) as exc:
+            raise ServiceError(422, "Invalid amount", str(exc)) from None
+
+    def _sale_or_404(sale: dict[str, Any] | None, sale_id: str) -> dict[str, Any]:
+        if sale is None:
+            raise ServiceError(404, "No such sale", f"no sale with id {sale_id!r}")
+        return sale
+
+    @app.post("/v1/sales", status_code=201, response_model=SaleOut, dependencies=[Depends(till)],
+              summary="Start a sale: the terminal asks the cashier to scan the customer's code")
+    def create_sale(body: SaleIn) -> dict[str, Any]:
+        return service.create_sale(_money(body.amount, body.currency), body.reference, body.orderTitle)
+
+    @app.get("/v1/sales/{sale_id}", response_model=SaleOut, dependencies=[Depends(till)],
+             summary="Read a sale; with wait, block up to that many seconds for a final state")
+    def get_sale(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)],
+                 wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> dict[str, Any]:
+        if wait > 0:
+            return _sale_or_404(service.wait_sale(sale_id, min(wait, max_wait)), sale_id)
+        return _sale_or_404(service.get_sale(sale_id), sale_id)
+
+    @app.post("/v1/sales/{sale_id}/cancel", response_model=SaleOut, dependencies=[Depends(till)],
+              summary="Cancel a sale that is not final (payCancel if the pay may have been sent)")
+    def cancel_sale(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)]) -> dict[str, Any]:
+        _sale_or_404(service.get_sale(sale_id), sale_id)
+        return service.cancel_sale(sale_id)
+
+    @app.post("/v1/refunds", status_code=201, response_model=RefundOut, dependencies=[Depends(manager)],
+              summary="Refund all or part of a paid sale (manager token)")
+    def refund(body: RefundIn) -> dict[str, Any]:
+        sale = _sale_or_404(service.get_sale(body.saleId), body.saleId)
+        amount = _money(body.amount, sale["amount"]["currency"]) if body.amount is not None else None
+        return service.refund(body.saleId, amount, body.reason)
+
+    @app.get("/v1/reports/x", response_model=ReportOut, dependencies=[Depends(till)],
+             summary="Running totals of the business day (X report)")
+    def x_report() -> dict[str, Any]:
+        return service.x_report()
+
+    @app.post("/v1/reports/z", response_model=ReportOut, dependencies=[Depends(manager)],
+              summary="Close the business day (Z report; manager token)")
+    def z_report() -> dict[str, Any]:
+        return service.z_report()
+
+    @app.get("/v1/health", response_model=HealthOut, dependencies=[Depends(till)],
+             summary="Uptime, gateway latency, device errors, open items, journal size")
+    def health() -> dict[str, Any]:
+        return service.health()
+
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The till interface's OpenAPI document (kept in pos/data/openapi.json)."""
+
+    class _NoService:
+        default_currency = "USD"
+
+    return create_app(_NoService(), Tokens("x" * 16, "y" * 16)).openapi()  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":  # regenerate: python -m pos.ecr > pos/data/openapi.json
+    import json
+    import sys
+
+    json.dump(openapi_document(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

@@ -1,0 +1,174 @@
+"""X and Z reports: counts and sums per currency for one business day.
+
+An X report shows the running totals of the open business day; a Z report
+shows the same and closes the day (the journal records the close, and the next
+day starts empty). Pure functions over journal records: the caller reads the
+records and stores the close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pos.money import Money
+
+__all__ = ["DayTotals", "Report", "build_report", "report_lines", "report_rows"]
+
+
+class _SaleLike(Protocol):
+    state: str
+    amount: Money
+    merchant_trans_id: str
+
+
+class _RefundLike(Protocol):
+    state: str
+    amount: Money
+    merchant_refund_id: str
+
+
+FINAL_SALE = {"PAID", "DECLINED", "CANCELLED"}
+FINAL_REFUND = {"REFUNDED", "REFUND_DECLINED"}
+
+
+@dataclass
+class DayTotals:
+    currency: str
+    sales_count: int = 0
+    sales_minor: int = 0
+    refunds_count: int = 0
+    refunds_minor: int = 0
+    cancels_count: int = 0
+    cancels_minor: int = 0
+    declines_count: int = 0
+    declines_minor: int = 0
+
+    @property
+    def net(self) -> Money:
+        return Money(self.sales_minor - self.refunds_minor, self.currency)
+
+
+@dataclass
+class Report:
+    kind: str                      # "X" or "Z"
+    business_day: int
+    opened_at: str
+    closed_at: str | None
+    totals: dict[str, DayTotals] = field(default_factory=dict)
+    open_items: list[str] = field(default_factory=list)      # not final yet (being resolved)
+    manual_review: list[str] = field(default_factory=list)   # need a person
+
+    def as_dict(self) -> dict[str, Any]:
+        def amt(minor: int, currency: str) -> dict[str, Any]:
+            m = Money(minor, currency)
+            return {"value": minor, "currency": currency, "text": m.major_str()}
+
+        return {
+            "kind": self.kind,
+            "businessDay": self.business_day,
+            "openedAt": self.opened_at,
+            "closedAt": self.closed_at,
+            "currencies": [
+                {
+                    "currency": c,
+                    "sales": {"count": t.sales_count, "amount": amt(t.sales_minor, c)},
+                    "refunds": {"count": t.refunds_count, "amount": amt(t.refunds_minor, c)},
+                    "cancels": {"count": t.cancels_count, "amount": amt(t.cancels_minor, c)},
+                    "declines": {"count": t.declines_count, "amount": amt(t.declines_minor, c)},
+                    "net": amt(t.net.minor, c),
+                }
+                for c, t in sorted(self.totals.items())
+            ],
+            "openItems": list(self.open_items),
+            "manualReview": list(self.manual_review),
+        }
+
+
+def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | None,
+                 sales: Iterable[_SaleLike], refunds: Iterable[_RefundLike]) -> Report:
+    report = Report(kind, business_day, opened_at, closed_at)
+
+    def totals(currency: str) -> DayTotals:
+        return report.totals.setdefault(currency, DayTotals(currency))
+
+    for sale in sales:
+        t = totals(sale.amount.currency)
+        if sale.state == "PAID":
+            t.sales_count += 1
+            t.sales_minor += sale.amount.minor
+        elif sale.state == "CANCELLED":
+            t.cancels_count += 1
+            t.cancels_minor += sale.amount.minor
+        elif sale.state == "DECLINED":
+            t.declines_count += 1
+            t.declines_minor += sale.amount.minor
+        elif sale.state == "MANUAL_REVIEW":
+            report.manual_review.append(sale.merchant_trans_id)
+        elif sale.state not in FINAL_SALE:
+            report.open_items.append(sale.merchant_trans_id)
+    for refund in refunds:
+        t = totals(refund.amount.currency)
+        if refund.state == "REFUNDED":
+            t.refunds_count += 1
+            t.refunds_minor += refund.amount.minor
+        elif refund.state == "REFUND_PENDING":
+            report.manual_review.append(refund.merchant_refund_id)
+        elif refund.state not in FINAL_REFUND:
+            report.open_items.append(refund.merchant_refund_id)
+    return report
+
+
+def report_lines(report: Report, width: int = 42) -> list[str]:
+    """The report as printed/shown text lines (amounts as '12.50 USD')."""
+    title = "Z REPORT - DAY CLOSED" if report.kind == "Z" else "X REPORT - RUNNING TOTALS"
+    lines = [title, f"Business day {report.business_day}", f"From {report.opened_at}"]
+    if report.closed_at:
+        lines.append(f"To   {report.closed_at}")
+    if not report.totals:
+        lines.append("No transactions")
+    for currency, t in sorted(report.totals.items()):
+        lines.append("-" * width)
+
+        def row(label: str, count: int, minor: int) -> str:
+            left = f"{label} x{count}"
+            right = Money(minor, currency).receipt()
+            return left + right.rjust(max(1, width - len(left)))
+
+        lines += [
+            row("Sales", t.sales_count, t.sales_minor),
+            row("Refunds", t.refunds_count, t.refunds_minor),
+            row("Cancelled", t.cancels_count, t.cancels_minor),
+            row("Declined", t.declines_count, t.declines_minor),
+        ]
+        net = t.net.receipt()
+        lines.append("NET" + net.rjust(width - 3))
+    lines.append("-" * width)
+    lines.append(f"Open items: {len(report.open_items)}")
+    lines += [f"  {x}" for x in report.open_items]
+    lines.append(f"Need a manager: {len(report.manual_review)}")
+    lines += [f"  {x}" for x in report.manual_review]
+    return lines
+
+
+def report_rows(report: Report) -> list[tuple[str, str]]:
+    """The report as (label, value) rows for a printed receipt."""
+    rows: list[tuple[str, str]] = [("Business day", str(report.business_day)),
+                                   ("From", report.opened_at)]
+    if report.closed_at:
+        rows.append(("To", report.closed_at))
+    if not report.totals:
+        rows.append(("No transactions", ""))
+    for currency, t in sorted(report.totals.items()):
+        rows.append((f"-- {currency}", ""))
+        rows.append((f"Sales x{t.sales_count}", Money(t.sales_minor, currency).receipt()))
+        rows.append((f"Refunds x{t.refunds_count}", Money(t.refunds_minor, currency).receipt()))
+        rows.append((f"Cancelled x{t.cancels_count}", Money(t.cancels_minor, currency).receipt()))
+        rows.append((f"Declined x{t.declines_count}", Money(t.declines_minor, currency).receipt()))
+        rows.append(("NET", t.net.receipt()))
+    rows.append(("Open items", str(len(report.open_items))))
+    rows += [("", x) for x in report.open_items]
+    rows.append(("Need a manager", str(len(report.manual_review))))
+    rows += [("", x) for x in report.manual_review]
+    return rows
