@@ -120,11 +120,22 @@ class Stage:
         state = self.dir / "state"
         self.till_token = (state / "ecr.token")
         self.manager_token = (state / "ecr-manager.token")
-        self._log = open(self.dir / "daemon.log", "wb")
+        self._log = open(self.dir / "daemon.log", "ab")
+        self._spawn()
+        self.wait_ready()
+
+    def _spawn(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.daemon_env}
         self.proc = subprocess.Popen([sys.executable, "-m", "pos", "run", "--config", str(self.config_path)],
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, cwd=str(self.dir))
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop the daemon (SIGTERM, or SIGKILL as a power cut would) and start it again."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.last_exit = self.proc.wait(timeout=30)
+        self._spawn()
         self.wait_ready()
 
     def _config_text(self, keys: Path) -> str:

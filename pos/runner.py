@@ -132,6 +132,11 @@ class PaymentService:
         with self._lock:
             return not self._recovered or bool(self._recovering)
 
+    def busy(self) -> bool:
+        """True while a sale is in progress (CREATED..CANCELLING): a new one must wait (design rule 4)."""
+        with self._lock:
+            return self.engine.active_sale() is not None
+
     def wait_recovered(self, timeout: float | None = None) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: not self.recovering, timeout)

@@ -39,6 +39,7 @@ from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLos
 from pos.config import Config
 from pos.ecr import ServiceError
 from pos.engine import Alarm, Command, Finished, PrintReceipt, Show
+from pos.errors import UserError
 from pos.journal import Journal
 from pos.logs import mask_code
 from pos.money import AmountError, CurrencyError, Money, parse_amount
@@ -126,9 +127,10 @@ class Terminal:
         self.pin = PinGuard(config.manager.pin_hash, max_attempts=config.manager.max_attempts,
                             lockout=config.manager.lockout, state_file=pin_state_file, clock=clock)
         self.devices: dict[str, DeviceHealth] = {"scanner": DeviceHealth(), "printer": DeviceHealth(),
-                                                 "display": DeviceHealth()}
+                                                 "display": DeviceHealth(), "journal": DeviceHealth()}
         self.last_alarm: str | None = None
         self._lock = threading.RLock()
+        self._closed = False
         self._changed = threading.Condition(self._lock)
         self._db = sqlite3.connect(str(journal.path), check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -197,12 +199,16 @@ class Terminal:
         return self.journal.get_sale(key)
 
     def _busy(self) -> bool:
-        return self.mode in (Mode.AWAIT_SCAN, Mode.SALE) or self.payments.engine.active_sale() is not None
+        # The engine is the truth about a sale in progress; the UI mode may lag
+        # it by one notification (the outcome is committed before it is shown).
+        return self.mode == Mode.AWAIT_SCAN or self.payments.busy()
 
     # ================================================================ keypad
 
     def on_key(self, key: Key) -> None:
         with self._lock:
+            if self._closed:
+                return
             try:
                 self._on_key(key)
             except Exception:  # noqa: BLE001 - a key must never take the terminal down
@@ -210,7 +216,14 @@ class Terminal:
                 self._show("ready")
                 self.mode = Mode.IDLE
 
+    def _sync_mode(self) -> None:
+        # The outcome is committed before its notification arrives: a key or a
+        # scan in between must already see the sale as over.
+        if self.mode == Mode.SALE and not self.payments.busy():
+            self.mode = Mode.RESULT
+
     def _on_key(self, key: Key) -> None:
+        self._sync_mode()
         digit = key.char if key.char and (key.char.isdigit() or key.char == ".") else None
         if key in (Key.REFUND, Key.REPRINT, Key.REPORT) and self.mode in (Mode.IDLE, Mode.RESULT, Mode.AMOUNT):
             self._start_manager(key)
@@ -234,6 +247,9 @@ class Terminal:
             elif key == Key.CANCEL:
                 self._reset()
             elif key == Key.ENTER:
+                if not self.devices["journal"].ok:
+                    self._show("journal_error")
+                    return
                 try:
                     amount = parse_amount(self._buffer, self.default_currency)
                     self._check_max(amount)
@@ -245,7 +261,11 @@ class Terminal:
                     self._show("amount_too_large")
                     self._buffer = ""
                     return
-                self._await_scan(amount, "", "")
+                try:
+                    self._await_scan(amount, "", "")
+                except sqlite3.Error as exc:
+                    self._journal_failed(exc)
+                    self.mode, self._buffer = Mode.IDLE, ""
             return
         if mode == Mode.AWAIT_SCAN:
             if key == Key.CANCEL:
@@ -293,7 +313,8 @@ class Terminal:
 
     def _await_scan(self, amount: Money, reference: str, title: str) -> str:
         till_id = self._new_till_sale(amount, reference, title)
-        self._pending, self.mode, self._buffer = till_id, Mode.AWAIT_SCAN, ""
+        # From here the displays belong to the new sale: late texts of the last one are dropped.
+        self._pending, self._current, self.mode, self._buffer = till_id, None, Mode.AWAIT_SCAN, ""
         self._show("scan_code", amount=amount.display())
         log.info("sale waiting for scan", extra={"kv": {"till_id": till_id, "amount": amount.receipt()}})
         self._changed.notify_all()
@@ -313,12 +334,15 @@ class Terminal:
 
     def on_scanner_event(self, event: Any) -> None:
         with self._lock:
+            if self._closed:
+                return
             try:
                 self._on_scanner_event(event)
             except Exception:  # noqa: BLE001
                 log.exception("scan handling failed")
 
     def _on_scanner_event(self, event: Any) -> None:
+        self._sync_mode()
         if isinstance(event, ScannerLost):
             self.devices["scanner"] = DeviceHealth(False, event.reason)
             self._show("scanner_lost")
@@ -359,10 +383,20 @@ class Terminal:
             key = getattr(exc, "key", "scan_invalid")
             self._show("not_ready" if key == "recovering" else key if self.cashier_text.has(key) else "scan_invalid")
             return
+        except (UserError, sqlite3.Error) as exc:
+            # The journal could not record the sale: nothing was sent (write before
+            # you send), and no sale may start until a person has looked.
+            self._journal_failed(exc)
+            return
         self._db.execute("UPDATE till_sales SET sale_id = ?, state = 'PAYING', updated_at = ? WHERE till_id = ?",
                          (sale_id, self.clock(), self._pending))
         self._current, self._pending, self.mode = self._pending, None, Mode.SALE
         self._changed.notify_all()
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        self.devices["journal"] = DeviceHealth(False, str(exc))
+        log.error("journal write failed: no sale can start", extra={"kv": {"error": str(exc)}})
+        self._show("journal_error")
 
     def _title(self) -> str:
         return self.cfg.terminal.store_name or self.cfg.terminal.merchant_name
@@ -371,6 +405,8 @@ class Terminal:
 
     def on_payment_command(self, command: Command) -> None:
         with self._lock:
+            if self._closed:
+                return
             try:
                 self._on_payment_command(command)
             except Exception:  # noqa: BLE001
@@ -378,11 +414,15 @@ class Terminal:
 
     def _on_payment_command(self, command: Command) -> None:
         if isinstance(command, Show):
-            # Refund and background messages only reach the display when nobody is mid-entry.
-            if command.sale_id is not None and self._current_sale_id() not in (None, command.sale_id):
-                return
-            if self.mode in (Mode.AMOUNT, Mode.PIN, Mode.REFUND_AMOUNT) and command.refund_id is None:
-                return
+            if command.sale_id is not None:
+                # Only the sale being served speaks on the displays; the background
+                # corrector's texts about older sales go to the log and the manager list.
+                if command.sale_id != self._current_sale_id():
+                    log.info("message for another sale", extra={"kv": {"key": command.key,
+                                                                      "sale_id": command.sale_id}})
+                    return
+            elif self.mode not in (Mode.IDLE, Mode.RESULT):
+                return  # a refund's outcome never interrupts someone typing
             self._show(command.key, **command.params)
         elif isinstance(command, PrintReceipt):
             self._print(command.sale_id, command.refund_id)
@@ -392,8 +432,7 @@ class Terminal:
                                              "refund_id": command.refund_id}})
         elif isinstance(command, Finished):
             if command.kind == "sale" and command.item_id == self._current_sale_id():
-                if command.state in FINAL_FOR_TILL:
-                    self._current = None
+                if command.state in FINAL_FOR_TILL and self.mode == Mode.SALE:
                     self.mode = Mode.RESULT
             self._changed.notify_all()
 
@@ -658,10 +697,19 @@ class Terminal:
             if self._busy():
                 raise ServiceError(409, "A sale is already open",
                                    "finish or cancel the open sale first (one sale at a time)")
-            if self.mode not in (Mode.IDLE, Mode.RESULT, Mode.AMOUNT):
+            if self.mode not in (Mode.IDLE, Mode.RESULT, Mode.AMOUNT, Mode.SALE):
                 raise ServiceError(409, "Terminal in use", "the manager menu is open on the terminal")
             self._check_max(amount)
-            till_id = self._await_scan(amount, reference, order_title)
+            if not self.devices["journal"].ok:
+                raise ServiceError(503, "Journal unavailable",
+                                   f"the terminal cannot write its journal ({self.devices['journal'].last_error}): "
+                                   "no sale can start; run 'pos doctor'")
+            try:
+                till_id = self._await_scan(amount, reference, order_title)
+            except sqlite3.Error as exc:
+                self._journal_failed(exc)
+                raise ServiceError(503, "Journal unavailable",
+                                   "the terminal cannot write its journal: no sale can start; run 'pos doctor'") from None
             row = self._till_row(till_id)
             assert row is not None
             return self._view(row)
@@ -822,4 +870,8 @@ class Terminal:
 
     def close(self) -> None:
         self._unsubscribe()
-        self._db.close()
+        # Under the lock: a notification being handled on the runner's thread
+        # must not find its SQLite connection closed under it.
+        with self._lock:
+            self._closed = True
+            self._db.close()

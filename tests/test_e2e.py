@@ -174,6 +174,40 @@ def test_wrong_pin_locks_after_max_attempts(stage):
     stage.press(Key.CANCEL)
 
 
+def test_power_cut_during_the_unknown_window_is_resolved_on_restart(stage):
+    sale = stage.start_sale("15.00")
+    stage.scan(make_code("10"))  # the customer is still confirming in the wallet
+    stage.wait_display(lambda lines: "Checking" in lines[0], timeout=10)
+    stage.restart(kill=True)
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "PAID"  # queried after the restart, never paid twice
+    payments = [p for p in stage.ledger()["payments"] if p["merchantTransId"] == done["merchantTransId"]]
+    assert len(payments) == 1 and payments[0]["status"] == "SUCCESS"
+    calls = _calls_after_restart(stage, done["merchantTransId"])
+    assert "payQuery" in calls and "pay" not in calls
+    stage.new_receipts(1)
+
+
+def test_sigterm_during_the_unknown_window_then_cancel_on_restart(stage):
+    sale = stage.start_sale("16.00")
+    stage.scan(make_code("18"))
+    stage.wait_display(lambda lines: "Checking" in lines[0], timeout=10)
+    stage.restart(kill=False)
+    assert stage.last_exit == 0
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "CANCELLED"
+    assert ledger_payment(stage, done["merchantTransId"])["status"] in ("CANCELLED", "CLOSED")
+
+
+def _calls_after_restart(stage, merchant_trans_id):
+    """The gateway functions the daemon called for this sale after its last start (from its log)."""
+    log = stage.daemon_log()
+    tail = log[log.rindex("journal open"):]
+    return [line.split("function=alipay.intl.acquiring.")[1].split()[0].split(".")[-1]
+            for line in tail.splitlines()
+            if "gateway call" in line and merchant_trans_id in line]
+
+
 def test_refunds_over_the_till_interface(stage):
     sale = sell(stage, "10.00", "00")
     stage.new_receipts(1)
@@ -245,7 +279,8 @@ def test_health(stage):
     health = stage.till("GET", "/v1/health").json()
     assert health["status"] == "ok" and health["uptime_s"] > 0
     assert health["gateway"]["latency_ms"] is not None
-    assert set(health["devices"]) == {"scanner", "printer", "display"}
+    assert set(health["devices"]) == {"scanner", "printer", "display", "journal"}
+    assert all(d["ok"] for d in health["devices"].values())
     assert health["journal_bytes"] > 0 and health["open_items"] == 0
 
 

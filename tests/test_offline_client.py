@@ -340,7 +340,7 @@ def test_well_formed_fake_answer_is_believed(fake: tuple[_FakeGateway, OfflineGa
 
 @pytest.mark.parametrize("case", ["http500", "http302", "empty", "not json", "unsigned", "wrong key",
                                   "other reqMsgId", "other function", "status X", "no resultInfo",
-                                  "bad utf8", "other merchantTransId"])
+                                  "bad utf8", "other merchantTransId", "huge"])
 def test_malformed_answers_are_unknown(fake: tuple[_FakeGateway, OfflineGateway], sandbox_keys: SandboxKeys,
                                        case: str) -> None:
     server, gw = fake
@@ -371,6 +371,8 @@ def test_malformed_answers_are_unknown(fake: tuple[_FakeGateway, OfflineGateway]
                                      {}, sandbox_keys.alipay_private)
         if case == "bad utf8":
             return 200, good.replace(b'"ok"', b'"\xff"')
+        if case == "huge":
+            return 200, good[:-1] + b" " * (300 * 1024) + b"}"
         rhead = {"reqMsgId": head["reqMsgId"], "function": head["function"]}
         body = {"resultInfo": {"resultStatus": "S", "resultCode": "SUCCESS"}, "merchantTransId": "T-OTHER",
                 "acquirementStatus": "SUCCESS"}
@@ -379,6 +381,17 @@ def test_malformed_answers_are_unknown(fake: tuple[_FakeGateway, OfflineGateway]
     server.responder = respond
     res = gw.query(merchant_trans_id="T1")
     assert isinstance(res, Unknown), res
+
+
+def test_last_error_names_the_trouble_and_clears_on_a_verified_answer(
+        fake: tuple[_FakeGateway, OfflineGateway], sandbox_keys: SandboxKeys) -> None:
+    server, gw = fake
+    server.responder = lambda head: (503, b"")
+    assert isinstance(gw.query(merchant_trans_id="T1"), Unknown)
+    assert gw.last_error == "HTTP 503" and gw.last_latency is not None
+    server.responder = lambda head: (200, answer(sandbox_keys, head, "U"))
+    assert isinstance(gw.query(merchant_trans_id="T1"), Unknown)
+    assert gw.last_error is None  # a verified U is the gateway talking: the link is fine
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -22,6 +22,10 @@ from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
 from pos.money import Money
 
+# Largest answer we read. Real answers are a few KiB; anything near this is
+# not the gateway talking, and reading it whole would cost the till memory.
+MAX_ANSWER = 256 * 1024
+
 __all__ = ["OfflineFunction", "FUNCTIONS", "function_url", "OfflineGateway", "rfc3339", "code_tail"]
 
 log = logging.getLogger("pos.gateway")
@@ -84,6 +88,7 @@ class OfflineGateway:
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
         # Seconds taken by the last call, for health checks (`pos doctor`).
         self.last_latency: float | None = None
+        self.last_error: str | None = None
 
     # -- the Gateway protocol ------------------------------------------------
 
@@ -149,24 +154,34 @@ class OfflineGateway:
         started = time.monotonic()
         result = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id)
         self.last_latency = time.monotonic() - started
+        # For health checks: why the last exchange told us nothing (transport,
+        # HTTP or signature trouble); a verified answer of any status clears it.
+        self.last_error = result.reason if isinstance(result, Unknown) and result.code is None else None
         self._log(fn.name, business_id, req_msg_id, result, code_hint)
         return result
 
     def _exchange(self, url: str, wire: bytes, function: str, req_msg_id: str,
                   business_id: str) -> GatewayResult:
         try:
-            response = self._session.post(
-                url, data=wire, timeout=self._timeout, allow_redirects=False, verify=True,
-                headers={"Content-Type": "application/json; charset=UTF-8"})
-            raw = response.content
+            with self._session.post(
+                    url, data=wire, timeout=self._timeout, allow_redirects=False, verify=True, stream=True,
+                    headers={"Content-Type": "application/json; charset=UTF-8"}) as response:
+                # An answer is a few KiB; never read an endless one into memory.
+                raw = response.raw.read(MAX_ANSWER + 1, decode_content=True)
         except requests.Timeout:
             return Unknown("timeout")
         except requests.ConnectionError as exc:
             return Unknown(f"connection error: {type(exc).__name__}")
         except requests.RequestException as exc:
             return Unknown(f"transport error: {type(exc).__name__}")
+        except (OSError, ValueError) as exc:  # urllib3 read errors surface here with stream=True
+            if "timed out" in str(exc).lower():
+                return Unknown("timeout")
+            return Unknown(f"transport error: {type(exc).__name__}")
         if response.status_code != 200:
             return Unknown(f"HTTP {response.status_code}")
+        if len(raw) > MAX_ANSWER:
+            return Unknown(f"answer larger than {MAX_ANSWER} bytes")
         return self._read_answer(raw, function, req_msg_id, business_id)
 
     def _read_answer(self, raw: bytes, function: str, req_msg_id: str, business_id: str) -> GatewayResult:
@@ -209,5 +224,6 @@ class OfflineGateway:
         else:
             outcome = f"U code={result.code or '-'} reason={result.reason!r}"
         extra = f" identityCode={code_hint}" if code_hint else ""
-        log.info("gateway call function=%s merchantTransId=%s reqMsgId=%s outcome=%s latency_ms=%d%s",
-                 function, business_id, req_msg_id, outcome, round((self.last_latency or 0) * 1000), extra)
+        label = "merchantRefundId" if function == FUNCTIONS["refund"].name else "merchantTransId"
+        log.info("gateway call function=%s %s=%s reqMsgId=%s outcome=%s latency_ms=%d%s",
+                 function, label, business_id, req_msg_id, outcome, round((self.last_latency or 0) * 1000), extra)

@@ -1,0 +1,237 @@
+"""The terminal's cashier and manager flows, in one process.
+
+Real parts: the SQLite journal, the payment runner, pty displays driven
+through pyserial, the message catalogues. The gateway is the sandbox's
+ledger, called in-process (DirectGateway). tests/test_e2e.py runs the same
+flows through `pos run` as a separate process.
+"""
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from devices.display import SerialDisplay
+from devices.emulated import EmulatedDisplay
+from devices.keypad import Key
+from devices.messages import Catalogue
+from devices.print_queue import PrintQueue
+from devices.printer import DummyPrinter
+from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLost
+from pos.config import Config
+from pos.ecr import ServiceError
+from pos.journal import Journal, journal_path
+from pos.money import Money
+from pos.pin import hash_pin
+from pos.runner import PaymentService
+from pos.sandbox.direct import DirectGateway
+from pos.sandbox.ledger import Ledger
+from pos.sandbox.scenarios import SandboxOptions, make_code
+from pos.terminal import Mode, Terminal
+
+PIN = "1357"
+
+
+class Rig:
+    def __init__(self, tmp: Path, *, pin: str = PIN, max_amount: str = "100000", refund_limit: str = "500"):
+        self.cfg = Config.model_validate({
+            "terminal": {"terminal_id": "T1", "currency": "SGD", "state_dir": str(tmp), "timezone": "Asia/Singapore"},
+            "payment": {"query_first_delay": 0.05, "query_interval_min": 0.05, "query_interval_max": 0.08,
+                        "query_deadline": 0.6, "cancel_interval": 0.05, "max_amount": max_amount},
+            "manager": {"pin_hash": hash_pin(pin) if pin else "", "max_attempts": 3, "lockout": 60.0,
+                        "refund_limit": refund_limit},
+        })
+        self.journal = Journal.open(journal_path(tmp), terminal_id="T1", timezone="Asia/Singapore")
+        self.ledger = Ledger(SandboxOptions(wallet_confirm_after=0.2))
+        self.payments = PaymentService(self.journal, DirectGateway(self.ledger, time.time), self.cfg.payment)
+        self.payments.recover()
+        self.cashier_pty = EmulatedDisplay("cashier", tmp)
+        self.customer_pty = EmulatedDisplay("customer", tmp)
+        self.printer = DummyPrinter()
+        text = Catalogue.load("en")
+        self.queue = PrintQueue(self.journal.path, self.printer, printer_settings=self.cfg.printer, catalogue=text,
+                                retry_interval=0.05).start()
+        self.terminal = Terminal(
+            config=self.cfg, journal=self.journal, payments=self.payments,
+            cashier_display=SerialDisplay(str(self.cashier_pty.path)),
+            customer_display=SerialDisplay(str(self.customer_pty.path)),
+            cashier_catalogue=text, customer_catalogue=Catalogue.load("zh-CN"),
+            print_queue=self.queue, pin_state_file=tmp / "pin.json")
+
+    def keys(self, text: str) -> None:
+        names = {".": Key.DOT, "E": Key.ENTER, "C": Key.CANCEL, "X": Key.CLEAR, "R": Key.REFUND,
+                 "P": Key.REPRINT, "T": Key.REPORT}
+        for ch in text:
+            self.terminal.on_key(names[ch] if ch in names else Key.from_name(ch))
+
+    def cashier(self, predicate=lambda lines: True, timeout: float = 5.0):
+        return self.cashier_pty.wait_for(predicate, timeout=timeout)
+
+    def settle(self, sale_id: str, timeout: float = 10.0) -> dict:
+        return self.terminal.wait_sale(sale_id, timeout)
+
+    def close(self) -> None:
+        self.payments.stop()
+        self.terminal.close()
+        self.queue.stop()
+        self.journal.close()
+        self.cashier_pty.close()
+        self.customer_pty.close()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def test_keypad_sale_from_amount_to_paid_receipt(rig):
+    rig.keys("12.5X7.25")  # CLEAR wipes the typo
+    assert rig.cashier(lambda l: "7.25" in l[0])
+    rig.keys("E")
+    assert rig.cashier(lambda l: "Scan" in l[0]) == ("Scan customer code", "SGD 7.25")
+    assert rig.customer_pty.wait_for(lambda l: "SGD 7.25" in l[1])[0] == "请付款"
+    rig.terminal.on_scanner_event(Scan(make_code("00")))
+    assert rig.cashier(lambda l: l[0].startswith("PAID"))[1] == "Hand over goods"
+    sale = rig.journal.list_sales()[0]
+    assert sale.state.value == "PAID" and sale.amount == Money(725, "SGD")
+    deadline = time.monotonic() + 5
+    while not rig.printer.jobs and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rig.printer.jobs and sale.merchant_trans_id.encode() in rig.printer.jobs[0]
+    assert rig.terminal.mode == Mode.RESULT
+    rig.keys("E")
+    assert rig.cashier(lambda l: l[0] == "Ready")
+
+
+@pytest.mark.parametrize("typed,key", [("12.505", "amount_invalid"), ("0", "amount_invalid"),
+                                       ("200000", "amount_too_large")])
+def test_bad_amounts_on_the_keypad(rig, typed, key):
+    rig.keys(typed + "E")
+    want = rig.terminal.cashier_text.cashier(key)
+    assert rig.cashier(lambda l: l == want) == want
+    assert rig.terminal.mode == Mode.AMOUNT and rig.journal.list_sales() == []
+
+
+def test_scan_without_amount_and_junk_scans_start_nothing(rig):
+    rig.terminal.on_scanner_event(Scan(make_code("00")))
+    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("enter_amount"))
+    rig.terminal.on_scanner_event(Rejected("not digits"))
+    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("scan_invalid"))
+    rig.terminal.on_scanner_event(ReceiptScan("T1-20261122-AAAA-000001"))
+    assert rig.journal.list_sales() == [] and rig.ledger.to_json(__import__("datetime").datetime.now())["payments"] == []
+
+
+def test_cancel_before_the_scan_moves_no_money(rig):
+    view = rig.terminal.create_sale(Money(500, "SGD"), "till-9", "Tea")
+    rig.keys("C")
+    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("cancelled"))
+    assert rig.terminal.get_sale(view["id"])["state"] == "CANCELLED"
+    rig.terminal.on_scanner_event(Scan(make_code("00")))  # too late: no sale is waiting
+    assert rig.journal.list_sales() == []
+
+
+def test_scanner_lost_and_back_are_told_and_reported(rig):
+    rig.terminal.on_scanner_event(ScannerLost("read error"))
+    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("scanner_lost"))
+    health = rig.terminal.health()
+    assert health["status"] == "degraded" and health["devices"]["scanner"] == {"ok": False, "last_error": "read error"}
+    rig.terminal.on_scanner_event(ScannerBack())
+    assert rig.terminal.health()["devices"]["scanner"]["ok"]
+
+
+def test_till_sale_and_a_second_one_is_refused(rig):
+    view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "Lunch")
+    assert view["state"] == "CREATED" and view["final"] is False
+    with pytest.raises(ServiceError) as refused:
+        rig.terminal.create_sale(Money(100, "SGD"), "r2", "")
+    assert refused.value.status == 409
+    rig.terminal.on_scanner_event(Scan(make_code("10")))
+    done = rig.settle(view["id"])
+    assert done["state"] == "PAID" and done["merchantTransId"] and done["acquirementId"]
+
+
+def test_a_journal_that_cannot_write_starts_no_sale(rig):
+    rig.terminal.create_sale(Money(1000, "SGD"), "", "")
+    rig.journal._conn.close()  # the disk is gone
+    rig.terminal.on_scanner_event(Scan(make_code("00")))
+    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("journal_error"))
+    assert rig.ledger.to_json(__import__("datetime").datetime.now())["payments"] == []
+    assert rig.terminal.devices["journal"].ok is False
+
+
+def test_pending_till_sales_are_closed_after_a_restart(tmp_path):
+    first = Rig(tmp_path)
+    view = first.terminal.create_sale(Money(1000, "SGD"), "r1", "")
+    first.close()
+    second = Rig(tmp_path)
+    try:
+        assert second.terminal.get_sale(view["id"])["state"] == "CANCELLED"
+        assert second.terminal.mode == Mode.IDLE
+    finally:
+        second.close()
+
+
+def test_manager_menu_needs_a_pin_and_locks(tmp_path):
+    off = Rig(tmp_path / "a", pin="")
+    try:
+        off.keys("R")
+        assert off.cashier(lambda l: "PIN" in l[1] or "off" in l[0].lower())
+        assert off.terminal.mode == Mode.RESULT
+    finally:
+        off.close()
+    rig = Rig(tmp_path / "b")
+    try:
+        for _ in range(3):
+            rig.keys("R0000E")
+            if rig.terminal.mode == Mode.PIN:
+                rig.keys("C")
+        assert rig.terminal.pin.locked_for() > 0
+        rig.keys(f"R")
+        assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("pin_locked"))
+        assert rig.terminal.mode != Mode.PIN
+    finally:
+        rig.close()
+
+
+def test_refund_rules_at_the_terminal(tmp_path):
+    rig = Rig(tmp_path, refund_limit="10")
+    try:
+        view = rig.terminal.create_sale(Money(3000, "SGD"), "", "")
+        rig.terminal.on_scanner_event(Scan(make_code("00")))
+        sale = rig.settle(view["id"])
+        with pytest.raises(ServiceError, match="Refund above the limit"):
+            rig.terminal.refund(view["id"], Money(1500, "SGD"), "")
+        with pytest.raises(ServiceError) as err:
+            rig.terminal.refund(view["id"], Money(100, "USD"), "")
+        assert err.value.status == 422
+        done = rig.terminal.refund(sale["merchantTransId"], Money(1000, "SGD"), "damaged")
+        assert done["state"] == "REFUNDED"
+        # on the keypad: REFUND, PIN, the receipt's code, an amount above what is left
+        rig.keys(f"R{PIN}E")
+        rig.terminal.on_scanner_event(ReceiptScan(sale["merchantTransId"]))
+        assert rig.cashier(lambda l: "SGD 20.00" in l[1])
+        rig.keys("25E")
+        assert rig.cashier(lambda l: l[0] == "Refund refused")
+        rig.keys("C")
+        assert len(rig.journal.list_refunds()) == 1
+    finally:
+        rig.close()
+
+
+def test_reports_count_what_happened(rig):
+    for scenario in ("00", "01", "00"):
+        view = rig.terminal.create_sale(Money(1000, "SGD"), "", "")
+        rig.terminal.on_scanner_event(Scan(make_code(scenario)))
+        rig.settle(view["id"])
+    x = rig.terminal.x_report()
+    sgd = x["currencies"][0]
+    assert (sgd["sales"]["count"], sgd["sales"]["amount"]["value"]) == (2, 2000)
+    assert sgd["declines"]["count"] == 1 and sgd["net"]["value"] == 2000
+    z = rig.terminal.z_report()
+    assert z["businessDay"] == 1 and z["closedAt"]
+    assert rig.terminal.x_report()["currencies"] == []
+    rig.keys(f"T{PIN}E1")  # REPORT on the keypad, PIN, 1 = X report: printed
+    assert rig.terminal.mode == Mode.RESULT
