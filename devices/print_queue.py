@@ -212,8 +212,9 @@ class PrintQueue:
             self.print_pending()
             if self._stop.is_set():
                 break
-            # Away: retry after retry_interval. Idle: sleep until a job arrives.
-            self._wake.wait(self._retry if self.printer_away or self.pending() else None)
+            # Away: retry after retry_interval. Idle: look again after the same
+            # interval, since `pos reprint` queues jobs from another process.
+            self._wake.wait(self._retry)
 
     def start(self) -> "PrintQueue":
         if self._thread is None:

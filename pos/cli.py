@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "pos.commands.keys_cmd",
     "pos.commands.pin_cmd",
     "pos.commands.journal_cmd",
+    "pos.commands.reprint_cmd",
     "pos.commands.doctor_cmd",
     "pos.commands.status_cmd",
 ]

@@ -48,7 +48,7 @@ from pos.records import SALE_SETTLED_FOR_CASHIER, RefundRecord, RefundState, Sal
 from pos.reports import build_report, report_rows
 from pos.runner import PaymentService, RefundRefused, SaleRefused
 
-__all__ = ["Terminal", "Mode"]
+__all__ = ["Terminal", "Mode", "receipt_for"]
 
 log = logging.getLogger("pos.terminal")
 
@@ -82,6 +82,31 @@ RECEIPT_STATUS = {
     "REFUND_PENDING": "status_refund_pending", "REFUND_DECLINED": "status_refund_declined",
 }
 FINAL_FOR_TILL = {s.value for s in SALE_SETTLED_FOR_CASHIER}
+
+
+def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundRecord | None = None, *,
+                reprint: bool = False) -> ReceiptData:
+    """A receipt built from the journal's record of a sale (and one of its refunds), never from free text."""
+    tz = ZoneInfo(cfg.terminal.timezone)
+
+    def local(epoch: float) -> datetime:
+        return datetime.fromtimestamp(epoch, tz)
+
+    refunds = tuple(
+        RefundLine(r.merchant_refund_id, r.amount, RECEIPT_STATUS.get(r.state.value, "status_refund_pending"),
+                   local(r.updated_at))
+        for r in journal.list_refunds(sale_id=sale.sale_id)
+        if r.state != RefundState.REFUND_DECLINED or (refund and r.refund_id == refund.refund_id))
+    term = cfg.terminal
+    return ReceiptData(
+        kind=ReceiptKind.REFUND if refund else ReceiptKind.SALE,
+        merchant_name=term.merchant_name, store_name=term.store_name, terminal_id=term.terminal_id,
+        when=local(refund.updated_at if refund else sale.updated_at),
+        amount=refund.amount if refund else sale.amount,
+        status_key=RECEIPT_STATUS.get((refund.state if refund else sale.state).value, "status_declined"),
+        merchant_trans_id=sale.merchant_trans_id, acquirement_id=sale.acquirement_id or "",
+        code_last4=sale.code_masked[-4:] if sale.code_masked else "", order_title=sale.order_title,
+        refunds=refunds, reprint=reprint)
 
 
 class Mode(str, Enum):
@@ -448,21 +473,7 @@ class Terminal:
         return datetime.fromtimestamp(epoch, self.tz)
 
     def _receipt(self, sale: SaleRecord, refund: RefundRecord | None = None, reprint: bool = False) -> ReceiptData:
-        refunds = tuple(
-            RefundLine(r.merchant_refund_id, r.amount, RECEIPT_STATUS.get(r.state.value, "status_refund_pending"),
-                       self._local(r.updated_at))
-            for r in self.journal.list_refunds(sale_id=sale.sale_id)
-            if r.state != RefundState.REFUND_DECLINED or (refund and r.refund_id == refund.refund_id))
-        term = self.cfg.terminal
-        return ReceiptData(
-            kind=ReceiptKind.REFUND if refund else ReceiptKind.SALE,
-            merchant_name=term.merchant_name, store_name=term.store_name, terminal_id=term.terminal_id,
-            when=self._local(refund.updated_at if refund else sale.updated_at),
-            amount=refund.amount if refund else sale.amount,
-            status_key=RECEIPT_STATUS.get((refund.state if refund else sale.state).value, "status_declined"),
-            merchant_trans_id=sale.merchant_trans_id, acquirement_id=sale.acquirement_id or "",
-            code_last4=sale.code_masked[-4:] if sale.code_masked else "", order_title=sale.order_title,
-            refunds=refunds, reprint=reprint)
+        return receipt_for(self.cfg, self.journal, sale, refund, reprint=reprint)
 
     def _print(self, sale_id: int, refund_id: int | None) -> None:
         sale = self.journal.get_sale(sale_id)

@@ -157,6 +157,30 @@ def test_manager_partial_refund_with_pin_and_reprint(stage):
     assert "REPRINT" in reprint and sale["merchantTransId"] in reprint
 
 
+def pos(stage, *args):
+    return subprocess.run([sys.executable, "-m", "pos", *args, "--config", str(stage.config_path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_pos_reprint_journal_and_status_beside_the_running_daemon(stage):
+    sale = sell(stage, "2.40", "00")
+    stage.new_receipts(1)
+    done = pos(stage, "reprint", sale["merchantTransId"])
+    assert done.returncode == 0, done.stderr
+    assert "queued" in done.stdout
+    reprint = stage.new_receipts(1)[0]
+    assert "REPRINT" in reprint and sale["merchantTransId"] in reprint and "2.40 SGD" in reprint
+    missing = pos(stage, "reprint", "NO-SUCH-SALE")
+    assert missing.returncode == 1 and "no sale 'NO-SUCH-SALE'" in missing.stderr
+    listed = pos(stage, "journal", "list")
+    assert listed.returncode == 0 and sale["merchantTransId"] in listed.stdout
+    shown = pos(stage, "journal", "show", sale["merchantTransId"])
+    assert shown.returncode == 0 and "PAID" in shown.stdout and sale["codeLast4"] in shown.stdout
+    status = pos(stage, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "uptime" in status.stdout.lower()
+
+
 def test_wrong_pin_locks_after_max_attempts(stage):
     # max_attempts is 5 by default; four wrong PINs leave one try, then a right PIN resets the count.
     for _ in range(4):

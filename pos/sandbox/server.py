@@ -14,14 +14,10 @@ import asyncio
 import base64
 import json
 import logging
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +26,7 @@ from starlette.routing import Route
 from pos.gateway.offline import FUNCTIONS, rfc3339
 from pos.gateway.results import result_codes
 from pos.gateway.signing import build_signed, split_signed, verify
+from pos.httpserver import ThreadedServer
 from pos.money import AmountError, CurrencyError, Money
 from pos.sandbox.ledger import Ledger, Reply, as_datetime
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
@@ -272,7 +269,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class SandboxServer:
+class SandboxServer(ThreadedServer):
     """The sandbox under uvicorn on 127.0.0.1; `start()` runs it in a background thread.
 
     Binds its own socket first, so port 0 gives a free port that is known
@@ -287,46 +284,11 @@ class SandboxServer:
         self.ledger = ledger or Ledger(options)
         self.core = GatewayCore(self.ledger, merchant_public_key=merchant_public_key,
                                 alipay_private_key=alipay_private_key, clock=clock)
-        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such sockets;
-        # without it every answer waits ~40 ms for a delayed ACK (Nagle).
-        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
-                                   socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        self._sock.listen(128)
-        self.host, self.port = host, self._sock.getsockname()[1]
-        config = uvicorn.Config(build_app(self.core), log_level="warning", lifespan="off",
-                                access_log=False, timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(build_app(self.core), host, port, name="pos-sandbox")
 
     def start(self, timeout: float = 10.0) -> "SandboxServer":
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name="pos-sandbox", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the sandbox server did not start")
-            time.sleep(0.01)
+        super().start(timeout)
         return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._sock.close()
 
     def __enter__(self) -> "SandboxServer":
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -1,0 +1,73 @@
+"""`pos reprint ID --config PATH`: print a sale's receipt again, marked REPRINT."""
+
+from __future__ import annotations
+
+import argparse
+
+from pos.config import load_config
+from pos.errors import EXIT_UNAVAILABLE, UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    reprint = subparsers.add_parser(
+        "reprint", help="print a sale's receipt again, marked REPRINT",
+        description="Queue a copy of a sale's receipt, marked REPRINT, in the terminal's print queue. "
+                    "The running terminal prints it within [printer] retry_interval seconds (or on its next "
+                    "start). ID is the sale number, its merchantTransId (printed on the receipt) or the "
+                    "till's sale id.")
+    reprint.add_argument("id", metavar="ID", help="sale number, merchantTransId or till sale id")
+    reprint.add_argument("--config", required=True, help="the terminal's config file")
+    reprint.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from devices.messages import Catalogue
+    from devices.print_queue import PrintQueue
+    from devices.printer import NullPrinter
+    from pos.journal import Journal, journal_path
+    from pos.terminal import receipt_for
+
+    cfg = load_config(args.config).config
+    if cfg.printer.kind == "none":
+        raise UserError("[printer] kind is \"none\": this terminal prints nothing; set a printer first")
+    journal = Journal.open(journal_path(cfg.terminal.state_dir), terminal_id=cfg.terminal.terminal_id,
+                           timezone=cfg.terminal.timezone, create=False)
+    try:
+        key = args.id.strip()
+        sale = journal.get_sale(key)
+        if sale is None:
+            # a till sale id (S + 12 hex digits) points at the journal's sale
+            conn = sqlite3.connect(f"file:{journal.path}?mode=ro", uri=True)
+            try:
+                row = conn.execute("SELECT sale_id FROM till_sales WHERE till_id = ?", (key,)).fetchone()
+            except sqlite3.Error:
+                row = None
+            finally:
+                conn.close()
+            if row and row[0] is not None:
+                sale = journal.get_sale(int(row[0]))
+        if sale is None:
+            raise UserError(f"no sale {key!r} in the journal: give the sale number or the merchantTransId "
+                            "printed on the receipt ('pos journal list' shows them)")
+        # The queue is only written here; the daemon's worker does the printing.
+        queue = PrintQueue(journal.path, NullPrinter(), printer_settings=cfg.printer,
+                           catalogue=Catalogue.load(cfg.terminal.language))
+        try:
+            job = f"sale:{sale.sale_id}"
+            if queue.job(job) is not None:
+                new = queue.reprint(job)
+            else:
+                new = f"sale:{sale.sale_id}:reprint"
+                if not queue.enqueue(new, receipt_for(cfg, journal, sale, reprint=True)):
+                    new = queue.reprint(new)
+        finally:
+            queue.close()
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot write the print queue in {journal.path}: {exc}",
+                        exit_code=EXIT_UNAVAILABLE) from None
+    finally:
+        journal.close()
+    print(f"reprint of {sale.merchant_trans_id} ({sale.state.value}, {sale.amount.receipt()}) queued as {new}")
+    return 0

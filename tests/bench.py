@@ -1,0 +1,63 @@
+"""`make bench`: speed figures, printed (never asserted in tests).
+
+- the gateway: RSA2 sign/verify rates and signed pay round trips through the
+  sandbox over real HTTP on 127.0.0.1 (tests/bench_gateway.py);
+- the journal: durable commits per second (WAL, synchronous=FULL: each one
+  waits for the disk, which bounds how fast a terminal can move through states);
+- a whole sale through the runner against the in-process sandbox ledger.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from pos.config import PaymentSection
+from pos.journal import Journal
+from pos.money import Money
+from pos.runner import PaymentService
+from pos.sandbox.direct import DirectGateway
+from pos.sandbox.ledger import Ledger
+from pos.sandbox.scenarios import make_code
+from tests import bench_gateway
+
+
+def bench_journal(seconds: float = 3.0) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Journal.open(Path(tmp) / "journal.db", terminal_id="BENCH")
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            journal.create_sale(amount=Money(100, "USD"), code=make_code("00"), scanned_at=time.time(),
+                                now=time.time())
+            n += 1
+        elapsed = time.perf_counter() - start
+        journal.close()
+    print(f"journal commits (create sale, synchronous=FULL): {n / elapsed:8.0f} /s "
+          f"({elapsed / n * 1000:.2f} ms each)")
+
+
+def bench_sales(count: int = 200) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Journal.open(Path(tmp) / "journal.db", terminal_id="BENCH")
+        service = PaymentService(journal, DirectGateway(Ledger(), time.time), PaymentSection())
+        service.recover()
+        start = time.perf_counter()
+        for _ in range(count):
+            sale_id = service.start_sale(Money(250, "USD"), make_code("00"), time.time())
+            service.wait(sale_id, 10)
+        elapsed = time.perf_counter() - start
+        service.stop()
+        journal.close()
+    print(f"sales paid end to end (runner + journal + in-process ledger): {count / elapsed:6.0f} /s "
+          f"({elapsed / count * 1000:.1f} ms each)")
+
+
+def main() -> None:
+    bench_gateway.main()
+    bench_journal()
+    bench_sales()
+
+
+if __name__ == "__main__":
+    main()
