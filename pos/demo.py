@@ -246,7 +246,10 @@ class Stage:
     def wait_display(self, predicate: Callable[[tuple[str, str]], bool], *, who: str = "cashier",
                      timeout: float = 20.0) -> tuple[str, str]:
         display = self.cashier if who == "cashier" else self.customer
-        return display.wait_for(predicate, timeout=timeout)
+        lines = display.wait_for(predicate, timeout=timeout)
+        if not predicate(lines):
+            raise AssertionError(f"the {who} display never showed what was expected; it shows {lines}")
+        return lines
 
     def new_receipts(self, count: int = 1, timeout: float = 15.0) -> list[str]:
         """Wait for `count` more printed receipts and return them as text."""

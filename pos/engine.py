@@ -398,8 +398,11 @@ def _enter_declined(ev: EventData) -> None:
     sale: _Sale = ev.model
     code = sale.result_code or "UNKNOWN"  # type: ignore[attr-defined]
     # The catalogue has one plain-words text per result code (code.<RESULT_CODE>);
-    # "declined" is the fallback for a code it does not know.
-    _finish_sale(ev, f"code.{code}", {"code": code, "fallback": "declined"})
+    # "declined" is the fallback for a code it does not know. Only an F answer's
+    # code explains a decline: a payQuery that reports CLOSED answers S with code
+    # SUCCESS, whose text ("Done") would tell the cashier to hand over the goods.
+    key = f"code.{code}" if isinstance(_result(ev), Failed) else "declined"
+    _finish_sale(ev, key, {"code": code, "fallback": "declined"})
     sale.engine._emit(Finished("sale", sale.sale_id, S.DECLINED.value))
 
 

@@ -40,6 +40,7 @@ from pos.config import Config
 from pos.ecr import ServiceError
 from pos.engine import Alarm, Command, Finished, PrintReceipt, Show
 from pos.errors import UserError
+from pos.gateway.results import result_codes
 from pos.journal import Journal
 from pos.logs import mask_code
 from pos.money import AmountError, CurrencyError, Money, parse_amount
@@ -198,8 +199,31 @@ class Terminal:
         # A till sale that was waiting for a scan when the terminal stopped never
         # reached the gateway: no money moved, and the customer has gone.
         now = self.clock()
+        self._relink_orphaned_till_sales(now)
         self._db.execute("UPDATE till_sales SET state = 'CANCELLED', updated_at = ? "
                          "WHERE sale_id IS NULL AND state = 'CREATED'", (now,))
+
+    def _relink_orphaned_till_sales(self, now: float) -> None:
+        # The journal commits the sale (and PAYING) and the pay leaves before the
+        # till row is linked to it. A stop in between leaves an unlinked row whose
+        # pay may have charged the customer: calling it CANCELLED would tell the
+        # till "no money was taken". Only one till sale waits for a scan at a time
+        # and only it can start a journal sale, so the journal sale created after
+        # it (same amount and reference) that no till row points at is its sale.
+        rows = self._db.execute("SELECT till_id, amount_minor, currency, reference, created_at FROM till_sales "
+                                "WHERE sale_id IS NULL AND state = 'CREATED' ORDER BY created_at").fetchall()
+        for row in rows:
+            match = self._db.execute(
+                "SELECT s.sale_id, s.state FROM sales s WHERE s.created_at >= ? AND s.amount_minor = ? "
+                "AND s.currency = ? AND s.reference = ? "
+                "AND NOT EXISTS (SELECT 1 FROM till_sales t WHERE t.sale_id = s.sale_id) "
+                "ORDER BY s.sale_id LIMIT 1",
+                (row["created_at"], row["amount_minor"], row["currency"], row["reference"])).fetchone()
+            if match is not None:
+                self._db.execute("UPDATE till_sales SET sale_id = ?, state = ?, updated_at = ? WHERE till_id = ?",
+                                 (match["sale_id"], match["state"], now, row["till_id"]))
+                log.warning("till sale linked to its journal sale after a restart",
+                            extra={"kv": {"till_id": row["till_id"], "sale_id": match["sale_id"]}})
 
     def _new_till_sale(self, amount: Money, reference: str, title: str) -> str:
         till_id = "S" + secrets.token_hex(6).upper()
@@ -543,7 +567,7 @@ class Terminal:
                 self.mode = self._after_pin or Mode.IDLE
                 log.info("manager menu opened", extra={"kv": {"action": self.mode.value}})
                 self._show({Mode.REFUND_SELECT: "refund_scan", Mode.REPRINT_SELECT: "refund_scan",
-                            Mode.REPORT_SELECT: "manager_menu"}.get(self.mode, "manager_menu"))
+                            Mode.REPORT_SELECT: "report_menu"}.get(self.mode, "manager_menu"))
             elif result.locked:
                 log.warning("manager menu locked", extra={"kv": {"seconds": result.locked_for}})
                 self.mode = Mode.RESULT
@@ -683,7 +707,11 @@ class Terminal:
         refunds = self.journal.list_refunds(sale_id=sale.sale_id) if sale else []
         refunded = sum((r.amount.minor for r in refunds if r.state == RefundState.REFUNDED), 0)
         key = STATE_MESSAGE[state]
-        if state == "DECLINED" and sale and sale.result_code and self.cashier_text.has(f"code.{sale.result_code}"):
+        # Only an F code explains a decline (a payQuery CLOSED status comes with code
+        # SUCCESS, whose text "Done" would be a lie): the same rule as the engine's display.
+        code_row = result_codes().get(sale.result_code or "") if sale else None
+        if (state == "DECLINED" and sale and code_row is not None and code_row.status == "F"
+                and self.cashier_text.has(f"code.{sale.result_code}")):
             key = f"code.{sale.result_code}"
         return {
             "id": row["till_id"], "state": state, "final": state in FINAL_FOR_TILL,

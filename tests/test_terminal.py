@@ -66,7 +66,9 @@ class Rig:
             self.terminal.on_key(names[ch] if ch in names else Key.from_name(ch))
 
     def cashier(self, predicate=lambda lines: True, timeout: float = 5.0):
-        return self.cashier_pty.wait_for(predicate, timeout=timeout)
+        lines = self.cashier_pty.wait_for(predicate, timeout=timeout)
+        assert predicate(lines), f"the cashier display shows {lines}"
+        return lines
 
     def settle(self, sale_id: str, timeout: float = 10.0) -> dict:
         return self.terminal.wait_sale(sale_id, timeout)
