@@ -307,6 +307,104 @@ def _wait_state(stage: Stage, sale_id: str, states: set[str], timeout: float = 3
         time.sleep(0.1)
 
 
+def _scenes(stage: Stage, n: "_Narrator", expect: Callable[[str, Any, Any], None]) -> None:
+    """The seven scenarios; raises when the terminal does not do what the story says."""
+    n.say(f"  daemon ready; till interface on {stage.url}; sandbox gateway on {stage.sandbox.url}")  # type: ignore[union-attr]
+    n.screens()
+
+    n.say("\n1. A sale paid at once")
+    n.say("   The till sends 12.50; the cashier scans the customer's code.")
+    sale = stage.start_sale("12.50", reference="till-0001", orderTitle="Flat white x2")
+    stage.wait_display(lambda l: "Scan" in l[0])
+    n.screens("the terminal asks for the code:")
+    stage.scan(make_code("00"))
+    paid = stage.wait_sale(sale["id"])
+    n.say(f"   -> {paid['state']}  merchantTransId {paid['merchantTransId']}  acquirementId {paid['acquirementId']}")
+    expect("sale 1", paid["state"], "PAID")
+    n.screens()
+    n.say("   The receipt (its QR code carries the merchantTransId, for refunds):")
+    first_receipt = stage.new_receipts(1)
+    n.receipt(first_receipt[0] if first_receipt else "(no receipt printed)")
+
+    n.say("\n2. A decline: the customer's balance is not enough")
+    sale = stage.start_sale("48.00", orderTitle="Groceries")
+    stage.scan(make_code("01"))
+    declined = stage.wait_sale(sale["id"])
+    n.say(f"   -> {declined['state']}: cashier reads {declined['message']['cashier']}")
+    expect("sale 2", declined["state"], "DECLINED")
+    n.screens()
+
+    n.say("\n3. The customer confirms in the wallet: unknown at first, then queries, then paid")
+    sale = stage.start_sale("7.80", orderTitle="Cake")
+    stage.scan(make_code("10"))
+    stage.wait_display(lambda l: "Checking" in l[0], timeout=10)
+    n.screens("while the answer is unknown:")
+    confirmed = stage.wait_sale(sale["id"])
+    expect("sale 3", confirmed["state"], "PAID")
+    n.say(f"   -> {confirmed['state']} after the wallet confirmed")
+    n.screens()
+    stage.new_receipts(1)
+
+    n.say("\n4. The customer never confirms: the terminal queries until its time limit, then cancels")
+    sale = stage.start_sale("23.00", orderTitle="Lunch set")
+    stage.scan(make_code("18"))
+    stage.wait_display(lambda l: "Checking" in l[0], timeout=10)
+    n.screens("checking:")
+    stage.wait_display(lambda l: "Cancelling" in l[0] or "cancelled" in l[0].lower(), timeout=20)
+    n.screens("past the query time limit the terminal sends payCancel:")
+    cancelled = stage.wait_sale(sale["id"])
+    expect("sale 4", cancelled["state"], "CANCELLED")
+    n.say(f"   -> {cancelled['state']}: no money was taken")
+    n.screens()
+
+    n.say("\n5. A partial refund by the manager, on the terminal's keypad with a PIN")
+    n.say(f"   REFUND, PIN {DEMO_PIN}, scan the receipt of sale 1, type 5.00, ENTER")
+    stage.press(Key.REFUND)
+    stage.wait_display(lambda l: "PIN" in l[0].upper(), timeout=5)
+    stage.type(DEMO_PIN)
+    stage.press(Key.ENTER)
+    stage.wait_display(lambda l: "receipt" in (l[0] + l[1]).lower() or "scan" in l[0].lower(), timeout=5)
+    n.screens("PIN accepted:")
+    stage.scan_receipt(paid["merchantTransId"])
+    stage.wait_display(lambda l: "refund" in l[0].lower(), timeout=5)
+    n.screens("the sale is found:")
+    stage.type("5.00")
+    stage.press(Key.ENTER)
+    refunded = _wait_state_refund(stage, paid["id"])
+    n.say(f"   -> refund {refunded}")
+    expect("refund", refunded, "REFUNDED")
+    n.screens()
+    receipts = stage.new_receipts(1)
+    n.receipt(receipts[0] if receipts else "(no receipt printed)")
+
+    n.say("\n6. A reprint of sale 1 (REPRINT, PIN, scan the receipt)")
+    stage.press(Key.REPRINT)
+    stage.wait_display(lambda l: "PIN" in l[0].upper(), timeout=5)
+    stage.type(DEMO_PIN)
+    stage.press(Key.ENTER)
+    time.sleep(0.3)
+    stage.scan_receipt(paid["merchantTransId"])
+    receipts = stage.new_receipts(1)
+    reprint = receipts[0] if receipts else ""
+    expect("reprint marked", "REPRINT" in reprint, True)
+    n.receipt(reprint or "(no receipt printed)")
+
+    n.say("\n7. The Z report closes the business day (manager token on the till interface)")
+    report = stage.till("POST", "/v1/reports/z", manager=True).json()
+    for c in report.get("currencies", []):
+        n.say(f"   {c['currency']}: sales {c['sales']['count']} = {c['sales']['amount']['text']}, "
+              f"refunds {c['refunds']['count']} = {c['refunds']['amount']['text']}, "
+              f"cancels {c['cancels']['count']}, declines {c['declines']['count']}, "
+              f"net {c['net']['text']}")
+    receipts = stage.new_receipts(1)
+    n.receipt(receipts[0] if receipts else "(no report printed)")
+
+    ledger = stage.ledger()
+    charged = [p for p in ledger.get("payments", []) if p.get("status") == "SUCCESS"]
+    n.say(f"\nThe sandbox's ledger agrees: {len(charged)} payments charged, "
+          f"{len(ledger.get('refunds', []))} refund(s).")
+
+
 def play(out: Callable[[str], None] = print) -> int:
     """Run the seven demo scenarios; returns 0 when every one ended as it should."""
     started = time.monotonic()
@@ -320,101 +418,19 @@ def play(out: Callable[[str], None] = print) -> int:
             n.say(f"  !! {what}: expected {want}, got {got}")
 
     n.say("pos demo: a sandbox gateway, pty device twins and the real daemon (`pos run`), all on 127.0.0.1.")
-    with n.stage as stage:
-        n.say(f"  daemon ready; till interface on {stage.url}; sandbox gateway on {stage.sandbox.url}")  # type: ignore[union-attr]
-        n.screens()
-
-        n.say("\n1. A sale paid at once")
-        n.say("   The till sends 12.50; the cashier scans the customer's code.")
-        sale = stage.start_sale("12.50", reference="till-0001", orderTitle="Flat white x2")
-        stage.wait_display(lambda l: "Scan" in l[0])
-        n.screens("the terminal asks for the code:")
-        stage.scan(make_code("00"))
-        paid = stage.wait_sale(sale["id"])
-        n.say(f"   -> {paid['state']}  merchantTransId {paid['merchantTransId']}  acquirementId {paid['acquirementId']}")
-        expect("sale 1", paid["state"], "PAID")
-        n.screens()
-        n.say("   The receipt (its QR code carries the merchantTransId, for refunds):")
-        first_receipt = stage.new_receipts(1)
-        n.receipt(first_receipt[0] if first_receipt else "(no receipt printed)")
-
-        n.say("\n2. A decline: the customer's balance is not enough")
-        sale = stage.start_sale("48.00", orderTitle="Groceries")
-        stage.scan(make_code("01"))
-        declined = stage.wait_sale(sale["id"])
-        n.say(f"   -> {declined['state']}: cashier reads {declined['message']['cashier']}")
-        expect("sale 2", declined["state"], "DECLINED")
-        n.screens()
-
-        n.say("\n3. The customer confirms in the wallet: unknown at first, then queries, then paid")
-        sale = stage.start_sale("7.80", orderTitle="Cake")
-        stage.scan(make_code("10"))
-        stage.wait_display(lambda l: "Checking" in l[0], timeout=10)
-        n.screens("while the answer is unknown:")
-        confirmed = stage.wait_sale(sale["id"])
-        expect("sale 3", confirmed["state"], "PAID")
-        n.say(f"   -> {confirmed['state']} after the wallet confirmed")
-        n.screens()
-        stage.new_receipts(1)
-
-        n.say("\n4. The customer never confirms: the terminal queries until its time limit, then cancels")
-        sale = stage.start_sale("23.00", orderTitle="Lunch set")
-        stage.scan(make_code("18"))
-        stage.wait_display(lambda l: "Checking" in l[0], timeout=10)
-        n.screens("checking:")
-        stage.wait_display(lambda l: "Cancelling" in l[0] or "cancelled" in l[0].lower(), timeout=20)
-        n.screens("past the query time limit the terminal sends payCancel:")
-        cancelled = stage.wait_sale(sale["id"])
-        expect("sale 4", cancelled["state"], "CANCELLED")
-        n.say(f"   -> {cancelled['state']}: no money was taken")
-        n.screens()
-
-        n.say("\n5. A partial refund by the manager, on the terminal's keypad with a PIN")
-        n.say(f"   REFUND, PIN {DEMO_PIN}, scan the receipt of sale 1, type 5.00, ENTER")
-        stage.press(Key.REFUND)
-        stage.wait_display(lambda l: "PIN" in l[0].upper(), timeout=5)
-        stage.type(DEMO_PIN)
-        stage.press(Key.ENTER)
-        stage.wait_display(lambda l: "receipt" in (l[0] + l[1]).lower() or "scan" in l[0].lower(), timeout=5)
-        n.screens("PIN accepted:")
-        stage.scan_receipt(paid["merchantTransId"])
-        stage.wait_display(lambda l: "refund" in l[0].lower(), timeout=5)
-        n.screens("the sale is found:")
-        stage.type("5.00")
-        stage.press(Key.ENTER)
-        refunded = _wait_state_refund(stage, paid["id"])
-        n.say(f"   -> refund {refunded}")
-        expect("refund", refunded, "REFUNDED")
-        n.screens()
-        receipts = stage.new_receipts(1)
-        n.receipt(receipts[0] if receipts else "(no receipt printed)")
-
-        n.say("\n6. A reprint of sale 1 (REPRINT, PIN, scan the receipt)")
-        stage.press(Key.REPRINT)
-        stage.wait_display(lambda l: "PIN" in l[0].upper(), timeout=5)
-        stage.type(DEMO_PIN)
-        stage.press(Key.ENTER)
-        time.sleep(0.3)
-        stage.scan_receipt(paid["merchantTransId"])
-        receipts = stage.new_receipts(1)
-        reprint = receipts[0] if receipts else ""
-        expect("reprint marked", "REPRINT" in reprint, True)
-        n.receipt(reprint or "(no receipt printed)")
-
-        n.say("\n7. The Z report closes the business day (manager token on the till interface)")
-        report = stage.till("POST", "/v1/reports/z", manager=True).json()
-        for c in report.get("currencies", []):
-            n.say(f"   {c['currency']}: sales {c['sales']['count']} = {c['sales']['amount']['text']}, "
-                  f"refunds {c['refunds']['count']} = {c['refunds']['amount']['text']}, "
-                  f"cancels {c['cancels']['count']}, declines {c['declines']['count']}, "
-                  f"net {c['net']['text']}")
-        receipts = stage.new_receipts(1)
-        n.receipt(receipts[0] if receipts else "(no report printed)")
-
-        ledger = stage.ledger()
-        charged = [p for p in ledger.get("payments", []) if p.get("status") == "SUCCESS"]
-        n.say(f"\nThe sandbox's ledger agrees: {len(charged)} payments charged, "
-              f"{len(ledger.get('refunds', []))} refund(s).")
+    try:
+        with n.stage as stage:
+            try:
+                _scenes(stage, n, expect)
+            except (AssertionError, RuntimeError, requests.RequestException) as exc:
+                problems.append(str(exc))
+                n.say(f"\n  !! the demo stopped: {exc}")
+                n.say("  last lines of the daemon's log:")
+                for line in stage.daemon_log().splitlines()[-15:]:
+                    n.say(f"    {line}")
+    except (RuntimeError, OSError) as exc:  # the stage itself did not come up
+        problems.append(str(exc))
+        n.say(f"pos demo: could not start: {exc}")
     took = time.monotonic() - started
     if problems:
         n.say(f"\npos demo: {len(problems)} scenario(s) did not end as expected ({took:.0f} s).")
