@@ -131,6 +131,8 @@ class SerialDisplay(Display):
         self._port: serial.SerialBase | None = None
         self._lock = threading.Lock()
         self.last: tuple[str, str] | None = None
+        # Why the last write failed (None after a good one): for health checks.
+        self.last_error: str | None = None
 
     def _open(self) -> serial.SerialBase:
         port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0,
@@ -152,9 +154,12 @@ class SerialDisplay(Display):
                     self._port = self._open()
                 self._port.write(data)
                 self._port.flush()
+                self.last_error = None
             except (serial.SerialException, OSError, ValueError) as exc:
-                log.warning("display write failed url=%s error=%s (will reopen on next message)",
-                            self.url, exc)
+                if self.last_error is None:  # once per outage, not once per message
+                    log.warning("display write failed url=%s error=%s (will reopen on next message)",
+                                self.url, exc)
+                self.last_error = str(exc)
                 self._drop()
 
     def clear(self) -> None:

@@ -169,6 +169,7 @@ class Terminal:
         self._buffer = ""
         self._pending: str | None = None      # till_id waiting for a scan
         self._current: str | None = None      # till_id of the sale in progress
+        self._current_sale: int | None = None  # its journal sale id (held here, not only in the till row)
         self._after_pin: Mode | None = None
         self._refund_sale: SaleRecord | None = None
         self._last_receipt_job: str | None = None
@@ -182,7 +183,9 @@ class Terminal:
         try:
             self.cashier_display.show(*self.cashier_text.cashier(key, **params))
             self.customer_display.show(*self.customer_text.customer(key, **params))
-            self.devices["display"] = DeviceHealth()
+            errors = [e for e in (getattr(self.cashier_display, "last_error", None),
+                                  getattr(self.customer_display, "last_error", None)) if e]
+            self.devices["display"] = DeviceHealth(not errors, errors[0] if errors else None)
         except KeyError:
             log.error("no catalogue entry", extra={"kv": {"key": key}})
         except Exception as exc:  # noqa: BLE001 - a display fault never stops a sale
@@ -321,10 +324,8 @@ class Terminal:
                 self._cancel_pending()
             return
         if mode == Mode.SALE:
-            if key == Key.CANCEL and self._current:
-                row = self._till_row(self._current)
-                if row is not None and row["sale_id"] is not None:
-                    self.payments.abort(row["sale_id"])
+            if key == Key.CANCEL and self._current_sale is not None:
+                self.payments.abort(self._current_sale)
             return
         if mode == Mode.PIN:
             self._pin_key(key, digit)
@@ -364,6 +365,7 @@ class Terminal:
         till_id = self._new_till_sale(amount, reference, title)
         # From here the displays belong to the new sale: late texts of the last one are dropped.
         self._pending, self._current, self.mode, self._buffer = till_id, None, Mode.AWAIT_SCAN, ""
+        self._current_sale = None
         self._show("scan_code", amount=amount.display())
         log.info("sale waiting for scan", extra={"kv": {"till_id": till_id, "amount": amount.receipt()}})
         self._changed.notify_all()
@@ -437,10 +439,19 @@ class Terminal:
             # you send), and no sale may start until a person has looked.
             self._journal_failed(exc)
             return
-        self._db.execute("UPDATE till_sales SET sale_id = ?, state = 'PAYING', updated_at = ? WHERE till_id = ?",
-                         (sale_id, self.clock(), self._pending))
-        self._current, self._pending, self.mode = self._pending, None, Mode.SALE
+        # The pay has left: from here this till sale is in progress whatever happens to
+        # the write below. Were the link the only record of it, a failed write would
+        # leave the terminal waiting for a scan of the same sale (a second charge) and
+        # drop the sale's texts. The in-memory state comes first; a failed link is a
+        # journal fault (no new sale) and is repaired on the next start.
+        till_id = self._pending
+        self._current, self._current_sale, self._pending, self.mode = till_id, sale_id, None, Mode.SALE
         self._changed.notify_all()
+        try:
+            self._db.execute("UPDATE till_sales SET sale_id = ?, state = 'PAYING', updated_at = ? WHERE till_id = ?",
+                             (sale_id, self.clock(), till_id))
+        except sqlite3.Error as exc:
+            self._journal_failed(exc)
 
     def _journal_failed(self, exc: BaseException) -> None:
         self.devices["journal"] = DeviceHealth(False, str(exc))
@@ -472,7 +483,10 @@ class Terminal:
                     return
             elif self.mode not in (Mode.IDLE, Mode.RESULT):
                 return  # a refund's outcome never interrupts someone typing
-            self._show(command.key, **command.params)
+            key = command.key
+            if key == "checking" and self._link_down():
+                key = "network_down"  # same instruction (no goods yet), and the cashier knows why
+            self._show(key, **command.params)
         elif isinstance(command, PrintReceipt):
             self._print(command.sale_id, command.refund_id)
         elif isinstance(command, Alarm):
@@ -485,11 +499,20 @@ class Terminal:
                     self.mode = Mode.RESULT
             self._changed.notify_all()
 
+    def _link_down(self) -> bool:
+        error = getattr(self.gateway, "last_error", None) or ""
+        return error.startswith(("timeout", "connection error", "transport error"))
+
     def _current_sale_id(self) -> int | None:
-        if not self._current:
-            return None
-        row = self._till_row(self._current)
-        return None if row is None else row["sale_id"]
+        return self._current_sale
+
+    def _row_sale_id(self, row: Any) -> int | None:
+        """The journal sale of a till row; the sale in progress even if its link write failed."""
+        if row["sale_id"] is not None:
+            return int(row["sale_id"])
+        if self._current is not None and row["till_id"] == self._current:
+            return self._current_sale
+        return None
 
     # ================================================================ receipts
 
@@ -671,8 +694,8 @@ class Terminal:
     def _resolve_sale(self, key: str) -> SaleRecord:
         row = self._till_row(key)
         sale = None
-        if row is not None and row["sale_id"] is not None:
-            sale = self.journal.get_sale(int(row["sale_id"]))
+        if row is not None and self._row_sale_id(row) is not None:
+            sale = self.journal.get_sale(self._row_sale_id(row))  # type: ignore[arg-type]
         if sale is None:
             sale = self._journal_sale(key)
         if sale is None:
@@ -702,7 +725,8 @@ class Terminal:
 
     def _view(self, row: sqlite3.Row) -> dict[str, Any]:
         amount = Money(row["amount_minor"], row["currency"])
-        sale = self.journal.get_sale(int(row["sale_id"])) if row["sale_id"] is not None else None
+        linked = self._row_sale_id(row)
+        sale = self.journal.get_sale(linked) if linked is not None else None
         state = sale.state.value if sale else row["state"]
         refunds = self.journal.list_refunds(sale_id=sale.sale_id) if sale else []
         refunded = sum((r.amount.minor for r in refunds if r.state == RefundState.REFUNDED), 0)
@@ -787,14 +811,14 @@ class Terminal:
             row = self._till_row(sale_id)
             if row is None:
                 raise ServiceError(404, "No such sale", f"no sale with id {sale_id!r}")
-            if row["sale_id"] is None:
+            if self._row_sale_id(row) is None:
                 if row["state"] == "CREATED" and self._pending == row["till_id"]:
                     self._cancel_pending()
                 elif row["state"] == "CREATED":
                     self._db.execute("UPDATE till_sales SET state='CANCELLED', updated_at=? WHERE till_id=?",
                                      (self.clock(), row["till_id"]))
                 return self._view(self._till_row(row["till_id"]))  # type: ignore[arg-type]
-            sale = self.journal.get_sale(int(row["sale_id"]))
+            sale = self.journal.get_sale(self._row_sale_id(row))  # type: ignore[arg-type]
             assert sale is not None
             if sale.state.value in FINAL_FOR_TILL:
                 raise ServiceError(409, "Sale already finished",

@@ -34,7 +34,8 @@ PIN = "1357"
 
 
 class Rig:
-    def __init__(self, tmp: Path, *, pin: str = PIN, max_amount: str = "100000", refund_limit: str = "500"):
+    def __init__(self, tmp: Path, *, pin: str = PIN, max_amount: str = "100000", refund_limit: str = "500",
+                 wrap_gateway=None):
         self.cfg = Config.model_validate({
             "terminal": {"terminal_id": "T1", "currency": "SGD", "state_dir": str(tmp), "timezone": "Asia/Singapore"},
             "payment": {"query_first_delay": 0.05, "query_interval_min": 0.05, "query_interval_max": 0.08,
@@ -44,7 +45,10 @@ class Rig:
         })
         self.journal = Journal.open(journal_path(tmp), terminal_id="T1", timezone="Asia/Singapore")
         self.ledger = Ledger(SandboxOptions(wallet_confirm_after=0.2))
-        self.payments = PaymentService(self.journal, DirectGateway(self.ledger, time.time), self.cfg.payment)
+        self.gateway = DirectGateway(self.ledger, time.time)
+        if wrap_gateway is not None:
+            self.gateway = wrap_gateway(self.gateway)
+        self.payments = PaymentService(self.journal, self.gateway, self.cfg.payment)
         self.payments.recover()
         self.cashier_pty = EmulatedDisplay("cashier", tmp)
         self.customer_pty = EmulatedDisplay("customer", tmp)
@@ -57,7 +61,7 @@ class Rig:
             cashier_display=SerialDisplay(str(self.cashier_pty.path)),
             customer_display=SerialDisplay(str(self.customer_pty.path)),
             cashier_catalogue=text, customer_catalogue=Catalogue.load("zh-CN"),
-            print_queue=self.queue, pin_state_file=tmp / "pin.json")
+            print_queue=self.queue, pin_state_file=tmp / "pin.json", gateway=self.gateway)
 
     def keys(self, text: str) -> None:
         names = {".": Key.DOT, "E": Key.ENTER, "C": Key.CANCEL, "X": Key.CLEAR, "R": Key.REFUND,
@@ -237,3 +241,38 @@ def test_reports_count_what_happened(rig):
     assert rig.terminal.x_report()["currencies"] == []
     rig.keys(f"T{PIN}E1")  # REPORT on the keypad, PIN, 1 = X report: printed
     assert rig.terminal.mode == Mode.RESULT
+
+
+class CableUnplugged:
+    """The gateway as the terminal sees it when the cable is out for the pay: the
+    request never arrives (nothing charged) and the client reports a connection error."""
+
+    def __init__(self, inner):
+        self.inner, self.last_error, self.pays = inner, None, 0
+
+    def pay(self, **kw):
+        from pos.gateway.results import Unknown
+        self.pays += 1
+        self.last_error = "connection error: ConnectionError"
+        return Unknown(self.last_error)
+
+    def __getattr__(self, name):
+        call = getattr(self.inner, name)
+
+        def passthrough(**kw):
+            self.last_error = None
+            return call(**kw)
+        return passthrough
+
+
+def test_a_network_fault_is_named_while_the_outcome_is_unknown(tmp_path):
+    rig = Rig(tmp_path, wrap_gateway=CableUnplugged)
+    try:
+        view = rig.terminal.create_sale(Money(1000, "SGD"), "", "")
+        rig.terminal.on_scanner_event(Scan(make_code("00")))
+        assert rig.cashier(lambda l: l[0] == "No network: checking") == ("No network: checking",
+                                                                         "Do not hand goods")
+        done = rig.settle(view["id"])
+        assert done["state"] == "CANCELLED" and rig.gateway.pays == 1  # queried, cancelled, never re-paid
+    finally:
+        rig.close()
