@@ -183,3 +183,12 @@ def test_escpos_import_leaves_no_temp_dir_no_root_handler_and_keeps_its_pickle(t
     second = probe()
     assert second["pickle"] == first["pickle"] and pickle.stat().st_mtime_ns == mtime  # loaded, not rebuilt
     assert list(tmp.iterdir()) == []
+
+
+def test_usb_printer_that_is_not_there_is_a_clear_printer_error():
+    from devices.printer import PrinterError, UsbPrinter
+    printer = UsbPrinter(0x04B8, 0x0E15)  # an Epson TM-T20 id; no such device on a test machine
+    with pytest.raises(PrinterError) as err:
+        printer.send(b"\x1b@hello")
+    assert "USB printer 04b8:0e15" in str(err.value) and "cannot open" in str(err.value)
+    assert printer.status().online in (False, None)
