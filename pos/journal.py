@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 
 from pos.engine import Record
 from pos.errors import EXIT_UNAVAILABLE, UserError
+from pos.logs import redact
 from pos.money import Money
 from pos.records import (
     REFUND_FINAL, SALE_FINAL, EventRecord, RefundRecord, RefundState, SaleRecord, SaleState, mask_code,
@@ -353,6 +354,10 @@ class Journal:
                 v = v.value
             elif n in bools:
                 v = int(bool(v))
+            elif n == "result_message" and isinstance(v, str):
+                # The gateway's own words (resultMsg) are not ours to trust: one that
+                # quotes the payment code must not keep the bearer token on disk.
+                v = redact(v)
             values.append(v)
         sets = ", ".join(f"{c} = ?" for c in cols)
         cur = self._conn.execute(f"UPDATE {table} SET {sets} WHERE {key} = ?", (*values, getattr(record, key)))
@@ -363,7 +368,7 @@ class Journal:
                detail: str) -> None:
         self._conn.execute(
             "INSERT INTO events (at, item_kind, item_id, trigger, source, dest, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, kind, item_id, trigger, source, dest, detail))
+            (at, kind, item_id, trigger, source, dest, redact(detail)))  # gateway texts: see _update
 
     # ----------------------------------------------------------------- reading
 

@@ -94,3 +94,82 @@ def test_till_sale_whose_link_was_lost_at_a_crash_follows_the_journal(tmp_path: 
         assert third.terminal.get_sale(view["id"])["state"] == "PAID"
     finally:
         third.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. After the pay has left, the terminal links the till row to the journal's sale. If that write
+#    failed, the terminal stayed in "Scan customer code" for the same till sale although the
+#    customer had been charged: the sale's texts were dropped (the link was how the terminal knew
+#    its current sale) and the next scan of the same till sale charged the customer again.
+
+class _FailingLink:
+    """The terminal's SQLite connection, with the till-row link write failing (disk full, busy)."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args):
+        if sql.startswith("UPDATE till_sales SET sale_id"):
+            import sqlite3
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+def test_a_failed_till_link_neither_hides_the_outcome_nor_charges_twice(tmp_path: Path) -> None:
+    import datetime as dt
+    rig = Rig(tmp_path)
+    real = rig.terminal._db
+    try:
+        view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "")
+        rig.terminal._db = _FailingLink(real)
+        rig.terminal.on_scanner_event(Scan(make_code("00")))
+        paid = rig.terminal.cashier_text.cashier("paid", amount="SGD 10.00")
+        assert rig.cashier(lambda l: l == paid) == paid          # the cashier sees the truth
+        sale = rig.journal.list_sales()[0]
+        assert rig.payments.wait(sale.sale_id, 5).state is SaleState.PAID
+        rig.terminal.on_scanner_event(Scan(make_code("00")))      # a second scan for the same till sale
+        rig.payments.wait_idle(5)
+        assert len(rig.ledger.to_json(dt.datetime.now(dt.timezone.utc))["payments"]) == 1
+        assert len(rig.journal.list_sales()) == 1
+        assert rig.terminal.get_sale(view["id"])["state"] == "PAID"   # the till sees it too
+        assert rig.terminal.devices["journal"].ok is False       # and no new sale until someone looks
+    finally:
+        rig.terminal._db = real
+        rig.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The gateway's own texts (resultMsg, and our Unknown reasons) went into the journal verbatim:
+#    a gateway message that quotes the payment code ("code 28... is not valid"; the real message
+#    texts are not published, reference §11) kept the bearer token in full on disk.
+
+class _QuotingGateway(DirectGateway):
+    def pay(self, *, identity_code: str, **kwargs) -> GatewayResult:  # type: ignore[override]
+        from pos.gateway.results import Failed
+        return Failed("AUTH_CODE_ILLEGAL", f"identityCode {identity_code} is not valid", "12005009")
+
+
+def test_gateway_texts_quoting_the_code_are_masked_in_the_journal(tmp_path: Path) -> None:
+    from pos.config import PaymentSection
+    from pos.journal import Journal
+    from pos.runner import PaymentService
+    from pos.sandbox.ledger import Ledger
+
+    journal = Journal.open(tmp_path / "journal.db")
+    payments = PaymentService(journal, _QuotingGateway(Ledger(), time.time), PaymentSection())
+    code = make_code("00")
+    try:
+        payments.recover()
+        sale_id = payments.start_sale(Money(500, "USD"), code, time.time())
+        sale = payments.wait(sale_id, 5)
+        assert sale.state is SaleState.DECLINED
+        assert code not in sale.result_message and code[-4:] in sale.result_message
+        assert all(code not in e.detail for e in journal.events("sale", sale_id))
+    finally:
+        payments.stop()
+        journal.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("journal.db*"))
+    assert code.encode() not in raw
