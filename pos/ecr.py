@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -56,7 +56,8 @@ class TerminalService(Protocol):
     def get_sale(self, sale_id: str) -> dict[str, Any] | None: ...
     def wait_sale(self, sale_id: str, timeout: float) -> dict[str, Any] | None: ...
     def cancel_sale(self, sale_id: str) -> dict[str, Any]: ...
-    def refund(self, sale_id: str, amount: Money | None, reason: str) -> dict[str, Any]: ...
+    def refund(self, sale_id: str, amount: Money | None, reason: str,
+               idempotency_key: str | None = None) -> dict[str, Any]: ...
     def x_report(self) -> dict[str, Any]: ...
     def z_report(self) -> dict[str, Any]: ...
     def health(self) -> dict[str, Any]: ...
@@ -110,7 +111,9 @@ class RefundOut(BaseModel):
 class SaleOut(BaseModel):
     id: str
     state: Literal[SALE_STATES]  # type: ignore[valid-type]
-    final: bool
+    final: bool = Field(description="the cashier's part is over: PAID, DECLINED, CANCELLED, or MANUAL_REVIEW "
+                                    "(not settled: no goods; a manager settles it, and the state may still "
+                                    "change to PAID or CANCELLED)")
     merchantTransId: str | None
     acquirementId: str | None
     amount: AmountOut
@@ -282,10 +285,13 @@ def create_app(service: TerminalService, tokens: Tokens, *, max_wait: float = MA
 
     @app.post("/v1/refunds", status_code=201, response_model=RefundOut, dependencies=[Depends(manager)],
               summary="Refund all or part of a paid sale (manager token)")
-    def refund(body: RefundIn) -> dict[str, Any]:
+    def refund(body: RefundIn, idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", min_length=1, max_length=64, pattern=SALE_ID_PATTERN,
+                               description="send the same key when retrying after a timeout: the refund is "
+                                           "made once")] = None) -> dict[str, Any]:
         sale = _sale_or_404(service.get_sale(body.saleId), body.saleId)
         amount = _money(body.amount, sale["amount"]["currency"]) if body.amount is not None else None
-        return service.refund(body.saleId, amount, body.reason)
+        return service.refund(body.saleId, amount, body.reason, idempotency_key)
 
     @app.get("/v1/reports/x", response_model=ReportOut, dependencies=[Depends(till)],
              summary="Running totals of the business day (X report)")

@@ -65,6 +65,13 @@ CREATE TABLE IF NOT EXISTS till_sales (
     state        TEXT NOT NULL,           -- CREATED or CANCELLED until scanned
     sale_id      INTEGER UNIQUE           -- the journal's sale once the code is scanned
 );
+CREATE TABLE IF NOT EXISTS till_refunds (
+    idem_key     TEXT PRIMARY KEY,        -- the till's Idempotency-Key
+    sale_id      INTEGER NOT NULL,
+    amount_minor INTEGER,                 -- NULL: "all that is left"
+    created_at   REAL NOT NULL,
+    refund_id    INTEGER UNIQUE           -- the journal's refund once created
+);
 CREATE TABLE IF NOT EXISTS business_days (
     day        INTEGER PRIMARY KEY,
     opened_at  REAL NOT NULL,
@@ -821,20 +828,56 @@ class Terminal:
             sale = self.journal.get_sale(self._row_sale_id(row))  # type: ignore[arg-type]
             assert sale is not None
             if sale.state.value in FINAL_FOR_TILL:
-                raise ServiceError(409, "Sale already finished",
-                                   f"sale is {sale.state.value}; a paid sale is refunded, not cancelled")
+                advice = {"PAID": "a paid sale is refunded (POST /v1/refunds), not cancelled",
+                          "MANUAL_REVIEW": "every cancel attempt is spent: the manager settles it "
+                                           "(pos journal list --open)"}.get(sale.state.value, "nothing to cancel")
+                raise ServiceError(409, "Sale already finished", f"sale is {sale.state.value}: {advice}")
             self.payments.abort(sale.sale_id)
             return self._view(row)
 
-    def refund(self, sale_id: str, amount: Money | None, reason: str) -> dict[str, Any]:
+    def refund(self, sale_id: str, amount: Money | None, reason: str,
+               idempotency_key: str | None = None) -> dict[str, Any]:
         with self._lock:
             sale = self._resolve_sale(sale_id)
-            refund_id = self._refund(sale, amount, reason or "refund by the till")
+            refund_id = self._till_refund(idempotency_key, sale, amount) if idempotency_key else None
+            if refund_id is None:
+                refund_id = self._refund(sale, amount, reason or "refund by the till")
+                if idempotency_key:
+                    self._db.execute("UPDATE till_refunds SET refund_id = ? WHERE idem_key = ?",
+                                     (refund_id, idempotency_key))
         record = self.payments.wait_refund(refund_id, timeout=self.cfg.gateway.read_timeout + 5)
         with self._lock:
             record = record or self.journal.get_refund(refund_id)
             assert record is not None
             return self._refund_view(record, sale_id)
+
+    def _till_refund(self, key: str, sale: SaleRecord, amount: Money | None) -> int | None:
+        """The refund a till already asked for under this Idempotency-Key, or None to create it.
+
+        A till that timed out retries with the same key and must not refund twice.
+        The key is recorded before the refund is created; if the terminal stopped
+        in between, the journal's refund made for it (same sale and amount, not
+        claimed by another key, created after the key) is found again.
+        """
+        row = self._db.execute("SELECT sale_id, amount_minor, created_at, refund_id FROM till_refunds "
+                               "WHERE idem_key = ?", (key,)).fetchone()
+        wanted = amount.minor if amount is not None else None
+        if row is None:
+            self._db.execute("INSERT INTO till_refunds (idem_key, sale_id, amount_minor, created_at) "
+                             "VALUES (?, ?, ?, ?)", (key, sale.sale_id, wanted, self.clock()))
+            return None
+        if row["sale_id"] != sale.sale_id or row["amount_minor"] != wanted:
+            raise ServiceError(422, "Idempotency-Key reused",
+                               f"the key {key!r} was used for another refund: use a new key for a new refund")
+        if row["refund_id"] is not None:
+            return int(row["refund_id"])
+        claimed = {r[0] for r in self._db.execute("SELECT refund_id FROM till_refunds WHERE refund_id IS NOT NULL")}
+        for r in self.journal.list_refunds(sale_id=sale.sale_id):
+            if (r.refund_id not in claimed and r.created_at >= row["created_at"]
+                    and (wanted is None or r.amount.minor == wanted)):
+                self._db.execute("UPDATE till_refunds SET refund_id = ? WHERE idem_key = ?", (r.refund_id, key))
+                return r.refund_id
+        return None
 
     # ---------------------------------------------------------------- reports
 

@@ -250,6 +250,28 @@ def test_refunds_over_the_till_interface(stage):
     stage.new_receipts(1)
 
 
+def test_a_retried_refund_with_the_same_idempotency_key_refunds_once(stage):
+    sale = sell(stage, "8.00", "00")
+    stage.new_receipts(1)
+    token = stage.manager_token_path().read_text().strip()
+
+    def post(key, amount):
+        return requests.post(stage.url + "/v1/refunds", json={"saleId": sale["id"], "amount": amount},
+                             timeout=30, headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key})
+
+    first = post("till-refund-1", "3.00")
+    again = post("till-refund-1", "3.00")  # the till timed out and tries again
+    assert first.status_code == again.status_code == 201
+    assert first.json()["merchantRefundId"] == again.json()["merchantRefundId"]
+    refunds = [r for r in stage.ledger()["refunds"] if r["merchantRefundId"] == first.json()["merchantRefundId"]]
+    assert len(refunds) == 1
+    view = stage.till("GET", f"/v1/sales/{sale['id']}").json()
+    assert view["refunded"]["value"] == 300 and len(view["refunds"]) == 1
+    reused = post("till-refund-1", "4.00")
+    assert reused.status_code == 422 and reused.json()["title"] == "Idempotency-Key reused"
+    stage.new_receipts(1)
+
+
 @pytest.mark.parametrize("body,status,title", [
     ({"amount": "-1"}, 422, "Invalid request"),
     ({"amount": "0"}, 422, "Invalid amount"),
