@@ -355,7 +355,6 @@ def _scenes(stage: Stage, n: "_Narrator", expect: Callable[[str, Any, Any], None
     cancelled = stage.wait_sale(sale["id"])
     expect("sale 4", cancelled["state"], "CANCELLED")
     n.say(f"   -> {cancelled['state']}: no money was taken")
-    n.screens()
 
     n.say("\n5. A partial refund by the manager, on the terminal's keypad with a PIN")
     n.say(f"   REFUND, PIN {DEMO_PIN}, scan the receipt of sale 1, type 5.00, ENTER")

@@ -35,7 +35,8 @@ from pos.errors import UserError
 __all__ = [
     "Level", "CheckResult", "DoctorReport", "run_checks", "load_for_doctor",
     "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway",
-    "check_scanner", "check_printer", "check_display", "check_ecr_tokens", "check_journal",
+    "check_scanner", "check_printer", "check_display", "check_cashier_display", "check_keypad",
+    "check_ecr_tokens", "check_journal",
     "check_disk", "check_open_items", "open_items_needing_manager", "count_open_items", "JOURNAL_NAME", "MIN_FREE_BYTES",
 ]
 
@@ -220,8 +221,9 @@ def check_gateway(cfg: Config, *, timeout: float | None = None) -> CheckResult:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        return _fail(name, f"cannot connect to {where} ({reason})",
-                     "check [gateway] url, the network cable/Wi-Fi and the firewall")
+        todo = ("start the sandbox: pos sandbox --config <this file>" if cfg.gateway.sandbox
+                else "check [gateway] url, the network cable/Wi-Fi and the firewall")
+        return _fail(name, f"cannot connect to {where} ({reason})", todo)
     latency_ms = (time.monotonic() - started) * 1000
     tls = ""
     try:
@@ -284,6 +286,19 @@ def check_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
     if cfg.display.kind != "serial":
         return _ok("display", f"kind {cfg.display.kind}: no customer display hardware")
     return _serial_check("display", "display", cfg.display.url, cfg.display.baudrate, timeout)
+
+
+def check_cashier_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    d = cfg.cashier_display
+    if d.kind != "serial":
+        return _ok("cashier display", f"kind {d.kind}: cashier texts go to the {'log' if d.kind == 'console' else 'void'}")
+    return _serial_check("cashier display", "cashier_display", d.url, d.baudrate, timeout)
+
+
+def check_keypad(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    if cfg.keypad.kind != "serial":
+        return _ok("keypad", f"kind {cfg.keypad.kind}")
+    return _serial_check("keypad", "keypad", cfg.keypad.url, cfg.keypad.baudrate, timeout)
 
 
 def _status_bytes(exchange: Callable[[bytes], bytes]) -> tuple[str, str, Level]:
@@ -518,6 +533,8 @@ def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
         check_scanner(cfg, timeout=device_timeout),
         check_printer(cfg, timeout=device_timeout),
         check_display(cfg, timeout=device_timeout),
+        check_cashier_display(cfg, timeout=device_timeout),
+        check_keypad(cfg, timeout=device_timeout),
         check_ecr_tokens(cfg),
         check_journal(cfg),
         check_disk(cfg, min_free_bytes=min_free_bytes),

@@ -363,6 +363,24 @@ def test_display_serial_missing_and_console(setup, tmp_path):
     assert "kind console" in doctor.check_display(console).detail
 
 
+def test_cashier_display_and_keypad_missing_and_present(setup, tmp_path):
+    from devices.emulated import EmulatedDisplay, EmulatedKeypad
+    cfg = _cfg(setup())
+    missing = cfg.model_copy(update={
+        "cashier_display": cfg.cashier_display.model_copy(update={"kind": "serial", "url": str(tmp_path / "no-cd")}),
+        "keypad": cfg.keypad.model_copy(update={"kind": "serial", "url": str(tmp_path / "no-kp")})})
+    r = doctor.check_cashier_display(missing)
+    assert r.level is Level.FAIL and "no-cd" in r.detail and "[cashier_display] url" in r.line()
+    r = doctor.check_keypad(missing)
+    assert r.level is Level.FAIL and "no-kp" in r.detail
+    with EmulatedDisplay("cd", tmp_path) as display, EmulatedKeypad("kp", tmp_path) as keypad:
+        present = cfg.model_copy(update={
+            "cashier_display": cfg.cashier_display.model_copy(update={"kind": "serial", "url": str(display.path)}),
+            "keypad": cfg.keypad.model_copy(update={"kind": "serial", "url": str(keypad.path)})})
+        assert doctor.check_cashier_display(present).level is Level.OK
+        assert doctor.check_keypad(present).level is Level.OK
+
+
 def test_ecr_tokens(setup, tmp_path):
     cfg = _cfg(setup())
     assert doctor.check_ecr_tokens(cfg).level is Level.OK
