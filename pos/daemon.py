@@ -17,6 +17,7 @@ answers are committed; exit 0. What was still open is resumed on next start.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -66,6 +67,8 @@ class Daemon:
         except OSError as exc:
             raise UserError(f"cannot create [terminal] state_dir {state_dir}: {exc.strerror}: "
                             "create it for the service user", exit_code=EXIT_UNAVAILABLE) from None
+
+        self._lock_state_dir(state_dir)
 
         # python-escpos must find its cache before it is first imported (issue 6 trap).
         from devices.printer import configure_escpos_cache
@@ -133,7 +136,12 @@ class Daemon:
             tokens = Tokens(self._token(cfg.ecr.token_file, ensure_token, read_token),
                             self._token(cfg.ecr.manager_token_file, ensure_token, read_token))
             host, _, port = cfg.ecr.listen.rpartition(":")
-            self.server = ThreadedServer(create_app(terminal, tokens, max_wait=cfg.ecr.max_wait), host.strip("[]"), int(port), name="pos-ecr")
+            try:
+                self.server = ThreadedServer(create_app(terminal, tokens, max_wait=cfg.ecr.max_wait),
+                                             host.strip("[]"), int(port), name="pos-ecr")
+            except OSError as exc:
+                raise UserError(f"[ecr] listen = {cfg.ecr.listen}: {exc}: another program uses that address; "
+                                "stop it or change [ecr] listen", exit_code=EXIT_UNAVAILABLE) from None
             self.server.start()
             log.info("till interface listening", extra={"kv": {"url": self.server.url}})
 
@@ -143,6 +151,28 @@ class Daemon:
                 return
         log.info("ready", extra={"kv": {"resumed": open_count}})
         self.notifier.ready(f"ready; resumed {open_count} open items")
+
+    def _lock_state_dir(self, state_dir: Path) -> None:
+        """One daemon per journal: a second `pos run` on the same state dir would run
+        a second engine over the same open sales (two cancels, two recoveries)."""
+        import fcntl
+
+        path = state_dir / "pos-run.lock"
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"{state_dir} is in use by another 'pos run' (pid {holder}): stop it first "
+                            "(systemctl stop pos-terminal); one terminal daemon per journal",
+                            exit_code=EXIT_UNAVAILABLE) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._run_lock = fh  # held (and the lock with it) until the process ends
 
     def _token(self, path_text: str, ensure: Any, read: Any) -> str:
         path = Path(path_text)

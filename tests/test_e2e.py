@@ -181,6 +181,15 @@ def test_pos_reprint_journal_and_status_beside_the_running_daemon(stage):
     assert "uptime" in status.stdout.lower()
 
 
+def test_a_second_daemon_on_the_same_journal_is_refused(stage):
+    second = subprocess.run([sys.executable, "-m", "pos", "run", "--config", str(stage.config_path)],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert second.returncode == 3
+    assert "in use by another 'pos run'" in second.stderr and str(stage.proc.pid) in second.stderr
+    assert "Traceback" not in second.stderr
+    assert stage.till("GET", "/v1/health").json()["status"] == "ok"  # the first one is untouched
+
+
 def test_wrong_pin_locks_after_max_attempts(stage):
     # max_attempts is 5 by default; four wrong PINs leave one try, then a right PIN resets the count.
     for _ in range(4):
