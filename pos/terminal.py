@@ -177,6 +177,10 @@ class Terminal:
         self._pending: str | None = None      # till_id waiting for a scan
         self._current: str | None = None      # till_id of the sale in progress
         self._current_sale: int | None = None  # its journal sale id (held here, not only in the till row)
+        # The sale whose texts may reach the displays: cleared as soon as the cashier
+        # moves on (types an amount, opens the manager menu), so a late text of a
+        # finished sale never covers what the cashier is doing now.
+        self._display_sale: int | None = None
         self._after_pin: Mode | None = None
         self._refund_sale: SaleRecord | None = None
         self._last_receipt_job: str | None = None
@@ -290,7 +294,7 @@ class Terminal:
         mode = self.mode
         if mode in (Mode.IDLE, Mode.RESULT):
             if digit:
-                self.mode, self._buffer = Mode.AMOUNT, digit
+                self.mode, self._buffer, self._display_sale = Mode.AMOUNT, digit, None
                 self._show_amount()
             elif mode == Mode.RESULT:
                 self.mode = Mode.IDLE
@@ -372,7 +376,7 @@ class Terminal:
         till_id = self._new_till_sale(amount, reference, title)
         # From here the displays belong to the new sale: late texts of the last one are dropped.
         self._pending, self._current, self.mode, self._buffer = till_id, None, Mode.AWAIT_SCAN, ""
-        self._current_sale = None
+        self._current_sale = self._display_sale = None
         self._show("scan_code", amount=amount.display())
         log.info("sale waiting for scan", extra={"kv": {"till_id": till_id, "amount": amount.receipt()}})
         self._changed.notify_all()
@@ -453,6 +457,7 @@ class Terminal:
         # journal fault (no new sale) and is repaired on the next start.
         till_id = self._pending
         self._current, self._current_sale, self._pending, self.mode = till_id, sale_id, None, Mode.SALE
+        self._display_sale = sale_id
         self._changed.notify_all()
         try:
             self._db.execute("UPDATE till_sales SET sale_id = ?, state = 'PAYING', updated_at = ? WHERE till_id = ?",
@@ -484,7 +489,7 @@ class Terminal:
             if command.sale_id is not None:
                 # Only the sale being served speaks on the displays; the background
                 # corrector's texts about older sales go to the log and the manager list.
-                if command.sale_id != self._current_sale_id():
+                if command.sale_id != self._display_sale:
                     log.info("message for another sale", extra={"kv": {"key": command.key,
                                                                       "sale_id": command.sale_id}})
                     return
@@ -567,6 +572,7 @@ class Terminal:
     # ================================================================ manager
 
     def _start_manager(self, key: Key) -> None:
+        self._display_sale = None
         target = {Key.REFUND: Mode.REFUND_SELECT, Key.REPRINT: Mode.REPRINT_SELECT,
                   Key.REPORT: Mode.REPORT_SELECT}[key]
         if not self.pin.enabled:
@@ -617,7 +623,20 @@ class Terminal:
             self._select_sale(self._buffer)
             self._buffer = ""
 
+    def _keyed_sale(self, digits: str) -> SaleRecord | None:
+        """A sale number typed on the keypad: the number at the end of the Sale ID on the
+        receipt (its merchantTransId sequence), or the journal's sale number."""
+        row = self._db.execute("SELECT sale_id FROM sales WHERE merchant_trans_id LIKE ? "
+                               "ORDER BY sale_id DESC LIMIT 1", (f"%-{int(digits):06d}",)).fetchone()
+        if row is not None:
+            return self.journal.get_sale(int(row["sale_id"]))
+        return self.journal.get_sale(int(digits))
+
     def _select_sale(self, key: str) -> None:
+        if key.isascii() and key.isdigit():
+            keyed = self._keyed_sale(key)
+            if keyed is not None:
+                key = keyed.merchant_trans_id
         try:
             sale = self._resolve_sale(key)
         except ServiceError:
@@ -933,6 +952,10 @@ class Terminal:
         if self.mode == Mode.REPORT_SELECT:
             self.mode = Mode.RESULT
             self._show("report_printed")
+            # The paper has the detail; the display shows the bottom line of each currency.
+            nets = [f"Net {t.net.display()}" for _, t in sorted(report.totals.items())]
+            if nets:
+                self._show_cashier(self.cashier_text.cashier("report_printed")[0], nets[0])
         return report.as_dict()
 
     def x_report(self) -> dict[str, Any]:

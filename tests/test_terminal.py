@@ -239,8 +239,29 @@ def test_reports_count_what_happened(rig):
     z = rig.terminal.z_report()
     assert z["businessDay"] == 1 and z["closedAt"]
     assert rig.terminal.x_report()["currencies"] == []
-    rig.keys(f"T{PIN}E1")  # REPORT on the keypad, PIN, 1 = X report: printed
+    view = rig.terminal.create_sale(Money(550, "SGD"), "", "")
+    rig.terminal.on_scanner_event(Scan(make_code("00")))
+    rig.settle(view["id"])
+    rig.keys(f"T{PIN}E1")  # REPORT on the keypad, PIN, 1 = X report: printed, the net shown
+    assert rig.cashier(lambda l: l[0] == "Report printed") == ("Report printed", "Net SGD 5.50")
     assert rig.terminal.mode == Mode.RESULT
+
+
+def test_keying_the_number_at_the_end_of_the_sale_id_finds_the_sale(rig):
+    for scenario in ("00", "00"):
+        view = rig.terminal.create_sale(Money(1200, "SGD"), "", "")
+        rig.terminal.on_scanner_event(Scan(make_code(scenario)))
+        sale = rig.settle(view["id"])
+    assert sale["merchantTransId"].endswith("-000002")
+    rig.keys(f"R{PIN}E")
+    rig.keys("2E")  # the cashier reads "...-000002" on the receipt and types 2
+    assert rig.cashier(lambda l: l[1] == "max SGD 12.00")
+    rig.keys("3E")
+    deadline = time.monotonic() + 5
+    while not rig.journal.list_refunds() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    refund = rig.journal.list_refunds()[0]
+    assert refund.amount == Money(300, "SGD") and refund.sale_id == rig.journal.get_sale(sale["merchantTransId"]).sale_id
 
 
 class CableUnplugged:
