@@ -43,7 +43,7 @@ from pos.errors import UserError
 from pos.gateway.results import result_codes
 from pos.journal import Journal
 from pos.logs import mask_code
-from pos.money import AmountError, CurrencyError, Money, parse_amount
+from pos.money import AmountError, CurrencyError, Money, parse_amount, validate_cn_currencies
 from pos.pin import PinGuard
 from pos.records import SALE_SETTLED_FOR_CASHIER, RefundRecord, RefundState, SaleRecord, SaleState
 from pos.reports import build_report, report_rows
@@ -362,6 +362,22 @@ class Terminal:
     def _reset(self) -> None:
         self.mode, self._buffer, self._after_pin, self._refund_sale = Mode.IDLE, "", None, None
         self._show("ready")
+
+    def _check_currency(self, currency: str) -> None:
+        """The till may only ask for currencies this terminal's contract settles (seed 002 for AlipayCN)."""
+        term = self.cfg.terminal
+        if currency == term.currency:
+            return
+        settlement = term.settlement_currency or term.currency
+        if term.wallet == "ALIPAY_CN":
+            try:
+                validate_cn_currencies(currency, settlement)
+                return
+            except CurrencyError as exc:
+                raise ServiceError(422, "Currency not accepted",
+                                   f"{exc}; this terminal takes {term.currency}") from None
+        raise ServiceError(422, "Currency not accepted",
+                           f"this terminal takes {term.currency}, not {currency}")
 
     def _check_max(self, amount: Money) -> None:
         try:
@@ -788,6 +804,7 @@ class Terminal:
                                    "finish or cancel the open sale first (one sale at a time)")
             if self.mode not in (Mode.IDLE, Mode.RESULT, Mode.AMOUNT, Mode.SALE):
                 raise ServiceError(409, "Terminal in use", "the manager menu is open on the terminal")
+            self._check_currency(amount.currency)
             self._check_max(amount)
             if not self.devices["journal"].ok:
                 raise ServiceError(503, "Journal unavailable",

@@ -297,3 +297,13 @@ def test_a_network_fault_is_named_while_the_outcome_is_unknown(tmp_path):
         assert done["state"] == "CANCELLED" and rig.gateway.pays == 1  # queried, cancelled, never re-paid
     finally:
         rig.close()
+
+
+def test_the_till_may_only_ask_for_currencies_the_contract_settles(rig):
+    with pytest.raises(ServiceError) as err:
+        rig.terminal.create_sale(Money(1000, "USD"), "", "")  # an SGD terminal: USD would settle in SGD
+    assert err.value.status == 422 and "must settle in USD" in err.value.detail
+    assert rig.terminal.mode == Mode.IDLE
+    view = rig.terminal.create_sale(Money(1000, "CNY"), "", "")  # AlipayCN: CNY settles in SGD
+    assert view["amount"]["currency"] == "CNY"
+    rig.keys("C")
