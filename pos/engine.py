@@ -30,7 +30,7 @@ from transitions import EventData, Machine
 
 from pos.config import PaymentSection
 from pos.errors import UserError
-from pos.gateway.results import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown, query_outcome
+from pos.gateway.results import Failed, GatewayResult, QueryOutcome, Succeeded, query_outcome
 from pos.money import Money
 from pos.records import (
     REFUND_FINAL, SALE_ACTIVE, SALE_FINAL, RefundRecord, RefundState, SaleRecord, SaleState,
@@ -355,6 +355,15 @@ def _schedule_review(ev: EventData) -> None:
     sale.schedule("query", _now(ev) + sale.engine.settings.background_interval)
 
 
+def _code_and_message(result: GatewayResult) -> tuple[str | None, str]:
+    """What the journal keeps of a gateway answer: its code and why."""
+    if isinstance(result, Succeeded):
+        return result.code, ""
+    if isinstance(result, Failed):
+        return result.code, result.message
+    return result.code, result.reason
+
+
 def _store_result(ev: EventData) -> None:
     """Keep what the gateway told us: acquirementId on success, the code on failure."""
     sale: _Sale = ev.model
@@ -363,14 +372,8 @@ def _store_result(ev: EventData) -> None:
         acq = result.data.get("acquirementId")
         if isinstance(acq, str) and acq:
             sale.acquirement_id = acq
-        sale.result_code = result.code
-        sale.result_message = ""
-    elif isinstance(result, Failed):
-        sale.result_code = result.code
-        sale.result_message = result.message
-    elif isinstance(result, Unknown):
-        sale.result_code = result.code
-        sale.result_message = result.reason
+    if result is not None:
+        sale.result_code, sale.result_message = _code_and_message(result)
 
 
 def _mark_resolved(ev: EventData) -> None:
@@ -512,14 +515,8 @@ def _refund_store(ev: EventData) -> None:
         rid = result.data.get("refundId")
         if isinstance(rid, str) and rid:
             refund.gateway_refund_id = rid
-        refund.result_code = result.code
-        refund.result_message = ""
-    elif isinstance(result, Failed):
-        refund.result_code = result.code
-        refund.result_message = result.message
-    elif isinstance(result, Unknown):
-        refund.result_code = result.code
-        refund.result_message = result.reason
+    if result is not None:
+        refund.result_code, refund.result_message = _code_and_message(result)
 
 
 def _refund_finish(ev: EventData, key: str) -> None:
