@@ -13,7 +13,6 @@ end-to-end tests use the same Stage.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -30,7 +29,6 @@ from typing import Any
 import requests
 
 from devices.emulated import EmulatedDisplay, EmulatedKeypad, EmulatedNetworkPrinter, EmulatedScanner
-from devices.emulated.escpos_text import escpos_to_text
 from devices.keypad import Key
 from devices.messages import text_width
 from devices.receipt_code import receipt_code
@@ -448,6 +446,3 @@ def _wait_state_refund(stage: Stage, sale_id: str, timeout: float = 20.0) -> str
         time.sleep(0.1)
     return "no refund"
 
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pos.money import Money
 
-__all__ = ["DayTotals", "Report", "build_report", "report_lines", "report_rows"]
+__all__ = ["DayTotals", "Report", "build_report", "report_rows"]
 
 
 class _SaleLike(Protocol):
@@ -118,38 +118,6 @@ def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | 
         elif refund.state not in FINAL_REFUND:
             report.open_items.append(refund.merchant_refund_id)
     return report
-
-
-def report_lines(report: Report, width: int = 42) -> list[str]:
-    """The report as printed/shown text lines (amounts as '12.50 USD')."""
-    title = "Z REPORT - DAY CLOSED" if report.kind == "Z" else "X REPORT - RUNNING TOTALS"
-    lines = [title, f"Business day {report.business_day}", f"From {report.opened_at}"]
-    if report.closed_at:
-        lines.append(f"To   {report.closed_at}")
-    if not report.totals:
-        lines.append("No transactions")
-    for currency, t in sorted(report.totals.items()):
-        lines.append("-" * width)
-
-        def row(label: str, count: int, minor: int) -> str:
-            left = f"{label} x{count}"
-            right = Money(minor, currency).receipt()
-            return left + right.rjust(max(1, width - len(left)))
-
-        lines += [
-            row("Sales", t.sales_count, t.sales_minor),
-            row("Refunds", t.refunds_count, t.refunds_minor),
-            row("Cancelled", t.cancels_count, t.cancels_minor),
-            row("Declined", t.declines_count, t.declines_minor),
-        ]
-        net = t.net.receipt()
-        lines.append("NET" + net.rjust(width - 3))
-    lines.append("-" * width)
-    lines.append(f"Open items: {len(report.open_items)}")
-    lines += [f"  {x}" for x in report.open_items]
-    lines.append(f"Need a manager: {len(report.manual_review)}")
-    lines += [f"  {x}" for x in report.manual_review]
-    return lines
 
 
 def report_rows(report: Report) -> list[tuple[str, str]]:

@@ -3,8 +3,6 @@
 import io
 import tomllib
 
-import pytest
-
 from pos.cli import main
 from pos.pin import PinGuard, hash_pin, verify_pin, write_pin_hash
 

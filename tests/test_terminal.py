@@ -6,7 +6,6 @@ ledger, called in-process (DirectGateway). tests/test_e2e.py runs the same
 flows through `pos run` as a separate process.
 """
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -195,7 +194,7 @@ def test_manager_menu_needs_a_pin_and_locks(tmp_path):
             if rig.terminal.mode == Mode.PIN:
                 rig.keys("C")
         assert rig.terminal.pin.locked_for() > 0
-        rig.keys(f"R")
+        rig.keys("R")
         assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("pin_locked"))
         assert rig.terminal.mode != Mode.PIN
     finally:
