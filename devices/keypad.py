@@ -19,6 +19,7 @@ import os
 import select
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, TextIO
@@ -104,7 +105,7 @@ def keymap_from_settings(settings: Any) -> dict[int, Key]:
     return parse_keymap(getattr(settings, "keymap", {}) or {})
 
 
-class Keypad:
+class Keypad(ABC):
     """Common part of the keypad readers: a thread calling on_key."""
 
     def __init__(self, on_key: Callable[[Key], None], keymap: Mapping[int, Key] | None = None) -> None:
@@ -143,8 +144,9 @@ class Keypad:
             except Exception:  # noqa: BLE001 - a bad handler must not kill the reader
                 log.exception("keypad handler failed key=%s", key.name)
 
+    @abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """The reader loop: decode bytes into keys until stop()."""
 
 
 class SerialKeypad(Keypad):

@@ -183,7 +183,8 @@ def read_status(device: Any) -> PrinterStatus:
     def query(mode: bytes) -> int | None:
         try:
             answer = device.query_status(mode)
-        except (OSError, socket.timeout, NotImplementedError, AttributeError, AssertionError,
+        # escpos raises NotImplementedError (a RuntimeError) on one-way links.
+        except (OSError, socket.timeout, RuntimeError, AttributeError, AssertionError,
                 serial.SerialException):
             return None
         return answer[0] if answer else None
@@ -262,11 +263,7 @@ class NetworkPrinter(ReceiptPrinter):
         except OSError as exc:
             raise PrinterError(f"{self.description}: connection lost while printing: {exc}") from None
         finally:
-            with contained_root_logging():
-                try:
-                    p.close()
-                except OSError:
-                    pass
+            _close_quietly(p)
 
     def status(self) -> PrinterStatus:
         try:
@@ -277,11 +274,16 @@ class NetworkPrinter(ReceiptPrinter):
             p.device.settimeout(min(self.timeout, 1.0))
             return read_status(p)
         finally:
-            with contained_root_logging():
-                try:
-                    p.close()
-                except OSError:
-                    pass
+            _close_quietly(p)
+
+
+def _close_quietly(p: Any) -> None:
+    """Close an escpos connection that may already be dead."""
+    with contained_root_logging():
+        try:
+            p.close()
+        except OSError:
+            pass
 
 
 class FilePrinter(ReceiptPrinter):

@@ -40,6 +40,7 @@ from typing import Any, Union
 import serial
 
 from devices.receipt_code import RECEIPT_CODE_PREFIX, parse_receipt_code
+from pos.records import mask_code  # the stored and printed form, one definition
 
 __all__ = [
     "Scan",
@@ -67,11 +68,6 @@ MIN_CODE_DIGITS, MAX_CODE_DIGITS = 16, 32
 # whole code in one burst (32 bytes take 33 ms at 9600 baud).
 PARTIAL_LINE_TIMEOUT = 1.0
 SCAN_INVALID = "scan_invalid"
-
-
-def mask_code(code: str) -> str:
-    """All but the last 4 characters as '*', as printed on receipts."""
-    return "*" * max(len(code) - 4, 0) + code[-4:]
 
 
 def is_payment_code(text: str) -> bool:

@@ -80,7 +80,7 @@ class Daemon:
         from devices.print_queue import PrintQueue
         from devices.printer import open_printer
         from devices.scanner import open_scanner
-        from pos.ecr import Tokens, create_app, ensure_token, read_token
+        from pos.ecr import Tokens, create_app
         from pos.gateway.offline import OfflineGateway
         from pos.httpserver import ThreadedServer
         from pos.journal import Journal, journal_path
@@ -133,8 +133,7 @@ class Daemon:
             self._parts.append(keypad)
 
         if cfg.ecr.enabled:
-            tokens = Tokens(self._token(cfg.ecr.token_file, ensure_token, read_token),
-                            self._token(cfg.ecr.manager_token_file, ensure_token, read_token))
+            tokens = Tokens(self._token(cfg.ecr.token_file), self._token(cfg.ecr.manager_token_file))
             host, _, port = cfg.ecr.listen.rpartition(":")
             try:
                 self.server = ThreadedServer(create_app(terminal, tokens, max_wait=cfg.ecr.max_wait),
@@ -174,12 +173,14 @@ class Daemon:
         fh.flush()
         self._run_lock = fh  # held (and the lock with it) until the process ends
 
-    def _token(self, path_text: str, ensure: Any, read: Any) -> str:
+    def _token(self, path_text: str) -> str:
+        from pos.ecr import ensure_token, read_token
+
         path = Path(path_text)
         try:
             # The unit keeps /etc/pos read-only, so production tokens are made by
             # install.sh; a sandbox keeps them in its state dir and makes them here.
-            return ensure(path) if self.cfg.gateway.sandbox else read(path)
+            return ensure_token(path) if self.cfg.gateway.sandbox else read_token(path)
         except FileNotFoundError:
             raise ConfigError(f"[ecr] token file {path} is missing: run systemd/install.sh or create it "
                               "with a random token (mode 0600)") from None

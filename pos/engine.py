@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Union
 
@@ -212,7 +213,7 @@ class RefundRefused(UserError):
 
 # ------------------------------------------------------------- the working models
 
-class _Item:
+class _Item(ABC):
     """Mutable working copy of one record, driven by a `transitions` Machine."""
 
     kind: str = ""
@@ -227,8 +228,9 @@ class _Item:
         self.last: Any = record                        # the last record handed out
 
     @property
+    @abstractmethod
     def item_id(self) -> int:
-        raise NotImplementedError
+        """The journal id of the sale or refund."""
 
     def schedule(self, request: str, at: float) -> None:
         self.next_request = request
@@ -263,7 +265,8 @@ class _Refund(_Item):
 
 
 def _now(ev: EventData) -> float:
-    return float(ev.kwargs["now"])
+    now: float = ev.kwargs["now"]  # epoch seconds from the event, never the wall clock
+    return now
 
 
 def _result(ev: EventData) -> GatewayResult | None:
@@ -297,7 +300,7 @@ def _enter_querying(ev: EventData) -> None:
 
 def _deadline(sale: _Sale) -> float:
     since = sale.querying_since if sale.querying_since is not None else sale.pay_sent_at  # type: ignore[attr-defined]
-    return float(since or 0.0) + sale.engine.settings.query_deadline
+    return (since if since is not None else 0.0) + sale.engine.settings.query_deadline
 
 
 def _before_deadline(ev: EventData) -> bool:

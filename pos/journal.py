@@ -416,9 +416,11 @@ class Journal:
         rows = self._rows("SELECT * FROM refunds WHERE merchant_refund_id = ?", (key,))
         return self._to_refund(rows[0]) if rows else None  # type: ignore[arg-type]
 
-    def list_sales(self, open_only: bool = False, date: str | Date | None = None) -> list[SaleRecord]:
-        """Sales, oldest first. open_only: not PAID/DECLINED/CANCELLED. date: local YYYY-MM-DD."""
-        where, params = [], []
+    def list_sales(self, open_only: bool = False, date: str | Date | None = None, *,
+                   since: float | None = None, before: float | None = None) -> list[SaleRecord]:
+        """Sales, oldest first. open_only: not PAID/DECLINED/CANCELLED. date: local YYYY-MM-DD.
+        since/before: created at or after / before these epoch seconds (a business day)."""
+        where, params = _created_between(since, before)
         if open_only:
             where.append(f"state NOT IN ({', '.join('?' * len(SALE_FINAL))})")
             params.extend(s.value for s in SALE_FINAL)
@@ -428,9 +430,10 @@ class Journal:
         sql = "SELECT * FROM sales" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY sale_id"
         return [self._to_sale(r) for r in self._rows(sql, params)]  # type: ignore[arg-type]
 
-    def list_refunds(self, sale_id: int | None = None, open_only: bool = False) -> list[RefundRecord]:
-        """Refunds, oldest first; of one sale if sale_id is given."""
-        where, params = [], []
+    def list_refunds(self, sale_id: int | None = None, open_only: bool = False, *,
+                     since: float | None = None, before: float | None = None) -> list[RefundRecord]:
+        """Refunds, oldest first; of one sale if sale_id is given; since/before as for list_sales."""
+        where, params = _created_between(since, before)
         if sale_id is not None:
             where.append("sale_id = ?")
             params.append(sale_id)
@@ -474,6 +477,18 @@ class Journal:
                     "WHERE s.state != ?", (SaleState.PAID.value,)):
                 problems.append(f"refund {mrid}: its sale is {state}, not PAID")
         return "ok" if not problems else "\n".join(problems)
+
+
+def _created_between(since: float | None, before: float | None) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if before is not None:
+        where.append("created_at < ?")
+        params.append(before)
+    return where, params
 
 
 def _check_date(value: str | Date) -> str:

@@ -930,11 +930,11 @@ class Terminal:
 
     def _build_report(self, kind: str, closed_at: float | None) -> Any:
         day, opened = self._business_day()
-        end = closed_at if closed_at is not None else float("inf")
-        sales = [s for s in self.journal.list_sales() if opened <= s.created_at < end]
-        refunds = [r for r in self.journal.list_refunds() if opened <= r.created_at < end]
+        # Only this business day is read (SQL on created_at), not the whole history.
+        sales = self.journal.list_sales(since=opened, before=closed_at)
+        refunds = self.journal.list_refunds(since=opened, before=closed_at)
         # Items still open from earlier days belong on today's report too: a person must see them.
-        earlier_open = [s for s in self.journal.list_sales(open_only=True) if s.created_at < opened]
+        earlier_open = self.journal.list_sales(open_only=True, before=opened)
         report = build_report(kind, day, self._iso(opened) if opened else "first sale",
                               self._iso(closed_at) if closed_at is not None else None,
                               sales + earlier_open, refunds)

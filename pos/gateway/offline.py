@@ -20,13 +20,14 @@ import requests
 
 from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
+from pos.logs import mask_code
 from pos.money import Money
 
 # Largest answer we read. Real answers are a few KiB; anything near this is
 # not the gateway talking, and reading it whole would cost the till memory.
 MAX_ANSWER = 256 * 1024
 
-__all__ = ["OfflineFunction", "FUNCTIONS", "function_url", "OfflineGateway", "rfc3339", "code_tail"]
+__all__ = ["OfflineFunction", "FUNCTIONS", "function_url", "OfflineGateway", "rfc3339"]
 
 log = logging.getLogger("pos.gateway")
 
@@ -59,11 +60,6 @@ def rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.astimezone()
     return moment.isoformat(timespec="seconds")
-
-
-def code_tail(code: str) -> str:
-    """The only part of a payment code we ever log or keep: its last 4 digits."""
-    return "..." + code[-4:] if len(code) > 4 else "..."
 
 
 def _local_now() -> datetime:
@@ -104,7 +100,7 @@ class OfflineGateway:
         }
         if self._s.settle_contract_id:
             body["settleContractId"] = self._s.settle_contract_id
-        return self._call("pay", body, merchant_trans_id, code_tail(identity_code))
+        return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
         body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}
