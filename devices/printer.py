@@ -183,7 +183,7 @@ def read_status(device: Any) -> PrinterStatus:
     def query(mode: bytes) -> int | None:
         try:
             answer = device.query_status(mode)
-        # escpos raises NotImplementedError (a RuntimeError) on one-way links.
+        # escpos signals "this link cannot report status" with a RuntimeError subclass.
         except (OSError, socket.timeout, RuntimeError, AttributeError, AssertionError,
                 serial.SerialException):
             return None
