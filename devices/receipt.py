@@ -26,7 +26,7 @@ from typing import Any
 from devices.messages import Catalogue, text_width
 from devices.printer import load_escpos, quiet_stdout
 from devices.receipt_code import receipt_code
-from pos.money import Money
+from pos.core.money import Money
 
 __all__ = [
     "ReceiptKind",

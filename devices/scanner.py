@@ -40,7 +40,7 @@ from typing import Any, Union
 import serial
 
 from devices.receipt_code import RECEIPT_CODE_PREFIX, parse_receipt_code
-from pos.records import mask_code  # the stored and printed form, one definition
+from pos.core.records import mask_code  # the stored and printed form, one definition
 
 __all__ = [
     "Scan",

@@ -1,5 +1,5 @@
 import sys
 
-from pos.cli import main
+from pos.cli.main import main
 
 sys.exit(main())

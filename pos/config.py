@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pos.errors import ConfigError
-from pos.money import CURRENCY_EXPONENTS, CurrencyError, validate_cn_currencies
+from pos.core.errors import ConfigError
+from pos.core.money import CURRENCY_EXPONENTS, CurrencyError, validate_cn_currencies
 
 __all__ = [
     "Config",

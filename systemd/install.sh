@@ -174,7 +174,7 @@ do_install() {
             changed "created $token (ECR bearer token for the till, 0600)"
         fi
         own "$USER_NAME:$USER_NAME" "$token"
-    done < <("$py" -m pos.installer secret-files --config "$(root "$ETC/terminal.toml")")
+    done < <("$py" -m pos.ops.installer secret-files --config "$(root "$ETC/terminal.toml")")
 
     ensure_dir "$STATE" 700
     own "$USER_NAME:$USER_NAME" "$STATE"
@@ -184,7 +184,7 @@ do_install() {
     put_file "$unit_src" "$UNIT_DIR/$UNIT_NAME" 644
     local tmp; tmp="$(mktemp)"
     trap 'rm -f "$tmp"' RETURN
-    "$py" -m pos.installer udev-rules --config "$(root "$ETC/terminal.toml")" > "$tmp" \
+    "$py" -m pos.ops.installer udev-rules --config "$(root "$ETC/terminal.toml")" > "$tmp" \
         || die "cannot compute the udev rule: fix $ETC/terminal.toml (pos doctor --config $ETC/terminal.toml)"
     put_file "$tmp" "$RULES" 644
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from pos.config import PaymentSection
-from pos.journal import Journal
-from pos.money import Money
-from pos.runner import PaymentService
+from pos.journal.journal import Journal
+from pos.core.money import Money
+from pos.payments.runner import PaymentService
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import make_code

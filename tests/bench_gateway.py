@@ -17,7 +17,7 @@ from pos.gateway.keys import generate_key_folder
 from pos.gateway.offline import OfflineGateway
 from pos.gateway.results import Succeeded
 from pos.gateway.signing import load_private_key, load_public_key, sign_text, verify
-from pos.money import Money
+from pos.core.money import Money
 from pos.sandbox.scenarios import make_code
 from pos.sandbox.server import SandboxServer
 

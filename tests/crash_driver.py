@@ -16,9 +16,9 @@ from pathlib import Path
 from pos.config import GatewaySection, PaymentSection
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
 from pos.gateway.offline import OfflineGateway
-from pos.journal import Journal
-from pos.money import Money
-from pos.runner import PaymentService
+from pos.journal.journal import Journal
+from pos.core.money import Money
+from pos.payments.runner import PaymentService
 
 # Seed 003's shape on a 100x shorter time scale, so a run takes about a second.
 FAST = PaymentSection(query_first_delay=0.02, query_interval_min=0.05, query_interval_max=0.07,

@@ -12,13 +12,13 @@ import random
 from typing import Any
 
 from pos.config import PaymentSection
-from pos.engine import (
+from pos.core.engine import (
     Abort, Command, Engine, GatewayAnswer, Record, Recover, SendCancel, SendPay, SendQuery, SendRefund,
     StartRefund, StartSale, Tick,
 )
 from pos.gateway.results import GatewayResult
-from pos.money import Money
-from pos.records import RefundRecord, RefundState, SaleRecord, SaleState, mask_code
+from pos.core.money import Money
+from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState, mask_code
 
 T0 = 1_800_000_000.0
 CODE = "280000000000001234"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pos.cli import main
+from pos.cli.main import main
 from pos.config import load_config
-from pos.errors import ConfigError
+from pos.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,7 +149,7 @@ def test_version_and_help_on_every_subcommand(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert "pos 0." in capsys.readouterr().out
-    from pos.cli import build_parser
+    from pos.cli.main import build_parser
     parser = build_parser()
     subactions = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
     names = list(subactions[0].choices)

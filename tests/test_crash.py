@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pos.journal import Journal
-from pos.records import SaleState
+from pos.journal.journal import Journal
+from pos.core.records import SaleState
 from pos.sandbox.ledger import as_datetime
 from pos.sandbox.server import SandboxServer
 from tests.sandbox_fixtures import *  # noqa: F401,F403  (sandbox_server, sandbox_keys, ...)

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from devices.keypad import Key
-from pos.demo import DEMO_PIN, Stage
-from pos.ecr import openapi_document
+from pos.demo.stage import DEMO_PIN, Stage
+from pos.till.api import openapi_document
 from pos.sandbox.scenarios import SandboxOptions, make_code
 
 pytestmark = pytest.mark.slow
@@ -342,7 +342,7 @@ def test_health(stage):
 def test_openapi_served_matches_the_file_in_the_repo(stage):
     served = requests.get(stage.url + "/openapi.json", timeout=5).json()
     kept = json.loads((REPO / "pos" / "data" / "openapi.json").read_text())
-    assert served == kept == openapi_document(), "regenerate: python -m pos.ecr > pos/data/openapi.json"
+    assert served == kept == openapi_document(), "regenerate: python -m pos.till.api > pos/data/openapi.json"
 
 
 def test_schemathesis_finds_no_server_error():

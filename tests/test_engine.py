@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pos.engine import (
+from pos.core.engine import (
     REFUND_TRANSITIONS, SALE_TRANSITIONS, Alarm, Engine, Finished, PrintReceipt, Record, RefundRefused,
     SaleRefused, SendCancel, SendPay, SendQuery, SendRefund, Show,
 )
 from pos.config import PaymentSection
 from pos.gateway.results import Failed, Succeeded, Unknown
-from pos.money import Money
-from pos.records import RefundState, SaleState
+from pos.core.money import Money
+from pos.core.records import RefundState, SaleState
 from tests.engine_harness import CODE, T0, Harness, refund_record, sale_record
 
 ACQ = "2027011511121280010016000000000001"

@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pos.config import PaymentSection
-from pos.engine import (
+from pos.core.engine import (
     Abort, Engine, GatewayAnswer, Record, Recover, RefundRefused, SaleRefused, SendCancel, SendPay, SendQuery,
     SendRefund, StartRefund, StartSale, Tick,
 )
 from pos.gateway.results import Succeeded, Unknown
-from pos.journal import Journal
-from pos.money import Money
-from pos.records import RefundRecord, RefundState, SaleRecord, SaleState
+from pos.journal.journal import Journal
+from pos.core.money import Money
+from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger, as_datetime
 from pos.sandbox.scenarios import make_code

@@ -3,7 +3,7 @@
 The virtualenv step is skipped (--no-venv): creating it needs pip to build the
 package, which needs the package index. POS_PYTHON is this test's
 interpreter, which can import pos (the script computes the udev rule and the
-token paths with `python -m pos.installer`).
+token paths with `python -m pos.ops.installer`).
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pos.cli import main
-from pos.engine import Record
-from pos.journal import Journal, JournalError
-from pos.money import Money
-from pos.records import RefundState, SaleState
+from pos.cli.main import main
+from pos.core.engine import Record
+from pos.journal.journal import Journal, JournalError
+from pos.core.money import Money
+from pos.core.records import RefundState, SaleState
 from pos.sandbox.scenarios import make_code
 from tests.test_runner import START, Rig
 
@@ -122,7 +122,7 @@ def test_crash_hook_value_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_crash_hook_kills_at_the_commit(tmp_path: Path) -> None:
-    code = ("from pos.journal import Journal; from pos.money import Money\n"
+    code = ("from pos.journal.journal import Journal; from pos.core.money import Money\n"
             f"j = Journal.open({str(tmp_path / 'j.db')!r})\n"
             "j.create_sale(amount=Money(1, 'USD'), code='280000000000000001', scanned_at=0, now=0)\n"
             "j.create_sale(amount=Money(2, 'USD'), code='280000000000000002', scanned_at=0, now=0)\n")

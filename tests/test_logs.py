@@ -4,7 +4,7 @@ import io
 import json
 import logging
 
-from pos.logs import mask_code, redact, setup_logging
+from pos.ops.logs import mask_code, redact, setup_logging
 
 
 def test_kv_line_and_redaction():

@@ -9,7 +9,7 @@ import pytest
 from devices.messages import (DISPLAY_COLUMNS, LANGUAGES, Catalogue, CatalogueError,
                               messages_dir, text_width)
 from pos.gateway.results import result_codes
-from pos.money import Money
+from pos.core.money import Money
 
 REQUIRED = """ready enter_amount scan_code processing checking cancelling paid declined
 cancelled manual_review refund_done refund_declined refund_pending busy scan_invalid

@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from pos.money import (
+from pos.core.money import (
     CN_PAYMENT_CURRENCIES, CN_SETTLEMENT_CURRENCIES, CURRENCY_EXPONENTS, AmountError, CurrencyError, Money,
     parse_amount, validate_cn_currencies,
 )

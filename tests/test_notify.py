@@ -6,7 +6,7 @@ import json
 
 from pos.gateway.notify import NOTIFY_FUNCTION, handle_notify
 from pos.gateway.signing import build_signed, split_signed, verify
-from pos.money import Money
+from pos.core.money import Money
 from tests.sandbox_fixtures import *  # noqa: F401,F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys
 

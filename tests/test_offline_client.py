@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pos.gateway.offline import FUNCTIONS, OfflineGateway
 from pos.gateway.results import Failed, QueryOutcome, Succeeded, Unknown, query_outcome
 from pos.gateway.signing import build_signed, split_signed
-from pos.money import Money
+from pos.core.money import Money
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from tests.sandbox_fixtures import *  # noqa: F401,F403 - fixtures

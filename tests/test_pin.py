@@ -3,8 +3,8 @@
 import io
 import tomllib
 
-from pos.cli import main
-from pos.pin import PinGuard, hash_pin, verify_pin, write_pin_hash
+from pos.cli.main import main
+from pos.terminal.pin import PinGuard, hash_pin, verify_pin, write_pin_hash
 
 
 class Clock:

@@ -15,7 +15,7 @@ from devices.print_queue import PrintQueue, UnknownJob
 from devices.printer import DummyPrinter, NetworkPrinter, NullPrinter
 from devices.receipt import ReceiptData, ReceiptKind
 from pos.config import PrinterSection
-from pos.money import Money
+from pos.core.money import Money
 
 SETTINGS = PrinterSection(encoding="GB18030", retry_interval=0.05)
 

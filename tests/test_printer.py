@@ -17,7 +17,7 @@ from devices.printer import (DummyPrinter, FilePrinter, NetworkPrinter, NullPrin
                              SerialPrinter, open_printer)
 from devices.receipt import ReceiptData, ReceiptKind, RefundLine, render_receipt
 from pos.config import PrinterSection
-from pos.money import Money
+from pos.core.money import Money
 
 FULL_CODE = "281234567890121234"
 WHEN = datetime(2024, 5, 1, 12, 30, 5)

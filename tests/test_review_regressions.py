@@ -14,10 +14,10 @@ import pytest
 
 from devices.messages import Catalogue
 from devices.scanner import Scan
-from pos.engine import Show
+from pos.core.engine import Show
 from pos.gateway.results import GatewayResult, Succeeded, Unknown
-from pos.money import Money
-from pos.records import SaleState
+from pos.core.money import Money
+from pos.core.records import SaleState
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.scenarios import make_code
 from tests.engine_harness import Harness
@@ -154,8 +154,8 @@ class _QuotingGateway(DirectGateway):
 
 def test_gateway_texts_quoting_the_code_are_masked_in_the_journal(tmp_path: Path) -> None:
     from pos.config import PaymentSection
-    from pos.journal import Journal
-    from pos.runner import PaymentService
+    from pos.journal.journal import Journal
+    from pos.payments.runner import PaymentService
     from pos.sandbox.ledger import Ledger
 
     journal = Journal.open(tmp_path / "journal.db")

@@ -14,11 +14,11 @@ from typing import Any, Iterator
 import pytest
 
 from pos.config import PaymentSection
-from pos.engine import Alarm, Finished, RefundRefused, SaleRefused, Show
-from pos.journal import Journal
-from pos.money import Money
-from pos.records import RefundState, SaleState
-from pos.runner import PaymentService
+from pos.core.engine import Alarm, Finished, RefundRefused, SaleRefused, Show
+from pos.journal.journal import Journal
+from pos.core.money import Money
+from pos.core.records import RefundState, SaleState
+from pos.payments.runner import PaymentService
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger, as_datetime
 from pos.sandbox.scenarios import make_code
@@ -176,7 +176,7 @@ def test_restart_with_100_open_sales_resolves_all_before_any_scan(tmp_path: Path
     scenarios = ["00", "10", "12", "18", "01"]
     expected: dict[int, SaleState] = {}
     gw = DirectGateway(ledger, clock.now)
-    from pos.engine import Engine, Record, StartSale  # the engine alone: commit PAYING, send, then "crash"
+    from pos.core.engine import Engine, Record, StartSale  # the engine alone: commit PAYING, send, then "crash"
     engine = Engine(settings())
     for i in range(100):
         scenario = scenarios[i % len(scenarios)]

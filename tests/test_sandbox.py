@@ -17,12 +17,12 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pos.cli import main as pos_main
+from pos.cli.main import main as pos_main
 from pos.config import load_config
 from pos.gateway.keys import ensure_sandbox_keys, generate_key_folder
 from pos.gateway.offline import FUNCTIONS
 from pos.gateway.signing import build_signed, sign_text, split_signed, verify
-from pos.money import Money
+from pos.core.money import Money
 from pos.sandbox.ledger import BEIJING, Ledger, valid_code_format
 from pos.sandbox.scenarios import SandboxOptions
 from tests.sandbox_fixtures import *  # noqa: F401,F403 - fixtures

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pos.service import Heartbeat, Notifier, watchdog_interval
+from pos.ops.systemd import Heartbeat, Notifier, watchdog_interval
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -152,7 +152,7 @@ def test_heartbeat_without_watchdog_never_sends(notify_socket):
 # The daemon end to end (issue 7 builds `pos run`; this is the contract).
 
 def _has_run_command() -> bool:
-    from pos.cli import build_parser
+    from pos.cli.main import build_parser
     parser = build_parser()
     for action in parser._subparsers._group_actions:  # noqa: SLF001 - argparse has no public accessor
         if "run" in getattr(action, "choices", {}):

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings, strategies as st
 
-from pos.errors import UserError
+from pos.core.errors import UserError
 from pos.gateway.signing import (
     SignedTextError, build_signed, generate_keypair, load_private_key, load_public_key, private_key_pem,
     public_key_pem, sign_text, split_signed, verify,

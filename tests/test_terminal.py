@@ -19,15 +19,15 @@ from devices.print_queue import PrintQueue
 from devices.printer import DummyPrinter
 from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLost
 from pos.config import Config
-from pos.ecr import ServiceError
-from pos.journal import Journal, journal_path
-from pos.money import Money
-from pos.pin import hash_pin
-from pos.runner import PaymentService
+from pos.till.api import ServiceError
+from pos.journal.journal import Journal, journal_path
+from pos.core.money import Money
+from pos.terminal.pin import hash_pin
+from pos.payments.runner import PaymentService
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import SandboxOptions, make_code
-from pos.terminal import Mode, Terminal
+from pos.terminal.terminal import Mode, Terminal
 
 PIN = "1357"
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pos.errors import UserError
+from pos.core.errors import UserError
 from pos.gateway.signing import (
     generate_keypair, load_private_key, private_key_pem, public_key_pem,
 )

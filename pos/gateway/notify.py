@@ -17,7 +17,7 @@ from typing import Any, Callable
 from pos.gateway.offline import rfc3339
 from pos.gateway.results import result_codes
 from pos.gateway.signing import build_signed, split_signed, verify
-from pos.money import AmountError, CurrencyError, Money
+from pos.core.money import AmountError, CurrencyError, Money
 
 __all__ = ["NOTIFY_FUNCTION", "Notification", "NotifyOutcome", "handle_notify", "build_notify_reply"]
 

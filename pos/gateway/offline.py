@@ -20,8 +20,8 @@ import requests
 
 from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
-from pos.logs import mask_code
-from pos.money import Money
+from pos.core.redact import mask_code
+from pos.core.money import Money
 
 # Largest answer we read. Real answers are a few KiB; anything near this is
 # not the gateway talking, and reading it whole would cost the till memory.

@@ -15,7 +15,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Protocol, Union
 
-from pos.money import Money
+from pos.core.money import Money
 
 __all__ = [
     "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway",

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from pos.errors import UserError
+from pos.core.errors import UserError
 
 __all__ = [
     "MIN_KEY_BITS",

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Callable
 
 from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown
-from pos.money import Money
+from pos.core.money import Money
 from pos.sandbox.ledger import Ledger, Reply, as_datetime
 from pos.sandbox.scenarios import scenario_for
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pos.gateway.results import result_codes
-from pos.money import Money
+from pos.core.money import Money
 from pos.sandbox.scenarios import SandboxOptions, Scenario, scenario_for
 
 __all__ = [

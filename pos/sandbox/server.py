@@ -27,7 +27,7 @@ from pos.gateway.offline import FUNCTIONS, rfc3339
 from pos.gateway.results import result_codes
 from pos.gateway.signing import build_signed, split_signed, verify
 from pos.httpserver import ThreadedServer
-from pos.money import AmountError, CurrencyError, Money
+from pos.core.money import AmountError, CurrencyError, Money
 from pos.sandbox.ledger import Ledger, Reply, as_datetime
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
 

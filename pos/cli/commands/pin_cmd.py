@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from pos.config import load_config
-from pos.errors import UserError
-from pos.pin import check_pin_format, hash_pin, write_pin_hash
+from pos.core.errors import UserError
+from pos.terminal.pin import check_pin_format, hash_pin, write_pin_hash
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

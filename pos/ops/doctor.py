@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pos.config import Config, LoadedConfig, load_config
-from pos.errors import UserError
+from pos.core.errors import UserError
 
 __all__ = [
     "Level", "CheckResult", "DoctorReport", "run_checks", "load_for_doctor",

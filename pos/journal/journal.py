@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pos.engine import Record
-from pos.errors import EXIT_UNAVAILABLE, UserError
-from pos.logs import redact
-from pos.money import Money
-from pos.records import (
+from pos.core.engine import Record
+from pos.core.errors import EXIT_UNAVAILABLE, UserError
+from pos.core.redact import redact
+from pos.core.money import Money
+from pos.core.records import (
     REFUND_FINAL, SALE_FINAL, EventRecord, RefundRecord, RefundState, SaleRecord, SaleState, mask_code,
 )
 

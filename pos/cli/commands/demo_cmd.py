@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.interactive:
-        from pos.demo_interactive import interactive
+        from pos.demo.interactive import interactive
         return interactive()
-    from pos.demo import play
+    from pos.demo.stage import play
     return play()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pos.config import Config, load_config
-from pos.errors import EXIT_FAIL, EXIT_OK, EXIT_UNAVAILABLE
+from pos.core.errors import EXIT_FAIL, EXIT_OK, EXIT_UNAVAILABLE
 
 __all__ = ["register", "run", "fetch_health", "format_health", "HEALTH_PATH"]
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if health is not None:
         print("\n".join(format_health(health)))
         return EXIT_OK if health.get("status") == "ok" else EXIT_FAIL
-    from pos.doctor import _journal_path, count_open_items, open_items_needing_manager
+    from pos.ops.doctor import _journal_path, count_open_items, open_items_needing_manager
     print(f"pos-terminal is not running: nothing answers on {cfg.ecr.listen} "
           "(systemctl status pos-terminal; journalctl -u pos-terminal)")
     journal = _journal_path(cfg)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pos.doctor import MIN_FREE_BYTES, DoctorReport, load_for_doctor, run_checks
-from pos.errors import EXIT_CONFIG
+from pos.ops.doctor import MIN_FREE_BYTES, DoctorReport, load_for_doctor, run_checks
+from pos.core.errors import EXIT_CONFIG
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pos import __version__
-from pos.money import AmountError, CurrencyError, Money, parse_amount
+from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 
 __all__ = ["TerminalService", "ServiceError", "create_app", "ensure_token", "read_token"]
 
@@ -320,7 +320,7 @@ def openapi_document() -> dict[str, Any]:
     return create_app(_NoService(), Tokens("x" * 16, "y" * 16)).openapi()  # type: ignore[arg-type]
 
 
-if __name__ == "__main__":  # regenerate: python -m pos.ecr > pos/data/openapi.json
+if __name__ == "__main__":  # regenerate: python -m pos.till.api > pos/data/openapi.json
     import json
     import sys
 

@@ -36,20 +36,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from pos.config import PaymentSection
-from pos.engine import (
+from pos.core.engine import (
     Abort, Command, Engine, Event, GatewayAnswer, Record, Recover, RefundRefused, SaleRefused, SendCancel,
     SendPay, SendQuery, SendRefund, StartRefund, StartSale, Tick,
 )
 from pos.gateway.results import Gateway, GatewayResult, Unknown
-from pos.journal import Journal
-from pos.money import AmountError, Money, parse_amount
-from pos.records import (
+from pos.journal.journal import Journal
+from pos.core.money import AmountError, Money, parse_amount
+from pos.core.records import (
     REFUND_FINAL, SALE_ACTIVE, SALE_SETTLED_FOR_CASHIER, RefundRecord, RefundState, SaleRecord, SaleState,
 )
 
 __all__ = ["Clock", "SystemClock", "PaymentService", "Subscriber", "SaleRefused", "RefundRefused"]
 
-log = logging.getLogger("pos.runner")
+log = logging.getLogger("pos.payments.runner")
 
 Subscriber = Callable[[Command], None]
 

@@ -30,10 +30,10 @@ from typing import Any, Literal, Union
 from transitions import EventData, Machine
 
 from pos.config import PaymentSection
-from pos.errors import UserError
+from pos.core.errors import UserError
 from pos.gateway.results import Failed, GatewayResult, QueryOutcome, Succeeded, query_outcome
-from pos.money import Money
-from pos.records import (
+from pos.core.money import Money
+from pos.core.records import (
     REFUND_FINAL, SALE_ACTIVE, SALE_FINAL, RefundRecord, RefundState, SaleRecord, SaleState,
 )
 

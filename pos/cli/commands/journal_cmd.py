@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from pos.config import load_config
-from pos.errors import UsageError, UserError
-from pos.journal import Journal, journal_path
-from pos.records import RefundRecord, SaleRecord
+from pos.core.errors import UsageError, UserError
+from pos.journal.journal import Journal, journal_path
+from pos.core.records import RefundRecord, SaleRecord
 
 __all__ = ["register"]
 

@@ -16,20 +16,20 @@ import sys
 from collections.abc import Sequence
 
 from pos import __version__
-from pos.errors import EXIT_CONFIG, UserError
+from pos.core.errors import EXIT_CONFIG, UserError
 
 # Order here is the order in `pos --help`.
 COMMAND_MODULES = [
-    "pos.commands.run_cmd",
-    "pos.commands.demo_cmd",
-    "pos.commands.sandbox_cmd",
-    "pos.commands.config_cmd",
-    "pos.commands.keys_cmd",
-    "pos.commands.pin_cmd",
-    "pos.commands.journal_cmd",
-    "pos.commands.reprint_cmd",
-    "pos.commands.doctor_cmd",
-    "pos.commands.status_cmd",
+    "pos.cli.commands.run_cmd",
+    "pos.cli.commands.demo_cmd",
+    "pos.cli.commands.sandbox_cmd",
+    "pos.cli.commands.config_cmd",
+    "pos.cli.commands.keys_cmd",
+    "pos.cli.commands.pin_cmd",
+    "pos.cli.commands.journal_cmd",
+    "pos.cli.commands.reprint_cmd",
+    "pos.cli.commands.doctor_cmd",
+    "pos.cli.commands.status_cmd",
 ]
 
 

@@ -13,24 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from typing import Any
 
+from pos.core.redact import mask_code, redact
+
 __all__ = ["setup_logging", "mask_code", "redact", "RedactingFilter"]
-
-_CODE_RE = re.compile(r"(?<![0-9])(?:2[5-9]|30)[0-9]{14,30}(?![0-9])")
-
-
-def mask_code(code: str | None) -> str:
-    """A payment code as it may appear anywhere: its last 4 digits only."""
-    if not code:
-        return ""
-    return "…" + code[-4:]
-
-
-def redact(text: str) -> str:
-    return _CODE_RE.sub(lambda m: mask_code(m.group(0)), text)
 
 
 class RedactingFilter(logging.Filter):

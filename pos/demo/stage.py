@@ -35,13 +35,13 @@ from devices.receipt_code import receipt_code
 from pos.config import _toml_value
 from pos.gateway.keys import ALIPAY_PRIVATE, MERCHANT_PUBLIC, generate_key_folder
 from pos.gateway.signing import load_private_key, load_public_key
-from pos.pin import hash_pin
+from pos.terminal.pin import hash_pin
 from pos.sandbox.scenarios import SandboxOptions, make_code
 from pos.sandbox.server import SandboxServer
 
 __all__ = ["Stage", "play", "pad", "SCENARIO_CODES", "DEMO_PIN"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_PIN = "2468"
 # The sandbox's test codes (README "Gateway and sandbox"): "28" + scenario + 14 digits.
 SCENARIO_CODES = {

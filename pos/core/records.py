@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from pos.money import Money
+from pos.core.money import Money
 
 __all__ = [
     "SaleState", "RefundState", "SaleRecord", "RefundRecord", "EventRecord",

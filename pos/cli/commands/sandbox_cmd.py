@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pos.config import load_config
-from pos.errors import UsageError, UserError
+from pos.core.errors import UsageError, UserError
 from pos.gateway.keys import ALIPAY_PRIVATE, MERCHANT_PUBLIC, ensure_sandbox_keys, sandbox_signing_key_path
 from pos.gateway.signing import load_private_key, load_public_key
 from pos.sandbox.scenarios import CANCEL_WINDOWS, SandboxOptions

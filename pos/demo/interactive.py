@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from pos.demo import SCENARIO_CODES, Stage, pad
+from pos.demo.stage import SCENARIO_CODES, Stage, pad
 from pos.sandbox.scenarios import make_code
 
 __all__ = ["interactive"]

@@ -4,8 +4,8 @@ The shell script stays a list of file operations; anything that has to read
 and validate /etc/pos/terminal.toml is done here, with the same loader and
 the same one-line errors as every other `pos` command:
 
-    python -m pos.installer udev-rules   --config /etc/pos/terminal.toml
-    python -m pos.installer secret-files --config /etc/pos/terminal.toml
+    python -m pos.ops.installer udev-rules   --config /etc/pos/terminal.toml
+    python -m pos.ops.installer secret-files --config /etc/pos/terminal.toml
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from pos.config import Config, load_config
-from pos.errors import UserError
+from pos.core.errors import UserError
 
 __all__ = ["udev_rules", "secret_files", "RULES_NAME", "main"]
 
@@ -74,7 +74,7 @@ def secret_files(cfg: Config) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pos.installer",
+    parser = argparse.ArgumentParser(prog="python -m pos.ops.installer",
                                      description="Helpers for systemd/install.sh.")
     parser.add_argument("what", choices=["udev-rules", "secret-files"])
     parser.add_argument("--config", required=True, metavar="PATH")

@@ -17,5 +17,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pos.daemon import run
+    from pos.ops.daemon import run
     return run(args.config)

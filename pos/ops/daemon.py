@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from pos.config import LoadedConfig, load_config
-from pos.errors import EXIT_UNAVAILABLE, ConfigError, UserError
-from pos.logs import setup_logging
-from pos.service import Heartbeat, Notifier, watchdog_interval
+from pos.core.errors import EXIT_UNAVAILABLE, ConfigError, UserError
+from pos.ops.logs import setup_logging
+from pos.ops.systemd import Heartbeat, Notifier, watchdog_interval
 
 __all__ = ["Daemon", "run"]
 
-log = logging.getLogger("pos.daemon")
+log = logging.getLogger("pos.ops.daemon")
 
 
 def _load(path: str) -> LoadedConfig:
@@ -80,12 +80,12 @@ class Daemon:
         from devices.print_queue import PrintQueue
         from devices.printer import open_printer
         from devices.scanner import open_scanner
-        from pos.ecr import Tokens, create_app
+        from pos.till.api import Tokens, create_app
         from pos.gateway.offline import OfflineGateway
         from pos.httpserver import ThreadedServer
-        from pos.journal import Journal, journal_path
-        from pos.runner import PaymentService
-        from pos.terminal import Terminal
+        from pos.journal.journal import Journal, journal_path
+        from pos.payments.runner import PaymentService
+        from pos.terminal.terminal import Terminal
 
         journal = Journal.open(journal_path(state_dir), terminal_id=cfg.terminal.terminal_id,
                                timezone=cfg.terminal.timezone)
@@ -174,7 +174,7 @@ class Daemon:
         self._run_lock = fh  # held (and the lock with it) until the process ends
 
     def _token(self, path_text: str) -> str:
-        from pos.ecr import ensure_token, read_token
+        from pos.till.api import ensure_token, read_token
 
         path = Path(path_text)
         try:

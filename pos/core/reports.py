@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pos.money import Money
+from pos.core.money import Money
 
 __all__ = ["DayTotals", "Report", "build_report", "report_rows"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pos.config import load_config
-from pos.errors import EXIT_UNAVAILABLE, UserError
+from pos.core.errors import EXIT_UNAVAILABLE, UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from devices.messages import Catalogue
     from devices.print_queue import PrintQueue
     from devices.printer import NullPrinter
-    from pos.journal import Journal, journal_path
-    from pos.terminal import receipt_for
+    from pos.journal.journal import Journal, journal_path
+    from pos.terminal.terminal import receipt_for
 
     cfg = load_config(args.config).config
     if cfg.printer.kind == "none":

@@ -37,21 +37,21 @@ from devices.messages import Catalogue
 from devices.receipt import ReceiptData, ReceiptKind, RefundLine
 from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLost
 from pos.config import Config
-from pos.ecr import ServiceError
-from pos.engine import Alarm, Command, Finished, PrintReceipt, Show
-from pos.errors import UserError
+from pos.till.api import ServiceError
+from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
+from pos.core.errors import UserError
 from pos.gateway.results import result_codes
-from pos.journal import Journal
-from pos.logs import mask_code
-from pos.money import AmountError, CurrencyError, Money, parse_amount, validate_cn_currencies
-from pos.pin import PinGuard
-from pos.records import SALE_SETTLED_FOR_CASHIER, RefundRecord, RefundState, SaleRecord, SaleState
-from pos.reports import build_report, report_rows
-from pos.runner import PaymentService, RefundRefused, SaleRefused
+from pos.journal.journal import Journal
+from pos.core.redact import mask_code
+from pos.core.money import AmountError, CurrencyError, Money, parse_amount, validate_cn_currencies
+from pos.terminal.pin import PinGuard
+from pos.core.records import SALE_SETTLED_FOR_CASHIER, RefundRecord, RefundState, SaleRecord, SaleState
+from pos.core.reports import build_report, report_rows
+from pos.payments.runner import PaymentService, RefundRefused, SaleRefused
 
 __all__ = ["Terminal", "Mode", "receipt_for"]
 
-log = logging.getLogger("pos.terminal")
+log = logging.getLogger("pos.terminal.terminal")
 
 TILL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS till_sales (

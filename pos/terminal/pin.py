@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pos.errors import UserError
+from pos.core.errors import UserError
 
 __all__ = ["hash_pin", "verify_pin", "PinGuard", "PinCheck", "check_pin_format", "write_pin_hash"]
 
