@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test check unit bench system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,19 @@ demo: $(STAMP)
 system-deps:
 	@bash tests/system-deps.sh
 
-test: $(STAMP) system-deps
+# The design held by tools: import contracts (pyproject [tool.importlinter]),
+# a strict type checker over pos/ and devices/, and ruff. Each fails the build.
+check: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/ruff check pos devices tests
+
+test: check system-deps
 	$(BIN)/python -m pytest
+
+# The pure layer alone: no sockets, no sleeps, seconds.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
