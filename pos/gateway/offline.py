@@ -14,11 +14,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import requests
 
-from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown
+from pos.gateway.results import DEFAULT_NOT_FOUND, Failed, GatewayResult, Succeeded, Unknown, read_query
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
 from pos.core.redact import mask_code
 from pos.core.money import Money
@@ -75,8 +76,10 @@ class OfflineGateway:
 
     def __init__(self, settings: Any, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None,
-                 private_key: Any = None, alipay_public_key: Any = None) -> None:
+                 private_key: Any = None, alipay_public_key: Any = None,
+                 not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND) -> None:
         self._s = settings
+        self._not_found = frozenset(not_found_codes)
         self._session = session or requests.Session()
         self._clock = clock or _local_now
         self._private_key = private_key or load_private_key(settings.private_key)
@@ -104,7 +107,7 @@ class OfflineGateway:
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
         body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}
-        return self._call("query", body, merchant_trans_id)
+        return read_query(self._call("query", body, merchant_trans_id), self._not_found)
 
     def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
         body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}

@@ -9,69 +9,24 @@ from __future__ import annotations
 
 import csv
 import tomllib
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Protocol, Union
+from typing import Any
 
-from pos.core.money import Money
+from pos.core.outcomes import (  # noqa: F401  (re-exported while callers move)
+    Failed, Gateway, GatewayResult, QueryOutcome, Succeeded, Unknown,
+)
 
 __all__ = [
     "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway",
-    "QueryOutcome", "query_outcome", "ResultCode", "result_codes",
+    "QueryOutcome", "query_outcome", "read_query", "DEFAULT_NOT_FOUND", "ResultCode", "result_codes",
 ]
 
 
-@dataclass(frozen=True)
-class Succeeded:
-    """resultStatus S, signature verified. `data` is the response body."""
-
-    data: dict[str, Any] = field(default_factory=dict)
-    code: str = "SUCCESS"
-
-
-@dataclass(frozen=True)
-class Failed:
-    """resultStatus F, signature verified: a final business answer."""
-
-    code: str
-    message: str = ""
-    code_id: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Unknown:
-    """We do not know the outcome: U, timeout, transport error, bad signature..."""
-
-    reason: str
-    code: str | None = None
-
-
-GatewayResult = Union[Succeeded, Failed, Unknown]
-
-
-class Gateway(Protocol):
-    """What the engine's runner needs from a gateway protocol."""
-
-    def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str) -> GatewayResult: ...
-
-    def query(self, *, merchant_trans_id: str) -> GatewayResult: ...
-
-    def cancel(self, *, merchant_trans_id: str) -> GatewayResult: ...
-
-    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
-               reason: str) -> GatewayResult: ...
-
-
-class QueryOutcome(str, Enum):
-    PAID = "PAID"            # the payment succeeded
-    PENDING = "PENDING"      # created, not finished (customer confirming)
-    CLOSED = "CLOSED"        # closed, failed or cancelled: no money moved
-    NOT_FOUND = "NOT_FOUND"  # not created (yet): a not-found code
-    UNKNOWN = "UNKNOWN"      # no answer we can trust
+# payQuery's "not found" codes (§7.2, seed 003; a sister gateway says TARGET_NOT_FOUND).
+DEFAULT_NOT_FOUND = ("ORDER_NOT_EXIST", "TARGET_NOT_FOUND")
 
 
 @lru_cache(maxsize=1)
@@ -102,6 +57,13 @@ def query_outcome(result: GatewayResult, not_found_codes: frozenset[str] | set[s
     if status in table["closed"]:
         return QueryOutcome.CLOSED
     return QueryOutcome.UNKNOWN
+
+
+def read_query(result: GatewayResult, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND) -> GatewayResult:
+    """A payQuery answer with what it says about the payment set in `query`."""
+    if isinstance(result, Unknown):
+        return result
+    return replace(result, query=query_outcome(result, frozenset(not_found_codes)))
 
 
 @dataclass(frozen=True)

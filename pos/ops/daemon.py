@@ -92,7 +92,7 @@ class Daemon:
         self._parts.append(journal)
         log.info("journal open", extra={"kv": {"path": str(journal.path)}})
 
-        gateway = OfflineGateway(cfg.gateway)
+        gateway = OfflineGateway(cfg.gateway, not_found_codes=cfg.payment.not_found_codes)
         self.payments = payments = PaymentService(journal, gateway, cfg.payment)
         cashier_text = Catalogue.load(cfg.terminal.language)
         customer_text = Catalogue.load(cfg.terminal.customer_language)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable
 
-from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown
+from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown, read_query
 from pos.core.money import Money
 from pos.sandbox.ledger import Ledger, Reply, as_datetime
 from pos.sandbox.scenarios import scenario_for
@@ -53,7 +53,8 @@ class DirectGateway:
         return _result(reply)
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
-        return _result(self.ledger.query(self.merchant_id, self._now(), merchant_trans_id=merchant_trans_id))
+        return read_query(_result(self.ledger.query(self.merchant_id, self._now(),
+                                                    merchant_trans_id=merchant_trans_id)))
 
     def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
         return _result(self.ledger.cancel(self.merchant_id, self._now(), merchant_trans_id=merchant_trans_id))

@@ -1,0 +1,87 @@
+"""Protocol-neutral gateway outcomes: the only answers the engine ever sees.
+
+Every gateway protocol (the offline acquiring gateway today, the v1 payments
+API next) maps its own status words onto these. A timeout, a transport error,
+a non-200, an unparseable or unsigned answer, or one that does not echo our
+request is `Unknown`: we do not know whether money moved (design rule 2).
+
+`request_id` is the idempotency key the call was made with (merchantTransId,
+merchantRefundId, paymentRequestId...), echoed so a caller can check the answer
+belongs to its request. On a query, the protocol reads the payment's status
+and puts it in `query`; the engine never parses status words itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from pos.core.money import Money
+
+__all__ = [
+    "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway", "QueryOutcome", "query_outcome_of",
+]
+
+
+class QueryOutcome(str, Enum):
+    PAID = "PAID"            # the payment succeeded
+    PENDING = "PENDING"      # created, not finished (customer confirming)
+    CLOSED = "CLOSED"        # closed, failed or cancelled: no money moved
+    NOT_FOUND = "NOT_FOUND"  # not created (yet): a not-found code
+    UNKNOWN = "UNKNOWN"      # no answer we can trust
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """A final S answer whose signature verified. `data` is the response body."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    code: str = "SUCCESS"
+    request_id: str = ""
+    query: QueryOutcome | None = None   # set on query answers by the protocol
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A final F answer whose signature verified: a business answer."""
+
+    code: str
+    message: str = ""
+    code_id: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+    query: QueryOutcome | None = None   # set on query answers by the protocol
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """We do not know the outcome: U, timeout, transport error, bad signature..."""
+
+    reason: str
+    code: str | None = None
+    request_id: str = ""
+
+
+GatewayResult = Succeeded | Failed | Unknown
+
+
+def query_outcome_of(result: GatewayResult) -> QueryOutcome:
+    """What a query answer says about the payment; anything unread is UNKNOWN."""
+    if isinstance(result, Unknown) or result.query is None:
+        return QueryOutcome.UNKNOWN
+    return result.query
+
+
+class Gateway(Protocol):
+    """What the payments runner needs from a gateway protocol."""
+
+    def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
+            order_title: str) -> GatewayResult: ...
+
+    def query(self, *, merchant_trans_id: str) -> GatewayResult: ...
+
+    def cancel(self, *, merchant_trans_id: str) -> GatewayResult: ...
+
+    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
+               reason: str) -> GatewayResult: ...
