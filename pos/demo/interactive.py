@@ -8,9 +8,11 @@ printed receipt as the daemon drives them.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
-from pos.demo.stage import SCENARIO_CODES, Stage, pad
+from pos.demo.stage import Stage
+from pos.demo.story import SCENARIO_CODES, pad
 from pos.sandbox.scenarios import make_code
 
 __all__ = ["interactive"]
@@ -37,7 +39,7 @@ def interactive(read: Callable[[str], str] = input, out: Callable[[str], None] =
         for i, (name, scenario) in enumerate(codes, 1):
             out(f"  {i:2}. {name:<36} 28{scenario}...")
         out(HELP)
-        last_paid: dict | None = None
+        last_paid: dict[str, Any] | None = None
         while True:
             out(_lines(stage))
             try:
@@ -79,7 +81,7 @@ def interactive(read: Callable[[str], str] = input, out: Callable[[str], None] =
             seen = ""
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
-                view = stage.till("GET", f"/v1/sales/{sale['id']}").json()
+                view = stage.sale(sale["id"])
                 shown = _lines(stage)
                 if shown != seen:
                     out(f"  [{view['state']}]\n{shown}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser(
         "demo", help="run the product against the local sandbox",
         description="Start the sandbox gateway, pty twins of the scanner, displays and keypad, a network "
@@ -22,5 +22,5 @@ def run(args: argparse.Namespace) -> int:
     if args.interactive:
         from pos.demo.interactive import interactive
         return interactive()
-    from pos.demo.stage import play
+    from pos.demo.story import play
     return play()
