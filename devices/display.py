@@ -25,6 +25,7 @@ and reopens it on the next `show`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -108,10 +109,10 @@ class Display(ABC):
     def show(self, line1: str, line2: str) -> None:
         """Show two lines, each cut or padded to the display width."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default: most displays hold nothing to release
         """Release the device."""
 
-    def __enter__(self) -> "Display":
+    def __enter__(self) -> Display:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,10 +175,8 @@ class SerialDisplay(Display):
 
     def _drop(self) -> None:
         if self._port is not None:
-            try:
+            with contextlib.suppress(Exception):  # the device is already gone
                 self._port.close()
-            except Exception:  # noqa: BLE001 - the device is already gone
-                pass
             self._port = None
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ and Enter). Both have `stop()`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -21,7 +22,7 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any, TextIO
 
 import serial
@@ -42,7 +43,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Key(str, Enum):
+class Key(StrEnum):
     DIGIT_0 = "0"
     DIGIT_1 = "1"
     DIGIT_2 = "2"
@@ -67,7 +68,7 @@ class Key(str, Enum):
         return self.value if len(self.value) == 1 else None
 
     @classmethod
-    def from_name(cls, name: str) -> "Key":
+    def from_name(cls, name: str) -> Key:
         if name in cls.__members__:
             return cls[name]
         return cls(name)  # "0".."9", "."
@@ -114,7 +115,7 @@ class Keypad(ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Keypad":
+    def start(self) -> Keypad:
         if self._thread is not None:
             raise RuntimeError("keypad already started")
         self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
@@ -127,7 +128,7 @@ class Keypad(ABC):
             self._thread.join(timeout)
             self._thread = None
 
-    def __enter__(self) -> "Keypad":
+    def __enter__(self) -> Keypad:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -141,7 +142,7 @@ class Keypad(ABC):
                 continue
             try:
                 self._on_key(key)
-            except Exception:  # noqa: BLE001 - a bad handler must not kill the reader
+            except Exception:  # a bad handler must not kill the reader
                 log.exception("keypad handler failed key=%s", key.name)
 
     @abstractmethod
@@ -183,10 +184,8 @@ class SerialKeypad(Keypad):
                 self._stop.wait(self._retry)
             finally:
                 self.connected.clear()
-                try:
+                with contextlib.suppress(Exception):  # the device is already gone
                     port.close()
-                except Exception:  # noqa: BLE001 - the device is already gone
-                    pass
 
 
 class ConsoleKeypad(Keypad):

@@ -92,7 +92,7 @@ class Catalogue:
         self._receipt = receipt
 
     @classmethod
-    def load(cls, language: str, directory: Path | None = None) -> "Catalogue":
+    def load(cls, language: str, directory: Path | None = None) -> Catalogue:
         if language not in LANGUAGES:
             raise CatalogueError(f"unknown language {language!r}: use one of {', '.join(LANGUAGES)}")
         path = (directory or messages_dir()) / f"{language}.toml"
@@ -101,7 +101,7 @@ class Catalogue:
         except FileNotFoundError:
             raise CatalogueError(
                 f"{path}: message catalogue not found: set {ENV_DIR} to the folder holding "
-                f"{', '.join(l + '.toml' for l in LANGUAGES)}") from None
+                f"{', '.join(lang + '.toml' for lang in LANGUAGES)}") from None
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise CatalogueError(f"{path}: not a valid UTF-8 TOML file: {exc}") from None
         entries: dict[str, _Entry] = {}

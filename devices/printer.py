@@ -156,21 +156,23 @@ def load_escpos() -> types.ModuleType:
         real_mkdtemp = tempfile.mkdtemp
 
         def recording_mkdtemp(*args: Any, **kwargs: Any) -> str:
-            path = real_mkdtemp(*args, **kwargs)
+            path: str = real_mkdtemp(*args, **kwargs)
             made.append(path)
             return path
 
         tempfile.mkdtemp = recording_mkdtemp  # type: ignore[assignment]
         try:
             with contained_root_logging():
-                import escpos.printer as printer_module  # noqa: PLC0415 - import on purpose, late
+                import escpos.printer as printer_module  # import on purpose, late
         finally:
-            tempfile.mkdtemp = real_mkdtemp  # type: ignore[assignment]
+            tempfile.mkdtemp = real_mkdtemp
         for path in made:
             # Without the variable the pickle went there; it is read only at import.
             shutil.rmtree(path, ignore_errors=True)
-        _escpos = printer_module
-        return printer_module
+        # python-escpos ships no type information: its module is typed here, once.
+        module: types.ModuleType = printer_module
+        _escpos = module
+        return module
 
 
 def read_status(device: Any) -> PrinterStatus:
@@ -178,14 +180,13 @@ def read_status(device: Any) -> PrinterStatus:
 
     Unlike escpos's is_online()/paper_status(), no answer means unknown.
     """
-    from escpos import constants as c  # noqa: PLC0415 - loaded by load_escpos first
+    from escpos import constants as c  # loaded by load_escpos first
 
     def query(mode: bytes) -> int | None:
         try:
             answer = device.query_status(mode)
         # escpos signals "this link cannot report status" with a RuntimeError subclass.
-        except (OSError, socket.timeout, RuntimeError, AttributeError, AssertionError,
-                serial.SerialException):
+        except (TimeoutError, OSError, RuntimeError, AttributeError, AssertionError, serial.SerialException):
             return None
         return answer[0] if answer else None
 
@@ -258,7 +259,7 @@ class NetworkPrinter(ReceiptPrinter):
                 try:
                     while sock.recv(1024):
                         pass  # a status byte or two: ignore
-                except socket.timeout:
+                except TimeoutError:
                     pass  # still open but no reset: the printer kept the bytes
         except OSError as exc:
             raise PrinterError(f"{self.description}: connection lost while printing: {exc}") from None
@@ -268,7 +269,7 @@ class NetworkPrinter(ReceiptPrinter):
     def status(self) -> PrinterStatus:
         try:
             p = self._printer()
-        except Exception:  # noqa: BLE001 - cannot connect: the printer is away
+        except Exception:  # cannot connect: the printer is away
             return PrinterStatus(False, None)
         try:
             p.device.settimeout(min(self.timeout, 1.0))
@@ -279,11 +280,8 @@ class NetworkPrinter(ReceiptPrinter):
 
 def _close_quietly(p: Any) -> None:
     """Close an escpos connection that may already be dead."""
-    with contained_root_logging():
-        try:
-            p.close()
-        except OSError:
-            pass
+    with contained_root_logging(), contextlib.suppress(OSError):
+        p.close()
 
 
 class FilePrinter(ReceiptPrinter):
@@ -332,7 +330,7 @@ class UsbPrinter(ReceiptPrinter):
                 with contained_root_logging():
                     p = escpos.Usb(self.vendor, self.product, profile=self.profile)
                     p.open()
-            except Exception as exc:  # noqa: BLE001 - pyusb missing, no device, no permission
+            except Exception as exc:  # pyusb missing, no device, no permission
                 raise PrinterError(f"{self.description}: cannot open: {exc} "
                                    "(is pyusb installed and the device plugged in?)") from None
             self._p = p
@@ -343,7 +341,7 @@ class UsbPrinter(ReceiptPrinter):
         try:
             with contained_root_logging():
                 p._raw(data)
-        except Exception as exc:  # noqa: BLE001 - usb.core.USBError and friends
+        except Exception as exc:  # usb.core.USBError and friends
             self.close()
             raise PrinterError(f"{self.description}: write failed: {exc}") from None
 
@@ -355,11 +353,8 @@ class UsbPrinter(ReceiptPrinter):
 
     def close(self) -> None:
         if self._p is not None:
-            with contained_root_logging():
-                try:
-                    self._p.close()
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
+            with contained_root_logging(), contextlib.suppress(Exception):  # already gone
+                self._p.close()
             self._p = None
 
 
@@ -402,7 +397,7 @@ class SerialPrinter(ReceiptPrinter):
             def query_status(mode: bytes) -> bytes:
                 port.reset_input_buffer()
                 port.write(mode)
-                return port.read(1)
+                return bytes(port.read(1))
 
         try:
             load_escpos()

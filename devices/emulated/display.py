@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 from wcwidth import wcwidth
 
@@ -43,22 +45,33 @@ def decode_display_bytes(data: bytes, encoding: str = "GB18030") -> tuple[str, s
     while i < len(data):
         b = data[i]
         if b == 0x1B and data[i + 1:i + 2] == b"@":
-            flush_text(); clear(); i += 2
+            flush_text()
+            clear()
+            i += 2
         elif b == 0x0C:
-            flush_text(); clear(); i += 1
+            flush_text()
+            clear()
+            i += 1
         elif b == 0x0B:
-            flush_text(); x = y = 0; i += 1
+            flush_text()
+            x = y = 0
+            i += 1
         elif b == 0x1F and data[i + 1:i + 2] == b"$" and i + 3 < len(data):
             flush_text()
             x = min(max(data[i + 2], 1), COLUMNS) - 1
             y = min(max(data[i + 3], 1), LINES) - 1
             i += 4
         elif b == 0x0D:
-            flush_text(); x = 0; i += 1
+            flush_text()
+            x = 0
+            i += 1
         elif b == 0x0A:
-            flush_text(); y = min(y + 1, LINES - 1); i += 1
+            flush_text()
+            y = min(y + 1, LINES - 1)
+            i += 1
         else:
-            text.append(b); i += 1
+            text.append(b)
+            i += 1
     flush_text()
     line1, line2 = ("".join(row).rstrip() for row in cells)
     return line1, line2
@@ -77,9 +90,8 @@ class EmulatedDisplay(PtyDevice):
         self.received += self.read(timeout)
         return decode_display_bytes(bytes(self.received), self.encoding)
 
-    def wait_for(self, predicate, timeout: float = 5.0) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate: Callable[[tuple[str, str]], bool], timeout: float = 5.0) -> tuple[str, str]:
         """Poll until predicate(lines) holds or timeout passes; return the last lines."""
-        import time
         deadline = time.monotonic() + timeout
         lines = self.poll()
         while not predicate(lines) and time.monotonic() < deadline:

@@ -73,7 +73,7 @@ class EmulatedNetworkPrinter:
     def close(self) -> None:
         self.switch_off()
 
-    def __enter__(self) -> "EmulatedNetworkPrinter":
+    def __enter__(self) -> EmulatedNetworkPrinter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,7 +99,7 @@ class EmulatedNetworkPrinter:
         while self._server is srv:
             try:
                 conn, _ = srv.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

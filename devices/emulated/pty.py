@@ -3,6 +3,7 @@ across unplug/replug, as a udev symlink (/dev/pos-scanner) does on a real box.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -55,10 +56,8 @@ class PtyDevice:
         with self._lock:
             for fd in (self.master, self._slave):
                 if fd is not None:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.close(fd)
-                    except OSError:
-                        pass
             self.master = self._slave = None
 
     def write(self, data: bytes) -> None:
@@ -98,7 +97,7 @@ class PtyDevice:
         if self._own_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> "PtyDevice":
+    def __enter__(self) -> PtyDevice:
         return self
 
     def __exit__(self, *exc: object) -> None:

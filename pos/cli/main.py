@@ -45,13 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse exits with status 2 on bad usage, which matches EXIT_CONFIG."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # bad usage exits with status 2, which is EXIT_CONFIG
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_CONFIG
@@ -62,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+    except Exception as exc:  # the last line of defence for users
         if os.environ.get("POS_DEBUG"):
             raise
         print(f"pos: internal error: {type(exc).__name__}: {exc} "

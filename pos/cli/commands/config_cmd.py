@@ -8,7 +8,7 @@ import sys
 from pos.config import effective_config_text, load_config
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = subparsers.add_parser("config", help="check a configuration file",
                                    description="Work with the terminal's configuration file.")
     sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)

@@ -12,7 +12,7 @@ from pos.core.errors import UserError
 from pos.terminal.pin import check_pin_format, hash_pin, write_pin_hash
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pin = subparsers.add_parser("pin", help="set the manager PIN",
                                 description="Manage the PIN that opens the manager menu (refunds, reprints, reports).")
     sub = pin.add_subparsers(dest="pin_command", metavar="ACTION", required=True)
