@@ -190,21 +190,60 @@ def test_a_second_daemon_on_the_same_journal_is_refused(stage):
     assert stage.till("GET", "/v1/health").json()["status"] == "ok"  # the first one is untouched
 
 
-def test_wrong_pin_locks_after_max_attempts(stage):
-    # max_attempts is 5 by default; four wrong PINs leave one try, then a right PIN resets the count.
-    for _ in range(4):
-        stage.press(Key.REFUND)
-        stage.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
-        stage.type("0000")
-        stage.press(Key.ENTER)
-        stage.wait_display(lambda lines: "wrong" in (lines[0] + lines[1]).lower(), timeout=5)
+def test_wrong_pin_locks_after_max_attempts():
+    # A stage of its own: the lock would otherwise close the manager menu for the tests after this one.
+    # [manager] max_attempts = 3 and a lockout far longer than the test: the lock must hold across a restart.
+    attempts = 3
+    with Stage(manager={"max_attempts": attempts, "lockout": 600.0}) as stage:
+        locked_text = ("Manager menu locked", "Wait, then retry")
+
+        def enter_pin(pin):
+            stage.press(Key.REFUND)
+            stage.wait_display(lambda lines: lines[0] == "Manager PIN:", timeout=5)
+            stage.type(pin)
+            stage.press(Key.ENTER)
+
+        # A right PIN before the limit resets the count of wrong ones.
+        for _ in range(attempts - 1):
+            enter_pin("0000")
+            stage.wait_display(lambda lines: lines == ("Wrong PIN", "Try again"), timeout=5)
+            stage.press(Key.CANCEL)
+        enter_pin(DEMO_PIN)
+        stage.wait_display(lambda lines: "receipt" in (lines[0] + lines[1]).lower(), timeout=5)
         stage.press(Key.CANCEL)
-    stage.press(Key.REFUND)
-    stage.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
-    stage.type(DEMO_PIN)
-    stage.press(Key.ENTER)
-    stage.wait_display(lambda lines: "receipt" in (lines[0] + lines[1]).lower(), timeout=5)
-    stage.press(Key.CANCEL)
+
+        # Then `attempts` wrong PINs in a row: the last one locks the menu.
+        for _ in range(attempts - 1):
+            enter_pin("0000")
+            stage.wait_display(lambda lines: lines == ("Wrong PIN", "Try again"), timeout=5)
+            stage.press(Key.CANCEL)
+        enter_pin("0000")
+        assert stage.wait_display(lambda lines: lines == locked_text, timeout=5) == locked_text
+
+        def assert_locked():
+            # While locked no manager key even asks for the PIN, so the right one cannot be entered.
+            for key in (Key.REFUND, Key.REPRINT, Key.REPORT):
+                stage.press(Key.CANCEL)
+                stage.wait_display(lambda lines: lines != locked_text, timeout=5)
+                stage.press(key)
+                assert stage.wait_display(lambda lines: lines == locked_text, timeout=5) == locked_text
+                assert stage.cashier.poll(0.5) == locked_text, "the PIN prompt appeared while locked"
+
+        assert_locked()
+        stage.press(Key.CANCEL)
+        stage.restart()
+        assert stage.last_exit == 0
+        assert_locked()
+        # The right PIN keyed at the locked screen is only digits of an amount: the menu stays shut.
+        stage.type(DEMO_PIN)
+        stage.press(Key.ENTER)
+        shown = stage.wait_display(lambda lines: lines != locked_text and not lines[0].startswith("Amount:"),
+                                   timeout=5)
+        assert shown[0] != "Scan receipt code", f"the manager menu opened while locked: {shown}"
+        stage.press(Key.CANCEL)
+        assert stage.till("GET", "/v1/health").json()["mode"] in ("IDLE", "RESULT")
+        lock = json.loads((stage.dir / "state" / "pin-lock.json").read_text())
+        assert lock["locked_until"] > time.time() + 500
 
 
 def test_power_cut_during_the_unknown_window_is_resolved_on_restart(stage):
