@@ -442,13 +442,14 @@ def _journal_with_items(state_dir: Path) -> str:
     from pos.journal.journal import Journal
     from pos.core.money import Money
     (state_dir / "journal.db").unlink(missing_ok=True)
+    # A journal that cannot be created or written is a failure of this test, never a reason to skip it.
     try:
         j = Journal.open(state_dir / "journal.db", terminal_id="T1")
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"pos.journal.journal cannot create a fresh journal in this tree yet: {exc}")
-    stuck = j.create_sale(amount=Money(1250, "USD"), code="281234567890123456", scanned_at=1.7e9, now=1.7e9)
-    j.create_sale(amount=Money(500, "USD"), code="281234567890120000", scanned_at=1.7e9, now=1.7e9)
-    j.close()
+        stuck = j.create_sale(amount=Money(1250, "USD"), code="281234567890123456", scanned_at=1.7e9, now=1.7e9)
+        j.create_sale(amount=Money(500, "USD"), code="281234567890120000", scanned_at=1.7e9, now=1.7e9)
+        j.close()
+    except Exception as exc:  # any journal error fails the test, with its cause
+        pytest.fail(f"could not set up a journal with two open sales in {state_dir}: {type(exc).__name__}: {exc}")
     # the engine would get there through the cancel schedule; here the stored state is set directly
     conn = sqlite3.connect(state_dir / "journal.db")
     conn.execute("UPDATE sales SET state = 'MANUAL_REVIEW' WHERE sale_id = ?", (stuck.sale_id,))
