@@ -136,7 +136,7 @@ def _scenes(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None])
     stage.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
     stage.type(DEMO_PIN)
     stage.press(Key.ENTER)
-    time.sleep(0.3)
+    stage.wait_display(lambda lines: "receipt" in (lines[0] + lines[1]).lower(), timeout=5)
     stage.scan_receipt(paid["merchantTransId"])
     receipts = stage.new_receipts(1)
     reprint = receipts[0] if receipts else ""
