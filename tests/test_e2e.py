@@ -1,6 +1,6 @@
 """End to end: `pos run` as a process, the sandbox gateway, pty devices, the till interface.
 
-One Stage (pos/demo.py) per module: the daemon is a real subprocess driving
+One Stage (pos.demo.stage) per module: the daemon is a real subprocess driving
 pty twins through pyserial and a network printer twin through python-escpos;
 the test plays till, cashier and manager, and checks every outcome against
 the sandbox's ledger (the truth about what was charged).
