@@ -14,22 +14,26 @@ Column widths are measured with wcwidth (a Hanzi takes two columns).
 
 A payment code is never on a receipt: `code_last4` holds at most 4 digits
 (checked) and is printed as ************1234.
+
+Receipts know nothing of payments: amounts arrive as `ReceiptAmount`, plain
+minor units and a currency with the text already made by the terminal's
+receipt builder (pos/terminal/receipts.py), which owns how money is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from devices.messages import Catalogue, text_width
 from devices.printer import load_escpos, quiet_stdout
 from devices.receipt_code import receipt_code
-from pos.core.money import Money
 
 __all__ = [
     "ReceiptKind",
+    "ReceiptAmount",
     "RefundLine",
     "ReceiptData",
     "render_receipt",
@@ -43,16 +47,34 @@ _FS_KANJI_OFF = b"\x1c\x2e"  # FS .
 _ENCODINGS = {"GB18030": "gb18030", "BIG5": "big5", "UTF-8": "utf-8", "ASCII": "ascii"}
 
 
-class ReceiptKind(str, Enum):
+class ReceiptKind(StrEnum):
     SALE = "SALE"
     REFUND = "REFUND"
     REPORT = "REPORT"
 
 
 @dataclass(frozen=True)
+class ReceiptAmount:
+    """An amount as a receipt prints it; `text` is written by the terminal, e.g. "12.50 SGD"."""
+
+    minor: int
+    currency: str
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"minor": self.minor, "currency": self.currency, "text": self.text}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReceiptAmount:
+        minor, currency = int(d["minor"]), str(d["currency"])
+        # A record queued before amounts carried their text: say plainly what the number is.
+        return cls(minor, currency, str(d.get("text") or f"{minor} {currency} (minor units)"))
+
+
+@dataclass(frozen=True)
 class RefundLine:
     merchant_refund_id: str
-    amount: Money
+    amount: ReceiptAmount
     state: str      # a receipt status label key, e.g. "status_refunded"
     when: datetime
 
@@ -66,7 +88,7 @@ class ReceiptData:
     terminal_id: str
     when: datetime                      # local time (the terminal's time zone)
     store_name: str = ""
-    amount: Money | None = None
+    amount: ReceiptAmount | None = None
     status_key: str = ""                # a [receipt] label key, e.g. "status_paid"
     merchant_trans_id: str = ""
     acquirement_id: str = ""
@@ -84,13 +106,13 @@ class ReceiptData:
         object.__setattr__(self, "refunds", tuple(self.refunds))
         object.__setattr__(self, "report_lines", tuple(tuple(r) for r in self.report_lines))
 
-    def as_reprint(self) -> "ReceiptData":
+    def as_reprint(self) -> ReceiptData:
         return replace(self, reprint=True)
 
     # JSON-able form, so the print queue can keep the record and re-render it.
     def to_dict(self) -> dict[str, Any]:
-        def money(m: Money | None) -> dict[str, Any] | None:
-            return None if m is None else {"minor": m.minor, "currency": m.currency}
+        def money(m: ReceiptAmount | None) -> dict[str, Any] | None:
+            return None if m is None else m.to_dict()
         return {
             "kind": self.kind.value, "merchant_name": self.merchant_name,
             "terminal_id": self.terminal_id, "when": self.when.isoformat(),
@@ -105,10 +127,10 @@ class ReceiptData:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ReceiptData":
-        def money(m: dict[str, Any] | None) -> Money | None:
-            return None if m is None else Money(int(m["minor"]), m["currency"])
-        refunds = tuple(RefundLine(r["merchant_refund_id"], money(r["amount"]),  # type: ignore[arg-type]
+    def from_dict(cls, d: dict[str, Any]) -> ReceiptData:
+        def money(m: dict[str, Any] | None) -> ReceiptAmount | None:
+            return None if m is None else ReceiptAmount.from_dict(m)
+        refunds = tuple(RefundLine(r["merchant_refund_id"], ReceiptAmount.from_dict(r["amount"]),
                                    r["state"], datetime.fromisoformat(r["when"])) for r in d["refunds"])
         return cls(
             kind=ReceiptKind(d["kind"]), merchant_name=d["merchant_name"], terminal_id=d["terminal_id"],
@@ -116,7 +138,7 @@ class ReceiptData:
             status_key=d["status_key"], merchant_trans_id=d["merchant_trans_id"],
             acquirement_id=d["acquirement_id"], code_last4=d["code_last4"], order_title=d["order_title"],
             refunds=refunds, reprint=d["reprint"], report_title_key=d["report_title_key"],
-            report_lines=tuple(tuple(r) for r in d["report_lines"]),  # type: ignore[misc]
+            report_lines=tuple((str(label), str(value)) for label, value in d["report_lines"]),
         )
 
 
@@ -221,7 +243,7 @@ def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
         if data.amount is not None:
             line("-" * width)
             p.set(align="left", bold=True, normal_textsize=True)
-            for text in _pair(label("amount"), data.amount.receipt(), width):
+            for text in _pair(label("amount"), data.amount.text, width):
                 line(text)
             p.set(align="left", bold=False, normal_textsize=True)
         if data.status_key:
@@ -232,7 +254,7 @@ def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
             line(label("refunds"))
             for r in data.refunds:
                 line(_cut_to_width(f"{r.when.strftime('%Y-%m-%d %H:%M')} {r.merchant_refund_id}", width))
-                for text in _pair(label(r.state), r.amount.receipt(), width):
+                for text in _pair(label(r.state), r.amount.text, width):
                     line(text)
         if data.merchant_trans_id and data.kind is not ReceiptKind.REPORT:
             code = receipt_code(data.merchant_trans_id)

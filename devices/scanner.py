@@ -29,18 +29,18 @@ last 4 digits only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import serial
 
 from devices.receipt_code import RECEIPT_CODE_PREFIX, parse_receipt_code
-from pos.core.records import mask_code  # the stored and printed form, one definition
 
 __all__ = [
     "Scan",
@@ -52,7 +52,6 @@ __all__ = [
     "ScannerEvent",
     "ScanFramer",
     "Scanner",
-    "mask_code",
     "open_scanner",
     "is_payment_code",
     "RECEIPT_CODE_PREFIX",
@@ -85,7 +84,8 @@ class Scan:
         return self.code[-4:]
 
     def __repr__(self) -> str:
-        return f"Scan(code={mask_code(self.code)!r})"
+        # The last 4 digits only; how a masked code is written is pos.core.redact's business.
+        return f"Scan(ending={self.last4!r})"
 
     __str__ = __repr__
 
@@ -120,8 +120,8 @@ class ScannerBack:
     message_key: str = "scanner_back"
 
 
-ScanEvent = Union[Scan, ReceiptScan, Rejected]
-ScannerEvent = Union[Scan, ReceiptScan, Rejected, ScannerLost, ScannerBack]
+ScanEvent = Scan | ReceiptScan | Rejected
+ScannerEvent = Scan | ReceiptScan | Rejected | ScannerLost | ScannerBack
 
 _TERMINATORS: dict[str, tuple[bytes, ...]] = {
     "CR": (b"\r",), "LF": (b"\n",), "CRLF": (b"\r\n",), "ANY": (b"\r", b"\n"),
@@ -151,7 +151,7 @@ class ScanFramer:
         self._last: tuple[Any, float] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any, *, clock: Callable[[], float] = time.monotonic) -> "ScanFramer":
+    def from_settings(cls, settings: Any, *, clock: Callable[[], float] = time.monotonic) -> ScanFramer:
         return cls(terminator=settings.terminator, prefix=settings.prefix, suffix=settings.suffix,
                    strip_aim=settings.strip_aim, dedupe_window=settings.dedupe_window,
                    max_line=settings.max_line, clock=clock)
@@ -274,7 +274,7 @@ class Scanner:
         self._name = name
         self.connected = threading.Event()
 
-    def start(self) -> "Scanner":
+    def start(self) -> Scanner:
         if self._thread is not None:
             raise RuntimeError("scanner already started")
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
@@ -287,15 +287,13 @@ class Scanner:
         with self._port_lock:
             port = self._port
         if port is not None:
-            try:
+            with contextlib.suppress(Exception):  # not every backend can cancel; the poll ends it
                 port.cancel_read()
-            except Exception:  # noqa: BLE001 - not every backend can cancel; the poll ends it
-                pass
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
-    def __enter__(self) -> "Scanner":
+    def __enter__(self) -> Scanner:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -304,7 +302,7 @@ class Scanner:
     def _emit(self, event: ScannerEvent) -> None:
         try:
             self._on_event(event)
-        except Exception:  # noqa: BLE001 - a bad handler must not kill the reader
+        except Exception:  # a bad handler must not kill the reader
             log.exception("scanner event handler failed event=%s", _describe(event))
 
     def _open(self) -> serial.SerialBase:
@@ -339,10 +337,8 @@ class Scanner:
             self.connected.clear()
             with self._port_lock:
                 self._port = None
-            try:
+            with contextlib.suppress(Exception):  # the device is already gone
                 port.close()
-            except Exception:  # noqa: BLE001 - the device is already gone
-                pass
             if reason is not None and not self._stop.is_set():
                 lost = True
                 log.warning("scanner lost url=%s error=%s", self._settings.url, reason)

@@ -13,16 +13,20 @@ from devices.emulated import EmulatedNetworkPrinter, escpos_to_text
 from devices.messages import Catalogue
 from devices.print_queue import PrintQueue, UnknownJob
 from devices.printer import DummyPrinter, NetworkPrinter, NullPrinter
-from devices.receipt import ReceiptData, ReceiptKind
+from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind
 from pos.config import PrinterSection
 from pos.core.money import Money
 
 SETTINGS = PrinterSection(encoding="GB18030", retry_interval=0.05)
 
 
+def _amount(m: Money) -> ReceiptAmount:
+    return ReceiptAmount(m.minor, m.currency, m.receipt())
+
+
 def receipt(n: int) -> ReceiptData:
     return ReceiptData(kind=ReceiptKind.SALE, merchant_name="My Store", terminal_id="POS01",
-                       when=datetime(2024, 5, 1, 12, 0, n), amount=Money(1000 + n, "SGD"),
+                       when=datetime(2024, 5, 1, 12, 0, n), amount=_amount(Money(1000 + n, "SGD")),
                        status_key="status_paid", merchant_trans_id=f"POS01-T{n:04d}", code_last4="1234")
 
 
@@ -44,9 +48,8 @@ def test_enqueue_is_idempotent_and_jobs_print_in_order(tmp_path: Path) -> None:
 
 
 def test_free_text_is_refused(tmp_path: Path) -> None:
-    with make_queue(tmp_path / "j.sqlite", DummyPrinter()) as q:
-        with pytest.raises(TypeError, match="not free text"):
-            q.enqueue("x", "PAID 10.00")  # type: ignore[arg-type]
+    with make_queue(tmp_path / "j.sqlite", DummyPrinter()) as q, pytest.raises(TypeError, match="not free text"):
+        q.enqueue("x", "PAID 10.00")  # type: ignore[arg-type]
 
 
 def test_table_lives_in_the_journal_file_with_wal_and_full_sync(tmp_path: Path) -> None:

@@ -13,11 +13,17 @@ import pytest
 
 from devices.emulated import EmulatedNetworkPrinter, PtyDevice, escpos_to_text
 from devices.messages import Catalogue
-from devices.printer import (DummyPrinter, FilePrinter, NetworkPrinter, NullPrinter, PrinterError,
-                             SerialPrinter, open_printer)
-from devices.receipt import ReceiptData, ReceiptKind, RefundLine, render_receipt
+from devices.printer import (
+    DummyPrinter,
+    FilePrinter,
+    NetworkPrinter,
+    NullPrinter,
+    PrinterError,
+    SerialPrinter,
+    open_printer,
+)
+from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, RefundLine, render_receipt
 from pos.config import PrinterSection
-from pos.core.money import Money
 
 FULL_CODE = "281234567890121234"
 WHEN = datetime(2024, 5, 1, 12, 30, 5)
@@ -26,7 +32,7 @@ WHEN = datetime(2024, 5, 1, 12, 30, 5)
 def sale(**kw: object) -> ReceiptData:
     base: dict[str, object] = dict(
         kind=ReceiptKind.SALE, merchant_name="My Store", store_name="Orchard Rd", terminal_id="POS01",
-        when=WHEN, amount=Money(123456, "SGD"), status_key="status_paid",
+        when=WHEN, amount=ReceiptAmount(123456, "SGD", "1234.56 SGD"), status_key="status_paid",
         merchant_trans_id="POS01-20240501-0001", acquirement_id="2015032412007101547201355678",
         code_last4=FULL_CODE[-4:], order_title="Coffee")
     base.update(kw)
@@ -53,7 +59,8 @@ def test_other_encodings(encoding: str, codec: str) -> None:
 
 
 def test_english_receipt_with_barcode_and_refunds_and_quiet_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    data = sale(refunds=(RefundLine("R-1", Money(1000, "SGD"), "status_refunded", WHEN),), reprint=True)
+    refund = RefundLine("R-1", ReceiptAmount(1000, "SGD", "10.00 SGD"), "status_refunded", WHEN)
+    data = sale(refunds=(refund,), reprint=True)
     out = render_receipt(data, PrinterSection(encoding="ASCII", print_qr=False, width=32), Catalogue.load("en"))
     text = escpos_to_text(out, "ASCII")
     assert "[BARCODE: POS:POS01-20240501-0001]" in text
@@ -75,8 +82,14 @@ def test_a_full_payment_code_cannot_go_on_a_receipt() -> None:
 
 
 def test_receipt_record_round_trips_as_json() -> None:
-    data = sale(refunds=(RefundLine("R-1", Money(1000, "SGD"), "status_refunded", WHEN),))
+    data = sale(refunds=(RefundLine("R-1", ReceiptAmount(1000, "SGD", "10.00 SGD"), "status_refunded", WHEN),))
     assert ReceiptData.from_dict(json.loads(json.dumps(data.to_dict()))) == data
+
+
+def test_a_record_queued_without_amount_texts_still_reprints() -> None:
+    record = sale().to_dict()
+    del record["amount"]["text"]   # as queued before amounts carried their text
+    assert ReceiptData.from_dict(record).amount == ReceiptAmount(123456, "SGD", "123456 SGD (minor units)")
 
 
 # -- printers -------------------------------------------------------------

@@ -10,14 +10,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from devices.messages import Catalogue
 from devices.scanner import Scan
 from pos.core.engine import Show
-from pos.gateway.results import GatewayResult, Succeeded, Unknown
 from pos.core.money import Money
 from pos.core.records import SaleState
+from pos.gateway.results import GatewayResult, Succeeded, Unknown
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.scenarios import make_code
 from tests.engine_harness import Harness
@@ -62,7 +60,7 @@ def test_till_view_of_a_sale_closed_by_query_says_declined(tmp_path: Path) -> No
         assert done["state"] == "DECLINED" and done["final"] is True
         declined = rig.terminal.cashier_text.cashier("declined")
         assert done["message"]["cashier"] == list(declined)
-        assert rig.cashier(lambda l: l == declined) == declined
+        assert rig.cashier(lambda lines: lines == declined) == declined
     finally:
         rig.close()
 
@@ -76,7 +74,8 @@ def test_till_view_of_a_sale_closed_by_query_says_declined(tmp_path: Path) -> No
 def test_till_sale_whose_link_was_lost_at_a_crash_follows_the_journal(tmp_path: Path) -> None:
     first = Rig(tmp_path)
     view = first.terminal.create_sale(Money(1000, "SGD"), "r1", "Lunch")
-    # What the terminal does on the scan, stopped just before it links the till row.
+    # A journal from before the link shared the sale's transaction: the sale made, its till row
+    # never linked (the terminal stopped between the two writes).
     sale_id = first.payments.start_sale(Money(1000, "SGD"), make_code("00"), time.time(), "Lunch", "r1")
     assert first.payments.wait(sale_id, 5).state is SaleState.PAID
     first.close()
@@ -97,13 +96,15 @@ def test_till_sale_whose_link_was_lost_at_a_crash_follows_the_journal(tmp_path: 
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. After the pay has left, the terminal links the till row to the journal's sale. If that write
-#    failed, the terminal stayed in "Scan customer code" for the same till sale although the
-#    customer had been charged: the sale's texts were dropped (the link was how the terminal knew
-#    its current sale) and the next scan of the same till sale charged the customer again.
+# 3. After the pay had left, the terminal linked the till row to the journal's sale in a write of
+#    its own. If that write failed, the terminal stayed in "Scan customer code" for the same till
+#    sale although the customer had been charged: the sale's texts were dropped (the link was how
+#    the terminal knew its current sale) and the next scan of the same till sale charged the
+#    customer again. The link is now written in the sale's own journal transaction: if it fails,
+#    the sale is not created and no pay leaves - nothing is charged, once or twice.
 
 class _FailingLink:
-    """The terminal's SQLite connection, with the till-row link write failing (disk full, busy)."""
+    """The journal's SQLite connection, with the till-row link write failing (disk full, busy)."""
 
     def __init__(self, conn) -> None:
         self._conn = conn
@@ -121,23 +122,22 @@ class _FailingLink:
 def test_a_failed_till_link_neither_hides_the_outcome_nor_charges_twice(tmp_path: Path) -> None:
     import datetime as dt
     rig = Rig(tmp_path)
-    real = rig.terminal._db
+    real = rig.journal._conn
     try:
         view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "")
-        rig.terminal._db = _FailingLink(real)
+        rig.journal._conn = _FailingLink(real)
         rig.terminal.on_scanner_event(Scan(make_code("00")))
-        paid = rig.terminal.cashier_text.cashier("paid", amount="SGD 10.00")
-        assert rig.cashier(lambda l: l == paid) == paid          # the cashier sees the truth
-        sale = rig.journal.list_sales()[0]
-        assert rig.payments.wait(sale.sale_id, 5).state is SaleState.PAID
+        error = rig.terminal.cashier_text.cashier("journal_error")
+        assert rig.cashier(lambda lines: lines == error) == error        # the cashier sees the truth
+        assert rig.journal.list_sales() == []                    # the sale went with its link
         rig.terminal.on_scanner_event(Scan(make_code("00")))      # a second scan for the same till sale
         rig.payments.wait_idle(5)
-        assert len(rig.ledger.to_json(dt.datetime.now(dt.timezone.utc))["payments"]) == 1
-        assert len(rig.journal.list_sales()) == 1
-        assert rig.terminal.get_sale(view["id"])["state"] == "PAID"   # the till sees it too
+        assert rig.ledger.to_json(dt.datetime.now(dt.UTC))["payments"] == []   # nothing charged
+        assert len(rig.journal.list_sales()) == 0
+        assert rig.terminal.get_sale(view["id"])["state"] != "PAID"   # the till sees it too
         assert rig.terminal.devices["journal"].ok is False       # and no new sale until someone looks
     finally:
-        rig.terminal._db = real
+        rig.journal._conn = real
         rig.close()
 
 

@@ -19,22 +19,22 @@ from devices.print_queue import PrintQueue
 from devices.printer import DummyPrinter
 from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLost
 from pos.config import Config
-from pos.till.api import ServiceError
-from pos.journal.journal import Journal, journal_path
 from pos.core.money import Money
-from pos.terminal.pin import hash_pin
+from pos.journal.journal import Journal, journal_path
 from pos.payments.runner import PaymentService
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import SandboxOptions, make_code
+from pos.terminal.pin import hash_pin
 from pos.terminal.terminal import Mode, Terminal
+from pos.terminal.till_service import TillError
 
 PIN = "1357"
 
 
 class Rig:
     def __init__(self, tmp: Path, *, pin: str = PIN, max_amount: str = "100000", refund_limit: str = "500",
-                 wrap_gateway=None):
+                 wrap_gateway=None, ledger=None):
         self.cfg = Config.model_validate({
             "terminal": {"terminal_id": "T1", "currency": "SGD", "state_dir": str(tmp), "timezone": "Asia/Singapore"},
             "payment": {"query_first_delay": 0.05, "query_interval_min": 0.05, "query_interval_max": 0.08,
@@ -43,12 +43,11 @@ class Rig:
                         "refund_limit": refund_limit},
         })
         self.journal = Journal.open(journal_path(tmp), terminal_id="T1", timezone="Asia/Singapore")
-        self.ledger = Ledger(SandboxOptions(wallet_confirm_after=0.2))
+        self.ledger = ledger or Ledger(SandboxOptions(wallet_confirm_after=0.2))
         self.gateway = DirectGateway(self.ledger, time.time)
         if wrap_gateway is not None:
             self.gateway = wrap_gateway(self.gateway)
         self.payments = PaymentService(self.journal, self.gateway, self.cfg.payment)
-        self.payments.recover()
         self.cashier_pty = EmulatedDisplay("cashier", tmp)
         self.customer_pty = EmulatedDisplay("customer", tmp)
         self.printer = DummyPrinter()
@@ -61,6 +60,7 @@ class Rig:
             customer_display=SerialDisplay(str(self.customer_pty.path)),
             cashier_catalogue=text, customer_catalogue=Catalogue.load("zh-CN"),
             print_queue=self.queue, pin_state_file=tmp / "pin.json", gateway=self.gateway)
+        self.payments.recover()   # after the terminal subscribes, as in the daemon: it sees recovered outcomes
 
     def keys(self, text: str) -> None:
         names = {".": Key.DOT, "E": Key.ENTER, "C": Key.CANCEL, "X": Key.CLEAR, "R": Key.REFUND,
@@ -94,12 +94,12 @@ def rig(tmp_path):
 
 def test_keypad_sale_from_amount_to_paid_receipt(rig):
     rig.keys("12.5X7.25")  # CLEAR wipes the typo
-    assert rig.cashier(lambda l: "7.25" in l[0])
+    assert rig.cashier(lambda lines: "7.25" in lines[0])
     rig.keys("E")
-    assert rig.cashier(lambda l: "Scan" in l[0]) == ("Scan customer code", "SGD 7.25")
-    assert rig.customer_pty.wait_for(lambda l: "SGD 7.25" in l[1])[0] == "请付款"
+    assert rig.cashier(lambda lines: "Scan" in lines[0]) == ("Scan customer code", "SGD 7.25")
+    assert rig.customer_pty.wait_for(lambda lines: "SGD 7.25" in lines[1])[0] == "请付款"
     rig.terminal.on_scanner_event(Scan(make_code("00")))
-    assert rig.cashier(lambda l: l[0].startswith("PAID"))[1] == "Hand over goods"
+    assert rig.cashier(lambda lines: lines[0].startswith("PAID"))[1] == "Hand over goods"
     sale = rig.journal.list_sales()[0]
     assert sale.state.value == "PAID" and sale.amount == Money(725, "SGD")
     deadline = time.monotonic() + 5
@@ -108,7 +108,7 @@ def test_keypad_sale_from_amount_to_paid_receipt(rig):
     assert rig.printer.jobs and sale.merchant_trans_id.encode() in rig.printer.jobs[0]
     assert rig.terminal.mode == Mode.RESULT
     rig.keys("E")
-    assert rig.cashier(lambda l: l[0] == "Ready")
+    assert rig.cashier(lambda lines: lines[0] == "Ready")
 
 
 @pytest.mark.parametrize("typed,key", [("12.505", "amount_invalid"), ("0", "amount_invalid"),
@@ -116,23 +116,24 @@ def test_keypad_sale_from_amount_to_paid_receipt(rig):
 def test_bad_amounts_on_the_keypad(rig, typed, key):
     rig.keys(typed + "E")
     want = rig.terminal.cashier_text.cashier(key)
-    assert rig.cashier(lambda l: l == want) == want
+    assert rig.cashier(lambda lines: lines == want) == want
     assert rig.terminal.mode == Mode.AMOUNT and rig.journal.list_sales() == []
 
 
 def test_scan_without_amount_and_junk_scans_start_nothing(rig):
     rig.terminal.on_scanner_event(Scan(make_code("00")))
-    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("enter_amount"))
+    assert rig.cashier(lambda lines: lines == rig.terminal.cashier_text.cashier("enter_amount"))
     rig.terminal.on_scanner_event(Rejected("not digits"))
-    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("scan_invalid"))
+    assert rig.cashier(lambda lines: lines == rig.terminal.cashier_text.cashier("scan_invalid"))
     rig.terminal.on_scanner_event(ReceiptScan("T1-20261122-AAAA-000001"))
-    assert rig.journal.list_sales() == [] and rig.ledger.to_json(__import__("datetime").datetime.now())["payments"] == []
+    assert rig.journal.list_sales() == []
+    assert rig.ledger.to_json(__import__("datetime").datetime.now())["payments"] == []
 
 
 def test_cancel_before_the_scan_moves_no_money(rig):
     view = rig.terminal.create_sale(Money(500, "SGD"), "till-9", "Tea")
     rig.keys("C")
-    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("cancelled"))
+    assert rig.cashier(lambda lines: lines == rig.terminal.cashier_text.cashier("cancelled"))
     assert rig.terminal.get_sale(view["id"])["state"] == "CANCELLED"
     rig.terminal.on_scanner_event(Scan(make_code("00")))  # too late: no sale is waiting
     assert rig.journal.list_sales() == []
@@ -140,7 +141,7 @@ def test_cancel_before_the_scan_moves_no_money(rig):
 
 def test_scanner_lost_and_back_are_told_and_reported(rig):
     rig.terminal.on_scanner_event(ScannerLost("read error"))
-    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("scanner_lost"))
+    assert rig.cashier(lambda lines: lines == rig.terminal.cashier_text.cashier("scanner_lost"))
     health = rig.terminal.health()
     assert health["status"] == "degraded" and health["devices"]["scanner"] == {"ok": False, "last_error": "read error"}
     rig.terminal.on_scanner_event(ScannerBack())
@@ -150,7 +151,7 @@ def test_scanner_lost_and_back_are_told_and_reported(rig):
 def test_till_sale_and_a_second_one_is_refused(rig):
     view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "Lunch")
     assert view["state"] == "CREATED" and view["final"] is False
-    with pytest.raises(ServiceError) as refused:
+    with pytest.raises(TillError) as refused:
         rig.terminal.create_sale(Money(100, "SGD"), "r2", "")
     assert refused.value.status == 409
     rig.terminal.on_scanner_event(Scan(make_code("10")))
@@ -162,7 +163,7 @@ def test_a_journal_that_cannot_write_starts_no_sale(rig):
     rig.terminal.create_sale(Money(1000, "SGD"), "", "")
     rig.journal._conn.close()  # the disk is gone
     rig.terminal.on_scanner_event(Scan(make_code("00")))
-    assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("journal_error"))
+    assert rig.cashier(lambda lines: lines == rig.terminal.cashier_text.cashier("journal_error"))
     assert rig.ledger.to_json(__import__("datetime").datetime.now())["payments"] == []
     assert rig.terminal.devices["journal"].ok is False
 
@@ -183,7 +184,7 @@ def test_manager_menu_needs_a_pin_and_locks(tmp_path):
     off = Rig(tmp_path / "a", pin="")
     try:
         off.keys("R")
-        assert off.cashier(lambda l: "PIN" in l[1] or "off" in l[0].lower())
+        assert off.cashier(lambda lines: "PIN" in lines[1] or "off" in lines[0].lower())
         assert off.terminal.mode == Mode.RESULT
     finally:
         off.close()
@@ -195,7 +196,7 @@ def test_manager_menu_needs_a_pin_and_locks(tmp_path):
                 rig.keys("C")
         assert rig.terminal.pin.locked_for() > 0
         rig.keys("R")
-        assert rig.cashier(lambda l: l == rig.terminal.cashier_text.cashier("pin_locked"))
+        assert rig.cashier(lambda lines: lines == rig.terminal.cashier_text.cashier("pin_locked"))
         assert rig.terminal.mode != Mode.PIN
     finally:
         rig.close()
@@ -207,9 +208,9 @@ def test_refund_rules_at_the_terminal(tmp_path):
         view = rig.terminal.create_sale(Money(3000, "SGD"), "", "")
         rig.terminal.on_scanner_event(Scan(make_code("00")))
         sale = rig.settle(view["id"])
-        with pytest.raises(ServiceError, match="Refund above the limit"):
+        with pytest.raises(TillError, match="Refund above the limit"):
             rig.terminal.refund(view["id"], Money(1500, "SGD"), "")
-        with pytest.raises(ServiceError) as err:
+        with pytest.raises(TillError) as err:
             rig.terminal.refund(view["id"], Money(100, "USD"), "")
         assert err.value.status == 422
         done = rig.terminal.refund(sale["merchantTransId"], Money(1000, "SGD"), "damaged")
@@ -217,9 +218,9 @@ def test_refund_rules_at_the_terminal(tmp_path):
         # on the keypad: REFUND, PIN, the receipt's code, an amount above what is left
         rig.keys(f"R{PIN}E")
         rig.terminal.on_scanner_event(ReceiptScan(sale["merchantTransId"]))
-        assert rig.cashier(lambda l: "SGD 20.00" in l[1])
+        assert rig.cashier(lambda lines: "SGD 20.00" in lines[1])
         rig.keys("25E")
-        assert rig.cashier(lambda l: l[0] == "Refund refused")
+        assert rig.cashier(lambda lines: lines[0] == "Refund refused")
         rig.keys("C")
         assert len(rig.journal.list_refunds()) == 1
     finally:
@@ -242,7 +243,7 @@ def test_reports_count_what_happened(rig):
     rig.terminal.on_scanner_event(Scan(make_code("00")))
     rig.settle(view["id"])
     rig.keys(f"T{PIN}E1")  # REPORT on the keypad, PIN, 1 = X report: printed, the net shown
-    assert rig.cashier(lambda l: l[0] == "Report printed") == ("Report printed", "Net SGD 5.50")
+    assert rig.cashier(lambda lines: lines[0] == "Report printed") == ("Report printed", "Net SGD 5.50")
     assert rig.terminal.mode == Mode.RESULT
 
 
@@ -254,13 +255,14 @@ def test_keying_the_number_at_the_end_of_the_sale_id_finds_the_sale(rig):
     assert sale["merchantTransId"].endswith("-000002")
     rig.keys(f"R{PIN}E")
     rig.keys("2E")  # the cashier reads "...-000002" on the receipt and types 2
-    assert rig.cashier(lambda l: l[1] == "max SGD 12.00")
+    assert rig.cashier(lambda lines: lines[1] == "max SGD 12.00")
     rig.keys("3E")
     deadline = time.monotonic() + 5
     while not rig.journal.list_refunds() and time.monotonic() < deadline:
         time.sleep(0.02)
     refund = rig.journal.list_refunds()[0]
-    assert refund.amount == Money(300, "SGD") and refund.sale_id == rig.journal.get_sale(sale["merchantTransId"]).sale_id
+    assert refund.amount == Money(300, "SGD")
+    assert refund.sale_id == rig.journal.get_sale(sale["merchantTransId"]).sale_id
 
 
 class CableUnplugged:
@@ -290,7 +292,7 @@ def test_a_network_fault_is_named_while_the_outcome_is_unknown(tmp_path):
     try:
         view = rig.terminal.create_sale(Money(1000, "SGD"), "", "")
         rig.terminal.on_scanner_event(Scan(make_code("00")))
-        assert rig.cashier(lambda l: l[0] == "No network: checking") == ("No network: checking",
+        assert rig.cashier(lambda lines: lines[0] == "No network: checking") == ("No network: checking",
                                                                          "Do not hand goods")
         done = rig.settle(view["id"])
         assert done["state"] == "CANCELLED" and rig.gateway.pays == 1  # queried, cancelled, never re-paid
@@ -299,10 +301,58 @@ def test_a_network_fault_is_named_while_the_outcome_is_unknown(tmp_path):
 
 
 def test_the_till_may_only_ask_for_currencies_the_contract_settles(rig):
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(TillError) as err:
         rig.terminal.create_sale(Money(1000, "USD"), "", "")  # an SGD terminal: USD would settle in SGD
     assert err.value.status == 422 and "must settle in USD" in err.value.detail
     assert rig.terminal.mode == Mode.IDLE
     view = rig.terminal.create_sale(Money(1000, "CNY"), "", "")  # AlipayCN: CNY settles in SGD
     assert view["amount"]["currency"] == "CNY"
     rig.keys("C")
+
+
+def test_a_keypad_refund_of_an_older_sale_shows_its_outcome(rig):
+    first = rig.terminal.create_sale(Money(1200, "SGD"), "", "")
+    rig.terminal.on_scanner_event(Scan(make_code("00")))
+    first = rig.settle(first["id"])
+    second = rig.terminal.create_sale(Money(800, "SGD"), "", "")
+    rig.terminal.on_scanner_event(Scan(make_code("00")))
+    assert rig.settle(second["id"])["state"] == "PAID"   # the last sale served is the second one
+    rig.keys(f"R{PIN}E")
+    rig.terminal.on_scanner_event(ReceiptScan(first["merchantTransId"]))
+    assert rig.cashier(lambda lines: lines[1] == "max SGD 12.00")
+    rig.keys("3E")
+    done = rig.terminal.cashier_text.cashier("refund_done", amount="SGD 3.00")
+    assert rig.cashier(lambda lines: lines == done) == done     # not "Processing" left on the screen
+    customer = Catalogue.load("zh-CN").customer("refund_done", amount="SGD 3.00")
+    assert rig.customer_pty.wait_for(lambda lines: lines == customer) == customer
+    assert rig.terminal.mode == Mode.RESULT
+
+
+def test_a_sale_recovered_after_a_restart_shows_its_outcome(tmp_path):
+    from dataclasses import replace
+
+    from pos.core.engine import Record
+    from pos.core.records import SaleState
+
+    first = Rig(tmp_path)
+    view = first.terminal.create_sale(Money(1000, "SGD"), "r1", "")
+    # The terminal stopped with the pay in flight: the sale is PAYING in the journal and the wallet paid.
+    code, now = make_code("00"), time.time()
+    sale = first.journal.create_sale(amount=Money(1000, "SGD"), code=code, scanned_at=now, now=now,
+                                     reference="r1", till_id=view["id"])
+    first.journal.record(Record(sales=(replace(sale, state=SaleState.PAYING, pay_sent_at=now),)))
+    first.gateway.pay(merchant_trans_id=sale.merchant_trans_id, identity_code=code, amount=sale.amount,
+                      order_title="")
+    ledger = first.ledger
+    first.close()
+    second = Rig(tmp_path, ledger=ledger)
+    try:
+        paid = second.terminal.cashier_text.cashier("paid", amount="SGD 10.00")
+        assert second.cashier(lambda lines: lines == paid) == paid
+        customer = Catalogue.load("zh-CN").customer("paid", amount="SGD 10.00")
+        assert second.customer_pty.wait_for(lambda lines: lines == customer) == customer
+        assert second.settle(view["id"])["state"] == "PAID"
+        assert second.terminal.mode == Mode.RESULT
+        assert len(ledger.to_json(__import__("datetime").datetime.now())["payments"]) == 1   # queried, not re-paid
+    finally:
+        second.close()

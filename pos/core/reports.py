@@ -17,16 +17,23 @@ from pos.core.money import Money
 __all__ = ["DayTotals", "Report", "build_report", "report_rows"]
 
 
+# Read-only members: the journal's records are frozen, and their states are str enums.
 class _SaleLike(Protocol):
-    state: str
-    amount: Money
-    merchant_trans_id: str
+    @property
+    def state(self) -> str: ...
+    @property
+    def amount(self) -> Money: ...
+    @property
+    def merchant_trans_id(self) -> str: ...
 
 
 class _RefundLike(Protocol):
-    state: str
-    amount: Money
-    merchant_refund_id: str
+    @property
+    def state(self) -> str: ...
+    @property
+    def amount(self) -> Money: ...
+    @property
+    def merchant_refund_id(self) -> str: ...
 
 
 FINAL_SALE = {"PAID", "DECLINED", "CANCELLED"}

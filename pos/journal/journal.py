@@ -48,6 +48,7 @@ from pos.core.money import Money
 from pos.core.records import (
     REFUND_FINAL, SALE_FINAL, EventRecord, RefundRecord, RefundState, SaleRecord, SaleState, mask_code,
 )
+from pos.journal.till import TILL_TABLES, link_till_sale
 
 __all__ = ["Journal", "JournalError", "journal_path", "CRASH_ENV"]
 
@@ -223,6 +224,8 @@ class Journal:
                         self._conn.execute(sql)
                     version += 1
                     self._conn.execute("UPDATE schema_version SET version = ?", (version,))
+                for sql in TILL_TABLES:  # the terminal's tables (pos/journal/till.py)
+                    self._conn.execute(sql)
                 if self._conn.execute("SELECT 1 FROM meta WHERE key = 'install_id'").fetchone() is None:
                     install = "".join(secrets.choice(_INSTALL_ALPHABET) for _ in range(_INSTALL_ID_LEN))
                     self._conn.execute("INSERT INTO meta (key, value) VALUES ('install_id', ?)", (install,))
@@ -270,8 +273,10 @@ class Journal:
         return datetime.fromtimestamp(now, tz=dt_timezone.utc).astimezone(self._tz).date().isoformat()
 
     def create_sale(self, *, amount: Money, code: str, scanned_at: float, now: float,
-                    order_title: str = "", reference: str = "") -> SaleRecord:
-        """Create a CREATED sale with a fresh merchantTransId, committed. Only the masked code is stored."""
+                    order_title: str = "", reference: str = "", till_id: str | None = None) -> SaleRecord:
+        """Create a CREATED sale with a fresh merchantTransId, committed. Only the masked code is stored.
+
+        `till_id`: the till sale this sale serves, linked in the same transaction."""
         local_date = self._local_date(now)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -287,6 +292,8 @@ class Journal:
                 sale_id = int(cur.lastrowid or 0)
                 self._event(now, "sale", sale_id, "create", "", SaleState.CREATED.value,
                             f"{amount.receipt()} code {mask_code(code)}")
+                if till_id is not None:
+                    link_till_sale(self._conn, till_id, sale_id, now)
                 self._commit()
             except BaseException:
                 if self._conn.in_transaction:

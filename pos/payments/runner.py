@@ -142,8 +142,9 @@ class PaymentService:
             return self._cond.wait_for(lambda: not self.recovering, timeout)
 
     def start_sale(self, amount: Money, code: str, scanned_at: float, order_title: str = "",
-                   reference: str = "") -> int:
-        """Start a sale and send its pay; returns the sale id. Raises SaleRefused (with .key) if not now."""
+                   reference: str = "", till_id: str | None = None) -> int:
+        """Start a sale and send its pay; returns the sale id. Raises SaleRefused (with .key) if not now.
+        `till_id`: the till sale it serves, linked in the sale's own journal transaction."""
         with self._lock:
             if self._stopping:
                 raise SaleRefused("busy", "the terminal is shutting down: no new sale is accepted")
@@ -164,7 +165,7 @@ class PaymentService:
             now = self.clock.now()
             self.engine.admit_sale(scanned_at=scanned_at, now=now)
             record = self.journal.create_sale(amount=amount, code=code.strip(), scanned_at=scanned_at, now=now,
-                                              order_title=order_title, reference=reference)
+                                              order_title=order_title, reference=reference, till_id=till_id)
             self._sale_states[record.sale_id] = record.state
             self._handle(StartSale(record, code.strip(), now))
             return record.sale_id

@@ -8,7 +8,8 @@ test fails when they drift: regenerate with `pos ecr openapi`).
 
 The app is built on FastAPI (request validation and the OpenAPI document come
 from the same models) and knows nothing about devices or the gateway: it calls
-a `TerminalService`.
+a `TillBackend` (the terminal's till service, pos/terminal/till_service.py),
+whose refusals are `TillError`s, sent as problem details.
 """
 
 
@@ -28,8 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pos import __version__
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
+from pos.terminal.till_service import TillError
 
-__all__ = ["TerminalService", "ServiceError", "create_app", "ensure_token", "read_token"]
+__all__ = ["TillBackend", "TillError", "create_app", "ensure_token", "read_token"]
 
 PROBLEM = "application/problem+json"
 SALE_STATES = ("CREATED", "PAYING", "QUERYING", "CANCELLING", "PAID", "DECLINED", "CANCELLED", "MANUAL_REVIEW")
@@ -39,16 +41,8 @@ MAX_WAIT = 60.0
 SALE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
-class ServiceError(Exception):
-    """A refusal the till can act on; becomes a problem-details answer."""
-
-    def __init__(self, status: int, title: str, detail: str = "", *, kind: str = "about:blank") -> None:
-        super().__init__(title)
-        self.status, self.title, self.detail, self.kind = status, title, detail, kind
-
-
-class TerminalService(Protocol):
-    """What the till interface needs from the terminal (pos/terminal.py implements it)."""
+class TillBackend(Protocol):
+    """What the till interface needs from the terminal (pos.terminal.terminal.Terminal provides it)."""
 
     default_currency: str
 
@@ -206,7 +200,7 @@ _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(service: TerminalService, tokens: Tokens, *, max_wait: float = MAX_WAIT) -> FastAPI:
+def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WAIT) -> FastAPI:
     app = FastAPI(
         title="pos-terminal till interface",
         version=__version__,
@@ -218,26 +212,26 @@ def create_app(service: TerminalService, tokens: Tokens, *, max_wait: float = MA
 
     def _token(creds: HTTPAuthorizationCredentials | None) -> str:
         if creds is None or creds.scheme.lower() != "bearer":
-            raise ServiceError(401, "Missing bearer token",
+            raise TillError(401, "Missing bearer token",
                                "send 'Authorization: Bearer <token>' with the token from [ecr] token_file")
         return creds.credentials
 
     def till(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         token = _token(creds)
         if not (secrets.compare_digest(token, tokens.till) or secrets.compare_digest(token, tokens.manager)):
-            raise ServiceError(401, "Wrong bearer token", "use the token from [ecr] token_file")
+            raise TillError(401, "Wrong bearer token", "use the token from [ecr] token_file")
 
     def manager(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         token = _token(creds)
         if secrets.compare_digest(token, tokens.manager):
             return
         if secrets.compare_digest(token, tokens.till):
-            raise ServiceError(403, "Manager token required",
+            raise TillError(403, "Manager token required",
                                "refunds and Z reports need the token from [ecr] manager_token_file")
-        raise ServiceError(401, "Wrong bearer token", "use the token from [ecr] manager_token_file")
+        raise TillError(401, "Wrong bearer token", "use the token from [ecr] manager_token_file")
 
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    @app.exception_handler(TillError)
+    async def _service_error(_: Request, exc: TillError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _problem(exc.status, exc.title, exc.detail, exc.kind, headers)
 
@@ -257,11 +251,11 @@ def create_app(service: TerminalService, tokens: Tokens, *, max_wait: float = MA
         try:
             return parse_amount(text, currency or service.default_currency)
         except (AmountError, CurrencyError) as exc:
-            raise ServiceError(422, "Invalid amount", str(exc)) from None
+            raise TillError(422, "Invalid amount", str(exc)) from None
 
     def _sale_or_404(sale: dict[str, Any] | None, sale_id: str) -> dict[str, Any]:
         if sale is None:
-            raise ServiceError(404, "No such sale", f"no sale with id {sale_id!r}")
+            raise TillError(404, "No such sale", f"no sale with id {sale_id!r}")
         return sale
 
     @app.post("/v1/sales", status_code=201, response_model=SaleOut, dependencies=[Depends(till)],

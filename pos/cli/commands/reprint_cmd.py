@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from devices.print_queue import PrintQueue
     from devices.printer import NullPrinter
     from pos.journal.journal import Journal, journal_path
-    from pos.terminal.terminal import receipt_for
+    from pos.journal.till import TillLinks
+    from pos.terminal.receipts import receipt_for
 
     cfg = load_config(args.config).config
     if cfg.printer.kind == "none":
@@ -39,15 +40,9 @@ def run(args: argparse.Namespace) -> int:
         sale = journal.get_sale(key)
         if sale is None:
             # a till sale id (S + 12 hex digits) points at the journal's sale
-            conn = sqlite3.connect(f"file:{journal.path}?mode=ro", uri=True)
-            try:
-                row = conn.execute("SELECT sale_id FROM till_sales WHERE till_id = ?", (key,)).fetchone()
-            except sqlite3.Error:
-                row = None
-            finally:
-                conn.close()
-            if row and row[0] is not None:
-                sale = journal.get_sale(int(row[0]))
+            till = TillLinks(journal).get(key)
+            if till is not None and till.sale_id is not None:
+                sale = journal.get_sale(till.sale_id)
         if sale is None:
             raise UserError(f"no sale {key!r} in the journal: give the sale number or the merchantTransId "
                             "printed on the receipt ('pos journal list' shows them)")

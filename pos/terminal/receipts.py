@@ -1,0 +1,111 @@
+"""Receipts built from the journal's records, never from free text, and handed to the print queue.
+
+This is where money is written for paper: the devices receive plain data
+(`devices.receipt.ReceiptData` with `ReceiptAmount` texts made here).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
+from pos.config import Config
+from pos.core.money import Money
+from pos.core.records import RefundRecord, RefundState, SaleRecord
+from pos.core.reports import Report, report_rows
+from pos.journal.journal import Journal
+from pos.terminal.displays import DeviceBoard, DeviceHealth
+
+__all__ = ["RECEIPT_STATUS", "receipt_amount", "receipt_for", "Receipts"]
+
+log = logging.getLogger("pos.terminal.receipts")
+
+# Which [receipt] label names each sale and refund state.
+RECEIPT_STATUS = {
+    "PAID": "status_paid", "DECLINED": "status_declined", "CANCELLED": "status_cancelled",
+    "MANUAL_REVIEW": "status_manual_review", "REFUNDED": "status_refunded",
+    "REFUND_PENDING": "status_refund_pending", "REFUND_DECLINED": "status_refund_declined",
+}
+
+
+def receipt_amount(m: Money) -> ReceiptAmount:
+    return ReceiptAmount(m.minor, m.currency, m.receipt())
+
+
+def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundRecord | None = None, *,
+                reprint: bool = False) -> ReceiptData:
+    """A receipt built from the journal's record of a sale (and one of its refunds), never from free text."""
+    tz = ZoneInfo(cfg.terminal.timezone)
+
+    def local(epoch: float) -> datetime:
+        return datetime.fromtimestamp(epoch, tz)
+
+    # A declined refund is left off, unless it is the one this receipt is for.
+    refunds = tuple(
+        RefundLine(r.merchant_refund_id, receipt_amount(r.amount),
+                   RECEIPT_STATUS.get(r.state.value, "status_refund_pending"), local(r.updated_at))
+        for r in journal.list_refunds(sale_id=sale.sale_id)
+        if r.state != RefundState.REFUND_DECLINED or (refund and r.refund_id == refund.refund_id))
+    term = cfg.terminal
+    return ReceiptData(
+        kind=ReceiptKind.REFUND if refund else ReceiptKind.SALE,
+        merchant_name=term.merchant_name, store_name=term.store_name, terminal_id=term.terminal_id,
+        when=local(refund.updated_at if refund else sale.updated_at),
+        amount=receipt_amount(refund.amount if refund else sale.amount),
+        status_key=RECEIPT_STATUS.get((refund.state if refund else sale.state).value, "status_declined"),
+        merchant_trans_id=sale.merchant_trans_id, acquirement_id=sale.acquirement_id or "",
+        code_last4=sale.code_masked[-4:] if sale.code_masked else "", order_title=sale.order_title,
+        refunds=refunds, reprint=reprint)
+
+
+class Receipts:
+    """Sale, refund and report receipts into the print queue. A printer fault never changes a payment."""
+
+    def __init__(self, cfg: Config, journal: Journal, print_queue: Any, devices: DeviceBoard,
+                 clock: Callable[[], float]) -> None:
+        self._cfg = cfg
+        self._journal = journal
+        self.queue = print_queue
+        self._devices = devices
+        self._clock = clock
+        self._tz = ZoneInfo(cfg.terminal.timezone)
+
+    def print_outcome(self, sale_id: int, refund_id: int | None) -> None:
+        """The receipt the engine asked for (PrintReceipt): a sale's, or one of its refunds'."""
+        sale = self._journal.get_sale(sale_id)
+        if sale is None or self.queue is None:
+            return
+        refund = self._journal.get_refund(refund_id) if refund_id is not None else None
+        job = f"refund:{refund_id}" if refund_id is not None else f"sale:{sale_id}"
+        try:
+            self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund))
+        except Exception as exc:  # a printer fault never changes a payment
+            self._devices["printer"] = DeviceHealth(False, str(exc))
+            log.error("receipt not queued", extra={"kv": {"job": job, "error": str(exc)}})
+
+    def reprint(self, sale: SaleRecord) -> str:
+        """Print a sale's receipt again, marked REPRINT. Returns the print job key. Needs a print queue."""
+        job = f"sale:{sale.sale_id}"
+        if self.queue.job(job) is not None:
+            return str(self.queue.reprint(job))
+        new = f"sale:{sale.sale_id}:reprint:{int(self._clock() * 1000)}"
+        self.queue.enqueue(new, receipt_for(self._cfg, self._journal, sale, reprint=True))
+        return new
+
+    def print_report(self, report: Report) -> None:
+        if self.queue is None:
+            return
+        term = self._cfg.terminal
+        data = ReceiptData(kind=ReceiptKind.REPORT, merchant_name=term.merchant_name, store_name=term.store_name,
+                           terminal_id=term.terminal_id, when=datetime.fromtimestamp(self._clock(), self._tz),
+                           report_title_key="report_z" if report.kind == "Z" else "report_x",
+                           report_lines=tuple(report_rows(report)))
+        job = f"report:{report.kind}:{report.business_day}:{int(self._clock() * 1000)}"
+        try:
+            self.queue.enqueue(job, data)
+        except Exception as exc:  # a printer fault never changes a payment
+            log.error("report not queued", extra={"kv": {"error": str(exc)}})
