@@ -229,3 +229,11 @@ def test_refused_sales_carry_the_display_key_and_the_reason(rig: Rig, amount: in
         rig.service.start_sale(Money(amount, "USD"), code, rig.clock.now())
     assert refused.value.key == key and refused.value.refusal.reason == reason
     assert rig.journal.list_sales() == []
+
+
+def test_refund_above_the_limit_is_refused_with_its_reason(rig: Rig) -> None:
+    sale_id = rig.sale("00", amount=1000)
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.PAID
+    with pytest.raises(RefundRefused, match="refund_limit") as refused:
+        rig.service.refund(sale_id, Money(600, "USD"), "", limit=Money(500, "USD"))
+    assert refused.value.refusal.reason == "over_refund_limit" and rig.journal.list_refunds() == []

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from typing import Any
 
 from transitions import Machine
 
@@ -54,6 +53,7 @@ from pos.core.events import (
     Tick,
 )
 from pos.core.items import Context, RefundItem, Row, SaleItem, StateRow, describe, reading_of
+from pos.core.outcomes import GatewayResult
 from pos.core.records import (
     REFUND_FINAL,
     SALE_ABORTABLE,
@@ -188,9 +188,9 @@ class Engine:
         return self._seq
 
     def _fire(self, item: SaleItem | RefundItem, trigger: str, now: float, detail: str = "",
-              **kwargs: Any) -> bool:
+              result: GatewayResult | None = None) -> bool:
         before = item.state
-        ok = bool(item.trigger(trigger, now=now, **kwargs))
+        ok = bool(item.trigger(trigger, now=now, result=result))
         if ok:
             item.touch(now)
             self._log.append(LogEntry(now, item.kind, item.item_id, trigger, before, item.state, detail))

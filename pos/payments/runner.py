@@ -213,15 +213,18 @@ class PaymentService:
             self._handle(Abort(sale_id, self.clock.now()))
             return True
 
-    def refund(self, sale_id: int, amount: Money, reason: str = "") -> int:
-        """Refund (part of) a PAID sale; returns the refund id. Raises RefundRefused with the reason."""
+    def refund(self, sale_id: int, amount: Money, reason: str = "", *, limit: Money | None = None) -> int:
+        """Refund (part of) a PAID sale; returns the refund id. Raises RefundRefused with the reason.
+
+        `limit` is [manager] refund_limit, when the caller enforces one (pos.core.rules.check_refund).
+        """
         with self._lock:
             if self._stopping:
                 raise RefundRefused(Refusal("stopping", "the terminal is shutting down: try again after the restart"))
             sale = self.journal.get_sale(sale_id)
             if sale is None:
                 raise RefundRefused(Refusal("no_sale", f"there is no sale {sale_id}: check the number on the receipt"))
-            refusal = check_refund(sale, self.journal.list_refunds(sale_id=sale.sale_id), amount)
+            refusal = check_refund(sale, self.journal.list_refunds(sale_id=sale.sale_id), amount, limit)
             if refusal is not None:
                 raise RefundRefused(refusal)
             now = self.clock.now()
