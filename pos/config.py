@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pos.core.errors import ConfigError
 from pos.core.money import CURRENCY_EXPONENTS, CurrencyError, validate_cn_currencies
+from pos.core.schedule import Schedule
 
 __all__ = [
     "Config",
@@ -155,6 +156,16 @@ class PaymentSection(_Section):
         if self.query_interval_max < self.query_interval_min:
             raise ValueError("query_interval_max must be at least query_interval_min")
         return self
+
+    def schedule(self) -> Schedule:
+        """The engine's numbers: the engine is handed these, never this model."""
+        return Schedule(
+            query_first_delay=self.query_first_delay, query_interval_min=self.query_interval_min,
+            query_interval_max=self.query_interval_max, query_deadline=self.query_deadline,
+            not_found_retries=self.not_found_retries, cancel_retries=self.cancel_retries,
+            cancel_interval=self.cancel_interval, refund_retries=self.refund_retries,
+            refund_interval=self.refund_interval, background_interval=self.background_interval,
+            alarm_after=self.alarm_after, scan_max_age=self.scan_max_age)
 
 
 class ScannerSection(_Section):

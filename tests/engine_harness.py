@@ -13,11 +13,22 @@ from typing import Any
 
 from pos.config import PaymentSection
 from pos.core.engine import (
-    Abort, Command, Engine, GatewayAnswer, Record, Recover, SendCancel, SendPay, SendQuery, SendRefund,
-    StartRefund, StartSale, Tick,
+    Abort,
+    Command,
+    Engine,
+    GatewayAnswer,
+    Record,
+    Recover,
+    SendCancel,
+    SendPay,
+    SendQuery,
+    SendRefund,
+    StartRefund,
+    StartSale,
+    Tick,
 )
-from pos.gateway.results import GatewayResult
 from pos.core.money import Money
+from pos.core.outcomes import GatewayResult
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState, mask_code
 
 T0 = 1_800_000_000.0
@@ -46,7 +57,7 @@ def refund_record(refund_id: int = 1, *, sale_id: int = 1, amount: int = 500,
 class Harness:
     def __init__(self, **settings: Any) -> None:
         self.settings = PaymentSection(**settings)
-        self.engine = Engine(self.settings, rng=random.Random(3))
+        self.engine = Engine(self.settings.schedule(), rng=random.Random(3))
         self.now = T0
         self.commands: list[Command] = []
         self.records: dict[int, SaleRecord] = {}

@@ -1,24 +1,38 @@
-"""Every transition of the sale and refund machines, on virtual time (pos/engine.py)."""
+"""Every transition of the sale and refund machines, on virtual time (pos/core/sale.py, pos/core/refund.py)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
-from pos.core.engine import (
-    REFUND_TRANSITIONS, SALE_TRANSITIONS, Alarm, Engine, Finished, PrintReceipt, Record, RefundRefused,
-    SaleRefused, SendCancel, SendPay, SendQuery, SendRefund, Show,
-)
 from pos.config import PaymentSection
-from pos.gateway.results import Failed, Succeeded, Unknown
+from pos.core.engine import (
+    REFUND_TRANSITIONS,
+    SALE_TRANSITIONS,
+    Alarm,
+    Engine,
+    Finished,
+    PrintReceipt,
+    Record,
+    SendCancel,
+    SendPay,
+    SendQuery,
+    SendRefund,
+    Show,
+)
 from pos.core.money import Money
+from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
 from pos.core.records import RefundState, SaleState
+from pos.core.rules import check_refund
 from tests.engine_harness import CODE, T0, Harness, refund_record, sale_record
 
 ACQ = "2027011511121280010016000000000001"
-PAID_Q = Succeeded({"acquirementStatus": "SUCCESS", "acquirementId": ACQ})
-PENDING_Q = Succeeded({"acquirementStatus": "PROCESSING"})
-CLOSED_Q = Succeeded({"acquirementStatus": "CLOSED"})
-NOT_FOUND = Failed("ORDER_NOT_EXIST")
+# Query answers as the gateway protocol hands them over: with its reading in `query`.
+PAID_Q = Succeeded({"acquirementStatus": "SUCCESS", "acquirementId": ACQ}, query=QueryOutcome.PAID)
+PENDING_Q = Succeeded({"acquirementStatus": "PROCESSING"}, query=QueryOutcome.PENDING)
+CLOSED_Q = Succeeded({"acquirementStatus": "CLOSED"}, query=QueryOutcome.CLOSED)
+NOT_FOUND = Failed("ORDER_NOT_EXIST", query=QueryOutcome.NOT_FOUND)
 U = Unknown("timeout")
 
 
@@ -93,7 +107,7 @@ def test_query_schedule_until_the_deadline_then_cancel() -> None:
         if h.inflight and isinstance(h.inflight[0], SendQuery):
             times.append(h.now)
             h.answer(PENDING_Q)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     assert times[0] == since + 2.0
     assert all(5.0 <= g <= 7.0 for g in gaps[:-1])            # seed 003: 5-7 s apart
     assert 0 < gaps[-1] <= 7.0 and times[-1] == since + 60.0  # the last one on the deadline
@@ -103,7 +117,7 @@ def test_query_schedule_until_the_deadline_then_cancel() -> None:
 def test_query_unknown_answers_keep_polling() -> None:
     h = Harness()
     querying(h)
-    for result in (Unknown("timeout"), Failed("SYSTEM_ERROR"), Unknown("bad signature")):
+    for result in (Unknown("timeout"), Failed("SYSTEM_ERROR", query=QueryOutcome.UNKNOWN), Unknown("bad signature")):
         h.advance()
         h.answer(result)
         assert h.state() is SaleState.QUERYING
@@ -167,7 +181,7 @@ def test_cancel_unknown_retried_then_manual_review() -> None:
         times.append(h.now)
         h.answer(U)
     assert len(h.sent(SendCancel)) == 1 + 3      # seed 003: retry "another three to five times"
-    assert [b - a for a, b in zip(times, times[1:])] == [5.0, 5.0, 5.0]
+    assert [b - a for a, b in pairwise(times)] == [5.0, 5.0, 5.0]
     assert h.state() is SaleState.MANUAL_REVIEW
 
 
@@ -211,14 +225,12 @@ def test_abort_after_the_end_does_nothing() -> None:
 
 def test_admit_refuses_a_second_sale_and_an_old_scan() -> None:
     h = Harness(scan_max_age=30.0)
-    h.engine.admit_sale(scanned_at=T0 - 30.0, now=T0)
-    with pytest.raises(SaleRefused) as old:
-        h.engine.admit_sale(scanned_at=T0 - 31.0, now=T0)
-    assert old.value.key == "scan_too_old"
+    assert h.engine.admit_sale(scanned_at=T0 - 30.0, now=T0) is None
+    old = h.engine.admit_sale(scanned_at=T0 - 31.0, now=T0)
+    assert old is not None and old.reason == "scan_too_old" and "scanned 31 s ago" in old.message
     h.start()
-    with pytest.raises(SaleRefused) as busy:
-        h.engine.admit_sale(scanned_at=T0, now=T0)
-    assert busy.value.key == "busy"
+    busy = h.engine.admit_sale(scanned_at=T0, now=T0)
+    assert busy is not None and busy.reason == "busy" and "is still open (PAYING)" in busy.message
 
 
 def test_recovery_never_pays_again() -> None:
@@ -321,26 +333,27 @@ def test_refund_recovery_resends_the_same_request() -> None:
 
 
 def test_check_refund_rules() -> None:
+    def refused(*args: object) -> str:
+        refusal = check_refund(*args)
+        assert refusal is not None
+        return refusal.message
+
     paid = sale_record(1, state=SaleState.PAID, acquirement_id=ACQ, amount=1000)
-    Engine.check_refund(paid, [], Money(1000, "USD"))
-    with pytest.raises(RefundRefused, match="not PAID"):
-        Engine.check_refund(sale_record(1, state=SaleState.CANCELLED), [], Money(1, "USD"))
-    with pytest.raises(RefundRefused, match="acquirementId"):
-        Engine.check_refund(sale_record(1, state=SaleState.PAID), [], Money(1, "USD"))
-    with pytest.raises(RefundRefused, match="in USD"):
-        Engine.check_refund(paid, [], Money(1, "EUR"))
+    assert check_refund(paid, [], Money(1000, "USD")) is None
+    assert "not PAID" in refused(sale_record(1, state=SaleState.CANCELLED), [], Money(1, "USD"))
+    assert "acquirementId" in refused(sale_record(1, state=SaleState.PAID), [], Money(1, "USD"))
+    assert "in USD" in refused(paid, [], Money(1, "EUR"))
     pending = refund_record(1, amount=600, state=RefundState.REFUND_PENDING)
     declined = refund_record(2, amount=900, state=RefundState.REFUND_DECLINED)
-    Engine.check_refund(paid, [pending, declined], Money(400, "USD"))
-    with pytest.raises(RefundRefused, match="more than is left"):
-        Engine.check_refund(paid, [pending, declined], Money(401, "USD"))
+    assert check_refund(paid, [pending, declined], Money(400, "USD")) is None
+    assert "more than is left" in refused(paid, [pending, declined], Money(401, "USD"))
 
 
 def test_tables_are_data_without_string_callbacks() -> None:
     for row in [*SALE_TRANSITIONS, *REFUND_TRANSITIONS]:
         for key in ("prepare", "conditions", "after"):
             assert all(callable(cb) for cb in row.get(key, []))
-    assert Engine(PaymentSection())._sale_machine.auto_transitions is False
+    assert Engine(PaymentSection().schedule())._sale_machine.auto_transitions is False
 
 
 def test_every_trigger_is_exercised_by_this_file() -> None:
@@ -364,6 +377,7 @@ def test_every_trigger_is_exercised_by_this_file() -> None:
                              sale_record(4, state=SaleState.CANCELLING)],
                             [refund_record(1), refund_record(2, state=RefundState.REFUNDING)]),
         lambda h: (h.start(), h.abort()),
+        lambda h: (h.start(), h.abort(), h.answer(Succeeded({"acquirementId": ACQ}))),
         lambda h: (h.start_refund(), h.answer(Succeeded({}))),
         lambda h: (h.start_refund(), h.answer(Failed("X"))),
         lambda h: (h.start_refund(), [(h.answer(U), h.advance()) for _ in range(4)], h.answer(U),

@@ -14,6 +14,7 @@ from devices.messages import Catalogue
 from devices.scanner import Scan
 from pos.core.engine import Show
 from pos.core.money import Money
+from pos.core.outcomes import GatewayResult, QueryOutcome, Succeeded, Unknown
 from pos.core.records import SaleState
 from pos.gateway.results import GatewayResult, Succeeded, Unknown
 from pos.sandbox.direct import DirectGateway
@@ -21,7 +22,7 @@ from pos.sandbox.scenarios import make_code
 from tests.engine_harness import Harness
 from tests.test_terminal import Rig
 
-CLOSED_Q = Succeeded({"acquirementStatus": "CLOSED"})
+CLOSED_Q = Succeeded({"acquirementStatus": "CLOSED"}, query=QueryOutcome.CLOSED)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def test_a_failed_till_link_neither_hides_the_outcome_nor_charges_twice(tmp_path
 
 class _QuotingGateway(DirectGateway):
     def pay(self, *, identity_code: str, **kwargs) -> GatewayResult:  # type: ignore[override]
-        from pos.gateway.results import Failed
+        from pos.core.outcomes import Failed
         return Failed("AUTH_CODE_ILLEGAL", f"identityCode {identity_code} is not valid", "12005009")
 
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from pos.config import PaymentSection
-from pos.core.engine import Alarm, Finished, RefundRefused, SaleRefused, Show
-from pos.journal.journal import Journal
+from pos.core.engine import Alarm, Finished, Show
 from pos.core.money import Money
 from pos.core.records import RefundState, SaleState
-from pos.payments.runner import PaymentService
+from pos.journal.journal import Journal
+from pos.payments.runner import PaymentService, RefundRefused, SaleRefused
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger, as_datetime
 from pos.sandbox.scenarios import make_code
@@ -177,7 +178,7 @@ def test_restart_with_100_open_sales_resolves_all_before_any_scan(tmp_path: Path
     expected: dict[int, SaleState] = {}
     gw = DirectGateway(ledger, clock.now)
     from pos.core.engine import Engine, Record, StartSale  # the engine alone: commit PAYING, send, then "crash"
-    engine = Engine(settings())
+    engine = Engine(settings().schedule())
     for i in range(100):
         scenario = scenarios[i % len(scenarios)]
         code = make_code(scenario)
@@ -186,7 +187,7 @@ def test_restart_with_100_open_sales_resolves_all_before_any_scan(tmp_path: Path
         for cmd in engine.handle(StartSale(rec, code, clock.now())):
             if isinstance(cmd, Record):
                 journal.record(cmd)
-        engine = Engine(settings())           # the answer is lost with the process
+        engine = Engine(settings().schedule())   # the answer is lost with the process
         if i % 10 != 9:                       # every tenth pay never left (crash after the commit)
             gw.pay(merchant_trans_id=rec.merchant_trans_id, identity_code=code, amount=rec.amount,
                    order_title="")
@@ -215,3 +216,24 @@ def test_restart_with_100_open_sales_resolves_all_before_any_scan(tmp_path: Path
     finally:
         service.stop()
         journal.close()
+
+
+@pytest.mark.parametrize("amount,code,key,reason", [
+    (1250, "", "scan_code", "no_code"),
+    (0, make_code("00"), "ready", "not_positive"),
+    (10_000_001, make_code("00"), "ready", "over_max_amount"),   # [payment] max_amount = 100000
+])
+def test_refused_sales_carry_the_display_key_and_the_reason(rig: Rig, amount: int, code: str, key: str,
+                                                            reason: str) -> None:
+    with pytest.raises(SaleRefused) as refused:
+        rig.service.start_sale(Money(amount, "USD"), code, rig.clock.now())
+    assert refused.value.key == key and refused.value.refusal.reason == reason
+    assert rig.journal.list_sales() == []
+
+
+def test_refund_above_the_limit_is_refused_with_its_reason(rig: Rig) -> None:
+    sale_id = rig.sale("00", amount=1000)
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.PAID
+    with pytest.raises(RefundRefused, match="refund_limit") as refused:
+        rig.service.refund(sale_id, Money(600, "USD"), "", limit=Money(500, "USD"))
+    assert refused.value.refusal.reason == "over_refund_limit" and rig.journal.list_refunds() == []

@@ -3,24 +3,30 @@
 Records are frozen dataclasses with Money amounts, so `pos journal`, the till
 interface and `pos doctor` can read them without touching the engine. The
 engine keeps its own mutable working copy and hands back a new record after
-every transition (pos/engine.py); the journal commits it before the command
+every transition (pos/core/engine.py); the journal commits it before the command
 that follows runs (design rule 1, "write before you send").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
+from typing import Literal
 
 from pos.core.money import Money
 
 __all__ = [
-    "SaleState", "RefundState", "SaleRecord", "RefundRecord", "EventRecord",
-    "SALE_FINAL", "SALE_SETTLED_FOR_CASHIER", "SALE_ACTIVE", "REFUND_FINAL", "mask_code",
+    "Request", "SaleState", "RefundState", "SaleRecord", "RefundRecord", "EventRecord",
+    "SALE_FINAL", "SALE_SETTLED_FOR_CASHIER", "SALE_ACTIVE", "SALE_ABORTABLE", "REFUND_FINAL",
+    "REFUND_SETTLED_FOR_MANAGER", "mask_code",
 ]
 
 
-class SaleState(str, Enum):
+# The requests the engine sends to the gateway.
+Request = Literal["pay", "query", "cancel", "refund"]
+
+
+class SaleState(StrEnum):
     CREATED = "CREATED"              # merchantTransId committed, pay not sent
     PAYING = "PAYING"                # pay is (maybe) out
     QUERYING = "QUERYING"            # outcome unknown: polling payQuery
@@ -31,7 +37,7 @@ class SaleState(str, Enum):
     MANUAL_REVIEW = "MANUAL_REVIEW"  # cancel F or still U: a human must look (seed 003 note 3)
 
 
-class RefundState(str, Enum):
+class RefundState(StrEnum):
     REFUND_CREATED = "REFUND_CREATED"
     REFUNDING = "REFUNDING"
     REFUNDED = "REFUNDED"
@@ -39,13 +45,20 @@ class RefundState(str, Enum):
     REFUND_PENDING = "REFUND_PENDING"   # retries exhausted: the background corrector keeps trying
 
 
+# The groups of states every module asks about, stated once. The transition
+# tables (pos/core/sale.py, pos/core/refund.py) are checked against them by tests.
+
 # Final: nothing more will ever happen to the item.
 SALE_FINAL = frozenset({SaleState.PAID, SaleState.DECLINED, SaleState.CANCELLED})
 # The cashier's interaction is over (MANUAL_REVIEW is handed to the manager).
 SALE_SETTLED_FOR_CASHIER = SALE_FINAL | {SaleState.MANUAL_REVIEW}
 # The terminal is busy with this sale: a new scan is refused (design rule 4).
 SALE_ACTIVE = frozenset({SaleState.CREATED, SaleState.PAYING, SaleState.QUERYING, SaleState.CANCELLING})
+# The cashier may still give up on the sale (once cancelling, it is already being undone).
+SALE_ABORTABLE = frozenset({SaleState.CREATED, SaleState.PAYING, SaleState.QUERYING})
 REFUND_FINAL = frozenset({RefundState.REFUNDED, RefundState.REFUND_DECLINED})
+# The manager's wait is over: REFUND_PENDING is left to the background corrector.
+REFUND_SETTLED_FOR_MANAGER = REFUND_FINAL | {RefundState.REFUND_PENDING}
 
 
 def mask_code(code: str) -> str:
@@ -76,7 +89,7 @@ class SaleRecord:
     result_code: str | None = None
     result_message: str = ""
     abort_requested: bool = False
-    next_request: str | None = None   # "query" | "cancel": what the engine will send next
+    next_request: Request | None = None   # what the engine will send next
     next_at: float | None = None      # when (epoch seconds)
     alarmed: bool = False
     finished_at: float | None = None

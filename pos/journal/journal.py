@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pos.core.engine import Record
+from pos.core.events import Record
 from pos.core.errors import EXIT_UNAVAILABLE, UserError
 from pos.core.redact import redact
 from pos.core.money import Money

@@ -37,21 +37,73 @@ from typing import Protocol
 
 from pos.config import PaymentSection
 from pos.core.engine import (
-    Abort, Command, Engine, Event, GatewayAnswer, Record, Recover, RefundRefused, SaleRefused, SendCancel,
-    SendPay, SendQuery, SendRefund, StartRefund, StartSale, Tick,
+    Abort,
+    Command,
+    Engine,
+    Event,
+    GatewayAnswer,
+    Record,
+    Recover,
+    SendCancel,
+    SendPay,
+    SendQuery,
+    SendRefund,
+    StartRefund,
+    StartSale,
+    Tick,
 )
-from pos.gateway.results import Gateway, GatewayResult, Unknown
-from pos.journal.journal import Journal
+from pos.core.errors import UserError
+from pos.core.events import ItemKind, Send
 from pos.core.money import AmountError, Money, parse_amount
+from pos.core.outcomes import Gateway, GatewayResult, Unknown
 from pos.core.records import (
-    REFUND_FINAL, SALE_ACTIVE, SALE_SETTLED_FOR_CASHIER, RefundRecord, RefundState, SaleRecord, SaleState,
+    REFUND_SETTLED_FOR_MANAGER,
+    SALE_ABORTABLE,
+    SALE_ACTIVE,
+    SALE_SETTLED_FOR_CASHIER,
+    RefundRecord,
+    RefundState,
+    Request,
+    SaleRecord,
+    SaleState,
 )
+from pos.core.rules import Refusal, check_refund, check_sale_amount
+from pos.journal.journal import Journal
 
 __all__ = ["Clock", "SystemClock", "PaymentService", "Subscriber", "SaleRefused", "RefundRefused"]
 
 log = logging.getLogger("pos.payments.runner")
 
 Subscriber = Callable[[Command], None]
+
+# The display message each reason for refusing a sale is shown with (the
+# terminal's catalogue keys; "ready" sends the cashier back to the amount).
+SALE_REFUSAL_KEYS: dict[str, str] = {
+    "busy": "busy",
+    "stopping": "busy",
+    "recovering": "recovering",
+    "scan_too_old": "scan_too_old",
+    "no_code": "scan_code",
+    "not_positive": "ready",
+    "over_max_amount": "ready",
+}
+
+
+class SaleRefused(UserError):
+    """A new sale cannot start; `key` is the display message key (busy, scan_too_old, ...)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+        self.key = SALE_REFUSAL_KEYS.get(refusal.reason, "ready")
+
+
+class RefundRefused(UserError):
+    """A refund is not allowed; the message says why."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 class Clock(Protocol):
@@ -72,9 +124,6 @@ class SystemClock:
         condition.wait(timeout)
 
 
-_STOP = object()
-
-
 class PaymentService:
     """One sale at a time, refunds, recovery and the background corrector, over one journal."""
 
@@ -84,11 +133,11 @@ class PaymentService:
         self.gateway = gateway
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.engine = Engine(settings, rng=rng)
+        self.engine = Engine(settings.schedule(), rng=rng)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._subscribers: list[Subscriber] = []
-        self._notes: queue.Queue[object] = queue.Queue()
+        self._notes: queue.Queue[Command | None] = queue.Queue()   # None: stop
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="pos-gateway")
         self._sale_states: dict[int, SaleState] = {}
         self._refund_states: dict[int, RefundState] = {}
@@ -146,24 +195,10 @@ class PaymentService:
         """Start a sale and send its pay; returns the sale id. Raises SaleRefused (with .key) if not now.
         `till_id`: the till sale it serves, linked in the sale's own journal transaction."""
         with self._lock:
-            if self._stopping:
-                raise SaleRefused("busy", "the terminal is shutting down: no new sale is accepted")
-            if self.recovering:
-                raise SaleRefused("recovering", "the terminal is still settling sales from before the "
-                                  "restart: wait a moment and scan again")
-            if not isinstance(code, str) or not code.strip():
-                raise SaleRefused("scan_code", "no payment code: scan the customer's code")
-            if not isinstance(amount, Money) or amount.minor <= 0:
-                raise SaleRefused("ready", f"the amount must be above zero, got {amount!r}")
-            try:
-                limit = parse_amount(self.settings.max_amount, amount.currency)
-            except AmountError:
-                limit = None
-            if limit is not None and amount > limit:
-                raise SaleRefused("ready", f"{amount.receipt()} is more than [payment] max_amount "
-                                  f"({limit.receipt()}): check the amount")
             now = self.clock.now()
-            self.engine.admit_sale(scanned_at=scanned_at, now=now)
+            refusal = self._sale_refusal(amount, code, scanned_at, now)
+            if refusal is not None:
+                raise SaleRefused(refusal)
             record = self.journal.create_sale(amount=amount, code=code.strip(), scanned_at=scanned_at, now=now,
                                               order_title=order_title, reference=reference, till_id=till_id)
             self._sale_states[record.sale_id] = record.state
@@ -173,20 +208,26 @@ class PaymentService:
     def abort(self, sale_id: int) -> bool:
         """The cashier gives up on the sale: cancel it (a pay in flight is cancelled after it answers)."""
         with self._lock:
-            if self._sale_states.get(sale_id) not in (SaleState.PAYING, SaleState.QUERYING, SaleState.CREATED):
+            state = self._sale_states.get(sale_id)
+            if state is None or state not in SALE_ABORTABLE:
                 return False
             self._handle(Abort(sale_id, self.clock.now()))
             return True
 
-    def refund(self, sale_id: int, amount: Money, reason: str = "") -> int:
-        """Refund (part of) a PAID sale; returns the refund id. Raises RefundRefused with the reason."""
+    def refund(self, sale_id: int, amount: Money, reason: str = "", *, limit: Money | None = None) -> int:
+        """Refund (part of) a PAID sale; returns the refund id. Raises RefundRefused with the reason.
+
+        `limit` is [manager] refund_limit, when the caller enforces one (pos.core.rules.check_refund).
+        """
         with self._lock:
             if self._stopping:
-                raise RefundRefused("the terminal is shutting down: try again after the restart")
+                raise RefundRefused(Refusal("stopping", "the terminal is shutting down: try again after the restart"))
             sale = self.journal.get_sale(sale_id)
             if sale is None:
-                raise RefundRefused(f"there is no sale {sale_id}: check the number on the receipt")
-            self.engine.check_refund(sale, self.journal.list_refunds(sale_id=sale.sale_id), amount)
+                raise RefundRefused(Refusal("no_sale", f"there is no sale {sale_id}: check the number on the receipt"))
+            refusal = check_refund(sale, self.journal.list_refunds(sale_id=sale.sale_id), amount, limit)
+            if refusal is not None:
+                raise RefundRefused(refusal)
             now = self.clock.now()
             record = self.journal.create_refund(sale=sale, amount=amount, reason=reason, now=now)
             self._refund_states[record.refund_id] = record.state
@@ -202,9 +243,9 @@ class PaymentService:
 
     def wait_refund(self, refund_id: int, timeout: float | None = None) -> RefundRecord | None:
         """Wait until the refund is REFUNDED, REFUND_DECLINED or REFUND_PENDING."""
-        done = REFUND_FINAL | {RefundState.REFUND_PENDING}
         with self._cond:
-            self._cond.wait_for(lambda: self._refund_states.get(refund_id, RefundState.REFUNDED) in done, timeout)
+            self._cond.wait_for(lambda: self._refund_states.get(refund_id, RefundState.REFUNDED)
+                                in REFUND_SETTLED_FOR_MANAGER, timeout)
         return self.journal.get_refund(refund_id)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -220,10 +261,25 @@ class PaymentService:
             self._cond.notify_all()
         self._pool.shutdown(wait=True)
         self._loop.join(timeout)
-        self._notes.put(_STOP)
+        self._notes.put(None)
         self._notifier.join(timeout)
 
     # -------------------------------------------------------------- internals
+
+    def _sale_refusal(self, amount: Money, code: str, scanned_at: float, now: float) -> Refusal | None:
+        """Why a sale may not start now (lock held), or None."""
+        if self._stopping:
+            return Refusal("stopping", "the terminal is shutting down: no new sale is accepted")
+        if self.recovering:
+            return Refusal("recovering", "the terminal is still settling sales from before the restart: "
+                                         "wait a moment and scan again")
+        if not code.strip():
+            return Refusal("no_code", "no payment code: scan the customer's code")
+        try:   # [payment] max_amount is written without a currency: read it in the sale's
+            max_amount: Money | None = parse_amount(self.settings.max_amount, amount.currency)
+        except AmountError:
+            max_amount = None
+        return check_sale_amount(amount, max_amount) or self.engine.admit_sale(scanned_at=scanned_at, now=now)
 
     def _handle(self, event: Event) -> None:
         """Feed the engine (lock held) and carry out its commands in order."""
@@ -248,35 +304,30 @@ class PaymentService:
                 self._notes.put(command)
         self._cond.notify_all()
 
-    def _call(self, command: SendPay | SendQuery | SendCancel | SendRefund) -> None:
+    def _send(self, command: Send) -> GatewayResult:
+        if isinstance(command, SendPay):
+            return self.gateway.pay(merchant_trans_id=command.merchant_trans_id, identity_code=command.identity_code,
+                                    amount=command.amount, order_title=command.order_title)
+        if isinstance(command, SendQuery):
+            return self.gateway.query(merchant_trans_id=command.merchant_trans_id)
+        if isinstance(command, SendCancel):
+            return self.gateway.cancel(merchant_trans_id=command.merchant_trans_id)
+        return self.gateway.refund(acquirement_id=command.acquirement_id,
+                                   merchant_refund_id=command.merchant_refund_id, amount=command.amount,
+                                   reason=command.reason)
+
+    def _call(self, command: Send) -> None:
         result: GatewayResult
         try:
-            if isinstance(command, SendPay):
-                request, kind, item = "pay", "sale", command.sale_id
-                result = self.gateway.pay(merchant_trans_id=command.merchant_trans_id,
-                                          identity_code=command.identity_code, amount=command.amount,
-                                          order_title=command.order_title)
-            elif isinstance(command, SendQuery):
-                request, kind, item = "query", "sale", command.sale_id
-                result = self.gateway.query(merchant_trans_id=command.merchant_trans_id)
-            elif isinstance(command, SendCancel):
-                request, kind, item = "cancel", "sale", command.sale_id
-                result = self.gateway.cancel(merchant_trans_id=command.merchant_trans_id)
-            else:
-                request, kind, item = "refund", "refund", command.refund_id
-                result = self.gateway.refund(acquirement_id=command.acquirement_id,
-                                             merchant_refund_id=command.merchant_refund_id,
-                                             amount=command.amount, reason=command.reason)
-        except Exception as exc:  # noqa: BLE001 - a gateway bug must not lose the sale: it is Unknown
+            result = self._send(command)
+        except Exception as exc:
             log.exception("gateway call failed")
-            request = {SendPay: "pay", SendQuery: "query", SendCancel: "cancel"}.get(type(command), "refund")  # type: ignore[arg-type]
-            kind = "refund" if isinstance(command, SendRefund) else "sale"
-            item = command.refund_id if isinstance(command, SendRefund) else command.sale_id
             result = Unknown(f"gateway error: {type(exc).__name__}")
+        kind, item, request = _answers(command)
         with self._lock:
             self._inflight -= 1
             try:
-                self._handle(GatewayAnswer(kind, item, request, command.seq, result, self.clock.now()))  # type: ignore[arg-type]
+                self._handle(GatewayAnswer(kind, item, request, command.seq, result, self.clock.now()))
             except Exception:  # pragma: no cover - a journal failure: nothing more may be sent
                 log.exception("could not record a gateway answer")
                 self._stopping = True
@@ -300,12 +351,23 @@ class PaymentService:
     def _run_notifier(self) -> None:
         while True:
             note = self._notes.get()
-            if note is _STOP:
+            if note is None:   # stop()
                 return
             with self._lock:
                 subscribers = list(self._subscribers)
             for callback in subscribers:
                 try:
-                    callback(note)  # type: ignore[arg-type]
-                except Exception:  # noqa: BLE001 - a display fault never changes a payment
+                    callback(note)
+                except Exception:
                     log.exception("subscriber failed on %s", type(note).__name__)
+
+
+def _answers(command: Send) -> tuple[ItemKind, int, Request]:
+    """The item a request is for and which request it is: what its answer names."""
+    if isinstance(command, SendPay):
+        return "sale", command.sale_id, "pay"
+    if isinstance(command, SendQuery):
+        return "sale", command.sale_id, "query"
+    if isinstance(command, SendCancel):
+        return "sale", command.sale_id, "cancel"
+    return "refund", command.refund_id, "refund"

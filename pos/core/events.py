@@ -1,0 +1,173 @@
+"""What the engine is fed (events) and what it answers with (commands).
+
+Plain frozen dataclasses, so the runner, the journal and the tests can build
+and read them without the state machine. Ordering contract: the first command
+of every answer is a `Record`; the caller commits it before it runs any
+command after it (design rule 1, write before you send).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pos.core.money import Money
+from pos.core.outcomes import GatewayResult
+from pos.core.records import RefundRecord, Request, SaleRecord
+
+__all__ = [
+    "ItemKind", "Request",
+    "StartSale", "StartRefund", "GatewayAnswer", "Tick", "Abort", "Recover", "Event",
+    "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "Send", "Show",
+    "PrintReceipt", "Alarm", "Finished", "Command",
+]
+
+ItemKind = Literal["sale", "refund"]
+
+
+# --------------------------------------------------------------------------- events
+
+@dataclass(frozen=True)
+class StartSale:
+    """A sale the journal has just created (state CREATED, merchantTransId committed)."""
+
+    sale: SaleRecord
+    identity_code: str = field(repr=False)   # bearer token: never in a repr or a log
+    now: float
+
+
+@dataclass(frozen=True)
+class StartRefund:
+    refund: RefundRecord   # created by the journal (merchantRefundId committed)
+    now: float
+
+
+@dataclass(frozen=True)
+class GatewayAnswer:
+    kind: ItemKind
+    item_id: int
+    request: Request
+    seq: int                 # the seq of the Send* command this answers
+    result: GatewayResult
+    now: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True)
+class Abort:
+    """The cashier cancels the sale on the terminal or the till."""
+
+    sale_id: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Recover:
+    """After a restart: every sale and refund the journal holds that is not final."""
+
+    sales: tuple[SaleRecord, ...]
+    refunds: tuple[RefundRecord, ...]
+    now: float
+
+
+Event = StartSale | StartRefund | GatewayAnswer | Tick | Abort | Recover
+
+
+# ------------------------------------------------------------------------- commands
+
+@dataclass(frozen=True)
+class LogEntry:
+    at: float
+    item_kind: ItemKind
+    item_id: int
+    trigger: str
+    source: str
+    dest: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    """Commit these records and log lines before running any later command."""
+
+    sales: tuple[SaleRecord, ...] = ()
+    refunds: tuple[RefundRecord, ...] = ()
+    log: tuple[LogEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class SendPay:
+    sale_id: int
+    seq: int
+    due: float
+    merchant_trans_id: str
+    amount: Money
+    order_title: str
+    identity_code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SendQuery:
+    sale_id: int
+    seq: int
+    due: float
+    merchant_trans_id: str
+
+
+@dataclass(frozen=True)
+class SendCancel:
+    sale_id: int
+    seq: int
+    due: float
+    merchant_trans_id: str
+
+
+@dataclass(frozen=True)
+class SendRefund:
+    refund_id: int
+    seq: int
+    due: float
+    acquirement_id: str
+    merchant_refund_id: str
+    amount: Money
+    reason: str
+
+
+@dataclass(frozen=True)
+class Show:
+    """A message for the cashier/customer display; `key` is a message-catalogue key."""
+
+    key: str
+    params: dict[str, str] = field(default_factory=dict)
+    sale_id: int | None = None
+    refund_id: int | None = None
+
+
+@dataclass(frozen=True)
+class PrintReceipt:
+    sale_id: int
+    refund_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Alarm:
+    text: str
+    sale_id: int | None = None
+    refund_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An item reached a state that ends the cashier's (or manager's) wait."""
+
+    kind: ItemKind
+    item_id: int
+    state: str
+
+
+Send = SendPay | SendQuery | SendCancel | SendRefund
+Command = Record | SendPay | SendQuery | SendCancel | SendRefund | Show | PrintReceipt | Alarm | Finished

@@ -1,0 +1,238 @@
+"""The sale machine, as data: its states, its transitions and which answer fires which trigger.
+
+Seed 003 and reference §12 are behind every rule; every repeated request
+names its row of the retry table (pos/core/schedule.py), where its numbers
+are. The callbacks are pure: they change the working copy and put commands
+in the engine's outbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import cast
+
+from transitions import EventData
+
+from pos.core.events import Alarm, Finished, PrintReceipt, Request, Show
+from pos.core.items import (
+    Callback,
+    Reading,
+    Repeat,
+    RetryLeft,
+    Row,
+    SaleItem,
+    Start,
+    StateRow,
+    Verdict,
+    code_and_message,
+    now_of,
+    result_of,
+)
+from pos.core.outcomes import Failed, QueryOutcome, Succeeded
+from pos.core.records import SaleState
+from pos.core.schedule import Retried
+
+__all__ = ["SALE_STATES", "SALE_TRANSITIONS", "SALE_ANSWERS"]
+
+S = SaleState
+Q = QueryOutcome
+V = Verdict
+
+
+def _sale(ev: EventData) -> SaleItem:
+    return cast(SaleItem, ev.model)
+
+
+def _show(key: str) -> Callback:
+    def show(ev: EventData) -> None:
+        sale = _sale(ev)
+        sale.ctx.emit(Show(key, {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
+    show.__name__ = f"show_{key}"
+    return show
+
+
+def _queue_pay(ev: EventData) -> None:
+    _sale(ev).plan("pay", now_of(ev))
+
+
+def _plan_now(request: Request) -> Callback:
+    def plan_now(ev: EventData) -> None:
+        _sale(ev).plan(request, now_of(ev))
+    plan_now.__name__ = f"{request}_now"
+    return plan_now
+
+
+def _mark_querying_since(ev: EventData) -> None:
+    sale = _sale(ev)
+    if sale.record.querying_since is None:
+        sale.record = replace(sale.record, querying_since=now_of(ev))
+
+
+def _count_not_found(ev: EventData) -> None:
+    sale = _sale(ev)
+    sale.record = replace(sale.record, not_found_count=sale.record.not_found_count + 1)
+
+
+def _reset_not_found(ev: EventData) -> None:
+    sale = _sale(ev)
+    sale.record = replace(sale.record, not_found_count=0)
+
+
+def _store_result(ev: EventData) -> None:
+    """Keep what the gateway told us: acquirementId on success, the code on failure."""
+    sale = _sale(ev)
+    result = result_of(ev)
+    if result is None:
+        return
+    code, message = code_and_message(result)
+    sale.record = replace(sale.record, result_code=code, result_message=message)
+    _keep_acquirement_id(ev)
+
+
+def _keep_acquirement_id(ev: EventData) -> None:
+    sale = _sale(ev)
+    result = result_of(ev)
+    if isinstance(result, Succeeded):
+        acq = result.data.get("acquirementId")
+        if isinstance(acq, str) and acq:
+            sale.record = replace(sale.record, acquirement_id=acq)
+
+
+def _mark_resolved(ev: EventData) -> None:
+    sale = _sale(ev)
+    sale.record = replace(sale.record, resolved_by_corrector=True)
+
+
+def _alarm_resolved(ev: EventData) -> None:
+    sale = _sale(ev)
+    sale.ctx.emit(Alarm(f"{sale.name} resolved by the background check: {sale.state}", sale_id=sale.item_id))
+
+
+def _finish(ev: EventData, key: str, params: dict[str, str] | None = None) -> SaleItem:
+    sale = _sale(ev)
+    sale.record = replace(sale.record, finished_at=now_of(ev))
+    sale.unplan()
+    shown = {"amount": sale.record.amount.display(), **(params or {})}
+    sale.ctx.emit(Show(key, shown, sale_id=sale.item_id))
+    return sale
+
+
+def _enter_paid(ev: EventData) -> None:
+    sale = _finish(ev, "paid")
+    sale.ctx.emit(PrintReceipt(sale.item_id))
+    sale.ctx.emit(Finished("sale", sale.item_id, S.PAID.value))
+
+
+def _enter_declined(ev: EventData) -> None:
+    code = _sale(ev).record.result_code or "UNKNOWN"
+    # The catalogue has one plain-words text per result code (code.<RESULT_CODE>);
+    # "declined" is the fallback for a code it does not know. Only an F answer's
+    # code explains a decline: a payQuery that reports CLOSED answers S with code
+    # SUCCESS, whose text ("Done") would tell the cashier to hand over the goods.
+    key = f"code.{code}" if isinstance(result_of(ev), Failed) else "declined"
+    sale = _finish(ev, key, {"code": code, "fallback": "declined"})
+    sale.ctx.emit(Finished("sale", sale.item_id, S.DECLINED.value))
+
+
+def _enter_cancelled(ev: EventData) -> None:
+    sale = _finish(ev, "cancelled")
+    sale.ctx.emit(Finished("sale", sale.item_id, S.CANCELLED.value))
+
+
+def _enter_manual_review(ev: EventData) -> None:
+    sale = _sale(ev)
+    rec = sale.record
+    sale.ctx.emit(Show("manual_review", {"amount": rec.amount.display()}, sale_id=sale.item_id))
+    sale.ctx.emit(Alarm(
+        f"{sale.name} ({rec.amount.receipt()}) is not settled: the cancel answered "
+        f"{rec.result_code or 'nothing certain'}; do not hand over the goods; "
+        "a manager must check it ('pos journal list --open')", sale_id=sale.item_id))
+    sale.ctx.emit(Finished("sale", sale.item_id, S.MANUAL_REVIEW.value))
+
+
+# Every state and what happens on entering it.
+SALE_STATES: list[StateRow] = [
+    {"name": S.CREATED.value},
+    {"name": S.PAYING.value, "on_enter": [_show("processing")]},
+    {"name": S.QUERYING.value, "on_enter": [_mark_querying_since, Start(Retried.PAY_QUERY), _show("checking")]},
+    {"name": S.CANCELLING.value, "on_enter": [Start(Retried.CANCEL), _show("cancelling")]},
+    {"name": S.PAID.value, "on_enter": [_enter_paid]},
+    {"name": S.DECLINED.value, "on_enter": [_enter_declined]},
+    {"name": S.CANCELLED.value, "on_enter": [_enter_cancelled]},
+    # The background corrector keeps asking payQuery (reference §12: "a back-office
+    # job should later correct any transaction left pending").
+    {"name": S.MANUAL_REVIEW.value, "on_enter": [_enter_manual_review, Start(Retried.REVIEW_QUERY)]},
+]
+
+# Every transition. Rows with one trigger are tried in order; the first whose
+# conditions hold wins (transitions' semantics). dest None is an internal
+# transition: the state stays and only the callbacks run. A row that repeats a
+# request is followed by the row taken when the retry table's row runs out.
+SALE_TRANSITIONS: list[Row] = [
+    # Write before you send: PAYING is committed before the pay leaves.
+    {"trigger": "send_pay", "source": S.CREATED.value, "dest": S.PAYING.value, "after": [_queue_pay]},
+    # A pay that was never sent moved no money: nothing to ask the gateway.
+    {"trigger": "abort", "source": S.CREATED.value, "dest": S.CANCELLED.value},
+    {"trigger": "void", "source": S.CREATED.value, "dest": S.CANCELLED.value},
+    # §6.3: S paid, F final, anything else (U, timeout, transport, bad signature) unknown.
+    {"trigger": "pay_succeeded", "source": S.PAYING.value, "dest": S.PAID.value, "prepare": [_store_result]},
+    {"trigger": "pay_failed", "source": S.PAYING.value, "dest": S.DECLINED.value, "prepare": [_store_result]},
+    {"trigger": "pay_unknown", "source": S.PAYING.value, "dest": S.QUERYING.value, "prepare": [_store_result]},
+    # Aborted while the pay was out: the cancel (which waited for this answer)
+    # decides; keep the acquirementId for the record.
+    {"trigger": "pay_answer", "source": S.CANCELLING.value, "dest": None, "prepare": [_keep_acquirement_id]},
+    # After a restart a pay that may have left is only ever queried, never sent again.
+    {"trigger": "resume", "source": S.PAYING.value, "dest": S.QUERYING.value},
+    {"trigger": "resume", "source": [S.QUERYING.value, S.MANUAL_REVIEW.value], "dest": None,
+     "after": [_plan_now("query")]},
+    {"trigger": "resume", "source": S.CANCELLING.value, "dest": None, "after": [_plan_now("cancel")]},
+    # QUERYING (seed 003, reference §12).
+    {"trigger": "query_paid", "source": S.QUERYING.value, "dest": S.PAID.value, "prepare": [_store_result]},
+    {"trigger": "query_closed", "source": S.QUERYING.value, "dest": S.DECLINED.value, "prepare": [_store_result]},
+    {"trigger": "query_open", "source": S.QUERYING.value, "dest": None, "prepare": [_reset_not_found],
+     "conditions": [RetryLeft(Retried.PAY_QUERY)], "after": [Repeat(Retried.PAY_QUERY)]},
+    {"trigger": "query_open", "source": S.QUERYING.value, "dest": S.CANCELLING.value},
+    {"trigger": "query_not_found", "source": S.QUERYING.value, "dest": None, "prepare": [_count_not_found],
+     "conditions": [RetryLeft(Retried.NOT_FOUND_QUERY)], "after": [Repeat(Retried.NOT_FOUND_QUERY)]},
+    {"trigger": "query_not_found", "source": S.QUERYING.value, "dest": S.CANCELLING.value},
+    # The cashier gives up: cancel whatever the pay did (the cancel waits for a pay in flight).
+    {"trigger": "abort", "source": [S.PAYING.value, S.QUERYING.value], "dest": S.CANCELLING.value},
+    # CANCELLING (seed 003 note 3).
+    {"trigger": "cancel_succeeded", "source": S.CANCELLING.value, "dest": S.CANCELLED.value,
+     "prepare": [_store_result]},
+    {"trigger": "cancel_failed", "source": S.CANCELLING.value, "dest": S.MANUAL_REVIEW.value,
+     "prepare": [_store_result]},
+    {"trigger": "cancel_unknown", "source": S.CANCELLING.value, "dest": None, "prepare": [_store_result],
+     "conditions": [RetryLeft(Retried.CANCEL)], "after": [Repeat(Retried.CANCEL)]},
+    {"trigger": "cancel_unknown", "source": S.CANCELLING.value, "dest": S.MANUAL_REVIEW.value},
+    # The background corrector (see the Engine docstring for the PAID rule).
+    {"trigger": "review_paid", "source": S.MANUAL_REVIEW.value, "dest": S.PAID.value,
+     "prepare": [_store_result, _mark_resolved], "after": [_alarm_resolved]},
+    {"trigger": "review_closed", "source": S.MANUAL_REVIEW.value, "dest": S.CANCELLED.value,
+     "prepare": [_store_result, _mark_resolved], "after": [_alarm_resolved]},
+    {"trigger": "review_open", "source": S.MANUAL_REVIEW.value, "dest": None,
+     "after": [Repeat(Retried.REVIEW_QUERY)]},
+]
+
+# Which trigger a gateway answer fires: (request answered, sale state, what the
+# answer says). An answer with no row changes nothing (a query answered after
+# the cashier aborted: the cancel decides).
+SALE_ANSWERS: dict[tuple[Request, SaleState, Reading], str] = {
+    ("pay", S.PAYING, V.SUCCEEDED): "pay_succeeded",
+    ("pay", S.PAYING, V.FAILED): "pay_failed",
+    ("pay", S.PAYING, V.UNKNOWN): "pay_unknown",
+    ("pay", S.CANCELLING, V.SUCCEEDED): "pay_answer",
+    ("query", S.QUERYING, Q.PAID): "query_paid",
+    ("query", S.QUERYING, Q.CLOSED): "query_closed",
+    ("query", S.QUERYING, Q.NOT_FOUND): "query_not_found",
+    ("query", S.QUERYING, Q.PENDING): "query_open",
+    ("query", S.QUERYING, Q.UNKNOWN): "query_open",
+    ("query", S.MANUAL_REVIEW, Q.PAID): "review_paid",
+    ("query", S.MANUAL_REVIEW, Q.CLOSED): "review_closed",
+    ("query", S.MANUAL_REVIEW, Q.NOT_FOUND): "review_open",
+    ("query", S.MANUAL_REVIEW, Q.PENDING): "review_open",
+    ("query", S.MANUAL_REVIEW, Q.UNKNOWN): "review_open",
+    ("cancel", S.CANCELLING, V.SUCCEEDED): "cancel_succeeded",
+    ("cancel", S.CANCELLING, V.FAILED): "cancel_failed",
+    ("cancel", S.CANCELLING, V.UNKNOWN): "cancel_unknown",
+}
