@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pos.core.money import Money
+from pos.core.redact import mask_code  # the stored form; re-exported for the records' users
 
 __all__ = [
     "SaleState", "RefundState", "SaleRecord", "RefundRecord", "EventRecord",
@@ -46,12 +47,6 @@ SALE_SETTLED_FOR_CASHIER = SALE_FINAL | {SaleState.MANUAL_REVIEW}
 # The terminal is busy with this sale: a new scan is refused (design rule 4).
 SALE_ACTIVE = frozenset({SaleState.CREATED, SaleState.PAYING, SaleState.QUERYING, SaleState.CANCELLING})
 REFUND_FINAL = frozenset({RefundState.REFUNDED, RefundState.REFUND_DECLINED})
-
-
-def mask_code(code: str) -> str:
-    """A payment code as it may be stored or shown: all but the last 4 digits hidden."""
-    tail = code[-4:] if len(code) >= 4 else ""
-    return "*" * max(len(code) - 4, 4) + tail
 
 
 @dataclass(frozen=True)
