@@ -21,6 +21,7 @@ from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLos
 from pos.config import Config
 from pos.till.api import ServiceError
 from pos.journal.journal import Journal, journal_path
+from pos.journal.print_jobs import JournalPrintJobs
 from pos.core.money import Money
 from pos.terminal.pin import hash_pin
 from pos.payments.runner import PaymentService
@@ -53,7 +54,7 @@ class Rig:
         self.customer_pty = EmulatedDisplay("customer", tmp)
         self.printer = DummyPrinter()
         text = Catalogue.load("en")
-        self.queue = PrintQueue(self.journal.path, self.printer, printer_settings=self.cfg.printer, catalogue=text,
+        self.queue = PrintQueue(JournalPrintJobs(self.journal), self.printer, printer_settings=self.cfg.printer, catalogue=text,
                                 retry_interval=0.05).start()
         self.terminal = Terminal(
             config=self.cfg, journal=self.journal, payments=self.payments,

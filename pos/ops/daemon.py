@@ -84,6 +84,7 @@ class Daemon:
         from pos.gateway.offline import OfflineGateway
         from pos.httpserver import ThreadedServer
         from pos.journal.journal import Journal, journal_path
+        from pos.journal.print_jobs import JournalPrintJobs
         from pos.payments.runner import PaymentService
         from pos.terminal.terminal import Terminal
 
@@ -107,8 +108,9 @@ class Daemon:
 
         queue = None
         if cfg.printer.kind != "none":
-            queue = PrintQueue(journal.path, printer, printer_settings=cfg.printer, catalogue=cashier_text,
-                               on_status=printer_status)
+            # The queue writes through the journal's connection: one connection for the daemon's writes.
+            queue = PrintQueue(JournalPrintJobs(journal), printer, printer_settings=cfg.printer,
+                               catalogue=cashier_text, on_status=printer_status)
         self.terminal = terminal = Terminal(
             config=cfg, journal=journal, payments=payments, cashier_display=cashier_display,
             customer_display=customer_display, cashier_catalogue=cashier_text, customer_catalogue=customer_text,

@@ -17,7 +17,6 @@ import datetime as dt
 import os
 import shutil
 import socket
-import sqlite3
 import ssl
 import stat
 import time
@@ -31,16 +30,16 @@ from urllib.parse import urlsplit
 
 from pos.config import Config, LoadedConfig, load_config
 from pos.core.errors import UserError
+from pos.journal.journal import Journal, JournalError, journal_path
 
 __all__ = [
     "Level", "CheckResult", "DoctorReport", "run_checks", "load_for_doctor",
     "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway",
     "check_scanner", "check_printer", "check_display", "check_cashier_display", "check_keypad",
     "check_ecr_tokens", "check_journal",
-    "check_disk", "check_open_items", "open_items_needing_manager", "count_open_items", "JOURNAL_NAME", "MIN_FREE_BYTES",
+    "check_disk", "check_open_items", "open_items_needing_manager", "count_open_items", "MIN_FREE_BYTES",
 ]
 
-JOURNAL_NAME = "journal.db"
 # A receipt queue and a year of journal fit in a few MB; below 50 MB SQLite
 # may fail a commit mid-sale (and "write before you send" then stops sales).
 MIN_FREE_BYTES = 50 * 1024 * 1024
@@ -54,7 +53,6 @@ MIN_KEY_BITS = 2048     # reference §4.1, RSA2
 # ESC/POS real-time status (DLE EOT n): n=1 printer status, n=4 paper sensor.
 DLE_EOT_PRINTER = b"\x10\x04\x01"
 DLE_EOT_PAPER = b"\x10\x04\x04"
-NEEDS_MANAGER = ("MANUAL_REVIEW", "REFUND_PENDING")
 
 
 class Level(str, Enum):
@@ -420,28 +418,30 @@ def check_ecr_tokens(cfg: Config) -> CheckResult:
     return _ok(name, "token files present and private (0600)")
 
 
-def _journal_path(cfg: Config) -> Path:
-    return Path(cfg.terminal.state_dir) / JOURNAL_NAME
+def _open_journal(cfg: Config) -> Journal:
+    # Read-only on purpose: run as root, a read-write open would leave
+    # root-owned -wal/-shm files the pos user cannot open afterwards.
+    return Journal.open(journal_path(cfg.terminal.state_dir), terminal_id=cfg.terminal.terminal_id,
+                        timezone=cfg.terminal.timezone, read_only=True)
 
 
 def check_journal(cfg: Config) -> CheckResult:
     name = "journal"
-    path = _journal_path(cfg)
+    path = journal_path(cfg.terminal.state_dir)
+    todo = "stop the service, copy the file aside for support, restore the last backup"
     if not path.exists():
         return _warn(name, f"{path} does not exist yet (created at the first start of the service)")
     try:
-        conn = _read_only(path)
+        journal = _open_journal(cfg)
         try:
-            rows = conn.execute("PRAGMA integrity_check").fetchall()
+            problems = journal.file_integrity(limit=3)
         finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return _fail(name, f"{path} cannot be read as SQLite ({exc})",
-                     "stop the service, copy the file aside for support, restore the last backup")
-    answer = "; ".join(str(r[0]) for r in rows[:3])
+            journal.close()
+    except JournalError as exc:
+        return _fail(name, f"{path} cannot be read as SQLite ({exc})", todo)
+    answer = "; ".join(problems)
     if answer != "ok":
-        return _fail(name, f"{path} is damaged: {answer}",
-                     "stop the service, copy the file aside for support, restore the last backup")
+        return _fail(name, f"{path} is damaged: {answer}", todo)
     size = path.stat().st_size
     return _ok(name, f"{path} integrity ok, {size / 1024:.0f} KiB", journal_bytes=size)
 
@@ -460,50 +460,36 @@ def check_disk(cfg: Config, *, min_free_bytes: int = MIN_FREE_BYTES) -> CheckRes
     return _ok(name, f"{mb:.0f} MB free for {folder}")
 
 
-def _read_only(path: Path) -> sqlite3.Connection:
-    # Read-only on purpose: run as root, a read-write open would leave
-    # root-owned -wal/-shm files the pos user cannot open afterwards.
-    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=2)
-
-
 def open_items_needing_manager(cfg: Config) -> list[tuple[str, str]] | None:
     """(merchantTransId/merchantRefundId, state) of items in MANUAL_REVIEW or REFUND_PENDING.
 
-    Reads the journal's tables (pos/journal.py) read-only; None when there is no journal yet.
+    Reads the journal read-only; None when there is no journal yet. JournalError when it cannot be read.
     """
-    path = _journal_path(cfg)
-    if not path.exists():
+    if not journal_path(cfg.terminal.state_dir).exists():
         return None
-    conn = _read_only(path)
+    journal = _open_journal(cfg)
     try:
-        rows = conn.execute("SELECT merchant_trans_id, state FROM sales WHERE state = 'MANUAL_REVIEW' "
-                            "ORDER BY sale_id").fetchall()
-        rows += conn.execute("SELECT merchant_refund_id, state FROM refunds WHERE state = 'REFUND_PENDING' "
-                             "ORDER BY refund_id").fetchall()
+        return journal.items_needing_manager()
     finally:
-        conn.close()
-    return [(str(a), str(b)) for a, b in rows]
+        journal.close()
 
 
 def count_open_items(cfg: Config) -> int | None:
-    """Sales and refunds not in a final state (what the daemon resumes on start)."""
-    path = _journal_path(cfg)
-    if not path.exists():
+    """Sales and refunds not in a final state (what the daemon resumes on start); None without a journal."""
+    if not journal_path(cfg.terminal.state_dir).exists():
         return None
-    conn = _read_only(path)
+    journal = _open_journal(cfg)
     try:
-        sales = conn.execute("SELECT COUNT(*) FROM sales WHERE state NOT IN ('PAID', 'DECLINED', 'CANCELLED')").fetchone()[0]
-        refunds = conn.execute("SELECT COUNT(*) FROM refunds WHERE state NOT IN ('REFUNDED', 'REFUND_DECLINED')").fetchone()[0]
+        return journal.count_open_items()
     finally:
-        conn.close()
-    return int(sales) + int(refunds)
+        journal.close()
 
 
 def check_open_items(cfg: Config) -> CheckResult:
     name = "open items"
     try:
         items = open_items_needing_manager(cfg)
-    except sqlite3.Error as exc:
+    except JournalError as exc:
         return _warn(name, f"cannot list open items ({exc}); see the journal check")
     if items is None:
         return _ok(name, "none (no journal yet)")

@@ -21,12 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sqlite3
-
     from devices.messages import Catalogue
     from devices.print_queue import PrintQueue
     from devices.printer import NullPrinter
     from pos.journal.journal import Journal, journal_path
+    from pos.journal.print_jobs import JournalPrintJobs
     from pos.terminal.terminal import receipt_for
 
     cfg = load_config(args.config).config
@@ -36,23 +35,13 @@ def run(args: argparse.Namespace) -> int:
                            timezone=cfg.terminal.timezone, create=False)
     try:
         key = args.id.strip()
-        sale = journal.get_sale(key)
-        if sale is None:
-            # a till sale id (S + 12 hex digits) points at the journal's sale
-            conn = sqlite3.connect(f"file:{journal.path}?mode=ro", uri=True)
-            try:
-                row = conn.execute("SELECT sale_id FROM till_sales WHERE till_id = ?", (key,)).fetchone()
-            except sqlite3.Error:
-                row = None
-            finally:
-                conn.close()
-            if row and row[0] is not None:
-                sale = journal.get_sale(int(row[0]))
+        # a till sale id (S + 12 hex digits) points at the journal's sale
+        sale = journal.get_sale(key) or journal.sale_for_till_id(key)
         if sale is None:
             raise UserError(f"no sale {key!r} in the journal: give the sale number or the merchantTransId "
                             "printed on the receipt ('pos journal list' shows them)")
         # The queue is only written here; the daemon's worker does the printing.
-        queue = PrintQueue(journal.path, NullPrinter(), printer_settings=cfg.printer,
+        queue = PrintQueue(JournalPrintJobs(journal), NullPrinter(), printer_settings=cfg.printer,
                            catalogue=Catalogue.load(cfg.terminal.language))
         try:
             job = f"sale:{sale.sale_id}"
@@ -64,9 +53,6 @@ def run(args: argparse.Namespace) -> int:
                     new = queue.reprint(new)
         finally:
             queue.close()
-    except sqlite3.Error as exc:
-        raise UserError(f"cannot write the print queue in {journal.path}: {exc}",
-                        exit_code=EXIT_UNAVAILABLE) from None
     finally:
         journal.close()
     print(f"reprint of {sale.merchant_trans_id} ({sale.state.value}, {sale.amount.receipt()}) queued as {new}")

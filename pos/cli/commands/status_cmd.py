@@ -15,7 +15,6 @@ and the exit status is 3 (a needed service is unavailable).
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if health is not None:
         print("\n".join(format_health(health)))
         return EXIT_OK if health.get("status") == "ok" else EXIT_FAIL
-    from pos.ops.doctor import _journal_path, count_open_items, open_items_needing_manager
+    from pos.journal.journal import JournalError, journal_path
+    from pos.ops.doctor import count_open_items, open_items_needing_manager
     print(f"pos-terminal is not running: nothing answers on {cfg.ecr.listen} "
           "(systemctl status pos-terminal; journalctl -u pos-terminal)")
-    journal = _journal_path(cfg)
+    journal = journal_path(cfg.terminal.state_dir)
     if not journal.exists():
         print(f"journal: {journal} does not exist yet")
         return EXIT_UNAVAILABLE
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         count = count_open_items(cfg)
         waiting = open_items_needing_manager(cfg) or []
-    except sqlite3.Error as exc:
+    except JournalError as exc:
         print(f"open items: unknown ({exc}; run pos doctor)")
         return EXIT_UNAVAILABLE
     print(f"open items: {count}")
