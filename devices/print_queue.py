@@ -153,7 +153,7 @@ class PrintQueue:
         if self._on_status is not None:
             try:
                 self._on_status(key)
-            except Exception:  # noqa: BLE001 - a bad handler must not stop printing
+            except Exception:
                 log.exception("print queue status handler failed")
 
     def _run(self) -> None:
@@ -161,7 +161,7 @@ class PrintQueue:
             self._wake.clear()
             try:
                 self.print_pending()
-            except Exception:  # noqa: BLE001 - a store that cannot be read now may be readable later
+            except Exception:
                 log.exception("print queue: the job store failed; trying again in %.1f s", self._retry)
             if self._stop.is_set():
                 break
@@ -169,7 +169,7 @@ class PrintQueue:
             # interval, since `pos reprint` queues jobs from another process.
             self._wake.wait(self._retry)
 
-    def start(self) -> "PrintQueue":
+    def start(self) -> PrintQueue:
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="print-queue", daemon=True)
@@ -186,7 +186,7 @@ class PrintQueue:
     def close(self) -> None:
         self.stop()
 
-    def __enter__(self) -> "PrintQueue":
+    def __enter__(self) -> PrintQueue:
         return self
 
     def __exit__(self, *exc: object) -> None:

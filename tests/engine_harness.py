@@ -16,7 +16,7 @@ from pos.core.engine import (
     Abort, Command, Engine, GatewayAnswer, Record, Recover, SendCancel, SendPay, SendQuery, SendRefund,
     StartRefund, StartSale, Tick,
 )
-from pos.gateway.results import GatewayResult
+from pos.core.outcomes import GatewayResult
 from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState, mask_code
 

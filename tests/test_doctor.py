@@ -16,17 +16,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pos.ops import doctor
 from pos.cli.main import main
 from pos.config import load_config
-from pos.ops.doctor import Level
 from pos.gateway.signing import generate_keypair, private_key_pem, public_key_pem
-
+from pos.ops import doctor
+from pos.ops.doctor import Level
 
 # --- real parts -------------------------------------------------------------
 
 class _Quiet(http.server.BaseHTTPRequestHandler):
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+    def do_HEAD(self) -> None:
         self.send_response(404)
         self.end_headers()
 
@@ -263,13 +262,13 @@ def test_alipay_key_is_merchants_own(setup, tmp_path, key_pems):
 
 
 @pytest.mark.parametrize("when, gateway, level, words", [
-    (dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc), None, Level.OK, "2025-03-01"),
-    (dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc), None, Level.FAIL, "before 2024"),
-    (dt.datetime(2150, 1, 1, tzinfo=dt.timezone.utc), None, Level.FAIL, "far in the future"),
-    (dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc),
-     dt.datetime(2025, 3, 1, 11, 0, tzinfo=dt.timezone.utc), Level.FAIL, "3600 s ahead of the gateway"),
-    (dt.datetime(2025, 3, 1, 12, 0, 5, tzinfo=dt.timezone.utc),
-     dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc), Level.OK, "5 s from the gateway"),
+    (dt.datetime(2025, 3, 1, tzinfo=dt.UTC), None, Level.OK, "2025-03-01"),
+    (dt.datetime(2001, 1, 1, tzinfo=dt.UTC), None, Level.FAIL, "before 2024"),
+    (dt.datetime(2150, 1, 1, tzinfo=dt.UTC), None, Level.FAIL, "far in the future"),
+    (dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC),
+     dt.datetime(2025, 3, 1, 11, 0, tzinfo=dt.UTC), Level.FAIL, "3600 s ahead of the gateway"),
+    (dt.datetime(2025, 3, 1, 12, 0, 5, tzinfo=dt.UTC),
+     dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC), Level.OK, "5 s from the gateway"),
 ])
 def test_clock(when, gateway, level, words):
     r = doctor.check_clock(when, gateway_date=gateway)
@@ -439,12 +438,12 @@ def test_disk_threshold_from_the_command_line(setup, capsys):
 
 
 def _journal_with_items(state_dir: Path) -> str:
-    from pos.journal.journal import Journal
     from pos.core.money import Money
+    from pos.journal.journal import Journal
     (state_dir / "journal.db").unlink(missing_ok=True)
     try:
         j = Journal.open(state_dir / "journal.db", terminal_id="T1")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.skip(f"pos.journal.journal cannot create a fresh journal in this tree yet: {exc}")
     stuck = j.create_sale(amount=Money(1250, "USD"), code="281234567890123456", scanned_at=1.7e9, now=1.7e9)
     j.create_sale(amount=Money(500, "USD"), code="281234567890120000", scanned_at=1.7e9, now=1.7e9)

@@ -9,7 +9,7 @@ from pos.core.engine import (
     SaleRefused, SendCancel, SendPay, SendQuery, SendRefund, Show,
 )
 from pos.config import PaymentSection
-from pos.gateway.results import Failed, Succeeded, Unknown
+from pos.core.outcomes import Failed, Succeeded, Unknown
 from pos.core.money import Money
 from pos.core.records import RefundState, SaleState
 from tests.engine_harness import CODE, T0, Harness, refund_record, sale_record

@@ -25,7 +25,7 @@ from pos.core.engine import (
     Abort, Engine, GatewayAnswer, Record, Recover, RefundRefused, SaleRefused, SendCancel, SendPay, SendQuery,
     SendRefund, StartRefund, StartSale, Tick,
 )
-from pos.gateway.results import Succeeded, Unknown
+from pos.core.outcomes import Succeeded, Unknown
 from pos.journal.journal import Journal
 from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState

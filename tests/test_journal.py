@@ -11,10 +11,10 @@ import pytest
 
 from pos.cli.main import main
 from pos.core.engine import Record
-from pos.journal.journal import Journal, JournalError
-from pos.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from pos.core.money import Money
 from pos.core.records import RefundState, SaleState
+from pos.journal.journal import Journal, JournalError
+from pos.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from pos.sandbox.scenarios import make_code
 from tests.test_runner import START, Rig
 

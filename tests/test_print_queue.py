@@ -56,9 +56,8 @@ def test_enqueue_is_idempotent_and_jobs_print_in_order(tmp_path: Path) -> None:
 
 
 def test_free_text_is_refused(tmp_path: Path) -> None:
-    with make_queue(tmp_path / "j.sqlite", DummyPrinter()) as q:
-        with pytest.raises(TypeError, match="not free text"):
-            q.enqueue("x", "PAID 10.00")  # type: ignore[arg-type]
+    with make_queue(tmp_path / "j.sqlite", DummyPrinter()) as q, pytest.raises(TypeError, match="not free text"):
+        q.enqueue("x", "PAID 10.00")  # type: ignore[arg-type]
 
 
 def test_table_lives_in_the_journal_file_with_wal_and_full_sync(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from devices.messages import Catalogue
 from devices.scanner import Scan
 from pos.core.engine import Show
-from pos.gateway.results import GatewayResult, Succeeded, Unknown
+from pos.core.outcomes import GatewayResult, Succeeded, Unknown
 from pos.core.money import Money
 from pos.core.records import SaleState
 from pos.sandbox.direct import DirectGateway
@@ -148,7 +148,7 @@ def test_a_failed_till_link_neither_hides_the_outcome_nor_charges_twice(tmp_path
 
 class _QuotingGateway(DirectGateway):
     def pay(self, *, identity_code: str, **kwargs) -> GatewayResult:  # type: ignore[override]
-        from pos.gateway.results import Failed
+        from pos.core.outcomes import Failed
         return Failed("AUTH_CODE_ILLEGAL", f"identityCode {identity_code} is not valid", "12005009")
 
 

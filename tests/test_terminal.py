@@ -271,8 +271,12 @@ class CableUnplugged:
     def __init__(self, inner):
         self.inner, self.last_error, self.pays = inner, None, 0
 
+    def health(self):
+        from pos.gateway.client import GatewayHealth
+        return GatewayHealth(last_error=self.last_error)
+
     def pay(self, **kw):
-        from pos.gateway.results import Unknown
+        from pos.core.outcomes import Unknown
         self.pays += 1
         self.last_error = "connection error: ConnectionError"
         return Unknown(self.last_error)

@@ -31,7 +31,8 @@ from transitions import EventData, Machine
 
 from pos.config import PaymentSection
 from pos.core.errors import UserError
-from pos.gateway.results import Failed, GatewayResult, QueryOutcome, Succeeded, query_outcome
+from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded
+from pos.gateway.offline.status import query_outcome
 from pos.core.money import Money
 from pos.core.records import (
     REFUND_FINAL, SALE_ACTIVE, SALE_FINAL, RefundRecord, RefundState, SaleRecord, SaleState,

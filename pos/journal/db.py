@@ -18,6 +18,7 @@ once, at open. Single autocommitted statements (`write`) are not counted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -68,7 +69,7 @@ class JournalDB:
         self._crash = _parse_crash_hook(os.environ.get(CRASH_ENV))
 
     @classmethod
-    def connect(cls, path: Path, *, read_only: bool = False) -> "JournalDB":
+    def connect(cls, path: Path, *, read_only: bool = False) -> JournalDB:
         """Open the file; read_only never writes it (no -wal/-shm owned by whoever runs `pos doctor`)."""
         try:
             if read_only:
@@ -95,11 +96,8 @@ class JournalDB:
         return db
 
     def close(self) -> None:
-        with self.lock:
-            try:
-                self.conn.close()
-            except sqlite3.Error:  # pragma: no cover
-                pass
+        with self.lock, contextlib.suppress(sqlite3.Error):
+            self.conn.close()
 
     # ------------------------------------------------------------ writing
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -86,7 +86,7 @@ class Journal(JournalReads):
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, terminal_id: str = "POS01", timezone: str = "UTC",
-             create: bool = True, read_only: bool = False) -> "Journal":
+             create: bool = True, read_only: bool = False) -> Journal:
         """Open (and create or migrate) the journal at `path`.
 
         read_only: open an existing file without writing anything to it, not
@@ -126,7 +126,7 @@ class Journal(JournalReads):
         return value
 
     def _local_date(self, now: float) -> str:
-        return datetime.fromtimestamp(now, tz=dt_timezone.utc).astimezone(self._tz).date().isoformat()
+        return datetime.fromtimestamp(now, tz=UTC).astimezone(self._tz).date().isoformat()
 
     def create_sale(self, *, amount: Money, code: str, scanned_at: float, now: float,
                     order_title: str = "", reference: str = "") -> SaleRecord:

@@ -11,7 +11,13 @@ from datetime import date as Date
 from typing import Any
 
 from pos.core.records import (
-    REFUND_FINAL, SALE_FINAL, EventRecord, RefundRecord, RefundState, SaleRecord, SaleState,
+    REFUND_FINAL,
+    SALE_FINAL,
+    EventRecord,
+    RefundRecord,
+    RefundState,
+    SaleRecord,
+    SaleState,
 )
 from pos.journal.db import JournalDB, JournalError
 from pos.journal.rows import to_refund, to_sale

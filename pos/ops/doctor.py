@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,7 +55,7 @@ DLE_EOT_PRINTER = b"\x10\x04\x01"
 DLE_EOT_PAPER = b"\x10\x04\x04"
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     OK = "OK"
     WARN = "WARN"
     FAIL = "FAIL"
@@ -185,7 +185,7 @@ def check_alipay_key(cfg: Config) -> CheckResult:
 def check_clock(now: dt.datetime | None = None, *, gateway_date: dt.datetime | None = None,
                 max_skew: float = MAX_CLOCK_SKEW) -> CheckResult:
     name = "clock"
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     todo = "set the time (timedatectl set-ntp true), check the RTC battery"
     if now.year < EARLIEST_SANE_YEAR:
         return _fail(name, f"system time {now:%Y-%m-%d %H:%M} UTC is before {EARLIEST_SANE_YEAR}", todo)
@@ -289,7 +289,8 @@ def check_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
 def check_cashier_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
     d = cfg.cashier_display
     if d.kind != "serial":
-        return _ok("cashier display", f"kind {d.kind}: cashier texts go to the {'log' if d.kind == 'console' else 'void'}")
+        where = "log" if d.kind == "console" else "void"
+        return _ok("cashier display", f"kind {d.kind}: cashier texts go to the {where}")
     return _serial_check("cashier display", "cashier_display", d.url, d.baudrate, timeout)
 
 
@@ -368,7 +369,8 @@ def check_printer(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
             sock = socket.create_connection((p.host, p.port), timeout=timeout)
         except OSError as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-            return _fail(name, f"cannot connect to {where} ({reason})", "check the printer's power, cable and [printer] host")
+            return _fail(name, f"cannot connect to {where} ({reason})",
+                         "check the printer's power, cable and [printer] host")
         try:
             def exchange_net(query: bytes) -> bytes:
                 sock.sendall(query)
@@ -390,7 +392,8 @@ def check_printer(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
                 return _warn(name, f"USB {vid}:{pid} is connected; online/paper unknown over raw USB")
         except OSError:
             continue
-    return _fail(name, f"USB printer {vid}:{pid} is not connected", "check the cable and [printer] usb_vendor/usb_product (lsusb)")
+    return _fail(name, f"USB printer {vid}:{pid} is not connected",
+                 "check the cable and [printer] usb_vendor/usb_product (lsusb)")
 
 
 # ---------------------------------------------------------------------------

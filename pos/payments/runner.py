@@ -40,7 +40,7 @@ from pos.core.engine import (
     Abort, Command, Engine, Event, GatewayAnswer, Record, Recover, RefundRefused, SaleRefused, SendCancel,
     SendPay, SendQuery, SendRefund, StartRefund, StartSale, Tick,
 )
-from pos.gateway.results import Gateway, GatewayResult, Unknown
+from pos.core.outcomes import Gateway, GatewayResult, Unknown
 from pos.journal.journal import Journal
 from pos.core.money import AmountError, Money, parse_amount
 from pos.core.records import (

@@ -40,7 +40,8 @@ from pos.config import Config
 from pos.till.api import ServiceError
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
 from pos.core.errors import UserError
-from pos.gateway.results import result_codes
+from pos.gateway.client import GatewayClient, GatewayHealth
+from pos.gateway.offline.codes import result_codes
 from pos.journal.journal import Journal
 from pos.core.redact import mask_code
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount, validate_cn_currencies
@@ -143,7 +144,7 @@ class Terminal:
                  cashier_display: Display, customer_display: Display,
                  cashier_catalogue: Catalogue, customer_catalogue: Catalogue,
                  print_queue: Any = None, clock: Callable[[], float] = time.time,
-                 pin_state_file: Path | None = None, gateway: Any = None) -> None:
+                 pin_state_file: Path | None = None, gateway: GatewayClient | None = None) -> None:
         self.cfg = config
         self.journal = journal
         self.payments = payments
@@ -528,8 +529,11 @@ class Terminal:
             self._changed.notify_all()
 
     def _link_down(self) -> bool:
-        error = getattr(self.gateway, "last_error", None) or ""
+        error = self._gateway_health().last_error or ""
         return error.startswith(("timeout", "connection error", "transport error"))
+
+    def _gateway_health(self) -> GatewayHealth:
+        return self.gateway.health() if self.gateway is not None else GatewayHealth()
 
     def _current_sale_id(self) -> int | None:
         return self._current_sale
@@ -995,8 +999,8 @@ class Terminal:
                     Path(self.journal.path).name + "*"))
             except OSError:
                 journal_bytes = 0
-            latency = getattr(self.gateway, "last_latency", None)
-            gateway_error = getattr(self.gateway, "last_error", None)
+            gateway = self._gateway_health()
+            latency, gateway_error = gateway.last_latency, gateway.last_error
             degraded = (not all(d.ok for d in self.devices.values()) or gateway_error is not None
                         or any(getattr(i, "state", None) in (SaleState.MANUAL_REVIEW, RefundState.REFUND_PENDING)
                                for i in open_items))

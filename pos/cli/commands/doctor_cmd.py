@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pos.ops.doctor import MIN_FREE_BYTES, DoctorReport, load_for_doctor, run_checks
 from pos.core.errors import EXIT_CONFIG
+from pos.ops.doctor import MIN_FREE_BYTES, DoctorReport, load_for_doctor, run_checks
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "doctor", help="check keys, clock, gateway, devices, journal and disk of an installation",
         description="Check an installation and print one line per check: 'OK', 'WARN' (works, but "

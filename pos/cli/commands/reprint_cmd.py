@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from pos.config import load_config
-from pos.core.errors import EXIT_UNAVAILABLE, UserError
+from pos.core.errors import UserError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reprint = subparsers.add_parser(
         "reprint", help="print a sale's receipt again, marked REPRINT",
         description="Queue a copy of a sale's receipt, marked REPRINT, in the terminal's print queue. "

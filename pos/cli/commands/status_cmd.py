@@ -15,6 +15,7 @@ and the exit status is 3 (a needed service is unavailable).
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ __all__ = ["register", "run", "fetch_health", "format_health", "HEALTH_PATH"]
 HEALTH_PATH = "/v1/health"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "status", help="show the running daemon's health (uptime, gateway, devices, open items)",
         description="Ask the running daemon (GET /v1/health on [ecr] listen) for its uptime, gateway "
@@ -42,10 +43,8 @@ def fetch_health(cfg: Config, *, timeout: float = 3.0) -> dict[str, Any] | None:
     """The daemon's health document, or None when nothing answers on [ecr] listen."""
     import requests
     token = ""
-    try:
+    with contextlib.suppress(OSError):  # no token file: ask without one, the answer says 401
         token = Path(cfg.ecr.token_file).read_text().strip()
-    except OSError:
-        pass
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         answer = requests.get(f"http://{cfg.ecr.listen}{HEALTH_PATH}", headers=headers, timeout=timeout)
