@@ -438,12 +438,12 @@ def test_disk_threshold_from_the_command_line(setup, capsys):
 
 
 def _journal_with_items(state_dir: Path) -> str:
-    from pos.core.money import Money
     from pos.journal.journal import Journal
+    from pos.core.money import Money
     (state_dir / "journal.db").unlink(missing_ok=True)
     try:
         j = Journal.open(state_dir / "journal.db", terminal_id="T1")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         pytest.skip(f"pos.journal.journal cannot create a fresh journal in this tree yet: {exc}")
     stuck = j.create_sale(amount=Money(1250, "USD"), code="281234567890123456", scanned_at=1.7e9, now=1.7e9)
     j.create_sale(amount=Money(500, "USD"), code="281234567890120000", scanned_at=1.7e9, now=1.7e9)
