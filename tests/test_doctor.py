@@ -21,6 +21,8 @@ from pos.config import load_config
 from pos.gateway.signing import generate_keypair, private_key_pem, public_key_pem
 from pos.ops import doctor
 from pos.ops.doctor import Level
+from pos.sandbox.ledger import as_datetime
+from tests.sandbox_fixtures import *  # noqa: F401,F403 - the sandbox fixtures
 
 # --- real parts -------------------------------------------------------------
 
@@ -473,3 +475,24 @@ def test_status_without_daemon_reads_the_journal(setup, tmp_path, capsys):
     assert code == 3
     assert out.startswith("pos-terminal is not running: nothing answers on 127.0.0.1:")
     assert "open items: 2" in out and f"{mtid} MANUAL_REVIEW" in out and "KiB" in out
+
+
+# --- one signed query through the configured protocol's client ----------------
+
+def test_gateway_answer_through_the_configured_client(sandbox_server, sandbox_keys, sandbox_clock):
+    from pos.config import Config, GatewaySection
+    from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
+    gateway = GatewaySection(url=sandbox_server.url, private_key=str(sandbox_keys.path(MERCHANT_PRIVATE)),
+                             merchant_public_key=str(sandbox_keys.path(MERCHANT_PUBLIC)),
+                             alipay_public_key=str(sandbox_keys.path(ALIPAY_PUBLIC)),
+                             connect_timeout=2.0, read_timeout=2.0, sandbox=True)
+    r = doctor.check_gateway_answer(Config(gateway=gateway))
+    assert r.level is Level.OK and "ORDER_NOT_EXIST" in r.detail and " ms" in r.detail
+    assert sandbox_server.ledger.payments(as_datetime(sandbox_clock())) == []   # nothing was created
+    # Alipay's key is the merchant's own: the answer cannot verify
+    wrong = gateway.model_copy(update={"alipay_public_key": str(sandbox_keys.path(MERCHANT_PUBLIC))})
+    r = doctor.check_gateway_answer(Config(gateway=wrong))
+    assert r.level is Level.FAIL and "did not verify" in r.detail and "alipay_public_key" in r.detail
+    # a gateway that answers, but not the protocol (the HTTP check passes, this one cannot)
+    r = doctor.check_gateway_answer(Config(gateway=gateway.model_copy(update={"url": sandbox_server.url + "/nowhere"})))
+    assert r.level in (Level.WARN, Level.FAIL)

@@ -4,7 +4,8 @@ Each check is a small function that takes the validated configuration (and
 its thresholds as keyword arguments, so tests can shorten or tighten them)
 and returns a `CheckResult`; nothing here raises for a broken installation,
 it reports it. `run_checks` runs them in the order a technician fixes
-things: config, keys, clock, network, devices, tokens, journal, disk.
+things: config, keys, clock, network (and one signed query through the
+configured protocol's client), devices, tokens, journal, disk.
 
     OK   gateway: open-sea.alipay.com:443 reachable, TLS ok, 38 ms
     FAIL printer: cannot open /dev/pos-printer: No such file or directory — check the cable and [printer] url
@@ -34,7 +35,7 @@ from pos.journal.journal import Journal, JournalError, journal_path
 
 __all__ = [
     "Level", "CheckResult", "DoctorReport", "run_checks", "load_for_doctor",
-    "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway",
+    "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway", "check_gateway_answer",
     "check_scanner", "check_printer", "check_display", "check_cashier_display", "check_keypad",
     "check_ecr_tokens", "check_journal",
     "check_disk", "check_open_items", "open_items_needing_manager", "count_open_items", "MIN_FREE_BYTES",
@@ -239,6 +240,43 @@ def check_gateway(cfg: Config, *, timeout: float | None = None) -> CheckResult:
         sock.close()
     date = _gateway_date(cfg.gateway.url, timeout)
     return _ok(name, f"{host}:{port} reachable{tls}, {latency_ms:.0f} ms", latency_ms=latency_ms, date=date)
+
+
+def check_gateway_answer(cfg: Config) -> CheckResult:
+    """One signed status query for an order that cannot exist, through the configured protocol's client.
+
+    Proves what a TCP connect cannot: the gateway accepts our signature and
+    client id, and its answer verifies with alipay_public_key. It only reads:
+    a query for an unknown order moves no money and creates nothing.
+    """
+    import secrets
+
+    from pos.core.outcomes import Failed, Succeeded
+    from pos.gateway.factory import open_gateway
+    name = "gateway answer"
+    probe = f"DOCTOR-{cfg.terminal.terminal_id}-{secrets.token_hex(6)}"
+    try:
+        client = open_gateway(cfg)
+    except UserError as exc:
+        return _fail(name, f"cannot build the [gateway] {cfg.gateway.protocol} client: {exc}",
+                     "fix the 'keys' check first")
+    try:
+        result = client.query(merchant_trans_id=probe)
+        latency_ms = (client.health().last_latency or 0) * 1000
+    finally:
+        client.close()
+    if isinstance(result, Succeeded) or (isinstance(result, Failed) and result.code in cfg.payment.not_found_codes):
+        return _ok(name, f"a signed {cfg.gateway.protocol} query was answered and verified "
+                         f"({result.code}), {latency_ms:.0f} ms")
+    if isinstance(result, Failed):
+        return _fail(name, f"the gateway refused a signed query: {result.code} {result.message}".rstrip(),
+                     "check [gateway] client_id and merchant_id, and that merchant_public_key is the key "
+                     "uploaded to Alipay")
+    if "signature" in result.reason:
+        return _fail(name, f"the gateway's answer did not verify ({result.reason})",
+                     "install Alipay's public key as [gateway] alipay_public_key")
+    return _warn(name, f"no answer to trust from the gateway ({result.reason}); payments would be queried "
+                       "and cancelled until it answers")
 
 
 def _gateway_date(url: str, timeout: float) -> dt.datetime | None:
@@ -518,6 +556,8 @@ def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
     gateway = check_gateway(cfg, timeout=gateway_timeout)
     results.append(check_clock(now, gateway_date=gateway.data.get("date")))
     results.append(gateway)
+    if keys.level is Level.OK and gateway.level is Level.OK:
+        results.append(check_gateway_answer(cfg))
     results += [
         check_scanner(cfg, timeout=device_timeout),
         check_printer(cfg, timeout=device_timeout),

@@ -14,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Check an installation and print one line per check: 'OK', 'WARN' (works, but "
                     "look at it) or 'FAIL' (what is wrong — what to do). Checks: config, key files "
                     "and modes, the merchant key pair self-test, Alipay's public key, the clock, the "
-                    "gateway (DNS, TCP, TLS, latency), scanner, printer (online/paper), display, ECR "
-                    "token files, journal integrity, free disk space, sales waiting for a manager. "
+                    "gateway (DNS, TCP, TLS, latency), one signed query for an order that cannot exist, "
+                    "scanner, printer (online/paper), display, ECR token files, journal integrity, free disk "
+                    "space, sales waiting for a manager. "
                     "Exit status 0 all passed, 1 a check failed, 2 the config cannot be loaded.")
     p.add_argument("--config", required=True, metavar="PATH", help="the terminal's config, e.g. /etc/pos/terminal.toml")
     p.add_argument("--min-free-mb", type=int, default=MIN_FREE_BYTES // (1024 * 1024), metavar="MB",
