@@ -22,7 +22,7 @@ from pos.gateway.signing import generate_keypair, private_key_pem, public_key_pe
 from pos.ops import doctor
 from pos.ops.doctor import Level
 from pos.sandbox.ledger import as_datetime
-from tests.sandbox_fixtures import *  # noqa: F401,F403 - the sandbox fixtures
+from tests.sandbox_fixtures import *  # noqa: F403 - the sandbox fixtures
 
 # --- real parts -------------------------------------------------------------
 
