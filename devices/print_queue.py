@@ -1,8 +1,8 @@
-"""The durable print queue: receipts wait in SQLite until the printer takes them.
+"""The durable print queue: receipts wait in a durable store until the printer takes them.
 
-Jobs live in table `print_jobs` of the journal's SQLite file (WAL,
-synchronous=FULL), created here with CREATE TABLE IF NOT EXISTS: this module
-owns the table, the journal does not touch it.
+Jobs live in a `PrintJobStore` (devices/print_jobs.py); the terminal's is
+its journal file (pos/journal/print_jobs.py), so a receipt is as durable as
+the sale it belongs to.
 
 - `enqueue(job_key, receipt)` is idempotent on job_key ("sale:<id>:final"):
   a second call with the same key changes nothing. It only writes to SQLite,
@@ -16,66 +16,45 @@ owns the table, the journal does not touch it.
 - `reprint(job_key)` enqueues a copy marked REPRINT under a new key.
 - `on_status("printer_away" | "printer_back")` lets the terminal tell the
   cashier (message keys of the catalogue).
+- The worker also looks for new jobs every retry_interval while idle: another
+  process (`pos reprint`) may have added one to the same store.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from devices.print_jobs import PrintJob, PrintJobStore
 from devices.printer import PrinterError, ReceiptPrinter, load_escpos, quiet_stdout
 from devices.receipt import ReceiptData, encode_text, render_receipt
 
-__all__ = ["PrintQueue", "PrintJob", "UnknownJob", "SCHEMA"]
+__all__ = ["PrintQueue", "PrintJob", "PrintJobStore", "UnknownJob"]
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS print_jobs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_key     TEXT NOT NULL UNIQUE,
-    created_at  REAL NOT NULL,
-    data        BLOB NOT NULL,               -- rendered ESC/POS bytes, all copies
-    record      TEXT,                        -- ReceiptData as JSON when given, for reprints
-    reprint_of  TEXT,
-    state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    last_error  TEXT,
-    printed_at  REAL
-);
-CREATE INDEX IF NOT EXISTS print_jobs_pending ON print_jobs (state, id);
-"""
 
 
 class UnknownJob(KeyError):
     """No print job with that key."""
 
 
-@dataclass(frozen=True)
-class PrintJob:
-    job_key: str
-    state: str
-    attempts: int
-    last_error: str | None
-    created_at: float
-    printed_at: float | None
-    reprint_of: str | None
-
-
 class PrintQueue:
-    def __init__(self, db_path: str | Path, printer: ReceiptPrinter,
+    """Prints the jobs of `store` on `printer`, oldest first, each once.
+
+    The store is the caller's: `close()` stops the worker and leaves the
+    store open.
+    """
+
+    def __init__(self, store: PrintJobStore, printer: ReceiptPrinter,
                  clock: Callable[[], float] = time.time, *,
                  printer_settings: Any = None, catalogue: Any = None,
                  retry_interval: float | None = None,
                  on_status: Callable[[str], None] | None = None) -> None:
-        self.db_path = str(db_path)
+        self.store = store
         self.printer = printer
         self._clock = clock
         self._settings = printer_settings
@@ -83,12 +62,6 @@ class PrintQueue:
         self._retry = retry_interval if retry_interval is not None else (
             printer_settings.retry_interval if printer_settings is not None else 5.0)
         self._on_status = on_status
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None,
-                                   timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,11 +82,7 @@ class PrintQueue:
             data, record = bytes(receipt), None
         else:
             raise TypeError("receipt must be bytes or ReceiptData, not free text")
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO print_jobs (job_key, created_at, data, record, reprint_of) "
-                "VALUES (?, ?, ?, ?, ?)", (job_key, self._clock(), data, record, reprint_of))
-            added = cur.rowcount == 1
+        added = self.store.add(job_key, data, record=record, reprint_of=reprint_of, created_at=self._clock())
         if added:
             log.info("receipt queued job=%s bytes=%d", job_key, len(data))
             self._wake.set()
@@ -121,19 +90,15 @@ class PrintQueue:
 
     def reprint(self, job_key: str) -> str:
         """Queue a copy of job_key marked REPRINT; returns the new job's key."""
-        with self._lock:
-            row = self._db.execute("SELECT data, record FROM print_jobs WHERE job_key = ?",
-                                   (job_key,)).fetchone()
-            count = self._db.execute("SELECT COUNT(*) FROM print_jobs WHERE reprint_of = ?",
-                                     (job_key,)).fetchone()[0]
-        if row is None:
+        stored = self.store.receipt_of(job_key)
+        if stored is None:
             raise UnknownJob(f"no receipt {job_key!r} in the print queue")
-        data, record = row
-        new_key = f"{job_key}:reprint:{count + 1}"
-        if record is not None:
-            self.enqueue(new_key, ReceiptData.from_dict(json.loads(record)).as_reprint(), reprint_of=job_key)
+        new_key = f"{job_key}:reprint:{self.store.reprint_count(job_key) + 1}"
+        if stored.record is not None:
+            self.enqueue(new_key, ReceiptData.from_dict(json.loads(stored.record)).as_reprint(),
+                         reprint_of=job_key)
         else:
-            self.enqueue(new_key, self._reprint_banner() + bytes(data), reprint_of=job_key)
+            self.enqueue(new_key, self._reprint_banner() + stored.data, reprint_of=job_key)
         return new_key
 
     def _reprint_banner(self) -> bytes:
@@ -149,18 +114,10 @@ class PrintQueue:
         return bytes(p.output)
 
     def job(self, job_key: str) -> PrintJob | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT job_key, state, attempts, last_error, created_at, printed_at, reprint_of "
-                "FROM print_jobs WHERE job_key = ?", (job_key,)).fetchone()
-        return PrintJob(*row) if row else None
+        return self.store.job(job_key)
 
     def pending(self) -> list[PrintJob]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT job_key, state, attempts, last_error, created_at, printed_at, reprint_of "
-                "FROM print_jobs WHERE state = 'pending' ORDER BY id").fetchall()
-        return [PrintJob(*r) for r in rows]
+        return self.store.pending()
 
     # -- the worker --------------------------------------------------------
     def print_pending(self) -> int:
@@ -171,28 +128,21 @@ class PrintQueue:
         """
         printed = 0
         while not self._stop.is_set():
-            with self._lock:
-                row = self._db.execute("SELECT id, job_key, data FROM print_jobs WHERE state = 'pending' "
-                                       "ORDER BY id LIMIT 1").fetchone()
-            if row is None:
+            job = self.store.next_pending()
+            if job is None:
                 return printed
-            job_id, job_key, data = row
             try:
-                self.printer.send(bytes(data))
+                self.printer.send(job.data)
             except PrinterError as exc:
-                with self._lock:
-                    self._db.execute("UPDATE print_jobs SET attempts = attempts + 1, last_error = ? "
-                                     "WHERE id = ?", (str(exc), job_id))
+                self.store.mark_failed(job.job_id, str(exc))
                 if not self.printer_away:
                     self.printer_away = True
-                    log.warning("printer away job=%s error=%s (the receipt waits)", job_key, exc)
+                    log.warning("printer away job=%s error=%s (the receipt waits)", job.job_key, exc)
                     self._status("printer_away")
                 return printed
-            with self._lock:
-                self._db.execute("UPDATE print_jobs SET state = 'done', attempts = attempts + 1, "
-                                 "last_error = NULL, printed_at = ? WHERE id = ?", (self._clock(), job_id))
+            self.store.mark_done(job.job_id, self._clock())
             printed += 1
-            log.info("receipt printed job=%s", job_key)
+            log.info("receipt printed job=%s", job.job_key)
             if self.printer_away:
                 self.printer_away = False
                 log.info("printer back")
@@ -203,20 +153,23 @@ class PrintQueue:
         if self._on_status is not None:
             try:
                 self._on_status(key)
-            except Exception:  # noqa: BLE001 - a bad handler must not stop printing
+            except Exception:
                 log.exception("print queue status handler failed")
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            self.print_pending()
+            try:
+                self.print_pending()
+            except Exception:
+                log.exception("print queue: the job store failed; trying again in %.1f s", self._retry)
             if self._stop.is_set():
                 break
             # Away: retry after retry_interval. Idle: look again after the same
             # interval, since `pos reprint` queues jobs from another process.
             self._wake.wait(self._retry)
 
-    def start(self) -> "PrintQueue":
+    def start(self) -> PrintQueue:
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="print-queue", daemon=True)
@@ -232,10 +185,8 @@ class PrintQueue:
 
     def close(self) -> None:
         self.stop()
-        with self._lock:
-            self._db.close()
 
-    def __enter__(self) -> "PrintQueue":
+    def __enter__(self) -> PrintQueue:
         return self
 
     def __exit__(self, *exc: object) -> None:

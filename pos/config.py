@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from pos.core.errors import ConfigError
 from pos.core.money import CURRENCY_EXPONENTS, CurrencyError, validate_cn_currencies
@@ -174,7 +175,8 @@ class ScannerSection(_Section):
     baudrate: Annotated[int, Field(gt=0)] = 9600
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: Literal[1, 1.5, 2] = 1
+    # 1.5 stop bits exist on real UARTs; typing.Literal cannot hold a float, hence the union.
+    stopbits: Literal[1, 2] | Annotated[float, Field(ge=1.5, le=1.5)] = 1
     terminator: Literal["CR", "LF", "CRLF", "ANY"] = "ANY"
     prefix: str = ""
     suffix: str = ""
@@ -342,7 +344,7 @@ def check_private_file(path: Path, where: str) -> None:
             f"it holds a secret: run 'chmod 600 {path}'")
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "missing":
@@ -375,7 +377,7 @@ def _describe(err: dict[str, Any]) -> str:
     return msg.removeprefix("Value error, ").replace("Input should be", "expected")
 
 
-def _format_error(path: Path, err: dict[str, Any], data: dict[str, Any]) -> str:
+def _format_error(path: Path, err: ErrorDetails, data: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
     if not loc:
         return f"{path}: {_describe(err)}"

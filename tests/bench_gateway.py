@@ -12,12 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from pos.config import GatewaySection
-from pos.gateway.keys import generate_key_folder
-from pos.gateway.offline import OfflineGateway
-from pos.gateway.results import Succeeded
-from pos.gateway.signing import load_private_key, load_public_key, sign_text, verify
+from pos.config import Config, GatewaySection
 from pos.core.money import Money
+from pos.core.outcomes import Succeeded
+from pos.gateway.factory import open_gateway
+from pos.gateway.keys import generate_key_folder
+from pos.gateway.signing import load_private_key, load_public_key, sign_text, verify
 from pos.sandbox.scenarios import make_code
 from pos.sandbox.server import SandboxServer
 
@@ -41,11 +41,13 @@ def main(seconds: float = 4.0) -> None:
         sig = sign_text(text, priv)
         print(f"sign (RSA2, 2048 bit):   {_rate(lambda: sign_text(text, priv), seconds / 2):8.0f} /s")
         print(f"verify (RSA2, 2048 bit): {_rate(lambda: verify(text, sig, pub), seconds / 2):8.0f} /s")
-        server = SandboxServer(merchant_public_key=pub, alipay_private_key=load_private_key(folder / "alipay_private.pem"))
+        server = SandboxServer(merchant_public_key=pub,
+                               alipay_private_key=load_private_key(folder / "alipay_private.pem"))
         with server:
             settings = GatewaySection(url=server.url, private_key=str(folder / "merchant_private.pem"),
                                       alipay_public_key=str(folder / "alipay_public.pem"), sandbox=True)
-            with OfflineGateway(settings) as gw:
+            gw = open_gateway(Config(gateway=settings))
+            try:
                 counter = iter(range(10**9))
                 failures = 0
 
@@ -56,6 +58,8 @@ def main(seconds: float = 4.0) -> None:
                     failures += not isinstance(res, Succeeded)
 
                 rate = _rate(one, seconds)
+            finally:
+                gw.close()
         print(f"signed pay round trips through the sandbox: {rate:8.0f} /s (failures: {failures})")
 
 

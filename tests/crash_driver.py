@@ -13,11 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pos.config import GatewaySection, PaymentSection
-from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
-from pos.gateway.offline import OfflineGateway
-from pos.journal.journal import Journal
+from pos.config import Config, GatewaySection, PaymentSection
 from pos.core.money import Money
+from pos.gateway.factory import open_gateway
+from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
+from pos.journal.journal import Journal
 from pos.payments.runner import PaymentService
 
 # Seed 003's shape on a 100x shorter time scale, so a run takes about a second.
@@ -28,10 +28,11 @@ FAST = PaymentSection(query_first_delay=0.02, query_interval_min=0.05, query_int
 
 def main(argv: list[str]) -> int:
     journal_file, url, keys = argv[0], argv[1], Path(argv[2])
-    gateway = OfflineGateway(GatewaySection(url=url, private_key=str(keys / MERCHANT_PRIVATE),
-                                            merchant_public_key=str(keys / MERCHANT_PUBLIC),
-                                            alipay_public_key=str(keys / ALIPAY_PUBLIC),
-                                            connect_timeout=2.0, read_timeout=2.0, sandbox=True))
+    gateway = open_gateway(Config(gateway=GatewaySection(url=url, private_key=str(keys / MERCHANT_PRIVATE),
+                                                         merchant_public_key=str(keys / MERCHANT_PUBLIC),
+                                                         alipay_public_key=str(keys / ALIPAY_PUBLIC),
+                                                         connect_timeout=2.0, read_timeout=2.0, sandbox=True),
+                                   payment=FAST))
     journal = Journal.open(journal_file)
     service = PaymentService(journal, gateway, FAST)
     try:
@@ -47,6 +48,7 @@ def main(argv: list[str]) -> int:
     finally:
         service.stop()
         journal.close()
+        gateway.close()
 
 
 if __name__ == "__main__":

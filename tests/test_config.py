@@ -33,7 +33,7 @@ def test_example_documents_every_key():
 
     from pos.config import Config
     example = tomllib.loads((REPO / "config" / "terminal.example.toml").read_text())
-    for section, model in Config.model_fields.items():
+    for section in Config.model_fields:
         assert section in example, f"[{section}] missing from terminal.example.toml"
         keys = type(getattr(Config(), section)).model_fields
         missing = set(keys) - set(example[section])
@@ -44,7 +44,8 @@ BROKEN = [
     # (file text, words the one-line message must contain)
     ("[payment]\nquery_deadline = -5\n", ["[payment] query_deadline = -5", "above 0"]),
     ("[payment]\nquery_deadline = \"60\"\n", ['query_deadline = "60"', "number"]),
-    ("[payment]\nquery_interval_min = 8.0\nquery_interval_max = 6.0\n", ["[payment]", "query_interval_max must be at least"]),
+    ("[payment]\nquery_interval_min = 8.0\nquery_interval_max = 6.0\n",
+     ["[payment]", "query_interval_max must be at least"]),
     ("[terminal]\ncurrency = \"XYZ\"\n", ['[terminal] currency = "XYZ"', "ISO 4217"]),
     ("[terminal]\ncurrency = \"CNY\"\nsettlement_currency = \"CNY\"\n", ["[terminal]", "cannot be CNY"]),
     ("[terminal]\ncurrency = \"USD\"\nsettlement_currency = \"EUR\"\n", ["must settle in USD"]),
@@ -55,6 +56,7 @@ BROKEN = [
     ("[gateway]\nurl = \"https://example.com\"\nsandbox = true\n", ["sandbox = true is only allowed"]),
     ("[gateway]\nversion = \"3.0\"\n", ['version = "3.0"', "expected one of"]),
     ("[gateway]\nread_timeout = 0\n", ["read_timeout = 0", "above 0"]),
+    ("[gateway]\nprotocol = \"ams\"\n", ['[gateway] protocol = "ams"', "expected one of", "'offline'"]),
     ("[scanner]\nbaudrate = true\n", ["baudrate = true", "whole number"]),
     ("[scanner]\nterminator = \"TAB\"\n", ['terminator = "TAB"', "'CR'"]),
     ("[printer]\nkind = \"laser\"\n", ['[printer] kind = "laser"', "expected one of"]),

@@ -16,17 +16,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pos.ops import doctor
 from pos.cli.main import main
 from pos.config import load_config
-from pos.ops.doctor import Level
 from pos.gateway.signing import generate_keypair, private_key_pem, public_key_pem
-
+from pos.ops import doctor
+from pos.ops.doctor import Level
+from pos.sandbox.ledger import as_datetime
+from tests.sandbox_fixtures import *  # noqa: F403 - the sandbox fixtures
 
 # --- real parts -------------------------------------------------------------
 
 class _Quiet(http.server.BaseHTTPRequestHandler):
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+    def do_HEAD(self) -> None:
         self.send_response(404)
         self.end_headers()
 
@@ -263,13 +264,13 @@ def test_alipay_key_is_merchants_own(setup, tmp_path, key_pems):
 
 
 @pytest.mark.parametrize("when, gateway, level, words", [
-    (dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc), None, Level.OK, "2025-03-01"),
-    (dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc), None, Level.FAIL, "before 2024"),
-    (dt.datetime(2150, 1, 1, tzinfo=dt.timezone.utc), None, Level.FAIL, "far in the future"),
-    (dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc),
-     dt.datetime(2025, 3, 1, 11, 0, tzinfo=dt.timezone.utc), Level.FAIL, "3600 s ahead of the gateway"),
-    (dt.datetime(2025, 3, 1, 12, 0, 5, tzinfo=dt.timezone.utc),
-     dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc), Level.OK, "5 s from the gateway"),
+    (dt.datetime(2025, 3, 1, tzinfo=dt.UTC), None, Level.OK, "2025-03-01"),
+    (dt.datetime(2001, 1, 1, tzinfo=dt.UTC), None, Level.FAIL, "before 2024"),
+    (dt.datetime(2150, 1, 1, tzinfo=dt.UTC), None, Level.FAIL, "far in the future"),
+    (dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC),
+     dt.datetime(2025, 3, 1, 11, 0, tzinfo=dt.UTC), Level.FAIL, "3600 s ahead of the gateway"),
+    (dt.datetime(2025, 3, 1, 12, 0, 5, tzinfo=dt.UTC),
+     dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC), Level.OK, "5 s from the gateway"),
 ])
 def test_clock(when, gateway, level, words):
     r = doctor.check_clock(when, gateway_date=gateway)
@@ -475,3 +476,24 @@ def test_status_without_daemon_reads_the_journal(setup, tmp_path, capsys):
     assert code == 3
     assert out.startswith("pos-terminal is not running: nothing answers on 127.0.0.1:")
     assert "open items: 2" in out and f"{mtid} MANUAL_REVIEW" in out and "KiB" in out
+
+
+# --- one signed query through the configured protocol's client ----------------
+
+def test_gateway_answer_through_the_configured_client(sandbox_server, sandbox_keys, sandbox_clock):
+    from pos.config import Config, GatewaySection
+    from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
+    gateway = GatewaySection(url=sandbox_server.url, private_key=str(sandbox_keys.path(MERCHANT_PRIVATE)),
+                             merchant_public_key=str(sandbox_keys.path(MERCHANT_PUBLIC)),
+                             alipay_public_key=str(sandbox_keys.path(ALIPAY_PUBLIC)),
+                             connect_timeout=2.0, read_timeout=2.0, sandbox=True)
+    r = doctor.check_gateway_answer(Config(gateway=gateway))
+    assert r.level is Level.OK and "ORDER_NOT_EXIST" in r.detail and " ms" in r.detail
+    assert sandbox_server.ledger.payments(as_datetime(sandbox_clock())) == []   # nothing was created
+    # Alipay's key is the merchant's own: the answer cannot verify
+    wrong = gateway.model_copy(update={"alipay_public_key": str(sandbox_keys.path(MERCHANT_PUBLIC))})
+    r = doctor.check_gateway_answer(Config(gateway=wrong))
+    assert r.level is Level.FAIL and "did not verify" in r.detail and "alipay_public_key" in r.detail
+    # a gateway that answers, but not the protocol (the HTTP check passes, this one cannot)
+    r = doctor.check_gateway_answer(Config(gateway=gateway.model_copy(update={"url": sandbox_server.url + "/nowhere"})))
+    assert r.level in (Level.WARN, Level.FAIL)

@@ -11,9 +11,10 @@ import pytest
 
 from pos.cli.main import main
 from pos.core.engine import Record
-from pos.journal.journal import Journal, JournalError
 from pos.core.money import Money
 from pos.core.records import RefundState, SaleState
+from pos.journal.journal import Journal, JournalError
+from pos.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from pos.sandbox.scenarios import make_code
 from tests.test_runner import START, Rig
 
@@ -26,14 +27,14 @@ def new_sale(j: Journal, amount: int = 1250, code: str = "281800000000004321", n
 
 def test_open_creates_wal_full_and_schema(tmp_path: Path) -> None:
     j = Journal.open(tmp_path / "state" / "journal.db")
-    assert j.schema_version() == 1
+    assert j.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
     assert j._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert j._conn.execute("PRAGMA synchronous").fetchone()[0] == 2        # FULL
     assert j._conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
     install = j.install_id
     j.close()
     again = Journal.open(tmp_path / "state" / "journal.db")
-    assert again.install_id == install and again.schema_version() == 1
+    assert again.install_id == install and again.schema_version() == SCHEMA_VERSION
     again.close()
 
 

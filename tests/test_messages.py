@@ -8,7 +8,7 @@ import pytest
 
 from devices.messages import (DISPLAY_COLUMNS, LANGUAGES, Catalogue, CatalogueError,
                               messages_dir, text_width)
-from pos.gateway.results import result_codes
+from pos.gateway.offline.codes import result_codes
 from pos.core.money import Money
 
 REQUIRED = """ready enter_amount scan_code processing checking cancelling paid declined

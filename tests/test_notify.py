@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from pos.core.money import Money
 from pos.gateway.notify import NOTIFY_FUNCTION, handle_notify
 from pos.gateway.signing import build_signed, split_signed, verify
-from pos.core.money import Money
-from tests.sandbox_fixtures import *  # noqa: F401,F403 - fixtures
+from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys
 
 HEAD = {"version": "2.0.4", "function": NOTIFY_FUNCTION, "clientId": "C1", "reqTime": "2024-05-01T12:30:40+08:00",

@@ -12,22 +12,25 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from pos.gateway.offline import FUNCTIONS, OfflineGateway
-from pos.gateway.results import Failed, QueryOutcome, Succeeded, Unknown, query_outcome
-from pos.gateway.signing import build_signed, split_signed
 from pos.core.money import Money
+from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown, query_outcome_of
+from pos.gateway.offline import FUNCTIONS, OfflineGateway
+from pos.gateway.offline.status import query_outcome
+from pos.gateway.signing import build_signed, split_signed
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
-from tests.sandbox_fixtures import *  # noqa: F401,F403 - fixtures
+from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import FakeClock, SandboxKeys, make_code
 
 SGD = lambda minor: Money(minor, "SGD")  # noqa: E731
@@ -87,6 +90,20 @@ def test_00_success_then_query_cancel_refund(rig: Rig) -> None:
     assert isinstance(c, Succeeded)
     assert status(rig, t2) is QueryOutcome.CLOSED
     assert charged(rig) == 750
+
+
+def test_every_answer_names_the_request_it_answers(rig: Rig) -> None:
+    t, res = pay(rig, "00")
+    assert isinstance(res, Succeeded) and res.request_id == t
+    query = rig.gateway.query(merchant_trans_id=t)
+    assert query.request_id == t and query_outcome_of(query) is QueryOutcome.PAID   # read by the protocol
+    refund = rig.gateway.refund(acquirement_id=res.data["acquirementId"], merchant_refund_id=t + "-R1",
+                                amount=SGD(100), reason="")
+    assert refund.request_id == t + "-R1"
+    declined_id, declined = pay(rig, "01")
+    assert isinstance(declined, Failed) and declined.request_id == declined_id
+    held_id, held = pay(rig, "11")
+    assert isinstance(held, Unknown) and held.request_id == held_id
 
 
 @pytest.mark.parametrize("scenario, code", [("01", "USER_BALANCE_NOT_ENOUGH"), ("02", "RISK_REJECT"),
@@ -234,7 +251,7 @@ def test_request_head_body_and_urls(gateway_settings: Any, sandbox_server: Any) 
     gw.pay(merchant_trans_id=t, identity_code=code, amount=SGD(1250), order_title="Coffee")
     res = gw.query(merchant_trans_id=t)
     gw.cancel(merchant_trans_id=t)
-    assert isinstance(res, Succeeded) and gw.last_latency is not None and gw.last_latency >= 0
+    assert isinstance(res, Succeeded) and gw.health().last_latency is not None and gw.health().last_latency >= 0
     urls = [u for u, _ in session.sent]
     assert urls == [sandbox_server.url + FUNCTIONS[op].path for op in ("pay", "query", "cancel")]
     heads = [json.loads(split_signed(d.decode(), "request")[0])["head"] for _, d in session.sent]
@@ -287,7 +304,7 @@ class _FakeGateway:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 head = json.loads(split_signed(raw.decode(), "request")[0])["head"]
                 code, body = outer.responder(head)
@@ -388,10 +405,10 @@ def test_last_error_names_the_trouble_and_clears_on_a_verified_answer(
     server, gw = fake
     server.responder = lambda head: (503, b"")
     assert isinstance(gw.query(merchant_trans_id="T1"), Unknown)
-    assert gw.last_error == "HTTP 503" and gw.last_latency is not None
+    assert gw.health().last_error == "HTTP 503" and gw.health().last_latency is not None
     server.responder = lambda head: (200, answer(sandbox_keys, head, "U"))
     assert isinstance(gw.query(merchant_trans_id="T1"), Unknown)
-    assert gw.last_error is None  # a verified U is the gateway talking: the link is fine
+    assert gw.health().last_error is None  # a verified U is the gateway talking: the link is fine
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -412,3 +429,21 @@ def test_a_changed_byte_anywhere_in_a_signed_answer_is_never_success(
     server.responder = respond
     res = gw.query(merchant_trans_id="T1")
     assert not isinstance(res, Succeeded)
+
+
+# -- the factory -------------------------------------------------------------------
+
+def test_the_factory_opens_the_client_the_config_names(gateway_settings: Any) -> None:
+    from typing import get_args
+
+    from pos.config import Config, GatewaySection
+    from pos.gateway.client import GatewayHealth
+    from pos.gateway.factory import PROTOCOLS, open_gateway
+
+    gw = open_gateway(Config(gateway=gateway_settings))
+    try:
+        assert isinstance(gw, OfflineGateway) and gw.health() == GatewayHealth()   # no call made yet
+    finally:
+        gw.close()
+    # every name the config accepts has a client, and no client is unreachable from the config
+    assert set(PROTOCOLS) == set(get_args(GatewaySection.model_fields["protocol"].annotation))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from devices.printer import DummyPrinter, NetworkPrinter, NullPrinter
 from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind
 from pos.config import PrinterSection
 from pos.core.money import Money
+from pos.journal.journal import Journal
+from pos.journal.print_jobs import JournalPrintJobs
 
 SETTINGS = PrinterSection(encoding="GB18030", retry_interval=0.05)
 
@@ -30,8 +34,16 @@ def receipt(n: int) -> ReceiptData:
                        status_key="status_paid", merchant_trans_id=f"POS01-T{n:04d}", code_last4="1234")
 
 
-def make_queue(db: Path, printer, **kw) -> PrintQueue:  # type: ignore[no-untyped-def]
-    return PrintQueue(db, printer, printer_settings=SETTINGS, catalogue=Catalogue.load("en"), **kw)
+@contextmanager
+def make_queue(db: Path, printer, **kw) -> Iterator[PrintQueue]:  # type: ignore[no-untyped-def]
+    """A queue over the journal at `db`, as the daemon wires it; the journal closes after the queue."""
+    journal = Journal.open(db)
+    try:
+        with PrintQueue(JournalPrintJobs(journal), printer, printer_settings=SETTINGS,
+                        catalogue=Catalogue.load("en"), **kw) as q:
+            yield q
+    finally:
+        journal.close()
 
 
 def test_enqueue_is_idempotent_and_jobs_print_in_order(tmp_path: Path) -> None:
@@ -54,16 +66,55 @@ def test_free_text_is_refused(tmp_path: Path) -> None:
 
 def test_table_lives_in_the_journal_file_with_wal_and_full_sync(tmp_path: Path) -> None:
     db = tmp_path / "journal.sqlite"
-    other = sqlite3.connect(db)
-    other.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY)")
-    other.commit()
-    other.close()
-    with make_queue(db, DummyPrinter()) as q:
-        assert q._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert q._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    journal = Journal.open(db)
+    try:
+        q = PrintQueue(JournalPrintJobs(journal), DummyPrinter(), printer_settings=SETTINGS,
+                       catalogue=Catalogue.load("en"))
+        # the queue writes through the journal's one connection
+        assert journal._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         q.enqueue("sale:1:final", receipt(1))
+        q.close()
+    finally:
+        journal.close()
     names = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"sales", "print_jobs"} <= names
+
+
+def test_jobs_of_a_journal_from_before_the_print_jobs_migration_are_kept(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    Journal.open(db).close()
+    old = sqlite3.connect(db)   # as an older release left it: schema 1, the queue's own table
+    old.execute("UPDATE schema_version SET version = 1")
+    old.execute("DROP TABLE print_jobs")
+    old.execute("CREATE TABLE print_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, job_key TEXT NOT NULL UNIQUE, "
+                "created_at REAL NOT NULL, data BLOB NOT NULL, record TEXT, reprint_of TEXT, "
+                "state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, "
+                "printed_at REAL)")
+    old.execute("INSERT INTO print_jobs (job_key, created_at, data) VALUES ('sale:1', 1.0, x'1b40')")
+    old.commit()
+    old.close()
+    printer = DummyPrinter()
+    with make_queue(db, printer) as q:
+        assert [j.job_key for j in q.pending()] == ["sale:1"]
+        assert q.print_pending() == 1
+    assert printer.jobs == [b"\x1b@"]
+
+
+def test_a_job_queued_by_another_process_is_printed_by_the_running_worker(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    printer = DummyPrinter()
+    with make_queue(db, printer, retry_interval=0.05) as q:
+        q.start()
+        with make_queue(db, NullPrinter()) as other:    # `pos reprint`: its own journal connection
+            assert other.enqueue("sale:7:reprint", receipt(7))
+        for _ in range(200):
+            if printer.jobs:
+                break
+            threading.Event().wait(0.02)
+        q.stop()
+        assert q.job("sale:7:reprint").state == "done"  # type: ignore[union-attr]
+    assert len(printer.jobs) == 1 and "POS01-T0007" in escpos_to_text(printer.jobs[0])
 
 
 def test_printer_pulled_mid_receipt_each_receipt_prints_exactly_once_after_it_returns(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from pos.core.engine import Show
 from pos.core.money import Money
 from pos.core.outcomes import GatewayResult, QueryOutcome, Succeeded, Unknown
 from pos.core.records import SaleState
-from pos.gateway.results import GatewayResult, Succeeded, Unknown
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.scenarios import make_code
 from tests.engine_harness import Harness
@@ -123,10 +122,10 @@ class _FailingLink:
 def test_a_failed_till_link_neither_hides_the_outcome_nor_charges_twice(tmp_path: Path) -> None:
     import datetime as dt
     rig = Rig(tmp_path)
-    real = rig.journal._conn
+    real = rig.journal.db.conn
     try:
         view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "")
-        rig.journal._conn = _FailingLink(real)
+        rig.journal.db.conn = _FailingLink(real)  # type: ignore[assignment]
         rig.terminal.on_scanner_event(Scan(make_code("00")))
         error = rig.terminal.cashier_text.cashier("journal_error")
         assert rig.cashier(lambda lines: lines == error) == error        # the cashier sees the truth
@@ -138,7 +137,7 @@ def test_a_failed_till_link_neither_hides_the_outcome_nor_charges_twice(tmp_path
         assert rig.terminal.get_sale(view["id"])["state"] != "PAID"   # the till sees it too
         assert rig.terminal.devices["journal"].ok is False       # and no new sale until someone looks
     finally:
-        rig.journal._conn = real
+        rig.journal.db.conn = real
         rig.close()
 
 

@@ -15,17 +15,18 @@ from typing import Any
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pos.cli.main import main as pos_main
 from pos.config import load_config
+from pos.core.money import Money
 from pos.gateway.keys import ensure_sandbox_keys, generate_key_folder
 from pos.gateway.offline import FUNCTIONS
 from pos.gateway.signing import build_signed, sign_text, split_signed, verify
-from pos.core.money import Money
 from pos.sandbox.ledger import BEIJING, Ledger, valid_code_format
 from pos.sandbox.scenarios import SandboxOptions
-from tests.sandbox_fixtures import *  # noqa: F401,F403 - fixtures
+from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import FakeClock, SandboxKeys, make_code
 
 SGD = lambda minor: Money(minor, "SGD")  # noqa: E731

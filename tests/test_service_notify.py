@@ -1,4 +1,4 @@
-"""pos/service.py against a real AF_UNIX datagram socket the test owns (as systemd's would be)."""
+"""pos/ops/systemd.py against a real AF_UNIX datagram socket the test owns (as systemd's would be)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pos.ops.systemd import Heartbeat, Notifier, watchdog_interval
+from pos.ops.systemd import SystemdNotifier, WatchdogHeartbeat, watchdog_interval
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def _recv(sock: socket.socket) -> str:
 
 def test_messages_arrive_as_sd_notify_datagrams(notify_socket):
     sock, path = notify_socket
-    n = Notifier({"NOTIFY_SOCKET": path})
+    n = SystemdNotifier({"NOTIFY_SOCKET": path})
     assert n.enabled
     n.status("recovering 2 open sales")
     n.ready("ready: 0 open items")
@@ -58,7 +58,7 @@ def test_messages_arrive_as_sd_notify_datagrams(notify_socket):
 
 def test_status_newlines_cannot_inject_assignments(notify_socket):
     sock, path = notify_socket
-    n = Notifier({"NOTIFY_SOCKET": path})
+    n = SystemdNotifier({"NOTIFY_SOCKET": path})
     n.status("printer offline\nREADY=1")
     assert _recv(sock) == "STATUS=printer offline READY=1"
     n.close()
@@ -67,7 +67,7 @@ def test_status_newlines_cannot_inject_assignments(notify_socket):
 def test_reads_notify_socket_from_the_process_environment(notify_socket, monkeypatch):
     sock, path = notify_socket
     monkeypatch.setenv("NOTIFY_SOCKET", path)
-    n = Notifier()
+    n = SystemdNotifier()
     n.ready()
     assert _recv(sock) == "READY=1"
     n.close()
@@ -79,7 +79,7 @@ def test_abstract_namespace_socket():
     sock.bind("\0" + name)
     sock.settimeout(5)
     try:
-        n = Notifier({"NOTIFY_SOCKET": "@" + name})
+        n = SystemdNotifier({"NOTIFY_SOCKET": "@" + name})
         n.watchdog()
         assert _recv(sock) == "WATCHDOG=1"
         n.close()
@@ -89,7 +89,7 @@ def test_abstract_namespace_socket():
 
 def test_no_socket_means_silent_no_ops(monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    n = Notifier()
+    n = SystemdNotifier()
     assert not n.enabled
     n.ready("x")
     n.watchdog()
@@ -98,7 +98,7 @@ def test_no_socket_means_silent_no_ops(monkeypatch):
 
 
 def test_socket_that_is_not_there_is_a_no_op(tmp_path):
-    n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "missing.sock")})
+    n = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "missing.sock")})
     assert not n.enabled
     n.ready()  # must not raise
 
@@ -126,8 +126,8 @@ def test_watchdog_interval_reads_process_environment(monkeypatch):
 
 def test_heartbeat_sends_at_most_once_per_interval(notify_socket):
     sock, path = notify_socket
-    n = Notifier({"NOTIFY_SOCKET": path})
-    hb = Heartbeat(n, 10.0)
+    n = SystemdNotifier({"NOTIFY_SOCKET": path})
+    hb = WatchdogHeartbeat(n, 10.0)
     sent = [hb.beat(t) for t in (100.0, 101.0, 109.9, 110.0, 115.0, 120.5)]
     assert sent == [True, False, False, True, False, True]
     sock.settimeout(0.5)
@@ -139,8 +139,8 @@ def test_heartbeat_sends_at_most_once_per_interval(notify_socket):
 
 def test_heartbeat_without_watchdog_never_sends(notify_socket):
     sock, path = notify_socket
-    n = Notifier({"NOTIFY_SOCKET": path})
-    hb = Heartbeat(n, None)
+    n = SystemdNotifier({"NOTIFY_SOCKET": path})
+    hb = WatchdogHeartbeat(n, None)
     assert not any(hb.beat(t) for t in range(100))
     sock.settimeout(0.2)
     with pytest.raises(socket.timeout):
@@ -154,10 +154,7 @@ def test_heartbeat_without_watchdog_never_sends(notify_socket):
 def _has_run_command() -> bool:
     from pos.cli.main import build_parser
     parser = build_parser()
-    for action in parser._subparsers._group_actions:  # noqa: SLF001 - argparse has no public accessor
-        if "run" in getattr(action, "choices", {}):
-            return True
-    return False
+    return any("run" in getattr(action, "choices", {}) for action in parser._subparsers._group_actions)
 
 
 def _free_port() -> int:

@@ -11,12 +11,21 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pos.core.errors import UserError
 from pos.gateway.signing import (
-    SignedTextError, build_signed, generate_keypair, load_private_key, load_public_key, private_key_pem,
-    public_key_pem, sign_text, split_signed, verify,
+    SignedTextError,
+    build_signed,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    private_key_pem,
+    public_key_pem,
+    sign_text,
+    split_signed,
+    verify,
 )
 
 PRIVATE, PUBLIC = generate_keypair()

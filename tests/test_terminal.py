@@ -21,6 +21,7 @@ from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLos
 from pos.config import Config
 from pos.core.money import Money
 from pos.journal.journal import Journal, journal_path
+from pos.journal.print_jobs import JournalPrintJobs
 from pos.payments.runner import PaymentService
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
@@ -52,7 +53,7 @@ class Rig:
         self.customer_pty = EmulatedDisplay("customer", tmp)
         self.printer = DummyPrinter()
         text = Catalogue.load("en")
-        self.queue = PrintQueue(self.journal.path, self.printer, printer_settings=self.cfg.printer, catalogue=text,
+        self.queue = PrintQueue(JournalPrintJobs(self.journal), self.printer, printer_settings=self.cfg.printer, catalogue=text,
                                 retry_interval=0.05).start()
         self.terminal = Terminal(
             config=self.cfg, journal=self.journal, payments=self.payments,
@@ -272,11 +273,15 @@ class CableUnplugged:
     def __init__(self, inner):
         self.inner, self.last_error, self.pays = inner, None, 0
 
+    def health(self):
+        from pos.gateway.client import GatewayHealth
+        return GatewayHealth(last_error=self.last_error, link_down=self.last_error is not None)
+
     def pay(self, **kw):
-        from pos.gateway.results import Unknown
+        from pos.core.outcomes import Unknown
         self.pays += 1
         self.last_error = "connection error: ConnectionError"
-        return Unknown(self.last_error)
+        return Unknown(self.last_error, no_answer=True)
 
     def __getattr__(self, name):
         call = getattr(self.inner, name)

@@ -61,6 +61,9 @@ class Unknown:
     reason: str
     code: str | None = None
     request_id: str = ""
+    # True when nothing came back over the link (timeout, connection or transport
+    # error): the cashier is told the network is down, not just "checking".
+    no_answer: bool = False
 
 
 GatewayResult = Succeeded | Failed | Unknown

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Literal
 
 from pos.core.money import Money
+from pos.core.redact import mask_code  # the stored form; re-exported for the records' users
 
 __all__ = [
     "Request", "SaleState", "RefundState", "SaleRecord", "RefundRecord", "EventRecord",
@@ -59,12 +60,6 @@ SALE_ABORTABLE = frozenset({SaleState.CREATED, SaleState.PAYING, SaleState.QUERY
 REFUND_FINAL = frozenset({RefundState.REFUNDED, RefundState.REFUND_DECLINED})
 # The manager's wait is over: REFUND_PENDING is left to the background corrector.
 REFUND_SETTLED_FOR_MANAGER = REFUND_FINAL | {RefundState.REFUND_PENDING}
-
-
-def mask_code(code: str) -> str:
-    """A payment code as it may be stored or shown: all but the last 4 digits hidden."""
-    tail = code[-4:] if len(code) >= 4 else ""
-    return "*" * max(len(code) - 4, 4) + tail
 
 
 @dataclass(frozen=True)

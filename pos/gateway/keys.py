@@ -16,7 +16,10 @@ from typing import Any
 
 from pos.core.errors import UserError
 from pos.gateway.signing import (
-    generate_keypair, load_private_key, private_key_pem, public_key_pem,
+    generate_keypair,
+    load_private_key,
+    private_key_pem,
+    public_key_pem,
 )
 
 __all__ = [

@@ -10,14 +10,15 @@ idempotent by merchantTransId (§10.2); applying it is the caller's job.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
-from pos.gateway.offline import rfc3339
-from pos.gateway.results import result_codes
-from pos.gateway.signing import build_signed, split_signed, verify
 from pos.core.money import AmountError, CurrencyError, Money
+from pos.gateway.offline.client import rfc3339
+from pos.gateway.offline.codes import result_codes
+from pos.gateway.signing import build_signed, split_signed, verify
 
 __all__ = ["NOTIFY_FUNCTION", "Notification", "NotifyOutcome", "handle_notify", "build_notify_reply"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -151,10 +152,8 @@ def verify(inner_text: str, sig_b64: str, public_key: rsa.RSAPublicKey, *,
     data = inner_text.encode("utf-8")
     candidates = [_b64(sig_b64)]
     if allow_double_base64 and candidates[0] is not None:
-        try:
+        with contextlib.suppress(UnicodeDecodeError):
             candidates.append(_b64(candidates[0].decode("ascii")))
-        except UnicodeDecodeError:
-            pass
     for raw in candidates:
         if raw is None:
             continue

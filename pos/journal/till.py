@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TILL_TABLES", "TillSale", "TillRefundKey", "TillLinks", "link_till_sale"]
 
-# Created if missing on every open (the terminal made these tables itself before
-# they were the journal's, so older journals already have them).
+# Migration 3 of the journal (pos/journal/schema.py). IF NOT EXISTS: the terminal
+# made these tables itself before they were the journal's, so older journals have them.
 TILL_TABLES: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS till_sales (
         till_id      TEXT PRIMARY KEY,
@@ -114,21 +114,13 @@ class TillLinks:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        journal = self._journal
-        with journal._lock:
-            conn = journal._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                journal._commit()
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._journal.db.transaction() as conn:
+            yield conn
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        with self._journal._lock:
-            return self._journal._conn.execute(sql, params).fetchone()
+        db = self._journal.db
+        with db.lock:
+            return db.conn.execute(sql, params).fetchone()
 
     # ------------------------------------------------------------ till sales
 
@@ -215,8 +207,9 @@ class TillLinks:
 
     def claimed_refunds(self) -> set[int]:
         """Journal refunds some key already answers for."""
-        with self._journal._lock:
-            rows = self._journal._conn.execute(
+        db = self._journal.db
+        with db.lock:
+            rows = db.conn.execute(
                 "SELECT refund_id FROM till_refunds WHERE refund_id IS NOT NULL").fetchall()
         return {int(r[0]) for r in rows}
 

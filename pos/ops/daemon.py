@@ -21,13 +21,14 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pos.config import LoadedConfig, load_config
 from pos.core.errors import EXIT_UNAVAILABLE, ConfigError, UserError
 from pos.ops.logs import setup_logging
-from pos.ops.systemd import Heartbeat, Notifier, watchdog_interval
+from pos.ops.systemd import SystemdNotifier, WatchdogHeartbeat, watchdog_interval
 
 __all__ = ["Daemon", "run"]
 
@@ -49,10 +50,11 @@ class Daemon:
     def __init__(self, loaded: LoadedConfig, *, environ: dict[str, str] | None = None) -> None:
         self.loaded = loaded
         self.cfg = loaded.config
-        self.notifier = Notifier(environ)
-        self.heartbeat = Heartbeat(self.notifier, watchdog_interval(environ))
+        self.notifier = SystemdNotifier(environ)
+        self.heartbeat = WatchdogHeartbeat(self.notifier, watchdog_interval(environ))
         self._stop = threading.Event()
-        self._parts: list[Any] = []
+        # What to stop on the way out, in start order (stopped last first).
+        self._parts: list[tuple[str, Callable[[], None]]] = []
         self.terminal: Any = None
         self.payments: Any = None
         self.server: Any = None
@@ -80,19 +82,21 @@ class Daemon:
         from devices.print_queue import PrintQueue
         from devices.printer import open_printer
         from devices.scanner import open_scanner
-        from pos.till.api import Tokens, create_app
-        from pos.gateway.offline import OfflineGateway
+        from pos.gateway.factory import open_gateway
         from pos.httpserver import ThreadedServer
         from pos.journal.journal import Journal, journal_path
+        from pos.journal.print_jobs import JournalPrintJobs
         from pos.payments.runner import PaymentService
         from pos.terminal.terminal import Terminal
+        from pos.till.api import Tokens, create_app
 
         journal = Journal.open(journal_path(state_dir), terminal_id=cfg.terminal.terminal_id,
                                timezone=cfg.terminal.timezone)
-        self._parts.append(journal)
+        self._parts.append(("journal", journal.close))
         log.info("journal open", extra={"kv": {"path": str(journal.path)}})
 
-        gateway = OfflineGateway(cfg.gateway, not_found_codes=cfg.payment.not_found_codes)
+        gateway = open_gateway(cfg)
+        self._parts.append(("gateway", gateway.close))
         self.payments = payments = PaymentService(journal, gateway, cfg.payment)
         cashier_text = Catalogue.load(cfg.terminal.language)
         customer_text = Catalogue.load(cfg.terminal.customer_language)
@@ -107,8 +111,9 @@ class Daemon:
 
         queue = None
         if cfg.printer.kind != "none":
-            queue = PrintQueue(journal.path, printer, printer_settings=cfg.printer, catalogue=cashier_text,
-                               on_status=printer_status)
+            # The queue writes through the journal's connection: one connection for the daemon's writes.
+            queue = PrintQueue(JournalPrintJobs(journal), printer, printer_settings=cfg.printer,
+                               catalogue=cashier_text, on_status=printer_status)
         self.terminal = terminal = Terminal(
             config=cfg, journal=journal, payments=payments, cashier_display=cashier_display,
             customer_display=customer_display, cashier_catalogue=cashier_text, customer_catalogue=customer_text,
@@ -121,16 +126,16 @@ class Daemon:
         self.notifier.status(f"recovering {open_count} open items")
         if queue is not None:
             queue.start()
-            self._parts.append(queue)
+            self._parts.append(("print queue", queue.stop))
 
         scanner = open_scanner(cfg.scanner, terminal.on_scanner_event)
         if scanner is not None:
             scanner.start()
-            self._parts.append(scanner)
+            self._parts.append(("scanner", scanner.stop))
         if cfg.keypad.kind != "none":
             keypad = open_keypad(cfg.keypad, terminal.on_key)
             keypad.start()
-            self._parts.append(keypad)
+            self._parts.append(("keypad", keypad.stop))
 
         if cfg.ecr.enabled:
             tokens = Tokens(self._token(cfg.ecr.token_file), self._token(cfg.ecr.manager_token_file))
@@ -157,7 +162,7 @@ class Daemon:
         import fcntl
 
         path = state_dir / "pos-run.lock"
-        fh = open(path, "a+")
+        fh = open(path, "a+")  # noqa: SIM115 - held open, and the lock with it, until the process ends
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -205,12 +210,11 @@ class Daemon:
             self.server.stop()
         if self.payments is not None:
             self.payments.stop()
-        for part in reversed(self._parts):
+        for name, stop in reversed(self._parts):
             try:
-                (getattr(part, "stop", None) or part.close)()
-            except Exception as exc:  # noqa: BLE001 - shutting down: log and go on
-                log.warning("part did not stop cleanly", extra={"kv": {"part": type(part).__name__,
-                                                                       "error": str(exc)}})
+                stop()
+            except Exception as exc:
+                log.warning("part did not stop cleanly", extra={"kv": {"part": name, "error": str(exc)}})
         if self.terminal is not None:
             self.terminal.close()
         log.info("stopped")

@@ -4,11 +4,15 @@ Each check is a small function that takes the validated configuration (and
 its thresholds as keyword arguments, so tests can shorten or tighten them)
 and returns a `CheckResult`; nothing here raises for a broken installation,
 it reports it. `run_checks` runs them in the order a technician fixes
-things: config, keys, clock, network, devices, tokens, journal, disk.
+things: config, keys, clock, network (and one signed query through the
+configured protocol's client), devices, tokens, journal, disk.
 
     OK   gateway: open-sea.alipay.com:443 reachable, TLS ok, 38 ms
     FAIL printer: cannot open /dev/pos-printer: No such file or directory — check the cable and [printer] url
     WARN printer: online, paper unknown (no answer to the status query)
+
+The device checks live in device_checks.py, the result type in checks.py;
+this module is the whole list, in order.
 """
 
 from __future__ import annotations
@@ -17,30 +21,32 @@ import datetime as dt
 import os
 import shutil
 import socket
-import sqlite3
 import ssl
 import stat
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from pos.config import Config, LoadedConfig, load_config
 from pos.core.errors import UserError
+from pos.journal.journal import Journal, JournalError, journal_path
+from pos.ops.checks import CheckResult, Level
+from pos.ops.checks import fail as _fail
+from pos.ops.checks import ok as _ok
+from pos.ops.checks import warn as _warn
+from pos.ops.device_checks import check_cashier_display, check_display, check_keypad, check_printer, check_scanner
 
 __all__ = [
     "Level", "CheckResult", "DoctorReport", "run_checks", "load_for_doctor",
-    "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway",
+    "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway", "check_gateway_answer",
     "check_scanner", "check_printer", "check_display", "check_cashier_display", "check_keypad",
     "check_ecr_tokens", "check_journal",
-    "check_disk", "check_open_items", "open_items_needing_manager", "count_open_items", "JOURNAL_NAME", "MIN_FREE_BYTES",
+    "check_disk", "check_open_items", "open_items_needing_manager", "count_open_items", "MIN_FREE_BYTES",
 ]
 
-JOURNAL_NAME = "journal.db"
 # A receipt queue and a year of journal fit in a few MB; below 50 MB SQLite
 # may fail a commit mid-sale (and "write before you send" then stops sales).
 MIN_FREE_BYTES = 50 * 1024 * 1024
@@ -51,43 +57,6 @@ EARLIEST_SANE_YEAR = 2024
 LATEST_SANE_YEAR = 2100
 MAX_CLOCK_SKEW = 300.0  # seconds against the gateway's Date header
 MIN_KEY_BITS = 2048     # reference §4.1, RSA2
-# ESC/POS real-time status (DLE EOT n): n=1 printer status, n=4 paper sensor.
-DLE_EOT_PRINTER = b"\x10\x04\x01"
-DLE_EOT_PAPER = b"\x10\x04\x04"
-NEEDS_MANAGER = ("MANUAL_REVIEW", "REFUND_PENDING")
-
-
-class Level(str, Enum):
-    OK = "OK"
-    WARN = "WARN"
-    FAIL = "FAIL"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    level: Level
-    detail: str
-    data: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.level is not Level.FAIL
-
-    def line(self) -> str:
-        return f"{self.level.value:<4} {self.name}: {self.detail}"
-
-
-def _ok(name: str, detail: str, **data: Any) -> CheckResult:
-    return CheckResult(name, Level.OK, detail, data)
-
-
-def _warn(name: str, detail: str, **data: Any) -> CheckResult:
-    return CheckResult(name, Level.WARN, detail, data)
-
-
-def _fail(name: str, what: str, todo: str, **data: Any) -> CheckResult:
-    return CheckResult(name, Level.FAIL, f"{what} — {todo}", data)
 
 
 @dataclass
@@ -187,7 +156,7 @@ def check_alipay_key(cfg: Config) -> CheckResult:
 def check_clock(now: dt.datetime | None = None, *, gateway_date: dt.datetime | None = None,
                 max_skew: float = MAX_CLOCK_SKEW) -> CheckResult:
     name = "clock"
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     todo = "set the time (timedatectl set-ntp true), check the RTC battery"
     if now.year < EARLIEST_SANE_YEAR:
         return _fail(name, f"system time {now:%Y-%m-%d %H:%M} UTC is before {EARLIEST_SANE_YEAR}", todo)
@@ -243,6 +212,43 @@ def check_gateway(cfg: Config, *, timeout: float | None = None) -> CheckResult:
     return _ok(name, f"{host}:{port} reachable{tls}, {latency_ms:.0f} ms", latency_ms=latency_ms, date=date)
 
 
+def check_gateway_answer(cfg: Config) -> CheckResult:
+    """One signed status query for an order that cannot exist, through the configured protocol's client.
+
+    Proves what a TCP connect cannot: the gateway accepts our signature and
+    client id, and its answer verifies with alipay_public_key. It only reads:
+    a query for an unknown order moves no money and creates nothing.
+    """
+    import secrets
+
+    from pos.core.outcomes import Failed, Succeeded
+    from pos.gateway.factory import open_gateway
+    name = "gateway answer"
+    probe = f"DOCTOR-{cfg.terminal.terminal_id}-{secrets.token_hex(6)}"
+    try:
+        client = open_gateway(cfg)
+    except UserError as exc:
+        return _fail(name, f"cannot build the [gateway] {cfg.gateway.protocol} client: {exc}",
+                     "fix the 'keys' check first")
+    try:
+        result = client.query(merchant_trans_id=probe)
+        latency_ms = (client.health().last_latency or 0) * 1000
+    finally:
+        client.close()
+    if isinstance(result, Succeeded) or (isinstance(result, Failed) and result.code in cfg.payment.not_found_codes):
+        return _ok(name, f"a signed {cfg.gateway.protocol} query was answered and verified "
+                         f"({result.code}), {latency_ms:.0f} ms")
+    if isinstance(result, Failed):
+        return _fail(name, f"the gateway refused a signed query: {result.code} {result.message}".rstrip(),
+                     "check [gateway] client_id and merchant_id, and that merchant_public_key is the key "
+                     "uploaded to Alipay")
+    if "signature" in result.reason:
+        return _fail(name, f"the gateway's answer did not verify ({result.reason})",
+                     "install Alipay's public key as [gateway] alipay_public_key")
+    return _warn(name, f"no answer to trust from the gateway ({result.reason}); payments would be queried "
+                       "and cancelled until it answers")
+
+
 def _gateway_date(url: str, timeout: float) -> dt.datetime | None:
     import requests
     try:
@@ -253,146 +259,6 @@ def _gateway_date(url: str, timeout: float) -> dt.datetime | None:
         return parsedate_to_datetime(answer.headers["Date"])
     except (KeyError, TypeError, ValueError):
         return None
-
-
-# ---------------------------------------------------------------------------
-# devices
-
-def _open_serial(url: str, baudrate: int, timeout: float) -> Any:
-    import serial
-    return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, write_timeout=timeout)
-
-
-def _serial_check(name: str, section: str, url: str, baudrate: int, timeout: float) -> CheckResult:
-    import serial
-    try:
-        port = _open_serial(url, baudrate, timeout)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        todo = (f"check the cable, [{section}] url, 'ls -l {url}', and that the service user is in "
-                "group dialout (udev rule: [udev] in the config)")
-        return _fail(name, f"cannot open {url}: {reason}", todo)
-    port.close()
-    return _ok(name, f"{url} opens at {baudrate} baud")
-
-
-def check_scanner(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
-    if cfg.scanner.kind == "none":
-        return _ok("scanner", "kind none: no scanner configured (payment codes come from the till)")
-    return _serial_check("scanner", "scanner", cfg.scanner.url, cfg.scanner.baudrate, timeout)
-
-
-def check_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
-    if cfg.display.kind != "serial":
-        return _ok("display", f"kind {cfg.display.kind}: no customer display hardware")
-    return _serial_check("display", "display", cfg.display.url, cfg.display.baudrate, timeout)
-
-
-def check_cashier_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
-    d = cfg.cashier_display
-    if d.kind != "serial":
-        return _ok("cashier display", f"kind {d.kind}: cashier texts go to the {'log' if d.kind == 'console' else 'void'}")
-    return _serial_check("cashier display", "cashier_display", d.url, d.baudrate, timeout)
-
-
-def check_keypad(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
-    if cfg.keypad.kind != "serial":
-        return _ok("keypad", f"kind {cfg.keypad.kind}")
-    return _serial_check("keypad", "keypad", cfg.keypad.url, cfg.keypad.baudrate, timeout)
-
-
-def _status_bytes(exchange: Callable[[bytes], bytes]) -> tuple[str, str, Level]:
-    """Ask DLE EOT 1 and 4; describe online/paper. 'unknown' when the printer does not answer."""
-    online_raw = exchange(DLE_EOT_PRINTER)
-    paper_raw = exchange(DLE_EOT_PAPER)
-    level = Level.OK
-    if not online_raw:
-        online, level = "online unknown", Level.WARN
-    elif online_raw[0] & 0x08:
-        online, level = "OFFLINE (cover open or error)", Level.FAIL
-    else:
-        online = "online"
-    if not paper_raw:
-        paper = "paper unknown (no answer to the status query)"
-        level = Level.FAIL if level is Level.FAIL else Level.WARN
-    elif paper_raw[0] & 0x60:
-        paper, level = "NO PAPER", Level.FAIL
-    elif paper_raw[0] & 0x0C:
-        paper = "paper near end"
-        level = Level.FAIL if level is Level.FAIL else Level.WARN
-    else:
-        paper = "paper ok"
-    return online, paper, level
-
-
-def _printer_result(where: str, online: str, paper: str, level: Level) -> CheckResult:
-    detail = f"{where}: {online}, {paper}"
-    if level is Level.FAIL:
-        return _fail("printer", detail, "open the cover, load paper, clear the error; receipts wait in the queue")
-    return CheckResult("printer", level, detail)
-
-
-def check_printer(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
-    p = cfg.printer
-    name = "printer"
-    if p.kind in ("dummy", "none"):
-        return _ok(name, f"kind {p.kind}: receipts are not printed on paper")
-    if p.kind == "file":
-        path = Path(p.path)
-        if not p.path or not path.exists():
-            return _fail(name, f"{p.path or '(empty path)'} does not exist", "check the cable and [printer] path")
-        if not os.access(path, os.W_OK):
-            return _fail(name, f"{p.path} is not writable by this user", "add the service user to group lp")
-        return _warn(name, f"{p.path} is writable; online/paper unknown (file printers do not answer)")
-    if p.kind == "serial":
-        import serial
-        try:
-            port = _open_serial(p.url, p.baudrate, timeout)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            return _fail(name, f"cannot open {p.url}: {reason}",
-                         f"check the cable, [printer] url, 'ls -l {p.url}' and group dialout")
-        try:
-            def exchange(query: bytes) -> bytes:
-                port.reset_input_buffer()
-                port.write(query)
-                port.flush()
-                return bytes(port.read(1))
-            online, paper, level = _status_bytes(exchange)
-        except (serial.SerialException, OSError) as exc:
-            return _warn(name, f"{p.url} opens, status unknown ({exc})")
-        finally:
-            port.close()
-        return _printer_result(p.url, online, paper, level)
-    if p.kind == "network":
-        where = f"{p.host} port {p.port}"
-        try:
-            sock = socket.create_connection((p.host, p.port), timeout=timeout)
-        except OSError as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-            return _fail(name, f"cannot connect to {where} ({reason})", "check the printer's power, cable and [printer] host")
-        try:
-            def exchange_net(query: bytes) -> bytes:
-                sock.sendall(query)
-                try:
-                    return sock.recv(1)
-                except TimeoutError:
-                    return b""
-            online, paper, level = _status_bytes(exchange_net)
-        except OSError as exc:
-            return _warn(name, f"{where} connects, status unknown ({exc})")
-        finally:
-            sock.close()
-        return _printer_result(f"{p.host}:{p.port}", online, paper, level)
-    # usb: python-escpos/libusb finds it by id; we can only see whether the device is on the bus.
-    vid, pid = f"{p.usb_vendor:04x}", f"{p.usb_product:04x}"
-    for dev in Path("/sys/bus/usb/devices").glob("*"):
-        try:
-            if (dev / "idVendor").read_text().strip() == vid and (dev / "idProduct").read_text().strip() == pid:
-                return _warn(name, f"USB {vid}:{pid} is connected; online/paper unknown over raw USB")
-        except OSError:
-            continue
-    return _fail(name, f"USB printer {vid}:{pid} is not connected", "check the cable and [printer] usb_vendor/usb_product (lsusb)")
 
 
 # ---------------------------------------------------------------------------
@@ -420,28 +286,30 @@ def check_ecr_tokens(cfg: Config) -> CheckResult:
     return _ok(name, "token files present and private (0600)")
 
 
-def _journal_path(cfg: Config) -> Path:
-    return Path(cfg.terminal.state_dir) / JOURNAL_NAME
+def _open_journal(cfg: Config) -> Journal:
+    # Read-only on purpose: run as root, a read-write open would leave
+    # root-owned -wal/-shm files the pos user cannot open afterwards.
+    return Journal.open(journal_path(cfg.terminal.state_dir), terminal_id=cfg.terminal.terminal_id,
+                        timezone=cfg.terminal.timezone, read_only=True)
 
 
 def check_journal(cfg: Config) -> CheckResult:
     name = "journal"
-    path = _journal_path(cfg)
+    path = journal_path(cfg.terminal.state_dir)
+    todo = "stop the service, copy the file aside for support, restore the last backup"
     if not path.exists():
         return _warn(name, f"{path} does not exist yet (created at the first start of the service)")
     try:
-        conn = _read_only(path)
+        journal = _open_journal(cfg)
         try:
-            rows = conn.execute("PRAGMA integrity_check").fetchall()
+            problems = journal.file_integrity(limit=3)
         finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return _fail(name, f"{path} cannot be read as SQLite ({exc})",
-                     "stop the service, copy the file aside for support, restore the last backup")
-    answer = "; ".join(str(r[0]) for r in rows[:3])
+            journal.close()
+    except JournalError as exc:
+        return _fail(name, f"{path} cannot be read as SQLite ({exc})", todo)
+    answer = "; ".join(problems)
     if answer != "ok":
-        return _fail(name, f"{path} is damaged: {answer}",
-                     "stop the service, copy the file aside for support, restore the last backup")
+        return _fail(name, f"{path} is damaged: {answer}", todo)
     size = path.stat().st_size
     return _ok(name, f"{path} integrity ok, {size / 1024:.0f} KiB", journal_bytes=size)
 
@@ -460,50 +328,36 @@ def check_disk(cfg: Config, *, min_free_bytes: int = MIN_FREE_BYTES) -> CheckRes
     return _ok(name, f"{mb:.0f} MB free for {folder}")
 
 
-def _read_only(path: Path) -> sqlite3.Connection:
-    # Read-only on purpose: run as root, a read-write open would leave
-    # root-owned -wal/-shm files the pos user cannot open afterwards.
-    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=2)
-
-
 def open_items_needing_manager(cfg: Config) -> list[tuple[str, str]] | None:
     """(merchantTransId/merchantRefundId, state) of items in MANUAL_REVIEW or REFUND_PENDING.
 
-    Reads the journal's tables (pos/journal.py) read-only; None when there is no journal yet.
+    Reads the journal read-only; None when there is no journal yet. JournalError when it cannot be read.
     """
-    path = _journal_path(cfg)
-    if not path.exists():
+    if not journal_path(cfg.terminal.state_dir).exists():
         return None
-    conn = _read_only(path)
+    journal = _open_journal(cfg)
     try:
-        rows = conn.execute("SELECT merchant_trans_id, state FROM sales WHERE state = 'MANUAL_REVIEW' "
-                            "ORDER BY sale_id").fetchall()
-        rows += conn.execute("SELECT merchant_refund_id, state FROM refunds WHERE state = 'REFUND_PENDING' "
-                             "ORDER BY refund_id").fetchall()
+        return journal.items_needing_manager()
     finally:
-        conn.close()
-    return [(str(a), str(b)) for a, b in rows]
+        journal.close()
 
 
 def count_open_items(cfg: Config) -> int | None:
-    """Sales and refunds not in a final state (what the daemon resumes on start)."""
-    path = _journal_path(cfg)
-    if not path.exists():
+    """Sales and refunds not in a final state (what the daemon resumes on start); None without a journal."""
+    if not journal_path(cfg.terminal.state_dir).exists():
         return None
-    conn = _read_only(path)
+    journal = _open_journal(cfg)
     try:
-        sales = conn.execute("SELECT COUNT(*) FROM sales WHERE state NOT IN ('PAID', 'DECLINED', 'CANCELLED')").fetchone()[0]
-        refunds = conn.execute("SELECT COUNT(*) FROM refunds WHERE state NOT IN ('REFUNDED', 'REFUND_DECLINED')").fetchone()[0]
+        return journal.count_open_items()
     finally:
-        conn.close()
-    return int(sales) + int(refunds)
+        journal.close()
 
 
 def check_open_items(cfg: Config) -> CheckResult:
     name = "open items"
     try:
         items = open_items_needing_manager(cfg)
-    except sqlite3.Error as exc:
+    except JournalError as exc:
         return _warn(name, f"cannot list open items ({exc}); see the journal check")
     if items is None:
         return _ok(name, "none (no journal yet)")
@@ -529,6 +383,8 @@ def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
     gateway = check_gateway(cfg, timeout=gateway_timeout)
     results.append(check_clock(now, gateway_date=gateway.data.get("date")))
     results.append(gateway)
+    if keys.level is Level.OK and gateway.level is Level.OK:
+        results.append(check_gateway_answer(cfg))
     results += [
         check_scanner(cfg, timeout=device_timeout),
         check_printer(cfg, timeout=device_timeout),

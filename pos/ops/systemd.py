@@ -1,4 +1,4 @@
-"""systemd integration: readiness, status and watchdog notifications.
+"""systemd notify (sd_notify): readiness, status and watchdog notifications to the service manager.
 
 A thin wrapper over the `sdnotify` library (the sd_notify(3) datagram
 protocol on $NOTIFY_SOCKET). Outside systemd (no NOTIFY_SOCKET: a laptop,
@@ -8,8 +8,8 @@ unconditionally.
 How `pos run` uses it (systemd/pos-terminal.service is Type=notify with
 WatchdogSec=):
 
-    notifier = Notifier()
-    heartbeat = Heartbeat(notifier, watchdog_interval())
+    notifier = SystemdNotifier()
+    heartbeat = WatchdogHeartbeat(notifier, watchdog_interval())
     notifier.status("recovering open sales")
     ... resume open sales/refunds, calling heartbeat.beat(now) between steps ...
     ... start devices ...
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import sdnotify
 
-__all__ = ["Notifier", "Heartbeat", "watchdog_interval"]
+__all__ = ["SystemdNotifier", "WatchdogHeartbeat", "watchdog_interval"]
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
@@ -57,7 +57,7 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     return usec / 1_000_000 / 2
 
 
-class Notifier:
+class SystemdNotifier:
     """Sends sd_notify messages; silent when not started by systemd.
 
     Errors while sending are swallowed (sdnotify's default): losing a status
@@ -132,14 +132,14 @@ def _status_field(text: str) -> str:
     return "STATUS=" + " ".join(text.split())
 
 
-class Heartbeat:
+class WatchdogHeartbeat:
     """Sends WATCHDOG=1 at most once per interval, driven by the caller's clock.
 
     Never sleeps and never reads the time itself: the main loop passes `now`
     (monotonic seconds), so tests drive it with plain numbers.
     """
 
-    def __init__(self, notifier: Notifier, interval: float | None) -> None:
+    def __init__(self, notifier: SystemdNotifier, interval: float | None) -> None:
         self.notifier = notifier
         self.interval = interval
         self._last: float | None = None

@@ -2,6 +2,8 @@
 
 - `ledger.py`: the pure model of what was charged, cancelled and refunded;
 - `scenarios.py`: scripted outcomes chosen by the payment code, and `SandboxOptions`;
-- `server.py`: the HTTP wrapper (Starlette under uvicorn), signing and verifying;
+- `offline.py`: the offline acquiring protocol (routing, envelope checks, verifying
+  requests and signing answers), one `SandboxProtocol` (protocol.py);
+- `server.py`: the protocol-neutral HTTP host (Starlette under uvicorn);
 - `direct.py`: the same ledger as an in-process `Gateway`, for fast engine tests.
 """

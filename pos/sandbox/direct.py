@@ -9,34 +9,41 @@ ledger has recorded whatever the real gateway would have.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
-from pos.gateway.results import Failed, GatewayResult, Succeeded, Unknown, read_query
 from pos.core.money import Money
+from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
+from pos.gateway.client import GatewayHealth
+from pos.gateway.offline.status import read_query
 from pos.sandbox.ledger import Ledger, Reply, as_datetime
 from pos.sandbox.scenarios import scenario_for
 
 __all__ = ["DirectGateway"]
 
 
-def _result(reply: Reply) -> GatewayResult:
+def _result(reply: Reply, request_id: str) -> GatewayResult:
     if reply.status == "S":
-        return Succeeded(dict(reply.body), reply.code)
+        return Succeeded(dict(reply.body), reply.code, request_id=request_id)
     if reply.status == "F":
-        return Failed(reply.code, reply.message, reply.code_id, dict(reply.body))
-    return Unknown("gateway answered U", reply.code)
+        return Failed(reply.code, reply.message, reply.code_id, dict(reply.body), request_id=request_id)
+    return Unknown("gateway answered U", reply.code, request_id=request_id)
 
 
 class DirectGateway:
-    """Implements pos.gateway.results.Gateway by calling the ledger with `clock()` as now."""
+    """A `GatewayClient` (pos/gateway/client.py) calling the ledger with `clock()` as now."""
 
-    def __init__(self, ledger: Ledger, clock: Callable[[], "datetime | float"], *,
+    def __init__(self, ledger: Ledger, clock: Callable[[], datetime | float], *,
                  merchant_id: str = "2188000000000001") -> None:
         self.ledger = ledger
         self._clock = clock
         self.merchant_id = merchant_id
-        self.last_latency: float | None = 0.0
+
+    def health(self) -> GatewayHealth:
+        return GatewayHealth(last_latency=0.0)  # in-process: no link to lose
+
+    def close(self) -> None:
+        pass
 
     def _now(self) -> datetime:
         return as_datetime(self._clock())
@@ -47,19 +54,20 @@ class DirectGateway:
                                 self._now())
         scenario = scenario_for(identity_code)
         if scenario.hold:
-            return Unknown("timeout")
+            return Unknown("timeout", request_id=merchant_trans_id, no_answer=True)
         if scenario.corrupt_signature and reply.status == "S":
-            return Unknown("answer signature did not verify")
-        return _result(reply)
+            return Unknown("answer signature did not verify", request_id=merchant_trans_id)
+        return _result(reply, merchant_trans_id)
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
         return read_query(_result(self.ledger.query(self.merchant_id, self._now(),
-                                                    merchant_trans_id=merchant_trans_id)))
+                                                    merchant_trans_id=merchant_trans_id), merchant_trans_id))
 
     def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
-        return _result(self.ledger.cancel(self.merchant_id, self._now(), merchant_trans_id=merchant_trans_id))
+        return _result(self.ledger.cancel(self.merchant_id, self._now(), merchant_trans_id=merchant_trans_id),
+                       merchant_trans_id)
 
     def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
                reason: str) -> GatewayResult:
         return _result(self.ledger.refund(self.merchant_id, acquirement_id, merchant_refund_id, amount, reason,
-                                          self._now()))
+                                          self._now()), merchant_refund_id)

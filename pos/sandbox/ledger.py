@@ -15,12 +15,12 @@ import io
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pos.gateway.results import result_codes
 from pos.core.money import Money
+from pos.gateway.offline.codes import result_codes
 from pos.sandbox.scenarios import SandboxOptions, Scenario, scenario_for
 
 __all__ = [
@@ -44,7 +44,7 @@ def as_datetime(value: datetime | float | int) -> datetime:
         if value.tzinfo is None:
             raise ValueError("the sandbox clock must return timezone-aware datetimes")
         return value
-    return datetime.fromtimestamp(float(value), timezone.utc)
+    return datetime.fromtimestamp(float(value), UTC)
 
 
 def _time(moment: datetime) -> str:

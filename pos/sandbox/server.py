@@ -1,255 +1,65 @@
-"""The sandbox gateway over HTTP: Alipay's offline acquiring wire protocol on 127.0.0.1.
+"""The sandbox gateway's HTTP host: a protocol module's answers over HTTP on 127.0.0.1.
 
-`GatewayCore.handle(path, raw)` is the whole protocol (routing, framework
-checks §11.2, signature verification §4, body checks §6-9, signing the answer)
-and is synchronous; `build_app` wraps it in Starlette, and `SandboxServer` runs
-that under uvicorn in a background thread (tests) or in the foreground
-(`pos sandbox`). A request never crashes the server: whatever arrives gets a
-signed answer.
+Protocol-neutral: `build_app` reads each POST body (refusing one larger than
+the protocol's max_body unread) and sends what the protocol module answers
+(`SandboxProtocol`, protocol.py); the protocol modules are named in
+`PROTOCOLS` (offline.py: Alipay's offline acquiring protocol). `SandboxServer`
+runs the app under uvicorn in a background thread (tests) or in the
+foreground (`pos sandbox`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import logging
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+import ipaddress
+from collections.abc import Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pos.gateway.offline import FUNCTIONS, rfc3339
-from pos.gateway.results import result_codes
-from pos.gateway.signing import build_signed, split_signed, verify
 from pos.httpserver import ThreadedServer
-from pos.core.money import AmountError, CurrencyError, Money
-from pos.sandbox.ledger import Ledger, Reply, as_datetime
-from pos.sandbox.scenarios import SandboxOptions, scenario_for
+from pos.sandbox.ledger import Ledger
+from pos.sandbox.offline import Clock, OfflineSandbox
+from pos.sandbox.protocol import Answer, SandboxProtocol
+from pos.sandbox.scenarios import SandboxOptions
 
-__all__ = ["Answer", "GatewayCore", "build_app", "SandboxServer", "route_function"]
+__all__ = ["Answer", "PROTOCOLS", "build_app", "SandboxServer"]
 
-log = logging.getLogger("pos.sandbox")
-
-Clock = Callable[[], "datetime | float"]
-
-# Case-insensitive routes (§2: the docs print payquery/paycancel in lower case),
-# keyed by the path after /api or /isupergw.
-_ROUTES = {fn.path.lower().removeprefix("/api"): fn.name for fn in FUNCTIONS.values()}
-_KNOWN_FUNCTIONS = {fn.name: op for op, fn in FUNCTIONS.items()}
-_REQUIRED_HEAD = ("version", "function", "clientId", "reqTime", "reqMsgId")
 _JSON = "application/json; charset=UTF-8"
 
-
-def route_function(path: str) -> str | None:
-    """The function a URL path names, or None. Accepts /api/... and the /isupergw/... sandbox prefix."""
-    p = path.lower()
-    for prefix in ("/isupergw/api", "/isupergw", "/api"):
-        if p.startswith(prefix + "/"):
-            return _ROUTES.get(p[len(prefix):])
-    return None
+# [gateway] protocol -> its sandbox: (ledger, merchant_public_key, alipay_private_key, clock) -> protocol.
+PROTOCOLS: dict[str, Callable[[Ledger, Any, Any, Clock | None], SandboxProtocol]] = {
+    "offline": lambda ledger, merchant_key, alipay_key, clock: OfflineSandbox(
+        ledger, merchant_public_key=merchant_key, alipay_private_key=alipay_key, clock=clock),
+}
 
 
-class _Reject(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-@dataclass(frozen=True)
-class Answer:
-    body: bytes
-    http_status: int = 200
-    hold: float = 0.0       # seconds to wait before sending (the client has long given up)
-
-
-def _text(body: dict[str, Any], name: str, *, required: bool = True, max_len: int = 64) -> str:
-    value = body.get(name)
-    if value is None or value == "":
-        if required:
-            raise _Reject("PARAM_MISSING", f"{name} is required")
-        return ""
-    if not isinstance(value, str) or len(value) > max_len:
-        raise _Reject("PARAM_ILLEGAL", f"{name} must be text of at most {max_len} characters")
-    return value
-
-
-def _money(obj: Any, name: str) -> Money:
-    if obj is None:
-        raise _Reject("PARAM_MISSING", f"{name} is required")
-    try:
-        amount = Money.from_wire(obj)  # §5.1: string or integer minor units
-    except (AmountError, CurrencyError) as exc:
-        raise _Reject("PARAM_ILLEGAL", f"{name}: {exc}") from None
-    if amount.minor <= 0:
-        raise _Reject("PARAM_ILLEGAL", f"{name} must be above zero")
-    return amount
-
-
-def _merchant(body: dict[str, Any]) -> str:
-    if "partnerId" in body and "merchantId" not in body:  # §0: 2.0.2 names it partnerId
-        return _text(body, "partnerId", max_len=32)
-    return _text(body, "merchantId")
-
-
-class GatewayCore:
-    """The sandbox's protocol handling, without HTTP."""
-
-    def __init__(self, ledger: Ledger, *, merchant_public_key: Any, alipay_private_key: Any,
-                 clock: Clock | None = None) -> None:
-        self.ledger = ledger
-        self.options: SandboxOptions = ledger.options
-        self._merchant_key = merchant_public_key
-        self._alipay_key = alipay_private_key
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
-
-    def now(self) -> datetime:
-        return as_datetime(self._clock())
-
-    def handle(self, path: str, raw: bytes) -> Answer:
-        head: dict[str, Any] = {}
-        function = route_function(path) or ""
-        sign_type = "RSA2"
-        try:
-            if not function:
-                raise _Reject("NO_INTERFACE_DEF", f"no function at {path}")
-            if len(raw) > self.options.max_body:
-                raise _Reject("PARAM_ILLEGAL", f"request larger than {self.options.max_body} bytes")
-            try:
-                text = raw.decode("utf-8")
-                inner, signature = split_signed(text, "request")
-                envelope = json.loads(inner)
-            except (UnicodeDecodeError, ValueError) as exc:
-                if "no signature" in str(exc):
-                    raise _Reject("INVALID_SIGNATURE", "request has no signature") from None
-                raise _Reject("MSG_PARSE_ERROR", f"request is not a signed JSON envelope: {exc}") from None
-            if not isinstance(envelope, dict) or not isinstance(envelope.get("head"), dict):
-                raise _Reject("PARAM_MISSING", "request.head is required")
-            head = envelope["head"]
-            for name in _REQUIRED_HEAD:
-                if not isinstance(head.get(name), str) or not head[name]:
-                    raise _Reject("PARAM_MISSING", f"head.{name} is required")
-            if head["function"] not in _KNOWN_FUNCTIONS:
-                raise _Reject("NO_INTERFACE_DEF", f"unknown function {head['function']!r}")
-            if head["function"] != function:
-                raise _Reject("FUNCTION_NOT_MATCH", f"head.function is not {function}")
-            sign_type = self._sign_type(head)
-            if not verify(inner, signature, self._merchant_key, sign_type=sign_type,
-                          allow_double_base64=self.options.tolerate_double_base64):
-                raise _Reject("INVALID_SIGNATURE", "signature does not verify with the merchant's public key")
-            try:
-                datetime.fromisoformat(head["reqTime"])
-            except ValueError:
-                raise _Reject("PARAM_ILLEGAL", "head.reqTime must be RFC 3339 with an offset") from None
-            body = envelope.get("body")
-            if not isinstance(body, dict):
-                raise _Reject("PARAM_MISSING", "request.body is required")
-            reply, hold, corrupt = self._dispatch(function, body)
-        except _Reject as rej:
-            reply, hold, corrupt = Reply(_status_of(rej.code), rej.code, {}, rej.message), 0.0, False
-        except Exception:  # noqa: BLE001 - the sandbox stays up whatever arrives
-            log.exception("sandbox: internal error on %s", path)
-            reply, hold, corrupt = Reply("U", "SYSTEM_ERROR", {}, "sandbox internal error"), 0.0, False
-        return Answer(self._sign(head, function, reply, sign_type, corrupt), 200, hold)
-
-    @staticmethod
-    def _sign_type(head: dict[str, Any]) -> str:
-        value = head.get("signType") or "RSA2"   # §3.2: absent means RSA2
-        if value in ("RSA2", "SHA256"):          # §4.2: "RSA2 and SHA256 are supported" (SHA256 [?])
-            return "RSA2"
-        if value == "RSA" and head.get("version") == "2.0.0":  # §4.2: SHA1withRSA on 2.0.0 pages
-            return "RSA"
-        raise _Reject("PARAM_ILLEGAL", f"signType {value!r} is not supported; use RSA2")
-
-    def _dispatch(self, function: str, body: dict[str, Any]) -> tuple[Reply, float, bool]:
-        now = self.now()
-        op = _KNOWN_FUNCTIONS[function]
-        merchant = _merchant(body)
-        if op == "pay":
-            mtid = _text(body, "merchantTransId")
-            if body.get("productCode") != "OFFLINE_PAY":
-                raise _Reject("PARAM_ILLEGAL" if body.get("productCode") else "PARAM_MISSING",
-                              "productCode must be OFFLINE_PAY")
-            if body.get("codeType") != "BARCODE":
-                raise _Reject("PARAM_ILLEGAL" if body.get("codeType") else "PARAM_MISSING",
-                              "codeType must be BARCODE")
-            code = _text(body, "identityCode")  # §18 #3: accept up to 64 characters
-            order = body.get("order")
-            if not isinstance(order, dict):
-                raise _Reject("PARAM_MISSING" if order is None else "PARAM_ILLEGAL", "order is required")
-            amount = _money(order.get("orderAmount"), "order.orderAmount")
-            title = _text(order, "orderTitle", required=False, max_len=256)
-            reply = self.ledger.pay(merchant, mtid, code, amount, title, now)
-            scenario = scenario_for(code)
-            hold = self.options.slow_response if scenario.hold else 0.0
-            return reply, hold, scenario.corrupt_signature and reply.status == "S"
-        if op in ("query", "cancel"):
-            acq = _text(body, "acquirementId", required=False)
-            mtid = _text(body, "merchantTransId", required=False)
-            if not acq and not mtid:
-                raise _Reject("PARAM_MISSING", "merchantTransId or acquirementId is required")
-            call = self.ledger.query if op == "query" else self.ledger.cancel
-            return call(merchant, now, merchant_trans_id=mtid or None, acquirement_id=acq or None), 0.0, False
-        acq = _text(body, "acquirementId")
-        refund_id = _text(body, "merchantRefundId")
-        amount = _money(body.get("refundAmount"), "refundAmount")
-        reason = _text(body, "refundReason", required=False, max_len=256)
-        return self.ledger.refund(merchant, acq, refund_id, amount, reason, now), 0.0, False
-
-    def _sign(self, req_head: dict[str, Any], function: str, reply: Reply, sign_type: str,
-              corrupt: bool) -> bytes:
-        head = {
-            "version": str(req_head.get("version") or "2.0.4"),
-            "function": str(req_head.get("function") or function),
-            "clientId": str(req_head.get("clientId") or ""),
-            "respTime": rfc3339(self.now()),
-            "reqMsgId": str(req_head.get("reqMsgId") or ""),
-            "reserve": "{}",
-        }
-        body = {"resultInfo": reply.result_info(), **reply.body}
-        wire = build_signed("response", head, body, self._alipay_key, sign_type=sign_type)
-        if corrupt:  # scenario 16: one byte of the signature changed
-            text = wire.decode("utf-8")
-            inner, sig = split_signed(text, "response")
-            raw = bytearray(base64.b64decode(sig))
-            raw[0] ^= 0x01
-            bad = base64.b64encode(bytes(raw)).decode("ascii")
-            wire = text.replace(sig, bad).encode("utf-8")
-        return wire
-
-
-def _status_of(code: str) -> str:
-    row = result_codes().get(code)
-    return row.status if row else "F"
-
-
-def build_app(core: GatewayCore) -> Starlette:
-    max_body = core.options.max_body
+def build_app(protocol: SandboxProtocol) -> Starlette:
+    max_body = protocol.max_body
 
     async def gateway(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > max_body:
-            answer = core.handle(request.url.path, b"x" * (max_body + 1))
+            answer = protocol.handle(request.url.path, b"x" * (max_body + 1))
             return Response(answer.body, status_code=413, media_type=_JSON)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:  # refused unread beyond the limit
-                answer = core.handle(request.url.path, b"x" * (max_body + 1))
+                answer = protocol.handle(request.url.path, b"x" * (max_body + 1))
                 return Response(answer.body, status_code=413, media_type=_JSON)
             chunks.append(chunk)
-        answer = core.handle(request.url.path, b"".join(chunks))
+        answer = protocol.handle(request.url.path, b"".join(chunks))
         if answer.hold > 0:
             await asyncio.sleep(answer.hold)
         return Response(answer.body, status_code=answer.http_status, media_type=_JSON)
 
     async def ledger(request: Request) -> Response:
-        return JSONResponse(core.ledger.to_json(core.now()))
+        return JSONResponse(protocol.ledger_json())
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -262,7 +72,6 @@ def build_app(core: GatewayCore) -> Starlette:
 
 
 def _is_loopback(host: str) -> bool:
-    import ipaddress
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -273,22 +82,24 @@ class SandboxServer(ThreadedServer):
     """The sandbox under uvicorn on 127.0.0.1; `start()` runs it in a background thread.
 
     Binds its own socket first, so port 0 gives a free port that is known
-    (`.port`, `.url`) before the first request.
+    (`.port`, `.url`) before the first request. `protocol` names the wire
+    protocol it speaks (a key of PROTOCOLS).
     """
 
     def __init__(self, *, merchant_public_key: Any, alipay_private_key: Any, ledger: Ledger | None = None,
                  options: SandboxOptions | None = None, clock: Clock | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, protocol: str = "offline") -> None:
         if not _is_loopback(host):
             raise ValueError(f"the sandbox listens on this machine only (127.0.0.1), not {host!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"the sandbox speaks {', '.join(PROTOCOLS)}, not {protocol!r}")
         self.ledger = ledger or Ledger(options)
-        self.core = GatewayCore(self.ledger, merchant_public_key=merchant_public_key,
-                                alipay_private_key=alipay_private_key, clock=clock)
-        super().__init__(build_app(self.core), host, port, name="pos-sandbox")
+        self.protocol = PROTOCOLS[protocol](self.ledger, merchant_public_key, alipay_private_key, clock)
+        super().__init__(build_app(self.protocol), host, port, name="pos-sandbox")
 
-    def start(self, timeout: float = 10.0) -> "SandboxServer":
+    def start(self, timeout: float = 10.0) -> SandboxServer:
         super().start(timeout)
         return self
 
-    def __enter__(self) -> "SandboxServer":
+    def __enter__(self) -> SandboxServer:
         return self.start()

@@ -27,6 +27,7 @@ from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.records import SALE_ACTIVE, SALE_SETTLED_FOR_CASHIER
 from pos.core.redact import mask_code
 from pos.core.rules import Refusal, check_sale_amount
+from pos.gateway.client import GatewayClient
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks, TillSale
 from pos.payments.runner import PaymentService, SaleRefused
@@ -46,7 +47,7 @@ _REFUSED_SCAN_SHOWN = {"recovering": "not_ready"}
 class CashierFlow:
     def __init__(self, *, cfg: Config, journal: Journal, links: TillLinks, payments: PaymentService,
                  displays: Displays, devices: DeviceBoard, counter: Counter, changed: threading.Condition,
-                 clock: Callable[[], float], gateway: Any) -> None:
+                 clock: Callable[[], float], gateway: GatewayClient | None) -> None:
         self._cfg = cfg
         self._journal = journal
         self._links = links
@@ -268,5 +269,4 @@ class CashierFlow:
             c.mode = Mode.RESULT
 
     def _link_down(self) -> bool:
-        error = getattr(self._gateway, "last_error", None) or ""
-        return bool(error.startswith(("timeout", "connection error", "transport error")))
+        return self._gateway is not None and self._gateway.health().link_down

@@ -29,6 +29,7 @@ from devices.display import Display
 from devices.keypad import Key
 from devices.messages import Catalogue
 from pos.config import Config
+from pos.gateway.client import GatewayClient
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
 from pos.core.money import Money
 from pos.journal.journal import Journal
@@ -56,7 +57,7 @@ class Terminal:
                  cashier_display: Display, customer_display: Display,
                  cashier_catalogue: Catalogue, customer_catalogue: Catalogue,
                  print_queue: Any = None, clock: Callable[[], float] = time.time,
-                 pin_state_file: Path | None = None, gateway: Any = None) -> None:
+                 pin_state_file: Path | None = None, gateway: GatewayClient | None = None) -> None:
         self.cfg = config
         self.journal = journal
         self.payments = payments

@@ -24,7 +24,8 @@ from pos.config import Config
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.rules import Refusal
-from pos.gateway.results import result_codes
+from pos.gateway.client import GatewayClient, GatewayHealth
+from pos.gateway.offline.codes import result_codes
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks, TillSale
 from pos.payments.runner import PaymentService
@@ -89,7 +90,7 @@ class TillService:
     def __init__(self, *, cfg: Config, journal: Journal, links: TillLinks, payments: PaymentService,
                  displays: Displays, devices: DeviceBoard, counter: Counter, cashier: CashierFlow,
                  sales: SaleDesk, day: BusinessDay, lock: threading.RLock, changed: threading.Condition,
-                 clock: Callable[[], float], gateway: Any) -> None:
+                 clock: Callable[[], float], gateway: GatewayClient | None) -> None:
         self._cfg = cfg
         self._journal = journal
         self._links = links
@@ -311,8 +312,8 @@ class TillService:
                 journal_bytes = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
             except OSError:
                 journal_bytes = 0
-            latency = getattr(self._gateway, "last_latency", None)
-            gateway_error = getattr(self._gateway, "last_error", None)
+            link = self._gateway.health() if self._gateway is not None else GatewayHealth()
+            latency, gateway_error = link.last_latency, link.last_error
             degraded = (not all(d.ok for d in self._devices.values()) or gateway_error is not None
                         or any(i.state in (SaleState.MANUAL_REVIEW, RefundState.REFUND_PENDING) for i in open_items))
             status = "starting" if self._payments.recovering else ("degraded" if degraded else "ok")

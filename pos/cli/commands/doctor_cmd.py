@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from pos.ops.doctor import MIN_FREE_BYTES, DoctorReport, load_for_doctor, run_checks
 from pos.core.errors import EXIT_CONFIG
+from pos.ops.doctor import MIN_FREE_BYTES, DoctorReport, load_for_doctor, run_checks
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "doctor", help="check keys, clock, gateway, devices, journal and disk of an installation",
         description="Check an installation and print one line per check: 'OK', 'WARN' (works, but "
                     "look at it) or 'FAIL' (what is wrong — what to do). Checks: config, key files "
                     "and modes, the merchant key pair self-test, Alipay's public key, the clock, the "
-                    "gateway (DNS, TCP, TLS, latency), scanner, printer (online/paper), display, ECR "
-                    "token files, journal integrity, free disk space, sales waiting for a manager. "
+                    "gateway (DNS, TCP, TLS, latency), one signed query for an order that cannot exist, "
+                    "scanner, printer (online/paper), display, ECR token files, journal integrity, free disk "
+                    "space, sales waiting for a manager. "
                     "Exit status 0 all passed, 1 a check failed, 2 the config cannot be loaded.")
     p.add_argument("--config", required=True, metavar="PATH", help="the terminal's config, e.g. /etc/pos/terminal.toml")
     p.add_argument("--min-free-mb", type=int, default=MIN_FREE_BYTES // (1024 * 1024), metavar="MB",

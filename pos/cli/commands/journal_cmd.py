@@ -7,18 +7,18 @@ Payment codes appear masked (last 4 digits), as they are stored.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from pos.config import load_config
 from pos.core.errors import UsageError, UserError
-from pos.journal.journal import Journal, journal_path
 from pos.core.records import RefundRecord, SaleRecord
+from pos.journal.journal import Journal, journal_path
 
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     journal = subparsers.add_parser(
         "journal", help="list and show sales and refunds in the payment journal",
         description="Read the payment journal (<terminal.state_dir>/journal.db). Nothing is changed.")
@@ -50,7 +50,7 @@ def _open(args: argparse.Namespace) -> tuple[Journal, ZoneInfo]:
 def _time(at: float | None, tz: ZoneInfo) -> str:
     if at is None:
         return "-"
-    return datetime.fromtimestamp(at, tz=timezone.utc).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(at, tz=UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -123,7 +123,8 @@ def run_show(args: argparse.Namespace) -> int:
         for name, value in rows:
             print(f"{name + ':':20}{value}")
         for r in journal.list_refunds(sale_id=sale.sale_id):
-            print(f"{'refund R' + str(r.refund_id) + ':':20}{r.amount.receipt()} {r.state.value} {r.merchant_refund_id}")
+            label = f"refund R{r.refund_id}:"
+            print(f"{label:20}{r.amount.receipt()} {r.state.value} {r.merchant_refund_id}")
         print("history:")
         _print_events(journal, "sale", sale.sale_id, tz)
         return 0

@@ -9,7 +9,7 @@ from pos.gateway.keys import generate_key_folder
 __all__ = ["register", "run_generate"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = subparsers.add_parser("keys", help="generate gateway key files",
                                  description="Work with the RSA key files used to sign gateway messages.")
     sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

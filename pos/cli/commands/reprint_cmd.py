@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from pos.config import load_config
-from pos.core.errors import EXIT_UNAVAILABLE, UserError
+from pos.core.errors import UserError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reprint = subparsers.add_parser(
         "reprint", help="print a sale's receipt again, marked REPRINT",
         description="Queue a copy of a sale's receipt, marked REPRINT, in the terminal's print queue. "
@@ -21,12 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sqlite3
-
     from devices.messages import Catalogue
     from devices.print_queue import PrintQueue
     from devices.printer import NullPrinter
     from pos.journal.journal import Journal, journal_path
+    from pos.journal.print_jobs import JournalPrintJobs
     from pos.journal.till import TillLinks
     from pos.terminal.receipts import receipt_for
 
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"no sale {key!r} in the journal: give the sale number or the merchantTransId "
                             "printed on the receipt ('pos journal list' shows them)")
         # The queue is only written here; the daemon's worker does the printing.
-        queue = PrintQueue(journal.path, NullPrinter(), printer_settings=cfg.printer,
+        queue = PrintQueue(JournalPrintJobs(journal), NullPrinter(), printer_settings=cfg.printer,
                            catalogue=Catalogue.load(cfg.terminal.language))
         try:
             job = f"sale:{sale.sale_id}"
@@ -59,9 +58,6 @@ def run(args: argparse.Namespace) -> int:
                     new = queue.reprint(new)
         finally:
             queue.close()
-    except sqlite3.Error as exc:
-        raise UserError(f"cannot write the print queue in {journal.path}: {exc}",
-                        exit_code=EXIT_UNAVAILABLE) from None
     finally:
         journal.close()
     print(f"reprint of {sale.merchant_trans_id} ({sale.state.value}, {sale.amount.receipt()}) queued as {new}")

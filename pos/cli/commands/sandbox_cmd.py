@@ -20,7 +20,7 @@ __all__ = ["register", "run"]
 _DEFAULTS = SandboxOptions()
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "sandbox", help="run the local sandbox gateway",
         description="Run a local gateway that behaves like Alipay's offline acquiring gateway: it verifies "
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _keys_from_config(path: str) -> tuple[str, int, Path, Path]:
+def _keys_from_config(path: str) -> tuple[str, int, Path, Path, str]:
     loaded = load_config(path)
     gw = loaded.config.gateway
     parts = urlsplit(gw.url)
@@ -62,14 +62,16 @@ def _keys_from_config(path: str) -> tuple[str, int, Path, Path]:
     if parts.scheme != "http":
         raise UserError(f"{path}: [gateway] url = {gw.url!r}: the sandbox speaks plain http on 127.0.0.1; "
                         "use a url like 'http://127.0.0.1:18080'")
-    return parts.hostname or "127.0.0.1", port, Path(gw.merchant_public_key), sandbox_signing_key_path(loaded.config)
+    return (parts.hostname or "127.0.0.1", port, Path(gw.merchant_public_key),
+            sandbox_signing_key_path(loaded.config), gw.protocol)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.config and (args.port is not None or args.keys):
         raise UsageError("give either --config PATH, or --port N with --keys DIR, not both")
+    protocol = "offline"
     if args.config:
-        host, port, merchant_pub, alipay_priv = _keys_from_config(args.config)
+        host, port, merchant_pub, alipay_priv, protocol = _keys_from_config(args.config)
     elif args.port is not None and args.keys:
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: expected 0-65535")
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = SandboxServer(merchant_public_key=load_public_key(merchant_pub),
                                alipay_private_key=load_private_key(alipay_priv),
-                               options=options, host=host, port=port)
+                               options=options, host=host, port=port, protocol=protocol)
     except (OSError, ValueError) as exc:
         raise UserError(f"pos sandbox: {exc}: choose another port or stop what uses it") from None
     stop = threading.Event()

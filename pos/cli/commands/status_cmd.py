@@ -15,7 +15,7 @@ and the exit status is 3 (a needed service is unavailable).
 from __future__ import annotations
 
 import argparse
-import sqlite3
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ __all__ = ["register", "run", "fetch_health", "format_health", "HEALTH_PATH"]
 HEALTH_PATH = "/v1/health"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "status", help="show the running daemon's health (uptime, gateway, devices, open items)",
         description="Ask the running daemon (GET /v1/health on [ecr] listen) for its uptime, gateway "
@@ -43,10 +43,8 @@ def fetch_health(cfg: Config, *, timeout: float = 3.0) -> dict[str, Any] | None:
     """The daemon's health document, or None when nothing answers on [ecr] listen."""
     import requests
     token = ""
-    try:
+    with contextlib.suppress(OSError):  # no token file: ask without one, the answer says 401
         token = Path(cfg.ecr.token_file).read_text().strip()
-    except OSError:
-        pass
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         answer = requests.get(f"http://{cfg.ecr.listen}{HEALTH_PATH}", headers=headers, timeout=timeout)
@@ -94,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
     if health is not None:
         print("\n".join(format_health(health)))
         return EXIT_OK if health.get("status") == "ok" else EXIT_FAIL
-    from pos.ops.doctor import _journal_path, count_open_items, open_items_needing_manager
+    from pos.journal.journal import JournalError, journal_path
+    from pos.ops.doctor import count_open_items, open_items_needing_manager
     print(f"pos-terminal is not running: nothing answers on {cfg.ecr.listen} "
           "(systemctl status pos-terminal; journalctl -u pos-terminal)")
-    journal = _journal_path(cfg)
+    journal = journal_path(cfg.terminal.state_dir)
     if not journal.exists():
         print(f"journal: {journal} does not exist yet")
         return EXIT_UNAVAILABLE
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         count = count_open_items(cfg)
         waiting = open_items_needing_manager(cfg) or []
-    except sqlite3.Error as exc:
+    except JournalError as exc:
         print(f"open items: unknown ({exc}; run pos doctor)")
         return EXIT_UNAVAILABLE
     print(f"open items: {count}")

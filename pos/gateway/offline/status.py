@@ -1,29 +1,23 @@
-"""The small set of typed results every gateway call returns.
+"""payQuery's answer read as a `QueryOutcome`: the offline protocol's status words.
 
-The engine only ever sees these three. A timeout, a transport error, a non-200,
-an unparseable or unsigned answer, or one that does not echo our request is
-`Unknown`: we do not know whether money moved (design rule 2).
+The words and the fields that carry them are data (pos/data/acquirement_status.toml):
+the documentation and the sister gateways disagree on names, and a new word is
+a data change. A not-found code (§7.2) says the order was not created (yet);
+any other F on a query says nothing about the payment.
 """
 
 from __future__ import annotations
 
-import csv
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from pos.core.outcomes import (  # noqa: F401  (re-exported while callers move)
-    Failed, Gateway, GatewayResult, QueryOutcome, Succeeded, Unknown,
-)
+from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Unknown
 
-__all__ = [
-    "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway",
-    "QueryOutcome", "query_outcome", "read_query", "DEFAULT_NOT_FOUND", "ResultCode", "result_codes",
-]
-
+__all__ = ["DEFAULT_NOT_FOUND", "query_outcome", "read_query"]
 
 # payQuery's "not found" codes (§7.2, seed 003; a sister gateway says TARGET_NOT_FOUND).
 DEFAULT_NOT_FOUND = ("ORDER_NOT_EXIST", "TARGET_NOT_FOUND")
@@ -35,7 +29,7 @@ def _status_table() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def query_outcome(result: GatewayResult, not_found_codes: frozenset[str] | set[str] | list[str]) -> QueryOutcome:
+def query_outcome(result: GatewayResult, not_found_codes: Iterable[str]) -> QueryOutcome:
     """Read a payQuery result as one of QueryOutcome."""
     if isinstance(result, Unknown):
         return QueryOutcome.UNKNOWN
@@ -64,23 +58,3 @@ def read_query(result: GatewayResult, not_found_codes: Iterable[str] = DEFAULT_N
     if isinstance(result, Unknown):
         return result
     return replace(result, query=query_outcome(result, frozenset(not_found_codes)))
-
-
-@dataclass(frozen=True)
-class ResultCode:
-    code: str
-    code_id: str
-    status: str
-    source: str
-    meaning: str
-
-
-@lru_cache(maxsize=1)
-def result_codes() -> dict[str, ResultCode]:
-    """The result-code table (pos/data/result_codes.csv), by resultCode."""
-    text = resources.files("pos.data").joinpath("result_codes.csv").read_text("utf-8")
-    rows = csv.DictReader(text.splitlines())
-    return {
-        r["resultCode"]: ResultCode(r["resultCode"], r["resultCodeId"], r["resultStatus"], r["source"], r["meaning"])
-        for r in rows
-    }

@@ -12,17 +12,20 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import requests
 
-from pos.gateway.results import DEFAULT_NOT_FOUND, Failed, GatewayResult, Succeeded, Unknown, read_query
-from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
-from pos.core.redact import mask_code
+from pos.config import Config, GatewaySection
 from pos.core.money import Money
+from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
+from pos.core.redact import mask_code
+from pos.gateway.client import GatewayHealth
+from pos.gateway.offline.status import DEFAULT_NOT_FOUND, read_query
+from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
 
 # Largest answer we read. Real answers are a few KiB; anything near this is
 # not the gateway talking, and reading it whole would cost the till memory.
@@ -68,13 +71,19 @@ def _local_now() -> datetime:
 
 
 class OfflineGateway:
-    """The `Gateway` protocol (pos/gateway/results.py) over HTTPS to the offline acquiring gateway.
+    """A `GatewayClient` (pos/gateway/client.py) over HTTPS to the offline acquiring gateway.
 
-    `settings` is a [gateway] config section (or anything with the same
-    attributes). Keys are read from the configured files unless passed in.
+    `settings` is the [gateway] config section. Keys are read from the
+    configured files unless passed in. Every result carries the call's
+    merchantTransId / merchantRefundId as `request_id`.
     """
 
-    def __init__(self, settings: Any, *, session: requests.Session | None = None,
+    @classmethod
+    def from_config(cls, config: Config) -> OfflineGateway:
+        """The client a configuration asks for (pos/gateway/factory.py)."""
+        return cls(config.gateway, not_found_codes=config.payment.not_found_codes)
+
+    def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None,
                  private_key: Any = None, alipay_public_key: Any = None,
                  not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND) -> None:
@@ -85,9 +94,7 @@ class OfflineGateway:
         self._private_key = private_key or load_private_key(settings.private_key)
         self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
-        # Seconds taken by the last call, for health checks (`pos doctor`).
-        self.last_latency: float | None = None
-        self.last_error: str | None = None
+        self._health = GatewayHealth()
 
     # -- the Gateway protocol ------------------------------------------------
 
@@ -125,10 +132,13 @@ class OfflineGateway:
             body["refundReason"] = reason
         return self._call("refund", body, merchant_refund_id)
 
+    def health(self) -> GatewayHealth:
+        return self._health
+
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> "OfflineGateway":
+    def __enter__(self) -> OfflineGateway:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -151,11 +161,14 @@ class OfflineGateway:
         }
         wire = build_signed("request", head, body, self._private_key)
         started = time.monotonic()
-        result = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id)
-        self.last_latency = time.monotonic() - started
+        answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id)
+        result = replace(answer, request_id=business_id)
         # For health checks: why the last exchange told us nothing (transport,
         # HTTP or signature trouble); a verified answer of any status clears it.
-        self.last_error = result.reason if isinstance(result, Unknown) and result.code is None else None
+        self._health = GatewayHealth(
+            last_latency=time.monotonic() - started,
+            last_error=result.reason if isinstance(result, Unknown) and result.code is None else None,
+            link_down=isinstance(result, Unknown) and result.no_answer)
         self._log(fn.name, business_id, req_msg_id, result, code_hint)
         return result
 
@@ -168,15 +181,15 @@ class OfflineGateway:
                 # An answer is a few KiB; never read an endless one into memory.
                 raw = response.raw.read(MAX_ANSWER + 1, decode_content=True)
         except requests.Timeout:
-            return Unknown("timeout")
+            return Unknown("timeout", no_answer=True)
         except requests.ConnectionError as exc:
-            return Unknown(f"connection error: {type(exc).__name__}")
+            return Unknown(f"connection error: {type(exc).__name__}", no_answer=True)
         except requests.RequestException as exc:
-            return Unknown(f"transport error: {type(exc).__name__}")
+            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
         except (OSError, ValueError) as exc:  # urllib3 read errors surface here with stream=True
             if "timed out" in str(exc).lower():
-                return Unknown("timeout")
-            return Unknown(f"transport error: {type(exc).__name__}")
+                return Unknown("timeout", no_answer=True)
+            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
         if response.status_code != 200:
             return Unknown(f"HTTP {response.status_code}")
         if len(raw) > MAX_ANSWER:
@@ -225,4 +238,5 @@ class OfflineGateway:
         extra = f" identityCode={code_hint}" if code_hint else ""
         label = "merchantRefundId" if function == FUNCTIONS["refund"].name else "merchantTransId"
         log.info("gateway call function=%s %s=%s reqMsgId=%s outcome=%s latency_ms=%d%s",
-                 function, label, business_id, req_msg_id, outcome, round((self.last_latency or 0) * 1000), extra)
+                 function, label, business_id, req_msg_id, outcome,
+                 round((self._health.last_latency or 0) * 1000), extra)

@@ -1,0 +1,79 @@
+"""What the print queue needs from durable storage: the `PrintJobStore` protocol and its values.
+
+The queue (devices/print_queue.py) decides what to print and when; a store
+keeps the jobs on disk so a receipt survives a crash or a printer pulled
+mid-receipt. The terminal's store is its journal file
+(pos/journal/print_jobs.py `JournalPrintJobs`); devices know nothing of it.
+
+A store must make each call durable before it returns, and must let another
+process add jobs that `next_pending` then returns (`pos reprint` queues a
+receipt while the daemon's worker prints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["PrintJob", "NextJob", "StoredReceipt", "PrintJobStore"]
+
+
+@dataclass(frozen=True)
+class PrintJob:
+    """A job as the queue reports it: state is 'pending' or 'done'."""
+
+    job_key: str
+    state: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+    printed_at: float | None
+    reprint_of: str | None
+
+
+@dataclass(frozen=True)
+class NextJob:
+    """The oldest pending job and the bytes to send for it."""
+
+    job_id: int
+    job_key: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    """What a reprint copies: the printed bytes and, when there was one, the receipt as JSON."""
+
+    data: bytes
+    record: str | None
+
+
+class PrintJobStore(Protocol):
+    def add(self, job_key: str, data: bytes, *, record: str | None, reprint_of: str | None,
+            created_at: float) -> bool:
+        """Store a pending job; False (and nothing changed) when job_key is already stored."""
+        ...
+
+    def job(self, job_key: str) -> PrintJob | None: ...
+
+    def pending(self) -> list[PrintJob]:
+        """Pending jobs, oldest first."""
+        ...
+
+    def next_pending(self) -> NextJob | None:
+        """The oldest pending job, or None."""
+        ...
+
+    def mark_done(self, job_id: int, printed_at: float) -> None:
+        """The printer accepted every byte of the job: it never prints again."""
+        ...
+
+    def mark_failed(self, job_id: int, error: str) -> None:
+        """One attempt failed: the job stays pending."""
+        ...
+
+    def receipt_of(self, job_key: str) -> StoredReceipt | None: ...
+
+    def reprint_count(self, job_key: str) -> int:
+        """How many reprints of job_key were queued so far."""
+        ...

@@ -1,0 +1,29 @@
+"""`open_gateway(config)`: the gateway client the configuration's `[gateway] protocol` names.
+
+To add a protocol (the v1 payments API, say "ams"): write its client in a
+package of its own beside pos/gateway/offline/ (a class with
+`from_config(config)` that implements `GatewayClient`) and its sandbox
+module beside pos/sandbox/offline.py, then add ONE line to `PROTOCOLS` below
+(and its name to the `protocol` Literal of `GatewaySection` in pos/config.py,
+which is what refuses an unknown name with a clear config error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pos.config import Config
+from pos.gateway.client import GatewayClient
+from pos.gateway.offline.client import OfflineGateway
+
+__all__ = ["PROTOCOLS", "open_gateway"]
+
+# [gateway] protocol -> the constructor of its client.
+PROTOCOLS: dict[str, Callable[[Config], GatewayClient]] = {
+    "offline": OfflineGateway.from_config,
+}
+
+
+def open_gateway(config: Config) -> GatewayClient:
+    """The client for `config.gateway.protocol`, reading its keys from the configured files."""
+    return PROTOCOLS[config.gateway.protocol](config)

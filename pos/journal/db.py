@@ -1,0 +1,162 @@
+"""The journal file's one SQLite connection, its lock and its transactions.
+
+Every statement of the journal (sales, refunds, events, print jobs, the till's
+tables) goes through one `JournalDB`: one connection per process, one lock, so
+a print-job update on the printer's thread can never slip into the middle of
+an engine transaction on the payments thread.
+
+Durability: WAL with `synchronous=FULL` (a commit survives power loss, not
+only a process crash); `secure_delete` zeroes freed pages.
+
+Test hook: the environment variable `POS_CRASH_AT=<point>:<n>` makes this
+process SIGKILL itself at the n-th transaction commit (counted from 1 in this
+process): `before:<n>` just before the COMMIT (the transaction is lost),
+`after:<n>` just after it (committed, the next command has not run).
+tests/test_crash.py uses it to stop at every commit point in turn. It is read
+once, at open. Single autocommitted statements (`write`) are not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pos.core.errors import EXIT_UNAVAILABLE, UserError
+
+__all__ = ["CRASH_ENV", "JournalDB", "JournalError", "Row"]
+
+CRASH_ENV = "POS_CRASH_AT"
+
+Row = dict[str, Any]
+
+
+class JournalError(UserError):
+    """The journal cannot be opened or a request to it is not valid."""
+
+
+def _parse_crash_hook(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    point, _, n = value.partition(":")
+    if point not in ("before", "after") or not (n.isascii() and n.isdigit()) or int(n) < 1:
+        raise JournalError(f"{CRASH_ENV}={value!r}: expected before:N or after:N (a test hook)")
+    return point, int(n)
+
+
+def unreadable(path: Path, exc: sqlite3.Error) -> JournalError:
+    """The one message for a journal file SQLite cannot use."""
+    return JournalError(f"{path} is not a usable journal ({exc}): restore it from a backup or move "
+                        "it away (a new, empty journal is created on the next start)",
+                        exit_code=EXIT_UNAVAILABLE)
+
+
+class JournalDB:
+    """One connection to the journal file, shared by every part of the journal."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool = False) -> None:
+        self.conn = conn
+        self.path = path
+        self.read_only = read_only
+        self.lock = threading.RLock()
+        self._commits = 0
+        self._crash = _parse_crash_hook(os.environ.get(CRASH_ENV))
+
+    @classmethod
+    def connect(cls, path: Path, *, read_only: bool = False) -> JournalDB:
+        """Open the file; read_only never writes it (no -wal/-shm owned by whoever runs `pos doctor`)."""
+        try:
+            if read_only:
+                conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None,
+                                       check_same_thread=False, timeout=2.0)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the journal {path}: {exc}: check that [terminal] state_dir "
+                               "exists and the service user may write it", exit_code=EXIT_UNAVAILABLE) from None
+        db = cls(conn, path, read_only=read_only)
+        if read_only:
+            return db
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before we send the request it leads to.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise unreadable(path, exc) from None
+        return db
+
+    def close(self) -> None:
+        with self.lock, contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    # ------------------------------------------------------------ writing
+
+    @contextmanager
+    def transaction(self, *, crash_point: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock; rolled back if the body raises.
+
+        crash_point=False: not one of the commits POS_CRASH_AT counts (opening
+        the file is not a step of a sale).
+        """
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                if crash_point:
+                    self._commit()
+                else:
+                    self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    def _commit(self) -> None:
+        """COMMIT, honouring the POS_CRASH_AT test hook around it."""
+        self._commits += 1
+        if self._crash and self._crash == ("before", self._commits):
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.conn.execute("COMMIT")
+        if self._crash and self._crash == ("after", self._commits):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement, committed on its own; returns the number of rows it changed."""
+        with self.lock:
+            try:
+                return self.conn.execute(sql, params).rowcount
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot write the journal {self.path}: {exc}",
+                                   exit_code=EXIT_UNAVAILABLE) from None
+
+    # ------------------------------------------------------------ reading
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a query as a dict by column name; SQLite errors become JournalError."""
+        with self.lock:
+            try:
+                cur = self.conn.execute(sql, params)
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot read the journal {self.path}: {exc}",
+                                   exit_code=EXIT_UNAVAILABLE) from None
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        found = self.rows(sql, params)
+        return found[0] if found else None
+
+    def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row, or None."""
+        row = self.one(sql, params)
+        return next(iter(row.values())) if row else None

@@ -1,0 +1,66 @@
+"""The print queue's jobs in the journal file: `JournalPrintJobs` is the `PrintJobStore`
+of devices/print_jobs.py over table `print_jobs` (pos/journal/schema.py, migration 2).
+
+It writes through the journal's own connection and lock, so a daemon has one
+connection for every write. Each call is one statement, committed on its own
+(durable with synchronous=FULL) and not counted by the POS_CRASH_AT hook,
+which steps through the engine's commits only. Jobs another process adds to
+the file (`pos reprint`) are seen by the next `next_pending`: WAL readers see
+every commit made before their read began.
+"""
+
+from __future__ import annotations
+
+from devices.print_jobs import NextJob, PrintJob, StoredReceipt
+from pos.journal.db import Row
+from pos.journal.journal import Journal
+
+__all__ = ["JournalPrintJobs"]
+
+_JOB_COLUMNS = "job_key, state, attempts, last_error, created_at, printed_at, reprint_of"
+
+
+def _job(row: Row) -> PrintJob:
+    return PrintJob(job_key=row["job_key"], state=row["state"], attempts=row["attempts"],
+                    last_error=row["last_error"], created_at=row["created_at"], printed_at=row["printed_at"],
+                    reprint_of=row["reprint_of"])
+
+
+class JournalPrintJobs:
+    """Print jobs stored in the journal (satisfies devices.print_jobs.PrintJobStore)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._db = journal.db
+
+    def add(self, job_key: str, data: bytes, *, record: str | None, reprint_of: str | None,
+            created_at: float) -> bool:
+        return self._db.write(
+            "INSERT OR IGNORE INTO print_jobs (job_key, created_at, data, record, reprint_of) VALUES (?, ?, ?, ?, ?)",
+            (job_key, created_at, data, record, reprint_of)) == 1
+
+    def job(self, job_key: str) -> PrintJob | None:
+        row = self._db.one(f"SELECT {_JOB_COLUMNS} FROM print_jobs WHERE job_key = ?", (job_key,))
+        return _job(row) if row else None
+
+    def pending(self) -> list[PrintJob]:
+        return [_job(r) for r in self._db.rows(
+            f"SELECT {_JOB_COLUMNS} FROM print_jobs WHERE state = 'pending' ORDER BY id")]
+
+    def next_pending(self) -> NextJob | None:
+        row = self._db.one("SELECT id, job_key, data FROM print_jobs WHERE state = 'pending' ORDER BY id LIMIT 1")
+        return NextJob(row["id"], row["job_key"], bytes(row["data"])) if row else None
+
+    def mark_done(self, job_id: int, printed_at: float) -> None:
+        self._db.write("UPDATE print_jobs SET state = 'done', attempts = attempts + 1, last_error = NULL, "
+                       "printed_at = ? WHERE id = ?", (printed_at, job_id))
+
+    def mark_failed(self, job_id: int, error: str) -> None:
+        self._db.write("UPDATE print_jobs SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                       (error, job_id))
+
+    def receipt_of(self, job_key: str) -> StoredReceipt | None:
+        row = self._db.one("SELECT data, record FROM print_jobs WHERE job_key = ?", (job_key,))
+        return StoredReceipt(bytes(row["data"]), row["record"]) if row else None
+
+    def reprint_count(self, job_key: str) -> int:
+        return int(self._db.value("SELECT COUNT(*) FROM print_jobs WHERE reprint_of = ?", (job_key,)))

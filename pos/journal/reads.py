@@ -1,0 +1,165 @@
+"""Reading the journal: lookups, lists for reports, and the checks `pos doctor` and `pos status` run.
+
+`JournalReads` is the reading half of `Journal` (pos/journal/journal.py); it
+only needs the journal's `JournalDB`. Every SQLite error while reading
+becomes a `JournalError` with the file named, so callers never see sqlite3.
+"""
+
+from __future__ import annotations
+
+from datetime import date as Date
+from typing import Any
+
+from pos.core.records import (
+    REFUND_FINAL,
+    SALE_FINAL,
+    EventRecord,
+    RefundRecord,
+    RefundState,
+    SaleRecord,
+    SaleState,
+)
+from pos.journal.db import JournalDB, JournalError
+from pos.journal.rows import to_refund, to_sale
+
+__all__ = ["JournalReads"]
+
+
+class JournalReads:
+    """Queries over sales, refunds and events; nothing here writes."""
+
+    _db: JournalDB
+
+    # ------------------------------------------------------------ lookups
+
+    def _sale_by_id(self, sale_id: int) -> SaleRecord | None:
+        row = self._db.one("SELECT * FROM sales WHERE sale_id = ?", (sale_id,))
+        return to_sale(row) if row else None
+
+    def _refund_by_id(self, refund_id: int) -> RefundRecord | None:
+        row = self._db.one("SELECT * FROM refunds WHERE refund_id = ?", (refund_id,))
+        return to_refund(row) if row else None
+
+    def get_sale(self, key: int | str) -> SaleRecord | None:
+        """A sale by its number or its merchantTransId; None if there is none."""
+        if isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit()):
+            return self._sale_by_id(int(key))
+        row = self._db.one("SELECT * FROM sales WHERE merchant_trans_id = ?", (key,))
+        return to_sale(row) if row else None
+
+    def get_refund(self, key: int | str) -> RefundRecord | None:
+        """A refund by its number or its merchantRefundId; None if there is none."""
+        if isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit()):
+            return self._refund_by_id(int(key))
+        row = self._db.one("SELECT * FROM refunds WHERE merchant_refund_id = ?", (key,))
+        return to_refund(row) if row else None
+
+    # ------------------------------------------------------------ lists
+
+    def list_sales(self, open_only: bool = False, date: str | Date | None = None, *,
+                   since: float | None = None, before: float | None = None) -> list[SaleRecord]:
+        """Sales, oldest first. open_only: not PAID/DECLINED/CANCELLED. date: local YYYY-MM-DD.
+        since/before: created at or after / before these epoch seconds (a business day)."""
+        where, params = _created_between(since, before)
+        if open_only:
+            where.append(f"state NOT IN ({', '.join('?' * len(SALE_FINAL))})")
+            params.extend(s.value for s in SALE_FINAL)
+        if date is not None:
+            where.append("local_date = ?")
+            params.append(_check_date(date))
+        sql = "SELECT * FROM sales" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY sale_id"
+        return [to_sale(r) for r in self._db.rows(sql, params)]
+
+    def list_refunds(self, sale_id: int | None = None, open_only: bool = False, *,
+                     since: float | None = None, before: float | None = None) -> list[RefundRecord]:
+        """Refunds, oldest first; of one sale if sale_id is given; since/before as for list_sales."""
+        where, params = _created_between(since, before)
+        if sale_id is not None:
+            where.append("sale_id = ?")
+            params.append(sale_id)
+        if open_only:
+            where.append(f"state NOT IN ({', '.join('?' * len(REFUND_FINAL))})")
+            params.extend(s.value for s in REFUND_FINAL)
+        sql = "SELECT * FROM refunds" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY refund_id"
+        return [to_refund(r) for r in self._db.rows(sql, params)]
+
+    def open_items(self) -> list[SaleRecord | RefundRecord]:
+        """Every sale and refund not in a final state (MANUAL_REVIEW and REFUND_PENDING included)."""
+        items: list[SaleRecord | RefundRecord] = []
+        items.extend(self.list_sales(open_only=True))
+        items.extend(self.list_refunds(open_only=True))
+        return items
+
+    def count_open_items(self) -> int:
+        """How many sales and refunds are not final (what the daemon resumes on start)."""
+        sales = self._db.value(f"SELECT COUNT(*) FROM sales WHERE state NOT IN ({', '.join('?' * len(SALE_FINAL))})",
+                               [s.value for s in SALE_FINAL])
+        refunds = self._db.value(
+            f"SELECT COUNT(*) FROM refunds WHERE state NOT IN ({', '.join('?' * len(REFUND_FINAL))})",
+            [s.value for s in REFUND_FINAL])
+        return int(sales) + int(refunds)
+
+    def items_needing_manager(self) -> list[tuple[str, str]]:
+        """(merchantTransId or merchantRefundId, state) of sales in MANUAL_REVIEW and refunds in
+        REFUND_PENDING: what only a person can settle, oldest first."""
+        sales = self._db.rows("SELECT merchant_trans_id AS id, state FROM sales WHERE state = ? ORDER BY sale_id",
+                              (SaleState.MANUAL_REVIEW.value,))
+        refunds = self._db.rows("SELECT merchant_refund_id AS id, state FROM refunds WHERE state = ? "
+                                "ORDER BY refund_id", (RefundState.REFUND_PENDING.value,))
+        return [(str(r["id"]), str(r["state"])) for r in sales + refunds]
+
+    def events(self, item_kind: str, item_id: int) -> list[EventRecord]:
+        """The audit log of one sale or refund, oldest first."""
+        rows = self._db.rows("SELECT * FROM events WHERE item_kind = ? AND item_id = ? ORDER BY event_id",
+                             (item_kind, item_id))
+        return [EventRecord(**r) for r in rows]
+
+    # ------------------------------------------------------------ checks
+
+    def file_integrity(self, limit: int = 3) -> list[str]:
+        """SQLite's own check of the file: ['ok'], or its first `limit` problems.
+
+        Asks nothing of the journal's tables, so it answers for any SQLite file.
+        """
+        rows = self._db.rows(f"PRAGMA integrity_check({int(limit)})")
+        return [str(next(iter(r.values()))) for r in rows]
+
+    def integrity_check(self) -> str:
+        """'ok', or one line per problem: SQLite's own check plus the journal's rules."""
+        problems = [f"sqlite: {line}" for line in self.file_integrity(limit=100) if line != "ok"]
+        for row in self._db.rows("SELECT merchant_trans_id, code_masked FROM sales"):
+            if sum(ch.isdigit() for ch in row["code_masked"]) > 4:
+                problems.append(f"sale {row['merchant_trans_id']}: payment code is stored with more than 4 digits")
+        for row in self._db.rows(
+                "SELECT s.merchant_trans_id, SUM(r.amount_minor) AS total, s.amount_minor FROM refunds r "
+                "JOIN sales s USING (sale_id) WHERE r.state != ? GROUP BY s.sale_id",
+                (RefundState.REFUND_DECLINED.value,)):
+            if row["total"] > row["amount_minor"]:
+                problems.append(f"sale {row['merchant_trans_id']}: refunds ({row['total']}) exceed the sale "
+                                f"amount ({row['amount_minor']})")
+        for row in self._db.rows(
+                "SELECT r.merchant_refund_id, s.state FROM refunds r JOIN sales s USING (sale_id) "
+                "WHERE s.state != ?", (SaleState.PAID.value,)):
+            problems.append(f"refund {row['merchant_refund_id']}: its sale is {row['state']}, not PAID")
+        return "ok" if not problems else "\n".join(problems)
+
+
+def _created_between(since: float | None, before: float | None) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if before is not None:
+        where.append("created_at < ?")
+        params.append(before)
+    return where, params
+
+
+def _check_date(value: str | Date) -> str:
+    if isinstance(value, Date):
+        return value.isoformat()
+    try:
+        return Date.fromisoformat(value).isoformat()
+    except (TypeError, ValueError):
+        raise JournalError(f"date {value!r} is not a date: use YYYY-MM-DD, e.g. 2026-11-22") from None

@@ -1,0 +1,162 @@
+"""`pos doctor`'s device checks: scanner, displays, keypad (the serial port opens) and the
+receipt printer (online and paper, asked with ESC/POS real-time status where it can answer)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pos.config import Config
+from pos.ops.checks import CheckResult, Level
+from pos.ops.checks import fail as _fail
+from pos.ops.checks import ok as _ok
+from pos.ops.checks import warn as _warn
+
+__all__ = ["check_scanner", "check_display", "check_cashier_display", "check_keypad", "check_printer"]
+
+# ESC/POS real-time status (DLE EOT n): n=1 printer status, n=4 paper sensor.
+DLE_EOT_PRINTER = b"\x10\x04\x01"
+DLE_EOT_PAPER = b"\x10\x04\x04"
+
+
+def _open_serial(url: str, baudrate: int, timeout: float) -> Any:
+    import serial
+    return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, write_timeout=timeout)
+
+
+def _serial_check(name: str, section: str, url: str, baudrate: int, timeout: float) -> CheckResult:
+    import serial
+    try:
+        port = _open_serial(url, baudrate, timeout)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        todo = (f"check the cable, [{section}] url, 'ls -l {url}', and that the service user is in "
+                "group dialout (udev rule: [udev] in the config)")
+        return _fail(name, f"cannot open {url}: {reason}", todo)
+    port.close()
+    return _ok(name, f"{url} opens at {baudrate} baud")
+
+
+def check_scanner(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    if cfg.scanner.kind == "none":
+        return _ok("scanner", "kind none: no scanner configured (payment codes come from the till)")
+    return _serial_check("scanner", "scanner", cfg.scanner.url, cfg.scanner.baudrate, timeout)
+
+
+def check_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    if cfg.display.kind != "serial":
+        return _ok("display", f"kind {cfg.display.kind}: no customer display hardware")
+    return _serial_check("display", "display", cfg.display.url, cfg.display.baudrate, timeout)
+
+
+def check_cashier_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    d = cfg.cashier_display
+    if d.kind != "serial":
+        where = "log" if d.kind == "console" else "void"
+        return _ok("cashier display", f"kind {d.kind}: cashier texts go to the {where}")
+    return _serial_check("cashier display", "cashier_display", d.url, d.baudrate, timeout)
+
+
+def check_keypad(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    if cfg.keypad.kind != "serial":
+        return _ok("keypad", f"kind {cfg.keypad.kind}")
+    return _serial_check("keypad", "keypad", cfg.keypad.url, cfg.keypad.baudrate, timeout)
+
+
+def _status_bytes(exchange: Callable[[bytes], bytes]) -> tuple[str, str, Level]:
+    """Ask DLE EOT 1 and 4; describe online/paper. 'unknown' when the printer does not answer."""
+    online_raw = exchange(DLE_EOT_PRINTER)
+    paper_raw = exchange(DLE_EOT_PAPER)
+    level = Level.OK
+    if not online_raw:
+        online, level = "online unknown", Level.WARN
+    elif online_raw[0] & 0x08:
+        online, level = "OFFLINE (cover open or error)", Level.FAIL
+    else:
+        online = "online"
+    if not paper_raw:
+        paper = "paper unknown (no answer to the status query)"
+        level = Level.FAIL if level is Level.FAIL else Level.WARN
+    elif paper_raw[0] & 0x60:
+        paper, level = "NO PAPER", Level.FAIL
+    elif paper_raw[0] & 0x0C:
+        paper = "paper near end"
+        level = Level.FAIL if level is Level.FAIL else Level.WARN
+    else:
+        paper = "paper ok"
+    return online, paper, level
+
+
+def _printer_result(where: str, online: str, paper: str, level: Level) -> CheckResult:
+    detail = f"{where}: {online}, {paper}"
+    if level is Level.FAIL:
+        return _fail("printer", detail, "open the cover, load paper, clear the error; receipts wait in the queue")
+    return CheckResult("printer", level, detail)
+
+
+def check_printer(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
+    p = cfg.printer
+    name = "printer"
+    if p.kind in ("dummy", "none"):
+        return _ok(name, f"kind {p.kind}: receipts are not printed on paper")
+    if p.kind == "file":
+        path = Path(p.path)
+        if not p.path or not path.exists():
+            return _fail(name, f"{p.path or '(empty path)'} does not exist", "check the cable and [printer] path")
+        if not os.access(path, os.W_OK):
+            return _fail(name, f"{p.path} is not writable by this user", "add the service user to group lp")
+        return _warn(name, f"{p.path} is writable; online/paper unknown (file printers do not answer)")
+    if p.kind == "serial":
+        import serial
+        try:
+            port = _open_serial(p.url, p.baudrate, timeout)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            return _fail(name, f"cannot open {p.url}: {reason}",
+                         f"check the cable, [printer] url, 'ls -l {p.url}' and group dialout")
+        try:
+            def exchange(query: bytes) -> bytes:
+                port.reset_input_buffer()
+                port.write(query)
+                port.flush()
+                return bytes(port.read(1))
+            online, paper, level = _status_bytes(exchange)
+        except (serial.SerialException, OSError) as exc:
+            return _warn(name, f"{p.url} opens, status unknown ({exc})")
+        finally:
+            port.close()
+        return _printer_result(p.url, online, paper, level)
+    if p.kind == "network":
+        where = f"{p.host} port {p.port}"
+        try:
+            sock = socket.create_connection((p.host, p.port), timeout=timeout)
+        except OSError as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            return _fail(name, f"cannot connect to {where} ({reason})",
+                         "check the printer's power, cable and [printer] host")
+        try:
+            def exchange_net(query: bytes) -> bytes:
+                sock.sendall(query)
+                try:
+                    return sock.recv(1)
+                except TimeoutError:
+                    return b""
+            online, paper, level = _status_bytes(exchange_net)
+        except OSError as exc:
+            return _warn(name, f"{where} connects, status unknown ({exc})")
+        finally:
+            sock.close()
+        return _printer_result(f"{p.host}:{p.port}", online, paper, level)
+    # usb: python-escpos/libusb finds it by id; we can only see whether the device is on the bus.
+    vid, pid = f"{p.usb_vendor:04x}", f"{p.usb_product:04x}"
+    for dev in Path("/sys/bus/usb/devices").glob("*"):
+        try:
+            if (dev / "idVendor").read_text().strip() == vid and (dev / "idProduct").read_text().strip() == pid:
+                return _warn(name, f"USB {vid}:{pid} is connected; online/paper unknown over raw USB")
+        except OSError:
+            continue
+    return _fail(name, f"USB printer {vid}:{pid} is not connected",
+                 "check the cable and [printer] usb_vendor/usb_product (lsusb)")
