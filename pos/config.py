@@ -87,7 +87,7 @@ class TerminalSection(_Section):
         return v
 
     @model_validator(mode="after")
-    def _cn_rules(self) -> "TerminalSection":
+    def _cn_rules(self) -> TerminalSection:
         if self.wallet == "ALIPAY_CN":
             settlement = self.settlement_currency or self.currency
             try:
@@ -127,7 +127,7 @@ class GatewaySection(_Section):
         return v.rstrip("/")
 
     @model_validator(mode="after")
-    def _sandbox_is_local(self) -> "GatewaySection":
+    def _sandbox_is_local(self) -> GatewaySection:
         if self.sandbox and not _is_loopback(urlsplit(self.url).hostname or ""):
             raise ValueError("sandbox = true is only allowed with a gateway url on 127.0.0.1")
         return self
@@ -153,7 +153,7 @@ class PaymentSection(_Section):
     max_amount: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "100000"
 
     @model_validator(mode="after")
-    def _ordered(self) -> "PaymentSection":
+    def _ordered(self) -> PaymentSection:
         if self.query_interval_max < self.query_interval_min:
             raise ValueError("query_interval_max must be at least query_interval_min")
         return self
@@ -273,7 +273,7 @@ class UdevSection(_Section):
     printer_product: UsbId = ""
 
     @model_validator(mode="after")
-    def _pairs(self) -> "UdevSection":
+    def _pairs(self) -> UdevSection:
         for device in ("scanner", "display", "printer"):
             vendor, product = getattr(self, f"{device}_vendor"), getattr(self, f"{device}_product")
             if bool(vendor) != bool(product):
@@ -360,7 +360,9 @@ def _describe(err: ErrorDetails) -> str:
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected')}"
     if kind in ("float_type", "int_type", "float_parsing", "int_parsing"):
-        return "expected a number (without quotes)" if kind.startswith("float") else "expected a whole number (without quotes)"
+        if kind.startswith("float"):
+            return "expected a number (without quotes)"
+        return "expected a whole number (without quotes)"
     if kind == "string_type":
         return "expected text in quotes"
     if kind == "bool_type":

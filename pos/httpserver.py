@@ -42,7 +42,7 @@ class ThreadedServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "ThreadedServer":
+    def start(self, timeout: float = 10.0) -> ThreadedServer:
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=self._name, daemon=True)
         self._thread.start()
@@ -59,7 +59,7 @@ class ThreadedServer:
             self._thread.join(timeout=10)
         self._sock.close()
 
-    def __enter__(self) -> "ThreadedServer":
+    def __enter__(self) -> ThreadedServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -22,7 +22,7 @@ from pos.core.money import Money
 from pos.core.outcomes import QueryOutcome, Succeeded, Unknown
 from pos.core.records import SaleRecord, SaleState
 from pos.journal.journal import Journal
-from pos.payments.runner import PaymentService
+from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import make_code
@@ -65,7 +65,7 @@ def bench_engine(count: int = 5000) -> None:
 def bench_sales(count: int = 200) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal.open(Path(tmp) / "journal.db", terminal_id="BENCH")
-        service = PaymentService(journal, DirectGateway(Ledger(), time.time), PaymentSection())
+        service = PaymentRunner(journal, DirectGateway(Ledger(), time.time), PaymentSection())
         service.recover()
         start = time.perf_counter()
         for _ in range(count):

@@ -1,4 +1,4 @@
-"""A tiny terminal for tests/test_crash.py: Journal + PaymentService + OfflineGateway over HTTP.
+"""A tiny terminal for tests/test_crash.py: Journal + PaymentRunner + OfflineGateway over HTTP.
 
     python -m tests.crash_driver JOURNAL URL KEY_FOLDER [CODE ...]
 
@@ -18,7 +18,7 @@ from pos.core.money import Money
 from pos.gateway.factory import open_gateway
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
 from pos.journal.journal import Journal
-from pos.payments.runner import PaymentService
+from pos.payments.runner import PaymentRunner
 
 # Seed 003's shape on a 100x shorter time scale, so a run takes about a second.
 FAST = PaymentSection(query_first_delay=0.02, query_interval_min=0.05, query_interval_max=0.07,
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
                                                          connect_timeout=2.0, read_timeout=2.0, sandbox=True),
                                    payment=FAST))
     journal = Journal.open(journal_file)
-    service = PaymentService(journal, gateway, FAST)
+    service = PaymentRunner(journal, gateway, FAST)
     try:
         service.recover()
         if not service.wait_recovered(timeout=30):

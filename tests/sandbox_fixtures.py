@@ -15,16 +15,21 @@ or list this module in a conftest's `pytest_plugins`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from pos.config import GatewaySection
 from pos.gateway.keys import (
-    ALIPAY_PRIVATE, ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC, generate_key_folder,
+    ALIPAY_PRIVATE,
+    ALIPAY_PUBLIC,
+    MERCHANT_PRIVATE,
+    MERCHANT_PUBLIC,
+    generate_key_folder,
 )
 from pos.gateway.offline import OfflineGateway
 from pos.gateway.signing import load_private_key, load_public_key

@@ -1,6 +1,6 @@
 """Crash test: real sales over HTTP in a subprocess, SIGKILLed at every commit in turn.
 
-tests/crash_driver.py runs Journal + PaymentService + OfflineGateway against the
+tests/crash_driver.py runs Journal + PaymentRunner + OfflineGateway against the
 sandbox server of this process. POS_CRASH_AT=before:N / after:N (pos/journal.py)
 kills it at its N-th commit; a second run recovers. Every sale must then end
 where the ledger says, none lost, none charged twice.
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from pos.journal.journal import Journal
 from pos.core.records import SaleState
+from pos.journal.journal import Journal
 from pos.sandbox.ledger import as_datetime
 from pos.sandbox.server import SandboxServer
-from tests.sandbox_fixtures import *  # noqa: F401,F403  (sandbox_server, sandbox_keys, ...)
+from tests.sandbox_fixtures import *  # noqa: F403  (sandbox_server, sandbox_keys, ...)
 from tests.sandbox_fixtures import SandboxKeys, make_code
 
 ROOT = Path(__file__).resolve().parent.parent

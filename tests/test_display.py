@@ -7,8 +7,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from devices.display import (CLEAR, ESC_INIT, ConsoleDisplay, NullDisplay, RecordingDisplay,
-                             SerialDisplay, fit_line, open_display, position)
+from devices.display import (
+    CLEAR,
+    ESC_INIT,
+    ConsoleDisplay,
+    NullDisplay,
+    RecordingDisplay,
+    SerialDisplay,
+    fit_line,
+    open_display,
+    position,
+)
 from devices.emulated import EmulatedDisplay, decode_display_bytes
 from devices.messages import Catalogue, text_width
 
@@ -43,12 +52,12 @@ def test_serial_display_over_a_pty_shows_both_lines(emulated: EmulatedDisplay) -
     d = SerialDisplay(emulated.path, encoding="GB18030")
     try:
         d.show("Scan customer code", "SGD 1234.56")
-        assert emulated.wait_for(lambda l: l == ("Scan customer code", "SGD 1234.56"))[1] == "SGD 1234.56"
+        assert emulated.wait_for(lambda shown: shown == ("Scan customer code", "SGD 1234.56"))[1] == "SGD 1234.56"
         assert emulated.received.startswith(ESC_INIT)
         d.show("支付成功", "SGD 1234.56")
-        assert emulated.wait_for(lambda l: l[0] == "支付成功") == ("支付成功", "SGD 1234.56")
+        assert emulated.wait_for(lambda shown: shown[0] == "支付成功") == ("支付成功", "SGD 1234.56")
         d.show("A much longer line than twenty", "")
-        assert emulated.wait_for(lambda l: l[0].startswith("A much")) == ("A much longer line t", "")
+        assert emulated.wait_for(lambda shown: shown[0].startswith("A much")) == ("A much longer line t", "")
     finally:
         d.close()
 
@@ -62,7 +71,7 @@ def test_every_catalogue_message_round_trips_through_the_display(emulated: Emula
                 lines = cat.customer(key, amount="SGD 1234.56")
                 d.show(*lines)
                 expected = tuple(line.rstrip() for line in lines)
-                assert emulated.wait_for(lambda l: l == expected) == expected
+                assert emulated.wait_for(lambda shown, want=expected: shown == want) == expected
     finally:
         d.close()
 
@@ -71,14 +80,14 @@ def test_display_unplugged_does_not_raise_and_recovers(emulated: EmulatedDisplay
     d = SerialDisplay(emulated.path, encoding="GB18030")
     try:
         d.show("one", "")
-        assert emulated.wait_for(lambda l: l[0] == "one")[0] == "one"
+        assert emulated.wait_for(lambda shown: shown[0] == "one")[0] == "one"
         emulated.unplug()
         d.show("lost", "")          # logged, not raised
         d.show("lost again", "")
         emulated.plug()
         emulated.received.clear()
         d.show("back", "ok")
-        assert emulated.wait_for(lambda l: l == ("back", "ok")) == ("back", "ok")
+        assert emulated.wait_for(lambda shown: shown == ("back", "ok")) == ("back", "ok")
     finally:
         d.close()
 

@@ -440,8 +440,8 @@ def test_disk_threshold_from_the_command_line(setup, capsys):
 
 
 def _journal_with_items(state_dir: Path) -> str:
-    from pos.journal.journal import Journal
     from pos.core.money import Money
+    from pos.journal.journal import Journal
     (state_dir / "journal.db").unlink(missing_ok=True)
     # A journal that cannot be created or written is a failure of this test, never a reason to skip it.
     try:

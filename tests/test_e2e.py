@@ -17,8 +17,8 @@ import requests
 
 from devices.keypad import Key
 from pos.demo.stage import DEMO_PIN, Stage
-from pos.till.api import openapi_document
 from pos.sandbox.scenarios import SandboxOptions, make_code
+from pos.till.api import openapi_document
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -78,9 +78,10 @@ def test_technicians_files_are_never_overwritten_and_udev_rule_follows_config(tm
     _install(tmp_path)
     etc = tmp_path / "etc" / "pos"
     cfg = etc / "terminal.toml"
-    edited = cfg.read_text().replace('scanner_vendor = ""', 'scanner_vendor = "05E0"').replace(
-        'scanner_product = ""', 'scanner_product = "1200"').replace('printer_vendor = ""', 'printer_vendor = "04b8"').replace(
-        'printer_product = ""', 'printer_product = "0202"')
+    edited = cfg.read_text()
+    for key, value in (("scanner_vendor", "05E0"), ("scanner_product", "1200"),
+                       ("printer_vendor", "04b8"), ("printer_product", "0202")):
+        edited = edited.replace(f'{key} = ""', f'{key} = "{value}"')
     cfg.write_text(edited)
     token = (etc / "ecr.token").read_text()
     result = _install(tmp_path)

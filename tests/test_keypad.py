@@ -11,8 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from devices.emulated import EmulatedKeypad
-from devices.keypad import (DEFAULT_KEYMAP, ConsoleKeypad, Key, SerialKeypad, open_keypad,
-                            parse_keymap)
+from devices.keypad import DEFAULT_KEYMAP, ConsoleKeypad, Key, SerialKeypad, open_keypad, parse_keymap
 
 
 def test_default_map() -> None:
@@ -35,7 +34,7 @@ def test_config_map_overrides_and_bad_entries_are_named() -> None:
 
 
 def test_serial_keypad_over_a_pty(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    keys: "queue.Queue[Key]" = queue.Queue()
+    keys: queue.Queue[Key] = queue.Queue()
     dev = EmulatedKeypad(directory=tmp_path)
     pad = SerialKeypad(dev.path, keys.put, keymap=parse_keymap({"F1": "REFUND"}), poll_interval=0.02,
                        retry_interval=0.05)

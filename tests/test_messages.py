@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from devices.messages import (DISPLAY_COLUMNS, LANGUAGES, Catalogue, CatalogueError,
-                              messages_dir, text_width)
-from pos.gateway.offline.codes import result_codes
+from devices.messages import DISPLAY_COLUMNS, LANGUAGES, Catalogue, CatalogueError, messages_dir, text_width
 from pos.core.money import Money
+from pos.gateway.offline.codes import result_codes
 
-REQUIRED = """ready enter_amount scan_code processing checking cancelling paid declined
-cancelled manual_review refund_done refund_declined refund_pending busy scan_invalid
-scan_too_old scanner_lost scanner_back printer_away printer_back network_down
-journal_error recovering pin_prompt pin_wrong pin_locked manager_menu refund_amount
-refund_scan report_printed amount_invalid amount_too_large not_ready""".split()
+REQUIRED = [
+    "ready", "enter_amount", "scan_code", "processing", "checking", "cancelling", "paid", "declined",
+    "cancelled", "manual_review", "refund_done", "refund_declined", "refund_pending", "busy", "scan_invalid",
+    "scan_too_old", "scanner_lost", "scanner_back", "printer_away", "printer_back", "network_down",
+    "journal_error", "recovering", "pin_prompt", "pin_wrong", "pin_locked", "manager_menu", "refund_amount",
+    "refund_scan", "report_printed", "amount_invalid", "amount_too_large", "not_ready",
+]
 
 # Realistic, long amount strings: the widest a 100000-major-unit sale shows.
 AMOUNTS = ["SGD 1234.56", Money(10_000_000, "IDR").display(), Money(10_000_000, "CNY").display(),

@@ -1,14 +1,22 @@
 """Money: exact parsing of cashier input, formatting, wire form, AlipayCN currency rules."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pos.core.money import (
-    CN_PAYMENT_CURRENCIES, CN_SETTLEMENT_CURRENCIES, CURRENCY_EXPONENTS, AmountError, CurrencyError, Money,
-    parse_amount, validate_cn_currencies,
+    CN_PAYMENT_CURRENCIES,
+    CN_SETTLEMENT_CURRENCIES,
+    CURRENCY_EXPONENTS,
+    AmountError,
+    CurrencyError,
+    Money,
+    parse_amount,
+    validate_cn_currencies,
 )
 
-LISTED = "USD EUR JPY GBP CAD AUD SGD CHF SEK DKK NOK NZD THB HKD CNY KRW MYR IDR".split()
+LISTED = ["USD", "EUR", "JPY", "GBP", "CAD", "AUD", "SGD", "CHF", "SEK", "DKK", "NOK", "NZD", "THB", "HKD",
+          "CNY", "KRW", "MYR", "IDR"]
 
 # (currency, exponent, cashier text, minor units, display of the receipt form)
 TABLE = [
@@ -95,7 +103,7 @@ def test_arithmetic_keeps_currencies_apart():
     with pytest.raises(CurrencyError):
         Money(1, "USD") + Money(1, "EUR")
     with pytest.raises(CurrencyError):
-        Money(1, "USD") < Money(1, "EUR")
+        _ = Money(1, "USD") < Money(1, "EUR")
 
 
 def test_wire_refuses_negative_and_from_wire_refuses_junk():

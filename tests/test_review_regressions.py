@@ -155,11 +155,11 @@ class _QuotingGateway(DirectGateway):
 def test_gateway_texts_quoting_the_code_are_masked_in_the_journal(tmp_path: Path) -> None:
     from pos.config import PaymentSection
     from pos.journal.journal import Journal
-    from pos.payments.runner import PaymentService
+    from pos.payments.runner import PaymentRunner
     from pos.sandbox.ledger import Ledger
 
     journal = Journal.open(tmp_path / "journal.db")
-    payments = PaymentService(journal, _QuotingGateway(Ledger(), time.time), PaymentSection())
+    payments = PaymentRunner(journal, _QuotingGateway(Ledger(), time.time), PaymentSection())
     code = make_code("00")
     try:
         payments.recover()

@@ -1,4 +1,4 @@
-"""PaymentService over the sandbox's ledger (DirectGateway), a real journal file and threads.
+"""PaymentRunner over the sandbox's ledger (DirectGateway), a real journal file and threads.
 
 The clock is scaled (1 real ms = 1 terminal second), so the 60 s schedule of
 seed 003 takes a few tens of milliseconds; nothing here asserts on speed.
@@ -19,7 +19,7 @@ from pos.core.engine import Alarm, Finished, Show
 from pos.core.money import Money
 from pos.core.records import RefundState, SaleState
 from pos.journal.journal import Journal
-from pos.payments.runner import PaymentService, RefundRefused, SaleRefused
+from pos.payments.runner import PaymentRunner, RefundRefused, SaleRefused
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger, as_datetime
 from pos.sandbox.scenarios import make_code
@@ -53,7 +53,7 @@ class Rig:
         self.ledger = ledger or Ledger(short_options(wallet_confirm_after=3.0))
         self.path = tmp / "journal.db"
         self.journal = Journal.open(self.path)
-        self.service = PaymentService(self.journal, DirectGateway(self.ledger, self.clock.now), settings(**kw),
+        self.service = PaymentRunner(self.journal, DirectGateway(self.ledger, self.clock.now), settings(**kw),
                                       clock=self.clock)
         self.notes: list[Any] = []
         self.service.subscribe(self.notes.append)
@@ -197,7 +197,7 @@ def test_restart_with_100_open_sales_resolves_all_before_any_scan(tmp_path: Path
     journal.close()
 
     journal = Journal.open(tmp_path / "journal.db")
-    service = PaymentService(journal, DirectGateway(ledger, clock.now), settings(), clock=clock)
+    service = PaymentRunner(journal, DirectGateway(ledger, clock.now), settings(), clock=clock)
     try:
         assert service.recover() == 100
         with pytest.raises(SaleRefused) as refused:

@@ -22,7 +22,7 @@ from pos.config import Config
 from pos.core.money import Money
 from pos.journal.journal import Journal, journal_path
 from pos.journal.print_jobs import JournalPrintJobs
-from pos.payments.runner import PaymentService
+from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import SandboxOptions, make_code
@@ -48,12 +48,13 @@ class Rig:
         self.gateway = DirectGateway(self.ledger, time.time)
         if wrap_gateway is not None:
             self.gateway = wrap_gateway(self.gateway)
-        self.payments = PaymentService(self.journal, self.gateway, self.cfg.payment)
+        self.payments = PaymentRunner(self.journal, self.gateway, self.cfg.payment)
         self.cashier_pty = EmulatedDisplay("cashier", tmp)
         self.customer_pty = EmulatedDisplay("customer", tmp)
         self.printer = DummyPrinter()
         text = Catalogue.load("en")
-        self.queue = PrintQueue(JournalPrintJobs(self.journal), self.printer, printer_settings=self.cfg.printer, catalogue=text,
+        self.queue = PrintQueue(JournalPrintJobs(self.journal), self.printer, printer_settings=self.cfg.printer,
+                                catalogue=text,
                                 retry_interval=0.05).start()
         self.terminal = Terminal(
             config=self.cfg, journal=self.journal, payments=self.payments,

@@ -41,9 +41,9 @@ MAX_WIRE_DIGITS = 16
 
 # Seed 002 ("More information"): AlipayCN wallet currencies.
 CN_PAYMENT_CURRENCIES = frozenset(
-    "USD EUR JPY GBP CAD AUD SGD CHF SEK DKK NOK NZD THB HKD CNY".split())
+    ["USD", "EUR", "JPY", "GBP", "CAD", "AUD", "SGD", "CHF", "SEK", "DKK", "NOK", "NZD", "THB", "HKD", "CNY"])
 CN_SETTLEMENT_CURRENCIES = frozenset(
-    "USD EUR JPY GBP CAD AUD SGD CHF SEK DKK NOK NZD THB HKD".split())
+    ["USD", "EUR", "JPY", "GBP", "CAD", "AUD", "SGD", "CHF", "SEK", "DKK", "NOK", "NZD", "THB", "HKD"])
 
 _AMOUNT_RE = re.compile(r"(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]*))?")
 
@@ -108,7 +108,7 @@ class Money:
         return {"currency": self.currency, "value": str(self.minor)}
 
     @classmethod
-    def from_wire(cls, obj: object) -> "Money":
+    def from_wire(cls, obj: object) -> Money:
         """Read the gateway's Money object; accepts a string or an integer value."""
         if not isinstance(obj, dict):
             raise AmountError(f"expected an amount object, got {obj!r}")
@@ -122,33 +122,33 @@ class Money:
             raise AmountError(f"amount value must be 1-{MAX_WIRE_DIGITS} digits, got {value!r}")
         return cls(int(text), currency)  # type: ignore[arg-type]
 
-    def _same(self, other: "Money") -> None:
+    def _same(self, other: Money) -> None:
         if not isinstance(other, Money):
             raise TypeError(f"cannot combine Money with {type(other).__name__}")
         if other.currency != self.currency:
             raise CurrencyError(f"cannot combine {self.currency} with {other.currency}")
 
-    def __add__(self, other: "Money") -> "Money":
+    def __add__(self, other: Money) -> Money:
         self._same(other)
         return Money(self.minor + other.minor, self.currency)
 
-    def __sub__(self, other: "Money") -> "Money":
+    def __sub__(self, other: Money) -> Money:
         self._same(other)
         return Money(self.minor - other.minor, self.currency)
 
-    def __lt__(self, other: "Money") -> bool:
+    def __lt__(self, other: Money) -> bool:
         self._same(other)
         return self.minor < other.minor
 
-    def __le__(self, other: "Money") -> bool:
+    def __le__(self, other: Money) -> bool:
         self._same(other)
         return self.minor <= other.minor
 
-    def __gt__(self, other: "Money") -> bool:
+    def __gt__(self, other: Money) -> bool:
         self._same(other)
         return self.minor > other.minor
 
-    def __ge__(self, other: "Money") -> bool:
+    def __ge__(self, other: Money) -> bool:
         self._same(other)
         return self.minor >= other.minor
 

@@ -14,7 +14,7 @@ and puts it in `query`; the engine never parses status words itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from pos.core.money import Money
@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-class QueryOutcome(str, Enum):
+class QueryOutcome(StrEnum):
     PAID = "PAID"            # the payment succeeded
     PENDING = "PENDING"      # created, not finished (customer confirming)
     CLOSED = "CLOSED"        # closed, failed or cancelled: no money moved

@@ -109,17 +109,26 @@ class JournalDB:
         the file is not a step of a sale).
         """
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._not_recorded(exc) from exc
             try:
                 yield self.conn
                 if crash_point:
                     self._commit()
                 else:
                     self.conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._not_recorded(exc) from exc
                 raise
+
+    def _not_recorded(self, exc: sqlite3.Error) -> JournalError:
+        # Callers outside the journal know no SQLite: a failed write is a JournalError.
+        return JournalError(f"the journal {self.path} could not record this: {exc}", exit_code=EXIT_UNAVAILABLE)
 
     def _commit(self) -> None:
         """COMMIT, honouring the POS_CRASH_AT test hook around it."""

@@ -2,7 +2,7 @@
 
 Every engine transition is committed here before the command that follows it
 runs (design rule 1), so a crash at any moment leaves enough on disk to find
-out what happened: `PaymentService.recover()` reads `open_items()` on start.
+out what happened: `PaymentRunner.recover()` reads `open_items()` on start.
 
 Durability: WAL with `synchronous=FULL` (pos/journal/db.py). Payment codes:
 only the masked form (last 4 digits)

@@ -86,7 +86,7 @@ class Daemon:
         from pos.httpserver import ThreadedServer
         from pos.journal.journal import Journal, journal_path
         from pos.journal.print_jobs import JournalPrintJobs
-        from pos.payments.runner import PaymentService
+        from pos.payments.runner import PaymentRunner
         from pos.terminal.terminal import Terminal
         from pos.till.api import Tokens, create_app
 
@@ -97,7 +97,7 @@ class Daemon:
 
         gateway = open_gateway(cfg)
         self._parts.append(("gateway", gateway.close))
-        self.payments = payments = PaymentService(journal, gateway, cfg.payment)
+        self.payments = payments = PaymentRunner(journal, gateway, cfg.payment)
         cashier_text = Catalogue.load(cfg.terminal.language)
         customer_text = Catalogue.load(cfg.terminal.customer_language)
         customer_display = open_display(cfg.display, title="customer")

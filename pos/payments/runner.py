@@ -1,6 +1,6 @@
 """Runs the payment engine: real gateway, real clock, the journal, threads.
 
-`PaymentService` is what the terminal flows and the till interface (issue 7)
+`PaymentRunner` is what the terminal flows and the till interface (issue 7)
 call. It owns the only `Engine`, feeds it events and carries out its
 commands in order: a `Record` is committed to the journal before anything
 after it runs (so every request leaves after the state that leads to it is
@@ -70,7 +70,7 @@ from pos.core.records import (
 from pos.core.rules import Refusal, check_refund, check_sale_amount
 from pos.journal.journal import Journal
 
-__all__ = ["Clock", "SystemClock", "PaymentService", "Subscriber", "SaleRefused", "RefundRefused"]
+__all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused", "RefundRefused"]
 
 log = logging.getLogger("pos.payments.runner")
 
@@ -124,7 +124,7 @@ class SystemClock:
         condition.wait(timeout)
 
 
-class PaymentService:
+class PaymentRunner:
     """One sale at a time, refunds, recovery and the background corrector, over one journal."""
 
     def __init__(self, journal: Journal, gateway: Gateway, settings: PaymentSection, *,

@@ -13,7 +13,6 @@ older item over what the cashier is doing now.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,9 +27,10 @@ from pos.core.records import SALE_ACTIVE, SALE_SETTLED_FOR_CASHIER
 from pos.core.redact import mask_code
 from pos.core.rules import Refusal, check_sale_amount
 from pos.gateway.client import GatewayClient
+from pos.journal.db import JournalError
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks, TillSale
-from pos.payments.runner import PaymentService, SaleRefused
+from pos.payments.runner import PaymentRunner, SaleRefused
 from pos.terminal.counter import Action, Counter, Mode
 from pos.terminal.displays import DeviceBoard, DeviceHealth, Displays
 
@@ -45,7 +45,7 @@ _REFUSED_SCAN_SHOWN = {"recovering": "not_ready"}
 
 
 class CashierFlow:
-    def __init__(self, *, cfg: Config, journal: Journal, links: TillLinks, payments: PaymentService,
+    def __init__(self, *, cfg: Config, journal: Journal, links: TillLinks, payments: PaymentRunner,
                  displays: Displays, devices: DeviceBoard, counter: Counter, changed: threading.Condition,
                  clock: Callable[[], float], gateway: GatewayClient | None) -> None:
         self._cfg = cfg
@@ -155,7 +155,7 @@ class CashierFlow:
             return
         try:
             self.await_scan(amount, "", "")
-        except sqlite3.Error as exc:
+        except JournalError as exc:
             self.journal_failed(exc)
             c.mode, c.buffer = Mode.IDLE, ""
 
@@ -233,7 +233,7 @@ class CashierFlow:
             key = _REFUSED_SCAN_SHOWN.get(exc.key, exc.key)
             self._displays.show(key if self._displays.has(key) else "scan_invalid")
             return
-        except (UserError, sqlite3.Error) as exc:
+        except UserError as exc:  # JournalError included
             # The journal could not record the sale: nothing was sent (write before
             # you send), and no sale may start until a person has looked.
             self.journal_failed(exc)

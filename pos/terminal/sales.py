@@ -18,7 +18,7 @@ from pos.core.records import SaleRecord
 from pos.core.rules import Refusal, check_refund, refund_left
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks
-from pos.payments.runner import PaymentService, RefundRefused
+from pos.payments.runner import PaymentRunner, RefundRefused
 
 __all__ = ["SaleDesk"]
 
@@ -26,7 +26,7 @@ log = logging.getLogger("pos.terminal.sales")
 
 
 class SaleDesk:
-    def __init__(self, cfg: Config, journal: Journal, links: TillLinks, payments: PaymentService) -> None:
+    def __init__(self, cfg: Config, journal: Journal, links: TillLinks, payments: PaymentRunner) -> None:
         self._cfg = cfg
         self._journal = journal
         self._links = links

@@ -29,12 +29,12 @@ from devices.display import Display
 from devices.keypad import Key
 from devices.messages import Catalogue
 from pos.config import Config
-from pos.gateway.client import GatewayClient
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
 from pos.core.money import Money
+from pos.gateway.client import GatewayClient
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks
-from pos.payments.runner import PaymentService
+from pos.payments.runner import PaymentRunner
 from pos.terminal.business_day import BusinessDay
 from pos.terminal.cashier import CashierFlow
 from pos.terminal.counter import Action, Counter, Mode, action_for, check_actions
@@ -53,7 +53,7 @@ log = logging.getLogger("pos.terminal.terminal")
 class Terminal:
     """Cashier and manager flows on the devices; the till interface's backend (pos.till.api.TillBackend)."""
 
-    def __init__(self, *, config: Config, journal: Journal, payments: PaymentService,
+    def __init__(self, *, config: Config, journal: Journal, payments: PaymentRunner,
                  cashier_display: Display, customer_display: Display,
                  cashier_catalogue: Catalogue, customer_catalogue: Catalogue,
                  print_queue: Any = None, clock: Callable[[], float] = time.time,

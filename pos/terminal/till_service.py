@@ -10,7 +10,6 @@ which the interface sends as RFC 9457 problem details.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,9 +25,10 @@ from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.rules import Refusal
 from pos.gateway.client import GatewayClient, GatewayHealth
 from pos.gateway.offline.codes import result_codes
+from pos.journal.db import JournalError
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks, TillSale
-from pos.payments.runner import PaymentService
+from pos.payments.runner import PaymentRunner
 from pos.terminal.business_day import BusinessDay
 from pos.terminal.cashier import FINAL_FOR_TILL, CashierFlow
 from pos.terminal.counter import Counter, Mode
@@ -87,7 +87,7 @@ _NOT_FINISHED_ADVICE = {"PAID": "a paid sale is refunded (POST /v1/refunds), not
 class TillService:
     """The till interface's backend (pos.till.api.TillBackend)."""
 
-    def __init__(self, *, cfg: Config, journal: Journal, links: TillLinks, payments: PaymentService,
+    def __init__(self, *, cfg: Config, journal: Journal, links: TillLinks, payments: PaymentRunner,
                  displays: Displays, devices: DeviceBoard, counter: Counter, cashier: CashierFlow,
                  sales: SaleDesk, day: BusinessDay, lock: threading.RLock, changed: threading.Condition,
                  clock: Callable[[], float], gateway: GatewayClient | None) -> None:
@@ -204,7 +204,7 @@ class TillService:
                 raise self._journal_unavailable(f" ({journal.last_error})")
             try:
                 till = self._cashier.await_scan(amount, reference, order_title)
-            except sqlite3.Error as exc:
+            except JournalError as exc:
                 self._cashier.journal_failed(exc)
                 raise self._journal_unavailable("") from None
             return self._view(till)
