@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pos.core.money import Money
+from pos.core.records import REFUND_FINAL, SALE_FINAL
 
 __all__ = ["DayTotals", "Report", "build_report", "report_rows"]
 
@@ -36,8 +37,6 @@ class _RefundLike(Protocol):
     def merchant_refund_id(self) -> str: ...
 
 
-FINAL_SALE = {"PAID", "DECLINED", "CANCELLED"}
-FINAL_REFUND = {"REFUNDED", "REFUND_DECLINED"}
 
 
 @dataclass
@@ -113,7 +112,7 @@ def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | 
             t.declines_minor += sale.amount.minor
         elif sale.state == "MANUAL_REVIEW":
             report.manual_review.append(sale.merchant_trans_id)
-        elif sale.state not in FINAL_SALE:
+        elif sale.state not in SALE_FINAL:
             report.open_items.append(sale.merchant_trans_id)
     for refund in refunds:
         t = totals(refund.amount.currency)
@@ -122,7 +121,7 @@ def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | 
             t.refunds_minor += refund.amount.minor
         elif refund.state == "REFUND_PENDING":
             report.manual_review.append(refund.merchant_refund_id)
-        elif refund.state not in FINAL_REFUND:
+        elif refund.state not in REFUND_FINAL:
             report.open_items.append(refund.merchant_refund_id)
     return report
 

@@ -29,13 +29,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pos import __version__
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
+from pos.core.records import RefundState, SaleState
 from pos.terminal.till_service import TillError
 
 __all__ = ["TillBackend", "TillError", "create_app", "ensure_token", "read_token"]
 
 PROBLEM = "application/problem+json"
-SALE_STATES = ("CREATED", "PAYING", "QUERYING", "CANCELLING", "PAID", "DECLINED", "CANCELLED", "MANUAL_REVIEW")
-REFUND_STATES = ("REFUND_CREATED", "REFUNDING", "REFUNDED", "REFUND_DECLINED", "REFUND_PENDING")
+# The states the till may see, in the order the OpenAPI document lists them: the core's enums.
+SALE_STATES = tuple(state.value for state in SaleState)
+REFUND_STATES = tuple(state.value for state in RefundState)
 MAX_WAIT = 60.0
 # A till sale id, a journal sale number or a merchantTransId.
 SALE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
