@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from devices.keypad import Key
-from devices.messages import text_width
+from devices.messages import Catalogue, text_width
 from pos.demo.stage import DEMO_PIN, Stage
 from pos.sandbox.scenarios import make_code
 
@@ -127,6 +127,9 @@ def _scenes(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None])
     refunded = _wait_state_refund(stage, paid["id"])
     n.say(f"   -> refund {refunded}")
     expect("refund", refunded, "REFUNDED")
+    # The refund's outcome belongs on the displays, whichever sale it refunds.
+    done = Catalogue.load("en").cashier("refund_done", amount="")[0]
+    stage.wait_display(lambda lines: lines[0] == done, timeout=5)
     n.screens()
     receipts = stage.new_receipts(1)
     n.receipt(receipts[0] if receipts else "(no receipt printed)")
