@@ -151,7 +151,7 @@ def test_manager_partial_refund_with_pin_and_reprint(stage):
     stage.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
     stage.type(DEMO_PIN)
     stage.press(Key.ENTER)
-    time.sleep(0.3)
+    stage.wait_display(lambda lines: "receipt" in (lines[0] + lines[1]).lower(), timeout=5)
     stage.scan_receipt(sale["merchantTransId"])
     reprint = stage.new_receipts(1)[0]
     assert "REPRINT" in reprint and sale["merchantTransId"] in reprint

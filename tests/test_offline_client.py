@@ -447,3 +447,23 @@ def test_the_factory_opens_the_client_the_config_names(gateway_settings: Any) ->
         gw.close()
     # every name the config accepts has a client, and no client is unreachable from the config
     assert set(PROTOCOLS) == set(get_args(GatewaySection.model_fields["protocol"].annotation))
+
+
+def test_no_answer_at_all_marks_the_link_down_and_an_answer_clears_it(
+        fake: tuple[_FakeGateway, OfflineGateway], gateway_settings: Any, sandbox_keys: SandboxKeys) -> None:
+    """The cashier is told "no network" only when nothing came back over the link."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]   # bound, never listening: connections are refused
+        gw = OfflineGateway(gateway_settings.model_copy(update={"url": f"http://127.0.0.1:{port}"}))
+        try:
+            result = gw.query(merchant_trans_id="T1")
+            assert isinstance(result, Unknown) and result.no_answer
+            assert gw.health().link_down and (gw.health().last_error or "").startswith("connection error")
+        finally:
+            gw.close()
+    server, answered = fake
+    server.responder = lambda head: (503, b"")
+    result = answered.query(merchant_trans_id="T1")
+    assert isinstance(result, Unknown) and not result.no_answer     # the gateway spoke, badly
+    assert not answered.health().link_down
