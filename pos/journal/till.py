@@ -22,12 +22,10 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pos.core.money import Money
-
-if TYPE_CHECKING:
-    from pos.journal.journal import Journal
+from pos.journal.db import JournalDB
 
 __all__ = ["TILL_TABLES", "TillSale", "TillRefundKey", "TillLinks", "link_till_sale"]
 
@@ -106,10 +104,17 @@ def _till_sale(row: sqlite3.Row | tuple[Any, ...]) -> TillSale:
 _SALE_COLUMNS = "till_id, amount_minor, currency, reference, order_title, created_at, updated_at, state, sale_id"
 
 
+class _HasJournalDB(Protocol):
+    """The journal as this module needs it: its one connection (pos/journal/db.py)."""
+
+    @property
+    def db(self) -> JournalDB: ...
+
+
 class TillLinks:
     """Typed access to the terminal's tables, on the journal's connection and lock."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: _HasJournalDB) -> None:
         self._journal = journal
 
     @contextmanager
