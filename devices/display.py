@@ -104,6 +104,8 @@ class Display(ABC):
     """A two-line character display."""
 
     columns = COLUMNS
+    # Why the last show() did not reach the device (None: it did); kept by displays that can fail.
+    last_error: str | None = None
 
     @abstractmethod
     def show(self, line1: str, line2: str) -> None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from devices.keypad import Key
-from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLost
+from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerEvent, ScannerLost
 from pos.config import Config
 from pos.core.engine import Finished, Show
 from pos.core.errors import UserError
@@ -189,7 +188,7 @@ class CashierFlow:
 
     # ------------------------------------------------------------ scanner
 
-    def on_scanner_event(self, event: Any, on_receipt: Callable[[str], None]) -> None:
+    def on_scanner_event(self, event: ScannerEvent, on_receipt: Callable[[str], None]) -> None:
         """A scanner event; a receipt scanned while the manager selects a sale goes to `on_receipt`."""
         self.sync_mode()
         if isinstance(event, ScannerLost):

@@ -48,8 +48,7 @@ class Displays:
         try:
             self.cashier.show(*self.cashier_text.cashier(key, **params))
             self.customer.show(*self.customer_text.customer(key, **params))
-            errors = [e for e in (getattr(self.cashier, "last_error", None),
-                                  getattr(self.customer, "last_error", None)) if e]
+            errors = [e for e in (self.cashier.last_error, self.customer.last_error) if e]
             self._devices["display"] = DeviceHealth(not errors, errors[0] if errors else None)
         except KeyError:
             log.error("no catalogue entry", extra={"kv": {"key": key}})

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from devices.print_queue import PrintQueue
 from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
 from pos.config import Config
+from pos.core.errors import UserError
 from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord
 from pos.core.reports import Report, report_rows
@@ -65,7 +66,7 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
 class Receipts:
     """Sale, refund and report receipts into the print queue. A printer fault never changes a payment."""
 
-    def __init__(self, cfg: Config, journal: Journal, print_queue: Any, devices: DeviceBoard,
+    def __init__(self, cfg: Config, journal: Journal, print_queue: PrintQueue | None, devices: DeviceBoard,
                  clock: Callable[[], float]) -> None:
         self._cfg = cfg
         self._journal = journal
@@ -89,6 +90,8 @@ class Receipts:
 
     def reprint(self, sale: SaleRecord) -> str:
         """Print a sale's receipt again, marked REPRINT. Returns the print job key. Needs a print queue."""
+        if self.queue is None:
+            raise UserError("[printer] kind is none: nothing can be printed")
         job = f"sale:{sale.sale_id}"
         if self.queue.job(job) is not None:
             return str(self.queue.reprint(job))

@@ -28,6 +28,8 @@ from zoneinfo import ZoneInfo
 from devices.display import Display
 from devices.keypad import Key
 from devices.messages import Catalogue
+from devices.print_queue import PrintQueue
+from devices.scanner import ScannerEvent
 from pos.config import Config
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
 from pos.core.money import Money
@@ -56,7 +58,7 @@ class Terminal:
     def __init__(self, *, config: Config, journal: Journal, payments: PaymentRunner,
                  cashier_display: Display, customer_display: Display,
                  cashier_catalogue: Catalogue, customer_catalogue: Catalogue,
-                 print_queue: Any = None, clock: Callable[[], float] = time.time,
+                 print_queue: PrintQueue | None = None, clock: Callable[[], float] = time.time,
                  pin_state_file: Path | None = None, gateway: GatewayClient | None = None) -> None:
         self.cfg = config
         self.journal = journal
@@ -120,7 +122,7 @@ class Terminal:
                 log.exception("key handling failed", extra={"kv": {"key": key.name}})
                 self.cashier.reset()
 
-    def on_scanner_event(self, event: Any) -> None:
+    def on_scanner_event(self, event: ScannerEvent) -> None:
         with self._lock:
             if self._closed:
                 return
