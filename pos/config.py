@@ -98,7 +98,9 @@ class TerminalSection(_Section):
 
 
 class GatewaySection(_Section):
-    protocol: Literal["offline"] = "offline"
+    # "offline": Alipay's offline acquiring protocol; "ams": the v1 payments API
+    # (Antom / Alipay+, README "The v1 payments API").
+    protocol: Literal["offline", "ams"] = "offline"
     url: str = "https://open-sea.alipay.com"
     client_id: Annotated[str, Field(min_length=1, max_length=32)] = "SANDBOX_CLIENT"
     merchant_id: Annotated[str, Field(min_length=1, max_length=64)] = "2188000000000001"
@@ -109,6 +111,10 @@ class GatewaySection(_Section):
     sign_type: Literal["RSA2"] = "RSA2"
     product_code: str = "OFFLINE_PAY"
     settle_contract_id: str = ""
+    # ams only: the keyVersion named in the Signature header (which of the
+    # merchant's uploaded public keys signed). Client ids starting SANDBOX_ call
+    # /ams/sandbox/api/..., all others /ams/api/...
+    key_version: Annotated[int, Field(ge=1, le=99)] = 1
     connect_timeout: Seconds = 5.0
     read_timeout: Seconds = 15.0
     # A sandbox config may have its keys generated on first start; refused

@@ -50,6 +50,8 @@ LAYER_OF_FILE = {
     "test_money.py": "unit",
     "test_notify.py": "unit",
     "test_offline_client.py": "integration",
+    "test_ams_client.py": "integration",
+    "test_ams_protocol.py": "unit",
     "test_pin.py": "unit",
     "test_print_queue.py": "integration",
     "test_printer.py": "integration",

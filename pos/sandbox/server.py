@@ -3,7 +3,7 @@
 Protocol-neutral: `build_app` reads each POST body (refusing one larger than
 the protocol's max_body unread) and sends what the protocol module answers
 (`SandboxProtocol`, protocol.py); the protocol modules are named in
-`PROTOCOLS` (offline.py: Alipay's offline acquiring protocol). `SandboxServer`
+`PROTOCOLS` (offline.py: Alipay's offline acquiring protocol; ams.py: the v1 payments API). `SandboxServer`
 runs the app under uvicorn in a background thread (tests) or in the
 foreground (`pos sandbox`).
 """
@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pos.httpserver import ThreadedServer
+from pos.sandbox.ams import AmsSandbox
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.offline import Clock, OfflineSandbox
 from pos.sandbox.protocol import Answer, SandboxProtocol
@@ -34,6 +35,8 @@ _JSON = "application/json; charset=UTF-8"
 PROTOCOLS: dict[str, Callable[[Ledger, Any, Any, Clock | None], SandboxProtocol]] = {
     "offline": lambda ledger, merchant_key, alipay_key, clock: OfflineSandbox(
         ledger, merchant_public_key=merchant_key, alipay_private_key=alipay_key, clock=clock),
+    "ams": lambda ledger, merchant_key, alipay_key, clock: AmsSandbox(
+        ledger, merchant_public_key=merchant_key, alipay_private_key=alipay_key, clock=clock),
 }
 
 
@@ -43,20 +46,20 @@ def build_app(protocol: SandboxProtocol) -> Starlette:
     async def gateway(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > max_body:
-            answer = protocol.handle(request.url.path, b"x" * (max_body + 1))
+            answer = protocol.handle(request.url.path, b"x" * (max_body + 1), request.headers)
             return Response(answer.body, status_code=413, media_type=_JSON)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:  # refused unread beyond the limit
-                answer = protocol.handle(request.url.path, b"x" * (max_body + 1))
+                answer = protocol.handle(request.url.path, b"x" * (max_body + 1), request.headers)
                 return Response(answer.body, status_code=413, media_type=_JSON)
             chunks.append(chunk)
-        answer = protocol.handle(request.url.path, b"".join(chunks))
+        answer = protocol.handle(request.url.path, b"".join(chunks), request.headers)
         if answer.hold > 0:
             await asyncio.sleep(answer.hold)
-        return Response(answer.body, status_code=answer.http_status, media_type=_JSON)
+        return Response(answer.body, status_code=answer.http_status, media_type=_JSON, headers=dict(answer.headers))
 
     async def ledger(request: Request) -> Response:
         return JSONResponse(protocol.ledger_json())
