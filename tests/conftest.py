@@ -52,6 +52,8 @@ LAYER_OF_FILE = {
     "test_offline_client.py": "integration",
     "test_ams_client.py": "integration",
     "test_ams_protocol.py": "unit",
+    "test_notifications.py": "unit",
+    "test_notify_e2e.py": "e2e",
     "test_pin.py": "unit",
     "test_print_queue.py": "integration",
     "test_printer.py": "integration",

@@ -23,9 +23,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
+import time
+import urllib.parse
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import requests
 
 from pos.core.money import AmountError, CurrencyError, Money
 from pos.gateway.ams.client import ENDPOINTS, PRODUCT_CODE, request_time
@@ -99,6 +105,27 @@ def _status_of(code: str) -> str:
     return row.status if row else "F"
 
 
+@dataclass
+class _Notice:
+    """A payment notification the sandbox owes: sent until acknowledged."""
+
+    merchant: str
+    request_id: str
+    url: str
+    attempts: int = 0
+    acknowledged: bool = False
+    next_at: float = 0.0     # time.monotonic() of the next attempt
+
+    def as_json(self) -> dict[str, Any]:
+        return {"paymentRequestId": self.request_id, "url": self.url, "attempts": self.attempts,
+                "acknowledged": self.acknowledged}
+
+
+def _loopback_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
 class AmsSandbox:
     """The v1 API over the sandbox's ledger, without HTTP (a `SandboxProtocol`)."""
 
@@ -111,12 +138,79 @@ class AmsSandbox:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._key_version = key_version
         self.max_body = self.options.max_body
+        self._notices: dict[tuple[str, str], _Notice] = {}
+        self._notice_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._sender: threading.Thread | None = None
 
     def now(self) -> datetime:
         return as_datetime(self._clock())
 
     def ledger_json(self) -> dict[str, Any]:
-        return self.ledger.to_json(self.now())
+        with self._notice_lock:
+            notices = [n.as_json() for n in self._notices.values()]
+        return {**self.ledger.to_json(self.now()), "notifications": notices}
+
+    def close(self) -> None:
+        """Stop sending notifications (the server stops)."""
+        self._closed.set()
+        if self._sender is not None:
+            self._sender.join(timeout=5)
+
+    # -- notifications (notifyPayment) --------------------------------------------------
+
+    def _owe_notice(self, merchant: str, request_id: str, url: str) -> None:
+        if not _loopback_url(url):   # the sandbox posts only to this machine
+            log.info("sandbox: paymentNotifyUrl %s is not on 127.0.0.1: no notification sent", url)
+            return
+        with self._notice_lock:
+            self._notices.setdefault((merchant, request_id), _Notice(merchant, request_id, url))
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="sandbox-notify", daemon=True)
+                self._sender.start()
+
+    def _send_loop(self) -> None:
+        while not self._closed.wait(0.2):
+            with self._notice_lock:
+                due = [n for n in self._notices.values() if not n.acknowledged and n.next_at <= time.monotonic()]
+            for notice in due:
+                payment = self.ledger.payment(notice.request_id, self.now(), notice.merchant)
+                if payment is None or payment.status != "SUCCESS":
+                    continue
+                acknowledged = self._send_notice(notice, payment)
+                with self._notice_lock:
+                    notice.attempts += 1
+                    notice.acknowledged = acknowledged
+                    notice.next_at = time.monotonic() + min(0.5 * 2 ** notice.attempts, 30.0)
+
+    def _send_notice(self, notice: _Notice, payment: Payment) -> bool:
+        body = {"notifyType": "PAYMENT_RESULT",
+                "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."},
+                "paymentRequestId": payment.merchant_trans_id, "paymentId": payment.acquirement_id,
+                "paymentAmount": payment.amount.wire(), "paymentCreateTime": request_time(payment.created_at)}
+        if payment.paid_at is not None:
+            body["paymentTime"] = request_time(payment.paid_at)
+        raw = compact_json(body).encode("utf-8")
+        path = urllib.parse.urlsplit(notice.url).path or "/"
+        moment = request_time(self.now())
+        signature = sign(sign_content("POST", path, notice.merchant, moment, raw), self._alipay_key)
+        headers = {"Content-Type": "application/json", "client-id": notice.merchant, "request-time": moment,
+                   "signature": signature_header(signature, self._key_version)}
+        try:
+            answer = requests.post(notice.url, data=raw, headers=headers, timeout=5)
+            reply = answer.json()
+        except (requests.RequestException, ValueError):
+            return False
+        if answer.status_code != 200 or not isinstance(reply, dict):
+            return False
+        # Acknowledged only by the merchant's signed SUCCESS (the documented answer).
+        parsed = parse_signature_header(answer.headers.get("signature"))
+        moment_back = answer.headers.get("response-time") or ""
+        if parsed is None or not verify(sign_content("POST", path, notice.merchant, moment_back, answer.content),
+                                        parsed.signature, self._merchant_key):
+            return False
+        result = reply.get("result")
+        return isinstance(result, dict) and result.get("resultStatus") == "S"
 
     # -- one request ---------------------------------------------------------------
 
@@ -202,6 +296,9 @@ class AmsSandbox:
             raise _Reject("PARAM_ILLEGAL", "paymentMethod.paymentMethodType must be CONNECT_WALLET")
         code = _text(method, "paymentMethodId")
         reply = self.ledger.pay(merchant, request_id, code, amount, title, now)
+        notify_url = body.get("paymentNotifyUrl")
+        if isinstance(notify_url, str) and notify_url and reply.status != "F":
+            self._owe_notice(merchant, request_id, notify_url)
         scenario = scenario_for(code)
         answer = self._payment_answer(reply, merchant, now, inquiry=False, request_id=request_id)
         hold = self.options.slow_response if scenario.hold else 0.0

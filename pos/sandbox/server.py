@@ -104,5 +104,11 @@ class SandboxServer(ThreadedServer):
         super().start(timeout)
         return self
 
+    def stop(self) -> None:
+        super().stop()
+        close = getattr(self.protocol, "close", None)   # a protocol that sends on its own (notifications)
+        if callable(close):
+            close()
+
     def __enter__(self) -> SandboxServer:
         return self.start()

@@ -43,7 +43,7 @@ from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
 
-__all__ = ["AmsGateway", "ENDPOINTS", "PRODUCT_CODE", "path_prefix", "request_time"]
+__all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "path_prefix", "request_time"]
 
 log = logging.getLogger("pos.gateway")
 
@@ -59,6 +59,9 @@ ENDPOINTS: dict[str, str] = {
     "inquiryRefund": "/v1/payments/inquiryRefund",
     "consult": "/v1/payments/consult",
 }
+
+# Where our notification listener takes the v1 notifications ([notify] listen / public_url).
+NOTIFY_PATHS = {"payment": "/notify/ams/payment", "refund": "/notify/ams/refund"}
 
 
 def path_prefix(client_id: str) -> str:
@@ -82,11 +85,14 @@ class AmsGateway:
 
     @classmethod
     def from_config(cls, config: Config) -> AmsGateway:
-        return cls(config.gateway, not_found_codes=config.payment.not_found_codes)
+        notify_url = config.notify.public_url + NOTIFY_PATHS["payment"] if config.notify.public_url else ""
+        return cls(config.gateway, not_found_codes=config.payment.not_found_codes, notify_url=notify_url)
 
     def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None, private_key: Any = None,
-                 alipay_public_key: Any = None, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND) -> None:
+                 alipay_public_key: Any = None, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
+                 notify_url: str = "") -> None:
+        self._notify_url = notify_url
         self._s = settings
         self._not_found = frozenset(not_found_codes)
         self._session = session or requests.Session()
@@ -114,6 +120,8 @@ class AmsGateway:
             "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": identity_code},
             "paymentFactor": {"inStorePaymentScenario": "PaymentCode"},
         }
+        if self._notify_url:
+            body["paymentNotifyUrl"] = self._notify_url
         return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
