@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,7 +41,21 @@ PROTOCOLS: dict[str, Callable[[Ledger, Any, Any, Clock | None], SandboxProtocol]
 }
 
 
-def build_app(protocol: SandboxProtocol) -> Starlette:
+class _OriginForm:
+    """Reads an absolute-form request target (`POST https://host/ams/...`, as the v1 SDK sends it) as its path."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        if path.startswith(("http://", "https://")):
+            parts = urlsplit(path)
+            scope = {**scope, "path": parts.path or "/", "raw_path": (parts.path or "/").encode("latin-1")}
+        await self.app(scope, receive, send)
+
+
+def build_app(protocol: SandboxProtocol) -> Any:
     max_body = protocol.max_body
 
     async def gateway(request: Request) -> Response:
@@ -67,11 +82,11 @@ def build_app(protocol: SandboxProtocol) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[
+    return _OriginForm(Starlette(routes=[
         Route("/sandbox/ledger", ledger, methods=["GET"]),
         Route("/sandbox/health", health, methods=["GET"]),
         Route("/{path:path}", gateway, methods=["POST"]),
-    ])
+    ]))
 
 
 def _is_loopback(host: str) -> bool:
@@ -91,14 +106,16 @@ class SandboxServer(ThreadedServer):
 
     def __init__(self, *, merchant_public_key: Any, alipay_private_key: Any, ledger: Ledger | None = None,
                  options: SandboxOptions | None = None, clock: Clock | None = None,
-                 host: str = "127.0.0.1", port: int = 0, protocol: str = "offline") -> None:
+                 host: str = "127.0.0.1", port: int = 0, protocol: str = "offline",
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
         if not _is_loopback(host):
             raise ValueError(f"the sandbox listens on this machine only (127.0.0.1), not {host!r}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"the sandbox speaks {', '.join(PROTOCOLS)}, not {protocol!r}")
         self.ledger = ledger or Ledger(options)
         self.protocol = PROTOCOLS[protocol](self.ledger, merchant_public_key, alipay_private_key, clock)
-        super().__init__(build_app(self.protocol), host, port, name="pos-sandbox")
+        super().__init__(build_app(self.protocol), host, port, name="pos-sandbox",
+                         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
     def start(self, timeout: float = 10.0) -> SandboxServer:
         super().start(timeout)
