@@ -257,3 +257,21 @@ def test_log_never_holds_the_payment_code(gw: AmsGateway, caplog: pytest.LogCapt
     with caplog.at_level("INFO", logger="pos.gateway"):
         gw.pay(merchant_trans_id=rid(), identity_code=code, amount=SGD(100), order_title="x")
     assert code not in caplog.text and code[-4:] in caplog.text
+
+
+def test_doctor_checks_the_v1_keys_and_endpoint_with_one_signed_inquiry(
+        ams_settings: GatewaySection, ams_server: SandboxServer, sandbox_keys: SandboxKeys,
+        sandbox_clock: FakeClock) -> None:
+    from pos.config import Config
+    from pos.ops import doctor
+    from pos.ops.doctor import Level
+    r = doctor.check_gateway_answer(Config(gateway=ams_settings))
+    assert r.level is Level.OK and "ams" in r.detail and "ORDER_NOT_EXIST" in r.detail
+    assert ams_server.ledger.payments(sandbox_clock()) == []      # an inquiry creates nothing
+    wrong = ams_settings.model_copy(update={"alipay_public_key": str(sandbox_keys.path(MERCHANT_PUBLIC))})
+    r = doctor.check_gateway_answer(Config(gateway=wrong))
+    assert r.level is Level.FAIL and "did not verify" in r.detail and "alipay_public_key" in r.detail
+    other = ams_settings.model_copy(update={"private_key": str(sandbox_keys.path(ALIPAY_PUBLIC).with_name(
+        "alipay_private.pem"))})                                    # signs with a key Alipay does not hold
+    r = doctor.check_gateway_answer(Config(gateway=other))
+    assert r.level is Level.FAIL and "INVALID_SIGNATURE" in r.detail

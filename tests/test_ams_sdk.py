@@ -16,12 +16,9 @@ SSL_CERT_FILE. Checked both ways:
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import subprocess
-import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +26,6 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from pos.config import GatewaySection
 from pos.core.money import Money
@@ -44,61 +37,24 @@ from pos.sandbox.scenarios import SandboxOptions
 from pos.sandbox.server import SandboxServer
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys, make_code
+from tests.sdk import support
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SDK_VENV = REPO / ".venv-sdk"
-SDK_PACKAGE = "global-open-sdk-python"
 CLIENT_ID = "SANDBOX_SDK0001"
 
 
 @pytest.fixture(scope="session")
 def sdk_python() -> Path:
-    """The SDK's own interpreter; installed once from the package index (skipped where it cannot be)."""
-    python = SDK_VENV / "bin" / "python"
-    marker = SDK_VENV / ".installed"
-    if not marker.exists():
-        steps = [[sys.executable, "-m", "venv", "--clear", str(SDK_VENV)],
-                 [str(python), "-m", "pip", "install", "-q", SDK_PACKAGE],
-                 [str(python), "-m", "pip", "uninstall", "-y", "-q", "enum34"]]
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=300)
-            if done.returncode != 0:
-                pytest.skip(f"cannot install {SDK_PACKAGE} from the package index: {done.stderr.strip()[-300:]}")
-        marker.write_text(SDK_PACKAGE + "\n")
-    return python
-
-
-def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pos test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    os.chmod(paths[2], 0o600)
-    return paths
+    try:
+        return support.sdk_python()
+    except support.SdkUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
 def tls_sandbox(tmp_path: Path, sandbox_keys: SandboxKeys) -> Iterator[tuple[SandboxServer, Path]]:
-    ca, cert, key = _tls_files(tmp_path)
+    ca, cert, key = support.tls_files(tmp_path)
     try:
         server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
                                alipay_private_key=sandbox_keys.alipay_private, options=SandboxOptions(),
@@ -139,9 +95,7 @@ def test_the_official_sdk_against_our_sandbox_and_signatures_both_ways(
     url, body, headers = session.sent[0]
     parsed = parse_signature_header(headers["Signature"])
     assert parsed is not None
-    pkcs1 = sandbox_keys.merchant_private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()).decode()                       # the SDK reads PKCS#1 only
+    pkcs1 = support.pkcs1_pem(sandbox_keys.merchant_private)        # the SDK reads PKCS#1 only
     cfg = {
         "url": "https://127.0.0.1", "client_id": CLIENT_ID, "merchant_private_key": pkcs1,
         "merchant_public_key": sandbox_keys.path(MERCHANT_PUBLIC).read_text(),
