@@ -275,3 +275,20 @@ def test_doctor_checks_the_v1_keys_and_endpoint_with_one_signed_inquiry(
         "alipay_private.pem"))})                                    # signs with a key Alipay does not hold
     r = doctor.check_gateway_answer(Config(gateway=other))
     assert r.level is Level.FAIL and "INVALID_SIGNATURE" in r.detail
+
+
+def test_alipaycn_settlement_rules_on_the_v1_wire(ams_settings: GatewaySection, ams_server: SandboxServer,
+                                                  sandbox_clock: FakeClock) -> None:
+    session = RecordingSession()
+    gw = AmsGateway(ams_settings, session=session, settlement_currency="USD")
+    ok = gw.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "CNY"), order_title="x")
+    assert isinstance(ok, Succeeded)
+    assert b'"settlementStrategy":{"settlementCurrency":"USD"}' in session.sent[0][1]
+    # A non-CNY payment must settle in its own currency: refused before any request, nothing moved.
+    refused = gw.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "SGD"),
+                     order_title="x")
+    assert isinstance(refused, Failed) and refused.code == "CURRENCY_NOT_SUPPORT" and "not sent" in refused.message
+    assert len(session.sent) == 1 and ams_server.ledger.total_charged("SGD", sandbox_clock()) == 0
+    cny = AmsGateway(ams_settings, session=RecordingSession(), settlement_currency="CNY")
+    never = cny.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "CNY"), order_title="x")
+    assert isinstance(never, Failed) and "CNY" in never.message

@@ -203,6 +203,11 @@ def test_sandbox_checks_the_product_fields(sandbox: AmsSandbox, sandbox_keys: Sa
         body = {**pay_body("T1", make_code("00")), name: value}
         res = result_of(sandbox, sandbox_keys, PAY, *signed_request(sandbox_keys, PAY, body))
         assert res["result"] ["resultStatus"] == "F" and res["result"]["resultCode"] == "PARAM_ILLEGAL"
+    cny_to_cny = {**pay_body("T2", make_code("00")), "paymentAmount": {"currency": "CNY", "value": "700"},
+                  "order": {"orderAmount": {"currency": "CNY", "value": "700"}},
+                  "settlementStrategy": {"settlementCurrency": "CNY"}}
+    res = result_of(sandbox, sandbox_keys, PAY, *signed_request(sandbox_keys, PAY, cny_to_cny))
+    assert res["result"]["resultCode"] == "CURRENCY_NOT_SUPPORT"
     unknown = "/ams/sandbox/api/v1/payments/nothing"
     res = result_of(sandbox, sandbox_keys, unknown, *signed_request(sandbox_keys, unknown, {}))
     assert res["result"]["resultCode"] == "NO_INTERFACE_DEF"

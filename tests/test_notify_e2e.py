@@ -1,4 +1,4 @@
-"""End to end: a v1 sale settled by Alipay's notification, not by a query (the daemon as a process).
+"""End to end: sales settled by Alipay's notifications, not by queries (the daemon as a process).
 
 The daemon runs with [notify] listen and the v1 protocol; its queries are
 scheduled far in the future, so only the sandbox's signed notifyPayment can
@@ -14,7 +14,8 @@ import requests
 from pos.demo.stage import Stage
 from pos.gateway.ams.signing import sign, sign_content, signature_header
 from pos.gateway.keys import ALIPAY_PRIVATE, MERCHANT_PRIVATE
-from pos.gateway.signing import load_private_key
+from pos.gateway.notify import NOTIFY_FUNCTION
+from pos.gateway.signing import build_signed, load_private_key
 from pos.sandbox.scenarios import SandboxOptions, make_code
 
 pytestmark = pytest.mark.slow
@@ -75,3 +76,44 @@ def test_the_notification_settles_the_sale_long_before_any_query(stage):
     log = stage.daemon_log()
     assert "notification refused protocol=ams" in log and "merchantTransId=NOT-OURS-1 outcome=unknown" in log
     assert stage.till("GET", f"/v1/sales/{sale['id']}").json()["state"] == "PAID"
+
+
+@pytest.fixture(scope="module")
+def offline_stage():
+    with Stage(protocol="offline", notify=True,
+               payment={"query_first_delay": 40.0, "query_interval_min": 40.0, "query_interval_max": 40.0,
+                        "query_deadline": 55.0},
+               sandbox_options=SandboxOptions(wallet_confirm_after=1.0, slow_response=5.0)) as st:
+        yield st
+
+
+def post_notify_pay(stage, merchant_trans_id, *, key_file=ALIPAY_PRIVATE):
+    head = {"version": "2.0.4", "function": NOTIFY_FUNCTION, "clientId": "SANDBOX_CLIENT",
+            "reqTime": "2024-05-01T12:00:00+08:00", "reqMsgId": "notify-1", "reserve": "{}"}
+    body = {"merchantTransId": merchant_trans_id, "acquirementId": "20240501111212800100160000000099",
+            "orderAmount": {"currency": "SGD", "value": "520"}, "payAmount": {"currency": "SGD", "value": "520"},
+            "resultInfo": {"resultStatus": "S", "resultCode": "SUCCESS", "resultCodeId": "00000000"}}
+    wire = build_signed("request", head, body, load_private_key(stage.dir / "keys" / key_file))
+    return requests.post(f"http://127.0.0.1:{stage.notify_port}/notify/offline", data=wire, timeout=10)
+
+
+def test_the_offline_notify_pay_settles_the_sale_too(offline_stage):
+    stage = offline_stage
+    sale = stage.start_sale("5.20")
+    stage.wait_display(lambda lines: "Scan" in lines[0])
+    stage.scan(make_code("10"))
+    stage.wait_display(lambda lines: "Checking" in lines[0], timeout=10)
+    time.sleep(1.2)                                        # the customer has confirmed in the wallet
+    mtid = stage.till("GET", f"/v1/sales/{sale['id']}").json()["merchantTransId"]
+    forged = post_notify_pay(stage, mtid, key_file=MERCHANT_PRIVATE)
+    assert forged.status_code == 200 and "INVALID_SIGNATURE" in forged.text
+    assert stage.till("GET", f"/v1/sales/{sale['id']}").json()["state"] == "QUERYING"
+    answer = post_notify_pay(stage, mtid)
+    assert answer.status_code == 200 and '"resultStatus":"S"' in answer.text
+    done = stage.wait_sale(sale["id"], 10)
+    assert done["state"] == "PAID" and done["acquirementId"] == "20240501111212800100160000000099"
+    stage.new_receipts(1)
+    log = stage.daemon_log()
+    assert f"notification protocol=offline merchantTransId={mtid} outcome=applied" in log
+    assert "notification refused protocol=offline" in log
+    assert f"function=alipay.intl.acquiring.offline.payQuery merchantTransId={mtid}" not in log

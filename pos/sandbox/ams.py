@@ -33,7 +33,7 @@ from typing import Any
 
 import requests
 
-from pos.core.money import AmountError, CurrencyError, Money
+from pos.core.money import AmountError, CurrencyError, Money, validate_cn_currencies
 from pos.gateway.ams.client import ENDPOINTS, PRODUCT_CODE, request_time
 from pos.gateway.ams.codes import result_codes
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
@@ -295,6 +295,13 @@ class AmsSandbox:
         if method.get("paymentMethodType") != "CONNECT_WALLET":
             raise _Reject("PARAM_ILLEGAL", "paymentMethod.paymentMethodType must be CONNECT_WALLET")
         code = _text(method, "paymentMethodId")
+        strategy = body.get("settlementStrategy")
+        if strategy is not None:   # AlipayCN (seed 002): the settlement currency rules
+            settlement = _text(_object(body, "settlementStrategy"), "settlementCurrency", max_len=3)
+            try:
+                validate_cn_currencies(amount.currency, settlement)
+            except CurrencyError as exc:
+                raise _Reject("CURRENCY_NOT_SUPPORT", str(exc)) from None
         reply = self.ledger.pay(merchant, request_id, code, amount, title, now)
         notify_url = body.get("paymentNotifyUrl")
         if isinstance(notify_url, str) and notify_url and reply.status != "F":

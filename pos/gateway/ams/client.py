@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from pos.config import Config, GatewaySection
-from pos.core.money import Money
+from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
 from pos.gateway.ams.signing import (
@@ -86,13 +86,21 @@ class AmsGateway:
     @classmethod
     def from_config(cls, config: Config) -> AmsGateway:
         notify_url = config.notify.public_url + NOTIFY_PATHS["payment"] if config.notify.public_url else ""
-        return cls(config.gateway, not_found_codes=config.payment.not_found_codes, notify_url=notify_url)
+        # AlipayCN (seed 002): every pay names its settlement currency, never CNY.
+        settlement = ""
+        if config.terminal.wallet == "ALIPAY_CN":
+            settlement = config.terminal.settlement_currency or config.terminal.currency
+        return cls(config.gateway, not_found_codes=config.payment.not_found_codes, notify_url=notify_url,
+                   settlement_currency=settlement)
 
     def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None, private_key: Any = None,
                  alipay_public_key: Any = None, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
-                 notify_url: str = "") -> None:
+                 notify_url: str = "", settlement_currency: str = "") -> None:
         self._notify_url = notify_url
+        # Set for the AlipayCN wallet: sent as settlementStrategy.settlementCurrency, and
+        # its currency rules are checked before any request (an F that never left).
+        self._settlement = settlement_currency
         self._s = settings
         self._not_found = frozenset(not_found_codes)
         self._session = session or requests.Session()
@@ -122,6 +130,13 @@ class AmsGateway:
         }
         if self._notify_url:
             body["paymentNotifyUrl"] = self._notify_url
+        if self._settlement:
+            try:
+                validate_cn_currencies(amount.currency, self._settlement)
+            except CurrencyError as exc:
+                log.warning("pay not sent paymentRequestId=%s: %s", merchant_trans_id, exc)
+                return Failed("CURRENCY_NOT_SUPPORT", f"not sent: {exc}", request_id=merchant_trans_id)
+            body["settlementStrategy"] = {"settlementCurrency": self._settlement}
         return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
