@@ -292,3 +292,29 @@ def test_alipaycn_settlement_rules_on_the_v1_wire(ams_settings: GatewaySection, 
     cny = AmsGateway(ams_settings, session=RecordingSession(), settlement_currency="CNY")
     never = cny.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "CNY"), order_title="x")
     assert isinstance(never, Failed) and "CNY" in never.message
+
+
+def test_pos_sandbox_speaks_the_v1_api_when_asked(tmp_path: Any, sandbox_keys: SandboxKeys,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from pos.cli.main import main as pos_main
+    proc = subprocess.Popen([sys.executable, "-m", "pos", "sandbox", "--port", "0", "--keys", str(sandbox_keys.folder),
+                             "--protocol", "ams"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        url = line.split()[4]
+        settings = GatewaySection(protocol="ams", url=url, client_id=CLIENT_ID,
+                                  private_key=str(sandbox_keys.path(MERCHANT_PRIVATE)),
+                                  alipay_public_key=str(sandbox_keys.path(ALIPAY_PUBLIC)), sandbox=True)
+        with AmsGateway(settings) as gw:
+            t, res = pay(gw, "00")
+            assert isinstance(res, Succeeded) and res.data["paymentRequestId"] == t
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert pos_main(["sandbox", "--config", str(tmp_path / "t.toml"), "--protocol", "ams"]) == 2
+    assert "--protocol goes with --port/--keys" in capsys.readouterr().err
