@@ -98,7 +98,9 @@ class TerminalSection(_Section):
 
 
 class GatewaySection(_Section):
-    protocol: Literal["offline"] = "offline"
+    # "offline": Alipay's offline acquiring protocol; "ams": the v1 payments API
+    # (Antom / Alipay+, README "The v1 payments API").
+    protocol: Literal["offline", "ams"] = "offline"
     url: str = "https://open-sea.alipay.com"
     client_id: Annotated[str, Field(min_length=1, max_length=32)] = "SANDBOX_CLIENT"
     merchant_id: Annotated[str, Field(min_length=1, max_length=64)] = "2188000000000001"
@@ -109,6 +111,10 @@ class GatewaySection(_Section):
     sign_type: Literal["RSA2"] = "RSA2"
     product_code: str = "OFFLINE_PAY"
     settle_contract_id: str = ""
+    # ams only: the keyVersion named in the Signature header (which of the
+    # merchant's uploaded public keys signed). Client ids starting SANDBOX_ call
+    # /ams/sandbox/api/..., all others /ams/api/...
+    key_version: Annotated[int, Field(ge=1, le=99)] = 1
     connect_timeout: Seconds = 5.0
     read_timeout: Seconds = 15.0
     # A sandbox config may have its keys generated on first start; refused
@@ -242,6 +248,34 @@ class EcrSection(_Section):
         return v
 
 
+class NotifySection(_Section):
+    # Where Alipay's payment notifications are received (README "Payment
+    # notifications"); empty = off. Serves POST /notify/offline (notify.pay)
+    # and /notify/ams/payment, /notify/ams/refund (the v1 API).
+    listen: str = ""
+    # The public HTTPS base URL that reaches `listen` (through the store's
+    # reverse proxy or tunnel); the v1 client sends <public_url>/notify/ams/payment
+    # as paymentNotifyUrl. Empty: no notify URL is sent.
+    public_url: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if not v:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT such as '127.0.0.1:8766', or \"\" for off")
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("expected a base URL such as 'https://pos-17.example.com'")
+        return v.rstrip("/")
+
+
 class ManagerSection(_Section):
     pin_hash: str = ""
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
@@ -294,6 +328,7 @@ class Config(_Section):
     cashier_display: DisplaySection = DisplaySection(url="/dev/pos-cashier-display")
     keypad: KeypadSection = KeypadSection()
     ecr: EcrSection = EcrSection()
+    notify: NotifySection = NotifySection()
     manager: ManagerSection = ManagerSection()
     log: LogSection = LogSection()
     udev: UdevSection = UdevSection()

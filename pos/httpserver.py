@@ -18,7 +18,8 @@ __all__ = ["ThreadedServer"]
 
 
 class ThreadedServer:
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, name: str = "http") -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for
         # such sockets; without it every answer waits ~40 ms for a delayed ACK (Nagle).
@@ -31,8 +32,11 @@ class ThreadedServer:
             raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         self._sock.listen(128)
         self.host, self.port = host, self._sock.getsockname()[1]
+        # TLS (a certificate and its key) only where a client insists on HTTPS (the v1 SDK's interop test).
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=1, log_config=None)
+                                timeout_graceful_shutdown=1, log_config=None,
+                                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+        self._scheme = "https" if ssl_certfile else "http"
         self._server = uvicorn.Server(config)
         self._name = name
         self._thread: threading.Thread | None = None
@@ -40,7 +44,7 @@ class ThreadedServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self._scheme}://{host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> ThreadedServer:
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},

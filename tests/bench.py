@@ -2,6 +2,8 @@
 
 - the gateway: RSA2 sign/verify rates and signed pay round trips through the
   sandbox over real HTTP on 127.0.0.1 (tests/bench_gateway.py);
+- the v1 API: our client's cost per signed call next to Alipay's official
+  SDK's, against the same v1 sandbox over TLS on 127.0.0.1:443 (tests/bench_ams.py);
 - the journal: durable commits per second (WAL, synchronous=FULL: each one
   waits for the disk, which bounds how fast a terminal can move through states);
 - the pure engine: sales through the state machine alone (pay unknown, a
@@ -26,7 +28,7 @@ from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import make_code
-from tests import bench_gateway
+from tests import bench_ams, bench_gateway
 
 
 def bench_journal(seconds: float = 3.0) -> None:
@@ -80,6 +82,7 @@ def bench_sales(count: int = 200) -> None:
 
 def main() -> None:
     bench_gateway.main()
+    bench_ams.main()
     bench_journal()
     bench_engine()
     bench_sales()

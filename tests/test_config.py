@@ -56,7 +56,7 @@ BROKEN = [
     ("[gateway]\nurl = \"https://example.com\"\nsandbox = true\n", ["sandbox = true is only allowed"]),
     ("[gateway]\nversion = \"3.0\"\n", ['version = "3.0"', "expected one of"]),
     ("[gateway]\nread_timeout = 0\n", ["read_timeout = 0", "above 0"]),
-    ("[gateway]\nprotocol = \"ams\"\n", ['[gateway] protocol = "ams"', "expected one of", "'offline'"]),
+    ("[gateway]\nprotocol = \"v2\"\n", ['[gateway] protocol = "v2"', "expected one of", "'offline'", "'ams'"]),
     ("[scanner]\nbaudrate = true\n", ["baudrate = true", "whole number"]),
     ("[scanner]\nterminator = \"TAB\"\n", ['terminator = "TAB"', "'CR'"]),
     ("[printer]\nkind = \"laser\"\n", ['[printer] kind = "laser"', "expected one of"]),

@@ -8,6 +8,7 @@ import pytest
 
 from devices.messages import DISPLAY_COLUMNS, LANGUAGES, Catalogue, CatalogueError, messages_dir, text_width
 from pos.core.money import Money
+from pos.gateway.ams.codes import result_codes as ams_result_codes
 from pos.gateway.offline.codes import result_codes
 
 REQUIRED = [
@@ -37,6 +38,7 @@ def test_required_keys_and_every_result_code(catalogue: Catalogue) -> None:
     keys = catalogue.keys()
     missing = [k for k in REQUIRED if k not in keys]
     missing += [f"code.{c}" for c in result_codes() if f"code.{c}" not in keys]
+    missing += [f"code.{c}" for c in ams_result_codes() if f"code.{c}" not in keys]   # the v1 API's codes too
     assert missing == []
 
 

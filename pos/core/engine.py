@@ -40,6 +40,7 @@ from pos.core.events import (
     Finished,
     GatewayAnswer,
     LogEntry,
+    Notified,
     PrintReceipt,
     Record,
     Recover,
@@ -53,7 +54,7 @@ from pos.core.events import (
     Tick,
 )
 from pos.core.items import Context, RefundItem, Row, SaleItem, StateRow, describe, reading_of
-from pos.core.outcomes import GatewayResult
+from pos.core.outcomes import GatewayResult, QueryOutcome
 from pos.core.records import (
     REFUND_FINAL,
     SALE_ABORTABLE,
@@ -170,6 +171,8 @@ class Engine:
             self._start_refund(event)
         elif isinstance(event, GatewayAnswer):
             self._answer(event)
+        elif isinstance(event, Notified):
+            self._notified(event)
         elif isinstance(event, Abort):
             self._abort(event)
         elif isinstance(event, Recover):
@@ -260,6 +263,19 @@ class Engine:
         if ev.request == "query":
             detail = f"{reading.value}: {detail}"
         self._fire(item, trigger, ev.now, detail, result=ev.result)
+
+    def _notified(self, ev: Notified) -> None:
+        """A verified notification: a PAID reading settles a sale that is being queried, now."""
+        sale = self._sales.get(ev.sale_id)
+        if sale is None or reading_of("query", ev.result) is not QueryOutcome.PAID:
+            return
+        trigger = SALE_ANSWERS.get(("query", SaleState(sale.state), QueryOutcome.PAID))
+        if trigger is None:
+            return   # paying (its answer decides), cancelling (the cancel decides) or final
+        # A query in flight or waiting for its time is superseded: its answer is dropped.
+        sale.awaiting = None
+        sale.unplan()
+        self._fire(sale, trigger, ev.now, f"notification: {describe(ev.result)}", result=ev.result)
 
     def _alarms(self, now: float) -> None:
         after = self._ctx.schedule.alarm_after

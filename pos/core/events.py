@@ -17,7 +17,7 @@ from pos.core.records import RefundRecord, Request, SaleRecord
 
 __all__ = [
     "ItemKind", "Request",
-    "StartSale", "StartRefund", "GatewayAnswer", "Tick", "Abort", "Recover", "Event",
+    "StartSale", "StartRefund", "GatewayAnswer", "Notified", "Tick", "Abort", "Recover", "Event",
     "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "Send", "Show",
     "PrintReceipt", "Alarm", "Finished", "Command",
 ]
@@ -53,6 +53,20 @@ class GatewayAnswer:
 
 
 @dataclass(frozen=True)
+class Notified:
+    """Alipay's verified notification about a sale's payment: one more answer, read like a query's.
+
+    `result` carries the protocol-neutral reading in `query` (the listener sets
+    it). Only a PAID reading resolves a sale, and only one that is still being
+    queried; anything else changes nothing (the schedule's queries decide).
+    """
+
+    sale_id: int
+    result: GatewayResult
+    now: float
+
+
+@dataclass(frozen=True)
 class Tick:
     now: float
 
@@ -74,7 +88,7 @@ class Recover:
     now: float
 
 
-Event = StartSale | StartRefund | GatewayAnswer | Tick | Abort | Recover
+Event = StartSale | StartRefund | GatewayAnswer | Notified | Tick | Abort | Recover
 
 
 # ------------------------------------------------------------------------- commands

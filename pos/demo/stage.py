@@ -71,8 +71,11 @@ class Stage:
 
     def __init__(self, *, base_config: Path | None = None, payment: dict[str, Any] | None = None,
                  manager: dict[str, Any] | None = None, sandbox_options: SandboxOptions | None = None,
-                 keep: bool = False, daemon_env: dict[str, str] | None = None, max_wait: float = 60.0) -> None:
+                 keep: bool = False, daemon_env: dict[str, str] | None = None, max_wait: float = 60.0,
+                 protocol: str = "offline", notify: bool = False) -> None:
         self.max_wait = max_wait
+        self.protocol = protocol  # [gateway] protocol: the sandbox and the daemon speak it
+        self.notify_port = _free_port() if notify else None   # [notify] listen, fed by the sandbox
         self.dir = Path(tempfile.mkdtemp(prefix="pos-demo-"))
         self.keep = keep
         self.base_config = base_config or REPO / "config" / "sandbox.toml"
@@ -104,7 +107,7 @@ class Stage:
         generate_key_folder(keys)
         self.sandbox = SandboxServer(merchant_public_key=load_public_key(keys / MERCHANT_PUBLIC),
                                      alipay_private_key=load_private_key(keys / ALIPAY_PRIVATE),
-                                     options=self.options).start()
+                                     options=self.options, protocol=self.protocol).start()
         devdir = self.dir / "dev"
         devdir.mkdir()
         self.scanner = EmulatedScanner("scanner", devdir)
@@ -138,11 +141,15 @@ class Stage:
         base = tomllib.loads(self.base_config.read_text())
         base.setdefault("terminal", {})["state_dir"] = str(self.dir / "state")
         gw = base.setdefault("gateway", {})
-        gw.update(url=self.sandbox.url if self.sandbox else "", private_key=str(keys / "merchant_private.pem"),
+        gw.update(protocol=self.protocol, url=self.sandbox.url if self.sandbox else "",
+                  private_key=str(keys / "merchant_private.pem"),
                   merchant_public_key=str(keys / "merchant_public.pem"),
                   alipay_public_key=str(keys / "alipay_public.pem"), sandbox=True,
                   read_timeout=min(float(gw.get("read_timeout", 5.0)), 3.0))
         base.setdefault("payment", {}).update(self.payment_overrides)
+        if self.notify_port is not None:
+            base["notify"] = {"listen": f"127.0.0.1:{self.notify_port}",
+                              "public_url": f"http://127.0.0.1:{self.notify_port}"}
         base["scanner"] = {"kind": "serial", "url": str(self.scanner.path), "dedupe_window": 0.0,
                            "reconnect_min": 0.1, "reconnect_max": 0.5}
         base["display"] = {"kind": "serial", "url": str(self.customer.path)}

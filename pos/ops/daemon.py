@@ -149,12 +149,33 @@ class Daemon:
             self.server.start()
             log.info("till interface listening", extra={"kv": {"url": self.server.url}})
 
+        if cfg.notify.listen:
+            self._start_notify_listener(cfg, payments)
+
         while not payments.wait_recovered(timeout=0.2):
             self.heartbeat.beat(time.monotonic())
             if self._stop.is_set():
                 return
         log.info("ready", extra={"kv": {"resumed": open_count}})
         self.notifier.ready(f"ready; resumed {open_count} open items")
+
+    def _start_notify_listener(self, cfg: Any, payments: Any) -> None:
+        """[notify] listen: Alipay's notifications, verified, fed to the payments runner."""
+        from pos.gateway.signing import load_private_key, load_public_key
+        from pos.httpserver import ThreadedServer
+        from pos.ops.notify_listener import build_notify_app
+
+        app = build_notify_app(payments, cfg, alipay_public_key=load_public_key(cfg.gateway.alipay_public_key),
+                               merchant_private_key=load_private_key(cfg.gateway.private_key))
+        host, _, port = cfg.notify.listen.rpartition(":")
+        try:
+            server = ThreadedServer(app, host.strip("[]"), int(port), name="pos-notify")
+        except OSError as exc:
+            raise UserError(f"[notify] listen = {cfg.notify.listen}: {exc}: another program uses that address; "
+                            "stop it or change [notify] listen", exit_code=EXIT_UNAVAILABLE) from None
+        server.start()
+        self._parts.append(("notify listener", server.stop))
+        log.info("notification listener listening", extra={"kv": {"url": server.url}})
 
     def _lock_state_dir(self, state_dir: Path) -> None:
         """One daemon per journal: a second `pos run` on the same state dir would run

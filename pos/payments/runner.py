@@ -53,7 +53,7 @@ from pos.core.engine import (
     Tick,
 )
 from pos.core.errors import UserError
-from pos.core.events import ItemKind, Send
+from pos.core.events import ItemKind, Notified, Send
 from pos.core.money import AmountError, Money, parse_amount
 from pos.core.outcomes import Gateway, GatewayResult, Unknown
 from pos.core.records import (
@@ -204,6 +204,21 @@ class PaymentRunner:
             self._sale_states[record.sale_id] = record.state
             self._handle(StartSale(record, code.strip(), now))
             return record.sale_id
+
+    def notified(self, merchant_trans_id: str, result: GatewayResult) -> str:
+        """Alipay's verified notification about a payment, fed to the engine as one more answer.
+
+        Returns "applied" (the sale changed state, committed to the journal before
+        anything else ran), "unchanged" (final already, a repeat, or a reading that
+        settles nothing) or "unknown" (no sale has this merchantTransId).
+        """
+        with self._lock:
+            sale = self.journal.get_sale(merchant_trans_id)
+            if sale is None or sale.merchant_trans_id != merchant_trans_id:
+                return "unknown"
+            before = self._sale_states.get(sale.sale_id, sale.state)
+            self._handle(Notified(sale.sale_id, result, self.clock.now()))
+            return "applied" if self._sale_states.get(sale.sale_id, before) != before else "unchanged"
 
     def abort(self, sale_id: int) -> bool:
         """The cashier gives up on the sale: cancel it (a pay in flight is cancelled after it answers)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,7 +98,7 @@ class OfflineSandbox:
     def ledger_json(self) -> dict[str, Any]:
         return self.ledger.to_json(self.now())
 
-    def handle(self, path: str, raw: bytes) -> Answer:
+    def handle(self, path: str, raw: bytes, headers: Mapping[str, str] | None = None) -> Answer:
         head: dict[str, Any] = {}
         function = route_function(path) or ""
         sign_type = "RSA2"

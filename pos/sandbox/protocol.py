@@ -8,7 +8,8 @@ server.py's `PROTOCOLS`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = ["Answer", "SandboxProtocol"]
@@ -19,14 +20,15 @@ class Answer:
     body: bytes
     http_status: int = 200
     hold: float = 0.0       # seconds to wait before sending (the client has long given up)
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent as given (the v1 API signs in headers)
 
 
 class SandboxProtocol(Protocol):
     # Largest request body read; anything longer gets `handle(path, b"x" * (max_body + 1))`'s answer.
     max_body: int
 
-    def handle(self, path: str, raw: bytes) -> Answer:
-        """The answer to one request; never raises, whatever arrives."""
+    def handle(self, path: str, raw: bytes, headers: Mapping[str, str] | None = None) -> Answer:
+        """The answer to one request (its path, raw body and headers); never raises, whatever arrives."""
         ...
 
     def ledger_json(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Protocol-neutral: `build_app` reads each POST body (refusing one larger than
 the protocol's max_body unread) and sends what the protocol module answers
 (`SandboxProtocol`, protocol.py); the protocol modules are named in
-`PROTOCOLS` (offline.py: Alipay's offline acquiring protocol). `SandboxServer`
+`PROTOCOLS` (offline.py: Alipay's offline acquiring protocol; ams.py: the v1 payments API). `SandboxServer`
 runs the app under uvicorn in a background thread (tests) or in the
 foreground (`pos sandbox`).
 """
@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pos.httpserver import ThreadedServer
+from pos.sandbox.ams import AmsSandbox
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.offline import Clock, OfflineSandbox
 from pos.sandbox.protocol import Answer, SandboxProtocol
@@ -34,29 +36,45 @@ _JSON = "application/json; charset=UTF-8"
 PROTOCOLS: dict[str, Callable[[Ledger, Any, Any, Clock | None], SandboxProtocol]] = {
     "offline": lambda ledger, merchant_key, alipay_key, clock: OfflineSandbox(
         ledger, merchant_public_key=merchant_key, alipay_private_key=alipay_key, clock=clock),
+    "ams": lambda ledger, merchant_key, alipay_key, clock: AmsSandbox(
+        ledger, merchant_public_key=merchant_key, alipay_private_key=alipay_key, clock=clock),
 }
 
 
-def build_app(protocol: SandboxProtocol) -> Starlette:
+class _OriginForm:
+    """Reads an absolute-form request target (`POST https://host/ams/...`, as the v1 SDK sends it) as its path."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        if path.startswith(("http://", "https://")):
+            parts = urlsplit(path)
+            scope = {**scope, "path": parts.path or "/", "raw_path": (parts.path or "/").encode("latin-1")}
+        await self.app(scope, receive, send)
+
+
+def build_app(protocol: SandboxProtocol) -> Any:
     max_body = protocol.max_body
 
     async def gateway(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > max_body:
-            answer = protocol.handle(request.url.path, b"x" * (max_body + 1))
+            answer = protocol.handle(request.url.path, b"x" * (max_body + 1), request.headers)
             return Response(answer.body, status_code=413, media_type=_JSON)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:  # refused unread beyond the limit
-                answer = protocol.handle(request.url.path, b"x" * (max_body + 1))
+                answer = protocol.handle(request.url.path, b"x" * (max_body + 1), request.headers)
                 return Response(answer.body, status_code=413, media_type=_JSON)
             chunks.append(chunk)
-        answer = protocol.handle(request.url.path, b"".join(chunks))
+        answer = protocol.handle(request.url.path, b"".join(chunks), request.headers)
         if answer.hold > 0:
             await asyncio.sleep(answer.hold)
-        return Response(answer.body, status_code=answer.http_status, media_type=_JSON)
+        return Response(answer.body, status_code=answer.http_status, media_type=_JSON, headers=dict(answer.headers))
 
     async def ledger(request: Request) -> Response:
         return JSONResponse(protocol.ledger_json())
@@ -64,11 +82,11 @@ def build_app(protocol: SandboxProtocol) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[
+    return _OriginForm(Starlette(routes=[
         Route("/sandbox/ledger", ledger, methods=["GET"]),
         Route("/sandbox/health", health, methods=["GET"]),
         Route("/{path:path}", gateway, methods=["POST"]),
-    ])
+    ]))
 
 
 def _is_loopback(host: str) -> bool:
@@ -88,18 +106,26 @@ class SandboxServer(ThreadedServer):
 
     def __init__(self, *, merchant_public_key: Any, alipay_private_key: Any, ledger: Ledger | None = None,
                  options: SandboxOptions | None = None, clock: Clock | None = None,
-                 host: str = "127.0.0.1", port: int = 0, protocol: str = "offline") -> None:
+                 host: str = "127.0.0.1", port: int = 0, protocol: str = "offline",
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
         if not _is_loopback(host):
             raise ValueError(f"the sandbox listens on this machine only (127.0.0.1), not {host!r}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"the sandbox speaks {', '.join(PROTOCOLS)}, not {protocol!r}")
         self.ledger = ledger or Ledger(options)
         self.protocol = PROTOCOLS[protocol](self.ledger, merchant_public_key, alipay_private_key, clock)
-        super().__init__(build_app(self.protocol), host, port, name="pos-sandbox")
+        super().__init__(build_app(self.protocol), host, port, name="pos-sandbox",
+                         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
     def start(self, timeout: float = 10.0) -> SandboxServer:
         super().start(timeout)
         return self
+
+    def stop(self) -> None:
+        super().stop()
+        close = getattr(self.protocol, "close", None)   # a protocol that sends on its own (notifications)
+        if callable(close):
+            close()
 
     def __enter__(self) -> SandboxServer:
         return self.start()

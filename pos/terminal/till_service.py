@@ -24,7 +24,7 @@ from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.rules import Refusal
 from pos.gateway.client import GatewayClient, GatewayHealth
-from pos.gateway.offline.codes import result_codes
+from pos.gateway.factory import result_codes_for
 from pos.journal.db import JournalError
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks, TillSale
@@ -134,7 +134,7 @@ class TillService:
         key = STATE_MESSAGE[state]
         # Only an F code explains a decline (a payQuery CLOSED status comes with code
         # SUCCESS, whose text "Done" would be a lie): the same rule as the engine's display.
-        code_row = result_codes().get(sale.result_code or "") if sale else None
+        code_row = result_codes_for(self._cfg).get(sale.result_code or "") if sale else None
         if (state == "DECLINED" and sale and code_row is not None and code_row.status == "F"
                 and self._displays.has(f"code.{sale.result_code}")):
             key = f"code.{sale.result_code}"

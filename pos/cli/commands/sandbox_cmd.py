@@ -1,4 +1,4 @@
-"""`pos sandbox`: run the local sandbox gateway (Alipay's offline acquiring protocol on 127.0.0.1)."""
+"""`pos sandbox`: run the local sandbox gateway on 127.0.0.1 (the offline acquiring protocol or the v1 API)."""
 
 from __future__ import annotations
 
@@ -23,15 +23,18 @@ _DEFAULTS = SandboxOptions()
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "sandbox", help="run the local sandbox gateway",
-        description="Run a local gateway that behaves like Alipay's offline acquiring gateway: it verifies "
+        description="Run a local gateway that behaves like Alipay's offline acquiring gateway, or its v1 "
+                    "payments API ([gateway] protocol = \"ams\", or --protocol ams): it verifies "
                     "request signatures, signs its answers, keeps idempotency and plays scripted outcomes "
                     "chosen by the payment code (see README, 'Gateway and sandbox'). Listens on 127.0.0.1 "
-                    "only. Either --config (host:port from [gateway] url, keys generated if missing) or "
-                    "--port with --keys. Stop with Ctrl-C or SIGTERM.")
+                    "only. Either --config (host:port and protocol from [gateway], keys generated if missing) "
+                    "or --port with --keys. Stop with Ctrl-C or SIGTERM.")
     p.add_argument("--config", metavar="PATH", help="terminal config with [gateway] sandbox = true")
     p.add_argument("--port", type=int, metavar="N", help="port on 127.0.0.1 (0 = any free port)")
     p.add_argument("--keys", metavar="DIR",
                    help=f"folder with {MERCHANT_PUBLIC} and {ALIPAY_PRIVATE} (see 'pos keys generate')")
+    p.add_argument("--protocol", choices=("offline", "ams"), default=None,
+                   help="with --port/--keys: the wire protocol (default offline); --config takes [gateway] protocol")
     p.add_argument("--cancel-window", choices=CANCEL_WINDOWS, default=_DEFAULTS.cancel_window,
                    help="payCancel window: same Beijing day + 15 min, or 24 h after payment "
                         f"(default {_DEFAULTS.cancel_window})")
@@ -69,7 +72,9 @@ def _keys_from_config(path: str) -> tuple[str, int, Path, Path, str]:
 def run(args: argparse.Namespace) -> int:
     if args.config and (args.port is not None or args.keys):
         raise UsageError("give either --config PATH, or --port N with --keys DIR, not both")
-    protocol = "offline"
+    protocol = args.protocol or "offline"
+    if args.config and args.protocol:
+        raise UsageError("--protocol goes with --port/--keys; with --config, [gateway] protocol decides")
     if args.config:
         host, port, merchant_pub, alipay_priv, protocol = _keys_from_config(args.config)
     elif args.port is not None and args.keys:

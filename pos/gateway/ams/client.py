@@ -1,0 +1,275 @@
+"""Client for Alipay's v1 payments API (Antom / Alipay+, "ams"): pay, inquiryPayment, cancel, refund,
+inquiryRefund, consult.
+
+The customer-presented code is the in-store payment-code product:
+productCode IN_STORE_PAYMENT, paymentFactor.inStorePaymentScenario PaymentCode,
+paymentMethod {paymentMethodType CONNECT_WALLET, paymentMethodId <the code>}.
+Requests and answers are signed in headers (signing.py); an answer is believed
+only when its signature verifies over the exact bytes received, it names our
+client id, and it echoes our paymentRequestId / refundRequestId. Anything else
+is `Unknown`: we cannot tell whether money moved, so the engine queries and
+cancels exactly as for the offline protocol.
+
+The core's outcomes are protocol-neutral: a v1 answer's `paymentId` is also
+given as `acquirementId` (the field the engine keeps and refunds by).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from pos.config import Config, GatewaySection
+from pos.core.money import CurrencyError, Money, validate_cn_currencies
+from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
+from pos.core.redact import mask_code
+from pos.gateway.ams.signing import (
+    header,
+    parse_signature_header,
+    sign,
+    sign_content,
+    signature_header,
+    verify,
+)
+from pos.gateway.ams.status import read_inquiry
+from pos.gateway.client import GatewayHealth
+from pos.gateway.offline.status import DEFAULT_NOT_FOUND
+from pos.gateway.signing import compact_json, load_private_key, load_public_key
+
+__all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "path_prefix", "request_time"]
+
+log = logging.getLogger("pos.gateway")
+
+MAX_ANSWER = 256 * 1024
+PRODUCT_CODE = "IN_STORE_PAYMENT"
+
+# operation -> path after the prefix.
+ENDPOINTS: dict[str, str] = {
+    "pay": "/v1/payments/pay",
+    "inquiryPayment": "/v1/payments/inquiryPayment",
+    "cancel": "/v1/payments/cancel",
+    "refund": "/v1/payments/refund",
+    "inquiryRefund": "/v1/payments/inquiryRefund",
+    "consult": "/v1/payments/consult",
+}
+
+# Where our notification listener takes the v1 notifications ([notify] listen / public_url).
+NOTIFY_PATHS = {"payment": "/notify/ams/payment", "refund": "/notify/ams/refund"}
+
+
+def path_prefix(client_id: str) -> str:
+    """Sandbox client ids (SANDBOX_...) call /ams/sandbox/api/..., all others /ams/api/..."""
+    return "/ams/sandbox/api" if client_id.startswith("SANDBOX_") else "/ams/api"
+
+
+def request_time(moment: datetime) -> str:
+    """The request-time header: RFC 3339 with a numeric offset (seed 002's sample)."""
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.isoformat(timespec="seconds")
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class AmsGateway:
+    """A `GatewayClient` (pos/gateway/client.py) over HTTPS to the v1 payments API."""
+
+    @classmethod
+    def from_config(cls, config: Config) -> AmsGateway:
+        notify_url = config.notify.public_url + NOTIFY_PATHS["payment"] if config.notify.public_url else ""
+        # AlipayCN (seed 002): every pay names its settlement currency, never CNY.
+        settlement = ""
+        if config.terminal.wallet == "ALIPAY_CN":
+            settlement = config.terminal.settlement_currency or config.terminal.currency
+        return cls(config.gateway, not_found_codes=config.payment.not_found_codes, notify_url=notify_url,
+                   settlement_currency=settlement)
+
+    def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
+                 clock: Callable[[], datetime] | None = None, private_key: Any = None,
+                 alipay_public_key: Any = None, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
+                 notify_url: str = "", settlement_currency: str = "") -> None:
+        self._notify_url = notify_url
+        # Set for the AlipayCN wallet: sent as settlementStrategy.settlementCurrency, and
+        # its currency rules are checked before any request (an F that never left).
+        self._settlement = settlement_currency
+        self._s = settings
+        self._not_found = frozenset(not_found_codes)
+        self._session = session or requests.Session()
+        self._clock = clock or _local_now
+        self._private_key = private_key or load_private_key(settings.private_key)
+        self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
+        self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
+        self._health = GatewayHealth()
+        self.prefix = path_prefix(settings.client_id)
+
+    # -- the Gateway protocol ------------------------------------------------
+
+    def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
+            order_title: str) -> GatewayResult:
+        body: dict[str, Any] = {
+            "productCode": PRODUCT_CODE,
+            "paymentRequestId": merchant_trans_id,
+            "order": {
+                "referenceOrderId": merchant_trans_id,
+                "orderDescription": order_title,
+                "orderAmount": amount.wire(),
+                "merchant": {"referenceMerchantId": self._s.merchant_id},
+            },
+            "paymentAmount": amount.wire(),
+            "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": identity_code},
+            "paymentFactor": {"inStorePaymentScenario": "PaymentCode"},
+        }
+        if self._notify_url:
+            body["paymentNotifyUrl"] = self._notify_url
+        if self._settlement:
+            try:
+                validate_cn_currencies(amount.currency, self._settlement)
+            except CurrencyError as exc:
+                log.warning("pay not sent paymentRequestId=%s: %s", merchant_trans_id, exc)
+                return Failed("CURRENCY_NOT_SUPPORT", f"not sent: {exc}", request_id=merchant_trans_id)
+            body["settlementStrategy"] = {"settlementCurrency": self._settlement}
+        return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+
+    def query(self, *, merchant_trans_id: str) -> GatewayResult:
+        result = self._call("inquiryPayment", {"paymentRequestId": merchant_trans_id}, merchant_trans_id)
+        return read_inquiry(result, self._not_found)
+
+    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
+        return self._call("cancel", {"paymentRequestId": merchant_trans_id}, merchant_trans_id)
+
+    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
+               reason: str) -> GatewayResult:
+        body: dict[str, Any] = {"refundRequestId": merchant_refund_id, "paymentId": acquirement_id,
+                                "refundAmount": amount.wire()}
+        if reason:
+            body["refundReason"] = reason
+        return self._call("refund", body, merchant_refund_id)
+
+    # -- v1-only calls -------------------------------------------------------
+
+    def inquiry_refund(self, *, merchant_refund_id: str) -> GatewayResult:
+        """inquiryRefund by refundRequestId; S carries refundStatus SUCCESS | PROCESSING | FAIL."""
+        return self._call("inquiryRefund", {"refundRequestId": merchant_refund_id}, merchant_refund_id)
+
+    def consult(self, *, amount: Money) -> GatewayResult:
+        """consult: which payment options the contract offers for this amount (no money moves)."""
+        body = {"productCode": PRODUCT_CODE, "paymentAmount": amount.wire(),
+                "paymentFactor": {"inStorePaymentScenario": "PaymentCode"}}
+        return self._call("consult", body, "")
+
+    def health(self) -> GatewayHealth:
+        return self._health
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> AmsGateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one HTTP exchange ---------------------------------------------------
+
+    def _call(self, operation: str, body: dict[str, Any], business_id: str,
+              code_hint: str | None = None) -> GatewayResult:
+        path = self.prefix + ENDPOINTS[operation]
+        wire = compact_json(body).encode("utf-8")
+        moment = request_time(self._clock())
+        signature = sign(sign_content("POST", path, self._s.client_id, moment, wire), self._private_key)
+        headers = {
+            "Content-Type": "application/json; charset=UTF-8",
+            "client-id": self._s.client_id,
+            "request-time": moment,
+            "Signature": signature_header(signature, self._s.key_version),
+        }
+        started = time.monotonic()
+        answer = self._exchange(self._s.url + path, path, wire, headers, operation, business_id)
+        result = replace(answer, request_id=business_id)
+        self._health = GatewayHealth(
+            last_latency=time.monotonic() - started,
+            last_error=result.reason if isinstance(result, Unknown) and result.code is None else None,
+            link_down=isinstance(result, Unknown) and result.no_answer)
+        self._log(operation, business_id, result, code_hint)
+        return result
+
+    def _exchange(self, url: str, path: str, wire: bytes, headers: dict[str, str], operation: str,
+                  business_id: str) -> GatewayResult:
+        try:
+            with self._session.post(url, data=wire, headers=headers, timeout=self._timeout,
+                                    allow_redirects=False, verify=True, stream=True) as response:
+                raw = response.raw.read(MAX_ANSWER + 1, decode_content=True)
+                answer_headers = dict(response.headers)
+        except requests.Timeout:
+            return Unknown("timeout", no_answer=True)
+        except requests.ConnectionError as exc:
+            return Unknown(f"connection error: {type(exc).__name__}", no_answer=True)
+        except requests.RequestException as exc:
+            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
+        except (OSError, ValueError) as exc:
+            if "timed out" in str(exc).lower():
+                return Unknown("timeout", no_answer=True)
+            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
+        if response.status_code != 200:
+            return Unknown(f"HTTP {response.status_code}")
+        if len(raw) > MAX_ANSWER:
+            return Unknown(f"answer larger than {MAX_ANSWER} bytes")
+        return self.read_answer(path, raw, answer_headers, operation, business_id)
+
+    def read_answer(self, path: str, raw: bytes, headers: Mapping[str, str], operation: str,
+                    business_id: str) -> GatewayResult:
+        """Verify and read one answer (its raw bytes and headers) to a call on `path`."""
+        client_id = header(headers, "client-id")
+        moment = header(headers, "response-time")
+        parsed = parse_signature_header(header(headers, "signature"))
+        if not client_id or not moment or parsed is None:
+            return Unknown("answer lacks client-id, response-time or signature")
+        if client_id != self._s.client_id:
+            return Unknown("answer is for another client-id")
+        if not verify(sign_content("POST", path, client_id, moment, raw), parsed.signature, self._alipay_key):
+            return Unknown("answer signature did not verify")
+        try:
+            body = json.loads(raw.decode("utf-8"))
+            info = body["result"]
+            status = info["resultStatus"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return Unknown("signed answer lacks result")
+        if not isinstance(body, dict) or not isinstance(info, dict):
+            return Unknown("signed answer lacks result")
+        echo_field = "refundRequestId" if operation in ("refund", "inquiryRefund") else "paymentRequestId"
+        echoed = body.get(echo_field)
+        if business_id and echoed is not None and echoed != business_id:
+            return Unknown(f"answer is for another {echo_field}")
+        code = str(info.get("resultCode") or "")
+        message = str(info.get("resultMessage") or "")
+        data = dict(body)
+        if isinstance(body.get("paymentId"), str):
+            data.setdefault("acquirementId", body["paymentId"])
+        if status == "S":
+            return Succeeded(data, code or "SUCCESS")
+        if status == "F":
+            return Failed(code, message, "", data)
+        if status == "U":
+            return Unknown("gateway answered U", code or None)
+        return Unknown(f"unknown resultStatus {status!r}", code or None)
+
+    def _log(self, operation: str, business_id: str, result: GatewayResult, code_hint: str | None) -> None:
+        if isinstance(result, Succeeded):
+            outcome = f"S code={result.code}"
+        elif isinstance(result, Failed):
+            outcome = f"F code={result.code}"
+        else:
+            outcome = f"U code={result.code or '-'} reason={result.reason!r}"
+        extra = f" paymentMethodId={code_hint}" if code_hint else ""
+        label = "refundRequestId" if operation in ("refund", "inquiryRefund") else "paymentRequestId"
+        log.info("gateway call api=%s %s=%s outcome=%s latency_ms=%d%s", operation, label, business_id or "-",
+                 outcome, round((self._health.last_latency or 0) * 1000), extra)

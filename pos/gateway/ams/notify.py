@@ -1,0 +1,87 @@
+"""The v1 API's notifications (notifyPayment, notifyRefund): verify, read, acknowledge.
+
+Alipay POSTs to the `paymentNotifyUrl` of the pay request, signed like an
+answer but with `request-time`: `POST <path>\\n<client-id>.<request-time>.<body>`
+(seed 002 shows one). We verify over the exact bytes with Alipay's public key,
+read it as a protocol-neutral result, and acknowledge with the documented
+`{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}`,
+signed with our key in the same header scheme. A notification that does not
+verify is refused and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown
+from pos.gateway.ams.client import request_time
+from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
+from pos.gateway.ams.status import PAYMENT_STATUS
+from pos.gateway.signing import compact_json
+
+__all__ = ["AmsNotification", "read_notification", "acknowledgement", "notification_body_result"]
+
+
+@dataclass(frozen=True)
+class AmsNotification:
+    kind: str                     # "payment" (notifyPayment) | "refund" (notifyRefund)
+    request_id: str               # paymentRequestId / refundRequestId: our journaled idempotency key
+    result: GatewayResult         # read like an inquiry's answer (query set for payments)
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def notification_body_result(body: Mapping[str, Any]) -> GatewayResult:
+    """A notifyPayment body as a core result: S -> PAID, F -> CLOSED, anything else UNKNOWN."""
+    info = body.get("result")
+    if not isinstance(info, dict):
+        return Unknown("notification lacks result")
+    status, code = info.get("resultStatus"), str(info.get("resultCode") or "")
+    data = dict(body)
+    if isinstance(body.get("paymentId"), str):
+        data.setdefault("acquirementId", body["paymentId"])
+    if status == "S":
+        return Succeeded(data, code or "SUCCESS", query=PAYMENT_STATUS["SUCCESS"])
+    if status == "F":
+        return Failed(code, str(info.get("resultMessage") or ""), "", data, query=QueryOutcome.CLOSED)
+    return Unknown("notification says U", code or None)
+
+
+def read_notification(path: str, raw: bytes, headers: Mapping[str, str], *, alipay_public_key: Any,
+                      client_id: str) -> AmsNotification | str:
+    """The notification, or why it is refused (a sentence for the log). Never raises."""
+    sender = header(headers, "client-id")
+    moment = header(headers, "request-time")
+    parsed = parse_signature_header(header(headers, "signature"))
+    if not sender or not moment or parsed is None:
+        return "no client-id, request-time or signature header"
+    if sender != client_id:
+        return f"client-id {sender!r} is not ours"
+    if not verify(sign_content("POST", path, sender, moment, raw), parsed.signature, alipay_public_key):
+        return "signature does not verify with Alipay's public key"
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "body is not JSON"
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    if isinstance(body.get("refundRequestId"), str) and body.get("notifyType") != "PAYMENT_RESULT":
+        return AmsNotification("refund", body["refundRequestId"], notification_body_result(body), body)
+    request_id = body.get("paymentRequestId")
+    if not isinstance(request_id, str) or not request_id:
+        return "no paymentRequestId"
+    return AmsNotification("payment", request_id, notification_body_result(body), body)
+
+
+def acknowledgement(path: str, client_id: str, private_key: Any, now: datetime | None = None,
+                    *, key_version: int = 1) -> tuple[bytes, dict[str, str]]:
+    """Our signed acknowledgement: body and headers (lower-case names, like Alipay's answers)."""
+    raw = compact_json({"result": {"resultCode": "SUCCESS", "resultStatus": "S",
+                                   "resultMessage": "success"}}).encode("utf-8")
+    moment = request_time(now or datetime.now().astimezone())
+    signature = sign(sign_content("POST", path, client_id, moment, raw), private_key)
+    return raw, {"client-id": client_id, "response-time": moment,
+                 "signature": signature_header(signature, key_version)}

@@ -1,0 +1,107 @@
+"""The notification listener ([notify] listen): Alipay tells us a payment's result.
+
+One small HTTP app for both protocols:
+
+- POST /notify/offline: `alipay.intl.acquiring.offline.notify.pay` (pos/gateway/notify.py);
+- POST /notify/ams/payment, /notify/ams/refund: the v1 API's notifyPayment and
+  notifyRefund (pos/gateway/ams/notify.py).
+
+Every notification is verified with Alipay's public key over the exact bytes
+received before anything is read. A verified payment notification is handed to
+the payments runner as one more answer (`PaymentRunner.notified`): the engine
+decides, and the sale's change is committed to the journal before any display
+or receipt follows. A notification with a bad signature changes nothing and
+gets an error answer; one for a payment we do not know, or a repeat, changes
+nothing and is acknowledged (so Alipay stops retrying) and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pos.config import Config
+from pos.core.outcomes import QueryOutcome, Succeeded
+from pos.gateway.ams.client import NOTIFY_PATHS
+from pos.gateway.ams.notify import acknowledgement, read_notification
+from pos.gateway.notify import handle_notify
+from pos.payments.runner import PaymentRunner
+
+__all__ = ["build_notify_app", "MAX_NOTIFICATION"]
+
+log = logging.getLogger("pos.notify")
+
+MAX_NOTIFICATION = 64 * 1024
+_JSON = "application/json; charset=UTF-8"
+
+
+def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key: Any,
+                     merchant_private_key: Any) -> Starlette:
+    client_id = config.gateway.client_id
+
+    async def body_of(request: Request) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_NOTIFICATION:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def apply(protocol: str, request_id: str, result: Any) -> str:
+        outcome = runner.notified(request_id, result)
+        level = logging.WARNING if outcome == "unknown" else logging.INFO
+        log.log(level, "notification protocol=%s merchantTransId=%s outcome=%s", protocol, request_id, outcome)
+        return outcome
+
+    async def offline(request: Request) -> Response:
+        raw = await body_of(request)
+        if raw is None:
+            return Response(b'{"error":"too large"}', status_code=413, media_type=_JSON)
+        answer = handle_notify(raw, alipay_public_key=alipay_public_key, merchant_private_key=merchant_private_key)
+        note = answer.notification
+        if note is None:
+            log.warning("notification refused protocol=offline reason=%r", answer.error)
+            return Response(answer.reply, status_code=200, media_type=_JSON)
+        if note.result_status == "S":
+            data = dict(note.body)
+            if note.acquirement_id:
+                data["acquirementId"] = note.acquirement_id
+            apply("offline", note.merchant_trans_id, Succeeded(data, note.result_code or "SUCCESS",
+                                                                query=QueryOutcome.PAID))
+        else:
+            log.info("notification protocol=offline merchantTransId=%s status=%s: nothing to settle",
+                     note.merchant_trans_id, note.result_status)
+        return Response(answer.reply, status_code=200, media_type=_JSON)
+
+    async def ams(request: Request) -> Response:
+        path = request.url.path
+        raw = await body_of(request)
+        if raw is None:
+            return Response(b'{"error":"too large"}', status_code=413, media_type=_JSON)
+        note = read_notification(path, raw, request.headers, alipay_public_key=alipay_public_key,
+                                 client_id=client_id)
+        if isinstance(note, str):
+            log.warning("notification refused protocol=ams path=%s reason=%r", path, note)
+            body = b'{"result":{"resultCode":"INVALID_SIGNATURE","resultStatus":"F","resultMessage":"refused"}}'
+            return Response(body, status_code=401, media_type=_JSON)
+        if note.kind == "payment":
+            apply("ams", note.request_id, note.result)
+        else:
+            log.info("notification protocol=ams refundRequestId=%s status=%s: logged (refunds settle by their "
+                     "own answer)", note.request_id, note.body.get("refundStatus"))
+        raw_ack, headers = acknowledgement(path, client_id, merchant_private_key,
+                                           key_version=config.gateway.key_version)
+        return Response(raw_ack, status_code=200, media_type=_JSON, headers=headers)
+
+    return Starlette(routes=[
+        Route("/notify/offline", offline, methods=["POST"]),
+        Route(NOTIFY_PATHS["payment"], ams, methods=["POST"]),
+        Route(NOTIFY_PATHS["refund"], ams, methods=["POST"]),
+    ])

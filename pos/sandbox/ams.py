@@ -1,0 +1,391 @@
+"""The v1 payments API (Antom / Alipay+, "ams") in the sandbox: routing, header signatures, answers.
+
+`AmsSandbox.handle(path, raw, headers)` is the whole protocol and is
+synchronous; the HTTP host (server.py) only moves bytes and headers. It keeps
+the same ledger as the offline protocol (ledger.py: idempotency, single-use
+codes, cancel windows, refund sums, the scripted test-code scenarios) and
+translates between the ledger's words and the v1 API's:
+
+- the ledger's merchant is the caller's `client-id`; merchantTransId is the
+  `paymentRequestId`, merchantRefundId the `refundRequestId`, acquirementId
+  the `paymentId`;
+- result codes are the v1 table's (pos/data/ams_result_codes.csv); the few
+  the offline protocol names differently are mapped in `_CODES`.
+
+Every answer is signed (`signature`, `response-time`, `client-id` headers, in
+lower case) over `POST <path>\\n<client-id>.<response-time>.<body>`; a request
+whose signature does not verify with the merchant's public key gets a signed
+F INVALID_SIGNATURE and changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from pos.core.money import AmountError, CurrencyError, Money, validate_cn_currencies
+from pos.gateway.ams.client import ENDPOINTS, PRODUCT_CODE, request_time
+from pos.gateway.ams.codes import result_codes
+from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
+from pos.gateway.signing import compact_json
+from pos.sandbox.ledger import Ledger, Payment, Reply, as_datetime
+from pos.sandbox.protocol import Answer
+from pos.sandbox.scenarios import SandboxOptions, scenario_for
+
+__all__ = ["AmsSandbox", "route_endpoint", "PREFIXES"]
+
+log = logging.getLogger("pos.sandbox")
+
+Clock = Callable[[], "datetime | float"]
+
+PREFIXES = ("/ams/sandbox/api", "/ams/api")
+_OPERATIONS = {path: op for op, path in ENDPOINTS.items()}
+
+# The ledger speaks the offline protocol's code names; where the v1 API says it otherwise.
+_CODES = {"SYSTEM_ERROR": "UNKNOWN_EXCEPTION", "AUTH_CODE_ILLEGAL": "INVALID_CODE",
+          "PARAM_MISSING": "PARAM_ILLEGAL", "TARGET_NOT_FOUND": "ORDER_NOT_EXIST"}
+
+
+def route_endpoint(path: str) -> str | None:
+    """The operation a URL path names (under /ams/api or /ams/sandbox/api), or None."""
+    for prefix in PREFIXES:
+        if path.startswith(prefix + "/"):
+            return _OPERATIONS.get(path[len(prefix):])
+    return None
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _text(body: Mapping[str, Any], name: str, *, required: bool = True, max_len: int = 64) -> str:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise _Reject("PARAM_ILLEGAL", f"{name} is required")
+        return ""
+    if not isinstance(value, str) or len(value) > max_len:
+        raise _Reject("PARAM_ILLEGAL", f"{name} must be text of at most {max_len} characters")
+    return value
+
+
+def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if not isinstance(value, dict):
+        raise _Reject("PARAM_ILLEGAL", f"{name} is required and must be an object")
+    return value
+
+
+def _money(obj: Any, name: str) -> Money:
+    if obj is None:
+        raise _Reject("PARAM_ILLEGAL", f"{name} is required")
+    try:
+        amount = Money.from_wire(obj)
+    except (AmountError, CurrencyError) as exc:
+        raise _Reject("PARAM_ILLEGAL", f"{name}: {exc}") from None
+    if amount.minor <= 0:
+        raise _Reject("PARAM_ILLEGAL", f"{name} must be above zero")
+    return amount
+
+
+def _status_of(code: str) -> str:
+    row = result_codes().get(code)
+    return row.status if row else "F"
+
+
+@dataclass
+class _Notice:
+    """A payment notification the sandbox owes: sent until acknowledged."""
+
+    merchant: str
+    request_id: str
+    url: str
+    attempts: int = 0
+    acknowledged: bool = False
+    next_at: float = 0.0     # time.monotonic() of the next attempt
+
+    def as_json(self) -> dict[str, Any]:
+        return {"paymentRequestId": self.request_id, "url": self.url, "attempts": self.attempts,
+                "acknowledged": self.acknowledged}
+
+
+def _loopback_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+class AmsSandbox:
+    """The v1 API over the sandbox's ledger, without HTTP (a `SandboxProtocol`)."""
+
+    def __init__(self, ledger: Ledger, *, merchant_public_key: Any, alipay_private_key: Any,
+                 clock: Clock | None = None, key_version: int = 1) -> None:
+        self.ledger = ledger
+        self.options: SandboxOptions = ledger.options
+        self._merchant_key = merchant_public_key
+        self._alipay_key = alipay_private_key
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._key_version = key_version
+        self.max_body = self.options.max_body
+        self._notices: dict[tuple[str, str], _Notice] = {}
+        self._notice_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._sender: threading.Thread | None = None
+
+    def now(self) -> datetime:
+        return as_datetime(self._clock())
+
+    def ledger_json(self) -> dict[str, Any]:
+        with self._notice_lock:
+            notices = [n.as_json() for n in self._notices.values()]
+        return {**self.ledger.to_json(self.now()), "notifications": notices}
+
+    def close(self) -> None:
+        """Stop sending notifications (the server stops)."""
+        self._closed.set()
+        if self._sender is not None:
+            self._sender.join(timeout=5)
+
+    # -- notifications (notifyPayment) --------------------------------------------------
+
+    def _owe_notice(self, merchant: str, request_id: str, url: str) -> None:
+        if not _loopback_url(url):   # the sandbox posts only to this machine
+            log.info("sandbox: paymentNotifyUrl %s is not on 127.0.0.1: no notification sent", url)
+            return
+        with self._notice_lock:
+            self._notices.setdefault((merchant, request_id), _Notice(merchant, request_id, url))
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="sandbox-notify", daemon=True)
+                self._sender.start()
+
+    def _send_loop(self) -> None:
+        while not self._closed.wait(0.2):
+            with self._notice_lock:
+                due = [n for n in self._notices.values() if not n.acknowledged and n.next_at <= time.monotonic()]
+            for notice in due:
+                payment = self.ledger.payment(notice.request_id, self.now(), notice.merchant)
+                if payment is None or payment.status != "SUCCESS":
+                    continue
+                acknowledged = self._send_notice(notice, payment)
+                with self._notice_lock:
+                    notice.attempts += 1
+                    notice.acknowledged = acknowledged
+                    notice.next_at = time.monotonic() + min(0.5 * 2 ** notice.attempts, 30.0)
+
+    def _send_notice(self, notice: _Notice, payment: Payment) -> bool:
+        body = {"notifyType": "PAYMENT_RESULT",
+                "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."},
+                "paymentRequestId": payment.merchant_trans_id, "paymentId": payment.acquirement_id,
+                "paymentAmount": payment.amount.wire(), "paymentCreateTime": request_time(payment.created_at)}
+        if payment.paid_at is not None:
+            body["paymentTime"] = request_time(payment.paid_at)
+        raw = compact_json(body).encode("utf-8")
+        path = urllib.parse.urlsplit(notice.url).path or "/"
+        moment = request_time(self.now())
+        signature = sign(sign_content("POST", path, notice.merchant, moment, raw), self._alipay_key)
+        headers = {"Content-Type": "application/json", "client-id": notice.merchant, "request-time": moment,
+                   "signature": signature_header(signature, self._key_version)}
+        try:
+            answer = requests.post(notice.url, data=raw, headers=headers, timeout=5)
+            reply = answer.json()
+        except (requests.RequestException, ValueError):
+            return False
+        if answer.status_code != 200 or not isinstance(reply, dict):
+            return False
+        # Acknowledged only by the merchant's signed SUCCESS (the documented answer).
+        parsed = parse_signature_header(answer.headers.get("signature"))
+        moment_back = answer.headers.get("response-time") or ""
+        if parsed is None or not verify(sign_content("POST", path, notice.merchant, moment_back, answer.content),
+                                        parsed.signature, self._merchant_key):
+            return False
+        result = reply.get("result")
+        return isinstance(result, dict) and result.get("resultStatus") == "S"
+
+    # -- one request ---------------------------------------------------------------
+
+    def handle(self, path: str, raw: bytes, headers: Mapping[str, str] | None = None) -> Answer:
+        headers = headers or {}
+        client_id = header(headers, "client-id") or ""
+        hold, corrupt = 0.0, False
+        try:
+            body = self._checked(path, raw, headers, client_id)
+            operation = route_endpoint(path) or ""
+            answer, hold, corrupt = self._dispatch(operation, client_id, body)
+        except _Reject as rej:
+            answer = self._result(rej.code, {}, rej.message)
+        except Exception:
+            log.exception("sandbox: internal error on %s", path)
+            answer = self._result("UNKNOWN_EXCEPTION", {}, "sandbox internal error")
+        return self._signed(path, client_id, answer, hold, corrupt)
+
+    def _checked(self, path: str, raw: bytes, headers: Mapping[str, str], client_id: str) -> dict[str, Any]:
+        if route_endpoint(path) is None:
+            raise _Reject("NO_INTERFACE_DEF", f"no API at {path}")
+        if len(raw) > self.options.max_body:
+            raise _Reject("PARAM_ILLEGAL", f"request larger than {self.options.max_body} bytes")
+        moment = header(headers, "request-time")
+        parsed = parse_signature_header(header(headers, "signature"))
+        if not client_id or not moment:
+            raise _Reject("PARAM_ILLEGAL", "headers client-id and request-time are required")
+        if parsed is None:
+            raise _Reject("INVALID_SIGNATURE", "header Signature: algorithm=RSA256,keyVersion=N,signature=... "
+                                               "is required")
+        if parsed.algorithm != "RSA256":
+            raise _Reject("INVALID_SIGNATURE", f"algorithm {parsed.algorithm!r} is not RSA256")
+        if not verify(sign_content("POST", path, client_id, moment, raw), parsed.signature, self._merchant_key):
+            raise _Reject("INVALID_SIGNATURE", "signature does not verify with the merchant's public key")
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise _Reject("MSG_PARSE_ERROR", "body is not JSON") from None
+        if not isinstance(body, dict):
+            raise _Reject("MSG_PARSE_ERROR", "body is not a JSON object")
+        return body
+
+    # -- the APIs ------------------------------------------------------------------
+
+    def _dispatch(self, operation: str, merchant: str, body: dict[str, Any]) -> tuple[dict[str, Any], float, bool]:
+        now = self.now()
+        if operation == "pay":
+            return self._pay(merchant, body, now)
+        if operation in ("inquiryPayment", "cancel"):
+            payment_id = _text(body, "paymentId", required=False)
+            request_id = _text(body, "paymentRequestId", required=False)
+            if not payment_id and not request_id:
+                raise _Reject("PARAM_ILLEGAL", "paymentRequestId or paymentId is required")
+            call = self.ledger.query if operation == "inquiryPayment" else self.ledger.cancel
+            reply = call(merchant, now, merchant_trans_id=request_id or None, acquirement_id=payment_id or None)
+            return self._payment_answer(reply, merchant, now, inquiry=operation == "inquiryPayment"), 0.0, False
+        if operation == "refund":
+            refund_id = _text(body, "refundRequestId")
+            payment_id = _text(body, "paymentId")
+            amount = _money(body.get("refundAmount"), "refundAmount")
+            reason = _text(body, "refundReason", required=False, max_len=256)
+            reply = self.ledger.refund(merchant, payment_id, refund_id, amount, reason, now)
+            return self._refund_answer(reply), 0.0, False
+        if operation == "inquiryRefund":
+            return self._inquiry_refund(merchant, body), 0.0, False
+        return self._consult(body), 0.0, False
+
+    def _pay(self, merchant: str, body: dict[str, Any], now: datetime) -> tuple[dict[str, Any], float, bool]:
+        if body.get("productCode") != PRODUCT_CODE:
+            raise _Reject("PARAM_ILLEGAL", f"productCode must be {PRODUCT_CODE}")
+        request_id = _text(body, "paymentRequestId")
+        amount = _money(body.get("paymentAmount"), "paymentAmount")
+        order = _object(body, "order")
+        if "orderAmount" in order and _money(order.get("orderAmount"), "order.orderAmount").currency != \
+                amount.currency:
+            raise _Reject("PARAM_ILLEGAL", "order.orderAmount and paymentAmount must have one currency")
+        title = _text(order, "orderDescription", required=False, max_len=256)
+        factor = _object(body, "paymentFactor")
+        if factor.get("inStorePaymentScenario") != "PaymentCode":
+            raise _Reject("PARAM_ILLEGAL", "paymentFactor.inStorePaymentScenario must be PaymentCode")
+        method = _object(body, "paymentMethod")
+        if method.get("paymentMethodType") != "CONNECT_WALLET":
+            raise _Reject("PARAM_ILLEGAL", "paymentMethod.paymentMethodType must be CONNECT_WALLET")
+        code = _text(method, "paymentMethodId")
+        strategy = body.get("settlementStrategy")
+        if strategy is not None:   # AlipayCN (seed 002): the settlement currency rules
+            settlement = _text(_object(body, "settlementStrategy"), "settlementCurrency", max_len=3)
+            try:
+                validate_cn_currencies(amount.currency, settlement)
+            except CurrencyError as exc:
+                raise _Reject("CURRENCY_NOT_SUPPORT", str(exc)) from None
+        reply = self.ledger.pay(merchant, request_id, code, amount, title, now)
+        notify_url = body.get("paymentNotifyUrl")
+        if isinstance(notify_url, str) and notify_url and reply.status != "F":
+            self._owe_notice(merchant, request_id, notify_url)
+        scenario = scenario_for(code)
+        answer = self._payment_answer(reply, merchant, now, inquiry=False, request_id=request_id)
+        hold = self.options.slow_response if scenario.hold else 0.0
+        return answer, hold, scenario.corrupt_signature and reply.status == "S"
+
+    def _payment_answer(self, reply: Reply, merchant: str, now: datetime, *, inquiry: bool,
+                        request_id: str = "") -> dict[str, Any]:
+        code = _CODES.get(reply.code, reply.code)
+        if code == "USER_PAYING" and not inquiry:
+            code = "PAYMENT_IN_PROCESS"
+        b = reply.body
+        mtid = b.get("merchantTransId") or request_id
+        out: dict[str, Any] = {}
+        if mtid:
+            out["paymentRequestId"] = mtid
+        if b.get("acquirementId"):
+            out["paymentId"] = b["acquirementId"]
+        if b.get("orderAmount"):
+            out["paymentAmount"] = b["orderAmount"]
+        for name in ("paymentTime", "cancelTime"):
+            if b.get(name):
+                out[name] = b[name]
+        if inquiry and reply.status == "S":
+            payment = self.ledger.payment(str(mtid), now, merchant) if mtid else None
+            out["paymentStatus"] = self._payment_status(payment, str(b.get("acquirementStatus") or ""))
+        return self._result(code, out, reply.message, status=None if code != reply.code else reply.status)
+
+    @staticmethod
+    def _payment_status(payment: Payment | None, ledger_status: str) -> str:
+        if payment is not None and payment.decline:
+            return "FAIL"
+        return {"SUCCESS": "SUCCESS", "PROCESSING": "PROCESSING", "CANCELLED": "CANCELLED",
+                "CLOSED": "CANCELLED"}.get(ledger_status, "FAIL")
+
+    def _refund_answer(self, reply: Reply) -> dict[str, Any]:
+        b = reply.body
+        out: dict[str, Any] = {}
+        for ours, theirs in (("merchantRefundId", "refundRequestId"), ("acquirementId", "paymentId"),
+                             ("refundId", "refundId"), ("refundAmount", "refundAmount"),
+                             ("refundTime", "refundTime")):
+            if b.get(ours):
+                out[theirs] = b[ours]
+        code = _CODES.get(reply.code, reply.code)
+        return self._result(code, out, reply.message, status=None if code != reply.code else reply.status)
+
+    def _inquiry_refund(self, merchant: str, body: dict[str, Any]) -> dict[str, Any]:
+        refund_request_id = _text(body, "refundRequestId", required=False)
+        refund_id = _text(body, "refundId", required=False)
+        if not refund_request_id and not refund_id:
+            raise _Reject("PARAM_ILLEGAL", "refundRequestId or refundId is required")
+        for r in self.ledger.refunds():
+            if r.merchant_id == merchant and (r.refund_id == refund_id if refund_id
+                                              else r.merchant_refund_id == refund_request_id):
+                return self._result("SUCCESS", {
+                    "refundRequestId": r.merchant_refund_id, "refundId": r.refund_id,
+                    "paymentId": r.acquirement_id, "refundAmount": r.amount.wire(),
+                    "refundStatus": "SUCCESS", "refundTime": r.as_json()["refundTime"]})
+        return self._result("ORDER_NOT_EXIST", {}, "no such refund")
+
+    def _consult(self, body: dict[str, Any]) -> dict[str, Any]:
+        _money(body.get("paymentAmount"), "paymentAmount")
+        return self._result("SUCCESS", {"paymentOptions": [
+            {"paymentMethodType": "CONNECT_WALLET", "enabled": True, "paymentMethodRegion": ["CN"]}]})
+
+    # -- the answer ------------------------------------------------------------------
+
+    @staticmethod
+    def _result(code: str, body: dict[str, Any], message: str = "", *, status: str | None = None) -> dict[str, Any]:
+        row = result_codes().get(code)
+        return {"result": {"resultCode": code, "resultStatus": status or _status_of(code),
+                           "resultMessage": message or (row.meaning if row else code)}, **body}
+
+    def _signed(self, path: str, client_id: str, answer: dict[str, Any], hold: float, corrupt: bool) -> Answer:
+        raw = compact_json(answer).encode("utf-8")
+        moment = request_time(self.now())
+        signature = sign(sign_content("POST", path, client_id, moment, raw), self._alipay_key)
+        if corrupt:  # scenario 16: one byte of the signature changed
+            flipped = bytearray(base64.b64decode(signature))
+            flipped[0] ^= 0x01
+            signature = base64.b64encode(bytes(flipped)).decode("ascii")
+        headers = {"client-id": client_id, "response-time": moment,
+                   "signature": signature_header(signature, self._key_version)}
+        return Answer(raw, 200, hold, headers)

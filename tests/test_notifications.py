@@ -1,0 +1,111 @@
+"""Payment notifications: the engine takes a verified one as one more answer; the v1 reader's rules.
+
+Pure: the engine in virtual time (tests/engine_harness.py) and the v1
+notification reader on exact bytes. The listener over HTTP, fed by the
+sandbox's own notifications, is in tests/test_notify_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pos.core.engine import PrintReceipt, SendQuery
+from pos.core.events import Notified
+from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
+from pos.core.records import SaleState
+from pos.gateway.ams.notify import acknowledgement, read_notification
+from pos.gateway.ams.signing import parse_signature_header, sign, sign_content, signature_header, verify
+from tests.engine_harness import Harness
+from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
+from tests.sandbox_fixtures import SandboxKeys
+
+ACQ = "2027011511121280010016000000000001"
+PAID = Succeeded({"paymentId": ACQ, "acquirementId": ACQ}, query=QueryOutcome.PAID)
+CLIENT = "SANDBOX_POS0001"
+PATH = "/notify/ams/payment"
+
+
+def querying(h: Harness) -> None:
+    h.start()
+    h.answer(Unknown("gateway answered U", "PAYMENT_IN_PROCESS"), after=0.5)
+    assert h.state() is SaleState.QUERYING
+
+
+def test_a_paid_notification_settles_a_sale_being_queried_at_once() -> None:
+    h = Harness(query_first_delay=30.0)
+    querying(h)
+    out = h.feed(Notified(1, PAID, h.now + 1))
+    assert h.state() is SaleState.PAID and h.records[1].acquirement_id == ACQ
+    assert h.of(PrintReceipt, out) and h.of(SendQuery, out) == []
+    assert h.engine.next_wakeup() is None or h.engine.next_wakeup() > h.now   # nothing more is queried
+    again = h.feed(Notified(1, PAID, h.now + 2))    # a replay changes nothing
+    assert h.of(PrintReceipt, again) == [] and h.state() is SaleState.PAID
+
+
+def test_a_notification_supersedes_a_query_in_flight() -> None:
+    h = Harness(query_first_delay=1.0)
+    querying(h)
+    h.advance()                                      # the query is out
+    assert len(h.inflight) == 1
+    h.feed(Notified(1, PAID, h.now))
+    assert h.state() is SaleState.PAID
+    h.answer(Succeeded({}, query=QueryOutcome.PENDING))   # the late query answer is dropped
+    assert h.state() is SaleState.PAID
+
+
+def test_notifications_that_settle_nothing_change_nothing() -> None:
+    h = Harness()
+    h.start()                                        # pay in flight: its own answer decides
+    h.feed(Notified(1, PAID, h.now))
+    assert h.state() is SaleState.PAYING
+    h.answer(Unknown("timeout"))
+    for result in (Failed("RISK_REJECT", query=QueryOutcome.CLOSED), Unknown("notification says U"),
+                   Succeeded({}, query=QueryOutcome.PENDING)):
+        h.feed(Notified(1, result, h.now))
+        assert h.state() is SaleState.QUERYING
+    h.feed(Notified(99, PAID, h.now))                # a sale the engine does not hold
+    assert h.state() is SaleState.QUERYING
+
+
+def signed(keys: SandboxKeys, body: dict[str, object], *, client: str = CLIENT, path: str = PATH,
+           key: object = None) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body, indent=2).encode()
+    moment = "2024-05-01T12:00:00+08:00"
+    b64 = sign(sign_content("POST", path, client, moment, raw), key or keys.alipay_private)  # type: ignore[arg-type]
+    return raw, {"client-id": client, "request-time": moment, "signature": signature_header(b64, 1)}
+
+
+NOTE = {"notifyType": "PAYMENT_RESULT", "paymentRequestId": "T1", "paymentId": ACQ,
+        "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."}}
+
+
+def test_v1_notification_is_read_only_when_alipay_signed_it(sandbox_keys: SandboxKeys) -> None:
+    note = read_notification(PATH, *signed(sandbox_keys, NOTE), alipay_public_key=sandbox_keys.alipay_public,
+                             client_id=CLIENT)
+    assert not isinstance(note, str) and note.kind == "payment" and note.request_id == "T1"
+    assert isinstance(note.result, Succeeded) and note.result.query is QueryOutcome.PAID
+    assert note.result.data["acquirementId"] == ACQ
+    raw, headers = signed(sandbox_keys, NOTE)
+    refused = [
+        (raw.replace(b"T1", b"T2"), headers),                                              # changed byte
+        signed(sandbox_keys, NOTE, key=sandbox_keys.merchant_private),                     # not Alipay's key
+        signed(sandbox_keys, NOTE, client="SANDBOX_OTHER"),                                # not our client id
+        signed(sandbox_keys, NOTE, path="/elsewhere"),                                     # signed for another path
+        (raw, {k: v for k, v in headers.items() if k != "signature"}),                     # unsigned
+    ]
+    for body, hdrs in refused:
+        assert isinstance(read_notification(PATH, body, hdrs, alipay_public_key=sandbox_keys.alipay_public,
+                                            client_id=CLIENT), str)
+    failed = {**NOTE, "result": {"resultCode": "RISK_REJECT", "resultStatus": "F"}}
+    note = read_notification(PATH, *signed(sandbox_keys, failed), alipay_public_key=sandbox_keys.alipay_public,
+                             client_id=CLIENT)
+    assert not isinstance(note, str) and isinstance(note.result, Failed) and note.result.query is QueryOutcome.CLOSED
+
+
+def test_acknowledgement_is_the_documented_success_signed_by_us(sandbox_keys: SandboxKeys) -> None:
+    raw, headers = acknowledgement(PATH, CLIENT, sandbox_keys.merchant_private)
+    assert json.loads(raw) == {"result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success"}}
+    parsed = parse_signature_header(headers["signature"])
+    assert parsed is not None and headers["client-id"] == CLIENT
+    assert verify(sign_content("POST", PATH, CLIENT, headers["response-time"], raw), parsed.signature,
+                  sandbox_keys.merchant_public)
