@@ -52,6 +52,8 @@ LAYER_OF_FILE = {
     "test_offline_client.py": "integration",
     "test_pin.py": "unit",
     "test_print_queue.py": "integration",
+    "test_reconcile.py": "unit",
+    "test_reconcile_sftp.py": "integration",
     "test_printer.py": "integration",
     "test_review_regressions.py": "integration",
     "test_runner.py": "integration",
