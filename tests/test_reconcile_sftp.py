@@ -1,0 +1,146 @@
+"""Fetching the reconciliation files from a real SFTP server on 127.0.0.1 (asyncssh's server, started here).
+
+Host-key pinning, a complete file not fetched twice, a dropped connection resumed,
+a file that changes while it downloads fetched again, secrets refused when readable.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from pos.config import Config, ReconcileSection, TerminalSection
+from pos.core.errors import ConfigError
+from pos.core.money import Money
+from pos.reconcile.fetch import FetchError, HostKeyError, SftpSettings, fetch_day
+from pos.sandbox.ledger import Ledger
+from pos.sandbox.scenarios import make_code
+from pos.sandbox.sftp import SandboxSftp
+
+BJ = timezone(timedelta(hours=8))
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=BJ)
+MID = "2188000000000001"
+REMOTE = f"/download/{MID}/20240501"
+BIG = "ALIPAY_TRANSACTION_DETAIL_USD_20240501.csv"
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """An SFTP server whose root holds a busy day's files (the USD transaction file is ~250 kB)."""
+    root = tmp_path / "sftp-root"
+    folder = root / REMOTE.lstrip("/")
+    ledger = Ledger()
+    for i in range(1500):
+        ledger.pay(MID, f"POS01-20240501-TEST01-{i:06d}", make_code("00"), Money(100 + i, "USD"), "", NOW)
+    ledger.pay(MID, "POS01-20240501-TEST01-JPY001", make_code("00"), Money(5000, "JPY"), "", NOW)
+    ledger.export_files(folder, date(2024, 5, 1))
+    (folder / "README.txt").write_text("not a reconciliation file\n")
+    with SandboxSftp(root) as server:
+        yield server, folder
+
+
+def settings(server: SandboxSftp, **over: object) -> SftpSettings:
+    values: dict[str, object] = dict(host="127.0.0.1", port=server.port, username="alipay",
+                                     host_key=server.fingerprint, remote_dir=REMOTE, pattern="*20240501*.csv",
+                                     password="sandbox", timeout=10.0, attempts=3)
+    values.update(over)
+    return SftpSettings(**values)  # type: ignore[arg-type]
+
+
+def test_fetches_the_days_files_and_not_twice(served, tmp_path: Path) -> None:
+    server, folder = served
+    archive = tmp_path / "archive"
+    said: list[str] = []
+    got = fetch_day(settings(server), archive, say=said.append)
+    names = sorted(p.name for p in folder.iterdir() if p.suffix == ".csv")
+    assert [f.name for f in got] == names and len(names) == 4
+    assert all(f.how == "fetched" for f in got)
+    for name in names:
+        assert (archive / name).read_bytes() == (folder / name).read_bytes()
+    assert not (archive / "README.txt").exists() and not list(archive.glob("*.part"))
+    assert any("complete" in line for line in said)
+    served_before = dict(server.bytes_served)
+    again = fetch_day(settings(server), archive, say=said.append)
+    assert all(f.how == "unchanged" for f in again)
+    assert server.bytes_served == served_before          # nothing read the second time
+
+
+def test_a_wrong_host_key_is_refused_with_its_fingerprint(served, tmp_path: Path) -> None:
+    server, _ = served
+    other = "SHA256:" + "A" * 43
+    with pytest.raises(HostKeyError) as err:
+        fetch_day(settings(server, host_key=other), tmp_path / "a")
+    assert server.fingerprint in str(err.value) and other in str(err.value)
+    assert err.value.offered == server.fingerprint
+    assert server.auth_attempts == 0                     # the password never left
+    with pytest.raises(HostKeyError, match="no host key is pinned") as err:
+        fetch_day(settings(server, host_key=""), tmp_path / "a")
+    assert f'host_key = "{server.fingerprint}"' in str(err.value)
+    assert server.auth_attempts == 0 and not list((tmp_path / "a").iterdir())
+
+
+def test_a_wrong_password_is_a_clear_error(served, tmp_path: Path) -> None:
+    server, _ = served
+    with pytest.raises(FetchError, match="refused the login of 'alipay'"):
+        fetch_day(settings(server, password="wrong"), tmp_path / "a")
+
+
+def test_a_dropped_connection_resumes_mid_file(served, tmp_path: Path) -> None:
+    server, folder = served
+    size = (folder / BIG).stat().st_size
+    assert size > 200_000
+    server.drop_after[BIG] = size // 2
+    said: list[str] = []
+    got = {f.name: f for f in fetch_day(settings(server), tmp_path / "a", say=said.append)}
+    assert got[BIG].how == "resumed"
+    assert (tmp_path / "a" / BIG).read_bytes() == (folder / BIG).read_bytes()
+    assert any("connection lost" in line for line in said)
+    assert any("resuming at" in line for line in said)
+    assert server.logins == 2
+    assert server.bytes_served[BIG] < size * 1.2          # resumed, not downloaded twice
+
+
+def test_a_file_that_changes_mid_download_is_fetched_again(served, tmp_path: Path) -> None:
+    server, folder = served
+    size = (folder / BIG).stat().st_size
+    row = (folder / BIG).read_text().splitlines()[1]
+    late = row.replace("TEST01-000000", "TEST01-LATE01") + "\n"
+    server.change_after[BIG] = (size // 3, late.encode())
+    said: list[str] = []
+    got = {f.name: f for f in fetch_day(settings(server), tmp_path / "a", say=said.append)}
+    assert got[BIG].how == "refetched" and got[BIG].size == size + len(late)
+    fetched = (tmp_path / "a" / BIG).read_text()
+    assert fetched == (folder / BIG).read_text() and fetched.endswith(late)
+    assert any("changed on the server while downloading" in line for line in said)
+
+
+def test_a_partial_file_restarts_when_the_server_file_changed(served, tmp_path: Path) -> None:
+    server, folder = served
+    archive = tmp_path / "a"
+    server.drop_after[BIG] = 100_000
+    with pytest.raises(FetchError, match="resumes where it stopped"):
+        fetch_day(settings(server, attempts=1), archive)
+    assert (archive / f"{BIG}.part").stat().st_size > 0
+    with (folder / BIG).open("a") as f:       # Alipay rewrote the file meanwhile
+        f.write((folder / BIG).read_text().splitlines()[1].replace("000001", "LATE02") + "\n")
+    got = {f.name: f for f in fetch_day(settings(server), archive)}
+    assert got[BIG].how == "fetched"
+    assert (archive / BIG).read_bytes() == (folder / BIG).read_bytes()
+
+
+def test_secret_files_must_be_private(tmp_path: Path) -> None:
+    pw = tmp_path / "sftp.password"
+    pw.write_text("sandbox\n")
+    pw.chmod(0o644)
+    cfg = Config(terminal=TerminalSection(state_dir=str(tmp_path)),
+                 reconcile=ReconcileSection(username="alipay", password_file=str(pw)))
+    with pytest.raises(ConfigError, match="chmod 600"):
+        SftpSettings.from_config(cfg, "2024-05-01")
+    pw.chmod(0o600)
+    s = SftpSettings.from_config(cfg, "2024-05-01")
+    assert s.password == "sandbox" and s.remote_dir == "/download/2188000000000001/20240501"
+    assert s.pattern == "*20240501*.csv"
+    with pytest.raises(ConfigError, match="password_file or private_key"):
+        SftpSettings.from_config(Config(reconcile=ReconcileSection(username="alipay")), "2024-05-01")
