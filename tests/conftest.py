@@ -53,6 +53,7 @@ LAYER_OF_FILE = {
     "test_pin.py": "unit",
     "test_print_queue.py": "integration",
     "test_reconcile.py": "unit",
+    "test_reconcile_day.py": "e2e",
     "test_reconcile_sftp.py": "integration",
     "test_printer.py": "integration",
     "test_review_regressions.py": "integration",

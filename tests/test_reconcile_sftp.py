@@ -144,3 +144,34 @@ def test_secret_files_must_be_private(tmp_path: Path) -> None:
     assert s.pattern == "*20240501*.csv"
     with pytest.raises(ConfigError, match="password_file or private_key"):
         SftpSettings.from_config(Config(reconcile=ReconcileSection(username="alipay")), "2024-05-01")
+
+
+# ------------------------------------------------------------------ importing into the journal
+
+def test_import_is_whole_and_once(tmp_path: Path) -> None:
+    from pos.journal.journal import Journal
+    from pos.journal.reconcile_files import ReconcileFiles
+    from pos.reconcile.parse import FileError
+    from pos.reconcile.store import day_report, import_folder
+
+    ledger = Ledger()
+    ledger.pay(MID, "POS01-20240501-TEST01-000001", make_code("00"), Money(1250, "USD"), "", NOW)
+    folder = tmp_path / "files"
+    ledger.export_files(folder, date(2024, 5, 1))
+    journal = Journal.open(tmp_path / "journal.db", timezone="Asia/Shanghai")
+    try:
+        first = import_folder(journal, "2024-05-01", folder, 1.0)
+        assert [(f.new, f.rows) for f in first] == [(True, 1), (True, 1)]
+        assert [(f.new, f.rows) for f in import_folder(journal, "2024-05-01", folder, 2.0)] == [(False, 1)] * 2
+        assert ReconcileFiles(journal).count() == 2
+        rec = day_report(journal, "2024-05-01")
+        assert [i.cls.value for i in rec.items] == ["alipay_only"]   # the journal has no such sale
+        bad = folder / "ALIPAY_TRANSACTION_DETAIL_USD_20240501.csv"
+        text = bad.read_text()
+        bad.write_text(text + text.splitlines()[1][:40] + "\n")    # a cut line at the end
+        with pytest.raises(FileError, match="line 3"):
+            import_folder(journal, "2024-05-01", folder, 3.0)
+        assert ReconcileFiles(journal).count() == 2                 # nothing of it was stored
+        assert len(day_report(journal, "2024-05-01").items) == 1
+    finally:
+        journal.close()

@@ -8,7 +8,7 @@ import io
 from pos.core.money import Money
 from pos.reconcile.match import Class, Reconciliation
 
-__all__ = ["CLASS_TITLES", "render_text", "render_csv", "printer_lines", "as_json"]
+__all__ = ["CLASS_TITLES", "render_text", "render_csv", "printer_rows", "printer_lines", "as_json"]
 
 CLASS_TITLES = {
     Class.MATCHED: "matched",
@@ -70,26 +70,33 @@ def render_csv(rec: Reconciliation) -> str:
     return buf.getvalue()
 
 
-def printer_lines(rec: Reconciliation, width: int = 42) -> list[str]:
-    """A short summary for the receipt printer: counts, money, and the ids that need attention."""
-    lines = ["ALIPAY RECONCILIATION", rec.date, ""]
+def printer_rows(rec: Reconciliation) -> list[tuple[str, str]]:
+    """A short summary for the receipt printer as (label, value) rows: counts, money, ids to check."""
+    rows: list[tuple[str, str]] = [("Date", rec.date)]
     for t in sorted(rec.totals.values(), key=lambda t: t.currency):
-        lines.append(t.currency)
+        rows.append((f"-- {t.currency}", ""))
         for cls in Class:
             n = t.counts[cls.value]
             if n:
-                lines.append(f"{CLASS_TITLES[cls][:width - 6]:<{width - 6}}{n:>6}")
-        for label, minor in (("paid", t.paid), ("refunded", t.refunded), ("fees", t.fees), ("net", t.settled)):
-            text = _m(minor, t.currency)
-            lines.append(f"{label:<{width - len(text)}}{text}")
-        lines.append("")
+                rows.append((CLASS_TITLES[cls], str(n)))
+        rows += [("paid", _m(t.paid, t.currency)), ("refunded", _m(t.refunded, t.currency)),
+                 ("fees", _m(t.fees, t.currency)), ("net settlement", _m(t.settled, t.currency))]
     problems = rec.problems
-    lines.append("ALL MATCHED" if not problems else f"{len(problems)} TO CHECK:")
+    rows.append(("ALL MATCHED" if not problems else f"{len(problems)} TO CHECK", ""))
     for i in problems[:10]:
-        lines.append(f"{i.cls.value} {i.merchant_trans_id}"[:width])
+        rows.append((i.cls.value, i.merchant_trans_id))
     if len(problems) > 10:
-        lines.append(f"... and {len(problems) - 10} more: see pos reconcile report"[:width])
-    return lines
+        rows.append((f"{len(problems) - 10} more", "pos reconcile report"))
+    return rows
+
+
+def printer_lines(rec: Reconciliation, width: int = 42) -> list[str]:
+    """The printer summary as plain lines of at most `width` characters (for logs and tests)."""
+    out = []
+    for label, value in printer_rows(rec):
+        gap = max(1, width - len(label) - len(value))
+        out.append((label + " " * gap + value)[:width] if value else label[:width])
+    return out
 
 
 def as_json(rec: Reconciliation) -> dict[str, object]:

@@ -471,14 +471,13 @@ class Ledger:
         cancelled the same day is not settled at all.
         """
         rows: list[dict[str, str]] = []
-        for tx in self.transaction_rows(day, now):
+        transactions = self.transaction_rows(day, now)
+        cancelled = {t["merchantTransId"] for t in transactions if t["transType"] == "CANCEL"}
+        for tx in transactions:
             kind = tx["transType"]
-            if kind == "CANCEL":
+            if kind == "CANCEL" or (kind == "PAYMENT" and tx["merchantTransId"] in cancelled):
                 continue
             amount = Money(_minor(tx["orderAmount"], tx["orderCurrency"]), tx["orderCurrency"])
-            if kind == "PAYMENT" and any(t["transType"] == "CANCEL" and t["merchantTransId"] == tx["merchantTransId"]
-                                         for t in self.transaction_rows(day)):
-                continue
             fee = self.fee(amount) if kind == "PAYMENT" else Money(0, amount.currency)
             net = amount.minor - fee.minor if kind == "PAYMENT" else -amount.minor
             rows.append({
