@@ -71,6 +71,20 @@ def test_the_days_files_over_sftp_match_the_journal(day_stage) -> None:
     assert again.returncode == 0 and "unchanged" in again.stdout and "fetched" not in again.stdout
 
 
+def test_the_till_reads_the_days_reconciliation(day_stage) -> None:
+    stage, day, sales = day_stage
+    r = stage.till("GET", f"/v1/reconciliation/{day}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["allMatched"] is True and body["date"] == day and len(body["files"]) == 2
+    matched = {i["id"] for i in body["items"] if i["class"] == "matched"}
+    assert {sales[n]["merchantTransId"] for n in ("coffee", "cake", "lunch", "confirmed")} <= matched
+    missing = stage.till("GET", "/v1/reconciliation/2001-01-01")
+    assert missing.status_code == 404 and "pos reconcile fetch --date 2001-01-01" in missing.json()["detail"]
+    assert stage.till("GET", "/v1/reconciliation/2024-13-45").status_code == 422
+    assert stage.till("GET", "/v1/reconciliation/yesterday").status_code == 422
+
+
 def test_changes_on_alipays_side_are_classified_with_advice(day_stage) -> None:
     stage, day, sales = day_stage
     assert stage.sftp is not None

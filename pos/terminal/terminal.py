@@ -184,6 +184,9 @@ class Terminal:
     def health(self) -> dict[str, Any]:
         return self.till.health()
 
+    def reconciliation(self, day: str) -> dict[str, Any]:
+        return self.till.reconciliation(day)
+
     def close(self) -> None:
         self._unsubscribe()
         # Under the lock: a notification being handled on the runner's thread finishes first.
