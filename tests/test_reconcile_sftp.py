@@ -175,3 +175,51 @@ def test_import_is_whole_and_once(tmp_path: Path) -> None:
         assert len(day_report(journal, "2024-05-01").items) == 1
     finally:
         journal.close()
+
+
+# ------------------------------------------------------------------ the daemon's scheduled run
+
+def test_due_day_is_yesterday_once_fetch_at_has_passed() -> None:
+    from pos.reconcile.scheduled import due_day
+
+    morning = datetime(2024, 5, 2, 6, 59, tzinfo=BJ)
+    assert due_day(morning, "07:00", set()) is None
+    assert due_day(morning + timedelta(minutes=1), "07:00", set()) == "2024-05-01"
+    assert due_day(morning + timedelta(hours=5), "07:00", {"2024-05-01"}) is None
+    assert due_day(morning + timedelta(hours=5), "", set()) is None
+
+
+def test_scheduled_run_alarms_on_a_mismatch_and_on_a_failure(served, tmp_path: Path) -> None:
+    from pos.journal.journal import Journal
+    from pos.reconcile.scheduled import ReconcileScheduler
+
+    server, folder = served
+    pw = tmp_path / "pw"
+    pw.write_text("sandbox\n")
+    pw.chmod(0o600)
+    empty_day = folder.parent / "20240502"
+    Ledger().export_files(empty_day, date(2024, 5, 2))        # a day without payments: headers only
+    (empty_day / "ALIPAY_TRANSACTION_DETAIL_USD_20240502.csv").write_text(
+        (folder / BIG).read_text().splitlines()[0] + "\n")
+    cfg = Config(terminal=TerminalSection(state_dir=str(tmp_path / "state")),
+                 reconcile=ReconcileSection(host="127.0.0.1", port=server.port, username="alipay",
+                                            password_file=str(pw), host_key=server.fingerprint,
+                                            fetch_at="07:00"))
+    alarms: list[str] = []
+    journal = Journal.open(tmp_path / "journal.db", timezone="Asia/Shanghai")
+    try:
+        sched = ReconcileScheduler(cfg, journal, clock=lambda: 1.0e9, alarm=alarms.append)
+        quiet = sched.run("2024-05-02")
+        assert quiet is not None and quiet.all_matched and alarms == []
+        rec = sched.run("2024-05-01")                         # Alipay has 1501 payments the journal lacks
+        assert rec is not None and not rec.all_matched
+        assert alarms == ["reconciliation of 2024-05-01: 1501 item(s) do not match (alipay_only): "
+                          "see 'pos reconcile report --date 2024-05-01'"]
+        assert sched.done == {"2024-05-01", "2024-05-02"}
+        broken = ReconcileScheduler(cfg.model_copy(update={"reconcile": cfg.reconcile.model_copy(
+            update={"host_key": "SHA256:" + "B" * 43})}), journal, clock=lambda: 1.0e9, alarm=alarms.append)
+        assert broken.run("2024-05-03") is None
+        assert "reconciliation of 2024-05-03 failed" in alarms[-1] and server.fingerprint in alarms[-1]
+        assert broken.done == set()
+    finally:
+        journal.close()
