@@ -272,6 +272,6 @@ def test_csv_and_printer_outputs(day: Day) -> None:
     assert problem["advice"] and problem["ours"] in ("12.50", "9.99", "7.00", "2.50", "5000")
     lines = printer_lines(rec, width=32)
     assert all(len(line) <= 32 for line in lines)
-    assert "1 TO CHECK" in lines and lines[0].startswith("Date") and lines[0].endswith("2024-05-01")
+    assert "1 TO CHECK" in lines and lines[0].startswith("Day") and lines[0].endswith("2024-05-01")
     data = rec.as_json()
     assert data["allMatched"] is False and {c["currency"] for c in data["currencies"]} == {"USD", "JPY"}

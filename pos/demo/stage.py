@@ -177,6 +177,11 @@ class Stage:
         return self.dir / "state" / "ecr-manager.token"
 
     @property
+    def timezone(self) -> str:
+        """The terminal's time zone (the business day's calendar)."""
+        return str(tomllib.loads(self.config_path.read_text()).get("terminal", {}).get("timezone", "UTC"))
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ecr_port}"
 

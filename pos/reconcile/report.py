@@ -72,7 +72,7 @@ def render_csv(rec: Reconciliation) -> str:
 
 def printer_rows(rec: Reconciliation) -> list[tuple[str, str]]:
     """A short summary for the receipt printer as (label, value) rows: counts, money, ids to check."""
-    rows: list[tuple[str, str]] = [("Date", rec.date)]
+    rows: list[tuple[str, str]] = [("Day", rec.date)]
     for t in sorted(rec.totals.values(), key=lambda t: t.currency):
         rows.append((f"-- {t.currency}", ""))
         for cls in Class:
