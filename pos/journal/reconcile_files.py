@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["RECONCILE_TABLES", "StoredFile", "ReconcileFiles"]
 
 RECONCILE_TABLES: tuple[str, ...] = (
-    """CREATE TABLE reconcile_files (
+    """CREATE TABLE IF NOT EXISTS reconcile_files (
         file_id     INTEGER PRIMARY KEY AUTOINCREMENT,
         day         TEXT NOT NULL,
         name        TEXT NOT NULL,
@@ -31,7 +31,7 @@ RECONCILE_TABLES: tuple[str, ...] = (
         imported_at REAL NOT NULL,
         UNIQUE (name, sha256)
     )""",
-    "CREATE INDEX reconcile_files_day ON reconcile_files (day, name, file_id)",
+    "CREATE INDEX IF NOT EXISTS reconcile_files_day ON reconcile_files (day, name, file_id)",
 )
 
 
