@@ -275,3 +275,15 @@ def test_csv_and_printer_outputs(day: Day) -> None:
     assert "1 TO CHECK" in lines and lines[0].startswith("Day") and lines[0].endswith("2024-05-01")
     data = rec.as_json()
     assert data["allMatched"] is False and {c["currency"] for c in data["currencies"]} == {"USD", "JPY"}
+
+
+def test_other_terminals_rows_are_left_out(day: Day) -> None:
+    tx, st = day.files()
+    other = dict(tx[0], merchantTransId="POS02-20240501-AB12CD-000001", acquirementId="X1")
+    unknown = dict(tx[0], merchantTransId="WEBSHOP-77", acquirementId="X2")
+    ptx = parse_file("t.csv", csv_text(TRANSACTION_DETAIL_COLUMNS, [*tx, other, unknown]))
+    rec = reconcile("2024-05-01", ptx.rows, [], day.sales, day.refunds, terminal_id="POS01")
+    assert rec.other_terminal == 1
+    assert [i.merchant_trans_id for i in rec.problems] == ["WEBSHOP-77"]   # not ours by its form: reported
+    assert "other terminals were left out" in render_text(rec)
+

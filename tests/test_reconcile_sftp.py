@@ -223,3 +223,21 @@ def test_scheduled_run_alarms_on_a_mismatch_and_on_a_failure(served, tmp_path: P
         assert broken.done == set()
     finally:
         journal.close()
+
+
+def test_progress_bar_on_a_terminal_only() -> None:
+    from pos.reconcile.fetch import Progress
+
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = Progress(stream)
+        bar.update("F.csv", 50, 200)
+        bar.update("F.csv", 200, 200)
+    assert pipe.getvalue() == ""
+    assert " 25%" in tty.getvalue() and "100%\n" in tty.getvalue() and "#" * 30 in tty.getvalue()

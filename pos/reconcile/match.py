@@ -3,11 +3,14 @@
 Keys (reference §16): a PAYMENT or CANCEL row's merchantTransId is our sale's
 merchantTransId; a REFUND row's merchantTransId (16.2: Partner_transaction_id)
 is our merchantRefundId. acquirementId ties a row to the sale when the ids
-differ. Rows of another store (storeId set and not ours) are counted, not matched.
+differ. Rows of another store (storeId set and not ours) and of another terminal
+of the same merchant (an id of the journal's form, `<terminal_id>-<YYYYMMDD>-...`,
+with another terminal id) are counted, not matched: each terminal reconciles its own.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,7 +57,10 @@ ADVICE: dict[str, str] = {
     "none": "",
 }
 
-_CANCELLED = ("CANCELLED", "REVERSED")  # REVERSED: a reversal after the cashier's confirmation
+# REVERSED: a reversal after the cashier's confirmation (a sale state to come); both mean no money moved.
+_CANCELLED = ("CANCELLED", "REVERSED")
+# The form of the ids pos.journal makes: <terminal_id>-<YYYYMMDD>-<install id>-[R]<sequence>.
+_OUR_ID = re.compile(r"^(?P<terminal>[A-Za-z0-9]+)-\d{8}-[A-Z0-9]+-R?\d{6}$")
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class Reconciliation:
     totals: dict[str, CurrencyTotals]
     other_store: int = 0
     files: list[str] = field(default_factory=list)
+    other_terminal: int = 0
 
     @property
     def problems(self) -> list[Item]:
@@ -117,7 +124,7 @@ class Reconciliation:
 
     def as_json(self) -> dict[str, object]:
         return {"date": self.date, "allMatched": self.all_matched, "files": list(self.files),
-                "otherStoreRows": self.other_store,
+                "otherStoreRows": self.other_store, "otherTerminalRows": self.other_terminal,
                 "currencies": [t.as_json() for t in sorted(self.totals.values(), key=lambda t: t.currency)],
                 "items": [i.as_json() for i in self.items]}
 
@@ -128,10 +135,10 @@ def _where(row: AlipayRow) -> str:
 
 def reconcile(date: str, transactions: Iterable[AlipayRow], settlements: Iterable[AlipayRow],
               sales: Sequence[SaleRecord], refunds: Sequence[RefundRecord], *,
-              store_id: str = "", files: Sequence[str] = ()) -> Reconciliation:
+              store_id: str = "", terminal_id: str = "", files: Sequence[str] = ()) -> Reconciliation:
     """Match one day. `sales`/`refunds`: the journal's items of that day; rows: Alipay's files of that day."""
     items: list[Item] = []
-    other_store = 0
+    other_store = other_terminal = 0
     by_mtid = {s.merchant_trans_id: s for s in sales}
     by_acq = {s.acquirement_id: s for s in sales if s.acquirement_id}
     refunds_by_id = {r.merchant_refund_id: r for r in refunds}
@@ -141,6 +148,10 @@ def reconcile(date: str, transactions: Iterable[AlipayRow], settlements: Iterabl
     for row in transactions:
         if store_id and row.store_id and row.store_id != store_id:
             other_store += 1
+            continue
+        ours = _OUR_ID.match(row.merchant_trans_id)
+        if terminal_id and ours and ours.group("terminal") != terminal_id:
+            other_terminal += 1
             continue
         if not row.succeeded:
             continue
@@ -252,7 +263,7 @@ def reconcile(date: str, transactions: Iterable[AlipayRow], settlements: Iterabl
         t.settlement_rows += 1
     order = list(Class)
     items.sort(key=lambda i: (i.currency, order.index(i.cls), i.merchant_trans_id))
-    return Reconciliation(date, items, totals, other_store, list(files))
+    return Reconciliation(date, items, totals, other_store, list(files), other_terminal)
 
 
 def _item(cls: Class, kind: str, row: AlipayRow, ours: Money | None, state: str, key: str = "none") -> Item:

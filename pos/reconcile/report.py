@@ -44,6 +44,8 @@ def render_text(rec: Reconciliation) -> str:
             out.append("  no settlement rows for this currency in the day's files")
     if rec.other_store:
         out.append(f"\n{rec.other_store} row(s) of other stores were left out")
+    if rec.other_terminal:
+        out.append(f"{rec.other_terminal} row(s) of this merchant's other terminals were left out")
     problems = rec.problems
     out.append("")
     if not problems:

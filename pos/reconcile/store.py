@@ -104,4 +104,5 @@ def day_report(journal: Journal, day: str, *, store_id: str = "") -> Reconciliat
             if sale is not None and sale.merchant_trans_id == row.merchant_trans_id:
                 sales.append(sale)
                 known_sales.add(sale.merchant_trans_id)
-    return reconcile(day, tx, st, sales, refunds, store_id=store_id, files=[f.name for f in stored])
+    return reconcile(day, tx, st, sales, refunds, store_id=store_id, terminal_id=journal.terminal_id,
+                     files=[f.name for f in stored])

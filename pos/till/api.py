@@ -169,6 +169,7 @@ class ReconciliationOut(BaseModel):
     allMatched: bool
     files: list[str]
     otherStoreRows: int
+    otherTerminalRows: int
     currencies: list[ReconciliationCurrencyOut]
     items: list[ReconciliationItemOut]
 
