@@ -226,9 +226,9 @@ def test_scheduled_run_alarms_on_a_mismatch_and_on_a_failure(served, tmp_path: P
 
 
 def test_progress_bar_on_a_terminal_only() -> None:
-    from pos.reconcile.fetch import Progress
-
     import io
+
+    from pos.reconcile.fetch import Progress
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
