@@ -241,3 +241,42 @@ def test_progress_bar_on_a_terminal_only() -> None:
         bar.update("F.csv", 200, 200)
     assert pipe.getvalue() == ""
     assert " 25%" in tty.getvalue() and "100%\n" in tty.getvalue() and "#" * 30 in tty.getvalue()
+
+
+def test_pos_sandbox_writes_the_days_files_and_serves_them_over_sftp(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    from pos.gateway.keys import generate_key_folder
+
+    generate_key_folder(tmp_path / "keys")
+    proc = subprocess.Popen([sys.executable, "-m", "pos", "sandbox", "--port", "0", "--keys", str(tmp_path / "keys"),
+                             "--files-dir", str(tmp_path / "files"), "--sftp-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
+        url = lines[0].split()[4]
+        assert "reconciliation files go to" in lines[1]
+        sftp_port = int(lines[2].split("127.0.0.1:")[1].split(",")[0])
+        fingerprint = lines[2].rsplit("host key ", 1)[1].strip()
+        bad = requests.post(url + "/sandbox/reconciliation/2024-13-01", timeout=5)
+        assert bad.status_code == 422 and "month" in bad.json()["error"]
+        r = requests.post(url + "/sandbox/reconciliation/2024-05-01?family=hk", timeout=5)
+        assert r.status_code == 200, r.text
+        assert r.json()["files"] == [f"{MID}_fptrade_20240501.csv", f"{MID}_settle_20240501_1.csv"]
+        s = SftpSettings(host="127.0.0.1", port=sftp_port, username="alipay", password="sandbox",
+                         host_key=fingerprint, remote_dir=REMOTE, pattern="*20240501*.csv", timeout=10.0)
+        got = fetch_day(s, tmp_path / "archive")
+        assert [f.name for f in got] == r.json()["files"]
+        assert (tmp_path / "archive" / got[0].name).read_text().startswith("Partner_transaction_id,")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
