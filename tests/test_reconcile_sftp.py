@@ -280,3 +280,23 @@ def test_pos_sandbox_writes_the_days_files_and_serves_them_over_sftp(tmp_path: P
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_login_with_a_private_key_instead_of_a_password(tmp_path: Path) -> None:
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    (tmp_path / "id").write_bytes(key.export_private_key())
+    (tmp_path / "id").chmod(0o600)
+    key.write_public_key(str(tmp_path / "id.pub"))
+    folder = tmp_path / "root" / REMOTE.lstrip("/")
+    folder.mkdir(parents=True)
+    (folder / "ALIPAY_TRANSACTION_DETAIL_USD_20240501.csv").write_text("x\n")
+    with SandboxSftp(tmp_path / "root", client_key=tmp_path / "id.pub") as server:
+        cfg = Config(reconcile=ReconcileSection(host="127.0.0.1", port=server.port, username="alipay",
+                                                private_key=str(tmp_path / "id"), host_key=server.fingerprint))
+        s = SftpSettings.from_config(cfg, "2024-05-01")
+        assert s.password is None
+        got = fetch_day(s, tmp_path / "a")
+        assert [(f.name, f.how) for f in got] == [("ALIPAY_TRANSACTION_DETAIL_USD_20240501.csv", "fetched")]
+        assert server.logins == 1 and server.auth_attempts == 0

@@ -25,8 +25,10 @@ class SandboxSftp:
     """One SFTP server on 127.0.0.1, run on its own event loop thread. Use as a context manager."""
 
     def __init__(self, root: Path, *, username: str = "alipay", password: str = "sandbox",
-                 host_key: Path | None = None, port: int = 0) -> None:
+                 host_key: Path | None = None, port: int = 0, client_key: Path | None = None) -> None:
         self.root = Path(root)
+        # a client's public key (OpenSSH format) that may log in instead of the password
+        self.client_key = asyncssh.read_public_key(str(client_key)) if client_key is not None else None
         self.username, self.password = username, password
         if host_key is not None and host_key.exists():
             self.key = asyncssh.read_private_key(str(host_key))
@@ -63,11 +65,19 @@ class SandboxSftp:
             def password_auth_supported(self) -> bool:
                 return True
 
+            def public_key_auth_supported(self) -> bool:
+                return owner.client_key is not None
+
+            def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+                return username == owner.username and owner.client_key is not None \
+                    and key.public_data == owner.client_key.public_data
+
             def validate_password(self, username: str, password: str) -> bool:
                 owner.auth_attempts += 1
-                ok = username == owner.username and password == owner.password
-                owner.logins += ok
-                return ok
+                return username == owner.username and password == owner.password
+
+            def auth_completed(self) -> None:
+                owner.logins += 1
 
         self._server = await asyncssh.create_server(
             _Server, "127.0.0.1", self._port, server_host_keys=[self.key],
