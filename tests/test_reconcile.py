@@ -287,3 +287,22 @@ def test_other_terminals_rows_are_left_out(day: Day) -> None:
     assert [i.merchant_trans_id for i in rec.problems] == ["WEBSHOP-77"]   # not ours by its form: reported
     assert "other terminals were left out" in render_text(rec)
 
+
+
+def test_the_settlement_summary_total_is_shown_beside_the_details(day: Day, tmp_path) -> None:
+    paths = {p.name: p for p in day.ledger.export_files(tmp_path, "2024-05-01", merchant_id=MID)}
+    assert sorted(paths) == sorted(f"ALIPAY_{kind}_{cur}_20240501.csv" for cur in ("JPY", "USD")
+                                   for kind in ("TRANSACTION_DETAIL", "SETTLEMENT_DETAIL", "SETTLEMENT_SUMMARY"))
+    parsed = [parse_file(name, p.read_text()) for name, p in paths.items()]
+    rows = {role: [r for f in parsed if f.role == role for r in f.rows]
+            for role in ("transaction", "settlement", "summary")}
+    total = next(r for r in rows["summary"] if r.kind == "TOTAL" and r.amount.currency == "USD")
+    assert total.fee == Money(41, "USD") and total.settlement == Money(1227 + 981 - 250, "USD")
+    rec = reconcile("2024-05-01", rows["transaction"], rows["settlement"], day.sales, day.refunds,
+                    summary=rows["summary"])
+    usd = rec.totals["USD"]
+    assert (usd.summary_net, usd.summary_fees) == (usd.settled, usd.fees)
+    assert "summary file: net" in render_text(rec)
+    text = paths["ALIPAY_SETTLEMENT_SUMMARY_USD_20240501.csv"].read_text()
+    with pytest.raises(FileError, match="line 2: unknown summary type 'BONUS'"):
+        parse_file("s.csv", text.replace("PAYMENT,", "BONUS,", 1))

@@ -57,6 +57,7 @@ def test_the_days_files_over_sftp_match_the_journal(day_stage) -> None:
     stamp = day.replace("-", "")
     assert f"ALIPAY_TRANSACTION_DETAIL_SGD_{stamp}.csv: fetched" in fetched.stdout
     assert f"ALIPAY_SETTLEMENT_DETAIL_SGD_{stamp}.csv: fetched" in fetched.stdout
+    assert f"ALIPAY_SETTLEMENT_SUMMARY_SGD_{stamp}.csv: fetched" in fetched.stdout
     code, rec = report(stage, day)
     assert code == 0 and rec["allMatched"], json.dumps(rec, indent=1)
     (sgd,) = rec["currencies"]
@@ -65,6 +66,7 @@ def test_the_days_files_over_sftp_match_the_journal(day_stage) -> None:
     assert sgd["paid"] == 1250 + 320 + 2300 + 560 and sgd["refunded"] == 500 + 2300
     fees = sum((m * 180 + 5000) // 10000 for m in (1250, 320, 2300, 560))
     assert sgd["fees"] == fees and sgd["netSettlement"] == 1250 + 320 + 2300 + 560 - fees - 500 - 2300
+    assert (sgd["summaryNet"], sgd["summaryFees"]) == (sgd["netSettlement"], fees)
     text = stage.pos("reconcile", "report", "--date", day)
     assert text.returncode == 0 and "Everything matches." in text.stdout and "already imported" in text.stdout
     again = stage.pos("reconcile", "fetch", "--date", day)
@@ -76,7 +78,7 @@ def test_the_till_reads_the_days_reconciliation(day_stage) -> None:
     r = stage.till("GET", f"/v1/reconciliation/{day}")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["allMatched"] is True and body["date"] == day and len(body["files"]) == 2
+    assert body["allMatched"] is True and body["date"] == day and len(body["files"]) == 3
     matched = {i["id"] for i in body["items"] if i["class"] == "matched"}
     assert {sales[n]["merchantTransId"] for n in ("coffee", "cake", "lunch", "confirmed")} <= matched
     missing = stage.till("GET", "/v1/reconciliation/2001-01-01")

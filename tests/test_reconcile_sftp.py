@@ -55,7 +55,7 @@ def test_fetches_the_days_files_and_not_twice(served, tmp_path: Path) -> None:
     said: list[str] = []
     got = fetch_day(settings(server), archive, say=said.append)
     names = sorted(p.name for p in folder.iterdir() if p.suffix == ".csv")
-    assert [f.name for f in got] == names and len(names) == 4
+    assert [f.name for f in got] == names and len(names) == 6     # per currency: transactions, settlement, summary
     assert all(f.how == "fetched" for f in got)
     for name in names:
         assert (archive / name).read_bytes() == (folder / name).read_bytes()
@@ -161,9 +161,10 @@ def test_import_is_whole_and_once(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "journal.db", timezone="Asia/Shanghai")
     try:
         first = import_folder(journal, "2024-05-01", folder, 1.0)
-        assert [(f.new, f.rows) for f in first] == [(True, 1), (True, 1)]
-        assert [(f.new, f.rows) for f in import_folder(journal, "2024-05-01", folder, 2.0)] == [(False, 1)] * 2
-        assert ReconcileFiles(journal).count() == 2
+        assert [(f.new, f.rows, f.role) for f in first] == [(True, 1, "settlement"), (True, 2, "summary"),
+                                                             (True, 1, "transaction")]
+        assert [f.new for f in import_folder(journal, "2024-05-01", folder, 2.0)] == [False] * 3
+        assert ReconcileFiles(journal).count() == 3
         rec = day_report(journal, "2024-05-01")
         assert [i.cls.value for i in rec.items] == ["alipay_only"]   # the journal has no such sale
         bad = folder / "ALIPAY_TRANSACTION_DETAIL_USD_20240501.csv"
@@ -171,7 +172,7 @@ def test_import_is_whole_and_once(tmp_path: Path) -> None:
         bad.write_text(text + text.splitlines()[1][:40] + "\n")    # a cut line at the end
         with pytest.raises(FileError, match="line 3"):
             import_folder(journal, "2024-05-01", folder, 3.0)
-        assert ReconcileFiles(journal).count() == 2                 # nothing of it was stored
+        assert ReconcileFiles(journal).count() == 3                 # nothing of it was stored
         assert len(day_report(journal, "2024-05-01").items) == 1
     finally:
         journal.close()

@@ -98,11 +98,14 @@ class CurrencyTotals:
     fees: int = 0           # settlement currency = this currency
     settled: int = 0        # net settlement
     settlement_rows: int = 0
+    summary_net: int | None = None    # Alipay's settlement summary, TOTAL row (when the day has one)
+    summary_fees: int | None = None
 
     def as_json(self) -> dict[str, object]:
         return {"currency": self.currency, "counts": dict(self.counts), "paid": self.paid,
                 "refunded": self.refunded, "fees": self.fees, "netSettlement": self.settled,
-                "settlementRows": self.settlement_rows}
+                "settlementRows": self.settlement_rows, "summaryNet": self.summary_net,
+                "summaryFees": self.summary_fees}
 
 
 @dataclass
@@ -135,8 +138,13 @@ def _where(row: AlipayRow) -> str:
 
 def reconcile(date: str, transactions: Iterable[AlipayRow], settlements: Iterable[AlipayRow],
               sales: Sequence[SaleRecord], refunds: Sequence[RefundRecord], *,
-              store_id: str = "", terminal_id: str = "", files: Sequence[str] = ()) -> Reconciliation:
-    """Match one day. `sales`/`refunds`: the journal's items of that day; rows: Alipay's files of that day."""
+              store_id: str = "", terminal_id: str = "", files: Sequence[str] = (),
+              summary: Iterable[AlipayRow] = ()) -> Reconciliation:
+    """Match one day. `sales`/`refunds`: the journal's items of that day; rows: Alipay's files of that day.
+
+    `summary`: the settlement summary's rows; its TOTAL is shown beside the detail's sums, not matched
+    (the published sample's TOTAL is not the sum of its rows, reference §16.1).
+    """
     items: list[Item] = []
     other_store = other_terminal = 0
     by_mtid = {s.merchant_trans_id: s for s in sales}
@@ -261,6 +269,12 @@ def reconcile(date: str, transactions: Iterable[AlipayRow], settlements: Iterabl
         t.settled += row.settlement.minor
         t.fees += row.fee.minor if row.fee else 0
         t.settlement_rows += 1
+    for row in summary:
+        if row.kind != "TOTAL" or row.settlement is None:
+            continue
+        t = totals.setdefault(row.settlement.currency, CurrencyTotals(row.settlement.currency))
+        t.summary_net = (t.summary_net or 0) + row.settlement.minor
+        t.summary_fees = (t.summary_fees or 0) + (row.fee.minor if row.fee else 0)
     order = list(Class)
     items.sort(key=lambda i: (i.currency, order.index(i.cls), i.merchant_trans_id))
     return Reconciliation(date, items, totals, other_store, list(files), other_terminal)

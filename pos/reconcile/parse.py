@@ -26,7 +26,7 @@ from pos.core.money import CURRENCY_EXPONENTS, Money
 
 __all__ = [
     "FileError", "AlipayRow", "ParsedFile", "parse_file", "to_minor",
-    "TRANSACTION_COLUMNS", "SETTLEMENT_COLUMNS", "HK_COLUMNS",
+    "TRANSACTION_COLUMNS", "SETTLEMENT_COLUMNS", "SUMMARY_COLUMNS", "HK_COLUMNS",
 ]
 
 KINDS = ("PAYMENT", "REFUND", "CANCEL")
@@ -43,6 +43,9 @@ SETTLEMENT_COLUMNS = [
     "originalAcquirementId", "paymentTime", "userSite", "referenceId", "settlementTime", "merchantTransId",
     "orderAmount", "orderCurrency", "settlementAmount", "settlementCurrency", "fee",
 ]
+# §16.1 Settlement File - Summary (`ALIPAY_SETTLEMENT_SUMMARY_<cur>_<date>.csv`): one row per type and a TOTAL.
+SUMMARY_COLUMNS = ["type", "settlementTime", "count", "settlementAmount", "settlementCurrency", "commission",
+                   "referenceId", "merchantId"]
 # §16.2 AlipayHK, transaction and settlement files share the columns.
 HK_COLUMNS = [
     "Partner_transaction_id", "Transaction_id", "Amount", "Fee", "Settlement", "Currency", "Payment_time",
@@ -53,6 +56,7 @@ _TX_REQUIRED = {"merchantId", "transType", "transStatus", "merchantTransId", "ac
                 "orderCurrency"}
 _SETTLE_REQUIRED = {"transType", "referenceId", "settlementTime", "merchantTransId", "orderAmount",
                     "orderCurrency"}
+_SUMMARY_REQUIRED = {"type", "count", "settlementAmount", "settlementCurrency", "commission"}
 _HK_REQUIRED = {"Partner_transaction_id", "Transaction_id", "Amount", "Currency", "Type", "Status"}
 
 
@@ -70,7 +74,7 @@ class AlipayRow:
 
     file: str
     line: int
-    kind: str                        # PAYMENT | REFUND | CANCEL
+    kind: str                        # PAYMENT | REFUND | CANCEL (and TOTAL in a settlement summary)
     status: str                      # as in the file: Success, SUCCESS, SETTLED...
     merchant_trans_id: str           # for a REFUND row: the merchantRefundId
     acquirement_id: str
@@ -118,7 +122,7 @@ class AlipayRow:
 class ParsedFile:
     name: str
     family: str        # "2.0.4" | "hk"
-    role: str          # "transaction" | "settlement"
+    role: str          # "transaction" | "settlement" | "summary"
     rows: tuple[AlipayRow, ...]
 
 
@@ -162,12 +166,14 @@ def parse_file(name: str, text: str) -> ParsedFile:
         family, role = "2.0.4", "transaction"
     elif cols >= _SETTLE_REQUIRED:
         family, role = "2.0.4", "settlement"
+    elif cols >= _SUMMARY_REQUIRED:
+        family, role = "2.0.4", "summary"
     elif cols >= _HK_REQUIRED:
         family = "hk"
         role = "settlement" if "_settle_" in name else "transaction"
     else:
         raise FileError(name, 1, "the header row is not one of Alipay's reconciliation formats "
-                                 "(reference §16.1 transaction/settlement detail or §16.2)")
+                                 "(reference §16.1 transaction detail, settlement detail or summary, or §16.2)")
     if not text.endswith(("\n", "\r")):
         raise FileError(name, len(lines), "the file does not end with a line break: it is truncated; "
                                           "fetch it again with 'pos reconcile fetch'")
@@ -199,7 +205,28 @@ def _need(rec: dict[str, str], *names: str) -> None:
             raise ValueError(f"{n} is empty")
 
 
+def _summary_row(name: str, line: int, rec: dict[str, str]) -> AlipayRow:
+    """A summary row: amount and settlement are the (signed) settlement amount, fee the commission."""
+    _need(rec, "type", "count", "settlementAmount", "settlementCurrency")
+    kind = rec["type"].upper()
+    if kind not in (*KINDS, "TOTAL"):
+        raise ValueError(f"unknown summary type {rec['type']!r}: expected PAYMENT, REFUND, CANCEL or TOTAL")
+    if not rec["count"].isdigit():
+        raise ValueError(f"count {rec['count']!r} is not a whole number")
+    cur = rec["settlementCurrency"]
+    if cur not in CURRENCY_EXPONENTS:
+        raise ValueError(f"unknown settlement currency {cur!r}")
+    net = _money(rec["settlementAmount"], cur, signed=True)
+    fee = Money(abs(to_minor(rec.get("commission") or "0", cur, signed=True)), cur)
+    return AlipayRow(file=name, line=line, kind=kind, status="SETTLED", merchant_trans_id="",
+                     acquirement_id="", original_acquirement_id="", original_merchant_trans_id="",
+                     amount=net, time=rec.get("settlementTime", ""), fee=fee, settlement=net,
+                     reference_id=rec.get("referenceId", ""))
+
+
 def _row(name: str, line: int, family: str, role: str, rec: dict[str, str]) -> AlipayRow:
+    if role == "summary":
+        return _summary_row(name, line, rec)
     if family == "2.0.4":
         _need(rec, "merchantTransId", "orderAmount", "orderCurrency", "transType")
         currency = rec["orderCurrency"]

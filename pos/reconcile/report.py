@@ -42,6 +42,9 @@ def render_text(rec: Reconciliation) -> str:
             out.append(f"  {'net settlement':<24}{_m(t.settled, t.currency):>16}")
         else:
             out.append("  no settlement rows for this currency in the day's files")
+        if t.summary_net is not None:
+            out.append(f"  {'summary file: net':<24}{_m(t.summary_net, t.currency):>16}")
+            out.append(f"  {'summary file: fees':<24}{_m(t.summary_fees or 0, t.currency):>16}")
     if rec.other_store:
         out.append(f"\n{rec.other_store} row(s) of other stores were left out")
     if rec.other_terminal:

@@ -84,11 +84,10 @@ def day_report(journal: Journal, day: str, *, store_id: str = "") -> Reconciliat
     """
     check_day(day)
     stored = ReconcileFiles(journal).of_day(day)
-    tx: list[AlipayRow] = []
-    st: list[AlipayRow] = []
+    by_role: dict[str, list[AlipayRow]] = {"transaction": [], "settlement": [], "summary": []}
     for f in stored:
-        rows = [AlipayRow.from_json(d) for d in json.loads(f.rows)]
-        (st if f.role == "settlement" else tx).extend(rows)
+        by_role[f.role].extend(AlipayRow.from_json(d) for d in json.loads(f.rows))
+    tx, st = by_role["transaction"], by_role["settlement"]
     sales: list[SaleRecord] = journal.list_sales(date=day)
     refunds: list[RefundRecord] = journal.list_refunds(date=day)
     known_sales = {s.merchant_trans_id for s in sales}
@@ -105,4 +104,4 @@ def day_report(journal: Journal, day: str, *, store_id: str = "") -> Reconciliat
                 sales.append(sale)
                 known_sales.add(sale.merchant_trans_id)
     return reconcile(day, tx, st, sales, refunds, store_id=store_id, terminal_id=journal.terminal_id,
-                     files=[f.name for f in stored])
+                     files=[f.name for f in stored], summary=by_role["summary"])

@@ -25,7 +25,7 @@ from pos.sandbox.scenarios import SandboxOptions, Scenario, scenario_for
 
 __all__ = [
     "BEIJING", "Reply", "Payment", "Refund", "Ledger", "as_datetime", "valid_code_format",
-    "TRANSACTION_DETAIL_COLUMNS", "SETTLEMENT_DETAIL_COLUMNS", "HK_COLUMNS",
+    "TRANSACTION_DETAIL_COLUMNS", "SETTLEMENT_DETAIL_COLUMNS", "SETTLEMENT_SUMMARY_COLUMNS", "HK_COLUMNS",
 ]
 
 BEIJING = timezone(timedelta(hours=8))  # §13: cancel windows are defined in GMT+8
@@ -43,6 +43,9 @@ SETTLEMENT_DETAIL_COLUMNS = [
     "originalAcquirementId", "paymentTime", "userSite", "referenceId", "settlementTime", "merchantTransId",
     "orderAmount", "orderCurrency", "settlementAmount", "settlementCurrency", "fee",
 ]
+# §16.1 Settlement File - Summary: one row per type, then TOTAL; commission signed like the published sample.
+SETTLEMENT_SUMMARY_COLUMNS = ["type", "settlementTime", "count", "settlementAmount", "settlementCurrency",
+                              "commission", "referenceId", "merchantId"]
 # §16.2 AlipayHK variant: transaction (`<MID>_fptrade_<date>.csv`) and settlement (`<MID>_settle_<date>_<batch>.csv`).
 HK_COLUMNS = [
     "Partner_transaction_id", "Transaction_id", "Amount", "Fee", "Settlement", "Currency", "Payment_time",
@@ -519,8 +522,10 @@ class Ledger:
             for cur in sorted({r["orderCurrency"] for r in tx}):
                 files[target / f"ALIPAY_TRANSACTION_DETAIL_{cur}_{stamp}.csv"] = (
                     TRANSACTION_DETAIL_COLUMNS, [r for r in tx if r["orderCurrency"] == cur])
-                files[target / f"ALIPAY_SETTLEMENT_DETAIL_{cur}_{stamp}.csv"] = (
-                    SETTLEMENT_DETAIL_COLUMNS, [r for r in st if r["settlementCurrency"] == cur])
+                detail = [r for r in st if r["settlementCurrency"] == cur]
+                files[target / f"ALIPAY_SETTLEMENT_DETAIL_{cur}_{stamp}.csv"] = (SETTLEMENT_DETAIL_COLUMNS, detail)
+                files[target / f"ALIPAY_SETTLEMENT_SUMMARY_{cur}_{stamp}.csv"] = (
+                    SETTLEMENT_SUMMARY_COLUMNS, _summary(detail, cur, day, merchant_id))
         else:
             raise ValueError(f"unknown file family {family!r}: use '2.0.4' or 'hk'")
         for path, (columns, rows) in files.items():
@@ -532,6 +537,31 @@ class Ledger:
             tmp.write_text(buf.getvalue(), encoding="utf-8")
             os.replace(tmp, path)
         return list(files)
+
+
+def _summary(detail: list[dict[str, str]], currency: str, day: date, merchant_id: str) -> list[dict[str, str]]:
+    """§16.1 Settlement File - Summary rows for one settlement currency: per type, then TOTAL."""
+    rows: list[dict[str, str]] = []
+    totals = [0, 0, 0]
+    for kind in ("PAYMENT", "REFUND"):
+        group = [r for r in detail if r["transType"] == kind]
+        if not group:
+            continue
+        net = sum(_minor(r["settlementAmount"].lstrip("-"), currency) * (-1 if r["settlementAmount"].startswith("-")
+                                                                        else 1) for r in group)
+        fee = sum(_minor(r["fee"], currency) for r in group)
+        totals = [totals[0] + len(group), totals[1] + net, totals[2] + fee]
+        rows.append(_summary_row(kind, len(group), net, fee, currency, day, merchant_id))
+    rows.append(_summary_row("TOTAL", totals[0], totals[1], totals[2], currency, day, merchant_id))
+    return rows
+
+
+def _summary_row(kind: str, count: int, net: int, fee: int, currency: str, day: date,
+                 merchant_id: str) -> dict[str, str]:
+    return {"type": kind, "settlementTime": f"{day:%Y-%m-%d}T23:59:59+08:00", "count": str(count),
+            "settlementAmount": Money(net, currency).major_str(), "settlementCurrency": currency,
+            "commission": ("-" if fee else "+") + Money(fee, currency).major_str(),
+            "referenceId": f"SANDBOX{day:%Y%m%d}", "merchantId": merchant_id}
 
 
 def _minor(major: str, currency: str) -> int:

@@ -162,6 +162,8 @@ class ReconciliationCurrencyOut(BaseModel):
     fees: int
     netSettlement: int
     settlementRows: int
+    summaryNet: int | None = Field(description="the settlement summary file's TOTAL, when there is one")
+    summaryFees: int | None
 
 
 class ReconciliationOut(BaseModel):
