@@ -301,3 +301,9 @@ def test_login_with_a_private_key_instead_of_a_password(tmp_path: Path) -> None:
         got = fetch_day(s, tmp_path / "a")
         assert [(f.name, f.how) for f in got] == [("ALIPAY_TRANSACTION_DETAIL_USD_20240501.csv", "fetched")]
         assert server.logins == 1 and server.auth_attempts == 0
+
+
+def test_a_day_not_published_yet_is_a_clear_error(served, tmp_path: Path) -> None:
+    server, _ = served
+    with pytest.raises(FetchError, match="has no folder /download/2188000000000001/20240509: the day's files"):
+        fetch_day(settings(server, remote_dir="/download/2188000000000001/20240509"), tmp_path / "a")
