@@ -10,6 +10,7 @@ the new file versions are fetched, imported and classified with their advice.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -35,6 +36,18 @@ def day_stage() -> Iterator[tuple[Stage, str, dict[str, dict]]]:
             stage.scan(make_code(scenario))
             sales[name] = stage.wait_sale(sale["id"])
         assert [s["state"] for s in sales.values()] == ["PAID", "PAID", "PAID", "DECLINED", "CANCELLED", "PAID"]
+        # A reversal: the customer was charged, the answer is unknown, the till cancels: payCancel gives it back.
+        sale = stage.start_sale("9.90", orderTitle="reversed")
+        stage.scan(make_code("13"))
+        for _ in range(100):
+            if stage.sale(sale["id"])["state"] == "QUERYING":
+                break
+            time.sleep(0.02)
+        stage.till("POST", f"/v1/sales/{sale['id']}/cancel")
+        sales["reversed"] = stage.wait_sale(sale["id"])
+        assert sales["reversed"]["state"] == "CANCELLED", sales["reversed"]
+        assert [p["status"] for p in stage.ledger()["payments"]
+                if p["merchantTransId"] == sales["reversed"]["merchantTransId"]] == ["CLOSED"]  # §8 (c): paid, undone
         for sale_name, amount in [("coffee", "5.00"), ("lunch", None)]:
             body = {"saleId": sales[sale_name]["id"], **({"amount": amount} if amount else {})}
             r = stage.till("POST", "/v1/refunds", body, manager=True)
@@ -62,7 +75,9 @@ def test_the_days_files_over_sftp_match_the_journal(day_stage) -> None:
     assert code == 0 and rec["allMatched"], json.dumps(rec, indent=1)
     (sgd,) = rec["currencies"]
     assert sgd["counts"]["matched"] == 4 + 2          # four paid sales, two refunds
-    assert sgd["counts"]["cancelled"] == 1            # the customer who walked away: cancelled at Alipay too
+    assert sgd["counts"]["cancelled"] == 2            # walked away (never charged) and reversed (charged, cancelled)
+    reversed_item = next(i for i in rec["items"] if i["id"] == sales["reversed"]["merchantTransId"])
+    assert reversed_item["class"] == "cancelled" and reversed_item["alipay"] == 990
     assert sgd["paid"] == 1250 + 320 + 2300 + 560 and sgd["refunded"] == 500 + 2300
     fees = sum((m * 180 + 5000) // 10000 for m in (1250, 320, 2300, 560))
     assert sgd["fees"] == fees and sgd["netSettlement"] == 1250 + 320 + 2300 + 560 - fees - 500 - 2300
