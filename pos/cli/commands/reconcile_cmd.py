@@ -63,9 +63,8 @@ def run_fetch(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config).config
     day = _day(args, cfg.terminal.timezone)
-    progress = Progress(sys.stderr)
-    got = fetch(cfg, day, say=None if progress.enabled else (lambda line: print(line, file=sys.stderr)),
-                progress=progress)
+    # On a terminal a progress bar per file; the lines (resuming, refetching, complete) go to stderr either way.
+    got = fetch(cfg, day, say=lambda line: print(line, file=sys.stderr, flush=True), progress=Progress(sys.stderr))
     if not got:
         print(f"no files for {day} on the server yet (Alipay publishes them after the day closes)")
         return EXIT_FAIL
