@@ -288,6 +288,30 @@ class LogSection(_Section):
     format: Literal["kv", "json"] = "kv"
 
 
+class ReconcileSection(_Section):
+    """Alipay's reconciliation files over SFTP (seed 003; formats in reference §16)."""
+
+    host: str = "isftp.alipay.com"
+    port: Port = 22
+    username: str = ""
+    password_file: str = ""       # the password Alipay gave, alone in a file (mode 0600)
+    private_key: str = ""         # or an SSH private key (mode 0600)
+    host_key: Annotated[str, Field(pattern=r"^(SHA256:[A-Za-z0-9+/]{43}=?)?$")] = ""  # pinned, as ssh shows it
+    remote_dir: str = "/download/{merchant_id}/{date}"
+    pattern: str = "*{date}*.csv"
+    archive_dir: str = ""         # empty = <state_dir>/reconcile
+    store_id: str = ""            # rows with another storeId are other stores' (left out of the match)
+    fetch_at: Annotated[str, Field(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$")] = ""  # HH:MM; empty = off
+    timeout: Seconds = 30.0
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ReconcileSection:
+        if self.password_file and self.private_key:
+            raise ValueError("give password_file or private_key, not both")
+        return self
+
+
 UsbId = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{4})?$")]
 
 
@@ -332,6 +356,7 @@ class Config(_Section):
     manager: ManagerSection = ManagerSection()
     log: LogSection = LogSection()
     udev: UdevSection = UdevSection()
+    reconcile: ReconcileSection = ReconcileSection()
 
 
 # Keys whose values are secrets and are never printed.
@@ -344,9 +369,13 @@ PATH_KEYS = {
     ("gateway", "alipay_public_key"),
     ("ecr", "token_file"),
     ("ecr", "manager_token_file"),
+    ("reconcile", "password_file"),
+    ("reconcile", "private_key"),
+    ("reconcile", "archive_dir"),
 }
 # Files that must be private to the service user (mode 0600 or stricter).
-PRIVATE_FILE_KEYS = {("gateway", "private_key"), ("ecr", "token_file"), ("ecr", "manager_token_file")}
+PRIVATE_FILE_KEYS = {("gateway", "private_key"), ("ecr", "token_file"), ("ecr", "manager_token_file"),
+                     ("reconcile", "password_file"), ("reconcile", "private_key")}
 
 
 @dataclass(frozen=True)
@@ -480,6 +509,7 @@ def _check_files(cfg: Config, path: Path, *, require_keys: bool) -> list[str]:
     files = [("gateway", "private_key"), ("gateway", "merchant_public_key"), ("gateway", "alipay_public_key")]
     if cfg.ecr.enabled:
         files += [("ecr", "token_file"), ("ecr", "manager_token_file")]
+    files += [("reconcile", k) for k in ("password_file", "private_key") if getattr(cfg.reconcile, k)]
     for section, key in files:
         fpath = Path(getattr(getattr(cfg, section), key))
         where = f"{path}: [{section}] {key}"

@@ -35,6 +35,7 @@ from pos.gateway.keys import ALIPAY_PRIVATE, MERCHANT_PUBLIC, generate_key_folde
 from pos.gateway.signing import load_private_key, load_public_key
 from pos.sandbox.scenarios import SandboxOptions
 from pos.sandbox.server import SandboxServer
+from pos.sandbox.sftp import SandboxSftp
 from pos.terminal.pin import hash_pin
 
 __all__ = ["DEMO_PIN", "Stage"]
@@ -70,7 +71,8 @@ class Stage:
     """Sandbox + device twins + `pos run`, in a temporary folder. Use as a context manager."""
 
     def __init__(self, *, base_config: Path | None = None, payment: dict[str, Any] | None = None,
-                 manager: dict[str, Any] | None = None, sandbox_options: SandboxOptions | None = None,
+                 manager: dict[str, Any] | None = None, reconcile: dict[str, Any] | None = None,
+                 sandbox_options: SandboxOptions | None = None,
                  keep: bool = False, daemon_env: dict[str, str] | None = None, max_wait: float = 60.0,
                  protocol: str = "offline", notify: bool = False) -> None:
         self.max_wait = max_wait
@@ -81,11 +83,13 @@ class Stage:
         self.base_config = base_config or REPO / "config" / "sandbox.toml"
         self.payment_overrides = payment or {}
         self.manager_overrides = manager or {}
+        self.reconcile_overrides = reconcile or {}
         self.options = sandbox_options or SandboxOptions(wallet_confirm_after=2.0, slow_response=6.0,
                                                          late_success_after=30.0)
         self.daemon_env = daemon_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.sandbox: SandboxServer | None = None
+        self.sftp: SandboxSftp | None = None
         self.last_exit: int | None = None
         self.receipts_seen = 0
 
@@ -108,6 +112,12 @@ class Stage:
         self.sandbox = SandboxServer(merchant_public_key=load_public_key(keys / MERCHANT_PUBLIC),
                                      alipay_private_key=load_private_key(keys / ALIPAY_PRIVATE),
                                      options=self.options, protocol=self.protocol).start()
+        # Alipay's SFTP server for the reconciliation files (seed 003), with a password file of mode 0600.
+        self.sftp = SandboxSftp(self.dir / "sftp").start()
+        password = self.dir / "state" / "sftp.password"
+        password.parent.mkdir(parents=True, exist_ok=True)
+        password.write_text(self.sftp.password + "\n")
+        password.chmod(0o600)
         devdir = self.dir / "dev"
         devdir.mkdir()
         self.scanner = EmulatedScanner("scanner", devdir)
@@ -160,6 +170,11 @@ class Stage:
         base["ecr"] = {"listen": f"127.0.0.1:{self.ecr_port}", "token_file": str(self.till_token_path()),
                        "manager_token_file": str(self.manager_token_path()), "max_wait": self.max_wait}
         base["manager"] = {"pin_hash": hash_pin(DEMO_PIN), "refund_limit": "1000", **self.manager_overrides}
+        if self.sftp is not None:
+            base["reconcile"] = {"host": "127.0.0.1", "port": self.sftp.port, "username": self.sftp.username,
+                                 "password_file": str(self.dir / "state" / "sftp.password"),
+                                 "host_key": self.sftp.fingerprint, "timeout": 10.0,
+                                 **self.reconcile_overrides}
         return _dump_toml(base)
 
     def till_token_path(self) -> Path:
@@ -167,6 +182,11 @@ class Stage:
 
     def manager_token_path(self) -> Path:
         return self.dir / "state" / "ecr-manager.token"
+
+    @property
+    def timezone(self) -> str:
+        """The terminal's time zone (the business day's calendar)."""
+        return str(tomllib.loads(self.config_path.read_text()).get("terminal", {}).get("timezone", "UTC"))
 
     @property
     def url(self) -> str:
@@ -208,6 +228,9 @@ class Stage:
         if self.sandbox is not None:
             self.sandbox.stop()
             self.sandbox = None
+        if self.sftp is not None:
+            self.sftp.stop()
+            self.sftp = None
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -269,6 +292,20 @@ class Stage:
         fresh = texts[self.receipts_seen:want]
         self.receipts_seen = min(len(texts), want)
         return fresh
+
+    def publish_reconciliation(self, day: str, family: str = "2.0.4") -> list[Path]:
+        """Alipay closes the day: the sandbox writes its files where the SFTP server serves them."""
+        if self.sandbox is None or self.sftp is None:
+            raise RuntimeError("the stage's sandbox is not running")
+        cfg = tomllib.loads(self.config_path.read_text())
+        folder = self.sftp.root / "download" / cfg["gateway"]["merchant_id"] / day.replace("-", "")
+        return self.sandbox.ledger.export_files(folder, day, family=family, merchant_id=cfg["gateway"]["merchant_id"])
+
+    def pos(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a `pos` command against the stage's config (e.g. 'reconcile', 'report', '--date', day)."""
+        return subprocess.run([sys.executable, "-m", "pos", *args, "--config", str(self.config_path)],
+                              capture_output=True, text=True, timeout=timeout, cwd=str(self.dir),
+                              stdin=subprocess.DEVNULL)
 
     def ledger(self) -> dict[str, Any]:
         """The sandbox's ledger: the truth about what was charged and refunded."""

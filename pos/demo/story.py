@@ -1,4 +1,4 @@
-"""`pos demo`'s story: seven scenarios played on a Stage and narrated as the store sees them.
+"""`pos demo`'s story: eight scenarios played on a Stage and narrated as the store sees them.
 
 The story drives the till interface, the scanner and the keypad the way a
 cashier and a manager would, and prints what the two displays and the
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 
@@ -62,7 +64,7 @@ class _Narrator:
 
 
 def _scenes(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None]) -> None:
-    """The seven scenarios; raises when the terminal does not do what the story says."""
+    """The eight scenarios; raises when the terminal does not do what the story says."""
     n.say(f"  daemon ready; till interface on {stage.url}; sandbox gateway on {stage.sandbox_url}")
     n.screens()
 
@@ -161,9 +163,27 @@ def _scenes(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None])
     n.say(f"\nThe sandbox's ledger agrees: {len(charged)} payments charged, "
           f"{len(ledger.get('refunds', []))} refund(s).")
 
+    n.say("\n8. End of day with Alipay: the reconciliation files over SFTP, matched against the journal")
+    day = datetime.now(ZoneInfo(stage.timezone)).date().isoformat()
+    published = stage.publish_reconciliation(day)
+    n.say(f"   Alipay publishes {len(published)} files on its SFTP server (host key pinned in [reconcile]).")
+    n.say(f"   $ pos reconcile fetch --date {day}")
+    fetched = stage.pos("reconcile", "fetch", "--date", day)
+    for line in fetched.stdout.splitlines():
+        n.say(f"   {line}")
+    expect("reconciliation fetch", fetched.returncode, 0)
+    n.say(f"   $ pos reconcile report --date {day} --print")
+    report_run = stage.pos("reconcile", "report", "--date", day, "--print")
+    for line in report_run.stdout.splitlines():
+        n.say(f"   {line}")
+    expect("reconciliation report", report_run.returncode, 0)
+    expect("everything matches", "Everything matches." in report_run.stdout, True)
+    receipts = stage.new_receipts(1)
+    n.receipt(receipts[0] if receipts else "(no summary printed)")
+
 
 def play(out: Callable[[str], None] = print) -> int:
-    """Run the seven demo scenarios; returns 0 when every one ended as it should."""
+    """Run the eight demo scenarios; returns 0 when every one ended as it should."""
     started = time.monotonic()
     n = _Narrator(Stage(payment={"query_first_delay": 0.5, "query_interval_min": 1.0, "query_interval_max": 1.5,
                                  "query_deadline": 6.0, "cancel_interval": 0.5}), out)
@@ -192,7 +212,7 @@ def play(out: Callable[[str], None] = print) -> int:
     if problems:
         n.say(f"\npos demo: {len(problems)} scenario(s) did not end as expected ({took:.0f} s).")
         return 1
-    n.say(f"\npos demo: all seven scenarios done in {took:.0f} s.")
+    n.say(f"\npos demo: all eight scenarios done in {took:.0f} s.")
     return 0
 
 

@@ -71,9 +71,13 @@ class JournalReads:
         return [to_sale(r) for r in self._db.rows(sql, params)]
 
     def list_refunds(self, sale_id: int | None = None, open_only: bool = False, *,
-                     since: float | None = None, before: float | None = None) -> list[RefundRecord]:
-        """Refunds, oldest first; of one sale if sale_id is given; since/before as for list_sales."""
+                     since: float | None = None, before: float | None = None,
+                     date: str | Date | None = None) -> list[RefundRecord]:
+        """Refunds, oldest first; of one sale if sale_id is given; since/before/date as for list_sales."""
         where, params = _created_between(since, before)
+        if date is not None:
+            where.append("local_date = ?")
+            params.append(_check_date(date))
         if sale_id is not None:
             where.append("sale_id = ?")
             params.append(sale_id)

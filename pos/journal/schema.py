@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 
 from pos.journal.db import JournalDB, JournalError
+from pos.journal.reconcile_files import RECONCILE_TABLES
 from pos.journal.till import TILL_TABLES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
@@ -111,6 +112,8 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 3: the till's sales, refund keys and business days (pos/journal/till.py)
     list(TILL_TABLES),
+    # 4: Alipay's reconciliation files as imported (pos/journal/reconcile_files.py)
+    list(RECONCILE_TABLES),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

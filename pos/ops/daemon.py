@@ -151,6 +151,11 @@ class Daemon:
 
         if cfg.notify.listen:
             self._start_notify_listener(cfg, payments)
+        if cfg.reconcile.fetch_at:
+            from pos.reconcile.scheduled import ReconcileScheduler
+            scheduler = ReconcileScheduler(cfg, journal, clock=time.time, alarm=terminal.raise_alarm).start()
+            self._parts.append(("reconcile", scheduler.stop))
+            log.info("reconciliation scheduled", extra={"kv": {"fetch_at": cfg.reconcile.fetch_at}})
 
         while not payments.wait_recovered(timeout=0.2):
             self.heartbeat.beat(time.monotonic())

@@ -19,13 +19,13 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pos.core.money import Money
+from pos.core.money import Money, parse_amount
 from pos.gateway.offline.codes import result_codes
 from pos.sandbox.scenarios import SandboxOptions, Scenario, scenario_for
 
 __all__ = [
     "BEIJING", "Reply", "Payment", "Refund", "Ledger", "as_datetime", "valid_code_format",
-    "TRANSACTION_DETAIL_COLUMNS",
+    "TRANSACTION_DETAIL_COLUMNS", "SETTLEMENT_DETAIL_COLUMNS", "SETTLEMENT_SUMMARY_COLUMNS", "HK_COLUMNS",
 ]
 
 BEIJING = timezone(timedelta(hours=8))  # §13: cancel windows are defined in GMT+8
@@ -35,6 +35,21 @@ TRANSACTION_DETAIL_COLUMNS = [
     "merchantId", "sellerID", "storeId", "productCode", "paymentTime", "orderTitle", "transType",
     "transStatus", "merchantTransId", "acquirementId", "originalAcquirementId", "orderAmount",
     "orderCurrency", "remark", "userSite", "siteUserId",
+]
+# §16.1 Settlement File - Detail: the 15 published columns, then settlement amount, currency and fee
+# (the reference cannot read the columns after orderCurrency; these are the ones the product reads).
+SETTLEMENT_DETAIL_COLUMNS = [
+    "merchantId", "sellerID", "storeId", "transType", "productCode", "remark", "acquirementId",
+    "originalAcquirementId", "paymentTime", "userSite", "referenceId", "settlementTime", "merchantTransId",
+    "orderAmount", "orderCurrency", "settlementAmount", "settlementCurrency", "fee",
+]
+# §16.1 Settlement File - Summary: one row per type, then TOTAL; commission signed like the published sample.
+SETTLEMENT_SUMMARY_COLUMNS = ["type", "settlementTime", "count", "settlementAmount", "settlementCurrency",
+                              "commission", "referenceId", "merchantId"]
+# §16.2 AlipayHK variant: transaction (`<MID>_fptrade_<date>.csv`) and settlement (`<MID>_settle_<date>_<batch>.csv`).
+HK_COLUMNS = [
+    "Partner_transaction_id", "Transaction_id", "Amount", "Fee", "Settlement", "Currency", "Payment_time",
+    "Settlement_time", "Issue", "Product", "Type", "Status", "Remarks", "original_partner_transaction_ID",
 ]
 
 
@@ -447,3 +462,129 @@ class Ledger:
             writer.writerows(group)
             path.write_text(buf.getvalue(), encoding="utf-8")
         return list(groups)
+
+    def fee(self, amount: Money) -> Money:
+        """The sandbox's fee on a payment: fee_basis_points of the amount, rounded half up, minor units."""
+        return Money((amount.minor * self.options.fee_basis_points + 5000) // 10000, amount.currency)
+
+    def settlement_rows(self, day: date, now: datetime | None = None) -> list[dict[str, str]]:
+        """§16.1 Settlement File - Detail rows: the day's payments (net of fee) and refunds (negative).
+
+        The sandbox settles on the day of the transaction, in the payment's currency; a payment
+        cancelled the same day is not settled at all.
+        """
+        rows: list[dict[str, str]] = []
+        transactions = self.transaction_rows(day, now)
+        cancelled = {t["merchantTransId"] for t in transactions if t["transType"] == "CANCEL"}
+        for tx in transactions:
+            kind = tx["transType"]
+            if kind == "CANCEL" or (kind == "PAYMENT" and tx["merchantTransId"] in cancelled):
+                continue
+            amount = Money(_minor(tx["orderAmount"], tx["orderCurrency"]), tx["orderCurrency"])
+            fee = self.fee(amount) if kind == "PAYMENT" else Money(0, amount.currency)
+            net = amount.minor - fee.minor if kind == "PAYMENT" else -amount.minor
+            rows.append({
+                "merchantId": tx["merchantId"], "sellerID": "", "storeId": tx["storeId"], "transType": kind,
+                "productCode": tx["productCode"], "remark": tx["remark"], "acquirementId": tx["acquirementId"],
+                "originalAcquirementId": tx["originalAcquirementId"], "paymentTime": tx["paymentTime"],
+                "userSite": tx["userSite"], "referenceId": f"SANDBOX{day:%Y%m%d}",
+                "settlementTime": f"{day:%Y-%m-%d}T23:59:59+08:00", "merchantTransId": tx["merchantTransId"],
+                "orderAmount": tx["orderAmount"], "orderCurrency": tx["orderCurrency"],
+                "settlementAmount": Money(net, amount.currency).major_str(), "settlementCurrency": amount.currency,
+                "fee": fee.major_str(),
+            })
+        return rows
+
+    def export_files(self, folder: str | os.PathLike[str], day: date | str, *, family: str = "2.0.4",
+                     merchant_id: str = "", now: datetime | None = None) -> list[Path]:
+        """Write the day's transaction and settlement files into `folder` under their published names.
+
+        family "2.0.4" (§16.1): ALIPAY_TRANSACTION_DETAIL_<cur>_<date>.csv and
+        ALIPAY_SETTLEMENT_DETAIL_<cur>_<date>.csv per currency; "hk" (§16.2):
+        <MID>_fptrade_<date>.csv and <MID>_settle_<date>_1.csv. Files are written to a
+        temporary name and renamed, so a reader never sees half a file.
+        """
+        if isinstance(day, str):
+            day = datetime.strptime(day.replace("-", ""), "%Y%m%d").date()
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        tx = self.transaction_rows(day, now)
+        st = self.settlement_rows(day)
+        stamp = f"{day:%Y%m%d}"
+        files: dict[Path, tuple[list[str], list[dict[str, str]]]] = {}
+        if family == "hk":
+            mid = merchant_id or (tx[0]["merchantId"] if tx else "SANDBOX")
+            originals = {a: p.merchant_trans_id for a, p in self._by_acquirement.items()}
+            files[target / f"{mid}_fptrade_{stamp}.csv"] = (HK_COLUMNS, [_hk(r, None, originals) for r in tx])
+            files[target / f"{mid}_settle_{stamp}_1.csv"] = (
+                HK_COLUMNS, [_hk(r, s, originals) for r in tx for s in st if _same_tx(r, s)])
+        elif family == "2.0.4":
+            for cur in sorted({r["orderCurrency"] for r in tx}):
+                files[target / f"ALIPAY_TRANSACTION_DETAIL_{cur}_{stamp}.csv"] = (
+                    TRANSACTION_DETAIL_COLUMNS, [r for r in tx if r["orderCurrency"] == cur])
+                detail = [r for r in st if r["settlementCurrency"] == cur]
+                files[target / f"ALIPAY_SETTLEMENT_DETAIL_{cur}_{stamp}.csv"] = (SETTLEMENT_DETAIL_COLUMNS, detail)
+                files[target / f"ALIPAY_SETTLEMENT_SUMMARY_{cur}_{stamp}.csv"] = (
+                    SETTLEMENT_SUMMARY_COLUMNS, _summary(detail, cur, day, merchant_id))
+        else:
+            raise ValueError(f"unknown file family {family!r}: use '2.0.4' or 'hk'")
+        for path, (columns, rows) in files.items():
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(buf.getvalue(), encoding="utf-8")
+            os.replace(tmp, path)
+        return list(files)
+
+
+def _summary(detail: list[dict[str, str]], currency: str, day: date, merchant_id: str) -> list[dict[str, str]]:
+    """§16.1 Settlement File - Summary rows for one settlement currency: per type, then TOTAL."""
+    rows: list[dict[str, str]] = []
+    totals = [0, 0, 0]
+    for kind in ("PAYMENT", "REFUND"):
+        group = [r for r in detail if r["transType"] == kind]
+        if not group:
+            continue
+        net = sum(_minor(r["settlementAmount"].lstrip("-"), currency) * (-1 if r["settlementAmount"].startswith("-")
+                                                                        else 1) for r in group)
+        fee = sum(_minor(r["fee"], currency) for r in group)
+        totals = [totals[0] + len(group), totals[1] + net, totals[2] + fee]
+        rows.append(_summary_row(kind, len(group), net, fee, currency, day, merchant_id))
+    rows.append(_summary_row("TOTAL", totals[0], totals[1], totals[2], currency, day, merchant_id))
+    return rows
+
+
+def _summary_row(kind: str, count: int, net: int, fee: int, currency: str, day: date,
+                 merchant_id: str) -> dict[str, str]:
+    return {"type": kind, "settlementTime": f"{day:%Y-%m-%d}T23:59:59+08:00", "count": str(count),
+            "settlementAmount": Money(net, currency).major_str(), "settlementCurrency": currency,
+            "commission": ("-" if fee else "+") + Money(fee, currency).major_str(),
+            "referenceId": f"SANDBOX{day:%Y%m%d}", "merchantId": merchant_id}
+
+
+def _minor(major: str, currency: str) -> int:
+    return parse_amount(major, currency, allow_zero=True).minor
+
+
+def _same_tx(tx: dict[str, str], st: dict[str, str]) -> bool:
+    return tx["transType"] == st["transType"] and tx["merchantTransId"] == st["merchantTransId"]
+
+
+def _hk_time(iso: str) -> str:
+    return datetime.fromisoformat(iso).strftime("%m/%d/%Y %H:%M:%S")
+
+
+def _hk(tx: dict[str, str], st: dict[str, str] | None, originals: dict[str, str]) -> dict[str, str]:
+    """One §16.2 row: the transaction file's (st None) or the settlement file's."""
+    return {
+        "Partner_transaction_id": tx["merchantTransId"], "Transaction_id": tx["acquirementId"],
+        "Amount": tx["orderAmount"], "Fee": st["fee"] if st else "", "Settlement": st["settlementAmount"] if st else "",
+        "Currency": tx["orderCurrency"], "Payment_time": _hk_time(tx["paymentTime"]),
+        "Settlement_time": _hk_time(st["settlementTime"]) if st else "", "Issue": "", "Product": tx["productCode"],
+        "Type": tx["transType"], "Status": "SETTLED" if st else "SUCCESS", "Remarks": tx["remark"],
+        # the original payment's merchantTransId (refunds only)
+        "original_partner_transaction_ID": originals.get(tx["originalAcquirementId"], "")
+        if tx["transType"] == "REFUND" else "",
+    }

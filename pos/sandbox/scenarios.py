@@ -39,6 +39,7 @@ class SandboxOptions:
     max_body: int = 64 * 1024             # larger requests are refused unread
     file_product_code: str = "GlobalOfflineAcquire"  # §16.1 productCode column [?] (inference)
     user_site: str = "ALIPAY_CN"
+    fee_basis_points: int = 180           # reconciliation files: Alipay's fee on a payment (1.80 %), minor units
 
     def __post_init__(self) -> None:
         if self.cancel_window not in CANCEL_WINDOWS:

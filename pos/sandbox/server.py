@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,7 +58,12 @@ class _OriginForm:
         await self.app(scope, receive, send)
 
 
-def build_app(protocol: SandboxProtocol) -> Any:
+# (day, family) -> the names of the files written; None: the sandbox writes no files.
+FileWriter = Callable[[date, str], list[str]]
+_DAY = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+
+
+def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any:
     max_body = protocol.max_body
 
     async def gateway(request: Request) -> Response:
@@ -82,8 +90,23 @@ def build_app(protocol: SandboxProtocol) -> Any:
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def reconciliation(request: Request) -> Response:
+        """Alipay closes a day: write its transaction and settlement files (reference §16)."""
+        if files is None:
+            return JSONResponse({"error": "this sandbox writes no files: start it with --files-dir DIR"}, 404)
+        match = _DAY.match(request.path_params["day"])
+        family = request.query_params.get("family", "2.0.4")
+        try:
+            if match is None:
+                raise ValueError("expected a date YYYY-MM-DD")
+            day = date(int(match[1]), int(match[2]), int(match[3]))
+            return JSONResponse({"files": files(day, family)})
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 422)
+
     return _OriginForm(Starlette(routes=[
         Route("/sandbox/ledger", ledger, methods=["GET"]),
+        Route("/sandbox/reconciliation/{day}", reconciliation, methods=["POST"]),
         Route("/sandbox/health", health, methods=["GET"]),
         Route("/{path:path}", gateway, methods=["POST"]),
     ]))
@@ -107,15 +130,26 @@ class SandboxServer(ThreadedServer):
     def __init__(self, *, merchant_public_key: Any, alipay_private_key: Any, ledger: Ledger | None = None,
                  options: SandboxOptions | None = None, clock: Clock | None = None,
                  host: str = "127.0.0.1", port: int = 0, protocol: str = "offline",
-                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                 files_dir: Path | None = None, merchant_id: str = "") -> None:
         if not _is_loopback(host):
             raise ValueError(f"the sandbox listens on this machine only (127.0.0.1), not {host!r}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"the sandbox speaks {', '.join(PROTOCOLS)}, not {protocol!r}")
         self.ledger = ledger or Ledger(options)
         self.protocol = PROTOCOLS[protocol](self.ledger, merchant_public_key, alipay_private_key, clock)
-        super().__init__(build_app(self.protocol), host, port, name="pos-sandbox",
+        self.files_dir = files_dir
+        self.merchant_id = merchant_id
+        writer = self.write_files if files_dir is not None else None
+        super().__init__(build_app(self.protocol, writer), host, port, name="pos-sandbox",
                          ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+
+    def write_files(self, day: date, family: str = "2.0.4") -> list[str]:
+        """The day's files under <files_dir>/download/<merchant_id>/<YYYYMMDD>/, as Alipay's server lays them out."""
+        if self.files_dir is None:
+            raise ValueError("this sandbox writes no files (no files_dir)")
+        folder = self.files_dir / "download" / (self.merchant_id or "SANDBOX") / f"{day:%Y%m%d}"
+        return [p.name for p in self.ledger.export_files(folder, day, family=family, merchant_id=self.merchant_id)]
 
     def start(self, timeout: float = 10.0) -> SandboxServer:
         super().start(timeout)

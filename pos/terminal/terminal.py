@@ -186,6 +186,15 @@ class Terminal:
     def health(self) -> dict[str, Any]:
         return self.till.health()
 
+    def raise_alarm(self, text: str) -> None:
+        """An alarm from outside the payments (the end-of-day reconciliation): logged, shown in health."""
+        with self._lock:
+            self.till.last_alarm = text
+        log.error("alarm", extra={"kv": {"text": text}})
+
+    def reconciliation(self, day: str) -> dict[str, Any]:
+        return self.till.reconciliation(day)
+
     def close(self) -> None:
         self._unsubscribe()
         # Under the lock: a notification being handled on the runner's thread finishes first.

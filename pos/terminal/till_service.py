@@ -29,6 +29,7 @@ from pos.journal.db import JournalError
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks, TillSale
 from pos.payments.runner import PaymentRunner
+from pos.reconcile.store import check_day, day_report
 from pos.terminal.business_day import BusinessDay
 from pos.terminal.cashier import FINAL_FOR_TILL, CashierFlow
 from pos.terminal.counter import Counter, Mode
@@ -303,6 +304,22 @@ class TillService:
             if self._cashier.busy():
                 raise TillError(409, "A sale is open", "finish the open sale before closing the day")
             return self._day.close().as_dict()
+
+    def reconciliation(self, day: str) -> dict[str, Any]:
+        """The day's imported Alipay files matched against the journal (see `pos reconcile`)."""
+        try:
+            check_day(day)
+        except ValueError as exc:
+            raise TillError(422, "Invalid date", str(exc)) from None
+        try:
+            rec = day_report(self._journal, day, store_id=self._cfg.reconcile.store_id)
+        except JournalError as exc:
+            raise self._journal_unavailable(str(exc)) from None
+        if not rec.files:
+            raise TillError(404, "No reconciliation files",
+                            f"no Alipay files for {day} are imported: run 'pos reconcile fetch --date {day}' "
+                            f"and 'pos reconcile report --date {day}' (or set [reconcile] fetch_at)")
+        return rec.as_json()
 
     def health(self) -> dict[str, Any]:
         with self._lock:

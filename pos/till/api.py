@@ -57,6 +57,7 @@ class TillBackend(Protocol):
     def x_report(self) -> dict[str, Any]: ...
     def z_report(self) -> dict[str, Any]: ...
     def health(self) -> dict[str, Any]: ...
+    def reconciliation(self, day: str) -> dict[str, Any]: ...
 
 
 # ---------------------------------------------------------------- models
@@ -135,6 +136,44 @@ class CurrencyTotals(BaseModel):
     cancels: Totals
     declines: Totals
     net: AmountOut
+
+
+class ReconciliationItemOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: Literal["matched", "cancelled", "alipay_only", "ours_only", "mismatch", "open"] = Field(alias="class")
+    kind: Literal["payment", "refund", "cancel"]
+    currency: str
+    id: str = Field(description="merchantTransId, or merchantRefundId for a refund")
+    acquirementId: str
+    ours: int | None = Field(description="the journal's amount, minor units")
+    alipay: int | None = Field(description="Alipay's amount, minor units")
+    ourState: str
+    alipayStatus: str
+    where: str = Field(description="file and line of Alipay's row, or 'journal'")
+    advice: str = Field(description="what the manager should do; empty when nothing")
+
+
+class ReconciliationCurrencyOut(BaseModel):
+    currency: str
+    counts: dict[str, int]
+    paid: int
+    refunded: int
+    fees: int
+    netSettlement: int
+    settlementRows: int
+    summaryNet: int | None = Field(description="the settlement summary file's TOTAL, when there is one")
+    summaryFees: int | None
+
+
+class ReconciliationOut(BaseModel):
+    date: str
+    allMatched: bool
+    files: list[str]
+    otherStoreRows: int
+    otherTerminalRows: int
+    currencies: list[ReconciliationCurrencyOut]
+    items: list[ReconciliationItemOut]
 
 
 class ReportOut(BaseModel):
@@ -298,6 +337,13 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
               summary="Close the business day (Z report; manager token)")
     def z_report() -> dict[str, Any]:
         return service.z_report()
+
+    @app.get("/v1/reconciliation/{date}", response_model=ReconciliationOut, response_model_by_alias=True,
+             dependencies=[Depends(till)],
+             summary="Alipay's files of a day matched against the journal (after 'pos reconcile report')")
+    def reconciliation(date: Annotated[str, PathParam(pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                                       description="YYYY-MM-DD")]) -> dict[str, Any]:
+        return service.reconciliation(date)
 
     @app.get("/v1/health", response_model=HealthOut, dependencies=[Depends(till)],
              summary="Uptime, gateway latency, device errors, open items, journal size")

@@ -9,10 +9,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo = subparsers.add_parser(
         "demo", help="run the product against the local sandbox",
         description="Start the sandbox gateway, pty twins of the scanner, displays and keypad, a network "
-                    "printer twin and the daemon (`pos run`), then play and narrate seven scenarios: a sale "
+                    "printer twin and the daemon (`pos run`), then play and narrate eight scenarios: a sale "
                     "paid at once, a decline, a customer confirming in the wallet, a timeout that ends "
-                    "cancelled, a partial refund by the manager, a reprint and a Z report. Needs no account, "
-                    "no hardware and no network beyond 127.0.0.1.")
+                    "cancelled, a partial refund by the manager, a reprint, a Z report and the end of day "
+                    "with Alipay (reconciliation files over SFTP). Needs no account, no hardware and no "
+                    "network beyond 127.0.0.1.")
     demo.add_argument("--interactive", action="store_true",
                       help="play cashier yourself: type amounts and sandbox test codes at the keyboard")
     demo.set_defaults(func=run)

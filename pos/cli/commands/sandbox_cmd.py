@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             ("cancel_errors", "scenario 14: payCancel U answers before S")]:
         p.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", default=getattr(_DEFAULTS, name),
                        help=f"{help_text} (default {getattr(_DEFAULTS, name)})")
+    p.add_argument("--files-dir", metavar="DIR",
+                   help="write Alipay's reconciliation files here on POST /sandbox/reconciliation/YYYY-MM-DD "
+                        "(into DIR/download/<merchantId>/<YYYYMMDD>/, as Alipay's SFTP server lays them out)")
+    p.add_argument("--sftp-port", type=int, metavar="N",
+                   help="also serve --files-dir over SFTP on 127.0.0.1:N (user 'alipay', password 'sandbox'; "
+                        "the host key's fingerprint is printed for [reconcile] host_key)")
     p.set_defaults(func=run)
 
 
@@ -91,20 +97,42 @@ def run(args: argparse.Namespace) -> int:
             query_errors=args.query_errors, cancel_errors=args.cancel_errors, cancel_window=args.cancel_window)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    files_dir = Path(args.files_dir).resolve() if args.files_dir else None
+    if args.sftp_port is not None and (files_dir is None or not 0 <= args.sftp_port <= 65535):
+        raise UsageError("--sftp-port N needs --files-dir DIR and a port 0-65535")
+    merchant_id = load_config(args.config).config.gateway.merchant_id if args.config else "2188000000000001"
     try:
         server = SandboxServer(merchant_public_key=load_public_key(merchant_pub),
                                alipay_private_key=load_private_key(alipay_priv),
-                               options=options, host=host, port=port, protocol=protocol)
+                               options=options, host=host, port=port, protocol=protocol,
+                               files_dir=files_dir, merchant_id=merchant_id)
     except (OSError, ValueError) as exc:
         raise UserError(f"pos sandbox: {exc}: choose another port or stop what uses it") from None
+    sftp = None
+    if files_dir is not None and args.sftp_port is not None:
+        from pos.sandbox.sftp import SandboxSftp
+        files_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            sftp = SandboxSftp(files_dir, port=args.sftp_port, host_key=files_dir.parent / "sandbox-sftp-host-key")
+            sftp.start()
+        except (OSError, ValueError) as exc:
+            raise UserError(f"pos sandbox: --sftp-port {args.sftp_port}: {exc}: choose another port") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     print(f"pos sandbox: listening on {server.url} (cancel window {options.cancel_window})", flush=True)
+    if files_dir is not None:
+        print(f"pos sandbox: reconciliation files go to {files_dir} "
+              f"(POST {server.url}/sandbox/reconciliation/YYYY-MM-DD)", flush=True)
+    if sftp is not None:
+        print(f"pos sandbox: SFTP on 127.0.0.1:{sftp.port}, user {sftp.username}, password {sftp.password}, "
+              f"host key {sftp.fingerprint}", flush=True)
     try:
         while not stop.wait(0.5):
             pass
     finally:
         server.stop()
+        if sftp is not None:
+            sftp.stop()
     return 0
