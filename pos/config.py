@@ -151,6 +151,10 @@ class PaymentSection(_Section):
     alarm_after: Seconds = 3600.0
     scan_max_age: Seconds = 30.0
     max_amount: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "100000"
+    # A sale the cashier was told "No goods" for (MANUAL_REVIEW) and later found
+    # paid: "refund" gives the money back at once (REVERSED); "manager" leaves it
+    # PAID with an alarm for the manager to settle.
+    late_success: Literal["refund", "manager"] = "refund"
 
     @model_validator(mode="after")
     def _ordered(self) -> PaymentSection:
@@ -166,7 +170,8 @@ class PaymentSection(_Section):
             not_found_retries=self.not_found_retries, cancel_retries=self.cancel_retries,
             cancel_interval=self.cancel_interval, refund_retries=self.refund_retries,
             refund_interval=self.refund_interval, background_interval=self.background_interval,
-            alarm_after=self.alarm_after, scan_max_age=self.scan_max_age)
+            alarm_after=self.alarm_after, scan_max_age=self.scan_max_age,
+            late_success_refund=self.late_success == "refund")
 
 
 class ScannerSection(_Section):

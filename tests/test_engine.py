@@ -19,6 +19,7 @@ from pos.core.engine import (
     SendPay,
     SendQuery,
     SendRefund,
+    SendReverse,
     Show,
 )
 from pos.core.money import Money
@@ -265,7 +266,7 @@ def manual_review(h: Harness) -> None:
 
 @pytest.mark.parametrize("answer,state", [(PAID_Q, SaleState.PAID), (CLOSED_Q, SaleState.CANCELLED)])
 def test_background_corrector_resolves_manual_review(answer: Succeeded, state: SaleState) -> None:
-    h = Harness(background_interval=300.0)
+    h = Harness(background_interval=300.0, late_success="manager")
     manual_review(h)
     entered = h.now
     h.advance()
@@ -276,6 +277,77 @@ def test_background_corrector_resolves_manual_review(answer: Succeeded, state: S
     out = h.answer(answer)
     assert h.state() is state and h.records[1].resolved_by_corrector
     assert h.of(Alarm, out)
+
+
+def test_a_cancel_too_late_is_reversed_by_a_full_refund_committed_first() -> None:
+    """Issue 17: CANCEL_EXPIRED, then the payment is found SUCCESS: the money goes back."""
+    h = Harness(background_interval=300.0)
+    cancelling(h)
+    h.answer(Failed("CANCEL_EXPIRED"))
+    assert h.state() is SaleState.MANUAL_REVIEW
+    h.advance()
+    h.answer(PENDING_Q)        # keeps querying until the payment's fate is known
+    assert h.state() is SaleState.MANUAL_REVIEW
+    h.advance()
+    out = h.answer(PAID_Q)
+    assert h.state() is SaleState.REVERSING
+    record, send = out[0], h.of(SendReverse, out)
+    # Write before you send: the merchantRefundId is on record before the refund leaves.
+    assert isinstance(record, Record) and record.sales[0].state is SaleState.REVERSING
+    mrid = record.sales[0].reversal_id
+    assert mrid == "POS01-20270115-TEST01-000001-V"
+    assert send == [SendReverse(1, send[0].seq, h.now, PAID_Q.data["acquirementId"], mrid, Money(1250, "USD"))]
+    assert any("refunding it in full" in a.text for a in h.of(Alarm, out))
+    assert h.of(Show, out)[0].key == "reversing"
+    # U: the same merchantRefundId again; then S: REVERSED, with Alipay's refundId kept.
+    h.answer(Unknown("timeout"))
+    h.advance()
+    assert h.sent(SendReverse)[-1].merchant_refund_id == mrid and len(h.sent(SendReverse)) == 2
+    out = h.answer(Succeeded({"refundId": "20270115RF01"}))
+    assert h.state() is SaleState.REVERSED and h.records[1].reversal_gateway_id == "20270115RF01"
+    assert h.of(PrintReceipt, out) == [PrintReceipt(1)]
+    assert [s.key for s in h.of(Show, out)] == ["reversed"]
+
+
+def test_a_reversal_keeps_retrying_in_the_background_after_its_retries() -> None:
+    h = Harness(background_interval=300.0, refund_retries=1, refund_interval=5.0)
+    manual_review(h)
+    h.advance()
+    h.answer(PAID_Q)
+    h.answer(Unknown("timeout"))
+    h.advance()
+    h.answer(Unknown("timeout"))   # the count is spent: the background corrector goes on
+    assert h.state() is SaleState.REVERSING
+    before = h.now
+    h.advance()
+    assert h.now == before + 300.0 and len(h.sent(SendReverse)) == 3
+    assert len({c.merchant_refund_id for c in h.sent(SendReverse)}) == 1
+
+
+def test_a_declined_reversal_leaves_the_sale_paid_with_an_alarm() -> None:
+    h = Harness()
+    manual_review(h)
+    h.advance()
+    h.answer(PAID_Q)
+    out = h.answer(Failed("REFUND_NOT_ALLOWED"))
+    assert h.state() is SaleState.PAID
+    assert any("still charged" in a.text for a in h.of(Alarm, out))
+
+
+def test_a_reversing_sale_resumes_its_refund_after_a_restart() -> None:
+    h = Harness()
+    h.recover([sale_record(1, state=SaleState.REVERSING, pay_sent_at=T0, acquirement_id="A1",
+                           reversal_id="POS01-20270115-TEST01-000001-V", reversal_attempts=1)])
+    assert [c.merchant_refund_id for c in h.sent(SendReverse)] == ["POS01-20270115-TEST01-000001-V"]
+    assert h.sent(SendPay) == [] and h.sent(SendQuery) == []
+
+
+def test_a_late_success_without_an_acquirement_id_is_left_to_the_manager() -> None:
+    h = Harness()
+    manual_review(h)
+    h.advance()
+    h.answer(Succeeded({"acquirementStatus": "SUCCESS"}, query=QueryOutcome.PAID))
+    assert h.state() is SaleState.PAID and h.sent(SendReverse) == []
 
 
 def test_alarm_once_when_an_item_stays_open() -> None:
@@ -372,6 +444,10 @@ def test_every_trigger_is_exercised_by_this_file() -> None:
         lambda h: (cancelling(h), [(h.answer(U), h.advance()) for _ in range(5)], h.answer(U)),
         lambda h: (manual_review(h), h.advance(), h.answer(PENDING_Q), h.advance(), h.answer(PAID_Q)),
         lambda h: (manual_review(h), h.advance(), h.answer(CLOSED_Q)),
+        lambda h: (manual_review(h), h.advance(), h.answer(PAID_Q), h.answer(U), h.advance(),
+                   h.answer(Succeeded({"refundId": "RF1"}))),
+        lambda h: (manual_review(h), h.advance(), h.answer(PAID_Q), h.answer(Failed("X"))),
+        lambda h: h.recover([sale_record(1, state=SaleState.REVERSING, acquirement_id=ACQ, reversal_id="V")]),
         lambda h: h.recover([sale_record(1), sale_record(2, state=SaleState.PAYING),
                              sale_record(3, state=SaleState.QUERYING, querying_since=T0),
                              sale_record(4, state=SaleState.CANCELLING)],

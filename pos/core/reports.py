@@ -50,6 +50,9 @@ class DayTotals:
     cancels_minor: int = 0
     declines_count: int = 0
     declines_minor: int = 0
+    # Charged after "No goods" and refunded in full: money in and out, net zero.
+    reversals_count: int = 0
+    reversals_minor: int = 0
 
     @property
     def net(self) -> Money:
@@ -83,6 +86,7 @@ class Report:
                     "refunds": {"count": t.refunds_count, "amount": amt(t.refunds_minor, c)},
                     "cancels": {"count": t.cancels_count, "amount": amt(t.cancels_minor, c)},
                     "declines": {"count": t.declines_count, "amount": amt(t.declines_minor, c)},
+                    "reversals": {"count": t.reversals_count, "amount": amt(t.reversals_minor, c)},
                     "net": amt(t.net.minor, c),
                 }
                 for c, t in sorted(self.totals.items())
@@ -110,6 +114,9 @@ def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | 
         elif sale.state == "DECLINED":
             t.declines_count += 1
             t.declines_minor += sale.amount.minor
+        elif sale.state == "REVERSED":
+            t.reversals_count += 1
+            t.reversals_minor += sale.amount.minor
         elif sale.state == "MANUAL_REVIEW":
             report.manual_review.append(sale.merchant_trans_id)
         elif sale.state not in SALE_FINAL:
@@ -140,6 +147,8 @@ def report_rows(report: Report) -> list[tuple[str, str]]:
         rows.append((f"Refunds x{t.refunds_count}", Money(t.refunds_minor, currency).receipt()))
         rows.append((f"Cancelled x{t.cancels_count}", Money(t.cancels_minor, currency).receipt()))
         rows.append((f"Declined x{t.declines_count}", Money(t.declines_minor, currency).receipt()))
+        if t.reversals_count:
+            rows.append((f"Reversed x{t.reversals_count}", Money(t.reversals_minor, currency).receipt()))
         rows.append(("NET", t.net.receipt()))
     rows.append(("Open items", str(len(report.open_items))))
     rows += [("", x) for x in report.open_items]

@@ -111,6 +111,12 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 3: the till's sales, refund keys and business days (pos/journal/till.py)
     list(TILL_TABLES),
+    # 4: a sale charged after "No goods" is given back by a full refund (REVERSING, REVERSED)
+    [
+        "ALTER TABLE sales ADD COLUMN reversal_id TEXT",
+        "ALTER TABLE sales ADD COLUMN reversal_gateway_id TEXT",
+        "ALTER TABLE sales ADD COLUMN reversal_attempts INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

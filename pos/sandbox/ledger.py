@@ -102,6 +102,7 @@ class Payment:
     query_errors_left: int = 0
     cancel_errors_left: int = 0
     cancel_allowed: bool = True
+    cancel_expired: bool = False
 
     @property
     def charged(self) -> bool:
@@ -253,6 +254,7 @@ class Ledger:
         p.query_errors_left = self.options.query_errors if s.query_errors else 0
         p.cancel_errors_left = self.options.cancel_errors if s.cancel_errors else 0
         p.cancel_allowed = s.cancel_allowed
+        p.cancel_expired = s.cancel_expired
 
     def _pay_status(self, p: Payment, first: Scenario | None = None) -> Reply:
         if p.decline:
@@ -327,7 +329,7 @@ class Ledger:
                 return _reply("SYSTEM_ERROR", message="try again")
             if not p.cancel_allowed:
                 return _reply("CANCEL_NOT_ALLOWED", body)
-            if now > self._cancel_deadline(p):
+            if p.cancel_expired or now > self._cancel_deadline(p):
                 return _reply("CANCEL_EXPIRED", body, "cancel window has passed: refund instead")
             if p.refunded:
                 return _reply("ORDER_STATUS_INVALID", body, "payment has refunds: refund the rest instead")

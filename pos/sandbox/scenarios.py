@@ -65,6 +65,7 @@ class Scenario:
     query_errors: bool = False          # 13
     cancel_errors: bool = False         # 14
     cancel_allowed: bool = True         # 15: False
+    cancel_expired: bool = False        # 19: payCancel answers CANCEL_EXPIRED (the same-day window has passed)
     corrupt_signature: bool = False     # 16
     race: bool = False                  # 99: the pay reaches the ledger `race_delay` s late
 
@@ -89,6 +90,8 @@ _LIST = [
     Scenario("17", "success after the client gave up", pay_status="U", settled=False,
              settles_after="late_success_after"),
     Scenario("18", "pay U, stays processing; cancel S", pay_status="U", settled=False),
+    Scenario("19", "pay U, customer confirms late; cancel too late (CANCEL_EXPIRED)", pay_status="U",
+             settled=False, settles_after="late_success_after", cancel_expired=True),
     Scenario("99", "query overtakes the pay (ORDER_NOT_EXIST race)", hold=True, race=True),
 ]
 SCENARIOS: dict[str, Scenario] = {s.number: s for s in _LIST}

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
 from pos.config import Config
 from pos.core.money import Money
-from pos.core.records import RefundRecord, RefundState, SaleRecord
+from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.reports import Report, report_rows
 from pos.journal.journal import Journal
 from pos.terminal.displays import DeviceBoard, DeviceHealth
@@ -29,6 +29,7 @@ RECEIPT_STATUS = {
     "PAID": "status_paid", "DECLINED": "status_declined", "CANCELLED": "status_cancelled",
     "MANUAL_REVIEW": "status_manual_review", "REFUNDED": "status_refunded",
     "REFUND_PENDING": "status_refund_pending", "REFUND_DECLINED": "status_refund_declined",
+    "REVERSING": "status_reversing", "REVERSED": "status_reversed",
 }
 
 
@@ -50,6 +51,10 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
                    RECEIPT_STATUS.get(r.state.value, "status_refund_pending"), local(r.updated_at))
         for r in journal.list_refunds(sale_id=sale.sale_id)
         if r.state != RefundState.REFUND_DECLINED or (refund and r.refund_id == refund.refund_id))
+    if sale.reversal_id and sale.state in (SaleState.REVERSING, SaleState.REVERSED):
+        # The full refund that gave back a charge made after "No goods".
+        refunds += (RefundLine(sale.reversal_id, receipt_amount(sale.amount), RECEIPT_STATUS[sale.state.value],
+                               local(sale.updated_at)),)
     term = cfg.terminal
     return ReceiptData(
         kind=ReceiptKind.REFUND if refund else ReceiptKind.SALE,

@@ -76,12 +76,16 @@ def _problem(refusal: Refusal, **hint: str) -> TillError:
 STATE_MESSAGE = {
     "CREATED": "scan_code", "PAYING": "processing", "QUERYING": "checking", "CANCELLING": "cancelling",
     "PAID": "paid", "DECLINED": "declined", "CANCELLED": "cancelled", "MANUAL_REVIEW": "manual_review",
+    "REVERSING": "reversing", "REVERSED": "reversed",
 }
 REFUND_MESSAGE = {"REFUNDED": "refund_done", "REFUND_DECLINED": "refund_declined",
                   "REFUND_PENDING": "refund_pending"}
 _NOT_FINISHED_ADVICE = {"PAID": "a paid sale is refunded (POST /v1/refunds), not cancelled",
                         "MANUAL_REVIEW": "every cancel attempt is spent: the manager settles it "
-                                         "(pos journal list --open)"}
+                                         "(pos journal list --open)",
+                        "REVERSING": "it was charged after the cashier was told 'No goods' and is being "
+                                     "refunded in full",
+                        "REVERSED": "it was charged too late and has been refunded in full"}
 
 
 class TillService:
@@ -122,7 +126,7 @@ class TillService:
     def _refund_view(self, r: RefundRecord, till_id: str) -> dict[str, Any]:
         key = REFUND_MESSAGE.get(r.state.value, "processing")
         return {"id": str(r.refund_id), "saleId": till_id, "merchantRefundId": r.merchant_refund_id,
-                "state": r.state.value, "amount": self._amount(r.amount),
+                "refundId": r.gateway_refund_id, "state": r.state.value, "amount": self._amount(r.amount),
                 "final": r.state in (RefundState.REFUNDED, RefundState.REFUND_DECLINED),
                 "message": self._displays.message(key, amount=r.amount.display())}
 
@@ -131,6 +135,8 @@ class TillService:
         state = sale.state.value if sale else till.state
         refunds = self._journal.list_refunds(sale_id=sale.sale_id) if sale else []
         refunded = sum((r.amount.minor for r in refunds if r.state == RefundState.REFUNDED), 0)
+        if sale and sale.state is SaleState.REVERSED:
+            refunded += sale.amount.minor   # the full refund that gave a late charge back
         key = STATE_MESSAGE[state]
         # Only an F code explains a decline (a payQuery CLOSED status comes with code
         # SUCCESS, whose text "Done" would be a lie): the same rule as the engine's display.
@@ -149,6 +155,8 @@ class TillService:
             "createdAt": self._iso(till.created_at),
             "updatedAt": self._iso(sale.updated_at if sale else till.updated_at),
             "refunds": [self._refund_view(r, till.till_id) for r in refunds],
+            "reversal": ({"merchantRefundId": sale.reversal_id, "refundId": sale.reversal_gateway_id}
+                         if sale and sale.reversal_id else None),
         }
 
     def _till_sale(self, key: str) -> TillSale | None:

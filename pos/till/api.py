@@ -98,18 +98,25 @@ class RefundOut(BaseModel):
     id: str
     saleId: str
     merchantRefundId: str
+    refundId: str | None = Field(default=None, description="Alipay's refundId, once the refund succeeded")
     state: Literal[REFUND_STATES]  # type: ignore[valid-type]
     amount: AmountOut
     final: bool
     message: MessageOut
 
 
+class ReversalOut(BaseModel):
+    merchantRefundId: str
+    refundId: str | None
+
+
 class SaleOut(BaseModel):
     id: str
     state: Literal[SALE_STATES]  # type: ignore[valid-type]
-    final: bool = Field(description="the cashier's part is over: PAID, DECLINED, CANCELLED, or MANUAL_REVIEW "
-                                    "(not settled: no goods; a manager settles it, and the state may still "
-                                    "change to PAID or CANCELLED)")
+    final: bool = Field(description="the cashier's part is over: PAID, DECLINED, CANCELLED, REVERSED, or "
+                                    "MANUAL_REVIEW (not settled: no goods; a manager settles it, and the state "
+                                    "may still change to PAID, CANCELLED or - charged too late - REVERSING "
+                                    "and REVERSED, refunded in full)")
     merchantTransId: str | None
     acquirementId: str | None
     amount: AmountOut
@@ -121,6 +128,8 @@ class SaleOut(BaseModel):
     createdAt: str
     updatedAt: str
     refunds: list[RefundOut] = []
+    reversal: ReversalOut | None = Field(default=None, description="the full refund that gave back a charge made "
+                                                                  "after the cashier was told 'No goods'")
 
 
 class Totals(BaseModel):
@@ -134,6 +143,7 @@ class CurrencyTotals(BaseModel):
     refunds: Totals
     cancels: Totals
     declines: Totals
+    reversals: Totals
     net: AmountOut
 
 
