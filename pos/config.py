@@ -31,7 +31,9 @@ from pos.core.schedule import Schedule
 
 __all__ = [
     "Config",
+    "StoreSection",
     "LoadedConfig",
+    "store_identity",
     "load_config",
     "check_private_file",
     "effective_config_text",
@@ -95,6 +97,26 @@ class TerminalSection(_Section):
             except CurrencyError as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+
+class StoreSection(_Section):
+    """The store's identity, sent in every pay (where: pos/data/store_fields.toml) and printed on receipts.
+    Alipay's onboarding gives the store id, the MCC and, for a platform, the secondary merchant id."""
+
+    id: Annotated[str, Field(max_length=64)] = ""
+    name: Annotated[str, Field(max_length=64)] = ""       # empty: [terminal] store_name, else merchant_name
+    terminal_id: Annotated[str, Field(max_length=64)] = ""   # empty: [terminal] terminal_id
+    secondary_merchant_id: Annotated[str, Field(max_length=64)] = ""
+    mcc: Annotated[str, Field(pattern=r"^([0-9]{4})?$")] = ""   # ISO 18245 merchant category code, 4 digits
+    address: Annotated[str, Field(max_length=128)] = ""
+
+
+def store_identity(cfg: Config) -> dict[str, str]:
+    """[store] with its fallbacks, by [store] key: what every pay carries and receipts print."""
+    store, term = cfg.store, cfg.terminal
+    return {"id": store.id, "name": store.name or term.store_name or term.merchant_name,
+            "terminal_id": store.terminal_id or term.terminal_id,
+            "secondary_merchant_id": store.secondary_merchant_id, "mcc": store.mcc, "address": store.address}
 
 
 class GatewaySection(_Section):
@@ -289,6 +311,7 @@ class UdevSection(_Section):
 
 class Config(_Section):
     terminal: TerminalSection = TerminalSection()
+    store: StoreSection = StoreSection()
     gateway: GatewaySection = GatewaySection()
     payment: PaymentSection = PaymentSection()
     scanner: ScannerSection = ScannerSection()

@@ -31,7 +31,7 @@ from pos.gateway.signing import build_signed, split_signed
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
-from tests.sandbox_fixtures import FakeClock, SandboxKeys, make_code
+from tests.sandbox_fixtures import FakeClock, SandboxKeys, make_code, short_options
 
 SGD = lambda minor: Money(minor, "SGD")  # noqa: E731
 NOT_FOUND = ["ORDER_NOT_EXIST", "TARGET_NOT_FOUND"]
@@ -447,3 +447,52 @@ def test_the_factory_opens_the_client_the_config_names(gateway_settings: Any) ->
         gw.close()
     # every name the config accepts has a client, and no client is unreachable from the config
     assert set(PROTOCOLS) == set(get_args(GatewaySection.model_fields["protocol"].annotation))
+
+
+# -- the store's identity (issue 17) ------------------------------------------------
+
+STORE = {"id": "S-0042", "name": "Harbour Cafe", "terminal_id": "POS07", "secondary_merchant_id": "",
+         "mcc": "5814", "address": "Pier 3"}
+
+
+def test_every_pay_carries_the_store_identity_and_the_sandbox_records_it(gateway_settings: Any,
+                                                                        sandbox_server: Any) -> None:
+    """Before: no pay carried any store or terminal identity."""
+    from pos.sandbox.ledger import as_datetime
+
+    session = RecordingSession()
+    gw = OfflineGateway(gateway_settings, session=session, store=STORE)
+    t = mtid()
+    assert isinstance(gw.pay(merchant_trans_id=t, identity_code=make_code("00"), amount=SGD(1250),
+                             order_title="Coffee"), Succeeded)
+    body = json.loads(split_signed(session.sent[0][1].decode(), "request")[0])["body"]
+    # Where each value goes is pos/data/store_fields.toml's choice.
+    assert body["order"]["seller"] == {"storeId": "S-0042", "storeName": "Harbour Cafe", "sellerMCC": "5814"}
+    assert body["envInfo"] == {"merchantTerminalId": "POS07"}
+    payment = sandbox_server.ledger.payment(t, as_datetime(datetime.now().astimezone()))
+    assert payment.store == {"id": "S-0042", "name": "Harbour Cafe", "terminal_id": "POS07", "mcc": "5814"}
+    assert payment.as_json()["store"]["id"] == "S-0042"
+    gw.close()
+
+
+@pytest.mark.parametrize("sandbox_options", [short_options(require_store=True)])
+def test_a_sandbox_that_requires_the_store_refuses_a_pay_without_it(gateway_settings: Any,
+                                                                    sandbox_options: Any) -> None:
+    bare = OfflineGateway(gateway_settings)
+    refused = bare.pay(merchant_trans_id=mtid(), identity_code=make_code("00"), amount=SGD(100), order_title="")
+    assert isinstance(refused, Failed) and refused.code == "PARAM_MISSING"
+    assert "order.seller.storeId" in refused.message and "--require-store" in refused.message
+    full = OfflineGateway(gateway_settings, store=STORE)
+    assert isinstance(full.pay(merchant_trans_id=mtid(), identity_code=make_code("00"), amount=SGD(100),
+                               order_title=""), Succeeded)
+    bare.close()
+    full.close()
+
+
+def test_the_config_fills_the_store_identity_from_the_terminal_when_left_empty() -> None:
+    from pos.config import Config, StoreSection, TerminalSection, store_identity
+
+    cfg = Config(terminal=TerminalSection(terminal_id="POS02", merchant_name="Acme", store_name=""),
+                 store=StoreSection(id="S1"))
+    assert store_identity(cfg) == {"id": "S1", "name": "Acme", "terminal_id": "POS02",
+                                   "secondary_merchant_id": "", "mcc": "", "address": ""}

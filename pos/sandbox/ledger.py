@@ -103,6 +103,7 @@ class Payment:
     cancel_errors_left: int = 0
     cancel_allowed: bool = True
     cancel_expired: bool = False
+    store: dict[str, str] = field(default_factory=dict)   # the store identity the pay carried, by [store] key
 
     @property
     def charged(self) -> bool:
@@ -117,6 +118,7 @@ class Payment:
             "paymentTime": _time(self.paid_at) if self.paid_at else None,
             "cancelTime": _time(self.cancelled_at) if self.cancelled_at else None,
             "refunded": {"currency": self.amount.currency, "value": str(self.refunded)},
+            "store": dict(self.store),
         }
 
 
@@ -141,6 +143,7 @@ class Refund:
 class _InFlightPay:
     arrives_at: datetime
     args: tuple[str, str, str, Money, str]
+    store: dict[str, str] = field(default_factory=dict)
 
 
 class Ledger:
@@ -199,19 +202,20 @@ class Ledger:
     # -- pay ---------------------------------------------------------------------
 
     def pay(self, merchant_id: str, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str, now: datetime) -> Reply:
+            order_title: str, now: datetime, store: dict[str, str] | None = None) -> Reply:
         with self._lock:
             self._advance(now)
             scenario = scenario_for(identity_code)
             if scenario.race and valid_code_format(identity_code):
                 arrives = now + timedelta(seconds=self.options.race_delay)
                 self._in_flight.append(_InFlightPay(arrives, (merchant_id, merchant_trans_id, identity_code,
-                                                              amount, order_title)))
+                                                              amount, order_title), dict(store or {})))
                 return _reply("SYSTEM_ERROR", message="the pay has not reached the gateway yet")
-            return self._pay_now(merchant_id, merchant_trans_id, identity_code, amount, order_title, now)
+            return self._pay_now(merchant_id, merchant_trans_id, identity_code, amount, order_title, now,
+                                 store or {})
 
     def _pay_now(self, merchant_id: str, mtid: str, code: str, amount: Money, title: str,
-                 now: datetime) -> Reply:
+                 now: datetime, store: dict[str, str] | None = None) -> Reply:
         key = (merchant_id, mtid)
         digest = hashlib.sha256(code.encode("utf-8")).hexdigest()
         existing = self._payments.get(key)
@@ -235,7 +239,7 @@ class Ledger:
             merchant_id=merchant_id, merchant_trans_id=mtid,
             acquirement_id=f"{now.astimezone(BEIJING):%Y%m%d}11121280010016{self._seq:012d}",
             amount=amount, order_title=title, code_tail=code[-4:], code_digest=digest,
-            scenario=scenario.number, created_at=now, status="PROCESSING")
+            scenario=scenario.number, created_at=now, status="PROCESSING", store=dict(store or {}))
         self._apply_scenario(payment, scenario, now)
         self._payments[key] = payment
         self._by_acquirement[payment.acquirement_id] = payment
@@ -385,7 +389,7 @@ class Ledger:
         due = sorted((f for f in self._in_flight if f.arrives_at <= now), key=lambda f: f.arrives_at)
         for flight in due:
             self._in_flight.remove(flight)
-            self._pay_now(*flight.args, now=flight.arrives_at)
+            self._pay_now(*flight.args, now=flight.arrives_at, store=flight.store)
         for p in self._payments.values():
             if p.status == "PROCESSING" and p.settle_at is not None and p.settle_at <= now:
                 p.status, p.paid_at, p.settle_at = "SUCCESS", p.settle_at, None
@@ -415,7 +419,8 @@ class Ledger:
     def _row(self, p: Payment, kind: str, when: datetime, mtid: str, acq: str, original: str,
              amount: Money, remark: str = "") -> dict[str, str]:
         return {
-            "merchantId": p.merchant_id, "sellerID": "", "storeId": "",
+            "merchantId": p.merchant_id, "sellerID": p.store.get("secondary_merchant_id", ""),
+            "storeId": p.store.get("id", ""),
             "productCode": self.options.file_product_code, "paymentTime": _time(when),
             "orderTitle": p.order_title, "transType": kind, "transStatus": "Success",
             "merchantTransId": mtid, "acquirementId": acq, "originalAcquirementId": original,

@@ -39,6 +39,9 @@ class SandboxOptions:
     max_body: int = 64 * 1024             # larger requests are refused unread
     file_product_code: str = "GlobalOfflineAcquire"  # §16.1 productCode column [?] (inference)
     user_site: str = "ALIPAY_CN"
+    # Refuse a pay without the store identity pos/data/store_fields.toml lists as
+    # required (storeId, storeName, the terminal): Alipay's go-live checks look for it.
+    require_store: bool = False
 
     def __post_init__(self) -> None:
         if self.cancel_window not in CANCEL_WINDOWS:

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             ("cancel_errors", "scenario 14: payCancel U answers before S")]:
         p.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", default=getattr(_DEFAULTS, name),
                        help=f"{help_text} (default {getattr(_DEFAULTS, name)})")
+    p.add_argument("--require-store", action="store_true",
+                   help="refuse a pay without the store identity (storeId, storeName, the terminal: "
+                        "pos/data/store_fields.toml), as Alipay's go-live checks do")
     p.set_defaults(func=run)
 
 
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         options = SandboxOptions(
             wallet_confirm_after=args.wallet_confirm_after, slow_response=args.slow_response,
             late_success_after=args.late_success_after, race_delay=args.race_delay,
-            query_errors=args.query_errors, cancel_errors=args.cancel_errors, cancel_window=args.cancel_window)
+            query_errors=args.query_errors, cancel_errors=args.cancel_errors, cancel_window=args.cancel_window,
+            require_store=args.require_store)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -12,19 +12,20 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import requests
 
-from pos.config import Config, GatewaySection
+from pos.config import Config, GatewaySection, store_identity
 from pos.core.money import Money
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
 from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND, read_query
+from pos.gateway.offline.store import put_store
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
 
 # Largest answer we read. Real answers are a few KiB; anything near this is
@@ -81,13 +82,15 @@ class OfflineGateway:
     @classmethod
     def from_config(cls, config: Config) -> OfflineGateway:
         """The client a configuration asks for (pos/gateway/factory.py)."""
-        return cls(config.gateway, not_found_codes=config.payment.not_found_codes)
+        return cls(config.gateway, not_found_codes=config.payment.not_found_codes, store=store_identity(config))
 
     def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None,
                  private_key: Any = None, alipay_public_key: Any = None,
-                 not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND) -> None:
+                 not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
+                 store: Mapping[str, str] | None = None) -> None:
         self._s = settings
+        self._store = dict(store or {})   # [store], sent in every pay (pos/data/store_fields.toml)
         self._not_found = frozenset(not_found_codes)
         self._session = session or requests.Session()
         self._clock = clock or _local_now
@@ -110,6 +113,7 @@ class OfflineGateway:
         }
         if self._s.settle_contract_id:
             body["settleContractId"] = self._s.settle_contract_id
+        put_store(body, self._store)
         return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
