@@ -64,6 +64,46 @@ def test_paid_at_once_prints_a_receipt_and_matches_the_ledger(stage):
     assert sale["codeLast4"] in receipt and "*" * 10 in receipt
 
 
+def test_every_pay_carries_the_store_identity(stage):
+    """Issue 17: no pay carried any store or terminal identity; the sandbox records what the wire held."""
+    sale = sell(stage, "2.00", "00")
+    assert ledger_payment(stage, sale["merchantTransId"])["store"] == {
+        "id": "SANDBOX-STORE-01", "name": "Sandbox Coffee Demo St", "mcc": "5814", "terminal_id": "DEMO01"}
+    receipt = stage.new_receipts(1)[0]
+    assert "SANDBOX-STORE-01" in receipt and "Demo Street 1" in receipt
+    # The till sent no orderTitle: no Item line (it used to print the store's address there).
+    assert "Item" not in receipt
+
+
+def test_a_cancel_too_late_after_a_charge_is_reversed_by_a_full_refund():
+    """Issue 17: the cancel answers CANCEL_EXPIRED and the customer's confirmation lands later: the
+    terminal keeps asking, finds the charge and refunds it in full; before, it quietly became PAID."""
+    with Stage(payment={"query_first_delay": 0.3, "query_interval_min": 0.5, "query_interval_max": 0.8,
+                        "query_deadline": 2.0, "cancel_interval": 0.3, "background_interval": 1.0},
+               sandbox_options=SandboxOptions(late_success_after=4.0)) as st:
+        sale = sell(st, "6.40", "19")
+        assert sale["state"] == "MANUAL_REVIEW"
+        st.wait_display(lambda lines: "NOT SETTLED" in lines[0], timeout=5)
+        deadline = time.monotonic() + 30
+        while st.sale(sale["id"])["state"] != "REVERSED" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        done = st.sale(sale["id"])
+        assert done["state"] == "REVERSED" and done["final"]
+        assert done["refunded"]["value"] == 640
+        assert done["reversal"]["merchantRefundId"] == done["merchantTransId"] + "-V"
+        ledger = st.ledger()
+        payment = ledger_payment(st, done["merchantTransId"])
+        assert payment["status"] == "SUCCESS" and payment["refunded"]["value"] == "640"   # net zero
+        refund = [r for r in ledger["refunds"] if r["merchantRefundId"] == done["reversal"]["merchantRefundId"]]
+        assert len(refund) == 1 and refund[0]["refundAmount"]["value"] == "640"
+        assert done["reversal"]["refundId"] == refund[0]["refundId"]
+        assert st.wait_display(lambda lines: lines[0] == "Late pay refunded" and "6.40" in lines[1], timeout=5)
+        # the customer's display speaks customer_language (zh-CN in config/sandbox.toml)
+        assert st.wait_display(lambda lines: lines[0] == "款项已退回", who="customer", timeout=5)
+        receipt = st.new_receipts(1)[0]
+        assert done["reversal"]["merchantRefundId"] in receipt and "REVERSED" in receipt
+
+
 def test_decline_shows_the_reason_and_nothing_is_charged(stage):
     sale = sell(stage, "48.00", "01")
     assert sale["state"] == "DECLINED"

@@ -86,6 +86,9 @@ def test_jobs_of_a_journal_from_before_the_print_jobs_migration_are_kept(tmp_pat
     Journal.open(db).close()
     old = sqlite3.connect(db)   # as an older release left it: schema 1, the queue's own table
     old.execute("UPDATE schema_version SET version = 1")
+    for column in ("reversal_id", "reversal_gateway_id", "reversal_attempts", "pay_amount_minor", "pay_currency",
+                   "conversion_rate"):   # added by migration 4
+        old.execute(f"ALTER TABLE sales DROP COLUMN {column}")
     old.execute("DROP TABLE print_jobs")
     old.execute("CREATE TABLE print_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, job_key TEXT NOT NULL UNIQUE, "
                 "created_at REAL NOT NULL, data BLOB NOT NULL, record TEXT, reprint_of TEXT, "

@@ -64,6 +64,8 @@ class Unknown:
     # True when nothing came back over the link (timeout, connection or transport
     # error): the cashier is told the network is down, not just "checking".
     no_answer: bool = False
+    # The body of a signed U answer (USER_PAYING names the payment's acquirementId); empty otherwise.
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 GatewayResult = Succeeded | Failed | Unknown

@@ -97,6 +97,11 @@ class SaleRecord:
     reversal_id: str | None = None
     reversal_gateway_id: str | None = None   # Alipay's refundId for it
     reversal_attempts: int = 0
+    # What the customer paid when the wallet charged another currency (AlipayCN
+    # customers pay in CNY): payAmount and conversionRate as the gateway gave them.
+    pay_amount_minor: int | None = None
+    pay_currency: str | None = None
+    conversion_rate: str | None = None
 
     @property
     def is_final(self) -> bool:

@@ -28,6 +28,7 @@ from pos.core.items import (
     now_of,
     result_of,
 )
+from pos.core.money import AmountError, CurrencyError, Money
 from pos.core.outcomes import Failed, QueryOutcome, Succeeded
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
@@ -90,12 +91,28 @@ def _store_result(ev: EventData) -> None:
 
 
 def _keep_acquirement_id(ev: EventData) -> None:
+    """Keep the payment's ids and what the customer paid from any answer that carries them."""
     sale = _sale(ev)
     result = result_of(ev)
+    if result is None:
+        return
+    data = result.data
+    acq = data.get("acquirementId")
+    if isinstance(acq, str) and acq:
+        # An F or U answer may name the payment too (USER_PAYING does): the manager's
+        # list needs it for Alipay's support even when the sale never settles.
+        sale.record = replace(sale.record, acquirement_id=acq)
     if isinstance(result, Succeeded):
-        acq = result.data.get("acquirementId")
-        if isinstance(acq, str) and acq:
-            sale.record = replace(sale.record, acquirement_id=acq)
+        try:
+            paid = Money.from_wire(data["payAmount"]) if "payAmount" in data else None
+        except (AmountError, CurrencyError, TypeError, ValueError):
+            paid = None
+        if paid is not None and paid.currency != sale.record.amount.currency:
+            rate = data.get("conversionRate")
+            if isinstance(rate, dict):
+                rate = rate.get("rate") or rate.get("value")
+            sale.record = replace(sale.record, pay_amount_minor=paid.minor, pay_currency=paid.currency,
+                                  conversion_rate=str(rate) if isinstance(rate, (str, int, float)) else None)
 
 
 def _mark_resolved(ev: EventData) -> None:

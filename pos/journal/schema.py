@@ -111,11 +111,15 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 3: the till's sales, refund keys and business days (pos/journal/till.py)
     list(TILL_TABLES),
-    # 4: a sale charged after "No goods" is given back by a full refund (REVERSING, REVERSED)
+    # 4: a sale charged after "No goods" is given back by a full refund (REVERSING, REVERSED),
     [
         "ALTER TABLE sales ADD COLUMN reversal_id TEXT",
         "ALTER TABLE sales ADD COLUMN reversal_gateway_id TEXT",
         "ALTER TABLE sales ADD COLUMN reversal_attempts INTEGER NOT NULL DEFAULT 0",
+        # ... and what the customer paid in the wallet's currency (receipts)
+        "ALTER TABLE sales ADD COLUMN pay_amount_minor INTEGER",
+        "ALTER TABLE sales ADD COLUMN pay_currency TEXT",
+        "ALTER TABLE sales ADD COLUMN conversion_rate TEXT",
     ],
 ]
 

@@ -27,7 +27,7 @@ def _result(reply: Reply, request_id: str) -> GatewayResult:
         return Succeeded(dict(reply.body), reply.code, request_id=request_id)
     if reply.status == "F":
         return Failed(reply.code, reply.message, reply.code_id, dict(reply.body), request_id=request_id)
-    return Unknown("gateway answered U", reply.code, request_id=request_id)
+    return Unknown("gateway answered U", reply.code, request_id=request_id, data=dict(reply.body))
 
 
 class DirectGateway:

@@ -105,9 +105,6 @@ class CashierFlow:
         log.error("journal write failed: no sale can start", extra={"kv": {"error": str(exc)}})
         self._displays.show("journal_error")
 
-    def title(self) -> str:
-        return self._cfg.terminal.store_name or self._cfg.terminal.merchant_name
-
     # ------------------------------------------------------------ amounts
 
     def check_amount(self, amount: Money) -> Refusal | None:
@@ -224,9 +221,11 @@ class CashierFlow:
             return
         pending = c.pending
         try:
-            # The journal commits the sale and its link to this till sale together.
+            # The journal commits the sale and its link to this till sale together. The
+            # order title is the till's or none: the receipt's Item line shows only a real one
+            # (the gateway client names the store on the wire when there is none).
             sale_id = self._payments.start_sale(pending.amount, code, scanned_at,
-                                                pending.order_title or self.title(), pending.reference,
+                                                pending.order_title, pending.reference,
                                                 till_id=pending.till_id)
         except SaleRefused as exc:
             log.info("scan refused", extra={"kv": {"reason": str(exc), "code": mask_code(code)}})

@@ -109,7 +109,8 @@ class OfflineGateway:
             "merchantTransId": merchant_trans_id,
             "codeType": "BARCODE",  # §5.3: the QR image carries the same digits
             "identityCode": identity_code,
-            "order": {"orderTitle": order_title, "orderAmount": amount.wire()},
+            # The wallet shows orderTitle to the customer: the store's name when the till gave none.
+            "order": {"orderTitle": order_title or self._store.get("name", ""), "orderAmount": amount.wire()},
         }
         if self._s.settle_contract_id:
             body["settleContractId"] = self._s.settle_contract_id
@@ -228,7 +229,7 @@ class OfflineGateway:
         if status == "F":
             return Failed(code, str(info.get("resultMsg") or ""), str(info.get("resultCodeId") or ""), body)
         if status == "U":
-            return Unknown("gateway answered U", code or None)
+            return Unknown("gateway answered U", code or None, data=body)
         return Unknown(f"unknown resultStatus {status!r}", code or None)
 
     def _log(self, function: str, business_id: str, req_msg_id: str, result: GatewayResult,
