@@ -279,6 +279,16 @@ def test_background_corrector_resolves_manual_review(answer: Succeeded, state: S
     assert h.of(Alarm, out)
 
 
+def test_a_sale_keeps_the_acquirement_id_an_unknown_answer_named() -> None:
+    """Issue 17: a MANUAL_REVIEW sale kept no acquirementId although the U answers carried one."""
+    h = Harness()
+    h.start()
+    h.answer(Unknown("gateway answered U", "USER_PAYING", data={"acquirementId": ACQ}))
+    h.abort()
+    h.answer(Failed("CANCEL_NOT_ALLOWED"))
+    assert h.state() is SaleState.MANUAL_REVIEW and h.records[1].acquirement_id == ACQ
+
+
 def test_a_cancel_too_late_is_reversed_by_a_full_refund_committed_first() -> None:
     """Issue 17: CANCEL_EXPIRED, then the payment is found SUCCESS: the money goes back."""
     h = Harness(background_interval=300.0)

@@ -145,7 +145,11 @@ def test_refunds_partial_full_and_over(rig: Rig) -> None:
 
 def test_manual_review_is_alarmed_and_shown(rig: Rig) -> None:
     sale_id = rig.sale("15")
-    assert rig.service.wait(sale_id, timeout=20).state is SaleState.MANUAL_REVIEW
+    review = rig.service.wait(sale_id, timeout=20)
+    assert review.state is SaleState.MANUAL_REVIEW
+    # Issue 17: the USER_PAYING answer named the payment; the manager needs that id for Alipay's support.
+    payment = rig.ledger.payment(review.merchant_trans_id, as_datetime(rig.clock.now()))
+    assert review.acquirement_id == payment.acquirement_id
     rig.service.stop()
     assert any(isinstance(n, Show) and n.key == "manual_review" for n in rig.notes)
     assert any(isinstance(n, Alarm) and rig.journal.get_sale(sale_id).merchant_trans_id in n.text
