@@ -155,10 +155,18 @@ class GatewaySection(_Section):
         return self
 
 
+# Alipay closes an unpaid barcode payment after 3 minutes by default (reference §12).
+WALLET_AUTO_CLOSE = 180.0
+
+
 class PaymentSection(_Section):
     # Seed 003 best practice: query 5-7 s apart; two more queries on
     # ORDER_NOT_EXIST; cancel at the time limit; retry cancel 3-5 times on U.
     query_first_delay: Seconds = 2.0
+    # Alipay's in-store guidance: with no result after about 5 s, start querying. The
+    # pay's read timeout is cut to this, and the first query goes no later than this
+    # after the pay was sent (the pay is committed before it is sent, as always).
+    first_query_after: Seconds = 5.0
     query_interval_min: Seconds = 5.0
     query_interval_max: Seconds = 7.0
     # Below the gateway's 3-minute automatic close (reference §12).
@@ -182,6 +190,13 @@ class PaymentSection(_Section):
     def _ordered(self) -> PaymentSection:
         if self.query_interval_max < self.query_interval_min:
             raise ValueError("query_interval_max must be at least query_interval_min")
+        cancels = (self.cancel_retries + 1) * self.cancel_interval
+        if self.query_deadline + cancels >= WALLET_AUTO_CLOSE:
+            raise ValueError(
+                f"query_deadline = {self.query_deadline:g} s is too long: the wallet closes an unconfirmed "
+                f"payment by itself after about {WALLET_AUTO_CLOSE:g} s (reference §12), and the queries plus "
+                f"the cancels ((cancel_retries + 1) x cancel_interval = {cancels:g} s) must end before it; "
+                f"use less than {WALLET_AUTO_CLOSE - cancels:g} (60 is Alipay's example)")
         return self
 
     def schedule(self) -> Schedule:
@@ -193,7 +208,7 @@ class PaymentSection(_Section):
             cancel_interval=self.cancel_interval, refund_retries=self.refund_retries,
             refund_interval=self.refund_interval, background_interval=self.background_interval,
             alarm_after=self.alarm_after, scan_max_age=self.scan_max_age,
-            late_success_refund=self.late_success == "refund")
+            late_success_refund=self.late_success == "refund", first_query_after=self.first_query_after)
 
 
 class ScannerSection(_Section):

@@ -61,6 +61,11 @@ BROKEN = [
     ("[scanner]\nterminator = \"TAB\"\n", ['terminator = "TAB"', "'CR'"]),
     ("[printer]\nkind = \"laser\"\n", ['[printer] kind = "laser"', "expected one of"]),
     ("[payment]\ncancel_retries = 0\n", ["cancel_retries = 0", "at least 1"]),
+    # issue 17: accepted before, though the wallet closes an unconfirmed payment after ~3 minutes
+    ("[payment]\nquery_deadline = 400\n", ["query_deadline = 400 s is too long", "wallet closes",
+                                            "use less than 150"]),
+    ("[payment]\nlate_success = \"keep\"\n", ['late_success = "keep"', "'refund'", "'manager'"]),
+    ("[store]\nmcc = \"58\"\n", ['[store] mcc = "58"']),
     ("[payment]\nquery_deadlin = 60\n", ["[payment] query_deadlin", "not a known key"]),
     ("[payments]\nquery_deadline = 60\n", ["[payments]", "not a known key"]),
     ("[ecr]\nlisten = \"8765\"\n", ['listen = "8765"', "HOST:PORT"]),

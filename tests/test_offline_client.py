@@ -496,3 +496,18 @@ def test_the_config_fills_the_store_identity_from_the_terminal_when_left_empty()
                  store=StoreSection(id="S1"))
     assert store_identity(cfg) == {"id": "S1", "name": "Acme", "terminal_id": "POS02",
                                    "secondary_merchant_id": "", "mcc": "", "address": ""}
+
+
+def test_a_pay_with_no_answer_is_given_up_within_first_query_after(gateway_settings: Any) -> None:
+    """Issue 17: the pay waited for the whole read_timeout (15 s by default) before the first query."""
+    import time
+
+    from pos.config import Config, PaymentSection
+
+    slow = gateway_settings.model_copy(update={"read_timeout": 15.0})
+    gw = OfflineGateway.from_config(Config(gateway=slow, payment=PaymentSection(first_query_after=1.0)))
+    started = time.monotonic()
+    result = gw.pay(merchant_trans_id=mtid(), identity_code=make_code("11"), amount=SGD(100), order_title="")
+    took = time.monotonic() - started
+    assert isinstance(result, Unknown) and result.no_answer and took < 1.8   # the sandbox holds it 2 s
+    gw.close()

@@ -22,6 +22,7 @@ from pos.core.items import (
     Row,
     SaleItem,
     Start,
+    StartQuerying,
     StateRow,
     Verdict,
     code_and_message,
@@ -50,6 +51,18 @@ def _show(key: str) -> Callback:
         sale.ctx.emit(Show(key, {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
     show.__name__ = f"show_{key}"
     return show
+
+
+# The gateway's word that the customer is confirming in the wallet: the only cause
+# for which the customer is asked to look at their app (a system error or a
+# timeout gets a neutral "checking").
+USER_PAYING = "USER_PAYING"
+
+
+def _show_checking(ev: EventData) -> None:
+    sale = _sale(ev)
+    key = "confirm_in_app" if sale.record.result_code == USER_PAYING else "checking"
+    sale.ctx.emit(Show(key, {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
 
 
 def _queue_pay(ev: EventData) -> None:
@@ -232,7 +245,8 @@ def _enter_manual_review(ev: EventData) -> None:
 SALE_STATES: list[StateRow] = [
     {"name": S.CREATED.value},
     {"name": S.PAYING.value, "on_enter": [_show("processing")]},
-    {"name": S.QUERYING.value, "on_enter": [_mark_querying_since, Start(Retried.PAY_QUERY), _show("checking")]},
+    {"name": S.QUERYING.value, "on_enter": [_mark_querying_since, StartQuerying(Retried.PAY_QUERY),
+                                             _show_checking]},
     {"name": S.CANCELLING.value, "on_enter": [Start(Retried.CANCEL), _show("cancelling")]},
     {"name": S.PAID.value, "on_enter": [_enter_paid]},
     {"name": S.DECLINED.value, "on_enter": [_enter_declined]},

@@ -42,6 +42,9 @@ class Schedule:
     # A sale the cashier was told "No goods" for and later found paid: refund it
     # in full (True, [payment] late_success = "refund") or leave it to the manager.
     late_success_refund: bool = True
+    # The first payQuery after a pay with no answer goes no later than this after the pay
+    # was sent (Alipay's in-store guidance: start asking after about 5 s).
+    first_query_after: float = 5.0
 
 
 class Retried(StrEnum):

@@ -138,6 +138,8 @@ class TillService:
         if sale and sale.state is SaleState.REVERSED:
             refunded += sale.amount.minor   # the full refund that gave a late charge back
         key = STATE_MESSAGE[state]
+        if state == "QUERYING" and sale and sale.result_code == "USER_PAYING":
+            key = "confirm_in_app"   # the engine's rule: only then is the customer asked to confirm
         # Only an F code explains a decline (a payQuery CLOSED status comes with code
         # SUCCESS, whose text "Done" would be a lie): the same rule as the engine's display.
         code_row = result_codes().get(sale.result_code or "") if sale else None

@@ -82,13 +82,14 @@ class OfflineGateway:
     @classmethod
     def from_config(cls, config: Config) -> OfflineGateway:
         """The client a configuration asks for (pos/gateway/factory.py)."""
-        return cls(config.gateway, not_found_codes=config.payment.not_found_codes, store=store_identity(config))
+        return cls(config.gateway, not_found_codes=config.payment.not_found_codes, store=store_identity(config),
+                   pay_within=config.payment.first_query_after)
 
     def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None,
                  private_key: Any = None, alipay_public_key: Any = None,
                  not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
-                 store: Mapping[str, str] | None = None) -> None:
+                 store: Mapping[str, str] | None = None, pay_within: float | None = None) -> None:
         self._s = settings
         self._store = dict(store or {})   # [store], sent in every pay (pos/data/store_fields.toml)
         self._not_found = frozenset(not_found_codes)
@@ -97,6 +98,12 @@ class OfflineGateway:
         self._private_key = private_key or load_private_key(settings.private_key)
         self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
+        # A pay with no answer after `pay_within` s ([payment] first_query_after) is given up
+        # as unknown, so the first payQuery can go (it was committed PAYING before it left).
+        self._pay_timeout = self._timeout
+        if pay_within is not None and pay_within < sum(self._timeout):
+            connect = min(self._timeout[0], pay_within / 2)
+            self._pay_timeout = (connect, pay_within - connect)
         self._health = GatewayHealth()
 
     # -- the Gateway protocol ------------------------------------------------
@@ -166,7 +173,8 @@ class OfflineGateway:
         }
         wire = build_signed("request", head, body, self._private_key)
         started = time.monotonic()
-        answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id)
+        answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id,
+                                self._pay_timeout if operation == "pay" else self._timeout)
         result = replace(answer, request_id=business_id)
         # For health checks: why the last exchange told us nothing (transport,
         # HTTP or signature trouble); a verified answer of any status clears it.
@@ -178,10 +186,10 @@ class OfflineGateway:
         return result
 
     def _exchange(self, url: str, wire: bytes, function: str, req_msg_id: str,
-                  business_id: str) -> GatewayResult:
+                  business_id: str, timeout: tuple[float, float]) -> GatewayResult:
         try:
             with self._session.post(
-                    url, data=wire, timeout=self._timeout, allow_redirects=False, verify=True, stream=True,
+                    url, data=wire, timeout=timeout, allow_redirects=False, verify=True, stream=True,
                     headers={"Content-Type": "application/json; charset=UTF-8"}) as response:
                 # An answer is a few KiB; never read an endless one into memory.
                 raw = response.raw.read(MAX_ANSWER + 1, decode_content=True)
