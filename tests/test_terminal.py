@@ -222,7 +222,13 @@ def test_refund_rules_at_the_terminal(tmp_path):
         rig.terminal.on_scanner_event(ReceiptScan(sale["merchantTransId"]))
         assert rig.cashier(lambda lines: "SGD 20.00" in lines[1])
         rig.keys("25E")
-        assert rig.cashier(lambda lines: lines[0] == "Refund refused")
+        # issue 17: it showed "Refund above what is" with the amount cut off
+        assert rig.cashier(lambda lines: lines == ("Refund too large", "Max SGD 20.00"))
+        rig.keys("C")
+        rig.keys(f"R{PIN}E")
+        rig.terminal.on_scanner_event(ReceiptScan(sale["merchantTransId"]))
+        rig.keys("15E")
+        assert rig.cashier(lambda lines: lines == ("Over refund limit", "Max SGD 10.00"))
         rig.keys("C")
         assert len(rig.journal.list_refunds()) == 1
     finally:
