@@ -289,6 +289,8 @@ class ManagerSection(_Section):
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     lockout: Seconds = 300.0
     refund_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "500"
+    # Who the manager calls about a sale or refund that is not settled (shown with its ids).
+    support_contact: Annotated[str, Field(max_length=200)] = "Alipay merchant support (see your onboarding pack)"
 
 
 class LogSection(_Section):

@@ -12,6 +12,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -500,8 +501,6 @@ def test_the_config_fills_the_store_identity_from_the_terminal_when_left_empty()
 
 def test_a_pay_with_no_answer_is_given_up_within_first_query_after(gateway_settings: Any) -> None:
     """Issue 17: the pay waited for the whole read_timeout (15 s by default) before the first query."""
-    import time
-
     from pos.config import Config, PaymentSection
 
     slow = gateway_settings.model_copy(update={"read_timeout": 15.0})
@@ -511,3 +510,31 @@ def test_a_pay_with_no_answer_is_given_up_within_first_query_after(gateway_setti
     took = time.monotonic() - started
     assert isinstance(result, Unknown) and result.no_answer and took < 1.8   # the sandbox holds it 2 s
     gw.close()
+
+
+def test_the_manager_sees_every_id_alipays_support_asks_for(offline_gateway: OfflineGateway, tmp_path: Any,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17: a MANUAL_REVIEW sale kept no acquirementId, and no reqMsgId was kept anywhere."""
+    from pos.cli.main import main
+    from pos.config import PaymentSection
+    from pos.journal.journal import Journal
+    from pos.payments.runner import PaymentRunner
+
+    journal = Journal.open(tmp_path / "journal.db")
+    runner = PaymentRunner(journal, offline_gateway, PaymentSection(
+        query_first_delay=0.1, query_interval_min=0.1, query_interval_max=0.1, query_deadline=0.3,
+        cancel_interval=0.1, background_interval=600.0))
+    runner.recover()
+    sale_id = runner.start_sale(SGD(990), make_code("15"), time.time())
+    review = runner.wait(sale_id, timeout=20)
+    runner.stop()
+    journal.close()
+    assert review is not None and review.state.value == "MANUAL_REVIEW" and review.acquirement_id
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text(f'[terminal]\nstate_dir = "{tmp_path}"\n[manager]\nsupport_contact = "+65 6000 0000"\n')
+    assert main(["journal", "show", review.merchant_trans_id, "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert f"{'acquirementId:':20}{review.acquirement_id}" in out
+    assert "+65 6000 0000" in out
+    assert len(set(re.findall(r"reqMsgId=([0-9a-f-]{36})", out))) >= 3   # the pay, the queries, the cancel
+    assert "F CANCEL_NOT_ALLOWED" in out and "U USER_PAYING" in out

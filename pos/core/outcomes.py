@@ -40,6 +40,7 @@ class Succeeded:
     code: str = "SUCCESS"
     request_id: str = ""
     query: QueryOutcome | None = None   # set on query answers by the protocol
+    req_msg_id: str = ""                # the HTTP request's own id (head.reqMsgId): Alipay's support asks for it
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Failed:
     data: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     query: QueryOutcome | None = None   # set on query answers by the protocol
+    req_msg_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Unknown:
     no_answer: bool = False
     # The body of a signed U answer (USER_PAYING names the payment's acquirementId); empty otherwise.
     data: dict[str, Any] = field(default_factory=dict)
+    req_msg_id: str = ""
 
 
 GatewayResult = Succeeded | Failed | Unknown

@@ -26,6 +26,8 @@ class _SaleLike(Protocol):
     def amount(self) -> Money: ...
     @property
     def merchant_trans_id(self) -> str: ...
+    @property
+    def acquirement_id(self) -> str | None: ...
 
 
 class _RefundLike(Protocol):
@@ -68,6 +70,8 @@ class Report:
     totals: dict[str, DayTotals] = field(default_factory=dict)
     open_items: list[str] = field(default_factory=list)      # not final yet (being resolved)
     manual_review: list[str] = field(default_factory=list)   # need a person
+    # Alipay's id for each of those, when known: what its support asks for first
+    acquirement_ids: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         def amt(minor: int, currency: str) -> dict[str, Any]:
@@ -93,6 +97,7 @@ class Report:
             ],
             "openItems": list(self.open_items),
             "manualReview": list(self.manual_review),
+            "manualReviewAcquirementIds": dict(self.acquirement_ids),
         }
 
 
@@ -119,6 +124,8 @@ def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | 
             t.reversals_minor += sale.amount.minor
         elif sale.state == "MANUAL_REVIEW":
             report.manual_review.append(sale.merchant_trans_id)
+            if sale.acquirement_id:
+                report.acquirement_ids[sale.merchant_trans_id] = sale.acquirement_id
         elif sale.state not in SALE_FINAL:
             report.open_items.append(sale.merchant_trans_id)
     for refund in refunds:
@@ -153,5 +160,8 @@ def report_rows(report: Report) -> list[tuple[str, str]]:
     rows.append(("Open items", str(len(report.open_items))))
     rows += [("", x) for x in report.open_items]
     rows.append(("Need a manager", str(len(report.manual_review))))
-    rows += [("", x) for x in report.manual_review]
+    for x in report.manual_review:
+        rows.append(("", x))
+        if x in report.acquirement_ids:
+            rows.append(("", f"Alipay {report.acquirement_ids[x]}"))
     return rows

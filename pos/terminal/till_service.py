@@ -159,6 +159,9 @@ class TillService:
             "refunds": [self._refund_view(r, till.till_id) for r in refunds],
             "reversal": ({"merchantRefundId": sale.reversal_id, "refundId": sale.reversal_gateway_id}
                          if sale and sale.reversal_id else None),
+            # A sale a manager settles with Alipay's support: who to call (the ids are above).
+            "support": (self._cfg.manager.support_contact
+                        if state in ("MANUAL_REVIEW", "REVERSING") else None),
         }
 
     def _till_sale(self, key: str) -> TillSale | None:

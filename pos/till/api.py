@@ -128,6 +128,9 @@ class SaleOut(BaseModel):
     createdAt: str
     updatedAt: str
     refunds: list[RefundOut] = []
+    support: str | None = Field(default=None, description="who a manager calls about a sale that is not "
+                                                          "settled ([manager] support_contact); give them the "
+                                                          "merchantTransId and acquirementId")
     reversal: ReversalOut | None = Field(default=None, description="the full refund that gave back a charge made "
                                                                   "after the cashier was told 'No goods'")
 
@@ -155,6 +158,8 @@ class ReportOut(BaseModel):
     currencies: list[CurrencyTotals]
     openItems: list[str]
     manualReview: list[str]
+    manualReviewAcquirementIds: dict[str, str] = Field(
+        default={}, description="Alipay's acquirementId of each manualReview sale, when known")
 
 
 class HealthOut(BaseModel):

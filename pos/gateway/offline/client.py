@@ -175,7 +175,7 @@ class OfflineGateway:
         started = time.monotonic()
         answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id,
                                 self._pay_timeout if operation == "pay" else self._timeout)
-        result = replace(answer, request_id=business_id)
+        result = replace(answer, request_id=business_id, req_msg_id=req_msg_id)
         # For health checks: why the last exchange told us nothing (transport,
         # HTTP or signature trouble); a verified answer of any status clears it.
         self._health = GatewayHealth(
