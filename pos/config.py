@@ -122,8 +122,9 @@ def store_identity(cfg: Config) -> dict[str, str]:
 class GatewaySection(_Section):
     protocol: Literal["offline"] = "offline"
     url: str = "https://open-sea.alipay.com"
-    client_id: Annotated[str, Field(min_length=1, max_length=32)] = "SANDBOX_CLIENT"
-    merchant_id: Annotated[str, Field(min_length=1, max_length=64)] = "2188000000000001"
+    # Issued by Alipay; the placeholders make a config that names neither obviously unfinished.
+    client_id: Annotated[str, Field(min_length=1, max_length=32)] = "CHANGE_ME"
+    merchant_id: Annotated[str, Field(min_length=1, max_length=64)] = "CHANGE_ME"
     private_key: str = "/etc/pos/keys/merchant_private.pem"
     merchant_public_key: str = "/etc/pos/keys/merchant_public.pem"
     alipay_public_key: str = "/etc/pos/keys/alipay_public.pem"

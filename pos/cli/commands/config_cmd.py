@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pos.config import effective_config_text, load_config
+from pos.core.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_check(args: argparse.Namespace) -> int:
     loaded = load_config(args.path, require_keys=args.require_keys)
+    from pos.gateway.keys import credential_problems
+    problems = credential_problems(loaded.config)
+    if problems:
+        raise ConfigError(f"{loaded.path}: " + "; ".join(problems))
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"# {loaded.path}: valid")
