@@ -106,6 +106,20 @@ def test_network_printer_prints_and_reads_status() -> None:
         assert len(emu.jobs) == 1   # status connections are not jobs
 
 
+def test_a_printer_that_keeps_the_connection_open_costs_no_wait_per_job() -> None:
+    """Issue 17: the driver waited drain_timeout (2 s) per receipt for the printer to close."""
+    import time
+
+    with EmulatedNetworkPrinter(hold_open=10.0) as emu:
+        p = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=2)
+        started = time.monotonic()
+        for n in range(3):
+            p.send(b"\x1b@job %d\n" % n)
+        took = time.monotonic() - started
+        assert emu.wait_for_jobs(3) and emu.texts() == ["job 0\n", "job 1\n", "job 2\n"]
+        assert took < 1.5, f"3 jobs took {took:.1f} s"
+
+
 def test_unanswered_status_is_unknown_not_no_paper() -> None:
     with EmulatedNetworkPrinter(answer_status=False) as emu:
         p = NetworkPrinter(emu.host, emu.port, timeout=0.3)
