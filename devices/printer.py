@@ -263,10 +263,10 @@ class NetworkPrinter(ReceiptPrinter):
                 sock: socket.socket = p.device
                 sock.shutdown(socket.SHUT_WR)
                 sock.settimeout(self.drain_timeout)
-                try:
-                    sock.recv(1024)   # the status byte (everything before it arrived), or the close
-                except TimeoutError:
-                    pass  # still open but no reset: the printer kept the bytes
+                # The status byte (everything before it arrived), or the close; a timeout:
+                # still open but no reset, so the printer kept the bytes.
+                with contextlib.suppress(TimeoutError):
+                    sock.recv(1024)
         except OSError as exc:
             raise PrinterError(f"{self.description}: connection lost while printing: {exc}") from None
         finally:
