@@ -8,6 +8,7 @@ the sandbox's ledger (the truth about what was charged).
 
 import json
 import subprocess
+from datetime import datetime
 import sys
 import time
 from pathlib import Path
@@ -127,9 +128,71 @@ def test_customer_confirms_in_the_wallet(stage):
 
 
 def test_never_confirmed_ends_cancelled_and_uncharged(stage):
+    printed = len(stage.printer.jobs)
     sale = sell(stage, "23.00", "18")
     assert sale["state"] == "CANCELLED"
     assert ledger_payment(stage, sale["merchantTransId"])["status"] in ("CANCELLED", "CLOSED")
+    assert stage.wait_display(lambda lines: lines[0] == "Payment cancelled", timeout=5)
+    time.sleep(1.0)
+    assert len(stage.printer.jobs) == printed   # no receipt for a sale that took no money
+    history = pos(stage, "journal", "show", sale["merchantTransId"]).stdout
+    assert "query_open" in history and "cancel_succeeded" in history
+
+
+def test_customer_confirms_after_several_queries(stage):
+    sale = stage.start_sale("5.10")
+    stage.scan(make_code("10"))   # confirms after 1.5 s; queries 0.5-0.8 s apart
+    # USER_PAYING, and only then: the customer is asked to confirm in the app
+    assert stage.wait_display(lambda lines: lines == ("请在支付宝中", "确认付款"), who="customer", timeout=5)
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "PAID"
+    history = pos(stage, "journal", "show", done["merchantTransId"]).stdout
+    assert history.count("query_open") >= 1 and "query_paid" in history
+    stage.new_receipts(1)
+
+
+def test_a_24_digit_code_pays(stage):
+    code = "28" + "".join(str((n * 7) % 10) for n in range(22))   # 24 digits (Alipay CN/HK codes reach 24)
+    sale = stage.start_sale("1.24")
+    stage.wait_display(lambda lines: "Scan" in lines[0])
+    stage.scan(code)
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "PAID" and done["codeLast4"] == code[-4:]
+    assert ledger_payment(stage, done["merchantTransId"])["identityCodeTail"] == code[-4:]
+    assert code not in stage.daemon_log()
+    stage.new_receipts(1)
+
+
+def test_a_system_error_pay_tells_the_customer_to_wait_not_to_confirm(stage):
+    """Issue 17: a SYSTEM_ERROR pay told the customer 'please confirm in your Alipay app'."""
+    sale = stage.start_sale("6.60")
+    stage.wait_display(lambda lines: "Scan" in lines[0])
+    stage.scan(make_code("13"))   # pay U SYSTEM_ERROR; charged; the first queries fail
+    stage.wait_display(lambda lines: "Checking" in lines[0], timeout=10)
+    customer = stage.wait_display(lambda lines: lines[0] == "正在确认支付", who="customer", timeout=5)
+    assert "确认付款" not in customer[1]
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "PAID"
+    stage.new_receipts(1)
+
+
+def test_a_pay_with_no_answer_is_queried_within_5_s_then_cancelled(stage):
+    sale = stage.start_sale("7.70")
+    stage.wait_display(lambda lines: "Scan" in lines[0])
+    stage.scan(make_code("12"))   # the pay is held past the read timeout and never created
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "CANCELLED"
+    assert ledger_payment(stage, done["merchantTransId"]) is None
+    history = pos(stage, "journal", "show", done["merchantTransId"]).stdout
+    assert "cancel_succeeded" in history
+
+    def at(text):
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+
+    lines = history.splitlines()
+    pay_sent = at(next(x for x in lines if x.startswith("pay sent:"))[20:].strip())
+    first_query = at(next(x for x in lines if "query_not_found" in x).split("  ")[1].strip())
+    assert (first_query - pay_sent).total_seconds() <= 5   # Alipay's in-store guidance: ask after ~5 s
 
 
 def test_cashier_cancel_during_the_unknown_window(stage):
@@ -336,6 +399,27 @@ def test_refunds_over_the_till_interface(stage):
     r = stage.till("POST", "/v1/refunds", {"saleId": sale["merchantTransId"]}, manager=True)
     assert r.status_code == 201 and r.json()["amount"]["value"] == 600
     stage.new_receipts(1)
+
+
+def test_several_partial_refunds_have_unique_ids_and_full_ids_on_their_receipts(stage):
+    sale = sell(stage, "9.00", "00")
+    stage.new_receipts(1)
+    done = []
+    for amount in ("2.00", "3.00", "4.00"):
+        r = stage.till("POST", "/v1/refunds", {"saleId": sale["id"], "amount": amount}, manager=True)
+        assert r.status_code == 201 and r.json()["state"] == "REFUNDED", r.text
+        done.append(r.json())
+        receipt = stage.new_receipts(1)[0]
+        # issue 17: the merchantRefundId was cut to '...-R0'; Alipay's refundId was on no receipt
+        assert r.json()["merchantRefundId"] in receipt.replace("\n", "").replace(" ", "")
+        assert r.json()["refundId"] and r.json()["refundId"] in receipt
+    assert len({d["merchantRefundId"] for d in done}) == 3
+    r = stage.till("POST", "/v1/refunds", {"saleId": sale["id"], "amount": "0.01"}, manager=True)
+    assert r.status_code == 409   # refunded in full: nothing left
+    refunds = [x for x in stage.ledger()["refunds"]
+               if x["merchantRefundId"] in {d["merchantRefundId"] for d in done}]
+    assert sum(int(x["refundAmount"]["value"]) for x in refunds) == 900
+    assert ledger_payment(stage, sale["merchantTransId"])["refunded"]["value"] == "900"
 
 
 def test_a_retried_refund_with_the_same_idempotency_key_refunds_once(stage):
