@@ -8,9 +8,9 @@ the sandbox's ledger (the truth about what was charged).
 
 import json
 import subprocess
-from datetime import datetime
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
