@@ -539,3 +539,18 @@ def test_pos_demo_plays_all_seven_scenarios():
     assert "all seven scenarios done" in proc.stdout and "!!" not in proc.stdout
     assert "*** REPRINT ***" in proc.stdout and "Z REPORT" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_the_interactive_demo_shows_what_is_left_and_each_refunds_own_receipt():
+    """Issue 17: the interactive demo offered the sale's whole amount again after a refund and
+    printed the refund's receipt under the next sale."""
+    from pos.demo.interactive import interactive
+
+    answers = iter(["10.00", "1", "r", "4.00", "r", "6.00", "r", "q"])
+    said = []
+    interactive(read=lambda prompt: (said.append(prompt), next(answers))[1], out=said.append)
+    prompts = [x for x in said if isinstance(x, str) and x.startswith("refund amount")]
+    assert prompts == ["refund amount (up to 10.00 SGD)> ", "refund amount (up to 6.00 SGD)> "]
+    receipts = [x for x in said if isinstance(x, str) and "Scan to refund" in x]
+    assert len(receipts) == 3 and all("REFUND" in r for r in receipts[1:])
+    assert "  that sale is refunded in full" in said
