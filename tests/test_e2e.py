@@ -249,6 +249,25 @@ def test_manager_partial_refund_with_pin_and_reprint(stage):
     assert any(r["refundAmount"] == {"currency": "SGD", "value": "500"} for r in refunds)
     receipt = stage.new_receipts(1)[0]
     assert "REFUND" in receipt and "5.00 SGD" in receipt
+    # The refund's outcome reaches the displays (issue 17, item 2: they stayed on "Processing payment")
+    assert stage.wait_display(lambda lines: lines[0] == "Refund done", timeout=5)
+
+    # A keypad refund of an older sale, not the last one served
+    newer = sell(stage, "1.10", "00")
+    stage.new_receipts(1)
+    assert newer["state"] == "PAID"
+    stage.press(Key.REFUND)
+    stage.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
+    stage.type(DEMO_PIN)
+    stage.press(Key.ENTER)
+    stage.wait_display(lambda lines: "receipt" in (lines[0] + lines[1]).lower(), timeout=5)
+    stage.scan_receipt(sale["merchantTransId"])
+    stage.wait_display(lambda lines: "refund" in lines[0].lower(), timeout=5)
+    stage.type("2.00")
+    stage.press(Key.ENTER)
+    assert stage.wait_display(lambda lines: lines[0] == "Refund done" and "2.00" in lines[1], timeout=10)
+    assert stage.wait_display(lambda lines: lines[0] == "已退款" or "2.00" in lines[1], who="customer", timeout=5)
+    stage.new_receipts(1)
 
     stage.press(Key.REPRINT)
     stage.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
@@ -356,6 +375,8 @@ def test_power_cut_during_the_unknown_window_is_resolved_on_restart(stage):
     stage.restart(kill=True)
     done = stage.wait_sale(sale["id"], 30)
     assert done["state"] == "PAID"  # queried after the restart, never paid twice
+    # issue 17, item 3: the recovered sale's PAID reaches the display after the restart
+    assert stage.wait_display(lambda lines: lines[0].startswith("PAID"), timeout=5)
     payments = [p for p in stage.ledger()["payments"] if p["merchantTransId"] == done["merchantTransId"]]
     assert len(payments) == 1 and payments[0]["status"] == "SUCCESS"
     calls = _calls_after_restart(stage, done["merchantTransId"])
