@@ -513,3 +513,11 @@ def test_doctor_and_run_refuse_sandbox_credentials_against_production(tmp_path: 
     from pos.core.errors import ConfigError
     with pytest.raises(ConfigError, match="is a sandbox id"):
         run(str(path))
+
+
+def test_doctor_warns_when_pays_carry_no_store_id() -> None:
+    from pos.config import Config, StoreSection
+
+    assert doctor.check_store(Config()).level is Level.WARN
+    ok = doctor.check_store(Config(store=StoreSection(id="S-1", name="Cafe")))
+    assert ok.level is Level.OK and "S-1" in ok.detail

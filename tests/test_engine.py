@@ -521,3 +521,18 @@ def test_the_first_query_after_a_pay_with_no_answer_goes_within_first_query_afte
     h.answer(Unknown("gateway answered U", "USER_PAYING"), after=0.3)   # answered at once: the usual delay
     h.advance()
     assert h.sent(SendQuery)[0].due == T0 + 2.3
+
+
+def test_a_reversed_sale_counts_apart_and_nets_zero_on_reports() -> None:
+    from pos.core.reports import build_report, report_rows
+
+    paid = sale_record(1, state=SaleState.PAID, amount=1000)
+    reversed_ = sale_record(2, state=SaleState.REVERSED, amount=640)
+    review = sale_record(3, state=SaleState.MANUAL_REVIEW, amount=500, acquirement_id=ACQ)
+    report = build_report("X", 1, "09:00", None, [paid, reversed_, review], [])
+    totals = report.totals["USD"]
+    assert (totals.sales_minor, totals.reversals_count, totals.reversals_minor, totals.net.minor) == (1000, 1, 640,
+                                                                                                     1000)
+    assert report.manual_review == [review.merchant_trans_id]
+    assert report.as_dict()["manualReviewAcquirementIds"] == {review.merchant_trans_id: ACQ}
+    assert ("", f"Alipay {ACQ}") in report_rows(report) and ("Reversed x1", "6.40 USD") in report_rows(report)

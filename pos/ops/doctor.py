@@ -143,6 +143,16 @@ def check_credentials(cfg: Config) -> CheckResult:
                               f"({'local sandbox' if cfg.gateway.sandbox else cfg.gateway.url})")
 
 
+def check_store(cfg: Config) -> CheckResult:
+    """Alipay's go-live checks look for the store's identity in every pay ([store])."""
+    from pos.config import store_identity
+    store = store_identity(cfg)
+    if not store["id"]:
+        return _warn("store", "[store] id is empty: pays carry no storeId, which Alipay's go-live checks "
+                              "look for; set it (and mcc) from your onboarding pack")
+    return _ok("store", f"store {store['id']} ({store['name']}), terminal {store['terminal_id']} in every pay")
+
+
 def check_alipay_key(cfg: Config) -> CheckResult:
     """alipay_public_key must be Alipay's, not the merchant's own public key."""
     from pos.gateway.signing import load_private_key, load_public_key
@@ -387,7 +397,7 @@ def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
     cfg = loaded.config
     results: list[CheckResult] = []
     keys = check_key_files(cfg)
-    results += [check_credentials(cfg), keys]
+    results += [check_credentials(cfg), check_store(cfg), keys]
     if keys.level is Level.OK:
         results += [check_key_pair(cfg), check_alipay_key(cfg)]
     gateway = check_gateway(cfg, timeout=gateway_timeout)
