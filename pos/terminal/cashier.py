@@ -147,7 +147,11 @@ class CashierFlow:
             return
         refusal = self.check_amount(amount)
         if refusal is not None:
-            self._displays.show("amount_too_large" if refusal.reason == "over_max_amount" else "amount_invalid")
+            if refusal.reason == "over_max_amount":
+                limit = parse_amount(self._cfg.payment.max_amount, amount.currency)
+                self._displays.show("amount_too_large", amount=limit.display())   # the most it takes
+            else:
+                self._displays.show("amount_invalid")
             c.buffer = ""
             return
         try:
