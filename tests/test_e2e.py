@@ -29,8 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 def stage():
     with Stage(payment={"query_first_delay": 0.3, "query_interval_min": 0.5, "query_interval_max": 0.8,
                         "query_deadline": 4.0, "cancel_interval": 0.3},
+               # require_store: every pay of this module must carry the store's identity
                sandbox_options=SandboxOptions(wallet_confirm_after=1.5, slow_response=5.0,
-                                              late_success_after=30.0), max_wait=35.0) as st:
+                                              late_success_after=30.0, require_store=True),
+               max_wait=35.0) as st:
         yield st
 
 
@@ -63,6 +65,8 @@ def test_paid_at_once_prints_a_receipt_and_matches_the_ledger(stage):
     assert sale["merchantTransId"] in receipt and "12.50 SGD" in receipt and "PAID" in receipt
     assert f"[QR: POS:{sale['merchantTransId']}]" in receipt
     assert sale["codeLast4"] in receipt and "*" * 10 in receipt
+    # issue 17: an AlipayCN customer pays in CNY: the receipt says what they paid and at what rate
+    assert "You paid" in receipt and "67.12 CNY" in receipt and "5.3696" in receipt
 
 
 def test_every_pay_carries_the_store_identity(stage):

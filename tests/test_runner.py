@@ -102,6 +102,13 @@ def test_each_sandbox_scenario_ends_where_the_ledger_is(rig: Rig, scenario: str,
     assert Finished("sale", sale_id, state.value) in rig.notes
 
 
+def test_a_sale_keeps_what_the_customer_paid_in_their_currency(rig: Rig) -> None:
+    sale_id = rig.sale("00", amount=1250)   # USD 12.50 at the sandbox's 7.11 CNY per USD
+    sale = rig.service.wait(sale_id, timeout=20)
+    assert sale is not None and sale.state is SaleState.PAID
+    assert (sale.pay_amount_minor, sale.pay_currency, sale.conversion_rate) == (8888, "CNY", "7.1100")
+
+
 def test_second_scan_is_refused_while_a_sale_is_open(rig: Rig) -> None:
     first = rig.sale("10")
     with pytest.raises(SaleRefused) as busy:

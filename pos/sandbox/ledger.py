@@ -16,10 +16,11 @@ import os
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from pos.core.money import Money
+from pos.core.money import CURRENCY_EXPONENTS, Money
 from pos.gateway.offline.codes import result_codes
 from pos.sandbox.scenarios import SandboxOptions, Scenario, scenario_for
 
@@ -276,6 +277,12 @@ class Ledger:
     def _payment_body(self, p: Payment) -> dict[str, Any]:
         body: dict[str, Any] = {"acquirementId": p.acquirement_id, "merchantTransId": p.merchant_trans_id,
                                 "orderAmount": p.amount.wire(), "payAmount": p.amount.wire()}
+        rate = dict(self.options.cny_rates).get(p.amount.currency)
+        if self.options.user_site == "ALIPAY_CN" and rate is not None and p.amount.currency != "CNY":
+            major = Decimal(p.amount.minor).scaleb(-CURRENCY_EXPONENTS[p.amount.currency]) * Decimal(rate)
+            cny = int(major.scaleb(CURRENCY_EXPONENTS["CNY"]).to_integral_value(ROUND_HALF_UP))
+            body["payAmount"] = Money(cny, "CNY").wire()
+            body["conversionRate"] = {"sourceCurrency": p.amount.currency, "targetCurrency": "CNY", "rate": rate}
         if p.paid_at:
             body["paymentTime"] = _time(p.paid_at)
         return body

@@ -39,6 +39,10 @@ class SandboxOptions:
     max_body: int = 64 * 1024             # larger requests are refused unread
     file_product_code: str = "GlobalOfflineAcquire"  # §16.1 productCode column [?] (inference)
     user_site: str = "ALIPAY_CN"
+    # ALIPAY_CN customers pay in CNY: payAmount in CNY at these rates (CNY per unit of the order's
+    # currency) with conversionRate; an order currency not listed is paid as it is.
+    cny_rates: tuple[tuple[str, str], ...] = (("SGD", "5.3696"), ("USD", "7.1100"), ("HKD", "0.9120"),
+                                              ("EUR", "7.7400"), ("JPY", "0.0475"))
     # Refuse a pay without the store identity pos/data/store_fields.toml lists as
     # required (storeId, storeName, the terminal): Alipay's go-live checks look for it.
     require_store: bool = False
