@@ -119,9 +119,9 @@ class Catalogue:
                     if not isinstance(text, str):
                         raise CatalogueError(f"{path}: [receipt] {label}: expected text in quotes")
                     receipt[label] = text
-            elif key == "code":
+            elif key in ("code", "refusal"):   # [code.<RESULT_CODE>], [refusal.<reason>]
                 for code, sub in table.items():
-                    add(f"code.{code}", sub)
+                    add(f"{key}.{code}", sub)
             else:
                 add(key, table)
         return cls(language, entries, receipt)

@@ -64,6 +64,8 @@ class PrintQueue:
         self._on_status = on_status
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Set by stop(): pending receipts are still printed until this monotonic time, then the worker ends.
+        self._drain_until: float | None = None
         self._thread: threading.Thread | None = None
         self.printer_away = False
 
@@ -127,7 +129,7 @@ class PrintQueue:
         (the worker, or a test / CLI without the worker).
         """
         printed = 0
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._drained():
             job = self.store.next_pending()
             if job is None:
                 return printed
@@ -156,6 +158,9 @@ class PrintQueue:
             except Exception:
                 log.exception("print queue status handler failed")
 
+    def _drained(self) -> bool:
+        return self._drain_until is not None and time.monotonic() >= self._drain_until
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
@@ -163,7 +168,7 @@ class PrintQueue:
                 self.print_pending()
             except Exception:
                 log.exception("print queue: the job store failed; trying again in %.1f s", self._retry)
-            if self._stop.is_set():
+            if self._stop.is_set() or self._drain_until is not None:
                 break
             # Away: retry after retry_interval. Idle: look again after the same
             # interval, since `pos reprint` queues jobs from another process.
@@ -176,12 +181,19 @@ class PrintQueue:
             self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, drain: float = 5.0) -> None:
+        """Stop the worker (SIGTERM). Receipts still pending are printed first for up to `drain`
+        seconds (plus the job in hand); whatever is left waits on disk for the next start."""
+        if self._thread is not None:
+            self._drain_until = time.monotonic() + drain
+            self._wake.set()
+            self._thread.join(drain + timeout)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._drain_until = None
 
     def close(self) -> None:
         self.stop()

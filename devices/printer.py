@@ -223,12 +223,19 @@ class ReceiptPrinter(ABC):
         return None
 
 
+# DLE EOT 1: "send printer status", answered at once with one byte (ESC/POS real-time command).
+_PRINTER_STATUS = b"\x10\x04\x01"
+
+
 class NetworkPrinter(ReceiptPrinter):
     """A raw TCP printer (escpos Network), one connection per job.
 
-    After the bytes are sent we half-close and wait for the printer to close
-    its side: a reset there means it dropped the job part way (the bytes only
-    reached our kernel), which sendall alone would not tell us.
+    After the bytes we ask for the printer's status (DLE EOT 1) and half-close:
+    its status byte can only come once every byte before the question has
+    reached it, so the job is delivered; a reset instead means it dropped the
+    job part way (the bytes only reached our kernel), which sendall alone would
+    not tell us. A printer that keeps the connection open costs no wait (it
+    answers), and one that neither answers nor closes costs `drain_timeout`.
     """
 
     def __init__(self, host: str, port: int = 9100, *, timeout: float = 5.0,
@@ -252,15 +259,14 @@ class NetworkPrinter(ReceiptPrinter):
             raise PrinterError(f"{self.description}: cannot connect: {exc}") from None
         try:
             with contained_root_logging():
-                p._raw(data)  # escpos's own write (sendall)
+                p._raw(data + _PRINTER_STATUS)  # escpos's own write (sendall)
                 sock: socket.socket = p.device
                 sock.shutdown(socket.SHUT_WR)
                 sock.settimeout(self.drain_timeout)
-                try:
-                    while sock.recv(1024):
-                        pass  # a status byte or two: ignore
-                except TimeoutError:
-                    pass  # still open but no reset: the printer kept the bytes
+                # The status byte (everything before it arrived), or the close; a timeout:
+                # still open but no reset, so the printer kept the bytes.
+                with contextlib.suppress(TimeoutError):
+                    sock.recv(1024)
         except OSError as exc:
             raise PrinterError(f"{self.description}: connection lost while printing: {exc}") from None
         finally:

@@ -77,6 +77,7 @@ class RefundLine:
     amount: ReceiptAmount
     state: str      # a receipt status label key, e.g. "status_refunded"
     when: datetime
+    refund_id: str = ""   # the gateway's own id for the refund (Alipay's refundId), once known
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class ReceiptData:
     reprint: bool = False
     report_title_key: str = ""          # "report_x" | "report_z" for REPORT
     report_lines: tuple[tuple[str, str], ...] = ()   # (label, value) rows of an X/Z report
+    store_id: str = ""                  # the store's id with the acquirer ([store] id)
+    store_address: str = ""
+    pay_amount: ReceiptAmount | None = None   # what the customer paid, when in another currency
+    conversion_rate: str = ""           # the rate between the two, as the gateway gave it
 
     def __post_init__(self) -> None:
         if len(self.code_last4) > 4 or not (self.code_last4 == "" or self.code_last4.isdigit()):
@@ -121,9 +126,12 @@ class ReceiptData:
             "acquirement_id": self.acquirement_id, "code_last4": self.code_last4,
             "order_title": self.order_title,
             "refunds": [{"merchant_refund_id": r.merchant_refund_id, "amount": money(r.amount),
-                         "state": r.state, "when": r.when.isoformat()} for r in self.refunds],
+                         "state": r.state, "when": r.when.isoformat(), "refund_id": r.refund_id}
+                        for r in self.refunds],
             "reprint": self.reprint, "report_title_key": self.report_title_key,
             "report_lines": [list(r) for r in self.report_lines],
+            "store_id": self.store_id, "store_address": self.store_address,
+            "pay_amount": money(self.pay_amount), "conversion_rate": self.conversion_rate,
         }
 
     @classmethod
@@ -131,7 +139,8 @@ class ReceiptData:
         def money(m: dict[str, Any] | None) -> ReceiptAmount | None:
             return None if m is None else ReceiptAmount.from_dict(m)
         refunds = tuple(RefundLine(r["merchant_refund_id"], ReceiptAmount.from_dict(r["amount"]),
-                                   r["state"], datetime.fromisoformat(r["when"])) for r in d["refunds"])
+                                   r["state"], datetime.fromisoformat(r["when"]), str(r.get("refund_id") or ""))
+                        for r in d["refunds"])
         return cls(
             kind=ReceiptKind(d["kind"]), merchant_name=d["merchant_name"], terminal_id=d["terminal_id"],
             when=datetime.fromisoformat(d["when"]), store_name=d["store_name"], amount=money(d["amount"]),
@@ -139,6 +148,9 @@ class ReceiptData:
             acquirement_id=d["acquirement_id"], code_last4=d["code_last4"], order_title=d["order_title"],
             refunds=refunds, reprint=d["reprint"], report_title_key=d["report_title_key"],
             report_lines=tuple((str(label), str(value)) for label, value in d["report_lines"]),
+            # Records queued before these fields existed have none of them.
+            store_id=str(d.get("store_id") or ""), store_address=str(d.get("store_address") or ""),
+            pay_amount=money(d.get("pay_amount")), conversion_rate=str(d.get("conversion_rate") or ""),
         )
 
 
@@ -178,13 +190,25 @@ def _cut_to_width(text: str, width: int) -> str:
     return "".join(out)
 
 
+def _wrap_to_width(text: str, width: int) -> list[str]:
+    """`text` over as many lines as it needs: an id is never cut (a support call needs all of it)."""
+    lines: list[str] = []
+    while text:
+        head = _cut_to_width(text, width) or text[0]
+        lines.append(head)
+        text = text[len(head):]
+    return lines or [""]
+
+
 def _pair(label: str, value: str, width: int) -> list[str]:
-    """'label      value' on one line, or label then right-aligned value on two."""
+    """'label      value' on one line, or the label, then the value right-aligned (wrapped when longer)."""
     lw, vw = text_width(label), text_width(value)
     if lw + 1 + vw <= width:
         return [label + " " * (width - lw - vw) + value]
-    value = _cut_to_width(value, width)
-    return [_cut_to_width(label, width), " " * (width - text_width(value)) + value]
+    chunks = _wrap_to_width(value, width)
+    if len(chunks) == 1:
+        chunks = [" " * (width - text_width(chunks[0])) + chunks[0]]
+    return [*_wrap_to_width(label, width), *chunks]
 
 
 def _center(text: str, width: int) -> str:
@@ -211,6 +235,8 @@ def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
         p.set(align="center", normal_textsize=True, bold=False)
         if data.store_name:
             line(_cut_to_width(data.store_name, width))
+        for text in _wrap_to_width(data.store_address, width) if data.store_address else []:
+            line(text)
         if data.reprint:
             p.set(align="center", bold=True, normal_textsize=True)
             line(label("reprint"))
@@ -222,6 +248,7 @@ def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
         p.set(align="left", bold=False, normal_textsize=True)
         line("-" * width)
         rows: list[tuple[str, str]] = [
+            *([(label("store_id"), data.store_id)] if data.store_id else []),
             (label("terminal"), data.terminal_id),
             (label("date"), data.when.strftime("%Y-%m-%d %H:%M:%S")),
         ]
@@ -246,6 +273,12 @@ def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
             for text in _pair(label("amount"), data.amount.text, width):
                 line(text)
             p.set(align="left", bold=False, normal_textsize=True)
+            if data.pay_amount is not None:
+                for text in _pair(label("pay_amount"), data.pay_amount.text, width):
+                    line(text)
+            if data.conversion_rate:
+                for text in _pair(label("rate"), data.conversion_rate, width):
+                    line(text)
         if data.status_key:
             for text in _pair(label("status"), label(data.status_key), width):
                 line(text)
@@ -253,7 +286,11 @@ def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
             line("-" * width)
             line(label("refunds"))
             for r in data.refunds:
-                line(_cut_to_width(f"{r.when.strftime('%Y-%m-%d %H:%M')} {r.merchant_refund_id}", width))
+                for text in _pair(r.when.strftime('%Y-%m-%d %H:%M'), r.merchant_refund_id, width):
+                    line(text)
+                if r.refund_id:
+                    for text in _pair(label("refund_id"), r.refund_id, width):
+                        line(text)
                 for text in _pair(label(r.state), r.amount.text, width):
                     line(text)
         if data.merchant_trans_id and data.kind is not ReceiptKind.REPORT:

@@ -31,7 +31,9 @@ from pos.core.schedule import Schedule
 
 __all__ = [
     "Config",
+    "StoreSection",
     "LoadedConfig",
+    "store_identity",
     "load_config",
     "check_private_file",
     "effective_config_text",
@@ -97,13 +99,34 @@ class TerminalSection(_Section):
         return self
 
 
+class StoreSection(_Section):
+    """The store's identity, sent in every pay (where: pos/data/store_fields.toml) and printed on receipts.
+    Alipay's onboarding gives the store id, the MCC and, for a platform, the secondary merchant id."""
+
+    id: Annotated[str, Field(max_length=64)] = ""
+    name: Annotated[str, Field(max_length=64)] = ""       # empty: [terminal] store_name, else merchant_name
+    terminal_id: Annotated[str, Field(max_length=64)] = ""   # empty: [terminal] terminal_id
+    secondary_merchant_id: Annotated[str, Field(max_length=64)] = ""
+    mcc: Annotated[str, Field(pattern=r"^([0-9]{4})?$")] = ""   # ISO 18245 merchant category code, 4 digits
+    address: Annotated[str, Field(max_length=128)] = ""
+
+
+def store_identity(cfg: Config) -> dict[str, str]:
+    """[store] with its fallbacks, by [store] key: what every pay carries and receipts print."""
+    store, term = cfg.store, cfg.terminal
+    return {"id": store.id, "name": store.name or term.store_name or term.merchant_name,
+            "terminal_id": store.terminal_id or term.terminal_id,
+            "secondary_merchant_id": store.secondary_merchant_id, "mcc": store.mcc, "address": store.address}
+
+
 class GatewaySection(_Section):
     # "offline": Alipay's offline acquiring protocol; "ams": the v1 payments API
     # (Antom / Alipay+, README "The v1 payments API").
     protocol: Literal["offline", "ams"] = "offline"
     url: str = "https://open-sea.alipay.com"
-    client_id: Annotated[str, Field(min_length=1, max_length=32)] = "SANDBOX_CLIENT"
-    merchant_id: Annotated[str, Field(min_length=1, max_length=64)] = "2188000000000001"
+    # Issued by Alipay; the placeholders make a config that names neither obviously unfinished.
+    client_id: Annotated[str, Field(min_length=1, max_length=32)] = "CHANGE_ME"
+    merchant_id: Annotated[str, Field(min_length=1, max_length=64)] = "CHANGE_ME"
     private_key: str = "/etc/pos/keys/merchant_private.pem"
     merchant_public_key: str = "/etc/pos/keys/merchant_public.pem"
     alipay_public_key: str = "/etc/pos/keys/alipay_public.pem"
@@ -139,10 +162,18 @@ class GatewaySection(_Section):
         return self
 
 
+# Alipay closes an unpaid barcode payment after 3 minutes by default (reference §12).
+WALLET_AUTO_CLOSE = 180.0
+
+
 class PaymentSection(_Section):
     # Seed 003 best practice: query 5-7 s apart; two more queries on
     # ORDER_NOT_EXIST; cancel at the time limit; retry cancel 3-5 times on U.
     query_first_delay: Seconds = 2.0
+    # Alipay's in-store guidance: with no result after about 5 s, start querying. The
+    # pay's read timeout is cut to this, and the first query goes no later than this
+    # after the pay was sent (the pay is committed before it is sent, as always).
+    first_query_after: Seconds = 5.0
     query_interval_min: Seconds = 5.0
     query_interval_max: Seconds = 7.0
     # Below the gateway's 3-minute automatic close (reference §12).
@@ -157,11 +188,22 @@ class PaymentSection(_Section):
     alarm_after: Seconds = 3600.0
     scan_max_age: Seconds = 30.0
     max_amount: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "100000"
+    # A sale the cashier was told "No goods" for (MANUAL_REVIEW) and later found
+    # paid: "refund" gives the money back at once (REVERSED); "manager" leaves it
+    # PAID with an alarm for the manager to settle.
+    late_success: Literal["refund", "manager"] = "refund"
 
     @model_validator(mode="after")
     def _ordered(self) -> PaymentSection:
         if self.query_interval_max < self.query_interval_min:
             raise ValueError("query_interval_max must be at least query_interval_min")
+        cancels = (self.cancel_retries + 1) * self.cancel_interval
+        if self.query_deadline + cancels >= WALLET_AUTO_CLOSE:
+            raise ValueError(
+                f"query_deadline = {self.query_deadline:g} s is too long: the wallet closes an unconfirmed "
+                f"payment by itself after about {WALLET_AUTO_CLOSE:g} s (reference §12), and the queries plus "
+                f"the cancels ((cancel_retries + 1) x cancel_interval = {cancels:g} s) must end before it; "
+                f"use less than {WALLET_AUTO_CLOSE - cancels:g} (60 is Alipay's example)")
         return self
 
     def schedule(self) -> Schedule:
@@ -172,7 +214,8 @@ class PaymentSection(_Section):
             not_found_retries=self.not_found_retries, cancel_retries=self.cancel_retries,
             cancel_interval=self.cancel_interval, refund_retries=self.refund_retries,
             refund_interval=self.refund_interval, background_interval=self.background_interval,
-            alarm_after=self.alarm_after, scan_max_age=self.scan_max_age)
+            alarm_after=self.alarm_after, scan_max_age=self.scan_max_age,
+            late_success_refund=self.late_success == "refund", first_query_after=self.first_query_after)
 
 
 class ScannerSection(_Section):
@@ -281,6 +324,8 @@ class ManagerSection(_Section):
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     lockout: Seconds = 300.0
     refund_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "500"
+    # Who the manager calls about a sale or refund that is not settled (shown with its ids).
+    support_contact: Annotated[str, Field(max_length=200)] = "Alipay merchant support (see your onboarding pack)"
 
 
 class LogSection(_Section):
@@ -342,6 +387,7 @@ class UdevSection(_Section):
 
 class Config(_Section):
     terminal: TerminalSection = TerminalSection()
+    store: StoreSection = StoreSection()
     gateway: GatewaySection = GatewaySection()
     payment: PaymentSection = PaymentSection()
     scanner: ScannerSection = ScannerSection()

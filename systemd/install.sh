@@ -26,6 +26,7 @@ set -euo pipefail
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DESTDIR="${DESTDIR:-}"
 DESTDIR="${DESTDIR%/}"
+POS_PYTHON_SET="${POS_PYTHON:+1}"
 POS_PYTHON="${POS_PYTHON:-python3}"
 NO_VENV="${POS_INSTALL_NO_VENV:-0}"
 PIP_ARGS="${POS_PIP_ARGS:-}"
@@ -102,6 +103,18 @@ put_new() {  # put_new SRC_FILE DEST MODE
 
 pos_python() {
     if [ "$NO_VENV" = 1 ]; then echo "$POS_PYTHON"; else root "$VENV/bin/python"; fi
+}
+
+# --no-venv runs this package from $SRC: its interpreter must have the package's dependencies.
+# Unless POS_PYTHON names one, take the checkout's own virtualenv (what 'make test' builds).
+choose_no_venv_python() {
+    [ "$NO_VENV" = 1 ] || return 0
+    if [ -z "$POS_PYTHON_SET" ] && [ -x "$SRC/.venv/bin/python" ]; then
+        POS_PYTHON="$SRC/.venv/bin/python"
+    fi
+    (cd "$SRC" && "$POS_PYTHON" -c 'import pos.ops.installer' 2>/dev/null) \
+        || die "--no-venv: $POS_PYTHON cannot import this package and its dependencies: set POS_PYTHON to a" \
+               "python that can (e.g. one where 'pip install -e $SRC' ran), or run 'make' in $SRC first"
 }
 
 do_install() {
@@ -233,4 +246,4 @@ do_uninstall() {
     note "uninstall: $CHANGES change(s)"
 }
 
-if [ "$MODE" = install ]; then do_install; else do_uninstall; fi
+if [ "$MODE" = install ]; then choose_no_venv_python; do_install; else do_uninstall; fi

@@ -23,6 +23,7 @@ from pos.core.engine import (
     SendPay,
     SendQuery,
     SendRefund,
+    SendReverse,
     StartRefund,
     StartSale,
     Tick,
@@ -34,7 +35,7 @@ from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState, m
 T0 = 1_800_000_000.0
 CODE = "280000000000001234"
 
-Send = (SendPay, SendQuery, SendCancel, SendRefund)
+Send = (SendPay, SendQuery, SendCancel, SendRefund, SendReverse)
 
 
 def sale_record(sale_id: int = 1, *, amount: int = 1250, state: SaleState = SaleState.CREATED,
@@ -91,7 +92,8 @@ class Harness:
         cmd = self.inflight.pop()
         self.now += after
         kind = "refund" if isinstance(cmd, SendRefund) else "sale"
-        request = {SendPay: "pay", SendQuery: "query", SendCancel: "cancel", SendRefund: "refund"}[type(cmd)]
+        request = {SendPay: "pay", SendQuery: "query", SendCancel: "cancel", SendRefund: "refund",
+                   SendReverse: "reverse"}[type(cmd)]
         item = cmd.refund_id if isinstance(cmd, SendRefund) else cmd.sale_id
         return self.feed(GatewayAnswer(kind, item, request, cmd.seq, result, self.now))  # type: ignore[arg-type]
 

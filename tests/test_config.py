@@ -61,6 +61,11 @@ BROKEN = [
     ("[scanner]\nterminator = \"TAB\"\n", ['terminator = "TAB"', "'CR'"]),
     ("[printer]\nkind = \"laser\"\n", ['[printer] kind = "laser"', "expected one of"]),
     ("[payment]\ncancel_retries = 0\n", ["cancel_retries = 0", "at least 1"]),
+    # issue 17: accepted before, though the wallet closes an unconfirmed payment after ~3 minutes
+    ("[payment]\nquery_deadline = 400\n", ["query_deadline = 400 s is too long", "wallet closes",
+                                            "use less than 150"]),
+    ("[payment]\nlate_success = \"keep\"\n", ['late_success = "keep"', "'refund'", "'manager'"]),
+    ("[store]\nmcc = \"58\"\n", ['[store] mcc = "58"']),
     ("[payment]\nquery_deadlin = 60\n", ["[payment] query_deadlin", "not a known key"]),
     ("[payments]\nquery_deadline = 60\n", ["[payments]", "not a known key"]),
     ("[ecr]\nlisten = \"8765\"\n", ['listen = "8765"', "HOST:PORT"]),
@@ -161,3 +166,35 @@ def test_version_and_help_on_every_subcommand(capsys):
             main([name, "--help"])
         assert done.value.code == 0
         assert "usage: pos " + name in capsys.readouterr().out
+
+
+# -- production vs sandbox credentials (issue 17) --------------------------------
+
+def test_sandbox_credentials_against_production_are_refused_naming_what_to_change(tmp_path, capsys):
+    """Before: 'valid' with a SANDBOX_ client id against the production URL."""
+    path = tmp_path / "terminal.toml"
+    path.write_text('[gateway]\nurl = "https://open-sea.alipay.com"\nclient_id = "SANDBOX_CLIENT"\n'
+                    'merchant_id = "2188000000000001"\n')
+    code, out, err = run_check(path, capsys)
+    assert code == 2 and out == ""
+    assert "client_id = 'SANDBOX_CLIENT' is a sandbox id" in err and "merchant_id = '2188000000000001'" in err
+    assert "Client ID" in err and "Merchant ID" in err and "RSA2" in err and "Traceback" not in err
+
+
+def test_keys_made_by_the_sandbox_are_refused_against_production(tmp_path, capsys):
+    from pos.gateway.keys import generate_key_folder
+    generate_key_folder(tmp_path / "keys")
+    path = tmp_path / "terminal.toml"
+    path.write_text(f'[gateway]\nurl = "https://open-sea.alipay.com"\nclient_id = "2188ABCDEF000001"\n'
+                    f'merchant_id = "2188123456789012"\nprivate_key = "{tmp_path}/keys/merchant_private.pem"\n'
+                    f'alipay_public_key = "{tmp_path}/keys/alipay_public.pem"\n'
+                    f'merchant_public_key = "{tmp_path}/keys/merchant_public.pem"\n')
+    code, _, err = run_check(path, capsys)
+    assert code == 2 and "was made by the sandbox" in err and "alipay_private.pem" in err
+
+
+def test_production_ids_against_the_local_sandbox_are_refused(tmp_path, capsys):
+    path = tmp_path / "terminal.toml"
+    path.write_text('[gateway]\nurl = "http://127.0.0.1:18080"\nsandbox = true\nclient_id = "2188ABCDEF000001"\n')
+    code, _, err = run_check(path, capsys)
+    assert code == 2 and "looks like a production Client ID" in err and "SANDBOX_" in err

@@ -497,3 +497,27 @@ def test_gateway_answer_through_the_configured_client(sandbox_server, sandbox_ke
     # a gateway that answers, but not the protocol (the HTTP check passes, this one cannot)
     r = doctor.check_gateway_answer(Config(gateway=gateway.model_copy(update={"url": sandbox_server.url + "/nowhere"})))
     assert r.level in (Level.WARN, Level.FAIL)
+
+
+def test_doctor_and_run_refuse_sandbox_credentials_against_production(tmp_path: Path) -> None:
+    """Issue 17: pos doctor and pos run name the sandbox id against a production url."""
+    from pos.config import Config, GatewaySection
+    from pos.ops.daemon import run
+
+    cfg = Config(gateway=GatewaySection(client_id="SANDBOX_CLIENT"))
+    result = doctor.check_credentials(cfg)
+    assert result.level is Level.FAIL and "SANDBOX_CLIENT" in result.detail and "Client ID" in result.detail
+    assert doctor.check_credentials(Config(gateway=GatewaySection(client_id="2188ABC"))).level is Level.OK
+    path = tmp_path / "terminal.toml"
+    path.write_text(f'[terminal]\nstate_dir = "{tmp_path}"\n[gateway]\nclient_id = "SANDBOX_CLIENT"\n')
+    from pos.core.errors import ConfigError
+    with pytest.raises(ConfigError, match="is a sandbox id"):
+        run(str(path))
+
+
+def test_doctor_warns_when_pays_carry_no_store_id() -> None:
+    from pos.config import Config, StoreSection
+
+    assert doctor.check_store(Config()).level is Level.WARN
+    ok = doctor.check_store(Config(store=StoreSection(id="S-1", name="Cafe")))
+    assert ok.level is Level.OK and "S-1" in ok.detail

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,10 @@ def stage(request):
     with Stage(protocol=request.param,
                payment={"query_first_delay": 0.3, "query_interval_min": 0.5, "query_interval_max": 0.8,
                         "query_deadline": 4.0, "cancel_interval": 0.3},
+               # require_store: every pay of this module must carry the store's identity
                sandbox_options=SandboxOptions(wallet_confirm_after=1.5, slow_response=5.0,
-                                              late_success_after=30.0), max_wait=35.0) as st:
+                                              late_success_after=30.0, require_store=True),
+               max_wait=35.0) as st:
         yield st
 
 
@@ -64,6 +67,53 @@ def test_paid_at_once_prints_a_receipt_and_matches_the_ledger(stage):
     assert sale["merchantTransId"] in receipt and "12.50 SGD" in receipt and "PAID" in receipt
     assert f"[QR: POS:{sale['merchantTransId']}]" in receipt
     assert sale["codeLast4"] in receipt and "*" * 10 in receipt
+    # issue 17: an AlipayCN customer pays in CNY: the receipt says what they paid and at what rate.
+    # Read from the offline protocol's payAmount/conversionRate; the v1 API's fields for it are
+    # not confirmed yet, so a v1 receipt shows the order amount only.
+    if stage.protocol == "offline":
+        assert "You paid" in receipt and "67.12 CNY" in receipt and "5.3696" in receipt
+    else:
+        assert "You paid" not in receipt
+
+
+def test_every_pay_carries_the_store_identity(stage):
+    """Issue 17: no pay carried any store or terminal identity; the sandbox records what the wire held."""
+    sale = sell(stage, "2.00", "00")
+    assert ledger_payment(stage, sale["merchantTransId"])["store"] == {
+        "id": "SANDBOX-STORE-01", "name": "Sandbox Coffee Demo St", "mcc": "5814", "terminal_id": "DEMO01"}
+    receipt = stage.new_receipts(1)[0]
+    assert "SANDBOX-STORE-01" in receipt and "Demo Street 1" in receipt
+    # The till sent no orderTitle: no Item line (it used to print the store's address there).
+    assert "Item" not in receipt
+
+
+def test_a_cancel_too_late_after_a_charge_is_reversed_by_a_full_refund():
+    """Issue 17: the cancel answers CANCEL_EXPIRED and the customer's confirmation lands later: the
+    terminal keeps asking, finds the charge and refunds it in full; before, it quietly became PAID."""
+    with Stage(payment={"query_first_delay": 0.3, "query_interval_min": 0.5, "query_interval_max": 0.8,
+                        "query_deadline": 2.0, "cancel_interval": 0.3, "background_interval": 1.0},
+               sandbox_options=SandboxOptions(late_success_after=4.0)) as st:
+        sale = sell(st, "6.40", "19")
+        assert sale["state"] == "MANUAL_REVIEW"
+        st.wait_display(lambda lines: "NOT SETTLED" in lines[0], timeout=5)
+        deadline = time.monotonic() + 30
+        while st.sale(sale["id"])["state"] != "REVERSED" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        done = st.sale(sale["id"])
+        assert done["state"] == "REVERSED" and done["final"]
+        assert done["refunded"]["value"] == 640
+        assert done["reversal"]["merchantRefundId"] == done["merchantTransId"] + "-V"
+        ledger = st.ledger()
+        payment = ledger_payment(st, done["merchantTransId"])
+        assert payment["status"] == "SUCCESS" and payment["refunded"]["value"] == "640"   # net zero
+        refund = [r for r in ledger["refunds"] if r["merchantRefundId"] == done["reversal"]["merchantRefundId"]]
+        assert len(refund) == 1 and refund[0]["refundAmount"]["value"] == "640"
+        assert done["reversal"]["refundId"] == refund[0]["refundId"]
+        assert st.wait_display(lambda lines: lines[0] == "Late pay refunded" and "6.40" in lines[1], timeout=5)
+        # the customer's display speaks customer_language (zh-CN in config/sandbox.toml)
+        assert st.wait_display(lambda lines: lines[0] == "款项已退回", who="customer", timeout=5)
+        receipt = st.new_receipts(1)[0]
+        assert done["reversal"]["merchantRefundId"] in receipt and "REVERSED" in receipt
 
 
 def test_decline_shows_the_reason_and_nothing_is_charged(stage):
@@ -89,9 +139,71 @@ def test_customer_confirms_in_the_wallet(stage):
 
 
 def test_never_confirmed_ends_cancelled_and_uncharged(stage):
+    printed = len(stage.printer.jobs)
     sale = sell(stage, "23.00", "18")
     assert sale["state"] == "CANCELLED"
     assert ledger_payment(stage, sale["merchantTransId"])["status"] in ("CANCELLED", "CLOSED")
+    assert stage.wait_display(lambda lines: lines[0] == "Payment cancelled", timeout=5)
+    time.sleep(1.0)
+    assert len(stage.printer.jobs) == printed   # no receipt for a sale that took no money
+    history = pos(stage, "journal", "show", sale["merchantTransId"]).stdout
+    assert "query_open" in history and "cancel_succeeded" in history
+
+
+def test_customer_confirms_after_several_queries(stage):
+    sale = stage.start_sale("5.10")
+    stage.scan(make_code("10"))   # confirms after 1.5 s; queries 0.5-0.8 s apart
+    # USER_PAYING, and only then: the customer is asked to confirm in the app
+    assert stage.wait_display(lambda lines: lines == ("请在支付宝中", "确认付款"), who="customer", timeout=5)
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "PAID"
+    history = pos(stage, "journal", "show", done["merchantTransId"]).stdout
+    assert history.count("query_open") >= 1 and "query_paid" in history
+    stage.new_receipts(1)
+
+
+def test_a_24_digit_code_pays(stage):
+    code = "28" + "".join(str((n * 7) % 10) for n in range(22))   # 24 digits (Alipay CN/HK codes reach 24)
+    sale = stage.start_sale("1.24")
+    stage.wait_display(lambda lines: "Scan" in lines[0])
+    stage.scan(code)
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "PAID" and done["codeLast4"] == code[-4:]
+    assert ledger_payment(stage, done["merchantTransId"])["identityCodeTail"] == code[-4:]
+    assert code not in stage.daemon_log()
+    stage.new_receipts(1)
+
+
+def test_a_system_error_pay_tells_the_customer_to_wait_not_to_confirm(stage):
+    """Issue 17: a SYSTEM_ERROR pay told the customer 'please confirm in your Alipay app'."""
+    sale = stage.start_sale("6.60")
+    stage.wait_display(lambda lines: "Scan" in lines[0])
+    stage.scan(make_code("13"))   # pay U SYSTEM_ERROR; charged; the first queries fail
+    stage.wait_display(lambda lines: "Checking" in lines[0], timeout=10)
+    customer = stage.wait_display(lambda lines: lines[0] == "正在确认支付", who="customer", timeout=5)
+    assert "确认付款" not in customer[1]
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "PAID"
+    stage.new_receipts(1)
+
+
+def test_a_pay_with_no_answer_is_queried_within_5_s_then_cancelled(stage):
+    sale = stage.start_sale("7.70")
+    stage.wait_display(lambda lines: "Scan" in lines[0])
+    stage.scan(make_code("12"))   # the pay is held past the read timeout and never created
+    done = stage.wait_sale(sale["id"], 30)
+    assert done["state"] == "CANCELLED"
+    assert ledger_payment(stage, done["merchantTransId"]) is None
+    history = pos(stage, "journal", "show", done["merchantTransId"]).stdout
+    assert "cancel_succeeded" in history
+
+    def at(text):
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+
+    lines = history.splitlines()
+    pay_sent = at(next(x for x in lines if x.startswith("pay sent:"))[20:].strip())
+    first_query = at(next(x for x in lines if "query_not_found" in x).split("  ")[1].strip())
+    assert (first_query - pay_sent).total_seconds() <= 5   # Alipay's in-store guidance: ask after ~5 s
 
 
 def test_cashier_cancel_during_the_unknown_window(stage):
@@ -148,6 +260,25 @@ def test_manager_partial_refund_with_pin_and_reprint(stage):
     assert any(r["refundAmount"] == {"currency": "SGD", "value": "500"} for r in refunds)
     receipt = stage.new_receipts(1)[0]
     assert "REFUND" in receipt and "5.00 SGD" in receipt
+    # The refund's outcome reaches the displays (issue 17, item 2: they stayed on "Processing payment")
+    assert stage.wait_display(lambda lines: lines[0] == "Refund done", timeout=5)
+
+    # A keypad refund of an older sale, not the last one served
+    newer = sell(stage, "1.10", "00")
+    stage.new_receipts(1)
+    assert newer["state"] == "PAID"
+    stage.press(Key.REFUND)
+    stage.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
+    stage.type(DEMO_PIN)
+    stage.press(Key.ENTER)
+    stage.wait_display(lambda lines: "receipt" in (lines[0] + lines[1]).lower(), timeout=5)
+    stage.scan_receipt(sale["merchantTransId"])
+    stage.wait_display(lambda lines: "refund" in lines[0].lower(), timeout=5)
+    stage.type("2.00")
+    stage.press(Key.ENTER)
+    assert stage.wait_display(lambda lines: lines[0] == "Refund done" and "2.00" in lines[1], timeout=10)
+    assert stage.wait_display(lambda lines: lines[0] == "已退款" or "2.00" in lines[1], who="customer", timeout=5)
+    stage.new_receipts(1)
 
     stage.press(Key.REPRINT)
     stage.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
@@ -255,6 +386,8 @@ def test_power_cut_during_the_unknown_window_is_resolved_on_restart(stage):
     stage.restart(kill=True)
     done = stage.wait_sale(sale["id"], 30)
     assert done["state"] == "PAID"  # queried after the restart, never paid twice
+    # issue 17, item 3: the recovered sale's PAID reaches the display after the restart
+    assert stage.wait_display(lambda lines: lines[0].startswith("PAID"), timeout=5)
     payments = [p for p in stage.ledger()["payments"] if p["merchantTransId"] == done["merchantTransId"]]
     assert len(payments) == 1 and payments[0]["status"] == "SUCCESS"
     calls = _calls_after_restart(stage, done["merchantTransId"])
@@ -310,6 +443,27 @@ def test_refunds_over_the_till_interface(stage):
     r = stage.till("POST", "/v1/refunds", {"saleId": sale["merchantTransId"]}, manager=True)
     assert r.status_code == 201 and r.json()["amount"]["value"] == 600
     stage.new_receipts(1)
+
+
+def test_several_partial_refunds_have_unique_ids_and_full_ids_on_their_receipts(stage):
+    sale = sell(stage, "9.00", "00")
+    stage.new_receipts(1)
+    done = []
+    for amount in ("2.00", "3.00", "4.00"):
+        r = stage.till("POST", "/v1/refunds", {"saleId": sale["id"], "amount": amount}, manager=True)
+        assert r.status_code == 201 and r.json()["state"] == "REFUNDED", r.text
+        done.append(r.json())
+        receipt = stage.new_receipts(1)[0]
+        # issue 17: the merchantRefundId was cut to '...-R0'; Alipay's refundId was on no receipt
+        assert r.json()["merchantRefundId"] in receipt.replace("\n", "").replace(" ", "")
+        assert r.json()["refundId"] and r.json()["refundId"] in receipt
+    assert len({d["merchantRefundId"] for d in done}) == 3
+    r = stage.till("POST", "/v1/refunds", {"saleId": sale["id"], "amount": "0.01"}, manager=True)
+    assert r.status_code == 409   # refunded in full: nothing left
+    refunds = [x for x in stage.ledger()["refunds"]
+               if x["merchantRefundId"] in {d["merchantRefundId"] for d in done}]
+    assert sum(int(x["refundAmount"]["value"]) for x in refunds) == 900
+    assert ledger_payment(stage, sale["merchantTransId"])["refunded"]["value"] == "900"
 
 
 def test_a_retried_refund_with_the_same_idempotency_key_refunds_once(stage):
@@ -430,3 +584,18 @@ def test_pos_demo_plays_all_eight_scenarios():
     assert "Everything matches." in proc.stdout and "ALIPAY RECONCILE" in proc.stdout
     assert "*** REPRINT ***" in proc.stdout and "Z REPORT" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_the_interactive_demo_shows_what_is_left_and_each_refunds_own_receipt():
+    """Issue 17: the interactive demo offered the sale's whole amount again after a refund and
+    printed the refund's receipt under the next sale."""
+    from pos.demo.interactive import interactive
+
+    answers = iter(["10.00", "1", "r", "4.00", "r", "6.00", "r", "q"])
+    said = []
+    interactive(read=lambda prompt: (said.append(prompt), next(answers))[1], out=said.append)
+    prompts = [x for x in said if isinstance(x, str) and x.startswith("refund amount")]
+    assert prompts == ["refund amount (up to 10.00 SGD)> ", "refund amount (up to 6.00 SGD)> "]
+    receipts = [x for x in said if isinstance(x, str) and "Scan to refund" in x]
+    assert len(receipts) == 3 and all("REFUND" in r for r in receipts[1:])
+    assert "  that sale is refunded in full" in said

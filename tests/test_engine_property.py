@@ -32,6 +32,7 @@ from pos.core.engine import (
     SendPay,
     SendQuery,
     SendRefund,
+    SendReverse,
     StartRefund,
     StartSale,
     Tick,
@@ -47,7 +48,7 @@ from pos.sandbox.scenarios import make_code
 from tests.sandbox_fixtures import short_options
 
 START = 1_714_536_000.0   # 2024-05-01 12:00 Beijing
-SCENARIOS = ["00", "01", "05", "10", "11", "12", "13", "14", "15", "16", "17", "18", "99"]
+SCENARIOS = ["00", "01", "05", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "99"]
 FATES = ["normal", "normal", "lost_before", "lost_after", "bad_signature"]
 SCHEDULE = PaymentSection(background_interval=120.0, alarm_after=10_000.0).schedule()
 
@@ -78,7 +79,7 @@ class PaymentMachine(RuleBasedStateMachine):
         for cmd in self.engine.handle(event):
             if isinstance(cmd, Record):
                 self.journal.record(cmd)           # committed before anything after it
-            elif isinstance(cmd, (SendPay, SendQuery, SendCancel, SendRefund)):
+            elif isinstance(cmd, (SendPay, SendQuery, SendCancel, SendRefund, SendReverse)):
                 if isinstance(cmd, SendPay):
                     self.pays.setdefault(cmd.merchant_trans_id, []).append((cmd.amount, cmd.identity_code))
                 self.inflight.append(cmd)
@@ -91,11 +92,15 @@ class PaymentMachine(RuleBasedStateMachine):
             return self.gateway.query(merchant_trans_id=cmd.merchant_trans_id)
         if isinstance(cmd, SendCancel):
             return self.gateway.cancel(merchant_trans_id=cmd.merchant_trans_id)
+        if isinstance(cmd, SendReverse):
+            return self.gateway.refund(acquirement_id=cmd.acquirement_id, merchant_refund_id=cmd.merchant_refund_id,
+                                       amount=cmd.amount, reason="")
         return self.gateway.refund(acquirement_id=cmd.acquirement_id, merchant_refund_id=cmd.merchant_refund_id,
                                    amount=cmd.amount, reason=cmd.reason)
 
     def answer(self, cmd: Any, result: Any) -> None:
-        request = {SendPay: "pay", SendQuery: "query", SendCancel: "cancel", SendRefund: "refund"}[type(cmd)]
+        request = {SendPay: "pay", SendQuery: "query", SendCancel: "cancel", SendRefund: "refund",
+                   SendReverse: "reverse"}[type(cmd)]
         kind, item = ("refund", cmd.refund_id) if isinstance(cmd, SendRefund) else ("sale", cmd.sale_id)
         self.feed(GatewayAnswer(kind, item, request, cmd.seq, result, self.now))
 
@@ -197,6 +202,20 @@ class PaymentMachine(RuleBasedStateMachine):
             self.feed(Tick(self.now))
         raise AssertionError("the engine did not settle")
 
+    @rule(ticks=st.integers(1, 6))
+    def background_check_runs(self, ticks: int) -> None:
+        """Time passes to the engine's next wakeups (the background corrector: MANUAL_REVIEW sales found
+        paid late are reversed), each request answered normally."""
+        for _ in range(ticks):
+            while self.inflight:
+                cmd = self.inflight.pop(0)
+                self.answer(cmd, self.call(cmd))
+            wake = self.engine.next_wakeup()
+            if wake is None:
+                return
+            self.now = max(self.now, wake)
+            self.feed(Tick(self.now))
+
     @rule()
     def at_quiescence_the_journal_agrees_with_the_ledger(self) -> None:
         """A rule, not an invariant: between checks requests stay in flight across crashes."""
@@ -208,13 +227,36 @@ class PaymentMachine(RuleBasedStateMachine):
             assert s.state in SALE_SETTLED_FOR_CASHIER
             p = self.ledger.payment(s.merchant_trans_id, at)
             ledger_paid = p is not None and p.status == "SUCCESS"
-            if s.state is SaleState.MANUAL_REVIEW:
+            if s.state in (SaleState.MANUAL_REVIEW, SaleState.REVERSING):
+                continue
+            if s.state is SaleState.REVERSED:
+                # charged after "No goods" and given back in full, under the sale's own merchantRefundId
+                assert p is not None and p.charged and p.refunded == s.amount.minor, (s, p)
+                assert [x.merchant_refund_id for x in self.ledger.refunds()
+                        if x.acquirement_id == p.acquirement_id] == [s.reversal_id], (s, p)
                 continue
             assert (s.state is SaleState.PAID) == ledger_paid, (s, p)
         for r in self.journal.list_refunds():
             if r.state is RefundState.REFUNDED:
                 assert any(x.merchant_refund_id == r.merchant_refund_id for x in self.ledger.refunds())
         assert self.journal.integrity_check() == "ok"
+
+
+def test_a_charge_found_after_no_goods_is_reversed_and_the_ledger_agrees() -> None:
+    """The path the random walk reaches rarely, walked on purpose: scenario 19's cancel answers
+    CANCEL_EXPIRED, the customer's confirmation lands later, the background check reverses it."""
+    machine = PaymentMachine()
+    machine.setup()
+    try:
+        machine.start_sale("19", 700, 0.0)
+        machine.settle()
+        for _ in range(6):
+            machine.background_check_runs(6)
+        sale = machine.journal.list_sales()[0]
+        assert sale.state is SaleState.REVERSED
+        machine.at_quiescence_the_journal_agrees_with_the_ledger()
+    finally:
+        machine.teardown()
 
 
 TestPaymentMachine = PaymentMachine.TestCase

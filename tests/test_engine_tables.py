@@ -41,11 +41,13 @@ def test_readme_diagram_is_generated_from_the_tables() -> None:
 def test_a_repeated_request_falls_through_to_where_its_retries_end() -> None:
     for i, row in enumerate(ROWS):
         for condition in row.get("conditions", []):
-            assert isinstance(condition, RetryLeft)
+            if not isinstance(condition, RetryLeft):
+                continue   # a policy condition (late_success), not a retry
             retry = RETRIES[condition.retried]
             fallback = [r for r in ROWS[i + 1:] if r["trigger"] == row["trigger"] and sources(r) == sources(row)]
             if retry.exhausted is None:
-                assert fallback == []
+                # No count limit, or a series the background corrector continues in the same state.
+                assert all(r["dest"] is None for r in fallback), row["trigger"]
             else:
                 assert fallback and fallback[0]["dest"] == retry.exhausted.value, row["trigger"]
 

@@ -133,3 +133,21 @@ def test_bad_options(tmp_path, args, words):
 def test_help_describes_usage():
     result = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "--uninstall" in result.stdout and "DESTDIR" in result.stdout
+
+
+def test_the_dry_run_works_exactly_as_readme_shows_it(tmp_path):
+    """Issue 17: without POS_PYTHON it crashed with ModuleNotFoundError (the system python3 lacks
+    the package's dependencies). README's line, word for word, from another folder."""
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    assert "DESTDIR=/tmp/root systemd/install.sh --no-venv" in readme
+    env = {k: v for k, v in os.environ.items() if k not in ("POS_PYTHON", "VIRTUAL_ENV")}
+    env.update(DESTDIR=str(tmp_path / "root"), PATH="/usr/local/bin:/usr/bin:/bin")
+    result = subprocess.run(["systemd/install.sh", "--no-venv"], cwd=SCRIPT.parents[1], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "root" / "etc" / "udev" / "rules.d" / "70-pos-terminal.rules").exists()
+    bad = dict(env, POS_PYTHON="/bin/false")
+    result = subprocess.run(["systemd/install.sh", "--no-venv"], cwd=SCRIPT.parents[1], env=bad,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "set POS_PYTHON" in result.stderr

@@ -12,11 +12,12 @@ from pos.gateway.ams.codes import result_codes as ams_result_codes
 from pos.gateway.offline.codes import result_codes
 
 REQUIRED = [
-    "ready", "enter_amount", "scan_code", "processing", "checking", "cancelling", "paid", "declined",
-    "cancelled", "manual_review", "refund_done", "refund_declined", "refund_pending", "busy", "scan_invalid",
-    "scan_too_old", "scanner_lost", "scanner_back", "printer_away", "printer_back", "network_down",
-    "journal_error", "recovering", "pin_prompt", "pin_wrong", "pin_locked", "manager_menu", "refund_amount",
-    "refund_scan", "report_printed", "amount_invalid", "amount_too_large", "not_ready",
+    "ready", "enter_amount", "scan_code", "processing", "checking", "confirm_in_app", "cancelling", "paid",
+    "declined", "cancelled", "manual_review", "reversing", "reversed", "refund_done", "refund_declined",
+    "refund_pending", "busy", "scan_invalid", "scan_too_old", "scanner_lost", "scanner_back", "printer_away",
+    "printer_back", "network_down", "journal_error", "recovering", "pin_prompt", "pin_wrong", "pin_locked",
+    "manager_menu", "refund_amount", "refund_scan", "report_printed", "amount_invalid", "amount_too_large",
+    "not_ready",
 ]
 
 # Realistic, long amount strings: the widest a 100000-major-unit sale shows.
@@ -67,7 +68,9 @@ def test_amount_parameter_is_filled_in() -> None:
     assert en.cashier("scan_code", amount="SGD 1234.56")[1] == "SGD 1234.56"
     assert en.customer("paid", amount="SGD 1234.56")[1] == "SGD 1234.56"
     assert en.cashier("code.USER_BALANCE_NOT_ENOUGH") == ("Declined: no funds", "Ask other payment")
-    assert en.customer("checking") == ("Please confirm in", "your Alipay app")
+    assert en.customer("confirm_in_app") == ("Please confirm in", "your Alipay app")
+    # Issue 17: a system error or a timeout does not send the customer to their app.
+    assert en.customer("checking") == ("Checking payment", "Please wait")
 
 
 def test_cashier_and_customer_texts_differ_where_it_matters() -> None:

@@ -12,6 +12,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +32,7 @@ from pos.gateway.signing import build_signed, split_signed
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
-from tests.sandbox_fixtures import FakeClock, SandboxKeys, make_code
+from tests.sandbox_fixtures import FakeClock, SandboxKeys, make_code, short_options
 
 SGD = lambda minor: Money(minor, "SGD")  # noqa: E731
 NOT_FOUND = ["ORDER_NOT_EXIST", "TARGET_NOT_FOUND"]
@@ -467,3 +468,93 @@ def test_no_answer_at_all_marks_the_link_down_and_an_answer_clears_it(
     result = answered.query(merchant_trans_id="T1")
     assert isinstance(result, Unknown) and not result.no_answer     # the gateway spoke, badly
     assert not answered.health().link_down
+
+
+# -- the store's identity (issue 17) ------------------------------------------------
+
+STORE = {"id": "S-0042", "name": "Harbour Cafe", "terminal_id": "POS07", "secondary_merchant_id": "",
+         "mcc": "5814", "address": "Pier 3"}
+
+
+def test_every_pay_carries_the_store_identity_and_the_sandbox_records_it(gateway_settings: Any,
+                                                                        sandbox_server: Any) -> None:
+    """Before: no pay carried any store or terminal identity."""
+    from pos.sandbox.ledger import as_datetime
+
+    session = RecordingSession()
+    gw = OfflineGateway(gateway_settings, session=session, store=STORE)
+    t = mtid()
+    assert isinstance(gw.pay(merchant_trans_id=t, identity_code=make_code("00"), amount=SGD(1250),
+                             order_title="Coffee"), Succeeded)
+    body = json.loads(split_signed(session.sent[0][1].decode(), "request")[0])["body"]
+    # Where each value goes is pos/data/store_fields.toml's choice.
+    assert body["order"]["seller"] == {"storeId": "S-0042", "storeName": "Harbour Cafe", "sellerMCC": "5814"}
+    assert body["envInfo"] == {"merchantTerminalId": "POS07"}
+    payment = sandbox_server.ledger.payment(t, as_datetime(datetime.now().astimezone()))
+    assert payment.store == {"id": "S-0042", "name": "Harbour Cafe", "terminal_id": "POS07", "mcc": "5814"}
+    assert payment.as_json()["store"]["id"] == "S-0042"
+    gw.close()
+
+
+@pytest.mark.parametrize("sandbox_options", [short_options(require_store=True)])
+def test_a_sandbox_that_requires_the_store_refuses_a_pay_without_it(gateway_settings: Any,
+                                                                    sandbox_options: Any) -> None:
+    bare = OfflineGateway(gateway_settings)
+    refused = bare.pay(merchant_trans_id=mtid(), identity_code=make_code("00"), amount=SGD(100), order_title="")
+    assert isinstance(refused, Failed) and refused.code == "PARAM_MISSING"
+    assert "order.seller.storeId" in refused.message and "--require-store" in refused.message
+    full = OfflineGateway(gateway_settings, store=STORE)
+    assert isinstance(full.pay(merchant_trans_id=mtid(), identity_code=make_code("00"), amount=SGD(100),
+                               order_title=""), Succeeded)
+    bare.close()
+    full.close()
+
+
+def test_the_config_fills_the_store_identity_from_the_terminal_when_left_empty() -> None:
+    from pos.config import Config, StoreSection, TerminalSection, store_identity
+
+    cfg = Config(terminal=TerminalSection(terminal_id="POS02", merchant_name="Acme", store_name=""),
+                 store=StoreSection(id="S1"))
+    assert store_identity(cfg) == {"id": "S1", "name": "Acme", "terminal_id": "POS02",
+                                   "secondary_merchant_id": "", "mcc": "", "address": ""}
+
+
+def test_a_pay_with_no_answer_is_given_up_within_first_query_after(gateway_settings: Any) -> None:
+    """Issue 17: the pay waited for the whole read_timeout (15 s by default) before the first query."""
+    from pos.config import Config, PaymentSection
+
+    slow = gateway_settings.model_copy(update={"read_timeout": 15.0})
+    gw = OfflineGateway.from_config(Config(gateway=slow, payment=PaymentSection(first_query_after=1.0)))
+    started = time.monotonic()
+    result = gw.pay(merchant_trans_id=mtid(), identity_code=make_code("11"), amount=SGD(100), order_title="")
+    took = time.monotonic() - started
+    assert isinstance(result, Unknown) and result.no_answer and took < 1.8   # the sandbox holds it 2 s
+    gw.close()
+
+
+def test_the_manager_sees_every_id_alipays_support_asks_for(offline_gateway: OfflineGateway, tmp_path: Any,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17: a MANUAL_REVIEW sale kept no acquirementId, and no reqMsgId was kept anywhere."""
+    from pos.cli.main import main
+    from pos.config import PaymentSection
+    from pos.journal.journal import Journal
+    from pos.payments.runner import PaymentRunner
+
+    journal = Journal.open(tmp_path / "journal.db")
+    runner = PaymentRunner(journal, offline_gateway, PaymentSection(
+        query_first_delay=0.1, query_interval_min=0.1, query_interval_max=0.1, query_deadline=0.3,
+        cancel_interval=0.1, background_interval=600.0))
+    runner.recover()
+    sale_id = runner.start_sale(SGD(990), make_code("15"), time.time())
+    review = runner.wait(sale_id, timeout=20)
+    runner.stop()
+    journal.close()
+    assert review is not None and review.state.value == "MANUAL_REVIEW" and review.acquirement_id
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text(f'[terminal]\nstate_dir = "{tmp_path}"\n[manager]\nsupport_contact = "+65 6000 0000"\n')
+    assert main(["journal", "show", review.merchant_trans_id, "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert f"{'acquirementId:':20}{review.acquirement_id}" in out
+    assert "+65 6000 0000" in out
+    assert len(set(re.findall(r"reqMsgId=([0-9a-f-]{36})", out))) >= 3   # the pay, the queries, the cancel
+    assert "F CANCEL_NOT_ALLOWED" in out and "U USER_PAYING" in out

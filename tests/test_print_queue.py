@@ -86,6 +86,9 @@ def test_jobs_of_a_journal_from_before_the_print_jobs_migration_are_kept(tmp_pat
     Journal.open(db).close()
     old = sqlite3.connect(db)   # as an older release left it: schema 1, the queue's own table
     old.execute("UPDATE schema_version SET version = 1")
+    for column in ("reversal_id", "reversal_gateway_id", "reversal_attempts", "pay_amount_minor", "pay_currency",
+                   "conversion_rate"):   # added by migration 4
+        old.execute(f"ALTER TABLE sales DROP COLUMN {column}")
     old.execute("DROP TABLE print_jobs")
     old.execute("CREATE TABLE print_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, job_key TEXT NOT NULL UNIQUE, "
                 "created_at REAL NOT NULL, data BLOB NOT NULL, record TEXT, reprint_of TEXT, "
@@ -182,3 +185,31 @@ def test_reprint_marks_the_copy(tmp_path: Path) -> None:
     assert "REPRINT" not in texts[0]
     assert "*** REPRINT ***" in texts[2] and "*** REPRINT ***" in texts[3]
     assert "*** REPRINT ***" in texts[4] and "just bytes" in texts[4]
+
+
+def test_stop_prints_the_receipts_still_pending_within_a_bounded_time(tmp_path: Path) -> None:
+    """Issue 17: at shutdown (SIGTERM) receipts queued behind each other were left unprinted."""
+    import time
+
+    class SlowPrinter(DummyPrinter):
+        def send(self, data: bytes) -> None:
+            time.sleep(0.1)
+            super().send(data)
+
+    printer = SlowPrinter()
+    with make_queue(tmp_path / "journal.db", printer) as q:
+        q.start()
+        for n in range(5):
+            q.enqueue(f"sale:{n}", receipt(n))
+        q._wake.set()
+        started = time.monotonic()
+        q.stop(drain=5.0)
+        assert len(printer.jobs) == 5 and q.pending() == []
+        assert time.monotonic() - started < 2.0
+        # A drain has a bound: with a printer slower than it, the rest wait on disk.
+        for n in range(5, 25):
+            q.enqueue(f"sale:{n}", receipt(n))
+        q.start()
+        started = time.monotonic()
+        q.stop(drain=0.3)
+        assert time.monotonic() - started < 1.5 and q.pending() != []

@@ -106,6 +106,20 @@ def test_network_printer_prints_and_reads_status() -> None:
         assert len(emu.jobs) == 1   # status connections are not jobs
 
 
+def test_a_printer_that_keeps_the_connection_open_costs_no_wait_per_job() -> None:
+    """Issue 17: the driver waited drain_timeout (2 s) per receipt for the printer to close."""
+    import time
+
+    with EmulatedNetworkPrinter(hold_open=10.0) as emu:
+        p = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=2)
+        started = time.monotonic()
+        for n in range(3):
+            p.send(b"\x1b@job %d\n" % n)
+        took = time.monotonic() - started
+        assert emu.wait_for_jobs(3) and emu.texts() == ["job 0\n", "job 1\n", "job 2\n"]
+        assert took < 1.5, f"3 jobs took {took:.1f} s"
+
+
 def test_unanswered_status_is_unknown_not_no_paper() -> None:
     with EmulatedNetworkPrinter(answer_status=False) as emu:
         p = NetworkPrinter(emu.host, emu.port, timeout=0.3)
@@ -205,3 +219,34 @@ def test_usb_printer_that_is_not_there_is_a_clear_printer_error():
         printer.send(b"\x1b@hello")
     assert "USB printer 04b8:0e15" in str(err.value) and "cannot open" in str(err.value)
     assert printer.status().online in (False, None)
+
+
+# -- what a receipt says (issue 17) -------------------------------------------
+
+def test_a_refund_receipt_wraps_long_ids_and_names_alipays_refund_id() -> None:
+    """Before: the merchantRefundId was cut to '...-R0' and Alipay's refundId was on no receipt."""
+    mrid = "POS01-20240501-VE6E99-R000001"
+    refund_id = "20240501111212800100166000012345"
+    line = RefundLine(mrid, ReceiptAmount(1000, "SGD", "10.00 SGD"), "status_refunded", WHEN, refund_id)
+    data = sale(kind=ReceiptKind.REFUND, refunds=(line,))
+    text = escpos_to_text(render_receipt(data, PrinterSection(encoding="ASCII", width=32), Catalogue.load("en")),
+                          "ASCII")
+    lines = text.splitlines()
+    assert all(len(x) <= 32 for x in lines if not x.startswith("["))
+    stripped = [x.strip() for x in lines]
+    assert mrid in stripped and "Alipay refund ID" in text and refund_id in stripped
+    long_id = "X" * 70   # longer than any line: wrapped over three, never cut
+    wrapped = escpos_to_text(render_receipt(sale(acquirement_id=long_id), PrinterSection(encoding="ASCII",
+                                                                                         width=32),
+                                            Catalogue.load("en")), "ASCII")
+    assert "".join(x.strip() for x in wrapped.splitlines() if set(x.strip()) == {"X"}) == long_id
+
+
+def test_a_receipt_names_the_store_and_what_the_customer_paid_in_their_currency() -> None:
+    data = sale(store_id="S-0042", store_address="Pier 3, Harbour", order_title="",
+                pay_amount=ReceiptAmount(6712, "CNY", "67.12 CNY"), conversion_rate="5.3696")
+    text = escpos_to_text(render_receipt(data, PrinterSection(encoding="ASCII"), Catalogue.load("en")), "ASCII")
+    assert "Pier 3, Harbour" in text and "S-0042" in text
+    assert "You paid" in text and "67.12 CNY" in text and "5.3696" in text
+    assert "Item" not in text   # no order title: no Item line (it showed the store's address before)
+    assert ReceiptData.from_dict(json.loads(json.dumps(data.to_dict()))) == data

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pos.config import Config, ReconcileSection, TerminalSection
+from pos.config import Config, GatewaySection, ReconcileSection, TerminalSection
 from pos.core.errors import ConfigError
 from pos.core.money import Money
 from pos.reconcile.fetch import FetchError, HostKeyError, SftpSettings, fetch_day
@@ -140,7 +140,7 @@ def test_secret_files_must_be_private(tmp_path: Path) -> None:
         SftpSettings.from_config(cfg, "2024-05-01")
     pw.chmod(0o600)
     s = SftpSettings.from_config(cfg, "2024-05-01")
-    assert s.password == "sandbox" and s.remote_dir == "/download/2188000000000001/20240501"
+    assert s.password == "sandbox" and s.remote_dir == f"/download/{cfg.gateway.merchant_id}/20240501"
     assert s.pattern == "*20240501*.csv"
     with pytest.raises(ConfigError, match="password_file or private_key"):
         SftpSettings.from_config(Config(reconcile=ReconcileSection(username="alipay")), "2024-05-01")
@@ -203,6 +203,7 @@ def test_scheduled_run_alarms_on_a_mismatch_and_on_a_failure(served, tmp_path: P
     (empty_day / "ALIPAY_TRANSACTION_DETAIL_USD_20240502.csv").write_text(
         (folder / BIG).read_text().splitlines()[0] + "\n")
     cfg = Config(terminal=TerminalSection(state_dir=str(tmp_path / "state")),
+                 gateway=GatewaySection(merchant_id=MID),
                  reconcile=ReconcileSection(host="127.0.0.1", port=server.port, username="alipay",
                                             password_file=str(pw), host_key=server.fingerprint,
                                             fetch_at="07:00"))
@@ -294,7 +295,8 @@ def test_login_with_a_private_key_instead_of_a_password(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "ALIPAY_TRANSACTION_DETAIL_USD_20240501.csv").write_text("x\n")
     with SandboxSftp(tmp_path / "root", client_key=tmp_path / "id.pub") as server:
-        cfg = Config(reconcile=ReconcileSection(host="127.0.0.1", port=server.port, username="alipay",
+        cfg = Config(gateway=GatewaySection(merchant_id=MID),
+                     reconcile=ReconcileSection(host="127.0.0.1", port=server.port, username="alipay",
                                                 private_key=str(tmp_path / "id"), host_key=server.fingerprint))
         s = SftpSettings.from_config(cfg, "2024-05-01")
         assert s.password is None

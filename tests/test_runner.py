@@ -102,6 +102,13 @@ def test_each_sandbox_scenario_ends_where_the_ledger_is(rig: Rig, scenario: str,
     assert Finished("sale", sale_id, state.value) in rig.notes
 
 
+def test_a_sale_keeps_what_the_customer_paid_in_their_currency(rig: Rig) -> None:
+    sale_id = rig.sale("00", amount=1250)   # USD 12.50 at the sandbox's 7.11 CNY per USD
+    sale = rig.service.wait(sale_id, timeout=20)
+    assert sale is not None and sale.state is SaleState.PAID
+    assert (sale.pay_amount_minor, sale.pay_currency, sale.conversion_rate) == (8888, "CNY", "7.1100")
+
+
 def test_second_scan_is_refused_while_a_sale_is_open(rig: Rig) -> None:
     first = rig.sale("10")
     with pytest.raises(SaleRefused) as busy:
@@ -145,11 +152,54 @@ def test_refunds_partial_full_and_over(rig: Rig) -> None:
 
 def test_manual_review_is_alarmed_and_shown(rig: Rig) -> None:
     sale_id = rig.sale("15")
-    assert rig.service.wait(sale_id, timeout=20).state is SaleState.MANUAL_REVIEW
+    review = rig.service.wait(sale_id, timeout=20)
+    assert review.state is SaleState.MANUAL_REVIEW
+    # Issue 17: the USER_PAYING answer named the payment; the manager needs that id for Alipay's support.
+    payment = rig.ledger.payment(review.merchant_trans_id, as_datetime(rig.clock.now()))
+    assert review.acquirement_id == payment.acquirement_id
     rig.service.stop()
     assert any(isinstance(n, Show) and n.key == "manual_review" for n in rig.notes)
     assert any(isinstance(n, Alarm) and rig.journal.get_sale(sale_id).merchant_trans_id in n.text
                for n in rig.notes)
+
+
+def test_a_cancel_too_late_after_a_charge_is_reversed_and_the_ledger_nets_zero(rig: Rig) -> None:
+    """Issue 17: CANCEL_EXPIRED, the customer confirmed late: the background check finds the
+    charge and the terminal refunds it in full; before, the sale was quietly marked PAID."""
+    sale_id = rig.sale("19")
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.MANUAL_REVIEW
+    deadline = time.monotonic() + 20
+    while rig.journal.get_sale(sale_id).state is not SaleState.REVERSED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sale = rig.journal.get_sale(sale_id)
+    assert sale.state is SaleState.REVERSED
+    assert sale.reversal_id == f"{sale.merchant_trans_id}-V" and sale.reversal_gateway_id
+    now = as_datetime(rig.clock.now())
+    assert rig.ledger.payment(sale.merchant_trans_id, now).status == "SUCCESS"
+    assert rig.ledger.total_charged("USD", now) == 0
+    assert [r.merchant_refund_id for r in rig.ledger.refunds()] == [sale.reversal_id]
+    # The refund's id was on disk before it was sent: the REVERSING row carries it.
+    events = [e for e in rig.journal.events(item_kind="sale", item_id=sale_id)]
+    assert [e.dest for e in events][-2:] == ["REVERSING", "REVERSED"]
+    with pytest.raises(RefundRefused, match="not PAID"):
+        rig.service.refund(sale_id, Money(1, "USD"), "again")
+    rig.service.stop()
+    assert any(isinstance(n, Show) and n.key == "reversed" and n.sale_id == sale_id for n in rig.notes)
+    assert Finished("sale", sale_id, "REVERSED") in rig.notes
+
+
+def test_late_success_manager_leaves_a_late_charge_paid_with_an_alarm(tmp_path: Path) -> None:
+    r = Rig(tmp_path, late_success="manager")
+    r.service.recover()
+    try:
+        sale_id = r.sale("19")
+        deadline = time.monotonic() + 20
+        while r.journal.get_sale(sale_id).state is not SaleState.PAID and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert r.journal.get_sale(sale_id).state is SaleState.PAID and r.ledger.refunds() == []
+    finally:
+        r.close()
+    assert any(isinstance(n, Alarm) and "resolved by the background check" in n.text for n in r.notes)
 
 
 def test_no_sale_before_recover(tmp_path: Path) -> None:

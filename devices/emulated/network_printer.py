@@ -25,8 +25,11 @@ STATUS_PAPER_OUT = 0x72
 
 
 class EmulatedNetworkPrinter:
-    def __init__(self, *, answer_status: bool = True, encoding: str = "GB18030") -> None:
+    def __init__(self, *, answer_status: bool = True, encoding: str = "GB18030", hold_open: float = 0.0) -> None:
         self.host = "127.0.0.1"
+        # Like many real network printers: keep a connection open this long after the client
+        # has finished sending, instead of closing it (each connection served on its own thread).
+        self.hold_open = hold_open
         self.port = 0
         self.answer_status = answer_status
         self.paper_out = False
@@ -103,8 +106,15 @@ class EmulatedNetworkPrinter:
                 continue
             except OSError:
                 return
+            if self.hold_open:
+                threading.Thread(target=self._handle_and_close, args=(conn,), daemon=True).start()
+                continue
             with conn:
                 self._handle(conn)
+
+    def _handle_and_close(self, conn: socket.socket) -> None:
+        with conn:
+            self._handle(conn)
 
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(5.0)
@@ -134,6 +144,8 @@ class EmulatedNetworkPrinter:
             with self._changed:
                 self.jobs.append(job)
                 self._changed.notify_all()
+        if self.hold_open:
+            time.sleep(self.hold_open)   # the client's FIN is read; the printer's side stays open
 
     def _answer_status(self, conn: socket.socket, chunk: bytes) -> None:
         if not self.answer_status:

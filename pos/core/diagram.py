@@ -17,9 +17,10 @@ __all__ = ["mermaid"]
 
 
 def _label(row: Row) -> str:
-    """The trigger, and which retry it repeats while retries are left."""
-    retried = [c.retried.value for c in row.get("conditions", []) if isinstance(c, RetryLeft)]
-    return row["trigger"] + "".join(f" ({name} retry left)" for name in retried)
+    """The trigger, which retry it repeats while retries are left, and any other condition."""
+    conditions = [f"{c.retried.value} retry left" if isinstance(c, RetryLeft) else c.__name__
+                  for c in row.get("conditions", [])]
+    return row["trigger"] + "".join(f" ({text})" for text in conditions)
 
 
 def _machine(name: str, states: Sequence[StateRow], rows: Sequence[Row], final: Collection[str]) -> list[str]:

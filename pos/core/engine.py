@@ -48,6 +48,7 @@ from pos.core.events import (
     SendPay,
     SendQuery,
     SendRefund,
+    SendReverse,
     Show,
     StartRefund,
     StartSale,
@@ -74,7 +75,7 @@ __all__ = [
     # events
     "StartSale", "StartRefund", "GatewayAnswer", "Tick", "Abort", "Recover", "Event",
     # commands
-    "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "Show",
+    "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "SendReverse", "Show",
     "PrintReceipt", "Alarm", "Finished", "Command",
     # the machine
     "Engine", "Schedule", "Refusal", "SALE_STATES", "SALE_TRANSITIONS", "SALE_ANSWERS",
@@ -102,6 +103,13 @@ class Engine:
     was charged, so the sale becomes PAID (flagged resolved_by_corrector, so the
     manager can hand over the goods or refund); a CLOSED status means no money
     stayed with us and the sale becomes CANCELLED; anything else stays in review.
+
+    The cashier was told "No goods" for every MANUAL_REVIEW sale, so a charge
+    found there is given back by default ([payment] late_success = "refund"):
+    REVERSING sends a full refund under a merchantRefundId of its own (committed
+    first, the same on every retry) and ends REVERSED, net zero. With
+    late_success = "manager" (or no acquirementId to refund) it becomes PAID
+    with an alarm, as above.
     """
 
     def __init__(self, schedule: Schedule, *, rng: random.Random | None = None) -> None:
@@ -313,6 +321,10 @@ class Engine:
             elif request == "cancel":
                 sale.record = replace(rec, cancel_attempts=rec.cancel_attempts + 1)
                 self._ctx.emit(SendCancel(rec.sale_id, seq, due, rec.merchant_trans_id))
+            elif request == "reverse":
+                sale.record = replace(rec, reversal_attempts=rec.reversal_attempts + 1)
+                self._ctx.emit(SendReverse(rec.sale_id, seq, due, rec.acquirement_id or "", rec.reversal_id or "",
+                                           rec.amount))
         for refund in self._refunds.values():
             due = refund.next_at
             if refund.awaiting is not None or refund.next_request is None or due is None or now < due:

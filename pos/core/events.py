@@ -18,7 +18,7 @@ from pos.core.records import RefundRecord, Request, SaleRecord
 __all__ = [
     "ItemKind", "Request",
     "StartSale", "StartRefund", "GatewayAnswer", "Notified", "Tick", "Abort", "Recover", "Event",
-    "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "Send", "Show",
+    "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "SendReverse", "Send", "Show",
     "PrintReceipt", "Alarm", "Finished", "Command",
 ]
 
@@ -152,6 +152,18 @@ class SendRefund:
 
 
 @dataclass(frozen=True)
+class SendReverse:
+    """The full refund of a sale charged after the cashier was told "No goods" (REVERSING)."""
+
+    sale_id: int
+    seq: int
+    due: float
+    acquirement_id: str
+    merchant_refund_id: str
+    amount: Money
+
+
+@dataclass(frozen=True)
 class Show:
     """A message for the cashier/customer display; `key` is a message-catalogue key."""
 
@@ -183,5 +195,5 @@ class Finished:
     state: str
 
 
-Send = SendPay | SendQuery | SendCancel | SendRefund
-Command = Record | SendPay | SendQuery | SendCancel | SendRefund | Show | PrintReceipt | Alarm | Finished
+Send = SendPay | SendQuery | SendCancel | SendRefund | SendReverse
+Command = Record | SendPay | SendQuery | SendCancel | SendRefund | SendReverse | Show | PrintReceipt | Alarm | Finished

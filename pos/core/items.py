@@ -22,7 +22,8 @@ from pos.core.schedule import Retried, Retry, Schedule, retry_table
 
 __all__ = [
     "Context", "Item", "SaleItem", "RefundItem", "Callback", "Condition", "Row", "StateRow", "Verdict",
-    "Reading", "reading_of", "now_of", "result_of", "code_and_message", "describe", "Start", "RetryLeft",
+    "Reading", "reading_of", "now_of", "result_of", "code_and_message", "describe", "Start", "StartQuerying",
+    "RetryLeft",
     "Repeat",
 ]
 
@@ -197,12 +198,19 @@ def code_and_message(result: GatewayResult) -> tuple[str | None, str]:
 
 
 def describe(result: GatewayResult) -> str:
-    """A gateway answer in one log line."""
+    """A gateway answer in one log line, with the ids Alipay's support asks for."""
     if isinstance(result, Succeeded):
-        return f"S {result.code}"
-    if isinstance(result, Failed):
-        return f"F {result.code}" + (f" {result.message}" if result.message else "")
-    return f"U {result.code or ''} {result.reason}".replace("  ", " ").strip()
+        text = f"S {result.code}"
+    elif isinstance(result, Failed):
+        text = f"F {result.code}" + (f" {result.message}" if result.message else "")
+    else:
+        text = f"U {result.code or ''} {result.reason}".replace("  ", " ").strip()
+    acq = result.data.get("acquirementId")
+    if isinstance(acq, str) and acq:
+        text += f" acquirementId={acq}"
+    if result.req_msg_id:
+        text += f" reqMsgId={result.req_msg_id}"
+    return text
 
 
 # ------------------------------------------------ callbacks that read the retry table
@@ -222,6 +230,22 @@ class Start:
         item = _item(ev)
         retry = item.ctx.retry(self.retried)
         item.plan(retry.request, now_of(ev) + (retry.first or 0.0))
+
+
+class StartQuerying(Start):
+    """On entering QUERYING: the first payQuery `first` seconds after the pay's unknown answer,
+    but never later than [payment] first_query_after after the pay was sent (a pay that took
+    its whole read timeout to say nothing is queried at once)."""
+
+    def __call__(self, ev: EventData) -> None:
+        item = _item(ev)
+        retry = item.ctx.retry(self.retried)
+        now = now_of(ev)
+        at = now + (retry.first or 0.0)
+        sent = item.record.pay_sent_at if isinstance(item.record, SaleRecord) else None
+        if sent is not None:
+            at = max(now, min(at, sent + item.ctx.schedule.first_query_after))
+        item.plan(retry.request, at)
 
 
 class RetryLeft:
@@ -255,7 +279,9 @@ class Repeat:
         retry = item.ctx.retry(self.retried)
         at = now + item.ctx.interval(self.retried)
         deadline = item.deadline()
-        if retry.until_deadline and deadline is not None:
-            # The last attempt lands on the deadline itself; its answer decides what follows.
-            at = min(at, max(deadline, now))
+        if retry.until_deadline and deadline is not None and at > deadline:
+            # The last attempt lands on the deadline itself, its answer deciding what follows,
+            # but never closer to the one before than the shortest interval (the deadline's
+            # query too: seed 003's 5-7 s apart).
+            at = max(deadline, now + retry.every[0])
         item.plan(retry.request, at)

@@ -21,7 +21,15 @@ from pos.core.money import Money
 
 __all__ = [
     "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway", "QueryOutcome", "query_outcome_of",
+    "CUSTOMER_CONFIRMING",
 ]
+
+
+# The result codes with which a gateway says the customer is confirming the payment in
+# the wallet (offline: USER_PAYING; the v1 API: PAYMENT_IN_PROCESS, or USER_PAYING): the
+# only cause for which the customer is asked to look at their app. A system error or a
+# timeout gets a neutral "checking".
+CUSTOMER_CONFIRMING = frozenset({"USER_PAYING", "PAYMENT_IN_PROCESS"})
 
 
 class QueryOutcome(StrEnum):
@@ -40,6 +48,7 @@ class Succeeded:
     code: str = "SUCCESS"
     request_id: str = ""
     query: QueryOutcome | None = None   # set on query answers by the protocol
+    req_msg_id: str = ""                # the HTTP request's own id (head.reqMsgId): Alipay's support asks for it
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class Failed:
     data: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     query: QueryOutcome | None = None   # set on query answers by the protocol
+    req_msg_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,9 @@ class Unknown:
     # True when nothing came back over the link (timeout, connection or transport
     # error): the cashier is told the network is down, not just "checking".
     no_answer: bool = False
+    # The body of a signed U answer (USER_PAYING names the payment's acquirementId); empty otherwise.
+    data: dict[str, Any] = field(default_factory=dict)
+    req_msg_id: str = ""
 
 
 GatewayResult = Succeeded | Failed | Unknown

@@ -24,7 +24,7 @@ __all__ = [
 
 
 # The requests the engine sends to the gateway.
-Request = Literal["pay", "query", "cancel", "refund"]
+Request = Literal["pay", "query", "cancel", "refund", "reverse"]
 
 
 class SaleState(StrEnum):
@@ -36,6 +36,8 @@ class SaleState(StrEnum):
     DECLINED = "DECLINED"            # a verified F, or a trustworthy CLOSED status
     CANCELLED = "CANCELLED"          # payCancel S: as if it never happened (reference §8)
     MANUAL_REVIEW = "MANUAL_REVIEW"  # cancel F or still U: a human must look (seed 003 note 3)
+    REVERSING = "REVERSING"          # found paid after the cashier was told "No goods": refunding it in full
+    REVERSED = "REVERSED"            # that full refund succeeded: charged and given back, net zero
 
 
 class RefundState(StrEnum):
@@ -50,9 +52,10 @@ class RefundState(StrEnum):
 # tables (pos/core/sale.py, pos/core/refund.py) are checked against them by tests.
 
 # Final: nothing more will ever happen to the item.
-SALE_FINAL = frozenset({SaleState.PAID, SaleState.DECLINED, SaleState.CANCELLED})
-# The cashier's interaction is over (MANUAL_REVIEW is handed to the manager).
-SALE_SETTLED_FOR_CASHIER = SALE_FINAL | {SaleState.MANUAL_REVIEW}
+SALE_FINAL = frozenset({SaleState.PAID, SaleState.DECLINED, SaleState.CANCELLED, SaleState.REVERSED})
+# The cashier's interaction is over (MANUAL_REVIEW is handed to the manager;
+# REVERSING gives back a charge the cashier already called "No goods").
+SALE_SETTLED_FOR_CASHIER = SALE_FINAL | {SaleState.MANUAL_REVIEW, SaleState.REVERSING}
 # The terminal is busy with this sale: a new scan is refused (design rule 4).
 SALE_ACTIVE = frozenset({SaleState.CREATED, SaleState.PAYING, SaleState.QUERYING, SaleState.CANCELLING})
 # The cashier may still give up on the sale (once cancelling, it is already being undone).
@@ -89,6 +92,16 @@ class SaleRecord:
     alarmed: bool = False
     finished_at: float | None = None
     resolved_by_corrector: bool = False
+    # The full refund that gives back a charge found after "No goods" (REVERSING):
+    # its merchantRefundId is committed before the refund is sent.
+    reversal_id: str | None = None
+    reversal_gateway_id: str | None = None   # Alipay's refundId for it
+    reversal_attempts: int = 0
+    # What the customer paid when the wallet charged another currency (AlipayCN
+    # customers pay in CNY): payAmount and conversionRate as the gateway gave them.
+    pay_amount_minor: int | None = None
+    pay_currency: str | None = None
+    conversion_rate: str | None = None
 
     @property
     def is_final(self) -> bool:

@@ -26,6 +26,8 @@ class _SaleLike(Protocol):
     def amount(self) -> Money: ...
     @property
     def merchant_trans_id(self) -> str: ...
+    @property
+    def acquirement_id(self) -> str | None: ...
 
 
 class _RefundLike(Protocol):
@@ -50,6 +52,9 @@ class DayTotals:
     cancels_minor: int = 0
     declines_count: int = 0
     declines_minor: int = 0
+    # Charged after "No goods" and refunded in full: money in and out, net zero.
+    reversals_count: int = 0
+    reversals_minor: int = 0
 
     @property
     def net(self) -> Money:
@@ -65,6 +70,8 @@ class Report:
     totals: dict[str, DayTotals] = field(default_factory=dict)
     open_items: list[str] = field(default_factory=list)      # not final yet (being resolved)
     manual_review: list[str] = field(default_factory=list)   # need a person
+    # Alipay's id for each of those, when known: what its support asks for first
+    acquirement_ids: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         def amt(minor: int, currency: str) -> dict[str, Any]:
@@ -83,12 +90,14 @@ class Report:
                     "refunds": {"count": t.refunds_count, "amount": amt(t.refunds_minor, c)},
                     "cancels": {"count": t.cancels_count, "amount": amt(t.cancels_minor, c)},
                     "declines": {"count": t.declines_count, "amount": amt(t.declines_minor, c)},
+                    "reversals": {"count": t.reversals_count, "amount": amt(t.reversals_minor, c)},
                     "net": amt(t.net.minor, c),
                 }
                 for c, t in sorted(self.totals.items())
             ],
             "openItems": list(self.open_items),
             "manualReview": list(self.manual_review),
+            "manualReviewAcquirementIds": dict(self.acquirement_ids),
         }
 
 
@@ -110,8 +119,13 @@ def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | 
         elif sale.state == "DECLINED":
             t.declines_count += 1
             t.declines_minor += sale.amount.minor
+        elif sale.state == "REVERSED":
+            t.reversals_count += 1
+            t.reversals_minor += sale.amount.minor
         elif sale.state == "MANUAL_REVIEW":
             report.manual_review.append(sale.merchant_trans_id)
+            if sale.acquirement_id:
+                report.acquirement_ids[sale.merchant_trans_id] = sale.acquirement_id
         elif sale.state not in SALE_FINAL:
             report.open_items.append(sale.merchant_trans_id)
     for refund in refunds:
@@ -140,9 +154,14 @@ def report_rows(report: Report) -> list[tuple[str, str]]:
         rows.append((f"Refunds x{t.refunds_count}", Money(t.refunds_minor, currency).receipt()))
         rows.append((f"Cancelled x{t.cancels_count}", Money(t.cancels_minor, currency).receipt()))
         rows.append((f"Declined x{t.declines_count}", Money(t.declines_minor, currency).receipt()))
+        if t.reversals_count:
+            rows.append((f"Reversed x{t.reversals_count}", Money(t.reversals_minor, currency).receipt()))
         rows.append(("NET", t.net.receipt()))
     rows.append(("Open items", str(len(report.open_items))))
     rows += [("", x) for x in report.open_items]
     rows.append(("Need a manager", str(len(report.manual_review))))
-    rows += [("", x) for x in report.manual_review]
+    for x in report.manual_review:
+        rows.append(("", x))
+        if x in report.acquirement_ids:
+            rows.append(("", f"Alipay {report.acquirement_ids[x]}"))
     return rows

@@ -22,13 +22,15 @@ from pos.core.items import (
     Row,
     SaleItem,
     Start,
+    StartQuerying,
     StateRow,
     Verdict,
     code_and_message,
     now_of,
     result_of,
 )
-from pos.core.outcomes import Failed, QueryOutcome, Succeeded
+from pos.core.money import AmountError, CurrencyError, Money
+from pos.core.outcomes import CUSTOMER_CONFIRMING, Failed, QueryOutcome, Succeeded
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
 
@@ -49,6 +51,13 @@ def _show(key: str) -> Callback:
         sale.ctx.emit(Show(key, {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
     show.__name__ = f"show_{key}"
     return show
+
+
+
+def _show_checking(ev: EventData) -> None:
+    sale = _sale(ev)
+    key = "confirm_in_app" if sale.record.result_code in CUSTOMER_CONFIRMING else "checking"
+    sale.ctx.emit(Show(key, {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
 
 
 def _queue_pay(ev: EventData) -> None:
@@ -90,12 +99,28 @@ def _store_result(ev: EventData) -> None:
 
 
 def _keep_acquirement_id(ev: EventData) -> None:
+    """Keep the payment's ids and what the customer paid from any answer that carries them."""
     sale = _sale(ev)
     result = result_of(ev)
+    if result is None:
+        return
+    data = result.data
+    acq = data.get("acquirementId")
+    if isinstance(acq, str) and acq:
+        # An F or U answer may name the payment too (USER_PAYING does): the manager's
+        # list needs it for Alipay's support even when the sale never settles.
+        sale.record = replace(sale.record, acquirement_id=acq)
     if isinstance(result, Succeeded):
-        acq = result.data.get("acquirementId")
-        if isinstance(acq, str) and acq:
-            sale.record = replace(sale.record, acquirement_id=acq)
+        try:
+            paid = Money.from_wire(data["payAmount"]) if "payAmount" in data else None
+        except (AmountError, CurrencyError, TypeError, ValueError):
+            paid = None
+        if paid is not None and paid.currency != sale.record.amount.currency:
+            rate = data.get("conversionRate")
+            if isinstance(rate, dict):
+                rate = rate.get("rate") or rate.get("value")
+            sale.record = replace(sale.record, pay_amount_minor=paid.minor, pay_currency=paid.currency,
+                                  conversion_rate=str(rate) if isinstance(rate, (str, int, float)) else None)
 
 
 def _mark_resolved(ev: EventData) -> None:
@@ -139,6 +164,67 @@ def _enter_cancelled(ev: EventData) -> None:
     sale.ctx.emit(Finished("sale", sale.item_id, S.CANCELLED.value))
 
 
+def _late_success_refund(ev: EventData) -> bool:
+    """Condition: [payment] late_success = "refund", and the charge can be refunded (its acquirementId is known)."""
+    sale = _sale(ev)
+    return sale.ctx.schedule.late_success_refund and bool(sale.record.acquirement_id)
+
+
+_late_success_refund.__name__ = "late_success_refund"
+
+
+def _name_reversal(ev: EventData) -> None:
+    """A fresh merchantRefundId of its own: committed with REVERSING, before the refund leaves;
+    every retry sends the same one (reference §9). Till refunds end in -R<seq>, never -V."""
+    sale = _sale(ev)
+    if sale.record.reversal_id is None:
+        sale.record = replace(sale.record, reversal_id=f"{sale.record.merchant_trans_id}-V")
+
+
+def _alarm_reversing(ev: EventData) -> None:
+    sale = _sale(ev)
+    rec = sale.record
+    sale.ctx.emit(Alarm(
+        f"{sale.name} ({rec.amount.receipt()}) was charged after the cashier was told 'No goods': "
+        f"refunding it in full ({rec.reversal_id}), [payment] late_success = \"refund\"", sale_id=sale.item_id))
+
+
+def _keep_reversal_answer(ev: EventData) -> None:
+    sale = _sale(ev)
+    result = result_of(ev)
+    if result is None:
+        return
+    code, message = code_and_message(result)
+    sale.record = replace(sale.record, result_code=code, result_message=message)
+    if isinstance(result, Succeeded):
+        rid = result.data.get("refundId")
+        if isinstance(rid, str) and rid:
+            sale.record = replace(sale.record, reversal_gateway_id=rid)
+
+
+def _enter_reversing(ev: EventData) -> None:
+    sale = _sale(ev)
+    sale.ctx.emit(Show("reversing", {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
+
+
+def _enter_reversed(ev: EventData) -> None:
+    sale = _finish(ev, "reversed")
+    sale.ctx.emit(PrintReceipt(sale.item_id))
+    sale.ctx.emit(Alarm(f"{sale.name} ({sale.record.amount.receipt()}) was charged too late and has been "
+                        f"refunded in full ({sale.record.reversal_id}): nothing is owed either way",
+                        sale_id=sale.item_id))
+    sale.ctx.emit(Finished("sale", sale.item_id, S.REVERSED.value))
+
+
+def _alarm_reversal_declined(ev: EventData) -> None:
+    sale = _sale(ev)
+    rec = sale.record
+    sale.ctx.emit(Alarm(
+        f"{sale.name} ({rec.amount.receipt()}) was charged after 'No goods' and its full refund "
+        f"{rec.reversal_id} was declined ({rec.result_code}): the customer is still charged; refund it in "
+        "the merchant portal or hand over the goods", sale_id=sale.item_id))
+
+
 def _enter_manual_review(ev: EventData) -> None:
     sale = _sale(ev)
     rec = sale.record
@@ -154,7 +240,8 @@ def _enter_manual_review(ev: EventData) -> None:
 SALE_STATES: list[StateRow] = [
     {"name": S.CREATED.value},
     {"name": S.PAYING.value, "on_enter": [_show("processing")]},
-    {"name": S.QUERYING.value, "on_enter": [_mark_querying_since, Start(Retried.PAY_QUERY), _show("checking")]},
+    {"name": S.QUERYING.value, "on_enter": [_mark_querying_since, StartQuerying(Retried.PAY_QUERY),
+                                             _show_checking]},
     {"name": S.CANCELLING.value, "on_enter": [Start(Retried.CANCEL), _show("cancelling")]},
     {"name": S.PAID.value, "on_enter": [_enter_paid]},
     {"name": S.DECLINED.value, "on_enter": [_enter_declined]},
@@ -162,6 +249,9 @@ SALE_STATES: list[StateRow] = [
     # The background corrector keeps asking payQuery (reference §12: "a back-office
     # job should later correct any transaction left pending").
     {"name": S.MANUAL_REVIEW.value, "on_enter": [_enter_manual_review, Start(Retried.REVIEW_QUERY)]},
+    # Charged after the cashier said "No goods": the money goes back by a full refund.
+    {"name": S.REVERSING.value, "on_enter": [_name_reversal, _enter_reversing, Start(Retried.REVERSE)]},
+    {"name": S.REVERSED.value, "on_enter": [_enter_reversed]},
 ]
 
 # Every transition. Rows with one trigger are tried in order; the first whose
@@ -186,6 +276,7 @@ SALE_TRANSITIONS: list[Row] = [
     {"trigger": "resume", "source": [S.QUERYING.value, S.MANUAL_REVIEW.value], "dest": None,
      "after": [_plan_now("query")]},
     {"trigger": "resume", "source": S.CANCELLING.value, "dest": None, "after": [_plan_now("cancel")]},
+    {"trigger": "resume", "source": S.REVERSING.value, "dest": None, "after": [_plan_now("reverse")]},
     # QUERYING (seed 003, reference §12).
     {"trigger": "query_paid", "source": S.QUERYING.value, "dest": S.PAID.value, "prepare": [_store_result]},
     {"trigger": "query_closed", "source": S.QUERYING.value, "dest": S.DECLINED.value, "prepare": [_store_result]},
@@ -205,13 +296,28 @@ SALE_TRANSITIONS: list[Row] = [
     {"trigger": "cancel_unknown", "source": S.CANCELLING.value, "dest": None, "prepare": [_store_result],
      "conditions": [RetryLeft(Retried.CANCEL)], "after": [Repeat(Retried.CANCEL)]},
     {"trigger": "cancel_unknown", "source": S.CANCELLING.value, "dest": S.MANUAL_REVIEW.value},
-    # The background corrector (see the Engine docstring for the PAID rule).
+    # The background corrector (see the Engine docstring for the PAID rule). The
+    # cashier was told "No goods": a charge found now is given back in full
+    # ([payment] late_success = "refund"), or left to the manager as PAID.
+    {"trigger": "review_paid", "source": S.MANUAL_REVIEW.value, "dest": S.REVERSING.value,
+     "prepare": [_store_result, _mark_resolved], "conditions": [_late_success_refund],
+     "after": [_alarm_reversing]},
     {"trigger": "review_paid", "source": S.MANUAL_REVIEW.value, "dest": S.PAID.value,
      "prepare": [_store_result, _mark_resolved], "after": [_alarm_resolved]},
     {"trigger": "review_closed", "source": S.MANUAL_REVIEW.value, "dest": S.CANCELLED.value,
      "prepare": [_store_result, _mark_resolved], "after": [_alarm_resolved]},
     {"trigger": "review_open", "source": S.MANUAL_REVIEW.value, "dest": None,
      "after": [Repeat(Retried.REVIEW_QUERY)]},
+    # REVERSING: a refund (reference §9), retried with the same merchantRefundId.
+    {"trigger": "reverse_succeeded", "source": S.REVERSING.value, "dest": S.REVERSED.value,
+     "prepare": [_keep_reversal_answer]},
+    # Declined: the charge stands (verified PAID); the manager refunds or hands over the goods.
+    {"trigger": "reverse_failed", "source": S.REVERSING.value, "dest": S.PAID.value,
+     "prepare": [_keep_reversal_answer], "after": [_alarm_reversal_declined]},
+    {"trigger": "reverse_unknown", "source": S.REVERSING.value, "dest": None, "prepare": [_keep_reversal_answer],
+     "conditions": [RetryLeft(Retried.REVERSE)], "after": [Repeat(Retried.REVERSE)]},
+    {"trigger": "reverse_unknown", "source": S.REVERSING.value, "dest": None,
+     "after": [Repeat(Retried.PENDING_REVERSE)]},
 ]
 
 # Which trigger a gateway answer fires: (request answered, sale state, what the
@@ -235,4 +341,7 @@ SALE_ANSWERS: dict[tuple[Request, SaleState, Reading], str] = {
     ("cancel", S.CANCELLING, V.SUCCEEDED): "cancel_succeeded",
     ("cancel", S.CANCELLING, V.FAILED): "cancel_failed",
     ("cancel", S.CANCELLING, V.UNKNOWN): "cancel_unknown",
+    ("reverse", S.REVERSING, V.SUCCEEDED): "reverse_succeeded",
+    ("reverse", S.REVERSING, V.FAILED): "reverse_failed",
+    ("reverse", S.REVERSING, V.UNKNOWN): "reverse_unknown",
 }

@@ -39,6 +39,12 @@ class Schedule:
     background_interval: float   # MANUAL_REVIEW and REFUND_PENDING are re-checked this often
     alarm_after: float           # an item open this long raises an alarm (once)
     scan_max_age: float          # an older scan never starts a payment
+    # A sale the cashier was told "No goods" for and later found paid: refund it
+    # in full (True, [payment] late_success = "refund") or leave it to the manager.
+    late_success_refund: bool = True
+    # The first payQuery after a pay with no answer goes no later than this after the pay
+    # was sent (Alipay's in-store guidance: start asking after about 5 s).
+    first_query_after: float = 5.0
 
 
 class Retried(StrEnum):
@@ -50,10 +56,12 @@ class Retried(StrEnum):
     REVIEW_QUERY = "review_query"        # the background corrector's payQuery on MANUAL_REVIEW
     REFUND = "refund"                    # refund (same merchantRefundId) after an unknown answer
     PENDING_REFUND = "pending_refund"    # the background corrector's refund on REFUND_PENDING
+    REVERSE = "reverse"                  # the full refund of a sale found paid too late, after an unknown answer
+    PENDING_REVERSE = "pending_reverse"  # the same, by the background corrector once those run out
 
 
 # The record field that counts the attempts a limit applies to.
-Counter = Literal["not_found_count", "cancel_attempts", "attempts"]
+Counter = Literal["not_found_count", "cancel_attempts", "attempts", "reversal_attempts"]
 
 
 @dataclass(frozen=True)
@@ -93,4 +101,10 @@ def retry_table(s: Schedule) -> dict[Retried, Retry]:
                               exhausted=RefundState.REFUND_PENDING),
         Retried.PENDING_REFUND: Retry("refund", first=s.background_interval,
                                       every=(s.background_interval, s.background_interval)),
+        # A reversal is a refund (reference §9): same merchantRefundId on every retry,
+        # first at once, then by the background corrector for as long as it takes.
+        Retried.REVERSE: Retry("reverse", first=0.0, every=(s.refund_interval, s.refund_interval),
+                               more=s.refund_retries, counted_by="reversal_attempts"),
+        Retried.PENDING_REVERSE: Retry("reverse", first=None,
+                                       every=(s.background_interval, s.background_interval)),
     }

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pos.core.money import Money
 from pos.demo.stage import Stage
 from pos.demo.story import SCENARIO_CODES, pad
 from pos.sandbox.scenarios import make_code
@@ -58,11 +59,21 @@ def interactive(read: Callable[[str], str] = input, out: Callable[[str], None] =
                 if not last_paid:
                     out("  no paid sale yet")
                     continue
-                amount = read(f"refund amount (up to {last_paid['amount']['text']})> ").strip()
+                # What is left now, not what the sale was: earlier refunds count.
+                view = stage.sale(last_paid["id"])
+                left = Money(view["amount"]["value"] - view["refunded"]["value"], view["amount"]["currency"])
+                if left.minor <= 0:
+                    out("  that sale is refunded in full")
+                    continue
+                amount = read(f"refund amount (up to {left.major_str()} {left.currency})> ").strip()
                 r = stage.till("POST", "/v1/refunds", {"saleId": last_paid["id"], "amount": amount or None},
                                manager=True)
                 body = r.json()
                 out(f"  {body.get('state') or body.get('title')}: {body.get('detail', '')}")
+                if body.get("state") == "REFUNDED":
+                    # The refund's own receipt, now: left in the printer it came out under the next sale.
+                    for receipt in stage.new_receipts(1, timeout=5):
+                        out(receipt)
                 continue
             if not line:
                 continue

@@ -23,7 +23,7 @@ from pos.gateway.signing import (
 )
 
 __all__ = [
-    "MERCHANT_PRIVATE", "MERCHANT_PUBLIC", "ALIPAY_PRIVATE", "ALIPAY_PUBLIC", "KEY_FILES",
+    "MERCHANT_PRIVATE", "MERCHANT_PUBLIC", "ALIPAY_PRIVATE", "ALIPAY_PUBLIC", "KEY_FILES", "credential_problems",
     "generate_key_folder", "ensure_sandbox_keys", "sandbox_signing_key_path",
 ]
 
@@ -109,3 +109,40 @@ def ensure_sandbox_keys(cfg: Any) -> list[Path]:
     created = _ensure_pair(Path(gw.private_key), Path(gw.merchant_public_key))
     created += _ensure_pair(sandbox_signing_key_path(cfg), Path(gw.alipay_public_key))
     return created
+
+
+# The sandbox's ids (config/sandbox.toml and the [gateway] defaults): never valid in production.
+SANDBOX_CLIENT_PREFIX = "SANDBOX_"
+SANDBOX_MERCHANT_IDS = frozenset({"2188000000000001"})
+PLACEHOLDER = "CHANGE_ME"   # the [gateway] defaults: neither a sandbox nor a production id
+_CHANGE = ("seed 003 lists what Alipay issues for production: the Client ID, the RSA2 keys "
+           "(yours uploaded, Alipay's installed) and the Merchant ID")
+
+
+def credential_problems(cfg: Any) -> list[str]:
+    """Sandbox credentials against a production gateway URL, or production ones against the local
+    sandbox: each problem names what to change. `pos config check`, `pos run` and `pos doctor` refuse them."""
+    from urllib.parse import urlsplit
+
+    gw = cfg.gateway
+    host = urlsplit(gw.url).hostname or ""
+    local = host == "localhost" or host.startswith("127.") or host == "::1"
+    problems: list[str] = []
+    if not local:
+        if gw.client_id.startswith(SANDBOX_CLIENT_PREFIX):
+            problems.append(f"[gateway] client_id = {gw.client_id!r} is a sandbox id but url = {gw.url} is a "
+                            f"production gateway: set client_id to the Client ID Alipay issued ({_CHANGE})")
+        if gw.merchant_id in SANDBOX_MERCHANT_IDS:
+            problems.append(f"[gateway] merchant_id = {gw.merchant_id!r} is the sandbox's example but url = "
+                            f"{gw.url} is a production gateway: set merchant_id to your Merchant ID ({_CHANGE})")
+        made_up = sandbox_signing_key_path(cfg)
+        if made_up.exists():
+            problems.append(f"[gateway] alipay_public_key = {gw.alipay_public_key} was made by the sandbox "
+                            f"({made_up.name} is beside it; Alipay never hands out its private key) but url = "
+                            f"{gw.url} is a production gateway: install Alipay's public key from the developer "
+                            f"portal in a folder of its own, and your merchant keys ({_CHANGE})")
+    elif gw.sandbox and not gw.client_id.startswith(SANDBOX_CLIENT_PREFIX) and gw.client_id != PLACEHOLDER:
+        problems.append(f"[gateway] client_id = {gw.client_id!r} looks like a production Client ID but url = "
+                        f"{gw.url} is the local sandbox: keep production credentials off test set-ups; "
+                        f"use a client_id starting {SANDBOX_CLIENT_PREFIX} (e.g. SANDBOX_CLIENT)")
+    return problems

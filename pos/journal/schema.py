@@ -114,6 +114,16 @@ MIGRATIONS: list[list[str]] = [
     list(TILL_TABLES),
     # 4: Alipay's reconciliation files as imported (pos/journal/reconcile_files.py)
     list(RECONCILE_TABLES),
+    # 5: a sale charged after "No goods" is given back by a full refund (REVERSING, REVERSED),
+    [
+        "ALTER TABLE sales ADD COLUMN reversal_id TEXT",
+        "ALTER TABLE sales ADD COLUMN reversal_gateway_id TEXT",
+        "ALTER TABLE sales ADD COLUMN reversal_attempts INTEGER NOT NULL DEFAULT 0",
+        # ... and what the customer paid in the wallet's currency (receipts)
+        "ALTER TABLE sales ADD COLUMN pay_amount_minor INTEGER",
+        "ALTER TABLE sales ADD COLUMN pay_currency TEXT",
+        "ALTER TABLE sales ADD COLUMN conversion_rate TEXT",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

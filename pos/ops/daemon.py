@@ -37,6 +37,10 @@ log = logging.getLogger("pos.ops.daemon")
 
 def _load(path: str) -> LoadedConfig:
     loaded = load_config(path)
+    from pos.gateway.keys import credential_problems
+    problems = credential_problems(loaded.config)
+    if problems:   # sandbox credentials against production, or production ones against the sandbox
+        raise ConfigError(f"{loaded.path}: " + "; ".join(problems))
     if loaded.config.gateway.sandbox:
         from pos.gateway.keys import ensure_sandbox_keys
         for created in ensure_sandbox_keys(loaded.config):

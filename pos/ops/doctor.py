@@ -133,6 +133,26 @@ def check_key_pair(cfg: Config) -> CheckResult:
     return _ok(name, "private key signs, merchant_public_key verifies (RSA2 self-test)")
 
 
+def check_credentials(cfg: Config) -> CheckResult:
+    """Sandbox credentials never against a production gateway, production ones never against the sandbox."""
+    from pos.gateway.keys import credential_problems
+    problems = credential_problems(cfg)
+    if problems:
+        return _fail("credentials", "; ".join(problems), "change what is named, then run 'pos doctor' again")
+    return _ok("credentials", "client id, merchant id and keys fit the gateway url "
+                              f"({'local sandbox' if cfg.gateway.sandbox else cfg.gateway.url})")
+
+
+def check_store(cfg: Config) -> CheckResult:
+    """Alipay's go-live checks look for the store's identity in every pay ([store])."""
+    from pos.config import store_identity
+    store = store_identity(cfg)
+    if not store["id"]:
+        return _warn("store", "[store] id is empty: pays carry no storeId, which Alipay's go-live checks "
+                              "look for; set it (and mcc) from your onboarding pack")
+    return _ok("store", f"store {store['id']} ({store['name']}), terminal {store['terminal_id']} in every pay")
+
+
 def check_alipay_key(cfg: Config) -> CheckResult:
     """alipay_public_key must be Alipay's, not the merchant's own public key."""
     from pos.gateway.signing import load_private_key, load_public_key
@@ -377,7 +397,7 @@ def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
     cfg = loaded.config
     results: list[CheckResult] = []
     keys = check_key_files(cfg)
-    results.append(keys)
+    results += [check_credentials(cfg), check_store(cfg), keys]
     if keys.level is Level.OK:
         results += [check_key_pair(cfg), check_alipay_key(cfg)]
     gateway = check_gateway(cfg, timeout=gateway_timeout)

@@ -48,6 +48,7 @@ from pos.core.engine import (
     SendPay,
     SendQuery,
     SendRefund,
+    SendReverse,
     StartRefund,
     StartSale,
     Tick,
@@ -308,7 +309,7 @@ class PaymentRunner:
                         self._recovering.discard(sale.sale_id)
                 for refund in command.refunds:
                     self._refund_states[refund.refund_id] = refund.state
-            elif isinstance(command, (SendPay, SendQuery, SendCancel, SendRefund)):
+            elif isinstance(command, (SendPay, SendQuery, SendCancel, SendRefund, SendReverse)):
                 if self._stopping:
                     # Left scheduled on disk; the next start's recover() picks it up.
                     log.info("shutting down: not sending %s", type(command).__name__)
@@ -327,6 +328,10 @@ class PaymentRunner:
             return self.gateway.query(merchant_trans_id=command.merchant_trans_id)
         if isinstance(command, SendCancel):
             return self.gateway.cancel(merchant_trans_id=command.merchant_trans_id)
+        if isinstance(command, SendReverse):
+            return self.gateway.refund(acquirement_id=command.acquirement_id,
+                                       merchant_refund_id=command.merchant_refund_id, amount=command.amount,
+                                       reason="charged after the sale was called off")
         return self.gateway.refund(acquirement_id=command.acquirement_id,
                                    merchant_refund_id=command.merchant_refund_id, amount=command.amount,
                                    reason=command.reason)
@@ -385,4 +390,6 @@ def _answers(command: Send) -> tuple[ItemKind, int, Request]:
         return "sale", command.sale_id, "query"
     if isinstance(command, SendCancel):
         return "sale", command.sale_id, "cancel"
+    if isinstance(command, SendReverse):
+        return "sale", command.sale_id, "reverse"
     return "refund", command.refund_id, "refund"

@@ -38,6 +38,7 @@ from pos.gateway.ams.client import ENDPOINTS, PRODUCT_CODE, request_time
 from pos.gateway.ams.codes import result_codes
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
 from pos.gateway.signing import compact_json
+from pos.gateway.store import read_store, store_fields
 from pos.sandbox.ledger import Ledger, Payment, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
@@ -302,7 +303,14 @@ class AmsSandbox:
                 validate_cn_currencies(amount.currency, settlement)
             except CurrencyError as exc:
                 raise _Reject("CURRENCY_NOT_SUPPORT", str(exc)) from None
-        reply = self.ledger.pay(merchant, request_id, code, amount, title, now)
+        store = read_store(body, "ams")
+        if self.options.require_store:
+            fields = store_fields("ams")
+            missing = [fields.paths[k] for k in fields.required if k in fields.paths and k not in store]
+            if missing:
+                raise _Reject("PARAM_MISSING", f"{', '.join(missing)} required: this sandbox was "
+                                               "started with --require-store")
+        reply = self.ledger.pay(merchant, request_id, code, amount, title, now, store)
         notify_url = body.get("paymentNotifyUrl")
         if isinstance(notify_url, str) and notify_url and reply.status != "F":
             self._owe_notice(merchant, request_id, notify_url)

@@ -27,15 +27,16 @@ def _result(reply: Reply, request_id: str) -> GatewayResult:
         return Succeeded(dict(reply.body), reply.code, request_id=request_id)
     if reply.status == "F":
         return Failed(reply.code, reply.message, reply.code_id, dict(reply.body), request_id=request_id)
-    return Unknown("gateway answered U", reply.code, request_id=request_id)
+    return Unknown("gateway answered U", reply.code, request_id=request_id, data=dict(reply.body))
 
 
 class DirectGateway:
     """A `GatewayClient` (pos/gateway/client.py) calling the ledger with `clock()` as now."""
 
     def __init__(self, ledger: Ledger, clock: Callable[[], datetime | float], *,
-                 merchant_id: str = "2188000000000001") -> None:
+                 merchant_id: str = "2188000000000001", store: dict[str, str] | None = None) -> None:
         self.ledger = ledger
+        self.store = dict(store or {})
         self._clock = clock
         self.merchant_id = merchant_id
 
@@ -51,7 +52,7 @@ class DirectGateway:
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
             order_title: str) -> GatewayResult:
         reply = self.ledger.pay(self.merchant_id, merchant_trans_id, identity_code, amount, order_title,
-                                self._now())
+                                self._now(), self.store)
         scenario = scenario_for(identity_code)
         if scenario.hold:
             return Unknown("timeout", request_id=merchant_trans_id, no_answer=True)

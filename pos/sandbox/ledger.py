@@ -16,10 +16,11 @@ import os
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from pos.core.money import Money, parse_amount
+from pos.core.money import CURRENCY_EXPONENTS, Money, parse_amount
 from pos.gateway.offline.codes import result_codes
 from pos.sandbox.scenarios import SandboxOptions, Scenario, scenario_for
 
@@ -117,6 +118,8 @@ class Payment:
     query_errors_left: int = 0
     cancel_errors_left: int = 0
     cancel_allowed: bool = True
+    cancel_expired: bool = False
+    store: dict[str, str] = field(default_factory=dict)   # the store identity the pay carried, by [store] key
 
     @property
     def charged(self) -> bool:
@@ -131,6 +134,7 @@ class Payment:
             "paymentTime": _time(self.paid_at) if self.paid_at else None,
             "cancelTime": _time(self.cancelled_at) if self.cancelled_at else None,
             "refunded": {"currency": self.amount.currency, "value": str(self.refunded)},
+            "store": dict(self.store),
         }
 
 
@@ -155,6 +159,7 @@ class Refund:
 class _InFlightPay:
     arrives_at: datetime
     args: tuple[str, str, str, Money, str]
+    store: dict[str, str] = field(default_factory=dict)
 
 
 class Ledger:
@@ -213,19 +218,20 @@ class Ledger:
     # -- pay ---------------------------------------------------------------------
 
     def pay(self, merchant_id: str, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str, now: datetime) -> Reply:
+            order_title: str, now: datetime, store: dict[str, str] | None = None) -> Reply:
         with self._lock:
             self._advance(now)
             scenario = scenario_for(identity_code)
             if scenario.race and valid_code_format(identity_code):
                 arrives = now + timedelta(seconds=self.options.race_delay)
                 self._in_flight.append(_InFlightPay(arrives, (merchant_id, merchant_trans_id, identity_code,
-                                                              amount, order_title)))
+                                                              amount, order_title), dict(store or {})))
                 return _reply("SYSTEM_ERROR", message="the pay has not reached the gateway yet")
-            return self._pay_now(merchant_id, merchant_trans_id, identity_code, amount, order_title, now)
+            return self._pay_now(merchant_id, merchant_trans_id, identity_code, amount, order_title, now,
+                                 store or {})
 
     def _pay_now(self, merchant_id: str, mtid: str, code: str, amount: Money, title: str,
-                 now: datetime) -> Reply:
+                 now: datetime, store: dict[str, str] | None = None) -> Reply:
         key = (merchant_id, mtid)
         digest = hashlib.sha256(code.encode("utf-8")).hexdigest()
         existing = self._payments.get(key)
@@ -249,7 +255,7 @@ class Ledger:
             merchant_id=merchant_id, merchant_trans_id=mtid,
             acquirement_id=f"{now.astimezone(BEIJING):%Y%m%d}11121280010016{self._seq:012d}",
             amount=amount, order_title=title, code_tail=code[-4:], code_digest=digest,
-            scenario=scenario.number, created_at=now, status="PROCESSING")
+            scenario=scenario.number, created_at=now, status="PROCESSING", store=dict(store or {}))
         self._apply_scenario(payment, scenario, now)
         self._payments[key] = payment
         self._by_acquirement[payment.acquirement_id] = payment
@@ -268,6 +274,7 @@ class Ledger:
         p.query_errors_left = self.options.query_errors if s.query_errors else 0
         p.cancel_errors_left = self.options.cancel_errors if s.cancel_errors else 0
         p.cancel_allowed = s.cancel_allowed
+        p.cancel_expired = s.cancel_expired
 
     def _pay_status(self, p: Payment, first: Scenario | None = None) -> Reply:
         if p.decline:
@@ -285,6 +292,12 @@ class Ledger:
     def _payment_body(self, p: Payment) -> dict[str, Any]:
         body: dict[str, Any] = {"acquirementId": p.acquirement_id, "merchantTransId": p.merchant_trans_id,
                                 "orderAmount": p.amount.wire(), "payAmount": p.amount.wire()}
+        rate = dict(self.options.cny_rates).get(p.amount.currency)
+        if self.options.user_site == "ALIPAY_CN" and rate is not None and p.amount.currency != "CNY":
+            major = Decimal(p.amount.minor).scaleb(-CURRENCY_EXPONENTS[p.amount.currency]) * Decimal(rate)
+            cny = int(major.scaleb(CURRENCY_EXPONENTS["CNY"]).to_integral_value(ROUND_HALF_UP))
+            body["payAmount"] = Money(cny, "CNY").wire()
+            body["conversionRate"] = {"sourceCurrency": p.amount.currency, "targetCurrency": "CNY", "rate": rate}
         if p.paid_at:
             body["paymentTime"] = _time(p.paid_at)
         return body
@@ -342,7 +355,7 @@ class Ledger:
                 return _reply("SYSTEM_ERROR", message="try again")
             if not p.cancel_allowed:
                 return _reply("CANCEL_NOT_ALLOWED", body)
-            if now > self._cancel_deadline(p):
+            if p.cancel_expired or now > self._cancel_deadline(p):
                 return _reply("CANCEL_EXPIRED", body, "cancel window has passed: refund instead")
             if p.refunded:
                 return _reply("ORDER_STATUS_INVALID", body, "payment has refunds: refund the rest instead")
@@ -398,7 +411,7 @@ class Ledger:
         due = sorted((f for f in self._in_flight if f.arrives_at <= now), key=lambda f: f.arrives_at)
         for flight in due:
             self._in_flight.remove(flight)
-            self._pay_now(*flight.args, now=flight.arrives_at)
+            self._pay_now(*flight.args, now=flight.arrives_at, store=flight.store)
         for p in self._payments.values():
             if p.status == "PROCESSING" and p.settle_at is not None and p.settle_at <= now:
                 p.status, p.paid_at, p.settle_at = "SUCCESS", p.settle_at, None
@@ -428,7 +441,8 @@ class Ledger:
     def _row(self, p: Payment, kind: str, when: datetime, mtid: str, acq: str, original: str,
              amount: Money, remark: str = "") -> dict[str, str]:
         return {
-            "merchantId": p.merchant_id, "sellerID": "", "storeId": "",
+            "merchantId": p.merchant_id, "sellerID": p.store.get("secondary_merchant_id", ""),
+            "storeId": p.store.get("id", ""),
             "productCode": self.options.file_product_code, "paymentTime": _time(when),
             "orderTitle": p.order_title, "transType": kind, "transStatus": "Success",
             "merchantTransId": mtid, "acquirementId": acq, "originalAcquirementId": original,

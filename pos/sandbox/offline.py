@@ -19,6 +19,7 @@ from pos.core.money import AmountError, CurrencyError, Money
 from pos.gateway.offline.client import FUNCTIONS, rfc3339
 from pos.gateway.offline.codes import result_codes
 from pos.gateway.signing import build_signed, split_signed, verify
+from pos.gateway.store import read_store, store_fields
 from pos.sandbox.ledger import Ledger, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
@@ -171,7 +172,14 @@ class OfflineSandbox:
                 raise _Reject("PARAM_MISSING" if order is None else "PARAM_ILLEGAL", "order is required")
             amount = _money(order.get("orderAmount"), "order.orderAmount")
             title = _text(order, "orderTitle", required=False, max_len=256)
-            reply = self.ledger.pay(merchant, mtid, code, amount, title, now)
+            store = read_store(body, "offline")
+            if self.options.require_store:
+                fields = store_fields("offline")
+                missing = [fields.paths[k] for k in fields.required if k in fields.paths and k not in store]
+                if missing:
+                    raise _Reject("PARAM_MISSING", f"{', '.join(missing)} required: this sandbox was "
+                                                   "started with --require-store")
+            reply = self.ledger.pay(merchant, mtid, code, amount, title, now, store)
             scenario = scenario_for(code)
             hold = self.options.slow_response if scenario.hold else 0.0
             return reply, hold, scenario.corrupt_signature and reply.status == "S"

@@ -40,6 +40,13 @@ class SandboxOptions:
     file_product_code: str = "GlobalOfflineAcquire"  # §16.1 productCode column [?] (inference)
     user_site: str = "ALIPAY_CN"
     fee_basis_points: int = 180           # reconciliation files: Alipay's fee on a payment (1.80 %), minor units
+    # ALIPAY_CN customers pay in CNY: payAmount in CNY at these rates (CNY per unit of the order's
+    # currency) with conversionRate; an order currency not listed is paid as it is.
+    cny_rates: tuple[tuple[str, str], ...] = (("SGD", "5.3696"), ("USD", "7.1100"), ("HKD", "0.9120"),
+                                              ("EUR", "7.7400"), ("JPY", "0.0475"))
+    # Refuse a pay without the store identity pos/data/store_fields.toml lists as
+    # required (storeId, storeName, the terminal): Alipay's go-live checks look for it.
+    require_store: bool = False
 
     def __post_init__(self) -> None:
         if self.cancel_window not in CANCEL_WINDOWS:
@@ -66,6 +73,7 @@ class Scenario:
     query_errors: bool = False          # 13
     cancel_errors: bool = False         # 14
     cancel_allowed: bool = True         # 15: False
+    cancel_expired: bool = False        # 19: payCancel answers CANCEL_EXPIRED (the same-day window has passed)
     corrupt_signature: bool = False     # 16
     race: bool = False                  # 99: the pay reaches the ledger `race_delay` s late
 
@@ -90,6 +98,8 @@ _LIST = [
     Scenario("17", "success after the client gave up", pay_status="U", settled=False,
              settles_after="late_success_after"),
     Scenario("18", "pay U, stays processing; cancel S", pay_status="U", settled=False),
+    Scenario("19", "pay U, customer confirms late; cancel too late (CANCEL_EXPIRED)", pay_status="U",
+             settled=False, settles_after="late_success_after", cancel_expired=True),
     Scenario("99", "query overtakes the pay (ORDER_NOT_EXIST race)", hold=True, race=True),
 ]
 SCENARIOS: dict[str, Scenario] = {s.number: s for s in _LIST}

@@ -104,9 +104,6 @@ class CashierFlow:
         log.error("journal write failed: no sale can start", extra={"kv": {"error": str(exc)}})
         self._displays.show("journal_error")
 
-    def title(self) -> str:
-        return self._cfg.terminal.store_name or self._cfg.terminal.merchant_name
-
     # ------------------------------------------------------------ amounts
 
     def check_amount(self, amount: Money) -> Refusal | None:
@@ -149,7 +146,11 @@ class CashierFlow:
             return
         refusal = self.check_amount(amount)
         if refusal is not None:
-            self._displays.show("amount_too_large" if refusal.reason == "over_max_amount" else "amount_invalid")
+            if refusal.reason == "over_max_amount":
+                limit = parse_amount(self._cfg.payment.max_amount, amount.currency)
+                self._displays.show("amount_too_large", amount=limit.display())   # the most it takes
+            else:
+                self._displays.show("amount_invalid")
             c.buffer = ""
             return
         try:
@@ -223,9 +224,11 @@ class CashierFlow:
             return
         pending = c.pending
         try:
-            # The journal commits the sale and its link to this till sale together.
+            # The journal commits the sale and its link to this till sale together. The
+            # order title is the till's or none: the receipt's Item line shows only a real one
+            # (the gateway client names the store on the wire when there is none).
             sale_id = self._payments.start_sale(pending.amount, code, scanned_at,
-                                                pending.order_title or self.title(), pending.reference,
+                                                pending.order_title, pending.reference,
                                                 till_id=pending.till_id)
         except SaleRefused as exc:
             log.info("scan refused", extra={"kv": {"reason": str(exc), "code": mask_code(code)}})

@@ -12,7 +12,7 @@ import logging
 
 from devices.keypad import Key
 from pos.core.money import AmountError, CurrencyError, parse_amount
-from pos.core.records import SaleState
+from pos.core.records import SaleRecord, SaleState
 from pos.core.reports import Report
 from pos.core.rules import Refusal
 from pos.terminal.business_day import BusinessDay
@@ -161,13 +161,23 @@ class ManagerFlow:
         outcome = self._sales.refund(sale, amount, "refund at the terminal")
         if isinstance(outcome, Refusal):
             log.info("refund refused", extra={"kv": {"reason": outcome.message}})
-            self._displays.show_cashier("Refund refused", refusal_title(outcome)[:20])
+            self._show_refusal(sale, outcome)
             c.buffer = ""
             return
         # The displays now belong to this refund: its outcome is shown when the engine reports it.
         c.mode, c.refund_sale, c.buffer = Mode.RESULT, None, ""
         c.shown_sale, c.shown_refund = None, outcome
         self._displays.show("processing")
+
+    def _show_refusal(self, sale: SaleRecord, refusal: Refusal) -> None:
+        """Every refusal in 2x20 with the amount that matters (the catalogue's refusal.<reason>)."""
+        key = f"refusal.{refusal.reason}"
+        if not self._displays.has(key):
+            self._displays.show_cashier("Refund refused", refusal_title(refusal)[:20])
+            return
+        limit = self._sales.refund_limit(sale.amount.currency)
+        amount = limit if refusal.reason == "over_refund_limit" and limit is not None else self._sales.left(sale)
+        self._displays.show(key, amount=amount.display())
 
     # ------------------------------------------------------------ reports
 

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 from devices.print_queue import PrintQueue
 from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
-from pos.config import Config
+from pos.config import Config, store_identity
 from pos.core.errors import UserError
 from pos.core.money import Money
-from pos.core.records import RefundRecord, RefundState, SaleRecord
+from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.reports import Report, report_rows
 from pos.journal.journal import Journal
 from pos.terminal.displays import DeviceBoard, DeviceHealth
@@ -30,6 +30,7 @@ RECEIPT_STATUS = {
     "PAID": "status_paid", "DECLINED": "status_declined", "CANCELLED": "status_cancelled",
     "MANUAL_REVIEW": "status_manual_review", "REFUNDED": "status_refunded",
     "REFUND_PENDING": "status_refund_pending", "REFUND_DECLINED": "status_refund_declined",
+    "REVERSING": "status_reversing", "REVERSED": "status_reversed",
 }
 
 
@@ -48,13 +49,24 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
     # A declined refund is left off, unless it is the one this receipt is for.
     refunds = tuple(
         RefundLine(r.merchant_refund_id, receipt_amount(r.amount),
-                   RECEIPT_STATUS.get(r.state.value, "status_refund_pending"), local(r.updated_at))
+                   RECEIPT_STATUS.get(r.state.value, "status_refund_pending"), local(r.updated_at),
+                   r.gateway_refund_id or "")
         for r in journal.list_refunds(sale_id=sale.sale_id)
         if r.state != RefundState.REFUND_DECLINED or (refund and r.refund_id == refund.refund_id))
+    if sale.reversal_id and sale.state in (SaleState.REVERSING, SaleState.REVERSED):
+        # The full refund that gave back a charge made after "No goods".
+        refunds += (RefundLine(sale.reversal_id, receipt_amount(sale.amount), RECEIPT_STATUS[sale.state.value],
+                               local(sale.updated_at), sale.reversal_gateway_id or ""),)
     term = cfg.terminal
+    store = store_identity(cfg)
+    paid = (receipt_amount(Money(sale.pay_amount_minor, sale.pay_currency))
+            if sale.pay_amount_minor is not None and sale.pay_currency and not refund else None)
     return ReceiptData(
         kind=ReceiptKind.REFUND if refund else ReceiptKind.SALE,
-        merchant_name=term.merchant_name, store_name=term.store_name, terminal_id=term.terminal_id,
+        merchant_name=term.merchant_name, terminal_id=store["terminal_id"],
+        store_name=store["name"] if store["name"] != term.merchant_name else "",
+        store_id=store["id"], store_address=store["address"], pay_amount=paid,
+        conversion_rate=(sale.conversion_rate or "") if paid else "",
         when=local(refund.updated_at if refund else sale.updated_at),
         amount=receipt_amount(refund.amount if refund else sale.amount),
         status_key=RECEIPT_STATUS.get((refund.state if refund else sale.state).value, "status_declined"),

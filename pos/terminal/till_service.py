@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from pos import __version__
 from pos.config import Config
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
+from pos.core.outcomes import CUSTOMER_CONFIRMING
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.rules import Refusal
 from pos.gateway.client import GatewayClient, GatewayHealth
@@ -77,12 +78,16 @@ def _problem(refusal: Refusal, **hint: str) -> TillError:
 STATE_MESSAGE = {
     "CREATED": "scan_code", "PAYING": "processing", "QUERYING": "checking", "CANCELLING": "cancelling",
     "PAID": "paid", "DECLINED": "declined", "CANCELLED": "cancelled", "MANUAL_REVIEW": "manual_review",
+    "REVERSING": "reversing", "REVERSED": "reversed",
 }
 REFUND_MESSAGE = {"REFUNDED": "refund_done", "REFUND_DECLINED": "refund_declined",
                   "REFUND_PENDING": "refund_pending"}
 _NOT_FINISHED_ADVICE = {"PAID": "a paid sale is refunded (POST /v1/refunds), not cancelled",
                         "MANUAL_REVIEW": "every cancel attempt is spent: the manager settles it "
-                                         "(pos journal list --open)"}
+                                         "(pos journal list --open)",
+                        "REVERSING": "it was charged after the cashier was told 'No goods' and is being "
+                                     "refunded in full",
+                        "REVERSED": "it was charged too late and has been refunded in full"}
 
 
 class TillService:
@@ -123,7 +128,7 @@ class TillService:
     def _refund_view(self, r: RefundRecord, till_id: str) -> dict[str, Any]:
         key = REFUND_MESSAGE.get(r.state.value, "processing")
         return {"id": str(r.refund_id), "saleId": till_id, "merchantRefundId": r.merchant_refund_id,
-                "state": r.state.value, "amount": self._amount(r.amount),
+                "refundId": r.gateway_refund_id, "state": r.state.value, "amount": self._amount(r.amount),
                 "final": r.state in (RefundState.REFUNDED, RefundState.REFUND_DECLINED),
                 "message": self._displays.message(key, amount=r.amount.display())}
 
@@ -132,7 +137,11 @@ class TillService:
         state = sale.state.value if sale else till.state
         refunds = self._journal.list_refunds(sale_id=sale.sale_id) if sale else []
         refunded = sum((r.amount.minor for r in refunds if r.state == RefundState.REFUNDED), 0)
+        if sale and sale.state is SaleState.REVERSED:
+            refunded += sale.amount.minor   # the full refund that gave a late charge back
         key = STATE_MESSAGE[state]
+        if state == "QUERYING" and sale and sale.result_code in CUSTOMER_CONFIRMING:
+            key = "confirm_in_app"   # the engine's rule: only then is the customer asked to confirm
         # Only an F code explains a decline (a payQuery CLOSED status comes with code
         # SUCCESS, whose text "Done" would be a lie): the same rule as the engine's display.
         code_row = result_codes_for(self._cfg).get(sale.result_code or "") if sale else None
@@ -150,6 +159,11 @@ class TillService:
             "createdAt": self._iso(till.created_at),
             "updatedAt": self._iso(sale.updated_at if sale else till.updated_at),
             "refunds": [self._refund_view(r, till.till_id) for r in refunds],
+            "reversal": ({"merchantRefundId": sale.reversal_id, "refundId": sale.reversal_gateway_id}
+                         if sale and sale.reversal_id else None),
+            # A sale a manager settles with Alipay's support: who to call (the ids are above).
+            "support": (self._cfg.manager.support_contact
+                        if state in ("MANUAL_REVIEW", "REVERSING") else None),
         }
 
     def _till_sale(self, key: str) -> TillSale | None:

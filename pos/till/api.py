@@ -99,18 +99,25 @@ class RefundOut(BaseModel):
     id: str
     saleId: str
     merchantRefundId: str
+    refundId: str | None = Field(default=None, description="Alipay's refundId, once the refund succeeded")
     state: Literal[REFUND_STATES]  # type: ignore[valid-type]
     amount: AmountOut
     final: bool
     message: MessageOut
 
 
+class ReversalOut(BaseModel):
+    merchantRefundId: str
+    refundId: str | None
+
+
 class SaleOut(BaseModel):
     id: str
     state: Literal[SALE_STATES]  # type: ignore[valid-type]
-    final: bool = Field(description="the cashier's part is over: PAID, DECLINED, CANCELLED, or MANUAL_REVIEW "
-                                    "(not settled: no goods; a manager settles it, and the state may still "
-                                    "change to PAID or CANCELLED)")
+    final: bool = Field(description="the cashier's part is over: PAID, DECLINED, CANCELLED, REVERSED, or "
+                                    "MANUAL_REVIEW (not settled: no goods; a manager settles it, and the state "
+                                    "may still change to PAID, CANCELLED or - charged too late - REVERSING "
+                                    "and REVERSED, refunded in full)")
     merchantTransId: str | None
     acquirementId: str | None
     amount: AmountOut
@@ -122,6 +129,11 @@ class SaleOut(BaseModel):
     createdAt: str
     updatedAt: str
     refunds: list[RefundOut] = []
+    support: str | None = Field(default=None, description="who a manager calls about a sale that is not "
+                                                          "settled ([manager] support_contact); give them the "
+                                                          "merchantTransId and acquirementId")
+    reversal: ReversalOut | None = Field(default=None, description="the full refund that gave back a charge made "
+                                                                  "after the cashier was told 'No goods'")
 
 
 class Totals(BaseModel):
@@ -135,6 +147,7 @@ class CurrencyTotals(BaseModel):
     refunds: Totals
     cancels: Totals
     declines: Totals
+    reversals: Totals
     net: AmountOut
 
 
@@ -184,6 +197,8 @@ class ReportOut(BaseModel):
     currencies: list[CurrencyTotals]
     openItems: list[str]
     manualReview: list[str]
+    manualReviewAcquirementIds: dict[str, str] = Field(
+        default={}, description="Alipay's acquirementId of each manualReview sale, when known")
 
 
 class HealthOut(BaseModel):

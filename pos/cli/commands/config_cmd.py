@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pos.config import effective_config_text, load_config
+from pos.core.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,8 +25,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_check(args: argparse.Namespace) -> int:
     loaded = load_config(args.path, require_keys=args.require_keys)
+    from pos.gateway.keys import credential_problems
+    problems = credential_problems(loaded.config)
+    if problems:
+        raise ConfigError(f"{loaded.path}: " + "; ".join(problems))
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if not loaded.config.store.id and not loaded.config.gateway.sandbox:
+        print("warning: [store] id is empty: pays carry no storeId (Alipay's go-live checks look for it); "
+              "set it from your onboarding pack", file=sys.stderr)
     print(f"# {loaded.path}: valid")
     print(effective_config_text(loaded.config), end="")
     return 0

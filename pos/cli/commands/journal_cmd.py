@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pos.config import load_config
 from pos.core.errors import UsageError, UserError
+from pos.core.money import Money
 from pos.core.records import RefundRecord, SaleRecord
 from pos.journal.journal import Journal, journal_path
 
@@ -41,10 +42,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _open(args: argparse.Namespace) -> tuple[Journal, ZoneInfo]:
     cfg = load_config(args.config).config
+    args.support_contact = cfg.manager.support_contact
     path = journal_path(cfg.terminal.state_dir)
     journal = Journal.open(path, terminal_id=cfg.terminal.terminal_id, timezone=cfg.terminal.timezone,
                            create=False)
     return journal, ZoneInfo(cfg.terminal.timezone)
+
+
+# Items a manager must settle with Alipay's support: their ids are printed with the contact.
+_NEEDS_SUPPORT = {"MANUAL_REVIEW", "REVERSING", "REFUND_PENDING"}
+
+
+def _print_support(args: argparse.Namespace) -> None:
+    print(f"{'support:':20}{args.support_contact}")
+    print(f"{'':20}give them the merchantTransId / merchantRefundId, the acquirementId and the")
+    print(f"{'':20}reqMsgIds and codes in the history below")
 
 
 def _time(at: float | None, tz: ZoneInfo) -> str:
@@ -104,6 +116,8 @@ def run_show(args: argparse.Namespace) -> int:
                             "see 'pos journal list' for the numbers and ids")
         if refund is not None:
             _print_refund(refund, tz)
+            if refund.state.value in _NEEDS_SUPPORT:
+                _print_support(args)
             print("history:")
             _print_events(journal, "refund", refund.refund_id, tz)
             return 0
@@ -118,13 +132,22 @@ def run_show(args: argparse.Namespace) -> int:
             ("last result", " ".join(x for x in (sale.result_code or "", sale.result_message) if x) or "-"),
             ("queries / cancels", f"{sale.query_count} / {sale.cancel_attempts}"),
         ]
+        if sale.pay_amount_minor is not None and sale.pay_currency:
+            rows.append(("customer paid", f"{Money(sale.pay_amount_minor, sale.pay_currency).receipt()}"
+                                          + (f" (rate {sale.conversion_rate})" if sale.conversion_rate else "")))
+        if sale.reversal_id:
+            rows.append(("reversal refund", f"{sale.reversal_id} (full amount; attempts {sale.reversal_attempts})"))
+            rows.append(("Alipay refundId", sale.reversal_gateway_id or "-"))
         if sale.next_request and not sale.is_final:
             rows.append(("next", f"{sale.next_request} at {_time(sale.next_at, tz)}"))
         for name, value in rows:
             print(f"{name + ':':20}{value}")
         for r in journal.list_refunds(sale_id=sale.sale_id):
             label = f"refund R{r.refund_id}:"
-            print(f"{label:20}{r.amount.receipt()} {r.state.value} {r.merchant_refund_id}")
+            print(f"{label:20}{r.amount.receipt()} {r.state.value} {r.merchant_refund_id}"
+                  + (f" refundId {r.gateway_refund_id}" if r.gateway_refund_id else ""))
+        if sale.state.value in _NEEDS_SUPPORT:
+            _print_support(args)
         print("history:")
         _print_events(journal, "sale", sale.sale_id, tz)
         return 0
@@ -137,7 +160,8 @@ def _print_refund(r: RefundRecord, tz: ZoneInfo) -> None:
         ("refund", f"R{r.refund_id}"), ("merchantRefundId", r.merchant_refund_id), ("state", r.state.value),
         ("sale", str(r.sale_id)), ("amount", r.amount.receipt()), ("reason", r.reason or "-"),
         ("created", _time(r.created_at, tz)), ("finished", _time(r.finished_at, tz)),
-        ("attempts", str(r.attempts)),
+        ("attempts", str(r.attempts)), ("acquirementId", r.acquirement_id or "-"),
+        ("Alipay refundId", r.gateway_refund_id or "-"),
         ("last result", " ".join(x for x in (r.result_code or "", r.result_message) if x) or "-"),
     ]
     for name, value in rows:

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--sftp-port", type=int, metavar="N",
                    help="also serve --files-dir over SFTP on 127.0.0.1:N (user 'alipay', password 'sandbox'; "
                         "the host key's fingerprint is printed for [reconcile] host_key)")
+    p.add_argument("--require-store", action="store_true",
+                   help="refuse a pay without the store identity (storeId, storeName, the terminal: "
+                        "pos/data/store_fields.toml), as Alipay's go-live checks do")
     p.set_defaults(func=run)
 
 
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         options = SandboxOptions(
             wallet_confirm_after=args.wallet_confirm_after, slow_response=args.slow_response,
             late_success_after=args.late_success_after, race_delay=args.race_delay,
-            query_errors=args.query_errors, cancel_errors=args.cancel_errors, cancel_window=args.cancel_window)
+            query_errors=args.query_errors, cancel_errors=args.cancel_errors, cancel_window=args.cancel_window,
+            require_store=args.require_store)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     files_dir = Path(args.files_dir).resolve() if args.files_dir else None

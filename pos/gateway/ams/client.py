@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from pos.config import Config, GatewaySection
+from pos.config import Config, GatewaySection, store_identity
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
@@ -42,6 +42,7 @@ from pos.gateway.ams.status import read_inquiry
 from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
+from pos.gateway.store import put_store
 
 __all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "path_prefix", "request_time"]
 
@@ -91,13 +92,15 @@ class AmsGateway:
         if config.terminal.wallet == "ALIPAY_CN":
             settlement = config.terminal.settlement_currency or config.terminal.currency
         return cls(config.gateway, not_found_codes=config.payment.not_found_codes, notify_url=notify_url,
-                   settlement_currency=settlement)
+                   settlement_currency=settlement, store=store_identity(config))
 
     def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None, private_key: Any = None,
                  alipay_public_key: Any = None, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
-                 notify_url: str = "", settlement_currency: str = "") -> None:
+                 notify_url: str = "", settlement_currency: str = "",
+                 store: Mapping[str, str] | None = None) -> None:
         self._notify_url = notify_url
+        self._store = dict(store or {})   # [store], sent in every pay (pos/data/store_fields.toml [ams])
         # Set for the AlipayCN wallet: sent as settlementStrategy.settlementCurrency, and
         # its currency rules are checked before any request (an F that never left).
         self._settlement = settlement_currency
@@ -128,6 +131,7 @@ class AmsGateway:
             "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": identity_code},
             "paymentFactor": {"inStorePaymentScenario": "PaymentCode"},
         }
+        put_store(body, self._store, "ams")
         if self._notify_url:
             body["paymentNotifyUrl"] = self._notify_url
         if self._settlement:

@@ -12,20 +12,21 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import requests
 
-from pos.config import Config, GatewaySection
+from pos.config import Config, GatewaySection, store_identity
 from pos.core.money import Money
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
 from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND, read_query
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
+from pos.gateway.store import put_store
 
 # Largest answer we read. Real answers are a few KiB; anything near this is
 # not the gateway talking, and reading it whole would cost the till memory.
@@ -81,19 +82,28 @@ class OfflineGateway:
     @classmethod
     def from_config(cls, config: Config) -> OfflineGateway:
         """The client a configuration asks for (pos/gateway/factory.py)."""
-        return cls(config.gateway, not_found_codes=config.payment.not_found_codes)
+        return cls(config.gateway, not_found_codes=config.payment.not_found_codes, store=store_identity(config),
+                   pay_within=config.payment.first_query_after)
 
     def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None,
                  private_key: Any = None, alipay_public_key: Any = None,
-                 not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND) -> None:
+                 not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
+                 store: Mapping[str, str] | None = None, pay_within: float | None = None) -> None:
         self._s = settings
+        self._store = dict(store or {})   # [store], sent in every pay (pos/data/store_fields.toml)
         self._not_found = frozenset(not_found_codes)
         self._session = session or requests.Session()
         self._clock = clock or _local_now
         self._private_key = private_key or load_private_key(settings.private_key)
         self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
+        # A pay with no answer after `pay_within` s ([payment] first_query_after) is given up
+        # as unknown, so the first payQuery can go (it was committed PAYING before it left).
+        self._pay_timeout = self._timeout
+        if pay_within is not None and pay_within < sum(self._timeout):
+            connect = min(self._timeout[0], pay_within / 2)
+            self._pay_timeout = (connect, pay_within - connect)
         self._health = GatewayHealth()
 
     # -- the Gateway protocol ------------------------------------------------
@@ -106,10 +116,12 @@ class OfflineGateway:
             "merchantTransId": merchant_trans_id,
             "codeType": "BARCODE",  # §5.3: the QR image carries the same digits
             "identityCode": identity_code,
-            "order": {"orderTitle": order_title, "orderAmount": amount.wire()},
+            # The wallet shows orderTitle to the customer: the store's name when the till gave none.
+            "order": {"orderTitle": order_title or self._store.get("name", ""), "orderAmount": amount.wire()},
         }
         if self._s.settle_contract_id:
             body["settleContractId"] = self._s.settle_contract_id
+        put_store(body, self._store, "offline")
         return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
@@ -161,8 +173,9 @@ class OfflineGateway:
         }
         wire = build_signed("request", head, body, self._private_key)
         started = time.monotonic()
-        answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id)
-        result = replace(answer, request_id=business_id)
+        answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id,
+                                self._pay_timeout if operation == "pay" else self._timeout)
+        result = replace(answer, request_id=business_id, req_msg_id=req_msg_id)
         # For health checks: why the last exchange told us nothing (transport,
         # HTTP or signature trouble); a verified answer of any status clears it.
         self._health = GatewayHealth(
@@ -173,10 +186,10 @@ class OfflineGateway:
         return result
 
     def _exchange(self, url: str, wire: bytes, function: str, req_msg_id: str,
-                  business_id: str) -> GatewayResult:
+                  business_id: str, timeout: tuple[float, float]) -> GatewayResult:
         try:
             with self._session.post(
-                    url, data=wire, timeout=self._timeout, allow_redirects=False, verify=True, stream=True,
+                    url, data=wire, timeout=timeout, allow_redirects=False, verify=True, stream=True,
                     headers={"Content-Type": "application/json; charset=UTF-8"}) as response:
                 # An answer is a few KiB; never read an endless one into memory.
                 raw = response.raw.read(MAX_ANSWER + 1, decode_content=True)
@@ -224,7 +237,7 @@ class OfflineGateway:
         if status == "F":
             return Failed(code, str(info.get("resultMsg") or ""), str(info.get("resultCodeId") or ""), body)
         if status == "U":
-            return Unknown("gateway answered U", code or None)
+            return Unknown("gateway answered U", code or None, data=body)
         return Unknown(f"unknown resultStatus {status!r}", code or None)
 
     def _log(self, function: str, business_id: str, req_msg_id: str, result: GatewayResult,
