@@ -283,6 +283,13 @@ class ManagerSection(_Section):
     refund_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "500"
 
 
+class MerchantSection(_Section):
+    # true: the acquirer requires merchant registration before payments
+    # (README "Merchant registration"): the daemon refuses sales until
+    # `pos merchant register` is approved.
+    registration_required: bool = False
+
+
 class LogSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["kv", "json"] = "kv"
@@ -330,6 +337,7 @@ class Config(_Section):
     ecr: EcrSection = EcrSection()
     notify: NotifySection = NotifySection()
     manager: ManagerSection = ManagerSection()
+    merchant: MerchantSection = MerchantSection()
     log: LogSection = LogSection()
     udev: UdevSection = UdevSection()
 

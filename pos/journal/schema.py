@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 
+from pos.journal.backoffice import BACKOFFICE_TABLES
 from pos.journal.db import JournalDB, JournalError
 from pos.journal.till import TILL_TABLES
 
@@ -111,6 +112,8 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 3: the till's sales, refund keys and business days (pos/journal/till.py)
     list(TILL_TABLES),
+    # next: customs declarations and merchant registrations (pos/journal/backoffice.py)
+    list(BACKOFFICE_TABLES),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
