@@ -241,3 +241,206 @@ def test_status_without_declarations(shop: Shop, capsys: pytest.CaptureFixture[s
     assert main(["customs", "status", str(sale.sale_id), "--config", str(shop.config)]) == 0
     assert "no customs declaration" in capsys.readouterr().out
     assert json.loads(json.dumps(shop.sandbox_declarations())) == []
+
+
+# -- merchant registration ------------------------------------------------------------------
+
+STORE_EXAMPLE = REPO / "config" / "store.example.toml"
+
+
+def store_file(tmp_path: Path, *, store_id: str = "S-0001", merchant_id: str = "M-1", **edits: str) -> Path:
+    text = STORE_EXAMPLE.read_text()
+    text = text.replace('reference_store_id = "S-0001"', f'reference_store_id = "{store_id}"')
+    text = text.replace('reference_merchant_id = "M-2188000000000001"', f'reference_merchant_id = "{merchant_id}"')
+    for old, new in edits.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / f"store-{store_id}-{next(_n)}.toml"
+    path.write_text(text)
+    return path
+
+
+class Listener:
+    """The daemon's notification listener over HTTP on 127.0.0.1, on the shop's journal."""
+
+    def __init__(self, shop: Shop, tmp_path: Path) -> None:
+        from pos.config import load_config
+        from pos.gateway.signing import load_private_key, load_public_key
+        from pos.httpserver import ThreadedServer
+        from pos.ops.notify_listener import build_notify_app
+        from pos.payments.runner import PaymentRunner
+
+        cfg = load_config(shop.config).config
+        self.journal = shop.journal()
+        self.runner = PaymentRunner(self.journal, AmsGateway(shop.settings), cfg.payment)
+        app = build_notify_app(self.runner, cfg, alipay_public_key=load_public_key(cfg.gateway.alipay_public_key),
+                               merchant_private_key=load_private_key(cfg.gateway.private_key))
+        self.server = ThreadedServer(app, "127.0.0.1", 0, name="test-notify")
+        self.server.start()
+        self.plain_config = shop.config        # no [notify]: the sandbox sends no notification
+        shop.config = write_config(tmp_path, shop.server, shop.keys,
+                                   extra=f'[notify]\npublic_url = "{self.server.url}"\n\n'
+                                         '[merchant]\nregistration_required = true\n')
+
+    def close(self) -> None:
+        self.server.stop()
+        self.runner.stop(timeout=5)
+        self.journal.close()
+
+
+@pytest.fixture
+def listener(shop: Shop, tmp_path: Path) -> Iterator[Listener]:
+    lis = Listener(shop, tmp_path)
+    try:
+        yield lis
+    finally:
+        lis.close()
+
+
+def registration(shop: Shop) -> Any:
+    from pos.backoffice.registration import sales_refusal
+
+    j = shop.journal()
+    try:
+        store = BackOfficeJournal(j.db, j.install_id)
+        latest = store.latest_registration()
+        events = store.events("registration", latest.registration_request_id) if latest else []
+        return latest, events, sales_refusal(store, required=True)
+    finally:
+        j.close()
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_register_notification_opens_sales(shop: Shop, listener: Listener, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = store_file(tmp_path)
+    assert registration(shop)[2] == "merchant registration required: run 'pos merchant register'"
+    assert main(["merchant", "register", "--file", str(path), "--config", str(shop.config)]) == 0
+    assert "submitted" in capsys.readouterr().out
+    # The sandbox's notifyRegistrationStatus reaches the listener, is verified and journaled.
+    wait_for(lambda: registration(shop)[0].registration_status == "SUCCESSFUL")
+    reg, events, refusal = registration(shop)
+    assert refusal is None and [e.what for e in events] == ["create", "registration S", "notification"]
+    wait_for(lambda: requests.get(shop.server.url + "/sandbox/ledger", timeout=5).json()
+             ["registrations"][0]["acknowledged"])
+    # The same file again: nothing sent; status and info ask the sandbox.
+    assert main(["merchant", "register", "--file", str(path), "--config", str(shop.config)]) == 0
+    assert "registered already" in capsys.readouterr().out
+    assert main(["merchant", "status", "--config", str(shop.config)]) == 0
+    out = capsys.readouterr().out
+    assert "SUCCESSFUL" in out and "sales: open" in out
+    assert main(["merchant", "info", "--config", str(shop.config)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["storeInfo"]["referenceStoreId"] == "S-0001" and info["productCodes"] == ["IN_STORE_PAYMENT"]
+    assert len(requests.get(shop.server.url + "/sandbox/ledger", timeout=5).json()["registrations"]) == 1
+
+
+def test_rejected_registration_keeps_sales_refused(shop: Shop, listener: Listener, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["merchant", "register", "--file", str(store_file(tmp_path, store_id="REJECT-1")),
+                 "--config", str(shop.config)]) == 0
+    wait_for(lambda: registration(shop)[0].registration_status == "FAILED")
+    reg, _, refusal = registration(shop)
+    assert refusal is not None and "FAILED" in refusal
+    assert main(["merchant", "status", "--config", str(shop.config)]) == 1
+    assert "REGISTRATION_REJECTED" in capsys.readouterr().out
+    # After a rejection a corrected file makes a new registration (same merchant: REPEAT_REGISTRATION here).
+    assert main(["merchant", "register", "--file", str(store_file(tmp_path, store_id="S-0002")),
+                 "--config", str(shop.config)]) == 1
+    assert "REPEAT_REGISTRATION" in capsys.readouterr().out
+
+
+def _signed_notice(shop: Shop, path: str, body: dict[str, Any], key: Any) -> tuple[bytes, dict[str, str]]:
+    from pos.gateway.ams.client import request_time
+    from pos.gateway.ams.signing import sign, sign_content, signature_header
+    from pos.gateway.signing import compact_json
+
+    raw = compact_json(body).encode()
+    moment = request_time(datetime_now())
+    sig = sign(sign_content("POST", path, CLIENT_ID, moment, raw), key)
+    return raw, {"content-type": "application/json", "client-id": CLIENT_ID, "request-time": moment,
+                 "signature": signature_header(sig, 1)}
+
+
+def datetime_now() -> Any:
+    from datetime import datetime
+    return datetime.now().astimezone()
+
+
+def test_notification_bad_signature_ignored_and_repeat_idempotent(shop: Shop, listener: Listener,
+                                                                  tmp_path: Path) -> None:
+    from pos.gateway.ams.backoffice import REGISTRATION_NOTIFY_PATH
+
+    assert main(["merchant", "register", "--file", str(store_file(tmp_path)),
+                 "--config", str(listener.plain_config)]) == 0
+    reg, _, _ = registration(shop)
+    assert reg.state == "SUBMITTED" and reg.registration_status == "PROCESSING"
+    url = listener.server.url + REGISTRATION_NOTIFY_PATH
+    body = {"registrationRequestId": reg.registration_request_id,
+            "registrationResult": {"registrationStatus": "SUCCESSFUL"}}
+    # Signed with the merchant's key instead of Alipay's: refused, nothing changes.
+    raw, headers = _signed_notice(shop, REGISTRATION_NOTIFY_PATH, body, shop.keys.merchant_private)
+    assert requests.post(url, data=raw, headers=headers, timeout=5).status_code == 401
+    latest, events, refusal = registration(shop)
+    assert latest.registration_status == "PROCESSING" and refusal is not None and len(events) == 2
+    # Alipay's signature: applied once; the same notification again changes nothing.
+    raw, headers = _signed_notice(shop, REGISTRATION_NOTIFY_PATH, body, shop.keys.alipay_private)
+    for _ in range(2):
+        answer = requests.post(url, data=raw, headers=headers, timeout=5)
+        assert answer.status_code == 200 and answer.json()["result"]["resultStatus"] == "S"
+    latest, events, refusal = registration(shop)
+    assert latest.registration_status == "SUCCESSFUL" and refusal is None
+    assert [e.what for e in events].count("notification") == 1
+
+
+def test_register_timeout_and_crash_repeat_the_same_request(shop: Shop, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    slow = store_file(tmp_path, store_id="SLOW-2")
+    assert main(["merchant", "register", "--file", str(slow), "--config", str(shop.config)]) == 3
+    first, _, _ = registration(shop)
+    assert main(["merchant", "register", "--file", str(store_file(tmp_path, store_id="OTHER")),
+                 "--config", str(shop.config)]) == 2
+    assert "no answer yet" in capsys.readouterr().err
+    assert main(["merchant", "register", "--file", str(slow), "--config", str(shop.config)]) == 0
+    again, _, _ = registration(shop)
+    assert again.registration_request_id == first.registration_request_id and again.state == "SUBMITTED"
+    # A crash right after the commit of a new registration (another terminal's journal).
+    other = tmp_path / "other"
+    other.mkdir()
+    shop2 = Shop(other, shop.server, shop.keys)
+    path = store_file(tmp_path, store_id="S-9", merchant_id="M-9")
+    cmd = [sys.executable, "-m", "pos.cli.main", "merchant", "register", "--file", str(path),
+           "--config", str(shop2.config)]
+    crashed = subprocess.run(cmd, env={**os.environ, "POS_CRASH_AT": "after:1"}, cwd=REPO, capture_output=True,
+                             text=True, timeout=60)
+    assert crashed.returncode == -9, crashed.stderr
+    sending, _, _ = registration(shop2)
+    assert sending.state == "SENDING"
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "repeated" in done.stdout, done.stderr
+    assert registration(shop2)[0].registration_request_id == sending.registration_request_id
+    ids = [r["registrationRequestId"] for r in
+           requests.get(shop.server.url + "/sandbox/ledger", timeout=5).json()["registrations"]]
+    assert ids.count(sending.registration_request_id) == 1
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    ({'mcc = "5812"                                     #': 'mcc = "58" #'},
+     ['[merchant] mcc = "58"', "expected text matching"]),
+    ({'legal_name = "Sandbox Coffee Pte. Ltd."\n': ""}, ["[merchant] legal_name", "is required"]),
+    ({'[store]\n': '[store]\nfloor = 2\n'}, ["[store] floor", "not a known key", "store.example.toml"]),
+])
+def test_store_file_errors_name_the_key(shop: Shop, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        edit: dict[str, str], expected: list[str]) -> None:
+    path = store_file(tmp_path, **edit)
+    assert main(["merchant", "register", "--file", str(path), "--config", str(shop.config)]) == 2
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err
+    assert registration(shop)[0] is None

@@ -23,7 +23,8 @@ field of the request (README "Customs declarations" / "Merchant registration"):
   PROCESSING; the status then becomes FAILED when storeInfo.referenceStoreId
   starts with `REJECT`, SUCCESSFUL otherwise, and notifyRegistrationStatus is
   POSTed to registrationNotifyURL (127.0.0.1 only) until acknowledged with
-  the merchant's signed SUCCESS.
+  the merchant's signed SUCCESS. A referenceStoreId starting with `SLOW`
+  holds the first answer `slow_response` seconds (the registration is kept).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class BackOfficeSandbox:
             if operation == "inquiryDeclarationRequests":
                 return self._inquiry_declarations(merchant, body)
             if operation == "registration":
-                return self._register(merchant, body)
+                return self._register(merchant, body, slow)
             if operation == "inquiryRegistrationStatus":
                 return self._inquiry_registration(merchant, body, info=False)
             return self._inquiry_registration(merchant, body, info=True)
@@ -226,7 +227,7 @@ class BackOfficeSandbox:
 
     # -- registration ----------------------------------------------------------------
 
-    def _register(self, merchant: str, body: dict[str, Any]) -> Outcome:
+    def _register(self, merchant: str, body: dict[str, Any], slow: float) -> Outcome:
         request_id = _text(body, "registrationRequestId")
         info = body.get("merchantInfo")
         if not isinstance(info, dict):
@@ -258,9 +259,10 @@ class BackOfficeSandbox:
                 self._sender = threading.Thread(target=self._send_loop, name="sandbox-registration-notify",
                                                 daemon=True)
                 self._sender.start()
+        hold = slow if store_id.upper().startswith("SLOW") else 0.0
         if isinstance(body.get("passThroughInfo"), str):
-            return "SUCCESS", {"passThroughInfo": body["passThroughInfo"]}, "", 0.0
-        return "SUCCESS", {}, "", 0.0
+            return "SUCCESS", {"passThroughInfo": body["passThroughInfo"]}, "", hold
+        return "SUCCESS", {}, "", hold
 
     def _find(self, merchant: str, body: dict[str, Any]) -> tuple[str, _Registration] | None:
         request_id = body.get("registrationRequestId")
