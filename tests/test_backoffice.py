@@ -444,3 +444,35 @@ def test_store_file_errors_name_the_key(shop: Shop, tmp_path: Path, capsys: pyte
     for text in expected:
         assert text in err
     assert registration(shop)[0] is None
+
+
+# -- [merchant] registration_required: sales closed until approved -------------------------
+
+def test_registration_required_closes_sales_until_approved(tmp_path: Path) -> None:
+    from pos.terminal.till_service import TillError
+    from tests.test_terminal import Rig
+
+    rig = Rig(tmp_path, merchant={"registration_required": True})
+    try:
+        rig.keys("5E")
+        want = rig.terminal.cashier_text.cashier("registration_required")
+        assert rig.cashier(lambda lines: lines == want) == want
+        assert rig.customer_pty.wait_for(lambda lines: lines[0] == "暂停服务")[0] == "暂停服务"
+        health = rig.terminal.health()
+        assert health["status"] == "degraded" and "pos merchant register" in health["sales_refused"]
+        with pytest.raises(TillError) as refused:
+            rig.terminal.create_sale(Money(500, "SGD"), "till-1", "Tea")
+        assert refused.value.status == 503 and "pos merchant register" in refused.value.detail
+        assert rig.journal.list_sales() == []
+        store = BackOfficeJournal(rig.journal.db, rig.journal.install_id)
+        reg = store.create_registration({"merchantInfo": {}})
+        store.update_registration(reg.registration_request_id, what="notification", state="SUBMITTED",
+                                  registration_status="PROCESSING")
+        assert "PROCESSING" in rig.terminal.health()["sales_refused"]
+        store.update_registration(reg.registration_request_id, what="notification", registration_status="SUCCESSFUL")
+        health = rig.terminal.health()
+        assert health["sales_refused"] is None and health["status"] == "ok"
+        rig.keys("5E")
+        assert rig.cashier(lambda lines: "Scan" in lines[0])
+    finally:
+        rig.close()

@@ -30,10 +30,12 @@ from devices.keypad import Key
 from devices.messages import Catalogue
 from devices.print_queue import PrintQueue
 from devices.scanner import ScannerEvent
+from pos.backoffice.registration import sales_refusal
 from pos.config import Config
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
 from pos.core.money import Money
 from pos.gateway.client import GatewayClient
+from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks
 from pos.payments.runner import PaymentRunner
@@ -87,6 +89,9 @@ class Terminal:
         self.till = TillService(cfg=config, journal=journal, links=links, payments=payments, displays=displays,
                                 devices=self.devices, counter=self.counter, cashier=self.cashier, sales=sales,
                                 day=day, lock=self._lock, changed=self._changed, clock=clock, gateway=gateway)
+        if config.merchant.registration_required:
+            store = BackOfficeJournal(journal.db, journal.install_id)
+            self.cashier.sales_refusal = lambda: sales_refusal(store, required=True)
         self._actions: dict[str, Action] = {**self.cashier.actions(), **self.manager.actions()}
         check_actions(self._actions)
         for till_id, sale_id in links.close_stale(clock()):
