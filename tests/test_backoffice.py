@@ -452,7 +452,7 @@ def test_registration_required_closes_sales_until_approved(tmp_path: Path) -> No
     from pos.terminal.till_service import TillError
     from tests.test_terminal import Rig
 
-    rig = Rig(tmp_path, merchant={"registration_required": True})
+    rig = Rig(tmp_path, sections={"merchant": {"registration_required": True}})
     try:
         rig.keys("5E")
         want = rig.terminal.cashier_text.cashier("registration_required")
@@ -476,3 +476,47 @@ def test_registration_required_closes_sales_until_approved(tmp_path: Path) -> No
         assert rig.cashier(lambda lines: "Scan" in lines[0])
     finally:
         rig.close()
+
+
+# -- the till interface: POST/GET /v1/sales/{id}/customs-declarations -------------------------
+
+def test_till_declares_at_checkout(tmp_path: Path, shop: Shop) -> None:
+    from devices.scanner import Scan
+    from pos.httpserver import ThreadedServer
+    from pos.till.api import Tokens, create_app
+    from tests.test_terminal import Rig
+
+    gateway = AmsGateway(shop.settings)
+    rig = Rig(tmp_path / "till", sections={"gateway": {"protocol": "ams"}}, wrap_gateway=lambda _direct: gateway)
+    server = ThreadedServer(create_app(rig.terminal, Tokens("till-token", "manager-token")), "127.0.0.1", 0,
+                            name="test-till").start()
+    auth = {"Authorization": "Bearer till-token"}
+    try:
+        view = rig.terminal.create_sale(Money(500, "SGD"), "till-1", "Tea")
+        rig.terminal.on_scanner_event(Scan(make_code("00")))
+        assert rig.settle(view["id"])["state"] == "PAID"
+        url = f"{server.url}/v1/sales/{view['id']}/customs-declarations"
+        body = {"customs": "ZONGSHU", "merchantCustomsCode": "MCODE1", "merchantCustomsName": "Demo Shop",
+                "amount": "27.00"}
+        first = requests.post(url, json=body, headers=auth, timeout=10)
+        assert first.status_code == 201, first.text
+        assert first.json()["state"] == "DECLARED" and first.json()["amount"]["value"] == 2700
+        again = requests.post(url, json=body, headers=auth, timeout=10)
+        assert again.status_code == 200
+        assert again.json()["declarationRequestId"] == first.json()["declarationRequestId"]
+        listed = requests.get(url, headers=auth, timeout=10)
+        assert listed.status_code == 200 and [d["customsStatus"] for d in listed.json()] == ["SUCCESSFUL"]
+        # Refusals: an unpaid sale, a bad body; neither sends anything.
+        pending = rig.terminal.create_sale(Money(300, "SGD"), "till-2", "Tea")
+        refused = requests.post(f"{server.url}/v1/sales/{pending['id']}/customs-declarations", json=body,
+                                headers=auth, timeout=10)
+        assert refused.status_code == 409 and "not PAID" in refused.json()["detail"]
+        rig.keys("C")
+        bad = requests.post(url, json={**body, "amount": "-1"}, headers=auth, timeout=10)
+        assert bad.status_code == 422
+        assert requests.post(url, json=body, timeout=10).status_code == 401
+        assert len(shop.sandbox_declarations()) == 1
+    finally:
+        server.stop()
+        rig.close()
+        gateway.close()
