@@ -449,11 +449,20 @@ def test_store_file_errors_name_the_key(shop: Shop, tmp_path: Path, capsys: pyte
 # -- [merchant] registration_required: sales closed until approved -------------------------
 
 def test_registration_required_closes_sales_until_approved(tmp_path: Path) -> None:
+    from pos.httpserver import ThreadedServer
     from pos.terminal.till_service import TillError
+    from pos.till.api import Tokens, create_app
     from tests.test_terminal import Rig
 
     rig = Rig(tmp_path, sections={"merchant": {"registration_required": True}})
+    server = ThreadedServer(create_app(rig.terminal, Tokens("till-token", "manager-token")), "127.0.0.1", 0,
+                            name="test-till").start()
+    auth = {"Authorization": "Bearer till-token"}
     try:
+        over_http = requests.get(server.url + "/v1/health", headers=auth, timeout=5).json()
+        assert over_http["status"] == "degraded" and "pos merchant register" in over_http["sales_refused"]
+        sale = requests.post(server.url + "/v1/sales", json={"amount": "5.00"}, headers=auth, timeout=5)
+        assert sale.status_code == 503 and sale.json()["title"] == "Sales closed"
         rig.keys("5E")
         want = rig.terminal.cashier_text.cashier("registration_required")
         assert rig.cashier(lambda lines: lines == want) == want
@@ -472,9 +481,11 @@ def test_registration_required_closes_sales_until_approved(tmp_path: Path) -> No
         store.update_registration(reg.registration_request_id, what="notification", registration_status="SUCCESSFUL")
         health = rig.terminal.health()
         assert health["sales_refused"] is None and health["status"] == "ok"
+        assert requests.get(server.url + "/v1/health", headers=auth, timeout=5).json()["sales_refused"] is None
         rig.keys("5E")
         assert rig.cashier(lambda lines: "Scan" in lines[0])
     finally:
+        server.stop()
         rig.close()
 
 
