@@ -531,3 +531,17 @@ def test_till_declares_at_checkout(tmp_path: Path, shop: Shop) -> None:
         server.stop()
         rig.close()
         gateway.close()
+
+
+def test_doctor_tells_whether_sales_are_open(shop: Shop, listener: Listener, tmp_path: Path) -> None:
+    from pos.config import load_config
+    from pos.ops.doctor import check_merchant_registration, run_checks
+
+    cfg = load_config(shop.config).config
+    closed = check_merchant_registration(cfg)
+    assert closed.level.value == "WARN" and "pos merchant register" in closed.line()
+    assert main(["merchant", "register", "--file", str(store_file(tmp_path)), "--config", str(shop.config)]) == 0
+    wait_for(lambda: registration(shop)[0].registration_status == "SUCCESSFUL")
+    assert "approved: sales open" in check_merchant_registration(cfg).line()
+    names = [r.name for r in run_checks(load_config(shop.config), device_timeout=0.1, gateway_timeout=1.0)]
+    assert "merchant registration" in names
