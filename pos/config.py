@@ -328,6 +328,13 @@ class ManagerSection(_Section):
     support_contact: Annotated[str, Field(max_length=200)] = "Alipay merchant support (see your onboarding pack)"
 
 
+class MerchantSection(_Section):
+    # true: the acquirer requires merchant registration before payments
+    # (README "Merchant registration"): the daemon refuses sales until
+    # `pos merchant register` is approved.
+    registration_required: bool = False
+
+
 class LogSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["kv", "json"] = "kv"
@@ -400,6 +407,7 @@ class Config(_Section):
     ecr: EcrSection = EcrSection()
     notify: NotifySection = NotifySection()
     manager: ManagerSection = ManagerSection()
+    merchant: MerchantSection = MerchantSection()
     log: LogSection = LogSection()
     udev: UdevSection = UdevSection()
     reconcile: ReconcileSection = ReconcileSection()

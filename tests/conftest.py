@@ -53,6 +53,7 @@ LAYER_OF_FILE = {
     "test_ams_client.py": "integration",
     "test_ams_protocol.py": "unit",
     "test_ams_sdk.py": "integration",
+    "test_backoffice.py": "integration",
     "test_notifications.py": "unit",
     "test_notify_e2e.py": "e2e",
     "test_pin.py": "unit",

@@ -35,8 +35,9 @@ PIN = "1357"
 
 class Rig:
     def __init__(self, tmp: Path, *, pin: str = PIN, max_amount: str = "100000", refund_limit: str = "500",
-                 wrap_gateway=None, ledger=None):
+                 wrap_gateway=None, ledger=None, sections=None):
         self.cfg = Config.model_validate({
+            **(sections or {}),
             "terminal": {"terminal_id": "T1", "currency": "SGD", "state_dir": str(tmp), "timezone": "Asia/Singapore"},
             "payment": {"query_first_delay": 0.05, "query_interval_min": 0.05, "query_interval_max": 0.08,
                         "query_deadline": 0.6, "cancel_interval": 0.05, "max_amount": max_amount},

@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "pos.cli.commands.journal_cmd",
     "pos.cli.commands.reprint_cmd",
     "pos.cli.commands.reconcile_cmd",
+    "pos.cli.commands.customs_cmd",
+    "pos.cli.commands.merchant_cmd",
     "pos.cli.commands.doctor_cmd",
     "pos.cli.commands.status_cmd",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 
+from pos.journal.backoffice import BACKOFFICE_TABLES
 from pos.journal.db import JournalDB, JournalError
 from pos.journal.reconcile_files import RECONCILE_TABLES
 from pos.journal.till import TILL_TABLES
@@ -124,6 +125,8 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE sales ADD COLUMN pay_currency TEXT",
         "ALTER TABLE sales ADD COLUMN conversion_rate TEXT",
     ],
+    # 6: customs declarations and merchant registrations (pos/journal/backoffice.py)
+    list(BACKOFFICE_TABLES),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -30,8 +30,10 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pos.backoffice.registration import sales_refusal
 from pos.config import Config, LoadedConfig, load_config
 from pos.core.errors import UserError
+from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.journal import Journal, JournalError, journal_path
 from pos.ops.checks import CheckResult, Level
 from pos.ops.checks import fail as _fail
@@ -44,7 +46,8 @@ __all__ = [
     "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway", "check_gateway_answer",
     "check_scanner", "check_printer", "check_display", "check_cashier_display", "check_keypad",
     "check_ecr_tokens", "check_journal",
-    "check_disk", "check_open_items", "open_items_needing_manager", "count_open_items", "MIN_FREE_BYTES",
+    "check_disk", "check_open_items", "check_merchant_registration",
+    "open_items_needing_manager", "count_open_items", "MIN_FREE_BYTES",
 ]
 
 # A receipt queue and a year of journal fit in a few MB; below 50 MB SQLite
@@ -389,6 +392,24 @@ def check_open_items(cfg: Config) -> CheckResult:
                        "(check each with Alipay, then resolve it in the manager menu)", count=len(items))
 
 
+def check_merchant_registration(cfg: Config) -> CheckResult:
+    """[merchant] registration_required: are sales open (the latest registration SUCCESSFUL)?"""
+    name = "merchant registration"
+    if not journal_path(cfg.terminal.state_dir).exists():
+        return _warn(name, "sales closed: no journal yet, so no registration: run 'pos merchant register'")
+    try:
+        journal = _open_journal(cfg)
+        try:
+            refusal = sales_refusal(BackOfficeJournal(journal.db, journal.install_id), required=True)
+        finally:
+            journal.close()
+    except JournalError as exc:
+        return _warn(name, f"cannot read the registration ({exc}); see the journal check")
+    if refusal is None:
+        return _ok(name, "approved: sales open")
+    return _warn(name, f"sales closed: {refusal}")
+
+
 # ---------------------------------------------------------------------------
 
 def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
@@ -416,6 +437,8 @@ def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
         check_disk(cfg, min_free_bytes=min_free_bytes),
         check_open_items(cfg),
     ]
+    if cfg.merchant.registration_required:
+        results.append(check_merchant_registration(cfg))
     return results
 
 

@@ -4,7 +4,9 @@ One small HTTP app for both protocols:
 
 - POST /notify/offline: `alipay.intl.acquiring.offline.notify.pay` (pos/gateway/notify.py);
 - POST /notify/ams/payment, /notify/ams/refund: the v1 API's notifyPayment and
-  notifyRefund (pos/gateway/ams/notify.py).
+  notifyRefund (pos/gateway/ams/notify.py);
+- POST /notify/ams/registration: notifyRegistrationStatus (pos/gateway/ams/backoffice.py),
+  verified the same way, kept in the journal (idempotent: a repeat changes nothing).
 
 Every notification is verified with Alipay's public key over the exact bytes
 received before anything is read. A verified payment notification is handed to
@@ -25,11 +27,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pos.backoffice.registration import apply_notification
 from pos.config import Config
 from pos.core.outcomes import QueryOutcome, Succeeded
+from pos.gateway.ams.backoffice import REGISTRATION_NOTIFY_PATH, read_registration_notification
 from pos.gateway.ams.client import NOTIFY_PATHS
 from pos.gateway.ams.notify import acknowledgement, read_notification
 from pos.gateway.notify import handle_notify
+from pos.journal.backoffice import BackOfficeJournal
 from pos.payments.runner import PaymentRunner
 
 __all__ = ["build_notify_app", "MAX_NOTIFICATION"]
@@ -100,8 +105,29 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
                                            key_version=config.gateway.key_version)
         return Response(raw_ack, status_code=200, media_type=_JSON, headers=headers)
 
+    store = BackOfficeJournal(runner.journal.db, runner.journal.install_id)
+
+    async def registration(request: Request) -> Response:
+        path = request.url.path
+        raw = await body_of(request)
+        if raw is None:
+            return Response(b'{"error":"too large"}', status_code=413, media_type=_JSON)
+        note = read_registration_notification(path, raw, request.headers, alipay_public_key=alipay_public_key,
+                                              client_id=client_id)
+        if isinstance(note, str):
+            log.warning("notification refused protocol=ams path=%s reason=%r", path, note)
+            body = b'{"result":{"resultCode":"INVALID_SIGNATURE","resultStatus":"F","resultMessage":"refused"}}'
+            return Response(body, status_code=401, media_type=_JSON)
+        outcome = apply_notification(store, note)
+        log.info("notification protocol=ams registrationRequestId=%s status=%s outcome=%s",
+                 note.registration_request_id, note.status, outcome)
+        raw_ack, headers = acknowledgement(path, client_id, merchant_private_key,
+                                           key_version=config.gateway.key_version)
+        return Response(raw_ack, status_code=200, media_type=_JSON, headers=headers)
+
     return Starlette(routes=[
         Route("/notify/offline", offline, methods=["POST"]),
         Route(NOTIFY_PATHS["payment"], ams, methods=["POST"]),
         Route(NOTIFY_PATHS["refund"], ams, methods=["POST"]),
+        Route(REGISTRATION_NOTIFY_PATH, registration, methods=["POST"]),
     ])

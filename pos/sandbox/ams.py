@@ -39,6 +39,7 @@ from pos.gateway.ams.codes import result_codes
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
 from pos.gateway.signing import compact_json
 from pos.gateway.store import read_store, store_fields
+from pos.sandbox.ams_backoffice import BACKOFFICE_OPERATIONS, BackOfficeSandbox
 from pos.sandbox.ledger import Ledger, Payment, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
@@ -143,6 +144,10 @@ class AmsSandbox:
         self._notice_lock = threading.Lock()
         self._closed = threading.Event()
         self._sender: threading.Thread | None = None
+        # customs declarations and merchant registration (ams_backoffice.py)
+        self.backoffice = BackOfficeSandbox(ledger, alipay_private_key=alipay_private_key,
+                                            merchant_public_key=merchant_public_key, now=self.now,
+                                            key_version=key_version)
 
     def now(self) -> datetime:
         return as_datetime(self._clock())
@@ -150,11 +155,12 @@ class AmsSandbox:
     def ledger_json(self) -> dict[str, Any]:
         with self._notice_lock:
             notices = [n.as_json() for n in self._notices.values()]
-        return {**self.ledger.to_json(self.now()), "notifications": notices}
+        return {**self.ledger.to_json(self.now()), "notifications": notices, **self.backoffice.to_json()}
 
     def close(self) -> None:
         """Stop sending notifications (the server stops)."""
         self._closed.set()
+        self.backoffice.close()
         if self._sender is not None:
             self._sender.join(timeout=5)
 
@@ -258,6 +264,9 @@ class AmsSandbox:
 
     def _dispatch(self, operation: str, merchant: str, body: dict[str, Any]) -> tuple[dict[str, Any], float, bool]:
         now = self.now()
+        if operation in BACKOFFICE_OPERATIONS:
+            code, out, message, hold = self.backoffice.handle(operation, merchant, body, self.options.slow_response)
+            return self._result(code, out, message), hold, False
         if operation == "pay":
             return self._pay(merchant, body, now)
         if operation in ("inquiryPayment", "cancel"):

@@ -57,6 +57,9 @@ class CashierFlow:
         self._changed = changed
         self._clock = clock
         self._gateway = gateway
+        # Why sales are closed, or None: `[merchant] registration_required` until the registration is
+        # approved (pos.backoffice.registration.sales_refusal; set by the terminal).
+        self.sales_refusal: Callable[[], str | None] = lambda: None
 
     def actions(self) -> dict[str, Action]:
         return {"amount.start": self._start_amount, "amount.type": self._type_amount,
@@ -137,6 +140,12 @@ class CashierFlow:
         c = self._counter
         if not self._devices["journal"].ok:
             self._displays.show("journal_error")
+            return
+        why = self.sales_refusal()
+        if why is not None:
+            log.info("sale refused", extra={"kv": {"reason": why}})
+            self._displays.show("registration_required")
+            c.buffer = ""
             return
         try:
             amount = parse_amount(c.buffer, self._cfg.terminal.currency)

@@ -30,22 +30,26 @@ from devices.keypad import Key
 from devices.messages import Catalogue
 from devices.print_queue import PrintQueue
 from devices.scanner import ScannerEvent
+from pos.backoffice.customs import CustomsRequest
+from pos.backoffice.registration import sales_refusal
 from pos.config import Config
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
 from pos.core.money import Money
 from pos.gateway.client import GatewayClient
+from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks
 from pos.payments.runner import PaymentRunner
 from pos.terminal.business_day import BusinessDay
 from pos.terminal.cashier import CashierFlow
 from pos.terminal.counter import Action, Counter, Mode, action_for, check_actions
+from pos.terminal.customs_desk import CustomsDesk
 from pos.terminal.displays import DeviceBoard, DeviceHealth, Displays, new_device_board
 from pos.terminal.manager import ManagerFlow
 from pos.terminal.pin import PinGuard
 from pos.terminal.receipts import Receipts, receipt_for
 from pos.terminal.sales import SaleDesk
-from pos.terminal.till_service import TillService
+from pos.terminal.till_service import TillError, TillService
 
 __all__ = ["Terminal", "Mode", "receipt_for"]
 
@@ -87,6 +91,10 @@ class Terminal:
         self.till = TillService(cfg=config, journal=journal, links=links, payments=payments, displays=displays,
                                 devices=self.devices, counter=self.counter, cashier=self.cashier, sales=sales,
                                 day=day, lock=self._lock, changed=self._changed, clock=clock, gateway=gateway)
+        self.customs = CustomsDesk(config, journal, gateway)
+        if config.merchant.registration_required:
+            store = BackOfficeJournal(journal.db, journal.install_id)
+            self.cashier.sales_refusal = lambda: sales_refusal(store, required=True)
         self._actions: dict[str, Action] = {**self.cashier.actions(), **self.manager.actions()}
         check_actions(self._actions)
         for till_id, sale_id in links.close_stale(clock()):
@@ -194,6 +202,22 @@ class Terminal:
 
     def reconciliation(self, day: str) -> dict[str, Any]:
         return self.till.reconciliation(day)
+
+    def _paid_sale_id(self, sale_id: str) -> str:
+        view = self.till.get_sale(sale_id)
+        if view is None:
+            raise TillError(404, "No such sale", f"no sale with id {sale_id!r}")
+        if not view["merchantTransId"]:
+            raise TillError(409, "Declaration refused", f"sale {sale_id} is {view['state']}, not PAID: only a "
+                                                         "paid sale can be declared to customs")
+        return str(view["merchantTransId"])
+
+    def declare_customs(self, sale_id: str, request: CustomsRequest) -> tuple[dict[str, Any], bool]:
+        # Outside the terminal's lock: the call may take up to the gateway's read timeout.
+        return self.customs.declare(self._paid_sale_id(sale_id), request)
+
+    def customs_declarations(self, sale_id: str) -> list[dict[str, Any]]:
+        return self.customs.declarations(self._paid_sale_id(sale_id))
 
     def close(self) -> None:
         self._unsubscribe()

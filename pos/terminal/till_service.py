@@ -205,6 +205,9 @@ class TillService:
             if self._payments.recovering:
                 raise TillError(503, "Terminal not ready",
                                 "the terminal is settling sales from before a restart; try again in a moment")
+            why = self._cashier.sales_refusal()
+            if why is not None:
+                raise TillError(503, "Sales closed", why)
             if self._cashier.busy():
                 raise TillError(409, "A sale is already open",
                                 "finish or cancel the open sale first (one sale at a time)")
@@ -347,6 +350,8 @@ class TillService:
             latency, gateway_error = link.last_latency, link.last_error
             degraded = (not all(d.ok for d in self._devices.values()) or gateway_error is not None
                         or any(i.state in (SaleState.MANUAL_REVIEW, RefundState.REFUND_PENDING) for i in open_items))
+            sales_refused = self._cashier.sales_refusal()
+            degraded = degraded or sales_refused is not None
             status = "starting" if self._payments.recovering else ("degraded" if degraded else "ok")
             return {
                 "status": status,
@@ -359,6 +364,7 @@ class TillService:
                 "journal_bytes": journal_bytes,
                 "mode": self._counter.mode.value,
                 "last_alarm": self.last_alarm,
+                "sales_refused": sales_refused,
             }
 
 

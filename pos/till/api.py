@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pos import __version__
+from pos.backoffice.customs import CustomsRequest
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.records import RefundState, SaleState
 from pos.terminal.till_service import TillError
@@ -58,6 +59,8 @@ class TillBackend(Protocol):
     def z_report(self) -> dict[str, Any]: ...
     def health(self) -> dict[str, Any]: ...
     def reconciliation(self, day: str) -> dict[str, Any]: ...
+    def declare_customs(self, sale_id: str, request: CustomsRequest) -> tuple[dict[str, Any], bool]: ...
+    def customs_declarations(self, sale_id: str) -> list[dict[str, Any]]: ...
 
 
 # ---------------------------------------------------------------- models
@@ -206,6 +209,35 @@ class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "starting"]
     version: str
     uptime_s: float
+
+
+class CustomsIn(_Strict):
+    customs: Annotated[str, Field(min_length=1, max_length=32, description="customs code, e.g. ZONGSHU")]
+    merchantCustomsCode: Annotated[str, Field(min_length=1, max_length=32)]
+    merchantCustomsName: Annotated[str, Field(min_length=1, max_length=256)]
+    amount: Annotated[str | None, Field(default=None, max_length=20, pattern=r"^[0-9]+(\.[0-9]+)?$",
+                                        description="CNY amount to declare, e.g. '100.00'; default: the sale's "
+                                                    "amount when it is in CNY")] = None
+    split: bool = Field(default=False, description="one part of a split order (more than one declaration)")
+
+
+class DeclarationOut(BaseModel):
+    declarationRequestId: str
+    state: Literal["SENDING", "DECLARED", "REFUSED"] = Field(
+        description="SENDING: no answer yet (send the same request again: it repeats this declaration); "
+                    "DECLARED: Alipay took it; REFUSED: Alipay refused it, nothing was declared")
+    customsStatus: str | None = Field(description="declarationRequestStatus from the last status inquiry")
+    customs: str
+    merchantCustomsCode: str
+    merchantCustomsName: str
+    amount: AmountOut
+    split: bool
+    customsPaymentId: str | None
+    resultCode: str | None
+    resultMessage: str | None
+    createdAt: str
+    updatedAt: str
+    message: str | None = None
 
 
 class Problem(BaseModel):
@@ -359,6 +391,25 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
     def reconciliation(date: Annotated[str, PathParam(pattern=r"^\d{4}-\d{2}-\d{2}$",
                                                        description="YYYY-MM-DD")]) -> dict[str, Any]:
         return service.reconciliation(date)
+
+    @app.post("/v1/sales/{sale_id}/customs-declarations", status_code=201, response_model=DeclarationOut,
+              dependencies=[Depends(till)],
+              summary="Declare a PAID AlipayCN sale to customs (v1 API); 200 when it is declared already")
+    def declare_customs(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)],
+                        body: CustomsIn, response: Response) -> dict[str, Any]:
+        request = CustomsRequest(body.customs, body.merchantCustomsCode, body.merchantCustomsName,
+                                 body.amount or "", body.split)
+        view, sent = service.declare_customs(sale_id, request)
+        if not sent:
+            response.status_code = 200
+        return view
+
+    @app.get("/v1/sales/{sale_id}/customs-declarations", response_model=list[DeclarationOut],
+             dependencies=[Depends(till)],
+             summary="The sale's customs declarations, with customs' status asked from Alipay")
+    def customs_declarations(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)]
+                             ) -> list[dict[str, Any]]:
+        return service.customs_declarations(sale_id)
 
     @app.get("/v1/health", response_model=HealthOut, dependencies=[Depends(till)],
              summary="Uptime, gateway latency, device errors, open items, journal size")

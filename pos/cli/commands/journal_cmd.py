@@ -10,6 +10,7 @@ import argparse
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from pos.cli.commands.customs_cmd import print_sale_declarations
 from pos.config import load_config
 from pos.core.errors import UsageError, UserError
 from pos.core.money import Money
@@ -150,6 +151,7 @@ def run_show(args: argparse.Namespace) -> int:
             _print_support(args)
         print("history:")
         _print_events(journal, "sale", sale.sale_id, tz)
+        print_sale_declarations(journal, sale.sale_id, tz)
         return 0
     finally:
         journal.close()

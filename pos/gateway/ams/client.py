@@ -59,7 +59,18 @@ ENDPOINTS: dict[str, str] = {
     "refund": "/v1/payments/refund",
     "inquiryRefund": "/v1/payments/inquiryRefund",
     "consult": "/v1/payments/consult",
+    # the back office (pos/gateway/ams/backoffice.py)
+    "declare": "/v1/customs/declare",
+    "inquiryDeclarationRequests": "/v1/customs/inquiryDeclarationRequests",
+    "registration": "/v1/merchants/registration",
+    "inquiryRegistrationStatus": "/v1/merchants/inquiryRegistrationStatus",
+    "inquiryRegistrationInfo": "/v1/merchants/inquiryRegistrationInfo",
 }
+
+# The request id an answer must echo (when it names one at all), by operation; paymentRequestId otherwise.
+ECHO_FIELDS = {"refund": "refundRequestId", "inquiryRefund": "refundRequestId",
+               "declare": "declarationRequestId", "registration": "registrationRequestId",
+               "inquiryRegistrationStatus": "registrationRequestId"}
 
 # Where our notification listener takes the v1 notifications ([notify] listen / public_url).
 NOTIFY_PATHS = {"payment": "/notify/ams/payment", "refund": "/notify/ams/refund"}
@@ -184,6 +195,10 @@ class AmsGateway:
 
     # -- one HTTP exchange ---------------------------------------------------
 
+    def call(self, operation: str, body: dict[str, Any], business_id: str) -> GatewayResult:
+        """One signed call of any operation in ENDPOINTS (the back-office calls use it)."""
+        return self._call(operation, body, business_id)
+
     def _call(self, operation: str, body: dict[str, Any], business_id: str,
               code_hint: str | None = None) -> GatewayResult:
         path = self.prefix + ENDPOINTS[operation]
@@ -249,7 +264,7 @@ class AmsGateway:
             return Unknown("signed answer lacks result")
         if not isinstance(body, dict) or not isinstance(info, dict):
             return Unknown("signed answer lacks result")
-        echo_field = "refundRequestId" if operation in ("refund", "inquiryRefund") else "paymentRequestId"
+        echo_field = ECHO_FIELDS.get(operation, "paymentRequestId")
         echoed = body.get(echo_field)
         if business_id and echoed is not None and echoed != business_id:
             return Unknown(f"answer is for another {echo_field}")
@@ -274,6 +289,6 @@ class AmsGateway:
         else:
             outcome = f"U code={result.code or '-'} reason={result.reason!r}"
         extra = f" paymentMethodId={code_hint}" if code_hint else ""
-        label = "refundRequestId" if operation in ("refund", "inquiryRefund") else "paymentRequestId"
+        label = ECHO_FIELDS.get(operation, "paymentRequestId")
         log.info("gateway call api=%s %s=%s outcome=%s latency_ms=%d%s", operation, label, business_id or "-",
                  outcome, round((self._health.last_latency or 0) * 1000), extra)
