@@ -43,6 +43,7 @@ LAYER_OF_FILE = {
     "test_engine_tables.py": "unit",
     "test_engine_property.py": "integration",
     "test_install.py": "integration",
+    "test_hardening.py": "integration",
     "test_journal.py": "integration",
     "test_keypad.py": "integration",
     "test_logs.py": "unit",
