@@ -18,9 +18,14 @@ from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord
 from pos.core.reports import Report, report_rows
 from pos.journal.journal import Journal
+from pos.journal.print_jobs import missing_receipts
 from pos.terminal.displays import DeviceBoard, DeviceHealth
 
-__all__ = ["RECEIPT_STATUS", "receipt_amount", "receipt_for", "Receipts"]
+__all__ = ["RECEIPT_STATUS", "RECEIPT_CATCH_UP", "receipt_amount", "receipt_for", "Receipts"]
+
+# On start, receipts owed from this far back and never queued are queued (a daemon
+# killed between a PAID/REFUNDED commit and its print job); older ones are history.
+RECEIPT_CATCH_UP = 24 * 3600.0
 
 log = logging.getLogger("pos.terminal.receipts")
 
@@ -86,6 +91,17 @@ class Receipts:
         except Exception as exc:  # a printer fault never changes a payment
             self._devices["printer"] = DeviceHealth(False, str(exc))
             log.error("receipt not queued", extra={"kv": {"job": job, "error": str(exc)}})
+
+    def queue_missing(self) -> int:
+        """Queue the receipts a dead daemon owed (committed, never queued). Returns how many."""
+        if self.queue is None:
+            return 0
+        owed = missing_receipts(self._journal, self._clock() - RECEIPT_CATCH_UP)
+        for sale_id, refund_id in owed:
+            log.warning("receipt owed from before the restart queued",
+                        extra={"kv": {"sale_id": sale_id, "refund_id": refund_id}})
+            self.print_outcome(sale_id, refund_id)
+        return len(owed)
 
     def reprint(self, sale: SaleRecord) -> str:
         """Print a sale's receipt again, marked REPRINT. Returns the print job key. Needs a print queue."""

@@ -8,8 +8,12 @@ we cannot tell whether money moved, so the engine queries and cancels (§12).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -18,6 +22,9 @@ from datetime import datetime
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pos.config import Config, GatewaySection
 from pos.core.money import Money
@@ -30,6 +37,11 @@ from pos.gateway.signing import build_signed, load_private_key, load_public_key,
 # Largest answer we read. Real answers are a few KiB; anything near this is
 # not the gateway talking, and reading it whole would cost the till memory.
 MAX_ANSWER = 256 * 1024
+# What a result code and an acquirementId look like. Anything else in those fields (a
+# payment code echoed back, a space, a number) is not kept: not stored, shown or printed.
+_RESULT_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_ACQUIREMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+UNREADABLE_CODE = "UNREADABLE_RESULT_CODE"
 
 __all__ = ["OfflineFunction", "FUNCTIONS", "function_url", "OfflineGateway", "rfc3339"]
 
@@ -70,6 +82,93 @@ def _local_now() -> datetime:
     return datetime.now().astimezone()
 
 
+# -- the call deadline --------------------------------------------------------
+# requests' read timeout bounds each wait for a byte, not the answer: an answer
+# trickling in one byte a second would hold a sale for minutes. Each call sets a
+# deadline; when it passes, the sockets the call uses are shut down.
+
+_current = threading.local()
+
+
+class _Watch:
+    """The connections one call uses; its deadline shuts them down."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        self.expired = False
+
+    def add(self, conn: Any) -> None:
+        with self._lock:
+            self._conns.append(conn)
+            if self.expired:
+                _shut(conn)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for conn in self._conns:
+                _shut(conn)
+
+
+def _shut(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(conn: Any) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.add(conn)
+
+
+class _WatchedHTTP(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watched(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watched(self)  # a kept-alive connection is not connected again
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPS(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watched(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watched(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTP
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPS
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
+
+
+def _scrub(value: Any, secret: str) -> Any:
+    """value with every text that holds the secret (a payment code) masked, at any depth."""
+    if isinstance(value, str):
+        return mask_code(secret) if secret in value else value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secret) for v in value]
+    return value
+
+
 class OfflineGateway:
     """A `GatewayClient` (pos/gateway/client.py) over HTTPS to the offline acquiring gateway.
 
@@ -94,6 +193,10 @@ class OfflineGateway:
         self._private_key = private_key or load_private_key(settings.private_key)
         self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
+        # The whole call, however slowly its answer comes: connect, then read.
+        self._deadline = float(settings.connect_timeout) + float(settings.read_timeout)
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, _DeadlineAdapter())
         self._health = GatewayHealth()
 
     # -- the Gateway protocol ------------------------------------------------
@@ -110,7 +213,7 @@ class OfflineGateway:
         }
         if self._s.settle_contract_id:
             body["settleContractId"] = self._s.settle_contract_id
-        return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+        return self._call("pay", body, merchant_trans_id, mask_code(identity_code), secret=identity_code)
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
         body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}
@@ -147,7 +250,7 @@ class OfflineGateway:
     # -- one HTTP exchange ---------------------------------------------------
 
     def _call(self, operation: str, body: dict[str, Any], business_id: str,
-              code_hint: str | None = None) -> GatewayResult:
+              code_hint: str | None = None, *, secret: str | None = None) -> GatewayResult:
         fn = FUNCTIONS[operation]
         req_msg_id = str(uuid.uuid4())  # new per HTTP request, never a business key (§3.2)
         head = {
@@ -161,7 +264,8 @@ class OfflineGateway:
         }
         wire = build_signed("request", head, body, self._private_key)
         started = time.monotonic()
-        answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id)
+        answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id,
+                                secret)
         result = replace(answer, request_id=business_id)
         # For health checks: why the last exchange told us nothing (transport,
         # HTTP or signature trouble); a verified answer of any status clears it.
@@ -173,7 +277,29 @@ class OfflineGateway:
         return result
 
     def _exchange(self, url: str, wire: bytes, function: str, req_msg_id: str,
-                  business_id: str) -> GatewayResult:
+                  business_id: str, secret: str | None = None) -> GatewayResult:
+        watch = _current.watch = _Watch()
+        timer = threading.Timer(self._deadline, watch.expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            answer = self._post(url, wire)
+        finally:
+            timer.cancel()
+            _current.watch = None
+        if watch.expired:
+            return Unknown(f"no complete answer within the call deadline ({self._deadline:g} s)", no_answer=True)
+        if isinstance(answer, Unknown):
+            return answer
+        status, raw = answer
+        if status != 200:
+            return Unknown(f"HTTP {status}")
+        if len(raw) > MAX_ANSWER:
+            return Unknown(f"answer larger than {MAX_ANSWER} bytes")
+        return self._read_answer(raw, function, req_msg_id, business_id, secret)
+
+    def _post(self, url: str, wire: bytes) -> tuple[int, bytes] | Unknown:
+        """One POST: the status and at most MAX_ANSWER + 1 bytes of the answer, or why there is none."""
         try:
             with self._session.post(
                     url, data=wire, timeout=self._timeout, allow_redirects=False, verify=True, stream=True,
@@ -190,13 +316,10 @@ class OfflineGateway:
             if "timed out" in str(exc).lower():
                 return Unknown("timeout", no_answer=True)
             return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
-        if response.status_code != 200:
-            return Unknown(f"HTTP {response.status_code}")
-        if len(raw) > MAX_ANSWER:
-            return Unknown(f"answer larger than {MAX_ANSWER} bytes")
-        return self._read_answer(raw, function, req_msg_id, business_id)
+        return response.status_code, raw
 
-    def _read_answer(self, raw: bytes, function: str, req_msg_id: str, business_id: str) -> GatewayResult:
+    def _read_answer(self, raw: bytes, function: str, req_msg_id: str, business_id: str,
+                     secret: str | None = None) -> GatewayResult:
         try:
             text = raw.decode("utf-8")
             inner, signature = split_signed(text, "response")
@@ -215,10 +338,23 @@ class OfflineGateway:
             return Unknown("answer does not echo our reqMsgId")
         if head.get("function") != function:
             return Unknown("answer is for another function")
-        code = str(info.get("resultCode") or "")
+        if not isinstance(body, dict) or not isinstance(info, dict):
+            return Unknown("signed answer lacks head, body or resultInfo")
+        if secret:
+            body = _scrub(body, secret)
+            info = body["resultInfo"]
+        code = info.get("resultCode") or ""
+        if not (isinstance(code, str) and _RESULT_CODE.fullmatch(code)):
+            code = UNREADABLE_CODE if code else ""
+        acq = body.get("acquirementId")
+        if "acquirementId" in body and not (isinstance(acq, str) and _ACQUIREMENT_ID.fullmatch(acq)):
+            body = {k: v for k, v in body.items() if k != "acquirementId"}
         echoed = body.get("merchantTransId") if "merchantTransId" in body else None
         if function != FUNCTIONS["refund"].name and echoed is not None and echoed != business_id:
             return Unknown("answer is for another merchantTransId")
+        if status == "S" and function == FUNCTIONS["pay"].name and "acquirementId" not in body:
+            # Paid means Alipay's id for the payment (§6.2: required on SUCCESS); without one, ask again.
+            return Unknown("paid answer without a usable acquirementId", code or None)
         if status == "S":
             return Succeeded(body, code or "SUCCESS")
         if status == "F":
