@@ -40,9 +40,9 @@ __all__ = [
 
 EXAMPLE_PATH = "config/terminal.example.toml"
 
-# Finite, at least 10 ms (a shorter interval would hammer the gateway) and at most a day:
+# Finite, at least 10 ms (a shorter interval would hammer the gateway) and at most a week:
 # `inf`, `nan` and `1e308` are refused at the front door, not found in a stuck sale.
-Seconds = Annotated[float, Field(ge=0.01, le=86400)]
+Seconds = Annotated[float, Field(ge=0.01, le=7 * 86400)]
 NonNegSeconds = Annotated[float, Field(ge=0, le=3600)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
