@@ -34,6 +34,7 @@ import pytest
 LAYERS = ("unit", "integration", "e2e")
 
 LAYER_OF_FILE = {
+    "test_campaigns.py": "integration",
     "test_config.py": "unit",
     "test_crash.py": "e2e",
     "test_display.py": "integration",

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -311,6 +312,8 @@ class OfflineGateway:
         except requests.ConnectionError as exc:
             return Unknown(f"connection error: {type(exc).__name__}", no_answer=True)
         except requests.RequestException as exc:
+            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
+        except urllib3.exceptions.HTTPError as exc:  # a cut answer (IncompleteRead) read with stream=True
             return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
         except (OSError, ValueError) as exc:  # urllib3 read errors surface here with stream=True
             if "timed out" in str(exc).lower():

@@ -1,0 +1,141 @@
+"""Short versions of the fault campaigns (the full soak: `make soak`, tests/soak.py).
+
+Each runs real sales and refunds through the payment runner, the offline client, the
+fault proxy (tests/fault_proxy.py) and the sandbox over HTTP on 127.0.0.1, then compares
+the journal with the sandbox's ledger and the printer: 0 lost money, 0 lost receipts,
+0 doubled, `PRAGMA integrity_check` ok.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pos.core.errors import UserError
+from pos.core.records import SaleState
+from tests.fault_proxy import FAULTS
+from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
+from tests.sandbox_fixtures import SandboxKeys
+from tests.soak import FaultRig, run
+
+
+def _clean(figures: Any) -> None:
+    assert figures.discrepancies == [] and figures.receipts_missing == []
+    assert (figures.double_charges, figures.lost_sales, figures.lost_receipts) == (0, 0, 0)
+    assert figures.integrity == "ok"
+
+
+@pytest.fixture
+def rig(tmp_path: Path, sandbox_keys: SandboxKeys) -> Any:
+    r = FaultRig(tmp_path / "rig", keys=sandbox_keys.folder)
+    yield r
+    r.close()
+
+
+# -- network: every fault at each of the first exchanges of a sale (pay, query, cancel) and a refund --
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f != "pass"])
+def test_each_network_fault_at_each_step(rig: FaultRig, fault: str) -> None:
+    for scenario in ("00", "18"):          # paid at once; U, queries, cancel
+        for at in range(3):
+            rig.network_fault(fault, at)
+            state = rig.sale(scenario)
+            assert state in (SaleState.PAID, SaleState.CANCELLED, SaleState.MANUAL_REVIEW)
+            rig.proxy.script([])
+    rig.network_fault(fault, 0)
+    rig.refund()
+    _clean(rig.settle_and_compare())
+
+
+# -- storage: the journal full when a sale starts -------------------------------------------------
+
+def test_journal_full_refuses_new_sales_then_sales_go_on(rig: FaultRig) -> None:
+    assert rig.sale() is SaleState.PAID
+    db = rig.journal.db
+    db.write(f"PRAGMA max_page_count = {int(db.value('PRAGMA page_count'))}")
+    refused = 0
+    try:
+        for _ in range(30):
+            try:
+                rig.runner.start_sale(rig_money(), rig_code(), rig.runner.clock.now(), "full")
+            except UserError as exc:
+                assert "could not record" in str(exc) or "full" in str(exc)   # the cashier is told why
+                refused += 1
+                break
+            rig.runner.wait_idle(timeout=10)
+    finally:
+        db.write("PRAGMA max_page_count = 1073741823")
+    assert refused == 1
+    # Open work is intact and the next sale is taken (not refused as "busy" by a half-started sale).
+    deadline = time.monotonic() + 10
+    while rig.runner.engine.active_sale() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rig.sale() is SaleState.PAID
+    _clean(rig.settle_and_compare())
+
+
+def rig_money() -> Any:
+    from pos.core.money import Money
+    return Money(1000, "SGD")
+
+
+def rig_code() -> str:
+    from pos.sandbox.scenarios import make_code
+    return make_code("00")
+
+
+# -- a short soak: every kind of fault mixed ---------------------------------------------------------
+
+def test_short_soak_with_every_kind_of_fault(tmp_path: Path) -> None:
+    figures = run(tmp_path, sales=120, refunds=12, fault_rate=0.25, seed=5)
+    assert figures.sales >= 100 and figures.refunds >= 10
+    assert sum(figures.faults.values()) >= 15
+    _clean(figures)
+
+
+# -- gateway answers: whatever comes back, the client returns a result and never raises -------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+                         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                      max_size=4),
+                         max_leaves=20),
+       status=st.sampled_from(["S", "F", "U", "X", "", None, 1]))
+def test_any_signed_answer_is_a_result_and_never_keeps_the_code(fake_gateway: Any, sandbox_keys: SandboxKeys,
+                                                                 body: Any, status: Any) -> None:
+    from pos.core.money import Money
+    from pos.core.outcomes import Failed, Succeeded, Unknown
+    from pos.gateway.signing import build_signed
+    from pos.sandbox.scenarios import make_code
+
+    server, gw = fake_gateway
+    code = make_code("00")
+
+    def respond(head: dict[str, Any]) -> tuple[int, bytes]:
+        rhead = {"function": head["function"], "reqMsgId": head["reqMsgId"]}
+        info = {"resultStatus": status, "resultCode": code, "resultMsg": code}
+        full = {"resultInfo": info, "extra": body, "acquirementId": code}
+        return 200, build_signed("response", rhead, full, sandbox_keys.alipay_private)
+
+    server.responder = respond
+    res = gw.pay(merchant_trans_id="POS01-FZ-000001", identity_code=code, amount=Money(100, "SGD"), order_title="t")
+    assert isinstance(res, (Succeeded, Failed, Unknown))
+    assert not isinstance(res, Succeeded)      # no usable acquirementId: never paid
+    assert code not in repr(res)
+
+
+@pytest.fixture
+def fake_gateway(sandbox_keys: SandboxKeys, gateway_settings: Any) -> Any:
+    from pos.gateway.offline import OfflineGateway
+    from tests.test_offline_client import _FakeGateway
+
+    server = _FakeGateway()
+    gw = OfflineGateway(gateway_settings.model_copy(update={"url": server.url}))
+    yield server, gw
+    gw.close()
+    server.close()
