@@ -482,8 +482,13 @@ def load_config(path: str | os.PathLike[str], *, require_keys: bool = False) -> 
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(_format_error(p, first, data)) from None
-    cfg = _resolve_paths(cfg, p.parent)
-    warnings = _check_files(cfg, p, require_keys=require_keys)
+    try:
+        cfg = _resolve_paths(cfg, p.parent)
+        warnings = _check_files(cfg, p, require_keys=require_keys)
+    except OSError as exc:  # a path the system cannot use at all (too long, say)
+        name = exc.filename if isinstance(exc.filename, str) else ""
+        raise ConfigError(f"{p}: a file name in it cannot be used ({exc.strerror}): "
+                          f"{name[:80]}{'...' if len(name) > 80 else ''}: check the paths in the file") from None
     return LoadedConfig(cfg, p, warnings)
 
 

@@ -20,6 +20,8 @@ Faults, each drawn at --fault-rate per sale or refund:
 from __future__ import annotations
 
 import argparse
+import io
+import logging
 import random
 import sys
 import tempfile
@@ -76,6 +78,7 @@ class Figures:
     receipts_missing: list[str] = field(default_factory=list)
     manager_items: int = 0
     integrity: str = ""
+    secrets_found: list[str] = field(default_factory=list)
     restarts: int = 0
     wall_time: float = 0.0
 
@@ -95,6 +98,7 @@ class Figures:
                  ("items left for a manager", str(self.manager_items)),
                  ("restarts with recovery", str(self.restarts)),
                  ("journal integrity_check", self.integrity),
+                 ("full codes, keys or tokens in log, journal or paper", str(len(self.secrets_found))),
                  ("wall time", f"{self.wall_time:.0f} s")]
         lines = ["| what | figure |", "|---|---:|"]
         lines += [f"| {name.strip() if not name.startswith('  ') else '&nbsp;&nbsp;' + name.strip()} | {value} |"
@@ -111,6 +115,15 @@ class FaultRig:
             keys = folder / "keys"
             generate_key_folder(keys)
         self.rng = random.Random(seed)
+        self.folder = folder
+        self.keys = keys
+        self.codes: list[str] = []
+        self.log = io.StringIO()
+        self._log_handler = logging.StreamHandler(self.log)
+        self._log_handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s %(kv)s",
+                                                         defaults={"kv": ""}))
+        logging.getLogger().addHandler(self._log_handler)
+        logging.getLogger().setLevel(logging.INFO)
         self.server = SandboxServer(merchant_public_key=load_public_key(keys / MERCHANT_PUBLIC),
                                     alipay_private_key=load_private_key(keys / ALIPAY_PRIVATE),
                                     options=short_options(slow_response=0.4, wallet_confirm_after=0.3,
@@ -172,6 +185,7 @@ class FaultRig:
         self.gateway.close()
         self.proxy.stop()
         self.server.stop()
+        logging.getLogger().removeHandler(self._log_handler)
 
     # ------------------------------------------------------------ faults
 
@@ -191,9 +205,10 @@ class FaultRig:
     def sale(self, scenario: str = "00", amount: int = 1000) -> SaleState | None:
         if scenario != "00":
             self.figures.faults[f"gateway: scenario {scenario}"] += 1
+        code = make_code(scenario)
+        self.codes.append(code)
         try:
-            sale_id = self.runner.start_sale(Money(amount, "SGD"), make_code(scenario), self.runner.clock.now(),
-                                             "soak")
+            sale_id = self.runner.start_sale(Money(amount, "SGD"), code, self.runner.clock.now(), "soak")
         except SaleRefused as exc:
             self.figures.refusals[exc.refusal.reason] += 1
             if exc.refusal.reason == "busy" and self.figures.refusals["busy"] == 1:
@@ -243,6 +258,19 @@ class FaultRig:
         assert len(self.server.ledger.payments(as_datetime(time.time()))) >= before
 
     # ------------------------------------------------------------ the comparison
+
+    def secrets_left(self) -> list[str]:
+        """Full payment codes, private key lines and answer signatures found in the log, the journal
+        files (with their free pages) or the printed paper."""
+        places = {"log": self.log.getvalue().encode(), "paper": b"".join(self.printer.jobs)}
+        for path in self.folder.glob("journal.db*"):
+            places[path.name] = path.read_bytes()
+        needles = [(f"payment code {c[-4:]}", c.encode()) for c in self.codes]
+        for name in (MERCHANT_PRIVATE, ALIPAY_PRIVATE):
+            needles += [(f"a line of {name}", line.encode()) for line in _key_lines(self.keys / name)[1:3]]
+        needles += [("a signature field", b'"signature"')]
+        return [f"{what} in {where}" for what, needle in needles for where, data in places.items()
+                if needle in data]
 
     def settle_and_compare(self, timeout: float = 120.0) -> Figures:
         f = self.figures
@@ -296,8 +324,14 @@ class FaultRig:
                 f.lost_receipts += 1
                 f.receipts_missing.append(f"refund:{r.refund_id}")
         f.integrity = self.journal.integrity_check()
+        f.secrets_found = self.secrets_left()
         f.restarts = self.restarts
         return f
+
+
+def _key_lines(pem: Path) -> list[str]:
+    """The base64 lines of a private key file: any of them on disk or paper is key material."""
+    return [line for line in pem.read_text().splitlines() if line and not line.startswith("-----")]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ the journal with the sandbox's ledger and the printer: 0 lost money, 0 lost rece
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ def _clean(figures: Any) -> None:
     assert figures.discrepancies == [] and figures.receipts_missing == []
     assert (figures.double_charges, figures.lost_sales, figures.lost_receipts) == (0, 0, 0)
     assert figures.integrity == "ok"
+    assert figures.secrets_found == []
 
 
 @pytest.fixture
@@ -50,6 +52,13 @@ def test_each_network_fault_at_each_step(rig: FaultRig, fault: str) -> None:
     rig.network_fault(fault, 0)
     rig.refund()
     _clean(rig.settle_and_compare())
+
+
+def test_the_secret_grep_finds_a_full_code(rig: FaultRig) -> None:
+    rig.sale()
+    assert rig.secrets_left() == []
+    logging.getLogger("pos.test").warning("oops %s", rig.codes[0])
+    assert rig.secrets_left() == [f"payment code {rig.codes[0][-4:]} in log"]
 
 
 # -- storage: the journal full when a sale starts -------------------------------------------------
@@ -139,3 +148,91 @@ def fake_gateway(sandbox_keys: SandboxKeys, gateway_settings: Any) -> Any:
     yield server, gw
     gw.close()
     server.close()
+
+
+# -- config files: every key with non-finite, negative, huge and wrongly typed values ---------------
+
+def _every_key() -> list[tuple[str, str]]:
+    from pos.config import Config
+    return [(section, key) for section, model in Config.model_fields.items()
+            for key in model.annotation.model_fields]  # type: ignore[union-attr]
+
+
+BAD_VALUES = ["inf", "-inf", "nan", "-1", "0", "1e308", "-1e308", "99999999999999999999", '"x"', "true",
+              "[1, 2]", "{a = 1}", '"\\u001b[2J"', '"' + "9" * 5000 + '"', "1979-05-27T07:32:00Z"]
+
+
+@pytest.mark.parametrize("section,key", _every_key())
+def test_every_config_key_with_bad_values_is_a_clear_error_or_accepted(tmp_path: Path, section: str,
+                                                                       key: str) -> None:
+    from pos.config import load_config
+    from pos.core.errors import ConfigError
+
+    path = tmp_path / "t.toml"
+    for value in BAD_VALUES:
+        path.write_text(f"[{section}]\n{key} = {value}\n")
+        try:
+            cfg = load_config(path)
+        except ConfigError as exc:
+            message = str(exc)
+            assert "\n" not in message.strip() and "Traceback" not in message
+            assert message.startswith(f"{path}:"), message
+            continue
+        # Accepted: then it is a value the terminal can live with (finite numbers, bounded texts).
+        got = getattr(getattr(cfg.config, section), key)
+        if isinstance(got, float):
+            assert got == got and abs(got) < 1e9, (section, key, value)
+
+
+# -- the till interface: headers, ids and bodies beyond the schema never give a 500 ------------------
+
+@pytest.fixture(scope="module")
+def till_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from pos.httpserver import ThreadedServer
+    from pos.till.api import Tokens, create_app
+    from tests.test_terminal import Rig
+
+    rig = Rig(tmp_path_factory.mktemp("till"))
+    server = ThreadedServer(create_app(rig.terminal, Tokens("t" * 32, "m" * 32), max_wait=1.0)).start()
+    yield server
+    server.stop()
+    rig.close()
+
+
+_TEXT = st.text(st.characters(codec="latin-1"), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+       path=st.sampled_from(["/v1/sales", "/v1/sales/{id}", "/v1/sales/{id}/cancel", "/v1/refunds",
+                             "/v1/reports/x", "/v1/reports/z", "/v1/health"]),
+       sale_id=st.one_of(st.integers(min_value=-2**70, max_value=2**70).map(str), _TEXT),
+       token=st.sampled_from(["t" * 32, "m" * 32, "", "t" * 31, "Bearer", "\xe9" * 32]),
+       scheme=st.sampled_from(["Bearer", "bearer", "Basic", "", "Bearer  "]),
+       body=st.one_of(st.none(), st.binary(max_size=200),
+                      st.dictionaries(st.sampled_from(["amount", "currency", "saleId", "reason", "orderTitle",
+                                                       "reference", "x"]),
+                                      st.one_of(_TEXT, st.integers(), st.floats(), st.none(), st.booleans()),
+                                      max_size=5)),
+       wait=st.one_of(st.none(), st.sampled_from(["0", "0.1", "-1", "nan", "inf", "1e308", "x"])))
+def test_till_requests_beyond_the_schema_never_give_a_500(till_server: Any, method: str, path: str,
+                                                            sale_id: str, token: str, scheme: str, body: Any,
+                                                            wait: str | None) -> None:
+    import json
+    import socket
+    from urllib.parse import quote
+
+    target = path.replace("{id}", quote(sale_id, safe=""))
+    if wait is not None:
+        target += f"?wait={wait}"
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+    head = (f"{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n").encode("latin-1")
+    head += f"Authorization: {scheme} {token}\r\n".encode("latin-1") + b"\r\n"
+    with socket.create_connection(("127.0.0.1", till_server.port), timeout=10) as s:
+        s.sendall(head + payload)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status < 500, answer[:500]
