@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import random
-from collections import Counter
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
