@@ -97,7 +97,6 @@ class Figures:
                  ("lost sales", str(self.lost_sales)),
                  ("lost receipts", str(self.lost_receipts)),
                  ("items left for a manager", str(self.manager_items)),
-                 ("restarts with recovery", str(self.restarts)),
                  ("journal integrity_check", self.integrity),
                  ("full codes, keys or tokens in log, journal or paper", str(len(self.secrets_found))),
                  ("wall time", f"{self.wall_time:.0f} s")]
