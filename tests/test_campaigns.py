@@ -236,3 +236,43 @@ def test_till_requests_beyond_the_schema_never_give_a_500(till_server: Any, meth
             answer += chunk
     status = int(answer.split(b" ", 2)[1])
     assert status < 500, answer[:500]
+
+
+# -- clock: the wall clock stepped by hours during a query schedule -----------------------------------
+
+@pytest.mark.parametrize("step", [-7200.0, 7200.0])
+def test_wall_clock_step_during_a_query_schedule(tmp_path: Path, step: float) -> None:
+    from pos.core.money import Money
+    from pos.journal.journal import Journal
+    from pos.payments.runner import PaymentRunner, SystemClock
+    from pos.sandbox.direct import DirectGateway
+    from pos.sandbox.ledger import Ledger
+    from pos.sandbox.scenarios import make_code
+    from tests.crash_driver import FAST
+    from tests.sandbox_fixtures import short_options
+
+    offset = [0.0]
+    clock = SystemClock(wall=lambda: time.time() + offset[0])
+    ledger = Ledger(short_options(wallet_confirm_after=0.5))
+    journal = Journal.open(tmp_path / "journal.db")
+    runner = PaymentRunner(journal, DirectGateway(ledger, time.time), FAST, clock=clock)
+    try:
+        runner.recover()
+        sale_id = runner.start_sale(Money(100, "SGD"), make_code("10"), clock.now(), "t")  # U, then queries
+        time.sleep(0.05)
+        offset[0] = step                       # the wall clock is stepped while the sale is querying
+        record = runner.wait(sale_id, timeout=5)
+        assert record is not None and record.state is SaleState.PAID   # queried on time, not cancelled early
+        assert record.query_count >= 1
+        # Once nothing is in progress, the terminal's times follow the wall clock again.
+        runner.wait_idle(timeout=5)
+        later = runner.start_sale(Money(100, "SGD"), make_code("00"), time.time() + step, "t")  # the scanner's time
+        assert runner.wait(later, timeout=5).state is SaleState.PAID
+        assert abs(journal.get_sale(later).created_at - (time.time() + step)) < 5
+        runner.wait_idle(timeout=5)
+        offset[0] = 0.0                        # stepped back while idle: the next sale is dated right
+        third = runner.start_sale(Money(100, "SGD"), make_code("00"), time.time(), "t")
+        assert abs(journal.get_sale(third).created_at - time.time()) < 5
+    finally:
+        runner.stop()
+        journal.close()

@@ -116,10 +116,22 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The wall clock (epoch seconds: the journal's times must survive a restart)."""
+    """Epoch seconds (the journal's times must survive a restart) that advance with the
+    monotonic clock, so a schedule ("query again in 5 s") neither stalls nor fires early when
+    the wall clock is stepped (NTP, a technician). `resync()` catches up with the wall clock;
+    the runner calls it whenever no sale or refund is in progress, so records are dated right.
+    """
+
+    def __init__(self, *, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._mono = wall, monotonic
+        self._offset = wall() - monotonic()
 
     def now(self) -> float:
-        return time.time()
+        return self._mono() + self._offset
+
+    def resync(self) -> None:
+        self._offset = self._wall() - self._mono()
 
     def wait(self, condition: threading.Condition, timeout: float | None) -> None:
         condition.wait(timeout)
@@ -212,6 +224,8 @@ class PaymentRunner:
         """Start a sale and send its pay; returns the sale id. Raises SaleRefused (with .key) if not now.
         `till_id`: the till sale it serves, linked in the sale's own journal transaction."""
         with self._lock:
+            if isinstance(self.clock, SystemClock) and self._idle_for_resync():
+                self.clock.resync()   # the wall clock may have been stepped while idle
             now = self.clock.now()
             refusal = self._sale_refusal(amount, code, scanned_at, now)
             if refusal is not None:
@@ -364,6 +378,8 @@ class PaymentRunner:
         """Ticks the engine when its next schedule or alarm is due (the background corrector)."""
         with self._lock:
             while not self._stopping:
+                if isinstance(self.clock, SystemClock) and self._idle_for_resync():
+                    self.clock.resync()
                 if self._broken:
                     self._rebuild()
                     if self._broken:
@@ -379,6 +395,12 @@ class PaymentRunner:
                         self._broken = True
                     continue
                 self.clock.wait(self._cond, None if wake is None else wake - now)
+
+    def _idle_for_resync(self) -> bool:
+        """No call in flight, no sale in progress, no refund being made (lock held): a wall clock step
+        may be taken now without moving a schedule that is running."""
+        return (self._inflight == 0 and self.engine.active_sale() is None
+                and all(r.state is RefundState.REFUND_PENDING for r in self.engine.open_refunds()))
 
     def _rebuild(self) -> None:
         """After a failed commit: a new engine from the journal, as a restart would (lock held).
