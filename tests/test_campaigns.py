@@ -276,3 +276,44 @@ def test_wall_clock_step_during_a_query_schedule(tmp_path: Path, step: float) ->
     finally:
         runner.stop()
         journal.close()
+
+
+def test_read_only_journal_refuses_new_sales_then_sales_go_on(rig: FaultRig) -> None:
+    assert rig.sale() is SaleState.PAID
+    db = rig.journal.db
+    db.write("PRAGMA query_only = ON")      # every write fails as on a read-only file system
+    try:
+        with pytest.raises(UserError, match="could not record|journal"):
+            rig.runner.start_sale(rig_money(), rig_code(), rig.runner.clock.now(), "read-only")
+    finally:
+        db.write("PRAGMA query_only = OFF")
+    deadline = time.monotonic() + 10
+    while not rig.runner.journal_ok and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rig.sale() is SaleState.PAID
+    figures = rig.settle_and_compare()
+    _clean(figures)
+    # The refused sale sent nothing: the ledger knows only the two paid ones.
+    assert figures.states == {"PAID": 2}
+
+
+# -- receipt and display text: whatever the till or the gateway sends, no command reaches a device ----
+
+@settings(max_examples=80, deadline=None)
+@given(title=st.text(max_size=60), store=st.text(max_size=30), encoding=st.sampled_from(["GB18030", "UTF-8", "ASCII"]))
+def test_any_text_on_paper_or_display_carries_no_device_command(title: str, store: str, encoding: str) -> None:
+    from datetime import datetime
+
+    from devices.display import fit_line
+    from devices.messages import Catalogue
+    from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, render_receipt
+    from pos.config import PrinterSection
+
+    data = ReceiptData(kind=ReceiptKind.SALE, merchant_name="Shop", store_name=store, terminal_id="T1",
+                       when=datetime(2024, 5, 1, 12, 0), amount=ReceiptAmount(500, "SGD", "SGD 5.00"),
+                       status_key="status_paid", merchant_trans_id="T1-20240501-AAAA-000001",
+                       acquirement_id="2024", code_last4="1234", order_title=title)
+    out = render_receipt(data, PrinterSection(encoding=encoding), Catalogue.load("en"))
+    assert b"\x1bp" not in out and out.count(b"\x1dV") == 1
+    line = fit_line(title, 20, encoding)
+    assert not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in line)
