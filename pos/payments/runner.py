@@ -303,7 +303,7 @@ class PaymentRunner:
             return Refusal("stopping", "the terminal is shutting down: no new sale is accepted")
         if self._broken:
             return Refusal("journal", "the journal cannot record (disk full or read-only): nothing was charged; "
-                                      "free space on the terminal or call service: sales resume by themselves")
+                                      "free space on the terminal or call service")
         if self.recovering:
             return Refusal("recovering", "the terminal is still settling sales from before the restart: "
                                          "wait a moment and scan again")
