@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check unit bench system-deps clean
+.PHONY: demo test check unit bench soak system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# The full soak: sales and refunds through a fault proxy to the sandbox with random faults,
+# compared with the ledger and the printer; prints the table of README's "Reliability and security".
+SOAK_SALES ?= 10000
+SOAK_REFUNDS ?= 1000
+SOAK_FAULT_RATE ?= 0.05
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak --sales $(SOAK_SALES) --refunds $(SOAK_REFUNDS) --fault-rate $(SOAK_FAULT_RATE)
 
 clean:
 	rm -rf $(VENV) .pos-state .pytest_cache .hypothesis

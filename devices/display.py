@@ -79,7 +79,7 @@ def fit_line(text: str, columns: int = COLUMNS, encoding: str | None = None) -> 
     out: list[str] = []
     used = 0
     for ch in text:
-        if ch < " " or ch == "\x7f":
+        if ch < " " or "\x7f" <= ch <= "\x9f":  # C0, DEL and C1 control characters
             ch = "?"
         width = _char_width(ch)
         if width == 0:

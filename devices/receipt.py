@@ -22,6 +22,7 @@ receipt builder (pos/terminal/receipts.py), which owns how money is written.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -154,8 +155,19 @@ class ReceiptData:
         )
 
 
+def printable(text: str) -> str:
+    """Text with every control character (C0, DEL, C1) replaced by '?'.
+
+    Text reaches the printer from the till (orderTitle), the config and the
+    gateway: an ESC p in it would open the cash drawer, a GS V cut the paper.
+    Commands are made by python-escpos, never carried in text.
+    """
+    return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
 def encode_text(text: str, encoding: str) -> bytes:
-    """Printer bytes for text in the configured encoding (see module doc)."""
+    """Printer bytes for text in the configured encoding (see module doc); control characters become '?'."""
+    text = printable(text)
     codec = _ENCODINGS.get(encoding.upper(), encoding)
     if codec == "ascii":
         return text.encode("ascii", errors="replace")

@@ -42,13 +42,15 @@ __all__ = [
 
 EXAMPLE_PATH = "config/terminal.example.toml"
 
-Seconds = Annotated[float, Field(gt=0)]
-NonNegSeconds = Annotated[float, Field(ge=0)]
+# Finite, at least 10 ms (a shorter interval would hammer the gateway) and at most a week:
+# `inf`, `nan` and `1e308` are refused at the front door, not found in a stuck sale.
+Seconds = Annotated[float, Field(ge=0.01, le=7 * 86400)]
+NonNegSeconds = Annotated[float, Field(ge=0, le=3600)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TerminalSection(_Section):
@@ -138,8 +140,9 @@ class GatewaySection(_Section):
     # merchant's uploaded public keys signed). Client ids starting SANDBOX_ call
     # /ams/sandbox/api/..., all others /ams/api/...
     key_version: Annotated[int, Field(ge=1, le=99)] = 1
-    connect_timeout: Seconds = 5.0
-    read_timeout: Seconds = 15.0
+    connect_timeout: Annotated[float, Field(ge=0.01, le=60)] = 5.0
+    # Also bounds a whole call: connect_timeout + read_timeout, however slowly an answer trickles in.
+    read_timeout: Annotated[float, Field(ge=0.01, le=120)] = 15.0
     # A sandbox config may have its keys generated on first start; refused
     # unless the gateway URL is on this machine, so production keys are never
     # made up by accident.
@@ -148,12 +151,7 @@ class GatewaySection(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected a base URL such as 'https://open-sea.alipay.com'")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ValueError("plain http is only allowed to this machine (127.0.0.1); use https")
-        return v.rstrip("/")
+        return gateway_url(v)
 
     @model_validator(mode="after")
     def _sandbox_is_local(self) -> GatewaySection:
@@ -176,7 +174,7 @@ class PaymentSection(_Section):
     first_query_after: Seconds = 5.0
     query_interval_min: Seconds = 5.0
     query_interval_max: Seconds = 7.0
-    # Below the gateway's 3-minute automatic close (reference §12).
+    # Below the wallet's 3-minute automatic close, cancels included (reference §12): checked below.
     query_deadline: Seconds = 60.0
     not_found_codes: list[str] = ["ORDER_NOT_EXIST", "TARGET_NOT_FOUND"]
     not_found_retries: Annotated[int, Field(ge=0, le=10)] = 2
@@ -288,6 +286,11 @@ class EcrSection(_Section):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValueError("expected HOST:PORT such as '127.0.0.1:8765'")
+        if not _is_loopback(host.removeprefix("[").removesuffix("]")):
+            # The till interface has no TLS: its bearer tokens would cross the network in clear.
+            raise ValueError("the till interface speaks plain HTTP with bearer tokens, so it listens on loopback "
+                             "only (127.0.0.1, [::1] or localhost); a till on another machine needs a TLS proxy "
+                             "(such as stunnel) on this machine in front of it")
         return v
 
 
@@ -321,6 +324,13 @@ class NotifySection(_Section):
 
 class ManagerSection(_Section):
     pin_hash: str = ""
+
+    @field_validator("pin_hash")
+    @classmethod
+    def _pin_hash(cls, v: str) -> str:
+        if v and not _is_pin_hash(v):
+            raise ValueError("expected the output of 'pos pin set' (scrypt$N$r$p$salt$hash), or empty for no PIN")
+        return v
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     lockout: Seconds = 300.0
     refund_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "500"
@@ -445,12 +455,60 @@ class LoadedConfig:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def gateway_url(v: str) -> str:
+    """A gateway base URL, checked as the HTTP client (requests, urllib3) will read it.
+
+    Plain http only to a host that really is this machine: a URL the standard
+    parser and urllib3 read as two different hosts (backslashes, user info,
+    spaces) is refused outright, so no loopback check can be fooled.
+    """
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    if any(ch.isspace() or ch == "\\" or ord(ch) < 0x20 or ch == "\x7f" for ch in v):
+        raise ValueError("a URL has no spaces, backslashes or control characters")
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected a base URL such as 'https://open-sea.alipay.com'")
+    if "@" in parts.netloc:
+        raise ValueError("a gateway URL carries no user name or password")
+    try:
+        client_host = parse_url(v).host or ""
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except (LocationParseError, ValueError):
+        raise ValueError("expected a base URL such as 'https://open-sea.alipay.com'") from None
+    if client_host.removeprefix("[").removesuffix("]").lower() != parts.hostname.lower():
+        raise ValueError(f"the HTTP client would send to {client_host!r}, not {parts.hostname!r}: fix the URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("plain http is only allowed to this machine (127.0.0.1); use https")
+    return v.rstrip("/")
+
+
+def _is_pin_hash(v: str) -> bool:
+    """The shape pos/terminal/pin.py writes: scrypt$N$r$p$salt$hash, with costs a POS box can pay."""
+    import base64
+    import binascii
+
+    fields = v.split("$")
+    if len(fields) != 6 or fields[0] != "scrypt" or not all(f.isascii() and f.isdigit() for f in fields[1:4]):
+        return False
+    n, r, p = (int(f) for f in fields[1:4])
+    if not (2 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        return False
+    try:
+        salt = base64.b64decode(fields[4], validate=True)
+        digest = base64.b64decode(fields[5], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(salt) >= 8 and len(digest) >= 16
 
 
 def check_private_file(path: Path, where: str) -> None:
@@ -503,7 +561,7 @@ def _format_error(path: Path, err: ErrorDetails, data: dict[str, Any]) -> str:
         return f"{path}: {_describe(err)}"
     section, key = loc[0], ".".join(loc[1:])
     where = f"[{section}] {key}" if key else f"[{section}]"
-    if err["type"] == "missing" or (not key and err["type"] == "value_error"):
+    if err["type"] == "missing" or (not key and err["type"] == "value_error") or (section, key) in SECRET_KEYS:
         return f"{path}: {where}: {_describe(err)}"
     return f"{path}: {where} = {_toml_value(err.get('input'))}: {_describe(err)}"
 
@@ -533,13 +591,22 @@ def load_config(path: str | os.PathLike[str], *, require_keys: bool = False) -> 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: is nested too deeply to be a config file: see {EXAMPLE_PATH}") from None
     try:
         cfg = Config.model_validate(data)
+    except RecursionError:
+        raise ConfigError(f"{p}: is nested too deeply to be a config file: see {EXAMPLE_PATH}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(_format_error(p, first, data)) from None
-    cfg = _resolve_paths(cfg, p.parent)
-    warnings = _check_files(cfg, p, require_keys=require_keys)
+    try:
+        cfg = _resolve_paths(cfg, p.parent)
+        warnings = _check_files(cfg, p, require_keys=require_keys)
+    except OSError as exc:  # a path the system cannot use at all (too long, say)
+        name = exc.filename if isinstance(exc.filename, str) else ""
+        raise ConfigError(f"{p}: a file name in it cannot be used ({exc.strerror}): "
+                          f"{name[:80]}{'...' if len(name) > 80 else ''}: check the paths in the file") from None
     return LoadedConfig(cfg, p, warnings)
 
 

@@ -34,6 +34,7 @@ import pytest
 LAYERS = ("unit", "integration", "e2e")
 
 LAYER_OF_FILE = {
+    "test_campaigns.py": "integration",
     "test_config.py": "unit",
     "test_crash.py": "e2e",
     "test_display.py": "integration",
@@ -43,6 +44,7 @@ LAYER_OF_FILE = {
     "test_engine_tables.py": "unit",
     "test_engine_property.py": "integration",
     "test_install.py": "integration",
+    "test_hardening.py": "integration",
     "test_journal.py": "integration",
     "test_keypad.py": "integration",
     "test_logs.py": "unit",

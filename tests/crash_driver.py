@@ -3,13 +3,15 @@
     python -m tests.crash_driver JOURNAL URL KEY_FOLDER [CODE ...]
 
 Recovers the journal, waits until recovery is done, then runs one sale per
-CODE (1.00 USD each) to the cashier's end. With POS_CRASH_AT set (see
+CODE (1.00 USD each) to the cashier's end; with POS_CRASH_REFUND=1, each PAID sale
+is then refunded 0.40 to the manager's end. With POS_CRASH_AT set (see
 pos/journal.py) the process kills itself at that commit. Prints one line per
 sale ("<sale_id> <state>"); exit 0 when everything ran.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +46,10 @@ def main(argv: list[str]) -> int:
             sale_id = service.start_sale(Money(100, "USD"), code, service.clock.now(), "crash test")
             record = service.wait(sale_id, timeout=30)
             print(sale_id, record.state.value if record else "?", flush=True)
+            if os.environ.get("POS_CRASH_REFUND") == "1" and record is not None and record.state.value == "PAID":
+                refund_id = service.refund(sale_id, Money(40, "USD"), "crash test")
+                refund = service.wait_refund(refund_id, timeout=30)
+                print(f"R{refund_id}", refund.state.value if refund else "?", flush=True)
         return 0
     finally:
         service.stop()

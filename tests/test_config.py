@@ -42,7 +42,7 @@ def test_example_documents_every_key():
 
 BROKEN = [
     # (file text, words the one-line message must contain)
-    ("[payment]\nquery_deadline = -5\n", ["[payment] query_deadline = -5", "above 0"]),
+    ("[payment]\nquery_deadline = -5\n", ["[payment] query_deadline = -5", "at least 0.01"]),
     ("[payment]\nquery_deadline = \"60\"\n", ['query_deadline = "60"', "number"]),
     ("[payment]\nquery_interval_min = 8.0\nquery_interval_max = 6.0\n",
      ["[payment]", "query_interval_max must be at least"]),
@@ -55,7 +55,7 @@ BROKEN = [
     ("[gateway]\nurl = \"http://example.com\"\n", ["plain http", "https"]),
     ("[gateway]\nurl = \"https://example.com\"\nsandbox = true\n", ["sandbox = true is only allowed"]),
     ("[gateway]\nversion = \"3.0\"\n", ['version = "3.0"', "expected one of"]),
-    ("[gateway]\nread_timeout = 0\n", ["read_timeout = 0", "above 0"]),
+    ("[gateway]\nread_timeout = 0\n", ["read_timeout = 0", "at least 0.01"]),
     ("[gateway]\nprotocol = \"v2\"\n", ['[gateway] protocol = "v2"', "expected one of", "'offline'", "'ams'"]),
     ("[scanner]\nbaudrate = true\n", ["baudrate = true", "whole number"]),
     ("[scanner]\nterminator = \"TAB\"\n", ['terminator = "TAB"', "'CR'"]),
@@ -129,10 +129,16 @@ def test_missing_keys_warn_for_check_and_fail_for_run(tmp_path, capsys):
 
 def test_secrets_are_masked(tmp_path, capsys):
     path = tmp_path / "terminal.toml"
-    path.write_text('[manager]\npin_hash = "scrypt$abcdef$0123456789"\n')
+    from pos.terminal.pin import hash_pin
+    pin_hash = hash_pin("1357")
+    path.write_text(f'[manager]\npin_hash = "{pin_hash}"\n')
     code, out, _ = run_check(path, capsys)
     assert code == 0
-    assert "0123456789" not in out and 'pin_hash = "********"' in out
+    assert pin_hash.rsplit("$", 1)[1] not in out and 'pin_hash = "********"' in out
+    # A malformed hash is refused without being printed either.
+    path.write_text('[manager]\npin_hash = "scrypt$abcdef$0123456789"\n')
+    code, out, err = run_check(path, capsys)
+    assert code == 2 and "0123456789" not in out + err and "pin_hash" in err
 
 
 def test_durations_accept_decimals_so_tests_can_shorten_them(tmp_path):

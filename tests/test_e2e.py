@@ -18,7 +18,8 @@ import requests
 
 from devices.keypad import Key
 from pos.demo.stage import DEMO_PIN, Stage
-from pos.sandbox.scenarios import SandboxOptions, make_code
+from pos.sandbox.scenarios import SandboxOptions
+from pos.sandbox.scenarios import make_code as _make_code
 from pos.till.api import openapi_document
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,16 @@ def stage(request):
                                               late_success_after=30.0, require_store=True),
                max_wait=35.0) as st:
         yield st
+
+
+# Every payment code this module scans: none may be found in full anywhere afterwards.
+ISSUED_CODES: list[str] = []
+
+
+def make_code(scenario):
+    code = _make_code(scenario)
+    ISSUED_CODES.append(code)
+    return code
 
 
 def ledger_payment(stage, merchant_trans_id):
@@ -570,6 +581,25 @@ def _run_schemathesis(stage):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     # afterwards the terminal still works
     assert stage.till("GET", "/v1/health").status_code == 200
+
+
+def test_no_full_code_key_signature_or_token_left_in_log_journal_paper_or_display(stage):
+    # After every test above ran against this daemon: its state folder (journal, WAL, tokens
+    # aside), its log, the paper and both displays.
+    assert len(ISSUED_CODES) >= 10
+    tokens = [stage.till_token_path().read_text().strip(), stage.manager_token_path().read_text().strip()]
+    key_lines = [line for pem in (stage.dir / "keys").glob("*private*.pem")
+                 for line in pem.read_text().splitlines()[1:3]]
+    places = {str(path.relative_to(stage.dir)): path.read_bytes() for path in stage.dir.rglob("*")
+              if path.is_file() and "keys" not in path.parts and path not in (stage.till_token_path(),
+                                                                               stage.manager_token_path())}
+    places["paper"] = b"".join(stage.printer.jobs)
+    places["displays"] = repr(stage.displays()).encode()
+    needles = [*ISSUED_CODES, *tokens, *key_lines, '"signature"']
+    found = [(needle[-4:], where) for needle in needles for where, data in places.items()
+             if needle.encode() in data]
+    assert found == []
+    assert "daemon.log" in places and any(name.startswith("state/journal") for name in places)
 
 
 def test_pos_demo_plays_all_eight_scenarios():

@@ -57,6 +57,21 @@ def unreadable(path: Path, exc: sqlite3.Error) -> JournalError:
                         exit_code=EXIT_UNAVAILABLE)
 
 
+
+def _create_private(path: Path) -> None:
+    """The journal's folder (0700) and file (0600), made so whatever the umask.
+
+    SQLite gives the -wal and -shm files the mode of the database file, so
+    they are private too. Run outside the systemd unit (UMask=0077), the
+    process umask is often 0022: sales history is not for other users.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+
 class JournalDB:
     """One connection to the journal file, shared by every part of the journal."""
 
@@ -76,7 +91,7 @@ class JournalDB:
                 conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None,
                                        check_same_thread=False, timeout=2.0)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(path)
                 conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10.0)
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}: check that [terminal] state_dir "

@@ -15,7 +15,7 @@ from devices.print_jobs import NextJob, PrintJob, StoredReceipt
 from pos.journal.db import Row
 from pos.journal.journal import Journal
 
-__all__ = ["JournalPrintJobs"]
+__all__ = ["JournalPrintJobs", "missing_receipts"]
 
 _JOB_COLUMNS = "job_key, state, attempts, last_error, created_at, printed_at, reprint_of"
 
@@ -64,3 +64,17 @@ class JournalPrintJobs:
 
     def reprint_count(self, job_key: str) -> int:
         return int(self._db.value("SELECT COUNT(*) FROM print_jobs WHERE reprint_of = ?", (job_key,)))
+
+
+def missing_receipts(journal: Journal, since: float) -> list[tuple[int, int | None]]:
+    """(sale_id, refund_id) of receipts owed and never queued: PAID sales and REFUNDED refunds
+    updated since `since` without their job (`sale:N` / `refund:N`). A daemon that died between
+    the commit and the enqueue left them so."""
+    db = journal.db
+    sales = db.rows("SELECT sale_id FROM sales WHERE state = 'PAID' AND updated_at >= ? AND NOT EXISTS "
+                    "(SELECT 1 FROM print_jobs WHERE job_key = 'sale:' || sales.sale_id) ORDER BY sale_id",
+                    (since,))
+    refunds = db.rows("SELECT sale_id, refund_id FROM refunds WHERE state = 'REFUNDED' AND updated_at >= ? "
+                      "AND NOT EXISTS (SELECT 1 FROM print_jobs WHERE job_key = 'refund:' || refunds.refund_id) "
+                      "ORDER BY refund_id", (since,))
+    return [(int(r["sale_id"]), None) for r in sales] + [(int(r["sale_id"]), int(r["refund_id"])) for r in refunds]

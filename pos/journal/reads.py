@@ -25,6 +25,16 @@ from pos.journal.rows import to_refund, to_sale
 __all__ = ["JournalReads"]
 
 
+
+# SQLite's largest rowid: a bigger number (a typed or scanned id) names no row, and
+# binding it would raise OverflowError instead of finding nothing.
+_MAX_ROWID = 2**63 - 1
+
+
+def _row_id(key: int | str) -> bool:
+    """Whether a numeric key can be a row id at all."""
+    return 0 <= int(key) <= _MAX_ROWID
+
 class JournalReads:
     """Queries over sales, refunds and events; nothing here writes."""
 
@@ -43,14 +53,14 @@ class JournalReads:
     def get_sale(self, key: int | str) -> SaleRecord | None:
         """A sale by its number or its merchantTransId; None if there is none."""
         if isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit()):
-            return self._sale_by_id(int(key))
+            return self._sale_by_id(int(key)) if _row_id(key) else None
         row = self._db.one("SELECT * FROM sales WHERE merchant_trans_id = ?", (key,))
         return to_sale(row) if row else None
 
     def get_refund(self, key: int | str) -> RefundRecord | None:
         """A refund by its number or its merchantRefundId; None if there is none."""
         if isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit()):
-            return self._refund_by_id(int(key))
+            return self._refund_by_id(int(key)) if _row_id(key) else None
         row = self._db.one("SELECT * FROM refunds WHERE merchant_refund_id = ?", (key,))
         return to_refund(row) if row else None
 

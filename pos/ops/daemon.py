@@ -69,7 +69,9 @@ class Daemon:
         cfg = self.cfg
         state_dir = Path(cfg.terminal.state_dir)
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
+            if not state_dir.exists():
+                state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                state_dir.chmod(0o700)  # the journal and tokens live here: private whatever the umask
         except OSError as exc:
             raise UserError(f"cannot create [terminal] state_dir {state_dir}: {exc.strerror}: "
                             "create it for the service user", exit_code=EXIT_UNAVAILABLE) from None
@@ -192,7 +194,8 @@ class Daemon:
         import fcntl
 
         path = state_dir / "pos-run.lock"
-        fh = open(path, "a+")  # noqa: SIM115 - held open, and the lock with it, until the process ends
+        # 0600 whatever the umask; held open, and the lock with it, until the process ends.
+        fh = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -82,6 +82,7 @@ Subscriber = Callable[[Command], None]
 SALE_REFUSAL_KEYS: dict[str, str] = {
     "busy": "busy",
     "stopping": "busy",
+    "journal": "busy",
     "recovering": "recovering",
     "scan_too_old": "scan_too_old",
     "no_code": "scan_code",
@@ -116,10 +117,22 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The wall clock (epoch seconds: the journal's times must survive a restart)."""
+    """Epoch seconds (the journal's times must survive a restart) that advance with the
+    monotonic clock, so a schedule ("query again in 5 s") neither stalls nor fires early when
+    the wall clock is stepped (NTP, a technician). `resync()` catches up with the wall clock;
+    the runner calls it whenever no sale or refund is in progress, so records are dated right.
+    """
+
+    def __init__(self, *, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._mono = wall, monotonic
+        self._offset = wall() - monotonic()
 
     def now(self) -> float:
-        return time.time()
+        return self._mono() + self._offset
+
+    def resync(self) -> None:
+        self._offset = self._wall() - self._mono()
 
     def wait(self, condition: threading.Condition, timeout: float | None) -> None:
         condition.wait(timeout)
@@ -135,6 +148,10 @@ class PaymentRunner:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.engine = Engine(settings.schedule(), rng=rng)
+        self._rng = rng
+        # A commit failed (disk full, read-only): the engine may be a step ahead of the journal.
+        # Nothing is sent and no sale starts until the engine is rebuilt from the journal.
+        self._broken = False
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._subscribers: list[Subscriber] = []
@@ -182,6 +199,18 @@ class PaymentRunner:
         with self._lock:
             return not self._recovered or bool(self._recovering)
 
+    @property
+    def journal_ok(self) -> bool:
+        """False after a commit failed, until the engine is rebuilt from the journal (no sale starts meanwhile)."""
+        with self._lock:
+            return not self._broken
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called or a commit failed (nothing more is sent until a restart)."""
+        with self._lock:
+            return self._stopping
+
     def busy(self) -> bool:
         """True while a sale is in progress (CREATED..CANCELLING): a new one must wait (design rule 4)."""
         with self._lock:
@@ -196,6 +225,8 @@ class PaymentRunner:
         """Start a sale and send its pay; returns the sale id. Raises SaleRefused (with .key) if not now.
         `till_id`: the till sale it serves, linked in the sale's own journal transaction."""
         with self._lock:
+            if isinstance(self.clock, SystemClock) and self._idle_for_resync():
+                self.clock.resync()   # the wall clock may have been stepped while idle
             now = self.clock.now()
             refusal = self._sale_refusal(amount, code, scanned_at, now)
             if refusal is not None:
@@ -286,6 +317,9 @@ class PaymentRunner:
         """Why a sale may not start now (lock held), or None."""
         if self._stopping:
             return Refusal("stopping", "the terminal is shutting down: no new sale is accepted")
+        if self._broken:
+            return Refusal("journal", "the journal cannot record (disk full or read-only): nothing was charged; "
+                                      "free space on the terminal or call service")
         if self.recovering:
             return Refusal("recovering", "the terminal is still settling sales from before the restart: "
                                          "wait a moment and scan again")
@@ -299,10 +333,17 @@ class PaymentRunner:
 
     def _handle(self, event: Event) -> None:
         """Feed the engine (lock held) and carry out its commands in order."""
+        if self._broken and not isinstance(event, Recover):
+            return   # an answer for the engine that is being rebuilt: recovery asks again
         for command in self.engine.handle(event):
             if isinstance(command, Record):
                 # Write before you send: committed before any later command runs.
-                self.journal.record(command)
+                try:
+                    self.journal.record(command)
+                except Exception:
+                    self._broken = True
+                    self._cond.notify_all()
+                    raise
                 for sale in command.sales:
                     self._sale_states[sale.sale_id] = sale.state
                     if sale.state not in SALE_ACTIVE:
@@ -348,25 +389,57 @@ class PaymentRunner:
             self._inflight -= 1
             try:
                 self._handle(GatewayAnswer(kind, item, request, command.seq, result, self.clock.now()))
-            except Exception:  # pragma: no cover - a journal failure: nothing more may be sent
+            except Exception:  # a journal failure: nothing more is sent until the engine is rebuilt
                 log.exception("could not record a gateway answer")
-                self._stopping = True
+                self._broken = True
                 self._cond.notify_all()
 
     def _run_loop(self) -> None:
         """Ticks the engine when its next schedule or alarm is due (the background corrector)."""
         with self._lock:
             while not self._stopping:
+                if isinstance(self.clock, SystemClock) and self._idle_for_resync():
+                    self.clock.resync()
+                if self._broken:
+                    self._rebuild()
+                    if self._broken:
+                        self._cond.wait(1.0)
+                    continue
                 now = self.clock.now()
                 wake = self.engine.next_wakeup()
                 if wake is not None and wake <= now:
                     try:
                         self._handle(Tick(now))
-                    except Exception:  # pragma: no cover - a journal failure
+                    except Exception:  # a journal failure: rebuilt from the journal
                         log.exception("engine tick failed")
-                        self._stopping = True
+                        self._broken = True
                     continue
                 self.clock.wait(self._cond, None if wake is None else wake - now)
+
+    def _idle_for_resync(self) -> bool:
+        """No call in flight, no sale in progress, no refund being made (lock held): a wall clock step
+        may be taken now without moving a schedule that is running."""
+        return (self._inflight == 0 and self.engine.active_sale() is None
+                and all(r.state is RefundState.REFUND_PENDING for r in self.engine.open_refunds()))
+
+    def _rebuild(self) -> None:
+        """After a failed commit: a new engine from the journal, as a restart would (lock held).
+        Only when no call is in flight; if the journal still cannot record, try again later."""
+        if self._inflight:
+            return
+        try:
+            items = self.journal.open_items()
+            self.engine = Engine(self.settings.schedule(), rng=self._rng)
+            sales = tuple(i for i in items if isinstance(i, SaleRecord))
+            refunds = tuple(i for i in items if isinstance(i, RefundRecord))
+            self._recovering = {s.sale_id for s in sales if s.state in SALE_ACTIVE}
+            self._handle(Recover(sales, refunds, self.clock.now()))
+            self._broken = False
+            log.warning("journal records again: open work resumed from it", extra={"kv": {"open_items": len(items)}})
+        except Exception as exc:
+            self._broken = True
+            log.error("journal still cannot record", extra={"kv": {"error": str(exc)}})
+        self._cond.notify_all()
 
     def _run_notifier(self) -> None:
         while True:

@@ -19,9 +19,14 @@ from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.reports import Report, report_rows
 from pos.journal.journal import Journal
+from pos.journal.print_jobs import missing_receipts
 from pos.terminal.displays import DeviceBoard, DeviceHealth
 
-__all__ = ["RECEIPT_STATUS", "receipt_amount", "receipt_for", "Receipts"]
+__all__ = ["RECEIPT_STATUS", "RECEIPT_CATCH_UP", "receipt_amount", "receipt_for", "Receipts"]
+
+# On start, receipts owed from this far back and never queued are queued (a daemon
+# killed between a PAID/REFUNDED commit and its print job); older ones are history.
+RECEIPT_CATCH_UP = 24 * 3600.0
 
 log = logging.getLogger("pos.terminal.receipts")
 
@@ -86,19 +91,49 @@ class Receipts:
         self._devices = devices
         self._clock = clock
         self._tz = ZoneInfo(cfg.terminal.timezone)
+        self._owed = False
 
     def print_outcome(self, sale_id: int, refund_id: int | None) -> None:
-        """The receipt the engine asked for (PrintReceipt): a sale's, or one of its refunds'."""
+        """The receipt the engine asked for (PrintReceipt): a sale's, or one of its refunds'.
+
+        A receipt that could not be queued (the journal full, say) is owed: it is queued with
+        the next receipt, and at the next start (queue_missing)."""
+        if self._owed:
+            self.queue_missing()
+        if not self._enqueue(sale_id, refund_id):
+            self._owed = True
+
+    def _enqueue(self, sale_id: int, refund_id: int | None) -> bool:
         sale = self._journal.get_sale(sale_id)
         if sale is None or self.queue is None:
-            return
+            return True
         refund = self._journal.get_refund(refund_id) if refund_id is not None else None
         job = f"refund:{refund_id}" if refund_id is not None else f"sale:{sale_id}"
         try:
             self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund))
+            return True
         except Exception as exc:  # a printer fault never changes a payment
             self._devices["printer"] = DeviceHealth(False, str(exc))
             log.error("receipt not queued", extra={"kv": {"job": job, "error": str(exc)}})
+            return False
+
+    def queue_missing(self) -> int:
+        """Queue the receipts owed (committed, never queued: a dead daemon, a full journal). Returns how many."""
+        if self.queue is None:
+            return 0
+        self._owed = False
+        try:
+            owed = missing_receipts(self._journal, self._clock() - RECEIPT_CATCH_UP)
+        except Exception as exc:  # the journal unreadable now: try again with the next receipt
+            log.error("owed receipts not read", extra={"kv": {"error": str(exc)}})
+            self._owed = True
+            return 0
+        for sale_id, refund_id in owed:
+            log.warning("owed receipt queued", extra={"kv": {"sale_id": sale_id, "refund_id": refund_id}})
+            if not self._enqueue(sale_id, refund_id):
+                self._owed = True
+                break
+        return len(owed)
 
     def reprint(self, sale: SaleRecord) -> str:
         """Print a sale's receipt again, marked REPRINT. Returns the print job key. Needs a print queue."""

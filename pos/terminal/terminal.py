@@ -79,6 +79,7 @@ class Terminal:
         self._displays = displays = Displays(cashier_display, customer_display, cashier_catalogue,
                                              customer_catalogue, self.devices)
         self.receipts = Receipts(config, journal, print_queue, self.devices, clock)
+        self.receipts.queue_missing()  # before recovery resumes anything: only what a dead daemon owed
         day = BusinessDay(journal, links, self.receipts, ZoneInfo(config.terminal.timezone), clock)
         sales = SaleDesk(config, journal, links, payments)
         self.cashier = CashierFlow(cfg=config, journal=journal, links=links, payments=payments, displays=displays,

@@ -13,12 +13,14 @@ whose refusals are `TillError`s, sent as problem details.
 """
 
 
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
+import anyio
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +42,11 @@ PROBLEM = "application/problem+json"
 SALE_STATES = tuple(state.value for state in SaleState)
 REFUND_STATES = tuple(state.value for state in RefundState)
 MAX_WAIT = 60.0
+# Long-polls waiting at once; one more is answered at once with the sale as it is. They wait
+# on threads of their own, so they can never take the threads health and sales run on.
+MAX_WAITERS = 32
+# The largest request body: a sale or refund is a few hundred bytes.
+MAX_BODY = 64 * 1024
 # A till sale id, a journal sale number or a merchantTransId.
 SALE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -272,6 +279,67 @@ class Tokens:
     manager: str
 
 
+def same_token(given: str | bytes, expected: str) -> bool:
+    """Constant-time comparison on bytes: any header value (non-ASCII too) is simply wrong, never an error."""
+    if isinstance(given, str):
+        given = given.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given, expected.encode("utf-8"))
+
+
+class _Guard:
+    """ASGI middleware in front of /v1/: the token is checked, and the body's size bounded,
+    before a byte of the body is read. A 100 MB upload without a token costs nothing."""
+
+    def __init__(self, app: Any, tokens: Tokens, max_body: int = MAX_BODY) -> None:
+        self.app, self.tokens, self.max_body = app, tokens, max_body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        scheme, _, given = bytes(headers.get(b"authorization", b"")).strip().partition(b" ")
+        given = given.strip()
+        # Both compared, always: the time taken says nothing about which one was close.
+        good = [same_token(given, self.tokens.till), same_token(given, self.tokens.manager)]
+        if scheme.lower() != b"bearer" or not given:
+            await _problem(401, "Missing bearer token",
+                           "send 'Authorization: Bearer <token>' with the token from [ecr] token_file",
+                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        if not any(good):
+            await _problem(401, "Wrong bearer token", "use the token from [ecr] token_file",
+                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_body:
+            await _problem(413, "Request too large", f"a request body is at most {self.max_body} bytes")(
+                scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:  # at most max_body bytes, whatever the framing (chunked bodies have no length)
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                await _problem(413, "Request too large", f"a request body is at most {self.max_body} bytes")(
+                    scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 # ---------------------------------------------------------------- app
 
 def _problem(status: int, title: str, detail: str = "", kind: str = "about:blank",
@@ -297,6 +365,8 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
         responses=_PROBLEM_RESPONSES,
     )
     bearer = HTTPBearer(auto_error=False)
+    app.add_middleware(_Guard, tokens=tokens)
+    waiters = anyio.CapacityLimiter(MAX_WAITERS)
 
     def _token(creds: HTTPAuthorizationCredentials | None) -> str:
         if creds is None or creds.scheme.lower() != "bearer":
@@ -306,14 +376,14 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
 
     def till(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         token = _token(creds)
-        if not (secrets.compare_digest(token, tokens.till) or secrets.compare_digest(token, tokens.manager)):
+        if not any([same_token(token, tokens.till), same_token(token, tokens.manager)]):
             raise TillError(401, "Wrong bearer token", "use the token from [ecr] token_file")
 
     def manager(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         token = _token(creds)
-        if secrets.compare_digest(token, tokens.manager):
+        if same_token(token, tokens.manager):
             return
-        if secrets.compare_digest(token, tokens.till):
+        if same_token(token, tokens.till):
             raise TillError(403, "Manager token required",
                                "refunds and Z reports need the token from [ecr] manager_token_file")
         raise TillError(401, "Wrong bearer token", "use the token from [ecr] manager_token_file")
@@ -353,11 +423,14 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
 
     @app.get("/v1/sales/{sale_id}", response_model=SaleOut, dependencies=[Depends(till)],
              summary="Read a sale; with wait, block up to that many seconds for a final state")
-    def get_sale(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)],
-                 wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> dict[str, Any]:
-        if wait > 0:
-            return _sale_or_404(service.wait_sale(sale_id, min(wait, max_wait)), sale_id)
-        return _sale_or_404(service.get_sale(sale_id), sale_id)
+    async def get_sale(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)],
+                       wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> dict[str, Any]:
+        if wait > 0 and waiters.available_tokens > 0:
+            sale = await anyio.to_thread.run_sync(service.wait_sale, sale_id, min(wait, max_wait),
+                                                  limiter=waiters)
+        else:  # no wait asked, or too many waiting already: the sale as it is now
+            sale = await anyio.to_thread.run_sync(service.get_sale, sale_id)
+        return _sale_or_404(sale, sale_id)
 
     @app.post("/v1/sales/{sale_id}/cancel", response_model=SaleOut, dependencies=[Depends(till)],
               summary="Cancel a sale that is not final (payCancel if the pay may have been sent)")

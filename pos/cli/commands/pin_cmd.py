@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pos.config import load_config
-from pos.core.errors import UserError
+from pos.core.errors import ConfigError, UserError
 from pos.terminal.pin import check_pin_format, hash_pin, write_pin_hash
 
 
@@ -27,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_set(args: argparse.Namespace) -> int:
     path = Path(args.config)
-    load_config(path)  # refuse to edit a file that is not valid to begin with
+    try:
+        load_config(path)  # refuse to edit a file that is not valid to begin with
+    except ConfigError as exc:
+        if "[manager] pin_hash" not in str(exc):  # a malformed PIN hash is what this command repairs
+            raise
     if args.pin_stdin:
         pin = sys.stdin.readline().strip()
         check_pin_format(pin)

@@ -8,8 +8,12 @@ we cannot tell whether money moved, so the engine queries and cancels (§12).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +22,10 @@ from datetime import datetime
 from typing import Any
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pos.config import Config, GatewaySection, store_identity
 from pos.core.money import Money
@@ -31,6 +39,11 @@ from pos.gateway.store import put_store
 # Largest answer we read. Real answers are a few KiB; anything near this is
 # not the gateway talking, and reading it whole would cost the till memory.
 MAX_ANSWER = 256 * 1024
+# What a result code and an acquirementId look like. Anything else in those fields (a
+# payment code echoed back, a space, a number) is not kept: not stored, shown or printed.
+_RESULT_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_ACQUIREMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+UNREADABLE_CODE = "UNREADABLE_RESULT_CODE"
 
 __all__ = ["OfflineFunction", "FUNCTIONS", "function_url", "OfflineGateway", "rfc3339"]
 
@@ -71,6 +84,93 @@ def _local_now() -> datetime:
     return datetime.now().astimezone()
 
 
+# -- the call deadline --------------------------------------------------------
+# requests' read timeout bounds each wait for a byte, not the answer: an answer
+# trickling in one byte a second would hold a sale for minutes. Each call sets a
+# deadline; when it passes, the sockets the call uses are shut down.
+
+_current = threading.local()
+
+
+class _Watch:
+    """The connections one call uses; its deadline shuts them down."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        self.expired = False
+
+    def add(self, conn: Any) -> None:
+        with self._lock:
+            self._conns.append(conn)
+            if self.expired:
+                _shut(conn)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for conn in self._conns:
+                _shut(conn)
+
+
+def _shut(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(conn: Any) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.add(conn)
+
+
+class _WatchedHTTP(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watched(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watched(self)  # a kept-alive connection is not connected again
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPS(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watched(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watched(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTP
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPS
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
+
+
+def _scrub(value: Any, secret: str) -> Any:
+    """value with every text that holds the secret (a payment code) masked, at any depth."""
+    if isinstance(value, str):
+        return mask_code(secret) if secret in value else value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secret) for v in value]
+    return value
+
+
 class OfflineGateway:
     """A `GatewayClient` (pos/gateway/client.py) over HTTPS to the offline acquiring gateway.
 
@@ -104,6 +204,10 @@ class OfflineGateway:
         if pay_within is not None and pay_within < sum(self._timeout):
             connect = min(self._timeout[0], pay_within / 2)
             self._pay_timeout = (connect, pay_within - connect)
+        # Each call has a deadline of its connect + read timeout, however slowly its answer
+        # comes: the adapter lets the deadline shut the call's sockets (see _Watch).
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, _DeadlineAdapter())
         self._health = GatewayHealth()
 
     # -- the Gateway protocol ------------------------------------------------
@@ -122,7 +226,7 @@ class OfflineGateway:
         if self._s.settle_contract_id:
             body["settleContractId"] = self._s.settle_contract_id
         put_store(body, self._store, "offline")
-        return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+        return self._call("pay", body, merchant_trans_id, mask_code(identity_code), secret=identity_code)
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
         body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}
@@ -159,7 +263,7 @@ class OfflineGateway:
     # -- one HTTP exchange ---------------------------------------------------
 
     def _call(self, operation: str, body: dict[str, Any], business_id: str,
-              code_hint: str | None = None) -> GatewayResult:
+              code_hint: str | None = None, *, secret: str | None = None) -> GatewayResult:
         fn = FUNCTIONS[operation]
         req_msg_id = str(uuid.uuid4())  # new per HTTP request, never a business key (§3.2)
         head = {
@@ -174,7 +278,7 @@ class OfflineGateway:
         wire = build_signed("request", head, body, self._private_key)
         started = time.monotonic()
         answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id,
-                                self._pay_timeout if operation == "pay" else self._timeout)
+                                self._pay_timeout if operation == "pay" else self._timeout, secret)
         result = replace(answer, request_id=business_id, req_msg_id=req_msg_id)
         # For health checks: why the last exchange told us nothing (transport,
         # HTTP or signature trouble); a verified answer of any status clears it.
@@ -186,7 +290,30 @@ class OfflineGateway:
         return result
 
     def _exchange(self, url: str, wire: bytes, function: str, req_msg_id: str,
-                  business_id: str, timeout: tuple[float, float]) -> GatewayResult:
+                  business_id: str, timeout: tuple[float, float], secret: str | None = None) -> GatewayResult:
+        watch = _current.watch = _Watch()
+        deadline = sum(timeout)   # the whole call: connect, then read
+        timer = threading.Timer(deadline, watch.expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            answer = self._post(url, wire, timeout)
+        finally:
+            timer.cancel()
+            _current.watch = None
+        if watch.expired:
+            return Unknown(f"no complete answer within the call deadline ({deadline:g} s)", no_answer=True)
+        if isinstance(answer, Unknown):
+            return answer
+        status, raw = answer
+        if status != 200:
+            return Unknown(f"HTTP {status}")
+        if len(raw) > MAX_ANSWER:
+            return Unknown(f"answer larger than {MAX_ANSWER} bytes")
+        return self._read_answer(raw, function, req_msg_id, business_id, secret)
+
+    def _post(self, url: str, wire: bytes, timeout: tuple[float, float]) -> tuple[int, bytes] | Unknown:
+        """One POST: the status and at most MAX_ANSWER + 1 bytes of the answer, or why there is none."""
         try:
             with self._session.post(
                     url, data=wire, timeout=timeout, allow_redirects=False, verify=True, stream=True,
@@ -199,17 +326,16 @@ class OfflineGateway:
             return Unknown(f"connection error: {type(exc).__name__}", no_answer=True)
         except requests.RequestException as exc:
             return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
+        except urllib3.exceptions.HTTPError as exc:  # a cut answer (IncompleteRead) read with stream=True
+            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
         except (OSError, ValueError) as exc:  # urllib3 read errors surface here with stream=True
             if "timed out" in str(exc).lower():
                 return Unknown("timeout", no_answer=True)
             return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
-        if response.status_code != 200:
-            return Unknown(f"HTTP {response.status_code}")
-        if len(raw) > MAX_ANSWER:
-            return Unknown(f"answer larger than {MAX_ANSWER} bytes")
-        return self._read_answer(raw, function, req_msg_id, business_id)
+        return response.status_code, raw
 
-    def _read_answer(self, raw: bytes, function: str, req_msg_id: str, business_id: str) -> GatewayResult:
+    def _read_answer(self, raw: bytes, function: str, req_msg_id: str, business_id: str,
+                     secret: str | None = None) -> GatewayResult:
         try:
             text = raw.decode("utf-8")
             inner, signature = split_signed(text, "response")
@@ -228,10 +354,23 @@ class OfflineGateway:
             return Unknown("answer does not echo our reqMsgId")
         if head.get("function") != function:
             return Unknown("answer is for another function")
-        code = str(info.get("resultCode") or "")
+        if not isinstance(body, dict) or not isinstance(info, dict):
+            return Unknown("signed answer lacks head, body or resultInfo")
+        if secret:
+            body = _scrub(body, secret)
+            info = body["resultInfo"]
+        code = info.get("resultCode") or ""
+        if not (isinstance(code, str) and _RESULT_CODE.fullmatch(code)):
+            code = UNREADABLE_CODE if code else ""
+        acq = body.get("acquirementId")
+        if "acquirementId" in body and not (isinstance(acq, str) and _ACQUIREMENT_ID.fullmatch(acq)):
+            body = {k: v for k, v in body.items() if k != "acquirementId"}
         echoed = body.get("merchantTransId") if "merchantTransId" in body else None
         if function != FUNCTIONS["refund"].name and echoed is not None and echoed != business_id:
             return Unknown("answer is for another merchantTransId")
+        if status == "S" and function == FUNCTIONS["pay"].name and "acquirementId" not in body:
+            # Paid means Alipay's id for the payment (§6.2: required on SUCCESS); without one, ask again.
+            return Unknown("paid answer without a usable acquirementId", code or None)
         if status == "S":
             return Succeeded(body, code or "SUCCESS")
         if status == "F":

@@ -1,0 +1,319 @@
+"""Short versions of the fault campaigns (the full soak: `make soak`, tests/soak.py).
+
+Each runs real sales and refunds through the payment runner, the offline client, the
+fault proxy (tests/fault_proxy.py) and the sandbox over HTTP on 127.0.0.1, then compares
+the journal with the sandbox's ledger and the printer: 0 lost money, 0 lost receipts,
+0 doubled, `PRAGMA integrity_check` ok.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pos.core.errors import UserError
+from pos.core.records import SaleState
+from tests.fault_proxy import FAULTS
+from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
+from tests.sandbox_fixtures import SandboxKeys
+from tests.soak import FaultRig, run
+
+
+def _clean(figures: Any) -> None:
+    assert figures.discrepancies == [] and figures.receipts_missing == []
+    assert (figures.double_charges, figures.lost_sales, figures.lost_receipts) == (0, 0, 0)
+    assert figures.integrity == "ok"
+    assert figures.secrets_found == []
+
+
+@pytest.fixture
+def rig(tmp_path: Path, sandbox_keys: SandboxKeys) -> Any:
+    r = FaultRig(tmp_path / "rig", keys=sandbox_keys.folder)
+    yield r
+    r.close()
+
+
+# -- network: every fault at each of the first exchanges of a sale (pay, query, cancel) and a refund --
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f != "pass"])
+def test_each_network_fault_at_each_step(rig: FaultRig, fault: str) -> None:
+    for scenario in ("00", "18"):          # paid at once; U, queries, cancel
+        for at in range(3):
+            rig.network_fault(fault, at)
+            state = rig.sale(scenario)
+            assert state in (SaleState.PAID, SaleState.CANCELLED, SaleState.MANUAL_REVIEW)
+            rig.proxy.script([])
+    rig.network_fault(fault, 0)
+    rig.refund()
+    _clean(rig.settle_and_compare())
+
+
+def test_the_secret_grep_finds_a_full_code(rig: FaultRig) -> None:
+    rig.sale()
+    assert rig.secrets_left() == []
+    logging.getLogger("pos.test").warning("oops %s", rig.codes[0])
+    assert rig.secrets_left() == [f"payment code {rig.codes[0][-4:]} in log"]
+
+
+# -- storage: the journal full when a sale starts -------------------------------------------------
+
+def test_journal_full_refuses_new_sales_then_sales_go_on(rig: FaultRig) -> None:
+    assert rig.sale() is SaleState.PAID
+    db = rig.journal.db
+    db.write(f"PRAGMA max_page_count = {int(db.value('PRAGMA page_count'))}")
+    refused = 0
+    try:
+        for _ in range(30):
+            try:
+                rig.runner.start_sale(rig_money(), rig_code(), rig.runner.clock.now(), "full")
+            except UserError as exc:
+                assert "could not record" in str(exc) or "full" in str(exc)   # the cashier is told why
+                refused += 1
+                break
+            rig.runner.wait_idle(timeout=10)
+    finally:
+        db.write("PRAGMA max_page_count = 1073741823")
+    assert refused == 1
+    # Open work is intact and the next sale is taken (not refused as "busy" by a half-started sale).
+    deadline = time.monotonic() + 10
+    while rig.runner.engine.active_sale() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rig.sale() is SaleState.PAID
+    _clean(rig.settle_and_compare())
+
+
+def rig_money() -> Any:
+    from pos.core.money import Money
+    return Money(1000, "SGD")
+
+
+def rig_code() -> str:
+    from pos.sandbox.scenarios import make_code
+    return make_code("00")
+
+
+# -- a short soak: every kind of fault mixed ---------------------------------------------------------
+
+def test_short_soak_with_every_kind_of_fault(tmp_path: Path) -> None:
+    figures = run(tmp_path, sales=120, refunds=12, fault_rate=0.25, seed=5)
+    assert figures.sales >= 100 and figures.refunds >= 10
+    assert sum(figures.faults.values()) >= 15
+    _clean(figures)
+
+
+# -- gateway answers: whatever comes back, the client returns a result and never raises -------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+                         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                      max_size=4),
+                         max_leaves=20),
+       status=st.sampled_from(["S", "F", "U", "X", "", None, 1]))
+def test_any_signed_answer_is_a_result_and_never_keeps_the_code(fake_gateway: Any, sandbox_keys: SandboxKeys,
+                                                                 body: Any, status: Any) -> None:
+    from pos.core.money import Money
+    from pos.core.outcomes import Failed, Succeeded, Unknown
+    from pos.gateway.signing import build_signed
+    from pos.sandbox.scenarios import make_code
+
+    server, gw = fake_gateway
+    code = make_code("00")
+
+    def respond(head: dict[str, Any]) -> tuple[int, bytes]:
+        rhead = {"function": head["function"], "reqMsgId": head["reqMsgId"]}
+        info = {"resultStatus": status, "resultCode": code, "resultMsg": code}
+        full = {"resultInfo": info, "extra": body, "acquirementId": code}
+        return 200, build_signed("response", rhead, full, sandbox_keys.alipay_private)
+
+    server.responder = respond
+    res = gw.pay(merchant_trans_id="POS01-FZ-000001", identity_code=code, amount=Money(100, "SGD"), order_title="t")
+    assert isinstance(res, (Succeeded, Failed, Unknown))
+    assert not isinstance(res, Succeeded)      # no usable acquirementId: never paid
+    assert code not in repr(res)
+
+
+@pytest.fixture
+def fake_gateway(sandbox_keys: SandboxKeys, gateway_settings: Any) -> Any:
+    from pos.gateway.offline import OfflineGateway
+    from tests.test_offline_client import _FakeGateway
+
+    server = _FakeGateway()
+    gw = OfflineGateway(gateway_settings.model_copy(update={"url": server.url}))
+    yield server, gw
+    gw.close()
+    server.close()
+
+
+# -- config files: every key with non-finite, negative, huge and wrongly typed values ---------------
+
+def _every_key() -> list[tuple[str, str]]:
+    from pos.config import Config
+    return [(section, key) for section, model in Config.model_fields.items()
+            for key in model.annotation.model_fields]  # type: ignore[union-attr]
+
+
+BAD_VALUES = ["inf", "-inf", "nan", "-1", "0", "1e308", "-1e308", "99999999999999999999", '"x"', "true",
+              "[1, 2]", "{a = 1}", '"\\u001b[2J"', '"' + "9" * 5000 + '"', "1979-05-27T07:32:00Z"]
+
+
+@pytest.mark.parametrize("section,key", _every_key())
+def test_every_config_key_with_bad_values_is_a_clear_error_or_accepted(tmp_path: Path, section: str,
+                                                                       key: str) -> None:
+    from pos.config import load_config
+    from pos.core.errors import ConfigError
+
+    path = tmp_path / "t.toml"
+    for value in BAD_VALUES:
+        path.write_text(f"[{section}]\n{key} = {value}\n")
+        try:
+            cfg = load_config(path)
+        except ConfigError as exc:
+            message = str(exc)
+            assert "\n" not in message.strip() and "Traceback" not in message
+            assert message.startswith(f"{path}:"), message
+            continue
+        # Accepted: then it is a value the terminal can live with (finite numbers, bounded texts).
+        got = getattr(getattr(cfg.config, section), key)
+        if isinstance(got, float):
+            assert got == got and abs(got) < 1e9, (section, key, value)
+
+
+# -- the till interface: headers, ids and bodies beyond the schema never give a 500 ------------------
+
+@pytest.fixture(scope="module")
+def till_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from pos.httpserver import ThreadedServer
+    from pos.till.api import Tokens, create_app
+    from tests.test_terminal import Rig
+
+    rig = Rig(tmp_path_factory.mktemp("till"))
+    server = ThreadedServer(create_app(rig.terminal, Tokens("t" * 32, "m" * 32), max_wait=1.0)).start()
+    yield server
+    server.stop()
+    rig.close()
+
+
+_TEXT = st.text(st.characters(codec="latin-1"), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+       path=st.sampled_from(["/v1/sales", "/v1/sales/{id}", "/v1/sales/{id}/cancel", "/v1/refunds",
+                             "/v1/reports/x", "/v1/reports/z", "/v1/health"]),
+       sale_id=st.one_of(st.integers(min_value=-2**70, max_value=2**70).map(str), _TEXT),
+       token=st.sampled_from(["t" * 32, "m" * 32, "", "t" * 31, "Bearer", "\xe9" * 32]),
+       scheme=st.sampled_from(["Bearer", "bearer", "Basic", "", "Bearer  "]),
+       body=st.one_of(st.none(), st.binary(max_size=200),
+                      st.dictionaries(st.sampled_from(["amount", "currency", "saleId", "reason", "orderTitle",
+                                                       "reference", "x"]),
+                                      st.one_of(_TEXT, st.integers(), st.floats(), st.none(), st.booleans()),
+                                      max_size=5)),
+       wait=st.one_of(st.none(), st.sampled_from(["0", "0.1", "-1", "nan", "inf", "1e308", "x"])))
+def test_till_requests_beyond_the_schema_never_give_a_500(till_server: Any, method: str, path: str,
+                                                            sale_id: str, token: str, scheme: str, body: Any,
+                                                            wait: str | None) -> None:
+    import json
+    import socket
+    from urllib.parse import quote
+
+    target = path.replace("{id}", quote(sale_id, safe=""))
+    if wait is not None:
+        target += f"?wait={wait}"
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+    head = (f"{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n").encode("latin-1")
+    head += f"Authorization: {scheme} {token}\r\n".encode("latin-1") + b"\r\n"
+    with socket.create_connection(("127.0.0.1", till_server.port), timeout=10) as s:
+        s.sendall(head + payload)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status < 500, answer[:500]
+
+
+# -- clock: the wall clock stepped by hours during a query schedule -----------------------------------
+
+@pytest.mark.parametrize("step", [-7200.0, 7200.0])
+def test_wall_clock_step_during_a_query_schedule(tmp_path: Path, step: float) -> None:
+    from pos.core.money import Money
+    from pos.journal.journal import Journal
+    from pos.payments.runner import PaymentRunner, SystemClock
+    from pos.sandbox.direct import DirectGateway
+    from pos.sandbox.ledger import Ledger
+    from pos.sandbox.scenarios import make_code
+    from tests.crash_driver import FAST
+    from tests.sandbox_fixtures import short_options
+
+    offset = [0.0]
+    clock = SystemClock(wall=lambda: time.time() + offset[0])
+    ledger = Ledger(short_options(wallet_confirm_after=0.5))
+    journal = Journal.open(tmp_path / "journal.db")
+    runner = PaymentRunner(journal, DirectGateway(ledger, time.time), FAST, clock=clock)
+    try:
+        runner.recover()
+        sale_id = runner.start_sale(Money(100, "SGD"), make_code("10"), clock.now(), "t")  # U, then queries
+        time.sleep(0.05)
+        offset[0] = step                       # the wall clock is stepped while the sale is querying
+        record = runner.wait(sale_id, timeout=5)
+        assert record is not None and record.state is SaleState.PAID   # queried on time, not cancelled early
+        assert record.query_count >= 1
+        # Once nothing is in progress, the terminal's times follow the wall clock again.
+        runner.wait_idle(timeout=5)
+        later = runner.start_sale(Money(100, "SGD"), make_code("00"), time.time() + step, "t")  # the scanner's time
+        assert runner.wait(later, timeout=5).state is SaleState.PAID
+        assert abs(journal.get_sale(later).created_at - (time.time() + step)) < 5
+        runner.wait_idle(timeout=5)
+        offset[0] = 0.0                        # stepped back while idle: the next sale is dated right
+        third = runner.start_sale(Money(100, "SGD"), make_code("00"), time.time(), "t")
+        assert abs(journal.get_sale(third).created_at - time.time()) < 5
+    finally:
+        runner.stop()
+        journal.close()
+
+
+def test_read_only_journal_refuses_new_sales_then_sales_go_on(rig: FaultRig) -> None:
+    assert rig.sale() is SaleState.PAID
+    db = rig.journal.db
+    db.write("PRAGMA query_only = ON")      # every write fails as on a read-only file system
+    try:
+        with pytest.raises(UserError, match="could not record|journal"):
+            rig.runner.start_sale(rig_money(), rig_code(), rig.runner.clock.now(), "read-only")
+    finally:
+        db.write("PRAGMA query_only = OFF")
+    deadline = time.monotonic() + 10
+    while not rig.runner.journal_ok and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rig.sale() is SaleState.PAID
+    figures = rig.settle_and_compare()
+    _clean(figures)
+    # The refused sale sent nothing: the ledger knows only the two paid ones.
+    assert figures.states == {"PAID": 2}
+
+
+# -- receipt and display text: whatever the till or the gateway sends, no command reaches a device ----
+
+@settings(max_examples=80, deadline=None)
+@given(title=st.text(max_size=60), store=st.text(max_size=30), encoding=st.sampled_from(["GB18030", "UTF-8", "ASCII"]))
+def test_any_text_on_paper_or_display_carries_no_device_command(title: str, store: str, encoding: str) -> None:
+    from datetime import datetime
+
+    from devices.display import fit_line
+    from devices.messages import Catalogue
+    from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, render_receipt
+    from pos.config import PrinterSection
+
+    data = ReceiptData(kind=ReceiptKind.SALE, merchant_name="Shop", store_name=store, terminal_id="T1",
+                       when=datetime(2024, 5, 1, 12, 0), amount=ReceiptAmount(500, "SGD", "SGD 5.00"),
+                       status_key="status_paid", merchant_trans_id="T1-20240501-AAAA-000001",
+                       acquirement_id="2024", code_last4="1234", order_title=title)
+    out = render_receipt(data, PrinterSection(encoding=encoding), Catalogue.load("en"))
+    assert b"\x1bp" not in out and out.count(b"\x1dV") == 1
+    line = fit_line(title, 20, encoding)
+    assert not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in line)
