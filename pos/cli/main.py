@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "pos.cli.commands.reconcile_cmd",
     "pos.cli.commands.doctor_cmd",
     "pos.cli.commands.status_cmd",
+    "pos.cli.commands.hq_cmd",
 ]
 
 

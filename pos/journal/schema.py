@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 
 from pos.journal.db import JournalDB, JournalError
+from pos.journal.outbox import OUTBOX_TABLES
 from pos.journal.reconcile_files import RECONCILE_TABLES
 from pos.journal.till import TILL_TABLES
 
@@ -114,6 +115,8 @@ MIGRATIONS: list[list[str]] = [
     list(TILL_TABLES),
     # 4: Alipay's reconciliation files as imported (pos/journal/reconcile_files.py)
     list(RECONCILE_TABLES),
+    # 5: the outbox of events for the chain's headquarters (pos/journal/outbox.py)
+    list(OUTBOX_TABLES),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
