@@ -29,7 +29,7 @@ from pos.journal.journal import Journal
 from pos.ops.hq_shipper import HqShipper, ShipError
 from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
-from pos.sandbox.ledger import Ledger
+from pos.sandbox.ledger import Ledger, as_datetime
 from pos.sandbox.scenarios import make_code
 from tests.pg_fixtures import *  # noqa: F403
 from tests.sandbox_fixtures import short_options
@@ -61,10 +61,11 @@ def wait_for(what: Callable[[], bool], timeout: float = 20.0) -> None:
 class Till:
     """One terminal: journal, payments runner over the sandbox, and the shipper to headquarters."""
 
-    def __init__(self, tmp: Path, terminal_id: str, token: str, hq_url: str) -> None:
+    def __init__(self, tmp: Path, terminal_id: str, token: str, hq_url: str, *, ledger: Ledger | None = None,
+                 clock: ScaledClock | None = None) -> None:
         self.terminal_id = terminal_id
-        self.clock = ScaledClock()
-        self.ledger = Ledger(short_options(wallet_confirm_after=3.0))
+        self.clock = clock or ScaledClock()
+        self.ledger = ledger or Ledger(short_options(wallet_confirm_after=3.0))
         self.journal = Journal.open(tmp / f"{terminal_id}.db", terminal_id=terminal_id)
         self.runner = PaymentRunner(self.journal, DirectGateway(self.ledger, self.clock.now),
                                     PaymentSection(background_interval=100.0, alarm_after=100000.0), clock=self.clock)
@@ -275,3 +276,44 @@ def test_dashboard_shows_terminals_totals_and_waiting_items(tmp_path: Path, hq: 
         assert "42.00 USD" in page.text and "totals-chart" in page.text
     finally:
         till.close()
+
+
+def test_chain_reconciliation_matches_every_terminals_sales(tmp_path: Path, hq: HqService, hq_dsn: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """One merchant account, three tills in two stores: Alipay's one file matches all of them."""
+    db = HqDB(hq_dsn)
+    ledger, clock = Ledger(short_options(wallet_confirm_after=3.0)), ScaledClock()
+    tills = [Till(tmp_path, tid, db.add_terminal(tid, store), hq.url, ledger=ledger, clock=clock)
+             for tid, store in (("POS01", "S1"), ("POS02", "S1"), ("POS03", "S2"))]
+    try:
+        for n, t in enumerate(tills):
+            assert t.sell("00", amount=1000 + n) is SaleState.PAID
+        assert tills[2].sell("01") is SaleState.DECLINED
+        for t in tills:
+            t.runner.stop()
+            while t.shipper.ship_once():
+                pass
+        day = "2024-05-01"
+        folder = tmp_path / "alipay"
+        ledger.export_files(folder, day, now=as_datetime(clock.now()))
+        assert main(["hq", "reconcile", "--date", day, "--dir", str(folder), "--dsn", hq_dsn]) == 0
+        out = capsys.readouterr().out
+        assert "3 items, 0 to look at" in out
+        for tid in ("POS01", "POS02", "POS03"):
+            assert f"terminal {tid} USD: matched 1" in out
+
+        # Alipay's file loses POS02's payment: the report names the store and terminal that has it.
+        path = next(folder.glob("ALIPAY_TRANSACTION_DETAIL_*"))
+        mtid = tills[1].journal.list_sales()[0].merchant_trans_id
+        path.write_text("".join(line for line in path.read_text().splitlines(keepends=True) if mtid not in line))
+        assert main(["hq", "reconcile", "--date", day, "--dir", str(folder), "--dsn", hq_dsn]) == 1
+        out = capsys.readouterr().out
+        assert f"ours_only: {mtid} (payment) store S1 terminal POS02" in out
+        stored_result = db.reconciliation(day)
+        assert stored_result is not None and [i["terminal"] for i in stored_result["items"]
+                                              if i["class"] == "ours_only"] == ["POS02"]
+        assert main(["hq", "reconcile", "--date", "2024-05-02", "--dir", str(folder), "--dsn", hq_dsn]) != 0
+        assert "no reconciliation files of 2024-05-02" in capsys.readouterr().err
+    finally:
+        for t in tills:
+            t.close()

@@ -171,6 +171,10 @@ def create_app(db: HqDB, *, sessions: Sessions | None = None) -> FastAPI:
     def home(who: Annotated[tuple[str, str], Depends(user)], day: str = "") -> str:
         return views.home_page(db, who, day or time.strftime("%Y-%m-%d", time.gmtime()))
 
+    @app.get("/reconcile", response_class=HTMLResponse)
+    def reconciliation(who: Annotated[tuple[str, str], Depends(user)], day: str = "") -> str:
+        return views.reconcile_page(db, who, day or time.strftime("%Y-%m-%d", time.gmtime()))
+
     @app.get("/item/{terminal_id}/{ref}", response_class=HTMLResponse)
     def item(terminal_id: str, ref: str, who: Annotated[tuple[str, str], Depends(user)]) -> str:
         page = views.item_page(db, who, terminal_id, ref)

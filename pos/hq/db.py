@@ -212,6 +212,23 @@ class HqDB:
                           terminal.terminal_id))
         return stored, len(events) - stored
 
+    # ------------------------------------------------------------ reconciliation
+
+    def items_for_day(self, day: str, refs: list[str]) -> list[Row]:
+        """Every sale and refund of a local date, and those of other dates that Alipay's rows name."""
+        return self.rows("SELECT * FROM items WHERE local_date = %s OR ref = ANY(%s) ORDER BY terminal_id, ref",
+                         (date.fromisoformat(day), refs))
+
+    def store_reconciliation(self, day: str, result: dict[str, Any]) -> None:
+        with self.tx() as conn:
+            conn.execute("INSERT INTO reconciliations (day, result) VALUES (%s, %s) ON CONFLICT (day) DO UPDATE "
+                         "SET result = EXCLUDED.result, created_at = now()",
+                         (date.fromisoformat(day), json.dumps(result)))
+
+    def reconciliation(self, day: str) -> dict[str, Any] | None:
+        found = self.rows("SELECT result FROM reconciliations WHERE day = %s", (date.fromisoformat(day),))
+        return dict(found[0]["result"]) if found else None
+
 
 _INGEST = """
 WITH incoming AS (

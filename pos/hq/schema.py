@@ -67,6 +67,14 @@ MIGRATIONS: list[list[str]] = [
             role       TEXT NOT NULL CHECK (role IN ('viewer', 'manager'))
         )""",
     ],
+    # 2: the chain-wide reconciliation of each day, as last computed (pos/hq/reconcile.py)
+    [
+        """CREATE TABLE reconciliations (
+            day         DATE PRIMARY KEY,
+            result      JSONB NOT NULL,
+            created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

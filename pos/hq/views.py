@@ -9,7 +9,7 @@ from typing import Any
 from pos.core.money import Money
 from pos.hq.db import HqDB
 
-__all__ = ["home_page", "item_page", "login_page", "WAITING_STATES"]
+__all__ = ["home_page", "item_page", "login_page", "reconcile_page", "WAITING_STATES"]
 
 # States a person has to act on (README "Manual review").
 WAITING_STATES = ("MANUAL_REVIEW", "REFUND_PENDING")
@@ -129,6 +129,8 @@ def home_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
 <table id='totals'><tr><th>Currency</th><th>{day.isoformat()}</th><th>same day last week</th></tr>{totals}</table>
 {_chart(today, last_week)}
 <h2>Waiting for a person ({len(waiting)})</h2>
+<p><a id='reconcile-link' href='/reconcile?day={day.isoformat()}'>Reconciliation with Alipay of {day.isoformat()}</a>
+</p>
 <table id='waiting'><tr><th>Store</th><th>Terminal</th><th>merchantTransId / merchantRefundId</th><th>State</th>
 <th>Amount</th><th>acquirementId</th><th>Code</th></tr>{''.join(wrows)}</table>"""
     return _page("Chain headquarters", body, who)
@@ -151,3 +153,46 @@ code {_e(it['code_masked'] or '-')}; day {_e(it['local_date'])}.</p>
 <table><tr><th>seq</th><th>trigger</th><th>from</th><th>to</th><th>detail</th></tr>{erows}</table>
 <p><a href='/'>Back</a></p>"""
     return _page(ref, body, who)
+
+
+def reconcile_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
+    try:
+        day = date.fromisoformat(day_text).isoformat()
+    except ValueError:
+        day = date.today().isoformat()
+    form = (f"<form method='get' action='/reconcile'><input type='date' name='day' value='{day}'>"
+            "<button>Show</button></form>")
+    result = db.reconciliation(day)
+    if result is None:
+        body = (f"<h1>Reconciliation of {day}</h1>{form}<p id='no-reconciliation'>Not reconciled yet: run "
+                f"<code>pos hq reconcile --date {day} --dir FOLDER</code>.</p>")
+        return _page(f"Reconciliation {day}", body, who)
+    currencies = "".join(
+        f"<tr><td>{_e(c['currency'])}</td><td>{_e(_money(c['paid'], c['currency']))}</td>"
+        f"<td>{_e(_money(c['refunded'], c['currency']))}</td><td>{_e(_money(c['fees'], c['currency']))}</td>"
+        f"<td>{_e(_money(c['netSettlement'], c['currency']))}</td></tr>" for c in result["currencies"])
+    per = "".join(
+        f"<tr><td>{_e(r['store'])}</td><td>{_e(r['terminal'])}</td><td>{_e(r['currency'])}</td>"
+        + "".join(f"<td>{_e(r['counts'].get(k, 0))}</td>" for k in _CLASSES) + "</tr>" for r in result["perTerminal"])
+    problems = [i for i in result["items"] if i["class"] not in ("matched", "cancelled")]
+    prows = "".join(
+        f"<tr class='problem'><td>{_e(i['class'])}</td><td>{_e(i['store'])}</td><td>{_e(i['terminal'])}</td>"
+        f"<td>{_e(i['id'])}</td><td>{_e(i['kind'])}</td><td>{_e(i['ours'])}</td><td>{_e(i['alipay'])}</td>"
+        f"<td>{_e(i['currency'])}</td><td>{_e(i['where'])}</td><td>{_e(i['advice'])}</td></tr>" for i in problems)
+    state = ("<p class='ok' id='all-matched'>Everything matches.</p>" if not problems
+             else f"<p class='bad' id='problems'>{len(problems)} items to look at.</p>")
+    body = f"""<h1>Reconciliation of {day}</h1>{form}{state}
+<p>Files: {_e(', '.join(result['files']))}</p>
+<table id='currencies'><tr><th>Currency</th><th>Paid</th><th>Refunded</th><th>Fees</th><th>Net settlement</th></tr>
+{currencies}</table>
+<h2>Per store and terminal</h2>
+<table id='per-terminal'><tr><th>Store</th><th>Terminal</th><th>Currency</th>
+{''.join(f"<th>{k}</th>" for k in _CLASSES)}</tr>{per}</table>
+<h2>To look at</h2>
+<table id='reconcile-problems'><tr><th>Class</th><th>Store</th><th>Terminal</th><th>Id</th><th>Kind</th>
+<th>Ours (minor)</th><th>Alipay (minor)</th><th>Currency</th><th>Where</th><th>What to do</th></tr>{prows}</table>
+<p><a href='/'>Back</a></p>"""
+    return _page(f"Reconciliation {day}", body, who)
+
+
+_CLASSES = ("matched", "cancelled", "alipay_only", "ours_only", "mismatch", "open")

@@ -48,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     user.add_argument("--role", choices=["viewer", "manager"], default="viewer")
     user.set_defaults(func=_add_user)
 
+    rec = with_dsn(sub.add_parser("reconcile", help="match a day's Alipay files against every terminal"))
+    rec.add_argument("--date", required=True, help="the day, YYYY-MM-DD")
+    rec.add_argument("--dir", required=True, help="folder holding the day's files (fetched into it with --config)")
+    rec.add_argument("--config", default=None,
+                     help="a config file whose [reconcile] and [gateway] merchant_id say where Alipay's SFTP "
+                          "server is: fetch the day's files into --dir first")
+    rec.set_defaults(func=_reconcile)
+
     serve = with_dsn(sub.add_parser("serve", help="run headquarters' ingest API and dashboard"))
     serve.add_argument("--listen", default="127.0.0.1:8780", help="HOST:PORT (default 127.0.0.1:8780)")
     serve.add_argument("--tls-cert", default=None, help="certificate (PEM) for HTTPS")
@@ -119,6 +127,33 @@ def _add_user(args: argparse.Namespace) -> int:
     db.close()
     print(f"user {args.name} ({args.role}) can log in")
     return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pos.hq.db import HqDB
+    from pos.hq.reconcile import chain_reconcile
+
+    folder = Path(args.dir)
+    if args.config:
+        from pos.config import load_config
+        from pos.reconcile.fetch import SftpSettings, fetch_day
+
+        cfg = load_config(args.config).config
+        fetch_day(SftpSettings.from_config(cfg, args.date), folder, say=lambda text: print(text, file=sys.stderr))
+    db = HqDB(_dsn(args))
+    db.check_schema()
+    result = chain_reconcile(db, args.date, folder)
+    db.close()
+    problems = [i for i in result["items"] if i["class"] not in ("matched", "cancelled")]
+    print(f"Chain reconciliation of {args.date}: {len(result['items'])} items, {len(problems)} to look at")
+    for row in result["perTerminal"]:
+        counts = ", ".join(f"{k} {v}" for k, v in row["counts"].items() if v)
+        print(f"  store {row['store']} terminal {row['terminal']} {row['currency']}: {counts}")
+    for i in problems:
+        print(f"  {i['class']}: {i['id']} ({i['kind']}) store {i['store']} terminal {i['terminal']}: {i['advice']}")
+    return 0 if not problems else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
