@@ -23,6 +23,7 @@ from pos.config import HqSection, PaymentSection
 from pos.core.money import Money
 from pos.core.records import SaleState
 from pos.hq.db import HqDB
+from pos.hq.reconcile import chain_reconcile
 from pos.hq.service import HqService
 from pos.journal import outbox
 from pos.journal.journal import Journal
@@ -314,6 +315,54 @@ def test_chain_reconciliation_matches_every_terminals_sales(tmp_path: Path, hq: 
                                               if i["class"] == "ours_only"] == ["POS02"]
         assert main(["hq", "reconcile", "--date", "2024-05-02", "--dir", str(folder), "--dsn", hq_dsn]) != 0
         assert "no reconciliation files of 2024-05-02" in capsys.readouterr().err
+    finally:
+        for t in tills:
+            t.close()
+
+
+def test_a_chain_manager_uses_the_dashboard_in_chromium(tmp_path: Path, hq: HqService, hq_dsn: str) -> None:
+    from tests.cdp import Browser, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("Chromium is not installed (Debian's 'chromium'; tests/system-deps.sh installs it as root)")
+    db = HqDB(hq_dsn)
+    db.add_user("maria", "correct horse", "manager")
+    ledger, clock = Ledger(short_options(wallet_confirm_after=3.0)), ScaledClock()
+    tills = [Till(tmp_path, tid, db.add_terminal(tid, store, name), hq.url, ledger=ledger, clock=clock)
+             for tid, store, name in (("POS01", "S1", "Harbour"), ("POS02", "S2", "Old Town"))]
+    try:
+        tills[0].sell("00", amount=4200)
+        tills[1].sell("00", amount=1550)
+        tills[1].sell("15")
+        for t in tills:
+            t.runner.stop()
+            while t.shipper.ship_once():
+                pass
+        day = "2024-05-01"
+        ledger.export_files(tmp_path / "alipay", day, now=as_datetime(clock.now()))
+        chain_reconcile(db, day, tmp_path / "alipay")
+        with Browser() as page:
+            page.goto(f"{hq.url}/")
+            assert page.js("location.pathname") == "/login"
+            page.submit("document.getElementById('name').value = 'maria';"
+                        "document.getElementById('password').value = 'correct horse';"
+                        "document.getElementById('login').click()")
+            page.goto(f"{hq.url}/?day={day}")
+            rows = page.js("[...document.querySelectorAll('#terminals tr.terminal')].map(r => r.innerText)")
+            assert len(rows) == 2 and "Harbour" in rows[0] and "up" in rows[0] and "Old Town" in rows[1]
+            assert "57.50 USD" in page.js("document.getElementById('totals').innerText")  # 42.00 + 15.50, chain-wide
+            assert page.js("document.querySelectorAll('#totals-chart rect').length") == 2
+            waiting = page.js("document.getElementById('waiting').innerText")
+            assert "MANUAL_REVIEW" in waiting and "POS02" in waiting
+            shot = page.screenshot(tmp_path / "hq-dashboard.png")
+            page.submit("document.getElementById('reconcile-link').click()")
+            problems = page.js("[...document.querySelectorAll('#reconcile-problems tr.problem')].map(r => r.innerText)")
+            assert len(problems) <= 1 and all("POS02" in p for p in problems)   # the sale under review, if charged
+            per = page.js("document.getElementById('per-terminal').innerText")
+            assert "POS01" in per and "POS02" in per
+            page.screenshot(tmp_path / "hq-reconciliation.png")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        print(f"screenshots: {shot} and {tmp_path / 'hq-reconciliation.png'}")
     finally:
         for t in tills:
             t.close()

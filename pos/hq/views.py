@@ -128,9 +128,9 @@ def home_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
 <form method='get' action='/'><input type='date' name='day' value='{day.isoformat()}'><button>Show</button></form>
 <table id='totals'><tr><th>Currency</th><th>{day.isoformat()}</th><th>same day last week</th></tr>{totals}</table>
 {_chart(today, last_week)}
-<h2>Waiting for a person ({len(waiting)})</h2>
 <p><a id='reconcile-link' href='/reconcile?day={day.isoformat()}'>Reconciliation with Alipay of {day.isoformat()}</a>
 </p>
+<h2>Waiting for a person ({len(waiting)})</h2>
 <table id='waiting'><tr><th>Store</th><th>Terminal</th><th>merchantTransId / merchantRefundId</th><th>State</th>
 <th>Amount</th><th>acquirementId</th><th>Code</th></tr>{''.join(wrows)}</table>"""
     return _page("Chain headquarters", body, who)
