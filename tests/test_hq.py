@@ -232,7 +232,7 @@ def test_hq_commands(hq_dsn: str, capsys: pytest.CaptureFixture[str], monkeypatc
     assert main(["hq", "add-terminal", "POS01", "--store", "S1", "--dsn", hq_dsn]) != 0
     assert "run 'pos hq init-db' first" in capsys.readouterr().err
     assert main(["hq", "init-db", "--dsn", hq_dsn]) == 0
-    assert "version 1 (was 0)" in capsys.readouterr().out
+    assert "version 2 (was 0)" in capsys.readouterr().out
     assert main(["hq", "init-db", "--dsn", hq_dsn]) == 0
     assert "up to date" in capsys.readouterr().out
     assert main(["hq", "add-terminal", "POS01", "--store", "S1", "--store-name", "Main St", "--dsn", hq_dsn]) == 0
