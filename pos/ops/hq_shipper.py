@@ -81,7 +81,8 @@ class HqShipper:
         batch = outbox.pending(self._db, self._cfg.batch_size)
         waiting = outbox.backlog(self._db)
         self._check_backlog(waiting)
-        heartbeat: dict[str, Any] = {"at": time.time(), "backlog": waiting}
+        # What will still wait once this batch is in.
+        heartbeat: dict[str, Any] = {"at": time.time(), "backlog": max(waiting - len(batch), 0)}
         if self._health is not None:
             try:
                 heartbeat["health"] = self._health()
