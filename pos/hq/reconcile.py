@@ -45,7 +45,10 @@ def _records(items: list[dict[str, Any]]) -> tuple[list[SaleRecord], list[Refund
 
 
 def chain_reconcile(db: HqDB, day: str, folder: Path) -> dict[str, Any]:
-    """Match the day's files in `folder` against every terminal; stores and returns the result."""
+    """Match the day's files in `folder` against every terminal; stores and returns the result.
+
+    The result keeps the totals per currency, the counts per store, terminal and currency, and
+    the items to look at (each naming its store and terminal); matched items are only counted."""
     try:
         check_day(day)
     except ValueError as exc:
@@ -74,11 +77,12 @@ def chain_reconcile(db: HqDB, day: str, folder: Path) -> dict[str, Any]:
         if not terminal:
             named = _OUR_ID.match(item.merchant_trans_id)
             terminal = named.group("terminal") if named else ""
-        shown = {**shown, "store": store or "?", "terminal": terminal or "?"}
-        rows.append(shown)
+        if item.cls not in (Class.MATCHED, Class.CANCELLED):   # kept: what a person has to look at
+            rows.append({**shown, "store": store or "?", "terminal": terminal or "?"})
         counts = per.setdefault((store or "?", terminal or "?", item.currency), {c.value: 0 for c in Class})
         counts[item.cls.value] += 1
-    result["items"] = rows
+    result["itemCount"] = len(rec.items)
+    result["items"] = rows   # the rows to look at; matched and cancelled ones are counted in perTerminal
     result["perTerminal"] = [{"store": s, "terminal": t, "currency": c, "counts": n}
                              for (s, t, c), n in sorted(per.items())]
     db.store_reconciliation(day, result)

@@ -174,7 +174,7 @@ def reconcile_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
     per = "".join(
         f"<tr><td>{_e(r['store'])}</td><td>{_e(r['terminal'])}</td><td>{_e(r['currency'])}</td>"
         + "".join(f"<td>{_e(r['counts'].get(k, 0))}</td>" for k in _CLASSES) + "</tr>" for r in result["perTerminal"])
-    problems = [i for i in result["items"] if i["class"] not in ("matched", "cancelled")]
+    problems = result["items"]
     prows = "".join(
         f"<tr class='problem'><td>{_e(i['class'])}</td><td>{_e(i['store'])}</td><td>{_e(i['terminal'])}</td>"
         f"<td>{_e(i['id'])}</td><td>{_e(i['kind'])}</td><td>{_e(i['ours'])}</td><td>{_e(i['alipay'])}</td>"

@@ -146,8 +146,8 @@ def _reconcile(args: argparse.Namespace) -> int:
     db.check_schema()
     result = chain_reconcile(db, args.date, folder)
     db.close()
-    problems = [i for i in result["items"] if i["class"] not in ("matched", "cancelled")]
-    print(f"Chain reconciliation of {args.date}: {len(result['items'])} items, {len(problems)} to look at")
+    problems = result["items"]
+    print(f"Chain reconciliation of {args.date}: {result['itemCount']} items, {len(problems)} to look at")
     for row in result["perTerminal"]:
         counts = ", ".join(f"{k} {v}" for k, v in row["counts"].items() if v)
         print(f"  store {row['store']} terminal {row['terminal']} {row['currency']}: {counts}")
