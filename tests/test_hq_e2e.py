@@ -18,7 +18,7 @@ from pos.demo.stage import Stage
 from pos.hq.db import HqDB
 from pos.hq.service import HqService
 from pos.sandbox.scenarios import make_code
-from tests.pg_fixtures import *  # noqa: F401,F403
+from tests.pg_fixtures import *  # noqa: F403
 from tests.pg_fixtures import _free_port
 
 
