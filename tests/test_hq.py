@@ -275,6 +275,18 @@ def test_dashboard_shows_terminals_totals_and_waiting_items(tmp_path: Path, hq: 
         day = time.strftime("%Y-%m-%d", time.gmtime(START))
         page = web.get(f"{hq.url}/?day={day}", timeout=10)
         assert "42.00 USD" in page.text and "totals-chart" in page.text
+
+        # A read-only login sees the same pages and may change nothing; a manager may revoke a credential.
+        db.add_user("tom", "read only please", "viewer")
+        viewer = requests.Session()
+        page = viewer.post(f"{hq.url}/login", data={"name": "tom", "password": "read only please"}, timeout=10)
+        assert "POS07" in page.text and "Revoke" not in page.text
+        assert viewer.post(f"{hq.url}/terminals/POS07/revoke", timeout=10).status_code == 403
+        assert db.authenticate(till.shipper._session.headers["Authorization"].split()[1]) is not None
+        assert "Revoke" in web.get(f"{hq.url}/", timeout=10).text
+        assert web.post(f"{hq.url}/terminals/POS07/revoke", timeout=10).status_code == 200
+        with pytest.raises(ShipError, match="401"):
+            till.shipper.ship_once()
     finally:
         till.close()
 

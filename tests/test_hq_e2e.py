@@ -66,8 +66,11 @@ def test_daemons_ship_through_a_headquarters_outage(tmp_path: Path, hq_dsn: str)
             stages.append(Stage(terminal={"terminal_id": tid},
                                 hq={"url": service.url, "token_file": str(token), "interval": 0.2,
                                     "backoff_max": 1.0, "timeout": 2.0}).__enter__())
+        sold: list[object] = []
         for st in stages:
-            assert sell(st, "3.20")["state"] == "PAID"
+            sale = sell(st, "3.20")
+            assert sale["state"] == "PAID"
+            sold.append(sale["merchantTransId"])
         wait_for(lambda: all(at_hq(hq_dsn, tid)[0] > 0 for tid in ("POS11", "POS12")))
 
         service.stop()   # down mid-day: the terminals keep selling and keep their events
@@ -85,10 +88,13 @@ def test_daemons_ship_through_a_headquarters_outage(tmp_path: Path, hq_dsn: str)
         with psycopg.connect(hq_dsn) as conn:
             paid = conn.execute("SELECT terminal_id, count(*), sum(amount_minor) FROM items WHERE state = 'PAID' "
                                 "GROUP BY 1 ORDER BY 1").fetchall()
+            printed = conn.execute("SELECT body->'receipt'->>'merchant_trans_id' FROM events WHERE kind = 'print' "
+                                   "AND body->>'state' = 'done'").fetchall()
             health_seen = conn.execute("SELECT count(*) FROM terminals WHERE last_health->>'status' "
                                        "IS NOT NULL").fetchone()
         assert paid == [("POS11", 2, 730), ("POS12", 2, 730)]
         assert health_seen == (2,)
+        assert set(sold) <= {p[0] for p in printed}   # print outcomes arrive with the receipt's data
     finally:
         for st in stages:
             st.stop()

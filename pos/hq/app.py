@@ -171,6 +171,14 @@ def create_app(db: HqDB, *, sessions: Sessions | None = None) -> FastAPI:
     def home(who: Annotated[tuple[str, str], Depends(user)], day: str = "") -> str:
         return views.home_page(db, who, day or time.strftime("%Y-%m-%d", time.gmtime()))
 
+    @app.post("/terminals/{terminal_id}/revoke")
+    def revoke(terminal_id: str, who: Annotated[tuple[str, str], Depends(user)]) -> Response:
+        # Only a manager changes anything; the session cookie is SameSite=strict (no cross-site posts).
+        if who[1] != "manager":
+            return HTMLResponse(views.forbidden_page(who), status_code=403)
+        db.revoke(terminal_id)
+        return RedirectResponse("/", status_code=303)
+
     @app.get("/reconcile", response_class=HTMLResponse)
     def reconciliation(who: Annotated[tuple[str, str], Depends(user)], day: str = "") -> str:
         return views.reconcile_page(db, who, day or time.strftime("%Y-%m-%d", time.gmtime()))

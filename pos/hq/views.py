@@ -9,7 +9,7 @@ from typing import Any
 from pos.core.money import Money
 from pos.hq.db import HqDB
 
-__all__ = ["home_page", "item_page", "login_page", "reconcile_page", "WAITING_STATES"]
+__all__ = ["forbidden_page", "home_page", "item_page", "login_page", "reconcile_page", "WAITING_STATES"]
 
 # States a person has to act on (README "Manual review").
 WAITING_STATES = ("MANUAL_REVIEW", "REFUND_PENDING")
@@ -77,6 +77,21 @@ def _chart(today: dict[str, int], last_week: dict[str, int]) -> str:
     return "".join(parts)
 
 
+def _revoke_cell(t: dict[str, Any], who: tuple[str, str]) -> str:
+    """Managers may revoke a terminal's credential (a stolen box); read-only users see no button."""
+    if who[1] != "manager":
+        return ""
+    if t["revoked_at"] is not None:
+        return "<td>revoked</td>"
+    return (f"<td><form method='post' action='/terminals/{_e(t['terminal_id'])}/revoke'>"
+            f"<button class='revoke'>Revoke</button></form></td>")
+
+
+def forbidden_page(who: tuple[str, str]) -> str:
+    return _page("Not allowed", "<h1>Not allowed</h1><p>Only a manager may do this; your login is read-only.</p>"
+                 "<p><a href='/'>Back</a></p>", who)
+
+
 def _totals(db: HqDB, day: date) -> dict[str, int]:
     rows = db.rows("SELECT currency, SUM(amount_minor) AS total FROM items WHERE item_kind = 'sale' "
                    "AND state = 'PAID' AND local_date = %s GROUP BY currency", (day,))
@@ -110,7 +125,7 @@ def home_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
                     f"{_e(t['store_name'])}</td><td>{_e(t['terminal_id'])}</td><td>{up}</td>"
                     f"<td>{_e(t['last_seen'] and t['last_seen'].strftime('%Y-%m-%d %H:%M:%S UTC'))}</td>"
                     f"<td class='{cls}'>{_e(status)}</td><td>{_e(t['open_items'])}</td><td>{_e(t['backlog'])}</td>"
-                    f"<td>{_e(t['last_alarm'] or '')}</td></tr>")
+                    f"<td>{_e(t['last_alarm'] or '')}</td>{_revoke_cell(t, who)}</tr>")
     waiting = db.rows("SELECT i.*, s.name AS store_name FROM items i JOIN stores s USING (store_id) "
                       "WHERE state = ANY(%s) ORDER BY updated_at", (list(WAITING_STATES),))
     wrows = [f"<tr class='waiting'><td>{_e(w['store_id'])}</td><td>{_e(w['terminal_id'])}</td>"
@@ -123,7 +138,8 @@ def home_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
                      for c in sorted(set(today) | set(last_week)))
     body = f"""<h1>Stores and terminals</h1>
 <table id='terminals'><tr><th>Store</th><th>Terminal</th><th>Link</th><th>Last heartbeat</th><th>Health</th>
-<th>Open items</th><th>Not yet shipped</th><th>Last alarm</th></tr>{''.join(rows)}</table>
+<th>Open items</th><th>Not yet shipped</th><th>Last alarm</th>{"<th>Credential</th>" if who[1] == "manager" else ""}
+</tr>{''.join(rows)}</table>
 <h2>Paid on {day.isoformat()} against {(day - timedelta(days=7)).isoformat()}</h2>
 <form method='get' action='/'><input type='date' name='day' value='{day.isoformat()}'><button>Show</button></form>
 <table id='totals'><tr><th>Currency</th><th>{day.isoformat()}</th><th>same day last week</th></tr>{totals}</table>

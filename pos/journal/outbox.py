@@ -54,7 +54,7 @@ OUTBOX_TABLES: tuple[str, ...] = (
        WHEN NEW.state != OLD.state BEGIN
         INSERT INTO hq_outbox (at, kind, body) VALUES (COALESCE(NEW.printed_at, NEW.created_at), 'print',
             json_object('job_key', NEW.job_key, 'state', NEW.state, 'attempts', NEW.attempts,
-                        'reprint_of', NEW.reprint_of));
+                        'reprint_of', NEW.reprint_of, 'receipt', json(NEW.record)));
     END""",
 )
 
