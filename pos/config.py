@@ -317,6 +317,7 @@ class HqSection(_Section):
 
     url: str = ""                 # e.g. https://hq.example.com; empty = off
     token_file: str = "/etc/pos/hq.token"   # the credential `pos hq add-terminal` printed, alone in a file (0600)
+    ca_file: str = ""             # CA certificate(s) that sign headquarters' HTTPS certificate; empty = the system's
     batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
     interval: Seconds = 5.0       # between shipments (and heartbeats) when nothing is waiting
     backoff_max: Seconds = 300.0  # the longest wait between attempts while headquarters is unreachable
@@ -393,6 +394,7 @@ PATH_KEYS = {
     ("reconcile", "private_key"),
     ("reconcile", "archive_dir"),
     ("hq", "token_file"),
+    ("hq", "ca_file"),
 }
 # Files that must be private to the service user (mode 0600 or stricter).
 PRIVATE_FILE_KEYS = {("gateway", "private_key"), ("ecr", "token_file"), ("ecr", "manager_token_file"),

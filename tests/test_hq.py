@@ -64,7 +64,7 @@ class Till:
 
     def __init__(self, tmp: Path, terminal_id: str, token: str, hq_url: str, *, ledger: Ledger | None = None,
                  clock: ScaledClock | None = None) -> None:
-        self.terminal_id = terminal_id
+        self.terminal_id, self.token = terminal_id, token
         self.clock = clock or ScaledClock()
         self.ledger = ledger or Ledger(short_options(wallet_confirm_after=3.0))
         self.journal = Journal.open(tmp / f"{terminal_id}.db", terminal_id=terminal_id)
@@ -378,3 +378,26 @@ def test_a_chain_manager_uses_the_dashboard_in_chromium(tmp_path: Path, hq: HqSe
     finally:
         for t in tills:
             t.close()
+
+
+def test_shipping_over_https_trusts_only_the_configured_ca(tmp_path: Path, hq_dsn: str) -> None:
+    from tests.sdk.support import tls_files
+
+    ca, cert, key = tls_files(tmp_path)
+    db = HqDB(hq_dsn)
+    db.migrate()
+    service = HqService(hq_dsn, "127.0.0.1:0", tls_cert=str(cert), tls_key=str(key)).start()
+    till = Till(tmp_path, "POS01", db.add_terminal("POS01", "S1"), service.url)
+    try:
+        assert service.url.startswith("https://")
+        till.sell("00")
+        with pytest.raises(ShipError, match="not trusted: set \\[hq\\] ca_file"):
+            till.shipper.ship_once()
+        trusting = HqShipper(till.journal.db, HqSection(url=service.url, ca_file=str(ca)), token=till.token,
+                             terminal_id="POS01", install_id=till.journal.install_id)
+        assert trusting.ship_once() > 0
+        trusting.stop()
+        assert stored(hq_dsn, "SELECT count(*) FROM events")[0][0] == till.events()
+    finally:
+        till.close()
+        service.stop()

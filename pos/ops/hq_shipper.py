@@ -67,6 +67,8 @@ class HqShipper:
         self._health = health
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {token}"
+        # Given on each request: a session's own `verify` loses to REQUESTS_CA_BUNDLE in the environment.
+        self._verify: str | bool = settings.ca_file or True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._alarmed = False
@@ -91,7 +93,11 @@ class HqShipper:
         body = {"terminal_id": self._terminal_id, "install_id": self._install_id,
                 "events": [e.wire() for e in batch], "heartbeat": heartbeat}
         try:
-            r = self._session.post(f"{self._cfg.url}/v1/ingest", json=body, timeout=self._cfg.timeout)
+            r = self._session.post(f"{self._cfg.url}/v1/ingest", json=body, timeout=self._cfg.timeout,
+                                   verify=self._verify)
+        except requests.exceptions.SSLError:
+            raise ShipError(f"headquarters {self._cfg.url}: its certificate is not trusted: set [hq] ca_file to "
+                            "the CA certificate that signed it") from None
         except requests.RequestException as exc:
             raise ShipError(f"headquarters {self._cfg.url} is not reachable: {type(exc).__name__}") from None
         if r.status_code != 200:
