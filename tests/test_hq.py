@@ -401,3 +401,26 @@ def test_shipping_over_https_trusts_only_the_configured_ca(tmp_path: Path, hq_ds
     finally:
         till.close()
         service.stop()
+
+
+def test_doctor_checks_the_hq_link(tmp_path: Path, hq: HqService, hq_dsn: str) -> None:
+    from pos.config import Config, TerminalSection
+    from pos.ops.checks import Level
+    from pos.ops.doctor import check_hq
+
+    token = tmp_path / "hq.token"
+    cfg = Config(terminal=TerminalSection(state_dir=str(tmp_path / "state")),
+                 hq=HqSection(url=hq.url, token_file=str(token)))
+    missing = check_hq(cfg)
+    assert missing.level is Level.FAIL and "is missing" in missing.line()
+    token.write_text(HqDB(hq_dsn).add_terminal("POS01", "S1") + "\n")
+    token.chmod(0o644)
+    assert check_hq(cfg).level is Level.FAIL and "chmod 600" in check_hq(cfg).line()
+    token.chmod(0o600)
+    journal = Journal.open(tmp_path / "state" / "journal.db")
+    journal.create_sale(amount=Money(100, "USD"), code=make_code("00"), scanned_at=START, now=START)
+    journal.close()
+    good = check_hq(cfg)
+    assert good.level is Level.OK and "1 events wait to be shipped" in good.line()
+    down = check_hq(cfg.model_copy(update={"hq": HqSection(url="http://127.0.0.1:9", token_file=str(token))}))
+    assert down.level is Level.WARN and "keeps selling" in down.line()
