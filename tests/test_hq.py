@@ -424,3 +424,22 @@ def test_doctor_checks_the_hq_link(tmp_path: Path, hq: HqService, hq_dsn: str) -
     assert good.level is Level.OK and "1 events wait to be shipped" in good.line()
     down = check_hq(cfg.model_copy(update={"hq": HqSection(url="http://127.0.0.1:9", token_file=str(token))}))
     assert down.level is Level.WARN and "keeps selling" in down.line()
+
+
+def test_a_journal_from_before_the_outbox_ships_its_history(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="POS01")
+    journal.create_sale(amount=Money(700, "USD"), code=make_code("00"), scanned_at=START, now=START)
+    journal.create_sale(amount=Money(800, "USD"), code=make_code("00"), scanned_at=START, now=START)
+    # Back to the schema before the outbox (version 4): no table, no triggers.
+    for sql in ("DROP TRIGGER hq_outbox_event", "DROP TRIGGER hq_outbox_print", "DROP TABLE hq_outbox",
+                "UPDATE schema_version SET version = 4"):
+        journal._conn.execute(sql)
+    journal.close()
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="POS01")
+    try:
+        pending = outbox.pending(journal.db, 10)
+        assert [(e.body["event_id"], e.body["amount_minor"]) for e in pending] == [(1, 700), (2, 800)]
+        journal.create_sale(amount=Money(900, "USD"), code=make_code("00"), scanned_at=START, now=START)
+        assert [e.seq for e in outbox.pending(journal.db, 10)] == [1, 2, 3]
+    finally:
+        journal.close()

@@ -39,7 +39,7 @@ SESSION_SECONDS = 12 * 3600
 
 class Event(BaseModel):
     seq: Annotated[int, Field(ge=1)]
-    at: float
+    at: Annotated[float, Field(ge=1e9, le=1e10)]   # epoch seconds (2001..2286): each day gets a partition
     kind: Annotated[str, Field(min_length=1, max_length=32)]
     body: dict[str, Any]
 

@@ -22,35 +22,45 @@ from pos.journal.db import JournalDB
 
 __all__ = ["OUTBOX_TABLES", "OutboxEvent", "acknowledge", "backlog", "pending"]
 
-_SALE = "(SELECT {col} FROM sales WHERE sale_id = NEW.item_id)"
-_REFUND = "(SELECT {col} FROM refunds WHERE refund_id = NEW.item_id)"
+_SALE = "(SELECT {col} FROM sales WHERE sale_id = {e}.item_id)"
+_REFUND = "(SELECT {col} FROM refunds WHERE refund_id = {e}.item_id)"
 
 
-def _pick(col: str, refund_col: str | None = None) -> str:
-    return (f"CASE NEW.item_kind WHEN 'sale' THEN {_SALE.format(col=col)} "
-            f"ELSE {_REFUND.format(col=refund_col or col)} END")
+def _pick(e: str, col: str, refund_col: str | None = None) -> str:
+    return (f"CASE {e}.item_kind WHEN 'sale' THEN {_SALE.format(col=col, e=e)} "
+            f"ELSE {_REFUND.format(col=refund_col or col, e=e)} END")
+
+
+def _event_body(e: str) -> str:
+    """The shipped form of the event row `e` (NEW in the trigger, a table alias in the backfill)."""
+    return f"""json_object(
+            'event_id', {e}.event_id, 'item_kind', {e}.item_kind, 'item_id', {e}.item_id,
+            'trigger', {e}.trigger, 'source', {e}.source, 'dest', {e}.dest, 'detail', {e}.detail,
+            'ref', {_pick(e, 'merchant_trans_id', 'merchant_refund_id')},
+            'sale_ref', CASE {e}.item_kind WHEN 'sale' THEN {_SALE.format(col='merchant_trans_id', e=e)}
+                ELSE (SELECT s.merchant_trans_id FROM refunds r JOIN sales s ON s.sale_id = r.sale_id
+                      WHERE r.refund_id = {e}.item_id) END,
+            'amount_minor', {_pick(e, 'amount_minor')}, 'currency', {_pick(e, 'currency')},
+            'acquirement_id', {_pick(e, 'acquirement_id')}, 'local_date', {_pick(e, 'local_date')},
+            'code_masked', CASE {e}.item_kind WHEN 'sale' THEN {_SALE.format(col='code_masked', e=e)} END)"""
 
 
 OUTBOX_TABLES: tuple[str, ...] = (
-    """CREATE TABLE hq_outbox (
+    """CREATE TABLE IF NOT EXISTS hq_outbox (
         seq   INTEGER PRIMARY KEY AUTOINCREMENT,
         at    REAL NOT NULL,
         kind  TEXT NOT NULL,
         body  TEXT NOT NULL
     )""",
-    f"""CREATE TRIGGER hq_outbox_event AFTER INSERT ON events BEGIN
-        INSERT INTO hq_outbox (at, kind, body) VALUES (NEW.at, 'event', json_object(
-            'event_id', NEW.event_id, 'item_kind', NEW.item_kind, 'item_id', NEW.item_id,
-            'trigger', NEW.trigger, 'source', NEW.source, 'dest', NEW.dest, 'detail', NEW.detail,
-            'ref', {_pick('merchant_trans_id', 'merchant_refund_id')},
-            'sale_ref', CASE NEW.item_kind WHEN 'sale' THEN {_SALE.format(col='merchant_trans_id')}
-                ELSE (SELECT s.merchant_trans_id FROM refunds r JOIN sales s ON s.sale_id = r.sale_id
-                      WHERE r.refund_id = NEW.item_id) END,
-            'amount_minor', {_pick('amount_minor')}, 'currency', {_pick('currency')},
-            'acquirement_id', {_pick('acquirement_id')}, 'local_date', {_pick('local_date')},
-            'code_masked', CASE NEW.item_kind WHEN 'sale' THEN {_SALE.format(col='code_masked')} END));
+    # A journal from before the outbox ships its history first (the items' current state:
+    # what a sale looked like at each past step is in `detail`).
+    f"""INSERT INTO hq_outbox (at, kind, body)
+        SELECT e.at, 'event', {_event_body('e')} FROM events e
+        WHERE NOT EXISTS (SELECT 1 FROM hq_outbox) ORDER BY e.event_id""",
+    f"""CREATE TRIGGER IF NOT EXISTS hq_outbox_event AFTER INSERT ON events BEGIN
+        INSERT INTO hq_outbox (at, kind, body) VALUES (NEW.at, 'event', {_event_body('NEW')});
     END""",
-    """CREATE TRIGGER hq_outbox_print AFTER UPDATE OF state ON print_jobs
+    """CREATE TRIGGER IF NOT EXISTS hq_outbox_print AFTER UPDATE OF state ON print_jobs
        WHEN NEW.state != OLD.state BEGIN
         INSERT INTO hq_outbox (at, kind, body) VALUES (COALESCE(NEW.printed_at, NEW.created_at), 'print',
             json_object('job_key', NEW.job_key, 'state', NEW.state, 'attempts', NEW.attempts,
