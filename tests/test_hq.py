@@ -8,6 +8,7 @@ tests start themselves (tests/pg_fixtures.py).
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -312,8 +313,10 @@ def test_chain_reconciliation_matches_every_terminals_sales(tmp_path: Path, hq: 
         assert main(["hq", "reconcile", "--date", day, "--dir", str(folder), "--dsn", hq_dsn]) == 0
         out = capsys.readouterr().out
         assert "3 items, 0 to look at" in out
-        for tid in ("POS01", "POS02", "POS03"):
-            assert f"terminal {tid} USD: matched 1" in out
+        for n, tid in enumerate(("POS01", "POS02", "POS03")):
+            assert f"terminal {tid} USD: matched 1; paid {1000 + n}, refunded 0, fees " in out
+        per = {r["terminal"]: r for r in db.reconciliation(day)["perTerminal"]}
+        assert per["POS03"]["store"] == "S2" and per["POS03"]["netSettlement"] == 1002 - per["POS03"]["fees"]
 
         # Alipay's file loses POS02's payment: the report names the store and terminal that has it.
         path = next(folder.glob("ALIPAY_TRANSACTION_DETAIL_*"))
@@ -332,7 +335,8 @@ def test_chain_reconciliation_matches_every_terminals_sales(tmp_path: Path, hq: 
             t.close()
 
 
-def test_a_chain_manager_uses_the_dashboard_in_chromium(tmp_path: Path, hq: HqService, hq_dsn: str) -> None:
+def test_a_chain_manager_uses_the_dashboard_in_chromium(tmp_path: Path, hq: HqService, hq_dsn: str,
+                                                        record_property: Callable[[str, object], None]) -> None:
     from tests.cdp import Browser, chromium_path
 
     if chromium_path() is None:
@@ -374,7 +378,13 @@ def test_a_chain_manager_uses_the_dashboard_in_chromium(tmp_path: Path, hq: HqSe
             assert "POS01" in per and "POS02" in per
             page.screenshot(tmp_path / "hq-reconciliation.png")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        print(f"screenshots: {shot} and {tmp_path / 'hq-reconciliation.png'}")
+        # Kept where a person looks after the run (build/ is not committed), and named in the report.
+        keep = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in ("hq-dashboard.png", "hq-reconciliation.png"):
+            shutil.copy(tmp_path / name, keep / name)
+        record_property("screenshots", f"{keep / 'hq-dashboard.png'} {keep / 'hq-reconciliation.png'}")
+        print(f"screenshots: {keep / 'hq-dashboard.png'} and {keep / 'hq-reconciliation.png'}")
     finally:
         for t in tills:
             t.close()

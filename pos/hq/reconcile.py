@@ -70,20 +70,33 @@ def chain_reconcile(db: HqDB, day: str, folder: Path) -> dict[str, Any]:
     rec = reconcile(day, by_role["transaction"], by_role["settlement"], sales, refunds,
                     files=[p.name for p in paths], summary=by_role["summary"])
     result = rec.as_json()
-    per: dict[tuple[str, str, str], dict[str, int]] = {}
+    per: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def entry(ref: str, currency: str) -> tuple[str, str, dict[str, Any]]:
+        store, terminal = where.get(ref, ("", ""))
+        if not terminal:
+            named = _OUR_ID.match(ref)
+            terminal = named.group("terminal") if named else ""
+        store, terminal = store or "?", terminal or "?"
+        found = per.setdefault((store, terminal, currency), {
+            "counts": {c.value: 0 for c in Class}, "paid": 0, "refunded": 0, "fees": 0, "netSettlement": 0})
+        return store, terminal, found
+
     rows = []
     for item, shown in zip(rec.items, result["items"], strict=True):  # type: ignore[call-overload]
-        store, terminal = where.get(item.merchant_trans_id, ("", ""))
-        if not terminal:
-            named = _OUR_ID.match(item.merchant_trans_id)
-            terminal = named.group("terminal") if named else ""
+        store, terminal, totals = entry(item.merchant_trans_id, item.currency)
+        totals["counts"][item.cls.value] += 1
+        if item.cls is Class.MATCHED and item.theirs is not None:
+            totals["paid" if item.kind == "payment" else "refunded"] += item.theirs.minor
         if item.cls not in (Class.MATCHED, Class.CANCELLED):   # kept: what a person has to look at
-            rows.append({**shown, "store": store or "?", "terminal": terminal or "?"})
-        counts = per.setdefault((store or "?", terminal or "?", item.currency), {c.value: 0 for c in Class})
-        counts[item.cls.value] += 1
+            rows.append({**shown, "store": store, "terminal": terminal})
+    for row in by_role["settlement"]:
+        if row.settlement is not None:
+            _, _, totals = entry(row.merchant_trans_id, row.settlement.currency)
+            totals["fees"] += row.fee.minor if row.fee else 0
+            totals["netSettlement"] += row.settlement.minor
     result["itemCount"] = len(rec.items)
     result["items"] = rows   # the rows to look at; matched and cancelled ones are counted in perTerminal
-    result["perTerminal"] = [{"store": s, "terminal": t, "currency": c, "counts": n}
-                             for (s, t, c), n in sorted(per.items())]
+    result["perTerminal"] = [{"store": s, "terminal": t, "currency": c, **n} for (s, t, c), n in sorted(per.items())]
     db.store_reconciliation(day, result)
     return result

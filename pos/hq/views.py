@@ -189,7 +189,9 @@ def reconcile_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
         f"<td>{_e(_money(c['netSettlement'], c['currency']))}</td></tr>" for c in result["currencies"])
     per = "".join(
         f"<tr><td>{_e(r['store'])}</td><td>{_e(r['terminal'])}</td><td>{_e(r['currency'])}</td>"
-        + "".join(f"<td>{_e(r['counts'].get(k, 0))}</td>" for k in _CLASSES) + "</tr>" for r in result["perTerminal"])
+        + "".join(f"<td>{_e(r['counts'].get(k, 0))}</td>" for k in _CLASSES)
+        + "".join(f"<td>{_e(_money(r.get(k, 0), r['currency']))}</td>" for k in _AMOUNTS) + "</tr>"
+        for r in result["perTerminal"])
     problems = result["items"]
     prows = "".join(
         f"<tr class='problem'><td>{_e(i['class'])}</td><td>{_e(i['store'])}</td><td>{_e(i['terminal'])}</td>"
@@ -203,7 +205,8 @@ def reconcile_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
 {currencies}</table>
 <h2>Per store and terminal</h2>
 <table id='per-terminal'><tr><th>Store</th><th>Terminal</th><th>Currency</th>
-{''.join(f"<th>{k}</th>" for k in _CLASSES)}</tr>{per}</table>
+{''.join(f"<th>{k}</th>" for k in _CLASSES)}
+<th>Paid</th><th>Refunded</th><th>Fees</th><th>Net settlement</th></tr>{per}</table>
 <h2>To look at</h2>
 <table id='reconcile-problems'><tr><th>Class</th><th>Store</th><th>Terminal</th><th>Id</th><th>Kind</th>
 <th>Ours (minor)</th><th>Alipay (minor)</th><th>Currency</th><th>Where</th><th>What to do</th></tr>{prows}</table>
@@ -212,3 +215,4 @@ def reconcile_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
 
 
 _CLASSES = ("matched", "cancelled", "alipay_only", "ours_only", "mismatch", "open")
+_AMOUNTS = ("paid", "refunded", "fees", "netSettlement")

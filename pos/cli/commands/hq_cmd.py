@@ -150,7 +150,9 @@ def _reconcile(args: argparse.Namespace) -> int:
     print(f"Chain reconciliation of {args.date}: {result['itemCount']} items, {len(problems)} to look at")
     for row in result["perTerminal"]:
         counts = ", ".join(f"{k} {v}" for k, v in row["counts"].items() if v)
-        print(f"  store {row['store']} terminal {row['terminal']} {row['currency']}: {counts}")
+        print(f"  store {row['store']} terminal {row['terminal']} {row['currency']}: {counts}; paid "
+              f"{row['paid']}, refunded {row['refunded']}, fees {row['fees']}, net {row['netSettlement']} "
+              "(minor units)")
     for i in problems:
         print(f"  {i['class']}: {i['id']} ({i['kind']}) store {i['store']} terminal {i['terminal']}: {i['advice']}")
     return 0 if not problems else 1
