@@ -350,6 +350,20 @@ def test_a_chain_manager_uses_the_dashboard_in_chromium(tmp_path: Path, hq: HqSe
         tills[0].sell("00", amount=4200)
         tills[1].sell("00", amount=1550)
         tills[1].sell("15")
+        # POS01 prints the paid sale's receipt through its print queue: the print outcome ships with the receipt.
+        from devices.messages import Catalogue
+        from devices.print_queue import PrintQueue
+        from devices.printer import DummyPrinter
+        from pos.config import Config, PrinterSection
+        from pos.journal.print_jobs import JournalPrintJobs
+        from pos.terminal.receipts import receipt_for
+
+        paid = tills[0].journal.list_sales()[0]
+        printer = DummyPrinter()
+        queue = PrintQueue(JournalPrintJobs(tills[0].journal), printer, printer_settings=PrinterSection(),
+                           catalogue=Catalogue.load("en"))
+        assert queue.enqueue(f"sale-{paid.sale_id}", receipt_for(Config(), tills[0].journal, paid))
+        assert queue.print_pending() == 1 and printer.jobs
         for t in tills:
             t.runner.stop()
             while t.shipper.ship_once():
@@ -377,14 +391,23 @@ def test_a_chain_manager_uses_the_dashboard_in_chromium(tmp_path: Path, hq: HqSe
             per = page.js("document.getElementById('per-terminal').innerText")
             assert "POS01" in per and "POS02" in per
             page.screenshot(tmp_path / "hq-reconciliation.png")
+            # The receipt of POS01's sale, as a picture, from its item page.
+            page.goto(f"{hq.url}/item/POS01/{paid.merchant_trans_id}")
+            size = page.js("(async () => { const img = document.querySelector('img.receipt');"
+                           " await img.decode(); return [img.naturalWidth, img.naturalHeight]; })()")
+            assert size[0] > 300 and size[1] > 300
+            page.screenshot(tmp_path / "hq-receipt.png")
+            page.goto(page.js("document.querySelector('img.receipt').src"))
+            assert page.js("document.contentType") == "image/png"
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # Kept where a person looks after the run (build/ is not committed), and named in the report.
         keep = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
         keep.mkdir(parents=True, exist_ok=True)
-        for name in ("hq-dashboard.png", "hq-reconciliation.png"):
+        for name in ("hq-dashboard.png", "hq-reconciliation.png", "hq-receipt.png"):
             shutil.copy(tmp_path / name, keep / name)
-        record_property("screenshots", f"{keep / 'hq-dashboard.png'} {keep / 'hq-reconciliation.png'}")
-        print(f"screenshots: {keep / 'hq-dashboard.png'} and {keep / 'hq-reconciliation.png'}")
+        names = " ".join(str(keep / n) for n in ("hq-dashboard.png", "hq-reconciliation.png", "hq-receipt.png"))
+        record_property("screenshots", names)
+        print(f"screenshots: {names}")
     finally:
         for t in tills:
             t.close()

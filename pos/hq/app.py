@@ -183,6 +183,22 @@ def create_app(db: HqDB, *, sessions: Sessions | None = None) -> FastAPI:
     def reconciliation(who: Annotated[tuple[str, str], Depends(user)], day: str = "") -> str:
         return views.reconcile_page(db, who, day or time.strftime("%Y-%m-%d", time.gmtime()))
 
+    @app.get("/receipt/{terminal_id}/{install_id}/{seq}.png")
+    def receipt(terminal_id: str, install_id: str, seq: int,
+                who: Annotated[tuple[str, str], Depends(user)]) -> Response:
+        from devices.messages import Catalogue
+        from devices.receipt import ReceiptData
+        from pos.hq.receipt_image import receipt_png
+
+        data = db.receipt(terminal_id, install_id, seq)
+        if data is None:
+            raise Problem(404, "No such receipt", f"terminal {terminal_id} shipped no receipt {install_id}/{seq}")
+        try:
+            png = receipt_png(ReceiptData.from_dict(data), Catalogue.load("en"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise Problem(422, "Receipt data not readable", str(exc)) from None
+        return Response(png, media_type="image/png")
+
     @app.get("/item/{terminal_id}/{ref}", response_class=HTMLResponse)
     def item(terminal_id: str, ref: str, who: Annotated[tuple[str, str], Depends(user)]) -> str:
         page = views.item_page(db, who, terminal_id, ref)

@@ -212,6 +212,19 @@ class HqDB:
                           terminal.terminal_id))
         return stored, len(events) - stored
 
+    # ------------------------------------------------------------ receipts
+
+    def receipts_of(self, terminal_id: str, ref: str) -> list[Row]:
+        """The print outcomes (with the receipt's data) of a sale or refund, newest first."""
+        return self.rows("SELECT seq, install_id, body FROM events WHERE terminal_id = %s AND kind = 'print' "
+                         "AND body->'receipt'->>'merchant_trans_id' = %s AND body->>'state' = 'done' "
+                         "ORDER BY at DESC", (terminal_id, ref))
+
+    def receipt(self, terminal_id: str, install_id: str, seq: int) -> dict[str, Any] | None:
+        found = self.rows("SELECT body->'receipt' AS receipt FROM events WHERE terminal_id = %s AND install_id = %s "
+                          "AND seq = %s AND kind = 'print'", (terminal_id, install_id, seq))
+        return dict(found[0]["receipt"]) if found and found[0]["receipt"] else None
+
     # ------------------------------------------------------------ reconciliation
 
     def items_for_day(self, day: str, refs: list[str]) -> list[Row]:

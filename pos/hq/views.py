@@ -162,12 +162,17 @@ def item_page(db: HqDB, who: tuple[str, str], terminal_id: str, ref: str) -> str
     erows = "".join(f"<tr><td>{e['seq']}</td><td>{_e(e['body'].get('trigger'))}</td><td>{_e(e['body'].get('source'))}"
                     f"</td><td>{_e(e['body'].get('dest'))}</td><td>{_e(e['body'].get('detail'))}</td></tr>"
                     for e in events)
+    printed = db.receipts_of(terminal_id, ref)
+    receipts = "".join(
+        f"<h2>Receipt{' (reprint)' if p['body'].get('reprint_of') else ''}</h2><img class='receipt' "
+        f"alt='receipt {_e(ref)}' src='/receipt/{_e(terminal_id)}/{_e(p['install_id'])}/{p['seq']}.png'>"
+        for p in printed[:3])
     body = f"""<h1>{_e(it['item_kind'])} {_e(ref)}</h1>
 <p>Store {_e(it['store_id'])}, terminal {_e(terminal_id)}; state <strong>{_e(it['state'])}</strong>;
 {_e(_money(it['amount_minor'], it['currency']))}; acquirementId {_e(it['acquirement_id'] or '-')};
 code {_e(it['code_masked'] or '-')}; day {_e(it['local_date'])}.</p>
 <table><tr><th>seq</th><th>trigger</th><th>from</th><th>to</th><th>detail</th></tr>{erows}</table>
-<p><a href='/'>Back</a></p>"""
+{receipts}<p><a href='/'>Back</a></p>"""
     return _page(ref, body, who)
 
 
