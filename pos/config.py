@@ -374,6 +374,26 @@ class ReconcileSection(_Section):
         return self
 
 
+class HqSection(_Section):
+    """Shipping the journal's events to the chain's headquarters (README "The chain"); off by default."""
+
+    url: str = ""                 # e.g. https://hq.example.com; empty = off
+    token_file: str = "/etc/pos/hq.token"   # the credential `pos hq add-terminal` printed, alone in a file (0600)
+    ca_file: str = ""             # CA certificate(s) that sign headquarters' HTTPS certificate; empty = the system's
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
+    interval: Seconds = 5.0       # between shipments (and heartbeats) when nothing is waiting
+    backoff_max: Seconds = 300.0  # the longest wait between attempts while headquarters is unreachable
+    timeout: Seconds = 10.0
+    backlog_alarm: Annotated[int, Field(ge=100)] = 200_000  # events waiting before the terminal raises an alarm
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("expected a base URL such as 'https://hq.example.com', or \"\" for off")
+        return v.rstrip("/")
+
+
 UsbId = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{4})?$")]
 
 
@@ -421,6 +441,7 @@ class Config(_Section):
     log: LogSection = LogSection()
     udev: UdevSection = UdevSection()
     reconcile: ReconcileSection = ReconcileSection()
+    hq: HqSection = HqSection()
 
 
 # Keys whose values are secrets and are never printed.
@@ -436,10 +457,12 @@ PATH_KEYS = {
     ("reconcile", "password_file"),
     ("reconcile", "private_key"),
     ("reconcile", "archive_dir"),
+    ("hq", "token_file"),
+    ("hq", "ca_file"),
 }
 # Files that must be private to the service user (mode 0600 or stricter).
 PRIVATE_FILE_KEYS = {("gateway", "private_key"), ("ecr", "token_file"), ("ecr", "manager_token_file"),
-                     ("reconcile", "password_file"), ("reconcile", "private_key")}
+                     ("reconcile", "password_file"), ("reconcile", "private_key"), ("hq", "token_file")}
 
 
 @dataclass(frozen=True)
@@ -631,14 +654,17 @@ def _check_files(cfg: Config, path: Path, *, require_keys: bool) -> list[str]:
     if cfg.ecr.enabled:
         files += [("ecr", "token_file"), ("ecr", "manager_token_file")]
     files += [("reconcile", k) for k in ("password_file", "private_key") if getattr(cfg.reconcile, k)]
+    if cfg.hq.url:
+        files.append(("hq", "token_file"))
     for section, key in files:
         fpath = Path(getattr(getattr(cfg, section), key))
         where = f"{path}: [{section}] {key}"
         if not fpath.exists():
-            generated = cfg.gateway.sandbox or section == "ecr"
+            generated = (cfg.gateway.sandbox and section != "hq") or section == "ecr"
             if require_keys and not generated:
-                raise ConfigError(
-                    f"{where} = '{fpath}': file not found: install it, or run 'pos keys generate DIR' for a sandbox")
+                what = ("put the credential 'pos hq add-terminal' printed in it (mode 0600)" if section == "hq"
+                        else "install it, or run 'pos keys generate DIR' for a sandbox")
+                raise ConfigError(f"{where} = '{fpath}': file not found: {what}")
             note = "will be generated at first start" if generated else "not found yet: install it before 'pos run'"
             warnings.append(f"{where} = '{fpath}': {note}")
             continue

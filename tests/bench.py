@@ -8,7 +8,10 @@
   waits for the disk, which bounds how fast a terminal can move through states);
 - the pure engine: sales through the state machine alone (pay unknown, a
   query, paid), no journal, no gateway;
-- a whole sale through the runner against the in-process sandbox ledger.
+- a whole sale through the runner against the in-process sandbox ledger;
+- headquarters: events ingested per second from 100 simulated terminals and
+  the chain-wide reconciliation of a day, beside PostgreSQL's COPY rate
+  (tests/bench_hq.py).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import make_code
-from tests import bench_ams, bench_gateway
+from tests import bench_ams, bench_gateway, bench_hq
 
 
 def bench_journal(seconds: float = 3.0) -> None:
@@ -86,6 +89,7 @@ def main() -> None:
     bench_journal()
     bench_engine()
     bench_sales()
+    bench_hq.main()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ LAYER_OF_FILE = {
     "test_display.py": "integration",
     "test_doctor.py": "integration",
     "test_e2e.py": "e2e",
+    "test_hq.py": "integration",
+    "test_hq_e2e.py": "e2e",
     "test_engine.py": "unit",
     "test_engine_tables.py": "unit",
     "test_engine_property.py": "integration",

@@ -116,3 +116,21 @@ def test_unit_parses_as_ini():
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read_string(UNIT.read_text())
     assert parser.sections() == ["Unit", "Service", "Install"]
+
+
+@needs_analyze
+def test_the_headquarters_unit_verifies_without_warnings(tmp_path):
+    unit = REPO / "systemd" / "pos-hq.service"
+    pos_bin = Path(sys.executable).with_name("pos")
+    text = unit.read_text()
+    assert f"ExecStart={SHIPPED_EXEC} hq serve " in text
+    copy = tmp_path / unit.name
+    env = tmp_path / "hq.env"
+    env.write_text("POS_HQ_DSN=postgresql://pos_hq@localhost/pos_hq\n")
+    copy.write_text(text.replace(f"ExecStart={SHIPPED_EXEC} ", f"ExecStart={pos_bin} ")
+                    .replace("EnvironmentFile=/etc/pos/hq.env", f"EnvironmentFile={env}"))
+    result = _run("verify", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
+    exposure = _run("security", "--offline=true", "--threshold=30", str(copy))
+    assert exposure.returncode == 0, exposure.stdout[-2000:] + exposure.stderr

@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "pos.cli.commands.merchant_cmd",
     "pos.cli.commands.doctor_cmd",
     "pos.cli.commands.status_cmd",
+    "pos.cli.commands.hq_cmd",
 ]
 
 

@@ -74,7 +74,8 @@ class Stage:
                  manager: dict[str, Any] | None = None, reconcile: dict[str, Any] | None = None,
                  sandbox_options: SandboxOptions | None = None,
                  keep: bool = False, daemon_env: dict[str, str] | None = None, max_wait: float = 60.0,
-                 protocol: str = "offline", notify: bool = False) -> None:
+                 protocol: str = "offline", notify: bool = False, terminal: dict[str, Any] | None = None,
+                 hq: dict[str, Any] | None = None) -> None:
         self.max_wait = max_wait
         self.protocol = protocol  # [gateway] protocol: the sandbox and the daemon speak it
         self.notify_port = _free_port() if notify else None   # [notify] listen, fed by the sandbox
@@ -84,6 +85,8 @@ class Stage:
         self.payment_overrides = payment or {}
         self.manager_overrides = manager or {}
         self.reconcile_overrides = reconcile or {}
+        self.terminal_overrides = terminal or {}
+        self.hq_settings = hq or {}   # [hq]: shipping to headquarters (off when empty)
         self.options = sandbox_options or SandboxOptions(wallet_confirm_after=2.0, slow_response=6.0,
                                                          late_success_after=30.0)
         self.daemon_env = daemon_env or {}
@@ -149,7 +152,9 @@ class Stage:
 
     def _config_text(self, keys: Path) -> str:
         base = tomllib.loads(self.base_config.read_text())
-        base.setdefault("terminal", {})["state_dir"] = str(self.dir / "state")
+        base.setdefault("terminal", {}).update(self.terminal_overrides, state_dir=str(self.dir / "state"))
+        if self.hq_settings:
+            base["hq"] = dict(self.hq_settings)
         gw = base.setdefault("gateway", {})
         gw.update(protocol=self.protocol, url=self.sandbox.url if self.sandbox else "",
                   private_key=str(keys / "merchant_private.pem"),

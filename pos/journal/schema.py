@@ -11,6 +11,7 @@ import secrets
 
 from pos.journal.backoffice import BACKOFFICE_TABLES
 from pos.journal.db import JournalDB, JournalError
+from pos.journal.outbox import OUTBOX_TABLES
 from pos.journal.reconcile_files import RECONCILE_TABLES
 from pos.journal.till import TILL_TABLES
 
@@ -127,6 +128,8 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 6: customs declarations and merchant registrations (pos/journal/backoffice.py)
     list(BACKOFFICE_TABLES),
+    # 7: the outbox of events for the chain's headquarters (pos/journal/outbox.py)
+    list(OUTBOX_TABLES),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

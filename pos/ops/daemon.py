@@ -163,6 +163,14 @@ class Daemon:
             self._parts.append(("reconcile", scheduler.stop))
             log.info("reconciliation scheduled", extra={"kv": {"fetch_at": cfg.reconcile.fetch_at}})
 
+        if cfg.hq.url:
+            from pos.ops.hq_shipper import HqShipper, read_hq_token
+            shipper = HqShipper(journal.db, cfg.hq, token=read_hq_token(cfg.hq.token_file),
+                                terminal_id=cfg.terminal.terminal_id, install_id=journal.install_id,
+                                alarm=terminal.raise_alarm, health=terminal.health).start()
+            self._parts.append(("hq shipper", shipper.stop))
+            log.info("shipping to headquarters", extra={"kv": {"url": cfg.hq.url}})
+
         while not payments.wait_recovered(timeout=0.2):
             self.heartbeat.beat(time.monotonic())
             if self._stop.is_set():

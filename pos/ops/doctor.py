@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from pos.backoffice.registration import sales_refusal
 from pos.config import Config, LoadedConfig, load_config
-from pos.core.errors import UserError
+from pos.core.errors import ConfigError, UserError
 from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.journal import Journal, JournalError, journal_path
 from pos.ops.checks import CheckResult, Level
@@ -439,7 +439,46 @@ def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
     ]
     if cfg.merchant.registration_required:
         results.append(check_merchant_registration(cfg))
+    if cfg.hq.url:
+        results.append(check_hq(cfg, timeout=gateway_timeout))
     return results
+
+
+def check_hq(cfg: Config, *, timeout: float | None = None) -> CheckResult:
+    """[hq]: the credential is there and private, headquarters answers, and how much waits to be shipped."""
+    import requests
+
+    from pos.journal import outbox
+    from pos.ops.hq_shipper import read_hq_token
+
+    name = "headquarters"
+    try:
+        read_hq_token(cfg.hq.token_file)
+    except ConfigError as exc:
+        return _fail(name, str(exc), "run 'pos hq add-terminal' at headquarters and put the credential in the file")
+    mode = stat.S_IMODE(Path(cfg.hq.token_file).stat().st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return _fail(name, f"{cfg.hq.token_file} has mode {mode:04o}", f"run 'chmod 600 {cfg.hq.token_file}'")
+    waiting: int | None = None
+    try:
+        journal = _open_journal(cfg)
+        try:
+            waiting = outbox.backlog(journal.db)
+        finally:
+            journal.close()
+    except UserError:
+        waiting = None
+    try:
+        r = requests.get(f"{cfg.hq.url}/v1/health", timeout=timeout or cfg.hq.timeout, verify=cfg.hq.ca_file or True)
+        reachable = r.status_code == 200
+        why = f"answered {r.status_code}"
+    except requests.RequestException as exc:
+        reachable, why = False, type(exc).__name__
+    backlog = "" if waiting is None else f"; {waiting} events wait to be shipped"
+    if not reachable:
+        return _warn(name, f"{cfg.hq.url} is not reachable ({why}){backlog}: the terminal keeps selling and "
+                           "ships when it is back")
+    return _ok(name, f"{cfg.hq.url} answers{backlog}")
 
 
 def iter_lines(results: Iterable[CheckResult]) -> Iterable[str]:
