@@ -82,7 +82,9 @@ def test_journal_full_refuses_new_sales_then_sales_go_on(rig: FaultRig) -> None:
     assert refused == 1
     # Open work is intact and the next sale is taken (not refused as "busy" by a half-started sale).
     deadline = time.monotonic() + 10
-    while rig.runner.engine.active_sale() is not None and time.monotonic() < deadline:
+    # Ready again once the runner has rebuilt itself from the journal and settled what was open.
+    while (not rig.runner.journal_ok or rig.runner.recovering
+           or rig.runner.engine.active_sale() is not None) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert rig.sale() is SaleState.PAID
     _clean(rig.settle_and_compare())

@@ -161,6 +161,9 @@ class PaymentRunner:
         self._refund_states: dict[int, RefundState] = {}
         self._recovered = False
         self._recovering: set[int] = set()
+        # Set when the engine was rebuilt after a failed commit, until its open sales settle:
+        # a refused scan then names the journal, not a restart.
+        self._resumed_after_fault = False
         self._stopping = False
         self._inflight = 0
         self._loop = threading.Thread(target=self._run_loop, name="pos-engine", daemon=True)
@@ -321,8 +324,12 @@ class PaymentRunner:
             return Refusal("journal", "the journal cannot record (disk full or read-only): nothing was charged; "
                                       "free space on the terminal or call service")
         if self.recovering:
+            if self._resumed_after_fault:
+                return Refusal("journal", "the journal could not record a moment ago (disk full or read-only?): "
+                                          "the open sale is being settled from it; wait a moment and scan again")
             return Refusal("recovering", "the terminal is still settling sales from before the restart: "
                                          "wait a moment and scan again")
+        self._resumed_after_fault = False
         if not code.strip():
             return Refusal("no_code", "no payment code: scan the customer's code")
         try:   # [payment] max_amount is written without a currency: read it in the sale's
@@ -435,6 +442,7 @@ class PaymentRunner:
             self._recovering = {s.sale_id for s in sales if s.state in SALE_ACTIVE}
             self._handle(Recover(sales, refunds, self.clock.now()))
             self._broken = False
+            self._resumed_after_fault = True
             log.warning("journal records again: open work resumed from it", extra={"kv": {"open_items": len(items)}})
         except Exception as exc:
             self._broken = True
