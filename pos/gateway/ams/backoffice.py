@@ -24,7 +24,6 @@ say which fields are confirmed there and which are our reading.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 from pos.core.money import Money
 from pos.core.outcomes import Failed, GatewayResult, Succeeded
 from pos.gateway.ams.client import AmsGateway
-from pos.gateway.ams.signing import header, parse_signature_header, sign_content, verify
+from pos.gateway.ams.notify import verified_body
 
 __all__ = ["REGISTRATION_NOTIFY_PATH", "DeclarationRecord", "BackOffice", "RegistrationNotice",
            "declaration_records", "registration_status_of", "read_registration_notification"]
@@ -140,21 +139,9 @@ class RegistrationNotice:
 def read_registration_notification(path: str, raw: bytes, headers: Mapping[str, str], *, alipay_public_key: Any,
                                    client_id: str) -> RegistrationNotice | str:
     """A verified notifyRegistrationStatus, or why it is refused (a sentence for the log). Never raises."""
-    sender = header(headers, "client-id")
-    moment = header(headers, "request-time")
-    parsed = parse_signature_header(header(headers, "signature"))
-    if not sender or not moment or parsed is None:
-        return "no client-id, request-time or signature header"
-    if sender != client_id:
-        return f"client-id {sender!r} is not ours"
-    if not verify(sign_content("POST", path, sender, moment, raw), parsed.signature, alipay_public_key):
-        return "signature does not verify with Alipay's public key"
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return "body is not JSON"
-    if not isinstance(body, dict):
-        return "body is not a JSON object"
+    body = verified_body(path, raw, headers, alipay_public_key=alipay_public_key, client_id=client_id)
+    if isinstance(body, str):
+        return body
     request_id = body.get("registrationRequestId")
     if not isinstance(request_id, str) or not request_id:
         return "no registrationRequestId"

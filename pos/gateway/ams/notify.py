@@ -50,9 +50,10 @@ def notification_body_result(body: Mapping[str, Any]) -> GatewayResult:
     return Unknown("notification says U", code or None)
 
 
-def read_notification(path: str, raw: bytes, headers: Mapping[str, str], *, alipay_public_key: Any,
-                      client_id: str) -> AmsNotification | str:
-    """The notification, or why it is refused (a sentence for the log). Never raises."""
+def verified_body(path: str, raw: bytes, headers: Mapping[str, str], *, alipay_public_key: Any,
+                  client_id: str) -> dict[str, Any] | str:
+    """The JSON body of a v1 notification whose signature headers verify over the exact bytes
+    received, or why it is refused (a sentence for the log). Never raises."""
     sender = header(headers, "client-id")
     moment = header(headers, "request-time")
     parsed = parse_signature_header(header(headers, "signature"))
@@ -68,6 +69,15 @@ def read_notification(path: str, raw: bytes, headers: Mapping[str, str], *, alip
         return "body is not JSON"
     if not isinstance(body, dict):
         return "body is not a JSON object"
+    return body
+
+
+def read_notification(path: str, raw: bytes, headers: Mapping[str, str], *, alipay_public_key: Any,
+                      client_id: str) -> AmsNotification | str:
+    """The notification, or why it is refused (a sentence for the log). Never raises."""
+    body = verified_body(path, raw, headers, alipay_public_key=alipay_public_key, client_id=client_id)
+    if isinstance(body, str):
+        return body
     if isinstance(body.get("refundRequestId"), str) and body.get("notifyType") != "PAYMENT_RESULT":
         return AmsNotification("refund", body["refundRequestId"], notification_body_result(body), body)
     request_id = body.get("paymentRequestId")
