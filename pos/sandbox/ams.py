@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
-
 from pos.core.money import AmountError, CurrencyError, Money, validate_cn_currencies
 from pos.gateway.ams.client import ENDPOINTS, PRODUCT_CODE, request_time
 from pos.gateway.ams.codes import result_codes
@@ -40,6 +38,7 @@ from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_c
 from pos.gateway.signing import compact_json
 from pos.gateway.store import read_store, store_fields
 from pos.sandbox.ams_backoffice import BACKOFFICE_OPERATIONS, BackOfficeSandbox
+from pos.sandbox.ams_notice import deliver_notice
 from pos.sandbox.ledger import Ledger, Payment, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
@@ -197,27 +196,8 @@ class AmsSandbox:
                 "paymentAmount": payment.amount.wire(), "paymentCreateTime": request_time(payment.created_at)}
         if payment.paid_at is not None:
             body["paymentTime"] = request_time(payment.paid_at)
-        raw = compact_json(body).encode("utf-8")
-        path = urllib.parse.urlsplit(notice.url).path or "/"
-        moment = request_time(self.now())
-        signature = sign(sign_content("POST", path, notice.merchant, moment, raw), self._alipay_key)
-        headers = {"Content-Type": "application/json", "client-id": notice.merchant, "request-time": moment,
-                   "signature": signature_header(signature, self._key_version)}
-        try:
-            answer = requests.post(notice.url, data=raw, headers=headers, timeout=5)
-            reply = answer.json()
-        except (requests.RequestException, ValueError):
-            return False
-        if answer.status_code != 200 or not isinstance(reply, dict):
-            return False
-        # Acknowledged only by the merchant's signed SUCCESS (the documented answer).
-        parsed = parse_signature_header(answer.headers.get("signature"))
-        moment_back = answer.headers.get("response-time") or ""
-        if parsed is None or not verify(sign_content("POST", path, notice.merchant, moment_back, answer.content),
-                                        parsed.signature, self._merchant_key):
-            return False
-        result = reply.get("result")
-        return isinstance(result, dict) and result.get("resultStatus") == "S"
+        return deliver_notice(notice.url, notice.merchant, body, self.now(), alipay_key=self._alipay_key,
+                              key_version=self._key_version, merchant_key=self._merchant_key)
 
     # -- one request ---------------------------------------------------------------
 

@@ -29,7 +29,6 @@ field of the request (README "Customs declarations" / "Merchant registration"):
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -39,12 +38,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import requests
-
 from pos.core.money import AmountError, CurrencyError, Money
 from pos.gateway.ams.client import request_time
-from pos.gateway.ams.signing import parse_signature_header, sign, sign_content, signature_header, verify
-from pos.gateway.signing import compact_json
+from pos.sandbox.ams_notice import deliver_notice
 from pos.sandbox.ledger import Ledger
 
 __all__ = ["BACKOFFICE_OPERATIONS", "BackOfficeSandbox", "Outcome"]
@@ -309,26 +305,9 @@ class BackOfficeSandbox:
                 "registrationResult": reg.result()}
 
     def _send(self, request_id: str, reg: _Registration) -> bool:
-        raw = compact_json(self.notification(request_id, reg)).encode("utf-8")
-        path = urllib.parse.urlsplit(reg.notify_url).path or "/"
-        moment = request_time(self._now())
-        signature = sign(sign_content("POST", path, reg.merchant, moment, raw), self._alipay_key)
-        headers = {"Content-Type": "application/json", "client-id": reg.merchant, "request-time": moment,
-                   "signature": signature_header(signature, self._key_version)}
-        try:
-            answer = requests.post(reg.notify_url, data=raw, headers=headers, timeout=5)
-            reply = json.loads(answer.content)
-        except (requests.RequestException, ValueError):
-            return False
-        if answer.status_code != 200 or not isinstance(reply, dict):
-            return False
-        parsed = parse_signature_header(answer.headers.get("signature"))
-        moment_back = answer.headers.get("response-time") or ""
-        if parsed is None or not verify(sign_content("POST", path, reg.merchant, moment_back, answer.content),
-                                        parsed.signature, self._merchant_key):
-            return False
-        result = reply.get("result")
-        return isinstance(result, dict) and result.get("resultStatus") == "S"
+        return deliver_notice(reg.notify_url, reg.merchant, self.notification(request_id, reg), self._now(),
+                              alipay_key=self._alipay_key, key_version=self._key_version,
+                              merchant_key=self._merchant_key)
 
 
 def _loopback(url: str) -> bool:
