@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pos.core.money import AmountError, CurrencyError, Money, validate_cn_currencies
+from pos.core.money import CurrencyError, validate_cn_currencies
 from pos.gateway.ams.client import ENDPOINTS, PRODUCT_CODE, request_time
 from pos.gateway.ams.codes import result_codes
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
@@ -39,6 +39,7 @@ from pos.gateway.signing import compact_json
 from pos.gateway.store import read_store, store_fields
 from pos.sandbox.ams_backoffice import BACKOFFICE_OPERATIONS, BackOfficeSandbox
 from pos.sandbox.ams_notice import deliver_notice
+from pos.sandbox.fields import Reject, RequestFields
 from pos.sandbox.ledger import Ledger, Payment, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
@@ -65,40 +66,9 @@ def route_endpoint(path: str) -> str | None:
     return None
 
 
-class _Reject(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def _text(body: Mapping[str, Any], name: str, *, required: bool = True, max_len: int = 64) -> str:
-    value = body.get(name)
-    if value is None or value == "":
-        if required:
-            raise _Reject("PARAM_ILLEGAL", f"{name} is required")
-        return ""
-    if not isinstance(value, str) or len(value) > max_len:
-        raise _Reject("PARAM_ILLEGAL", f"{name} must be text of at most {max_len} characters")
-    return value
-
-
-def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = body.get(name)
-    if not isinstance(value, dict):
-        raise _Reject("PARAM_ILLEGAL", f"{name} is required and must be an object")
-    return value
-
-
-def _money(obj: Any, name: str) -> Money:
-    if obj is None:
-        raise _Reject("PARAM_ILLEGAL", f"{name} is required")
-    try:
-        amount = Money.from_wire(obj)
-    except (AmountError, CurrencyError) as exc:
-        raise _Reject("PARAM_ILLEGAL", f"{name}: {exc}") from None
-    if amount.minor <= 0:
-        raise _Reject("PARAM_ILLEGAL", f"{name} must be above zero")
-    return amount
+# The v1 API calls a missing field PARAM_ILLEGAL too.
+_FIELDS = RequestFields(missing_code="PARAM_ILLEGAL")
+_Reject, _text, _object, _money = Reject, _FIELDS.text, _FIELDS.object, _FIELDS.money
 
 
 def _status_of(code: str) -> str:

@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pos.core.money import AmountError, CurrencyError, Money
 from pos.gateway.offline.client import FUNCTIONS, rfc3339
 from pos.gateway.offline.codes import result_codes
 from pos.gateway.signing import build_signed, split_signed, verify
 from pos.gateway.store import read_store, store_fields
+from pos.sandbox.fields import Reject, RequestFields
 from pos.sandbox.ledger import Ledger, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
@@ -46,33 +46,8 @@ def route_function(path: str) -> str | None:
     return None
 
 
-class _Reject(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def _text(body: dict[str, Any], name: str, *, required: bool = True, max_len: int = 64) -> str:
-    value = body.get(name)
-    if value is None or value == "":
-        if required:
-            raise _Reject("PARAM_MISSING", f"{name} is required")
-        return ""
-    if not isinstance(value, str) or len(value) > max_len:
-        raise _Reject("PARAM_ILLEGAL", f"{name} must be text of at most {max_len} characters")
-    return value
-
-
-def _money(obj: Any, name: str) -> Money:
-    if obj is None:
-        raise _Reject("PARAM_MISSING", f"{name} is required")
-    try:
-        amount = Money.from_wire(obj)  # §5.1: string or integer minor units
-    except (AmountError, CurrencyError) as exc:
-        raise _Reject("PARAM_ILLEGAL", f"{name}: {exc}") from None
-    if amount.minor <= 0:
-        raise _Reject("PARAM_ILLEGAL", f"{name} must be above zero")
-    return amount
+_FIELDS = RequestFields(missing_code="PARAM_MISSING")
+_Reject, _text, _money = Reject, _FIELDS.text, _FIELDS.money
 
 
 def _merchant(body: dict[str, Any]) -> str:
