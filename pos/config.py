@@ -578,7 +578,11 @@ def _describe(err: ErrorDetails) -> str:
     return msg.removeprefix("Value error, ").replace("Input should be", "expected")
 
 
-def _format_error(path: Path, err: ErrorDetails, data: dict[str, Any]) -> str:
+def format_error(path: Path, err: ErrorDetails, data: dict[str, Any]) -> str:
+    """One validation error as the technician reads it: file, [section] key, value given, what is wrong.
+
+    Shared by every TOML file the terminal reads (config, store file), so each says it the same way.
+    """
     loc = [str(p) for p in err["loc"]]
     if not loc:
         return f"{path}: {_describe(err)}"
@@ -586,7 +590,7 @@ def _format_error(path: Path, err: ErrorDetails, data: dict[str, Any]) -> str:
     where = f"[{section}] {key}" if key else f"[{section}]"
     if err["type"] == "missing" or (not key and err["type"] == "value_error") or (section, key) in SECRET_KEYS:
         return f"{path}: {where}: {_describe(err)}"
-    return f"{path}: {where} = {_toml_value(err.get('input'))}: {_describe(err)}"
+    return f"{path}: {where} = {toml_value(err.get('input'))}: {_describe(err)}"
 
 
 def load_config(path: str | os.PathLike[str], *, require_keys: bool = False) -> LoadedConfig:
@@ -622,7 +626,7 @@ def load_config(path: str | os.PathLike[str], *, require_keys: bool = False) -> 
         raise ConfigError(f"{p}: is nested too deeply to be a config file: see {EXAMPLE_PATH}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(_format_error(p, first, data)) from None
+        raise ConfigError(format_error(p, first, data)) from None
     try:
         cfg = _resolve_paths(cfg, p.parent)
         warnings = _check_files(cfg, p, require_keys=require_keys)
@@ -684,12 +688,13 @@ def effective_config_text(cfg: Config) -> str:
         for key, value in values.items():
             if (section, key) in SECRET_KEYS and value:
                 value = "********"
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A value written back as TOML (in error messages, `config show` and generated configs)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -697,7 +702,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + "}"
+        return "{" + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items()) + "}"
     return repr(value)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pos.config import _format_error
+from pos.config import format_error
 from pos.core.errors import ConfigError
 
 __all__ = ["StoreFile", "load_store_file", "registration_body", "STORE_EXAMPLE"]
@@ -75,7 +75,7 @@ def load_store_file(path: str | Path) -> StoreFile:
     try:
         return StoreFile.model_validate(data)
     except ValidationError as exc:
-        message = _format_error(p, exc.errors()[0], data)
+        message = format_error(p, exc.errors()[0], data)
         raise ConfigError(message.replace("terminal.example.toml", "store.example.toml")) from None
 
 

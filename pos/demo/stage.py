@@ -30,7 +30,7 @@ import requests
 from devices.emulated import EmulatedDisplay, EmulatedKeypad, EmulatedNetworkPrinter, EmulatedScanner
 from devices.keypad import Key
 from devices.receipt_code import receipt_code
-from pos.config import _toml_value
+from pos.config import toml_value
 from pos.gateway.keys import ALIPAY_PRIVATE, MERCHANT_PUBLIC, generate_key_folder
 from pos.gateway.signing import load_private_key, load_public_key
 from pos.sandbox.scenarios import SandboxOptions
@@ -62,7 +62,7 @@ def _dump_toml(data: dict[str, dict[str, Any]]) -> str:
     out = []
     for section, values in data.items():
         out.append(f"[{section}]")
-        out += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        out += [f"{key} = {toml_value(value)}" for key, value in values.items()]
         out.append("")
     return "\n".join(out)
 
