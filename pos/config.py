@@ -380,6 +380,8 @@ class HqSection(_Section):
     url: str = ""                 # e.g. https://hq.example.com; empty = off
     token_file: str = "/etc/pos/hq.token"   # the credential `pos hq add-terminal` printed, alone in a file (0600)
     ca_file: str = ""             # CA certificate(s) that sign headquarters' HTTPS certificate; empty = the system's
+    cert_file: str = ""           # a client certificate ('pos hq add-terminal --cert') instead of token_file
+    key_file: str = ""            # its private key (0600)
     batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
     interval: Seconds = 5.0       # between shipments (and heartbeats) when nothing is waiting
     backoff_max: Seconds = 300.0  # the longest wait between attempts while headquarters is unreachable
@@ -392,6 +394,15 @@ class HqSection(_Section):
         if v and urlsplit(v).scheme not in ("http", "https"):
             raise ValueError("expected a base URL such as 'https://hq.example.com', or \"\" for off")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cert_pair(self) -> HqSection:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together: set both (the files 'pos hq add-terminal "
+                             "--cert' wrote) or neither (then token_file is the credential)")
+        if self.cert_file and self.url and not self.url.startswith("https://"):
+            raise ValueError("a client certificate needs HTTPS: url must start with https://")
+        return self
 
 
 UsbId = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{4})?$")]
