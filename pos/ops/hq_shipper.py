@@ -122,7 +122,10 @@ class HqShipper:
             raise ShipError(f"headquarters {self._cfg.url} refused the TLS connection (a client certificate "
                             "it does not accept?): check [hq] cert_file and key_file") from None
         except requests.RequestException as exc:
-            raise ShipError(f"headquarters {self._cfg.url} is not reachable: {type(exc).__name__}") from None
+            # TLS 1.3: a certificate the server refuses may surface after the handshake, as a dropped connection.
+            hint = (" (or it refused this terminal's certificate: check [hq] cert_file)"
+                    if self._cfg.cert_file and isinstance(exc, requests.ConnectionError) else "")
+            raise ShipError(f"headquarters {self._cfg.url} is not reachable{hint}: {type(exc).__name__}") from None
         if r.status_code != 200:
             raise ShipError(f"headquarters answered {r.status_code}: {r.text[:200]}")
         if batch:

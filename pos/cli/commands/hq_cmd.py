@@ -70,9 +70,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--listen", default="127.0.0.1:8780", help="HOST:PORT (default 127.0.0.1:8780)")
     serve.add_argument("--tls-cert", default=None, help="certificate (PEM) for HTTPS")
     serve.add_argument("--tls-key", default=None, help="its private key (PEM, mode 0600)")
-    serve.add_argument("--client-ca", default=None,
+    serve.add_argument("--client-ca", default=os.environ.get("POS_HQ_CLIENT_CA") or None,
                        help="accept terminals' client certificates signed by this CA (terminals-ca.pem); "
-                            "needs --tls-cert")
+                            "needs --tls-cert (default: $POS_HQ_CLIENT_CA)")
     serve.set_defaults(func=_serve)
 
 
