@@ -470,10 +470,13 @@ PATH_KEYS = {
     ("reconcile", "archive_dir"),
     ("hq", "token_file"),
     ("hq", "ca_file"),
+    ("hq", "cert_file"),
+    ("hq", "key_file"),
 }
 # Files that must be private to the service user (mode 0600 or stricter).
 PRIVATE_FILE_KEYS = {("gateway", "private_key"), ("ecr", "token_file"), ("ecr", "manager_token_file"),
-                     ("reconcile", "password_file"), ("reconcile", "private_key"), ("hq", "token_file")}
+                     ("reconcile", "password_file"), ("reconcile", "private_key"), ("hq", "token_file"),
+                     ("hq", "key_file")}
 
 
 @dataclass(frozen=True)
@@ -666,14 +669,16 @@ def _check_files(cfg: Config, path: Path, *, require_keys: bool) -> list[str]:
         files += [("ecr", "token_file"), ("ecr", "manager_token_file")]
     files += [("reconcile", k) for k in ("password_file", "private_key") if getattr(cfg.reconcile, k)]
     if cfg.hq.url:
-        files.append(("hq", "token_file"))
+        files += [("hq", "cert_file"), ("hq", "key_file")] if cfg.hq.cert_file else [("hq", "token_file")]
     for section, key in files:
         fpath = Path(getattr(getattr(cfg, section), key))
         where = f"{path}: [{section}] {key}"
         if not fpath.exists():
             generated = (cfg.gateway.sandbox and section != "hq") or section == "ecr"
             if require_keys and not generated:
-                what = ("put the credential 'pos hq add-terminal' printed in it (mode 0600)" if section == "hq"
+                what = ("copy the file 'pos hq add-terminal --cert' wrote (the key mode 0600)"
+                        if section == "hq" and key != "token_file"
+                        else "put the credential 'pos hq add-terminal' printed in it (mode 0600)" if section == "hq"
                         else "install it, or run 'pos keys generate DIR' for a sandbox")
                 raise ConfigError(f"{where} = '{fpath}': file not found: {what}")
             note = "will be generated at first start" if generated else "not found yet: install it before 'pos run'"

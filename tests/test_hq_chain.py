@@ -347,3 +347,22 @@ def test_hq_config_pairs_the_certificate_and_its_key() -> None:
     with pytest.raises(ValidationError, match="needs HTTPS"):
         HqSection(url="http://hq.example.com", cert_file="/etc/pos/hq.pem", key_file="/etc/pos/hq.key")
     assert HqSection(url="https://hq.example.com", cert_file="a.pem", key_file="a.key").cert_file == "a.pem"
+
+
+def test_config_checks_the_certificate_files(tmp_path: Path) -> None:
+    from pos.config import load_config
+
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('[gateway]\nsandbox = true\nurl = "http://127.0.0.1:9"\n[hq]\nurl = "https://hq.example.com"\n'
+                   'cert_file = "hq.pem"\nkey_file = "hq.key"\n')
+    with pytest.raises(ConfigError, match=r"\[hq\] cert_file = .*hq.pem': file not found: copy the file"):
+        load_config(cfg, require_keys=True)
+    (tmp_path / "hq.pem").write_text("cert")
+    (tmp_path / "hq.key").write_text("key")
+    (tmp_path / "hq.key").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"\[hq\] key_file.*chmod 600"):
+        load_config(cfg, require_keys=True)
+    (tmp_path / "hq.key").chmod(0o600)
+    loaded = load_config(cfg, require_keys=True).config.hq
+    # Relative to the config file; no token file is needed.
+    assert loaded.cert_file == str(tmp_path / "hq.pem") and loaded.key_file == str(tmp_path / "hq.key")
