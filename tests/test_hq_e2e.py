@@ -2,7 +2,8 @@
 
 Headquarters goes down mid-day and comes back at the same address: the
 terminals keep selling meanwhile, and afterwards headquarters holds every
-event of both journals exactly once.
+event of both journals exactly once. Over HTTPS: one terminal logs in with a
+token, the other with a client certificate from headquarters' CA.
 """
 
 from __future__ import annotations
