@@ -380,6 +380,8 @@ class HqSection(_Section):
     url: str = ""                 # e.g. https://hq.example.com; empty = off
     token_file: str = "/etc/pos/hq.token"   # the credential `pos hq add-terminal` printed, alone in a file (0600)
     ca_file: str = ""             # CA certificate(s) that sign headquarters' HTTPS certificate; empty = the system's
+    cert_file: str = ""           # a client certificate ('pos hq add-terminal --cert') instead of token_file
+    key_file: str = ""            # its private key (0600)
     batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
     interval: Seconds = 5.0       # between shipments (and heartbeats) when nothing is waiting
     backoff_max: Seconds = 300.0  # the longest wait between attempts while headquarters is unreachable
@@ -392,6 +394,15 @@ class HqSection(_Section):
         if v and urlsplit(v).scheme not in ("http", "https"):
             raise ValueError("expected a base URL such as 'https://hq.example.com', or \"\" for off")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cert_pair(self) -> HqSection:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together: set both (the files 'pos hq add-terminal "
+                             "--cert' wrote) or neither (then token_file is the credential)")
+        if self.cert_file and self.url and not self.url.startswith("https://"):
+            raise ValueError("a client certificate needs HTTPS: url must start with https://")
+        return self
 
 
 UsbId = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{4})?$")]
@@ -459,10 +470,13 @@ PATH_KEYS = {
     ("reconcile", "archive_dir"),
     ("hq", "token_file"),
     ("hq", "ca_file"),
+    ("hq", "cert_file"),
+    ("hq", "key_file"),
 }
 # Files that must be private to the service user (mode 0600 or stricter).
 PRIVATE_FILE_KEYS = {("gateway", "private_key"), ("ecr", "token_file"), ("ecr", "manager_token_file"),
-                     ("reconcile", "password_file"), ("reconcile", "private_key"), ("hq", "token_file")}
+                     ("reconcile", "password_file"), ("reconcile", "private_key"), ("hq", "token_file"),
+                     ("hq", "key_file")}
 
 
 @dataclass(frozen=True)
@@ -659,14 +673,16 @@ def _check_files(cfg: Config, path: Path, *, require_keys: bool) -> list[str]:
         files += [("ecr", "token_file"), ("ecr", "manager_token_file")]
     files += [("reconcile", k) for k in ("password_file", "private_key") if getattr(cfg.reconcile, k)]
     if cfg.hq.url:
-        files.append(("hq", "token_file"))
+        files += [("hq", "cert_file"), ("hq", "key_file")] if cfg.hq.cert_file else [("hq", "token_file")]
     for section, key in files:
         fpath = Path(getattr(getattr(cfg, section), key))
         where = f"{path}: [{section}] {key}"
         if not fpath.exists():
             generated = (cfg.gateway.sandbox and section != "hq") or section == "ecr"
             if require_keys and not generated:
-                what = ("put the credential 'pos hq add-terminal' printed in it (mode 0600)" if section == "hq"
+                what = ("copy the file 'pos hq add-terminal --cert' wrote (the key mode 0600)"
+                        if section == "hq" and key != "token_file"
+                        else "put the credential 'pos hq add-terminal' printed in it (mode 0600)" if section == "hq"
                         else "install it, or run 'pos keys generate DIR' for a sandbox")
                 raise ConfigError(f"{where} = '{fpath}': file not found: {what}")
             note = "will be generated at first start" if generated else "not found yet: install it before 'pos run'"

@@ -7,19 +7,39 @@ as one clear error instead of a log line from inside uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import ssl
 import threading
 import time
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = ["ThreadedServer"]
 
 
+class PeerCertProtocol(H11Protocol):
+    """uvicorn's h11 protocol, handing the app the client certificate the TLS handshake verified."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        tls = transport.get_extra_info("ssl_object")
+        der = tls.getpeercert(binary_form=True) if tls is not None else None
+        inner = self.app
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            scope.setdefault("extensions", {})["tls"] = {"client_cert_der": der}
+            await inner(scope, receive, send)
+
+        self.app = app
+
+
 class ThreadedServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
-                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                 client_ca: str | None = None) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for
         # such sockets; without it every answer waits ~40 ms for a delayed ACK (Nagle).
@@ -33,9 +53,14 @@ class ThreadedServer:
         self._sock.listen(128)
         self.host, self.port = host, self._sock.getsockname()[1]
         # TLS (a certificate and its key) only where a client insists on HTTPS (the v1 SDK's interop test).
+        # client_ca: a client may present a certificate, which TLS verifies against these CAs; the
+        # app finds it (DER) in scope["extensions"]["tls"]["client_cert_der"].
+        tls: dict[str, Any] = {}
+        if client_ca:
+            tls = {"ssl_ca_certs": client_ca, "ssl_cert_reqs": ssl.CERT_OPTIONAL, "http": PeerCertProtocol}
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                                 timeout_graceful_shutdown=1, log_config=None,
-                                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+                                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, **tls)
         self._scheme = "https" if ssl_certfile else "http"
         self._server = uvicorn.Server(config)
         self._name = name

@@ -41,6 +41,7 @@ LAYER_OF_FILE = {
     "test_doctor.py": "integration",
     "test_e2e.py": "e2e",
     "test_hq.py": "integration",
+    "test_hq_chain.py": "integration",
     "test_hq_e2e.py": "e2e",
     "test_engine.py": "unit",
     "test_engine_tables.py": "unit",

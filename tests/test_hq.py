@@ -22,9 +22,10 @@ import requests
 from pos.cli.main import main
 from pos.config import HqSection, PaymentSection
 from pos.core.money import Money
-from pos.core.records import SaleState
+from pos.core.records import SaleRecord, SaleState
 from pos.hq.db import HqDB
 from pos.hq.reconcile import chain_reconcile
+from pos.hq.schema import SCHEMA_VERSION
 from pos.hq.service import HqService
 from pos.journal import outbox
 from pos.journal.journal import Journal
@@ -68,11 +69,11 @@ class Till:
     """One terminal: journal, payments runner over the sandbox, and the shipper to headquarters."""
 
     def __init__(self, tmp: Path, terminal_id: str, token: str, hq_url: str, *, ledger: Ledger | None = None,
-                 clock: ScaledClock | None = None) -> None:
+                 clock: ScaledClock | None = None, journal_file: Path | None = None) -> None:
         self.terminal_id, self.token = terminal_id, token
         self.clock = clock or ScaledClock()
         self.ledger = ledger or Ledger(short_options(wallet_confirm_after=3.0))
-        self.journal = Journal.open(tmp / f"{terminal_id}.db", terminal_id=terminal_id)
+        self.journal = Journal.open(journal_file or tmp / f"{terminal_id}.db", terminal_id=terminal_id)
         self.runner = PaymentRunner(self.journal, DirectGateway(self.ledger, self.clock.now),
                                     PaymentSection(background_interval=100.0, alarm_after=100000.0), clock=self.clock)
         self.runner.recover()
@@ -98,6 +99,24 @@ class Till:
         self.shipper.stop()
         self.runner.stop()
         self.journal.close()
+
+
+def print_receipt(till: Till) -> SaleRecord:
+    """The till's first sale's receipt printed through its print queue (job sale:ID, as the terminal names it)."""
+    from devices.messages import Catalogue
+    from devices.print_queue import PrintQueue
+    from devices.printer import DummyPrinter
+    from pos.config import Config, PrinterSection
+    from pos.journal.print_jobs import JournalPrintJobs
+    from pos.terminal.receipts import receipt_for
+
+    paid = till.journal.list_sales()[0]
+    printer = DummyPrinter()
+    queue = PrintQueue(JournalPrintJobs(till.journal), printer, printer_settings=PrinterSection(),
+                       catalogue=Catalogue.load("en"))
+    assert queue.enqueue(f"sale:{paid.sale_id}", receipt_for(Config(), till.journal, paid))
+    assert queue.print_pending() == 1 and printer.jobs
+    return paid
 
 
 @pytest.fixture
@@ -237,7 +256,7 @@ def test_hq_commands(hq_dsn: str, capsys: pytest.CaptureFixture[str], monkeypatc
     assert main(["hq", "add-terminal", "POS01", "--store", "S1", "--dsn", hq_dsn]) != 0
     assert "run 'pos hq init-db' first" in capsys.readouterr().err
     assert main(["hq", "init-db", "--dsn", hq_dsn]) == 0
-    assert "version 2 (was 0)" in capsys.readouterr().out
+    assert f"version {SCHEMA_VERSION} (was 0)" in capsys.readouterr().out
     assert main(["hq", "init-db", "--dsn", hq_dsn]) == 0
     assert "up to date" in capsys.readouterr().out
     assert main(["hq", "add-terminal", "POS01", "--store", "S1", "--store-name", "Main St", "--dsn", hq_dsn]) == 0
@@ -355,19 +374,7 @@ def test_a_chain_manager_uses_the_dashboard_in_chromium(tmp_path: Path, hq: HqSe
         tills[1].sell("00", amount=1550)
         tills[1].sell("15")
         # POS01 prints the paid sale's receipt through its print queue: the print outcome ships with the receipt.
-        from devices.messages import Catalogue
-        from devices.print_queue import PrintQueue
-        from devices.printer import DummyPrinter
-        from pos.config import Config, PrinterSection
-        from pos.journal.print_jobs import JournalPrintJobs
-        from pos.terminal.receipts import receipt_for
-
-        paid = tills[0].journal.list_sales()[0]
-        printer = DummyPrinter()
-        queue = PrintQueue(JournalPrintJobs(tills[0].journal), printer, printer_settings=PrinterSection(),
-                           catalogue=Catalogue.load("en"))
-        assert queue.enqueue(f"sale-{paid.sale_id}", receipt_for(Config(), tills[0].journal, paid))
-        assert queue.print_pending() == 1 and printer.jobs
+        paid = print_receipt(tills[0])
         for t in tills:
             t.runner.stop()
             while t.shipper.ship_once():

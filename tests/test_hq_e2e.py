@@ -2,7 +2,8 @@
 
 Headquarters goes down mid-day and comes back at the same address: the
 terminals keep selling meanwhile, and afterwards headquarters holds every
-event of both journals exactly once.
+event of both journals exactly once. Over HTTPS: one terminal logs in with a
+token, the other with a client certificate from headquarters' CA.
 """
 
 from __future__ import annotations
@@ -53,19 +54,36 @@ def at_hq(dsn: str, terminal: str) -> tuple[int, int, int]:
 
 
 def test_daemons_ship_through_a_headquarters_outage(tmp_path: Path, hq_dsn: str) -> None:
+    from pos.hq.certs import init_ca, issue_terminal_cert
+    from tests.sdk.support import tls_files
+
     db = HqDB(hq_dsn)
     db.migrate()
     port = _free_port()
-    service = HqService(hq_dsn, f"127.0.0.1:{port}").start()
+    # Over HTTPS: POS11 logs in with a token, POS12 with a client certificate from headquarters' CA.
+    ca, server_cert, server_key = tls_files(tmp_path)
+    client_ca = init_ca(tmp_path / "hq-ca")
+
+    def start_hq() -> HqService:
+        return HqService(hq_dsn, f"127.0.0.1:{port}", tls_cert=str(server_cert), tls_key=str(server_key),
+                         client_ca=str(client_ca)).start()
+
+    service = start_hq()
     stages: list[Stage] = []
     try:
         for tid in ("POS11", "POS12"):
-            token = tmp_path / f"{tid}.token"
-            token.write_text(db.add_terminal(tid, "S1", "Harbour") + "\n")
-            token.chmod(0o600)
-            stages.append(Stage(terminal={"terminal_id": tid},
-                                hq={"url": service.url, "token_file": str(token), "interval": 0.2,
-                                    "backoff_max": 1.0, "timeout": 2.0}).__enter__())
+            link: dict[str, object] = {"url": service.url, "ca_file": str(ca), "interval": 0.2, "backoff_max": 1.0,
+                                       "timeout": 2.0}
+            if tid == "POS11":
+                token = tmp_path / f"{tid}.token"
+                token.write_text(db.add_terminal(tid, "S1", "Harbour") + "\n")
+                token.chmod(0o600)
+                link["token_file"] = str(token)
+            else:
+                issued = issue_terminal_cert(client_ca.parent, tmp_path / "certs", tid, "S1")
+                db.add_terminal(tid, "S1", "Harbour", cert_sha256=issued.sha256)
+                link.update(cert_file=str(issued.cert_path), key_file=str(issued.key_path))
+            stages.append(Stage(terminal={"terminal_id": tid}, hq=link).__enter__())
         sold: list[object] = []
         for st in stages:
             sale = sell(st, "3.20")
@@ -79,7 +97,7 @@ def test_daemons_ship_through_a_headquarters_outage(tmp_path: Path, hq_dsn: str)
         health = stages[0].till("GET", "/v1/health").json()
         assert health["status"] in ("ok", "degraded")
 
-        service = HqService(hq_dsn, f"127.0.0.1:{port}").start()   # back at the same address
+        service = start_hq()   # back at the same address
         tids = ("POS11", "POS12")
         wait_for(lambda: all(shipped(st) == at_hq(hq_dsn, tid)[0] for st, tid in zip(stages, tids, strict=True)))
         for st, tid in zip(stages, tids, strict=True):

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "pos.cli.commands.pin_cmd",
     "pos.cli.commands.journal_cmd",
     "pos.cli.commands.reprint_cmd",
+    "pos.cli.commands.receipt_cmd",
     "pos.cli.commands.reconcile_cmd",
     "pos.cli.commands.customs_cmd",
     "pos.cli.commands.merchant_cmd",

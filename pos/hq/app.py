@@ -1,20 +1,23 @@
 """Headquarters' HTTP service: the terminals' ingest API and the chain's dashboard.
 
-Ingest: `POST /v1/ingest` with `Authorization: Bearer <the terminal's credential>`.
-The credential names the terminal: a batch whose `terminal_id` is another
+Ingest: `POST /v1/ingest` with `Authorization: Bearer <the terminal's credential>`,
+or over HTTPS with the client certificate `pos hq add-terminal --cert` issued
+(verified against the terminals' CA by TLS, then looked up by its SHA-256
+fingerprint, so a revoked terminal's certificate is refused). The credential
+names the terminal: a batch whose `terminal_id` is another
 terminal's is refused (403) and stores nothing. Each event is stored once per
 (terminal, install, seq), so a batch sent again changes nothing.
 
 Dashboard: `GET /` (login with a user `pos hq add-user` made): stores and
 terminals with their last heartbeat, today's totals per currency beside the
 same day last week, and the items waiting for a person across the chain.
+Sessions are rows in PostgreSQL (only a hash of the cookie), so a restart of
+the service keeps everyone logged in; logging out ends the session there.
 Server-rendered HTML, no script or stylesheet from elsewhere.
 """
 
 
 import hashlib
-import hmac
-import secrets
 import time
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -62,32 +65,9 @@ def _problem(status: int, title: str, detail: str = "") -> JSONResponse:
                         status_code=status, media_type=PROBLEM)
 
 
-class Sessions:
-    """Signed session cookies: name|role|expiry|mac (the key lives as long as the service)."""
-
-    def __init__(self, key: bytes | None = None) -> None:
-        self._key = key or secrets.token_bytes(32)
-
-    def make(self, name: str, role: str) -> str:
-        payload = f"{name}|{role}|{int(time.time()) + SESSION_SECONDS}"
-        mac = hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
-        return f"{payload}|{mac}"
-
-    def read(self, cookie: str | None) -> tuple[str, str] | None:
-        if not cookie or cookie.count("|") != 3:
-            return None
-        payload, _, mac = cookie.rpartition("|")
-        good = hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
-        name, role, expiry = payload.split("|")
-        if not hmac.compare_digest(mac, good) or not expiry.isdigit() or int(expiry) < time.time():
-            return None
-        return name, role
-
-
-def create_app(db: HqDB, *, sessions: Sessions | None = None) -> FastAPI:
+def create_app(db: HqDB) -> FastAPI:
     app = FastAPI(title="pos-terminal headquarters", version=__version__, docs_url=None, redoc_url=None)
     bearer = HTTPBearer(auto_error=False)
-    sessions = sessions or Sessions()
 
     @app.exception_handler(Problem)
     async def _on_problem(_: Request, exc: Problem) -> JSONResponse:
@@ -103,10 +83,22 @@ def create_app(db: HqDB, *, sessions: Sessions | None = None) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _problem(422, "Invalid request", f"{where}: {first.get('msg', 'invalid')}")
 
-    def terminal(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Terminal:
+    def terminal(request: Request,
+                 creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Terminal:
+        # A client certificate (already verified against [serve --client-ca] by the TLS layer) names the
+        # terminal by its fingerprint; without one, the bearer token does.
+        der = (request.scope.get("extensions") or {}).get("tls", {}).get("client_cert_der")
+        if der:
+            found = db.authenticate_cert(hashlib.sha256(der).hexdigest())
+            if found is None:
+                raise Problem(401, "Unknown or revoked certificate",
+                              "issue the terminal a new certificate with 'pos hq add-terminal --cert' and put "
+                              "it in [hq] cert_file and key_file")
+            return found
         if creds is None or creds.scheme.lower() != "bearer":
             raise Problem(401, "Missing bearer token",
-                          "send 'Authorization: Bearer <credential>' with the credential 'pos hq add-terminal' printed")
+                          "send 'Authorization: Bearer <credential>' with the credential 'pos hq add-terminal' "
+                          "printed, or connect with the client certificate it issued")
         found = db.authenticate(creds.credentials)
         if found is None:
             raise Problem(401, "Unknown or revoked credential",
@@ -133,7 +125,8 @@ def create_app(db: HqDB, *, sessions: Sessions | None = None) -> FastAPI:
     # ------------------------------------------------------------ dashboard
 
     def user(request: Request) -> tuple[str, str]:
-        found = sessions.read(request.cookies.get(COOKIE))
+        cookie = request.cookies.get(COOKIE)
+        found = db.session_user(cookie) if cookie else None
         if found is None:
             raise _Login()
         return found
@@ -157,12 +150,18 @@ def create_app(db: HqDB, *, sessions: Sessions | None = None) -> FastAPI:
         role = await run_in_threadpool(db.user_role, name, password) if name and password else None
         if role is None:
             return HTMLResponse(views.login_page("Wrong name or password."), status_code=401)
+        cookie = await run_in_threadpool(db.new_session, name, SESSION_SECONDS)
         resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(COOKIE, sessions.make(name, role), httponly=True, samesite="strict", max_age=SESSION_SECONDS)
+        resp.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", max_age=SESSION_SECONDS,
+                        secure=request.url.scheme == "https")
         return resp
 
     @app.post("/logout")
-    def logout() -> Response:
+    def logout(request: Request) -> Response:
+        # The session ends at headquarters too: the same cookie sent again is refused.
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            db.end_session(cookie)
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp
@@ -185,16 +184,19 @@ def create_app(db: HqDB, *, sessions: Sessions | None = None) -> FastAPI:
 
     @app.get("/receipt/{terminal_id}/{install_id}/{seq}.png")
     def receipt(terminal_id: str, install_id: str, seq: int,
-                who: Annotated[tuple[str, str], Depends(user)]) -> Response:
-        from devices.messages import Catalogue
+                who: Annotated[tuple[str, str], Depends(user)], lang: str = "en") -> Response:
+        from devices.messages import LANGUAGES, Catalogue
         from devices.receipt import ReceiptData
-        from pos.hq.receipt_image import receipt_png
+        from devices.receipt_image import receipt_png
+
+        if lang not in LANGUAGES:
+            raise Problem(422, "Unknown language", f"lang={lang}: use one of {', '.join(LANGUAGES)}")
 
         data = db.receipt(terminal_id, install_id, seq)
         if data is None:
             raise Problem(404, "No such receipt", f"terminal {terminal_id} shipped no receipt {install_id}/{seq}")
         try:
-            png = receipt_png(ReceiptData.from_dict(data), Catalogue.load("en"))
+            png = receipt_png(ReceiptData.from_dict(data), Catalogue.load(lang))
         except (KeyError, ValueError, TypeError) as exc:
             raise Problem(422, "Receipt data not readable", str(exc)) from None
         return Response(png, media_type="image/png")

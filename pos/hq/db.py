@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
@@ -139,9 +139,15 @@ class HqDB:
 
     # ------------------------------------------------------------ terminals and users
 
-    def add_terminal(self, terminal_id: str, store_id: str, store_name: str = "") -> str:
-        """Register a terminal; returns its credential (stored only as a hash: shown once)."""
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    def add_terminal(self, terminal_id: str, store_id: str, store_name: str = "", *,
+                     cert_sha256: str | None = None) -> str:
+        """Register a terminal; returns its token (stored only as a hash: shown once).
+
+        With `cert_sha256` (the SHA-256 fingerprint of a client certificate issued
+        for it) the terminal authenticates with that certificate alone: no token,
+        and "" is returned.
+        """
+        token = "" if cert_sha256 else TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.tx() as conn:
             conn.execute("INSERT INTO stores (store_id, name) VALUES (%s, %s) ON CONFLICT (store_id) DO UPDATE "
                          "SET name = CASE WHEN EXCLUDED.name = '' THEN stores.name ELSE EXCLUDED.name END",
@@ -150,10 +156,12 @@ class HqDB:
             if row is not None and row["revoked_at"] is None:
                 raise HqError(f"terminal {terminal_id} is already registered: 'pos hq revoke {terminal_id}' "
                               "first to give it a new credential")
-            conn.execute("INSERT INTO terminals (terminal_id, store_id, token_sha256) VALUES (%s, %s, %s) "
+            conn.execute("INSERT INTO terminals (terminal_id, store_id, token_sha256, cert_sha256) "
+                         "VALUES (%s, %s, %s, %s) "
                          "ON CONFLICT (terminal_id) DO UPDATE SET store_id = EXCLUDED.store_id, "
-                         "token_sha256 = EXCLUDED.token_sha256, revoked_at = NULL",
-                         (terminal_id, store_id, token_hash(token)))
+                         "token_sha256 = EXCLUDED.token_sha256, cert_sha256 = EXCLUDED.cert_sha256, "
+                         "revoked_at = NULL",
+                         (terminal_id, store_id, token_hash(token) if token else None, cert_sha256))
         return token
 
     def revoke(self, terminal_id: str) -> bool:
@@ -165,6 +173,12 @@ class HqDB:
     def authenticate(self, token: str) -> Terminal | None:
         found = self.rows("SELECT terminal_id, store_id FROM terminals WHERE token_sha256 = %s "
                           "AND revoked_at IS NULL", (token_hash(token),))
+        return Terminal(found[0]["terminal_id"], found[0]["store_id"]) if found else None
+
+    def authenticate_cert(self, cert_sha256: str) -> Terminal | None:
+        """The terminal a (CA-verified) client certificate was issued to, unless revoked."""
+        found = self.rows("SELECT terminal_id, store_id FROM terminals WHERE cert_sha256 = %s "
+                          "AND revoked_at IS NULL", (cert_sha256,))
         return Terminal(found[0]["terminal_id"], found[0]["store_id"]) if found else None
 
     def add_user(self, name: str, password: str, role: str) -> None:
@@ -179,20 +193,38 @@ class HqDB:
             return None
         return str(found[0]["role"])
 
+    # ------------------------------------------------------------ dashboard sessions
+
+    def new_session(self, name: str, seconds: int) -> str:
+        """A session for a logged-in user; returns the cookie's value (only its hash is stored)."""
+        cookie = secrets.token_urlsafe(32)
+        with self.tx() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at < now()")
+            conn.execute("INSERT INTO sessions (id_sha256, name, expires_at) "
+                         "VALUES (%s, %s, now() + make_interval(secs => %s))", (token_hash(cookie), name, seconds))
+        return cookie
+
+    def session_user(self, cookie: str) -> tuple[str, str] | None:
+        """(name, role) of a session that has not expired nor been ended; the role as the user has it now."""
+        found = self.rows("SELECT u.name, u.role FROM sessions s JOIN users u USING (name) "
+                          "WHERE s.id_sha256 = %s AND s.expires_at > now()", (token_hash(cookie),))
+        return (str(found[0]["name"]), str(found[0]["role"])) if found else None
+
+    def end_session(self, cookie: str) -> None:
+        with self.tx() as conn:
+            conn.execute("DELETE FROM sessions WHERE id_sha256 = %s", (token_hash(cookie),))
+
     # ------------------------------------------------------------ ingest
 
     def _ensure_partitions(self, days: set[date]) -> None:
+        """Each day's partition and its per-store tables (schema step 3's hq_events_partition), once."""
         missing = days - self._days
         if not missing:
             return
         with self.tx() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(4242002)")
             for day in sorted(missing):
-                name = f"events_{day:%Y%m%d}"
-                if conn.execute("SELECT 1 FROM pg_class WHERE relname = %s", (name,)).fetchone() is None:
-                    end = day + timedelta(days=1)
-                    conn.execute(f"CREATE TABLE {name} PARTITION OF events "
-                                 f"FOR VALUES FROM ('{day.isoformat()}') TO ('{end.isoformat()}')")
+                conn.execute("SELECT hq_events_partition(%s)", (day,))
         self._days |= missing
 
     def ingest(self, terminal: Terminal, install_id: str, events: list[dict[str, Any]],
@@ -250,6 +282,9 @@ WITH incoming AS (
     INSERT INTO events (day, terminal_id, install_id, seq, store_id, at, kind, body)
     SELECT (to_timestamp(at) AT TIME ZONE 'UTC')::date, %(terminal)s, %(install)s, seq, %(store)s, at, kind, body
     FROM incoming
+    -- The key without the store (a terminal re-registered in another store may send an old batch again).
+    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.day = (to_timestamp(incoming.at) AT TIME ZONE 'UTC')::date
+                      AND e.terminal_id = %(terminal)s AND e.install_id = %(install)s AND e.seq = incoming.seq)
     ON CONFLICT DO NOTHING
     RETURNING seq, at, kind, body
 ), latest AS (

@@ -165,7 +165,8 @@ class Daemon:
 
         if cfg.hq.url:
             from pos.ops.hq_shipper import HqShipper, read_hq_token
-            shipper = HqShipper(journal.db, cfg.hq, token=read_hq_token(cfg.hq.token_file),
+            token = None if cfg.hq.cert_file else read_hq_token(cfg.hq.token_file)
+            shipper = HqShipper(journal.db, cfg.hq, token=token,
                                 terminal_id=cfg.terminal.terminal_id, install_id=journal.install_id,
                                 alarm=terminal.raise_alarm, health=terminal.health).start()
             self._parts.append(("hq shipper", shipper.stop))

@@ -449,16 +449,24 @@ def check_hq(cfg: Config, *, timeout: float | None = None) -> CheckResult:
     import requests
 
     from pos.journal import outbox
-    from pos.ops.hq_shipper import read_hq_token
+    from pos.ops.hq_shipper import read_hq_cert, read_hq_token
 
     name = "headquarters"
-    try:
-        read_hq_token(cfg.hq.token_file)
-    except ConfigError as exc:
-        return _fail(name, str(exc), "run 'pos hq add-terminal' at headquarters and put the credential in the file")
-    mode = stat.S_IMODE(Path(cfg.hq.token_file).stat().st_mode)
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return _fail(name, f"{cfg.hq.token_file} has mode {mode:04o}", f"run 'chmod 600 {cfg.hq.token_file}'")
+    cert: tuple[str, str] | None = None
+    if cfg.hq.cert_file:
+        try:
+            cert = read_hq_cert(cfg.hq)
+        except ConfigError as exc:
+            return _fail(name, str(exc), "run 'pos hq add-terminal --cert' at headquarters and copy both files")
+    else:
+        try:
+            read_hq_token(cfg.hq.token_file)
+        except ConfigError as exc:
+            return _fail(name, str(exc), "run 'pos hq add-terminal' at headquarters and put the credential in "
+                                         "the file")
+        mode = stat.S_IMODE(Path(cfg.hq.token_file).stat().st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return _fail(name, f"{cfg.hq.token_file} has mode {mode:04o}", f"run 'chmod 600 {cfg.hq.token_file}'")
     waiting: int | None = None
     try:
         journal = _open_journal(cfg)
@@ -469,7 +477,8 @@ def check_hq(cfg: Config, *, timeout: float | None = None) -> CheckResult:
     except UserError:
         waiting = None
     try:
-        r = requests.get(f"{cfg.hq.url}/v1/health", timeout=timeout or cfg.hq.timeout, verify=cfg.hq.ca_file or True)
+        r = requests.get(f"{cfg.hq.url}/v1/health", timeout=timeout or cfg.hq.timeout, verify=cfg.hq.ca_file or True,
+                         cert=cert)
         reachable = r.status_code == 200
         why = f"answered {r.status_code}"
     except requests.RequestException as exc:

@@ -31,7 +31,7 @@ from pos.core.errors import ConfigError
 from pos.journal import outbox
 from pos.journal.db import JournalDB
 
-__all__ = ["HqShipper", "ShipError", "read_hq_token"]
+__all__ = ["HqShipper", "ShipError", "read_hq_cert", "read_hq_token"]
 
 log = logging.getLogger("pos.ops.hq_shipper")
 
@@ -55,8 +55,24 @@ def read_hq_token(path_text: str) -> str:
     return token
 
 
+def read_hq_cert(settings: HqSection) -> tuple[str, str]:
+    """[hq] cert_file and key_file, checked: both there, the key private (0600)."""
+    for key, path_text in (("cert_file", settings.cert_file), ("key_file", settings.key_file)):
+        path = Path(path_text)
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise ConfigError(f"[hq] {key} {path} is missing: copy the files 'pos hq add-terminal --cert' "
+                              "wrote at headquarters") from None
+        except OSError as exc:
+            raise ConfigError(f"[hq] {key} {path}: {exc.strerror}") from None
+        if key == "key_file" and mode & 0o077:
+            raise ConfigError(f"[hq] key_file {path} has mode {mode & 0o777:04o}: run 'chmod 600 {path}'")
+    return settings.cert_file, settings.key_file
+
+
 class HqShipper:
-    def __init__(self, db: JournalDB, settings: HqSection, *, token: str, terminal_id: str, install_id: str,
+    def __init__(self, db: JournalDB, settings: HqSection, *, token: str | None, terminal_id: str, install_id: str,
                  alarm: Callable[[str], None] = lambda text: None,
                  health: Callable[[], dict[str, Any]] | None = None) -> None:
         self._db = db
@@ -66,7 +82,11 @@ class HqShipper:
         self._alarm = alarm
         self._health = health
         self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {token}"
+        if settings.cert_file:
+            # The client certificate is the credential: HQ maps it to this terminal.
+            self._session.cert = read_hq_cert(settings)
+        elif token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
         # Given on each request: a session's own `verify` loses to REQUESTS_CA_BUNDLE in the environment.
         self._verify: str | bool = settings.ca_file or True
         self._stop = threading.Event()
@@ -95,11 +115,17 @@ class HqShipper:
         try:
             r = self._session.post(f"{self._cfg.url}/v1/ingest", json=body, timeout=self._cfg.timeout,
                                    verify=self._verify)
-        except requests.exceptions.SSLError:
-            raise ShipError(f"headquarters {self._cfg.url}: its certificate is not trusted: set [hq] ca_file to "
-                            "the CA certificate that signed it") from None
+        except requests.exceptions.SSLError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ShipError(f"headquarters {self._cfg.url}: its certificate is not trusted: set [hq] ca_file "
+                                "to the CA certificate that signed it") from None
+            raise ShipError(f"headquarters {self._cfg.url} refused the TLS connection (a client certificate "
+                            "it does not accept?): check [hq] cert_file and key_file") from None
         except requests.RequestException as exc:
-            raise ShipError(f"headquarters {self._cfg.url} is not reachable: {type(exc).__name__}") from None
+            # TLS 1.3: a certificate the server refuses may surface after the handshake, as a dropped connection.
+            hint = (" (or it refused this terminal's certificate: check [hq] cert_file)"
+                    if self._cfg.cert_file and isinstance(exc, requests.ConnectionError) else "")
+            raise ShipError(f"headquarters {self._cfg.url} is not reachable{hint}: {type(exc).__name__}") from None
         if r.status_code != 200:
             raise ShipError(f"headquarters answered {r.status_code}: {r.text[:200]}")
         if batch:

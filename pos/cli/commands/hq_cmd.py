@@ -36,7 +36,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("terminal_id", metavar="TERMINAL_ID", help="the terminal's [terminal] terminal_id")
     add.add_argument("--store", required=True, help="the store the terminal stands in (its id)")
     add.add_argument("--store-name", default="", help="the store's name, shown on the dashboard")
+    add.add_argument("--cert", metavar="DIR", default=None,
+                     help="issue a client certificate instead of a token: writes DIR/TERMINAL_ID.pem and "
+                          "DIR/TERMINAL_ID.key (0600) for the terminal's [hq] cert_file and key_file")
+    add.add_argument("--ca-dir", default="/etc/pos-hq/ca",
+                     help="the terminals' CA that signs it ('pos hq init-ca'; default /etc/pos-hq/ca)")
     add.set_defaults(func=_add_terminal)
+
+    ca = sub.add_parser("init-ca", help="create the CA that issues terminals' client certificates")
+    ca.add_argument("dir", metavar="DIR", nargs="?", default="/etc/pos-hq/ca",
+                    help="where to write terminals-ca.pem and terminals-ca.key (0600); default /etc/pos-hq/ca")
+    ca.set_defaults(func=_init_ca)
 
     rev = with_dsn(sub.add_parser("revoke", help="revoke a terminal's credential (its events stay)"))
     rev.add_argument("terminal_id", metavar="TERMINAL_ID")
@@ -60,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--listen", default="127.0.0.1:8780", help="HOST:PORT (default 127.0.0.1:8780)")
     serve.add_argument("--tls-cert", default=None, help="certificate (PEM) for HTTPS")
     serve.add_argument("--tls-key", default=None, help="its private key (PEM, mode 0600)")
+    serve.add_argument("--client-ca", default=os.environ.get("POS_HQ_CLIENT_CA") or None,
+                       help="accept terminals' client certificates signed by this CA (terminals-ca.pem); "
+                            "needs --tls-cert (default: $POS_HQ_CLIENT_CA)")
     serve.set_defaults(func=_serve)
 
 
@@ -86,18 +99,51 @@ def _init_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_terminal(args: argparse.Namespace) -> int:
-    from pos.hq.db import HqDB
+def _init_ca(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
+    from pos.hq.certs import CA_KEY, init_ca
+
+    cert = init_ca(Path(args.dir))
+    print(f"terminals' CA written: {cert} (give it to 'pos hq serve --client-ca') and {cert.parent / CA_KEY} "
+          "(mode 0600: keep it at headquarters only)")
+    return 0
+
+
+def _add_terminal(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pos.hq.db import HqDB, HqError
+
+    terminal_id, store = _check_id(args.terminal_id, "terminal id"), _check_id(args.store, "store id")
     db = HqDB(_dsn(args))
     db.check_schema()
-    token = db.add_terminal(_check_id(args.terminal_id, "terminal id"), _check_id(args.store, "store id"),
-                            args.store_name)
-    db.close()
-    print(f"terminal {args.terminal_id} registered in store {args.store}. Its credential (shown only now):",
-          file=sys.stderr)
-    print(token)
-    print("Put it alone in the terminal's [hq] token_file (mode 0600, owned by the service user).", file=sys.stderr)
+    if args.cert is None:
+        token = db.add_terminal(terminal_id, store, args.store_name)
+        db.close()
+        print(f"terminal {terminal_id} registered in store {store}. Its credential (shown only now):",
+              file=sys.stderr)
+        print(token)
+        print("Put it alone in the terminal's [hq] token_file (mode 0600, owned by the service user).",
+              file=sys.stderr)
+        return 0
+    from pos.hq.certs import issue_terminal_cert
+
+    issued = issue_terminal_cert(Path(args.ca_dir), Path(args.cert), terminal_id, store)
+    try:
+        db.add_terminal(terminal_id, store, args.store_name, cert_sha256=issued.sha256)
+    except HqError:
+        issued.cert_path.unlink(missing_ok=True)
+        issued.key_path.unlink(missing_ok=True)
+        raise
+    finally:
+        db.close()
+    print(f"terminal {terminal_id} registered in store {store} with a client certificate "
+          f"(SHA-256 {issued.sha256}):")
+    print(f"  certificate {issued.cert_path}")
+    print(f"  key         {issued.key_path} (mode 0600)")
+    print("Copy both to the terminal (the key mode 0600, owned by the service user) and set [hq] cert_file and "
+          "key_file to them.")
     return 0
 
 
@@ -161,4 +207,4 @@ def _reconcile(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from pos.hq.service import serve
 
-    return serve(_dsn(args), args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    return serve(_dsn(args), args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca)

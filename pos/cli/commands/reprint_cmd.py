@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from pos.config import load_config
 from pos.core.errors import UserError
+
+if TYPE_CHECKING:
+    from pos.core.records import SaleRecord
+    from pos.journal.journal import Journal
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,13 +25,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     reprint.set_defaults(func=run)
 
 
+def find_sale(journal: Journal, key: str) -> SaleRecord:
+    """A sale by its number, its merchantTransId or the till's sale id; a clear error when none."""
+    from pos.journal.till import TillLinks
+
+    sale = journal.get_sale(key)
+    if sale is None:
+        # a till sale id (S + 12 hex digits) points at the journal's sale
+        till = TillLinks(journal).get(key)
+        if till is not None and till.sale_id is not None:
+            sale = journal.get_sale(till.sale_id)
+    if sale is None:
+        raise UserError(f"no sale {key!r} in the journal: give the sale number or the merchantTransId "
+                        "printed on the receipt ('pos journal list' shows them)")
+    return sale
+
+
 def run(args: argparse.Namespace) -> int:
     from devices.messages import Catalogue
     from devices.print_queue import PrintQueue
     from devices.printer import NullPrinter
     from pos.journal.journal import Journal, journal_path
     from pos.journal.print_jobs import JournalPrintJobs
-    from pos.journal.till import TillLinks
     from pos.terminal.receipts import receipt_for
 
     cfg = load_config(args.config).config
@@ -35,16 +55,7 @@ def run(args: argparse.Namespace) -> int:
     journal = Journal.open(journal_path(cfg.terminal.state_dir), terminal_id=cfg.terminal.terminal_id,
                            timezone=cfg.terminal.timezone, create=False)
     try:
-        key = args.id.strip()
-        sale = journal.get_sale(key)
-        if sale is None:
-            # a till sale id (S + 12 hex digits) points at the journal's sale
-            till = TillLinks(journal).get(key)
-            if till is not None and till.sale_id is not None:
-                sale = journal.get_sale(till.sale_id)
-        if sale is None:
-            raise UserError(f"no sale {key!r} in the journal: give the sale number or the merchantTransId "
-                            "printed on the receipt ('pos journal list' shows them)")
+        sale = find_sale(journal, args.id.strip())
         # The queue is only written here; the daemon's worker does the printing.
         queue = PrintQueue(JournalPrintJobs(journal), NullPrinter(), printer_settings=cfg.printer,
                            catalogue=Catalogue.load(cfg.terminal.language))

@@ -1,4 +1,9 @@
-"""A receipt as a picture (PNG) for the dashboard, drawn from the receipt data a terminal shipped.
+"""A receipt as a picture (PNG), drawn from the receipt data the journal keeps.
+
+One renderer for both places that show it: headquarters' dashboard (from the
+receipt data a terminal shipped with its print outcome) and `pos receipt
+show ID --png FILE` on the terminal (from the same data in its print queue),
+so the two write the same bytes for the same receipt and language.
 
 The lines are those the terminal printed (devices/receipt.py's layout: title,
 label/value pairs, amount, status, refunds), on a white strip the printer's
