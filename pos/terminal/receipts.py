@@ -76,7 +76,7 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
         amount=receipt_amount(refund.amount if refund else sale.amount),
         status_key=RECEIPT_STATUS.get((refund.state if refund else sale.state).value, "status_declined"),
         merchant_trans_id=sale.merchant_trans_id, acquirement_id=sale.acquirement_id or "",
-        code_last4=sale.code_masked[-4:] if sale.code_masked else "", order_title=sale.order_title,
+        code_last4=sale.code_last4, order_title=sale.order_title,
         refunds=refunds, reprint=reprint)
 
 
