@@ -57,6 +57,7 @@ LAYER_OF_FILE = {
     "test_ams_client.py": "integration",
     "test_ams_qr.py": "integration",
     "test_qr_sale.py": "unit",
+    "test_qr_e2e.py": "e2e",
     "test_ams_protocol.py": "unit",
     "test_ams_sdk.py": "integration",
     "test_backoffice.py": "integration",
