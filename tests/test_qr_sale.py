@@ -145,3 +145,16 @@ def test_the_qr_rows_are_in_the_table() -> None:
     rows = [r for r in SALE_TRANSITIONS if r["trigger"] == "pay_unknown"]
     assert [r["dest"] for r in rows] == [SaleState.CANCELLING.value, SaleState.QUERYING.value]
     assert T0 > 0
+
+
+def test_after_a_restart_a_qr_pay_without_a_recorded_answer_is_cancelled() -> None:
+    # Its answer (and so its code) was never recorded: no slip was printed, nobody can have paid.
+    h = Harness()
+    rec = replace(sale_record(1, now=h.now), code_masked=QR_SALE_MARK, state=SaleState.PAYING, pay_sent_at=h.now)
+    out = h.recover([rec])
+    assert h.state() is SaleState.CANCELLING and h.of(SendCancel, out)
+    # A QR sale that was already waiting for the customer keeps waiting (queries, notification).
+    h2 = Harness()
+    waiting_rec = replace(rec, state=SaleState.QUERYING, querying_since=h2.now)
+    h2.recover([waiting_rec])
+    assert h2.state() is SaleState.QUERYING and h2.engine.next_wakeup() is not None

@@ -74,6 +74,14 @@ def _qr_without_code(ev: EventData) -> bool:
 _qr_without_code.__name__ = "qr_without_code"
 
 
+def _qr_sale(ev: EventData) -> bool:
+    """Condition: a merchant-presented QR sale."""
+    return _sale(ev).record.is_qr
+
+
+_qr_sale.__name__ = "qr_sale"
+
+
 def _show_qr(ev: EventData) -> None:
     """A QR sale's code arrived: the slip is printed and the cashier sees its text (ShowQr)."""
     sale = _sale(ev)
@@ -301,7 +309,9 @@ SALE_TRANSITIONS: list[Row] = [
     # Aborted while the pay was out: the cancel (which waited for this answer)
     # decides; keep the acquirementId for the record.
     {"trigger": "pay_answer", "source": S.CANCELLING.value, "dest": None, "prepare": [_keep_acquirement_id]},
-    # After a restart a pay that may have left is only ever queried, never sent again.
+    # After a restart a pay that may have left is only ever queried, never sent again. A QR sale's
+    # code was never shown (its answer was not recorded): nobody can have paid it, so it is cancelled.
+    {"trigger": "resume", "source": S.PAYING.value, "dest": S.CANCELLING.value, "conditions": [_qr_sale]},
     {"trigger": "resume", "source": S.PAYING.value, "dest": S.QUERYING.value},
     {"trigger": "resume", "source": [S.QUERYING.value, S.MANUAL_REVIEW.value], "dest": None,
      "after": [_plan_now("query")]},
