@@ -111,6 +111,10 @@ class Display(ABC):
     def show(self, line1: str, line2: str) -> None:
         """Show two lines, each cut or padded to the display width."""
 
+    def show_text(self, label: str, text: str) -> None:  # noqa: B027 - a default: a 2x20 display has no room
+        """A text longer than two lines (a QR code's content), where the display can show it whole:
+        the console draws it under its box; a 2x20 device shows nothing more."""
+
     def close(self) -> None:  # noqa: B027 - a default: most displays hold nothing to release
         """Release the device."""
 
@@ -205,15 +209,26 @@ class ConsoleDisplay(Display):
             stream.write(self.render(line1, line2))
             stream.flush()
 
+    def show_text(self, label: str, text: str) -> None:
+        stream = self._stream or sys.stdout
+        clean = "".join("?" if ch < " " or "\x7f" <= ch <= "\x9f" else ch for ch in text)
+        with self._lock:
+            stream.write(f"  {label}: {clean}\n")
+            stream.flush()
+
 
 class RecordingDisplay(Display):
     """Keeps every (line1, line2) it was asked to show, already fitted to 20 columns."""
 
     def __init__(self) -> None:
         self.shown: list[tuple[str, str]] = []
+        self.texts: list[tuple[str, str]] = []   # (label, text) given to show_text
 
     def show(self, line1: str, line2: str) -> None:
         self.shown.append((fit_line(line1).rstrip(), fit_line(line2).rstrip()))
+
+    def show_text(self, label: str, text: str) -> None:
+        self.texts.append((label, text))
 
     @property
     def current(self) -> tuple[str, str] | None:

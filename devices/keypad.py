@@ -5,7 +5,7 @@ a map: the default below fits keypads (and terminals) that send ASCII, and
 [keypad] keymap in the config adds or overrides entries as two hex digits ->
 key name, e.g. { "F1" = "REFUND" }. Key names are the `Key` member names
 (DIGIT_0..DIGIT_9 or just "0".."9", DOT, ENTER, CANCEL, CLEAR, REFUND,
-REPRINT, REPORT). Unknown bytes are ignored (logged at DEBUG).
+REPRINT, REPORT, QR). Unknown bytes are ignored (logged at DEBUG).
 
 `SerialKeypad` reads with `serial.serial_for_url` on a thread and calls
 `on_key(Key)`; `ConsoleKeypad` reads stdin with the same map (type "12.50"
@@ -61,6 +61,7 @@ class Key(StrEnum):
     REFUND = "REFUND"
     REPRINT = "REPRINT"
     REPORT = "REPORT"
+    QR = "QR"          # the customer scans the terminal's code (a "scan to pay" slip) instead
 
     @property
     def char(self) -> str | None:
@@ -82,7 +83,7 @@ DEFAULT_KEYMAP: dict[int, Key] = {
     0x0D: Key.ENTER, 0x0A: Key.ENTER,
     0x1B: Key.CANCEL,
     0x08: Key.CLEAR, 0x7F: Key.CLEAR,
-    ord("r"): Key.REFUND, ord("p"): Key.REPRINT, ord("x"): Key.REPORT,
+    ord("r"): Key.REFUND, ord("p"): Key.REPRINT, ord("x"): Key.REPORT, ord("q"): Key.QR,
 }
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "RefundLine",
     "ReceiptData",
     "render_receipt",
+    "render_qr_slip",
     "encode_text",
     "MASKED_CODE_STARS",
 ]
@@ -52,6 +53,7 @@ class ReceiptKind(StrEnum):
     SALE = "SALE"
     REFUND = "REFUND"
     REPORT = "REPORT"
+    QR_SLIP = "QR_SLIP"   # "scan to pay": the wallet's code for a merchant-presented QR sale
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class ReceiptData:
     store_address: str = ""
     pay_amount: ReceiptAmount | None = None   # what the customer paid, when in another currency
     conversion_rate: str = ""           # the rate between the two, as the gateway gave it
+    pay_qr: str = ""                    # QR_SLIP: what the code the customer scans carries
 
     def __post_init__(self) -> None:
         if len(self.code_last4) > 4 or not (self.code_last4 == "" or self.code_last4.isdigit()):
@@ -133,6 +136,7 @@ class ReceiptData:
             "report_lines": [list(r) for r in self.report_lines],
             "store_id": self.store_id, "store_address": self.store_address,
             "pay_amount": money(self.pay_amount), "conversion_rate": self.conversion_rate,
+            "pay_qr": self.pay_qr,
         }
 
     @classmethod
@@ -152,6 +156,7 @@ class ReceiptData:
             # Records queued before these fields existed have none of them.
             store_id=str(d.get("store_id") or ""), store_address=str(d.get("store_address") or ""),
             pay_amount=money(d.get("pay_amount")), conversion_rate=str(d.get("conversion_rate") or ""),
+            pay_qr=str(d.get("pay_qr") or ""),
         )
 
 
@@ -228,8 +233,51 @@ def _center(text: str, width: int) -> str:
     return " " * ((width - text_width(text)) // 2) + text
 
 
+def render_qr_slip(data: ReceiptData, printer_settings: Any, catalogue: Catalogue) -> bytes:
+    """ESC/POS bytes of a "scan to pay" slip: the amount and the wallet's code, drawn by the printer."""
+    escpos = load_escpos()
+    width = int(printer_settings.width)
+    encoding = printer_settings.encoding
+    profile = None if printer_settings.profile == "default" else printer_settings.profile
+    label = catalogue.receipt
+    p = escpos.Dummy(profile=profile)
+
+    def line(text: str = "") -> None:
+        p._raw(encode_text(text, encoding) + b"\n")
+
+    with quiet_stdout():
+        p.hw("INIT")
+        p.set(align="center", bold=True, double_height=True, double_width=False)
+        line(_cut_to_width(data.merchant_name, width))
+        p.set(align="center", bold=True, normal_textsize=True)
+        line(label("scan_to_pay"))
+        p.set(align="left", bold=False, normal_textsize=True)
+        line("-" * width)
+        for name, value in [(label("terminal"), data.terminal_id),
+                            (label("date"), data.when.strftime("%Y-%m-%d %H:%M:%S")),
+                            *([(label("order"), data.order_title)] if data.order_title else []),
+                            (label("trans_id"), data.merchant_trans_id)]:
+            for text in _pair(name, value, width):
+                line(text)
+        if data.amount is not None:
+            p.set(align="left", bold=True, normal_textsize=True)
+            for text in _pair(label("amount"), data.amount.text, width):
+                line(text)
+        line()
+        p.set(align="center", bold=False, normal_textsize=True)
+        # native: the printer draws the QR (GS ( k); the code itself comes from the gateway
+        p.qr(data.pay_qr, native=True, size=8, center=False)
+        line(label("scan_with_alipay"))
+        line(label("not_a_receipt"))
+        p.set(align="left", normal_textsize=True)
+        p.cut()
+    return bytes(p.output)
+
+
 def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogue) -> bytes:
     """ESC/POS bytes of one receipt (python-escpos Dummy)."""
+    if data.kind is ReceiptKind.QR_SLIP:
+        return render_qr_slip(data, printer_settings, catalogue)
     escpos = load_escpos()
     width = int(printer_settings.width)
     encoding = printer_settings.encoding

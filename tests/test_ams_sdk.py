@@ -118,6 +118,12 @@ def test_the_official_sdk_against_our_sandbox_and_signatures_both_ways(
     assert out["refund"]["result"]["resultStatus"] == "S" and out["refund"]["refundAmount"]["value"] == "500"
     payments = {p["merchantTransId"]: p for p in server.ledger.to_json(server.protocol.now())["payments"]}
     assert payments["SDK-PAY-1"]["status"] == "SUCCESS" and payments["SDK-PAY-1"]["refunded"]["value"] == "500"
+    # The SDK's own Order Code Payment (the merchant-presented QR): the code comes back in orderCodeForm.
+    code = out["orderCode"]
+    assert code["result"]["resultCode"] == "PAYMENT_IN_PROCESS" and code["result"]["resultStatus"] == "U"
+    assert code["orderCodeForm"]["codeDetails"][0]["codeValue"].startswith("https://127.0.0.1:443/sandbox/cashier/")
+    assert payments["SDK-PAY-1-QR"]["status"] == "PROCESSING"
+    assert payments["SDK-PAY-1-QR"]["store"], "the SDK's order.merchant.store reached the ledger"
     # The signature tools, both ways.
     assert out["ours_verified"] is True
     theirs = out["theirs"]

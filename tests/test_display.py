@@ -110,3 +110,15 @@ def test_open_display_by_kind(tmp_path) -> None:  # type: ignore[no-untyped-def]
     d.show("no device", "")        # nothing there: logged, not raised
     assert isinstance(open_display(SimpleNamespace(kind="console")), ConsoleDisplay)
     assert isinstance(open_display(SimpleNamespace(kind="none")), NullDisplay)
+
+
+def test_the_console_shows_a_long_text_whole_and_a_2x20_display_nothing_more() -> None:
+    out = io.StringIO()
+    console = ConsoleDisplay(out, title="cashier")
+    url = "http://127.0.0.1:8080/sandbox/cashier/2027011511121280010016000000000007"
+    console.show_text("QR", url + "\x1b")
+    assert out.getvalue() == f"  QR: {url}?\n"      # whole, control characters replaced
+    recording = RecordingDisplay()
+    recording.show_text("QR", url)
+    assert recording.texts == [("QR", url)] and recording.shown == []
+    NullDisplay().show_text("QR", url)              # the default: nothing, no error

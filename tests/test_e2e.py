@@ -602,15 +602,16 @@ def test_no_full_code_key_signature_or_token_left_in_log_journal_paper_or_displa
     assert "daemon.log" in places and any(name.startswith("state/journal") for name in places)
 
 
-def test_pos_demo_plays_all_eight_scenarios():
+def test_pos_demo_plays_all_nine_scenarios():
     proc = subprocess.run([sys.executable, "-m", "pos", "demo"], capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     for heading in ("1. A sale paid at once", "2. A decline", "3. The customer confirms in the wallet",
                     "4. The customer never confirms", "5. A partial refund by the manager", "6. A reprint",
-                    "7. The Z report", "8. End of day with Alipay"):
+                    "7. The Z report", "8. End of day with Alipay", "9. A QR sale"):
         assert heading in proc.stdout
-    assert "all eight scenarios done" in proc.stdout and "!!" not in proc.stdout
+    assert "all nine scenarios done" in proc.stdout and "!!" not in proc.stdout
+    assert "SCAN TO PAY" in proc.stdout and "settled by Alipay's notification" in proc.stdout
     assert "Everything matches." in proc.stdout and "ALIPAY RECONCILE" in proc.stdout
     assert "*** REPRINT ***" in proc.stdout and "Z REPORT" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr

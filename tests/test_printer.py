@@ -250,3 +250,15 @@ def test_a_receipt_names_the_store_and_what_the_customer_paid_in_their_currency(
     assert "You paid" in text and "67.12 CNY" in text and "5.3696" in text
     assert "Item" not in text   # no order title: no Item line (it showed the store's address before)
     assert ReceiptData.from_dict(json.loads(json.dumps(data.to_dict()))) == data
+
+
+def test_the_scan_to_pay_slip_carries_the_wallet_code_and_the_amount() -> None:
+    url = "http://127.0.0.1:8080/sandbox/cashier/2027011511121280010016000000000007"
+    slip = ReceiptData(kind=ReceiptKind.QR_SLIP, merchant_name="Sandbox Coffee", terminal_id="T1",
+                       when=datetime(2027, 1, 15, 12, 0), amount=ReceiptAmount(990, "SGD", "9.90 SGD"),
+                       merchant_trans_id="T1-20270115-AAAAAA-000001", order_title="Iced tea", pay_qr=url)
+    for language, title in (("en", "SCAN TO PAY"), ("zh-CN", "扫码付款")):
+        text = escpos_to_text(render_receipt(slip, PrinterSection(), Catalogue.load(language)))
+        assert f"[QR: {url}]" in text and title in text and "9.90 SGD" in text and "Iced tea" in text
+        assert "POS:" not in text     # not a receipt: no refund code on it
+    assert ReceiptData.from_dict(json.loads(json.dumps(slip.to_dict()))) == slip   # the print queue keeps it

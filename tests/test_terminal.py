@@ -370,3 +370,62 @@ def test_a_sale_recovered_after_a_restart_shows_its_outcome(tmp_path):
         assert len(ledger.to_json(__import__("datetime").datetime.now())["payments"]) == 1   # queried, not re-paid
     finally:
         second.close()
+
+
+class QrDirect:
+    """The in-process gateway with the v1 API's order code: the pay answers "in process" with a code."""
+
+    def __init__(self, inner: DirectGateway) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def qr_pay(self, *, merchant_trans_id, amount, order_title):
+        from datetime import UTC, datetime
+
+        from pos.core.outcomes import Unknown
+        reply = self.inner.ledger.order_code(self.inner.merchant_id, merchant_trans_id, amount, order_title,
+                                             datetime.now(UTC))
+        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", data=dict(reply.body),
+                       qr=f"https://wallet.example/{reply.body['acquirementId']}")
+
+
+def test_a_qr_sale_prints_the_slip_and_ends_paid_when_the_wallet_pays(tmp_path):
+    from datetime import UTC, datetime
+    rig = Rig(tmp_path, wrap_gateway=QrDirect)
+    try:
+        rig.keys("6E")
+        rig.cashier(lambda lines: "Scan" in lines[0])
+        rig.terminal.on_key(Key.QR)
+        assert rig.cashier(lambda lines: lines[0] == "Customer scans slip") == ("Customer scans slip", "SGD 6.00")
+        assert rig.customer_pty.wait_for(lambda lines: "二维码" in lines[1]) == ("请扫描小票上的", "二维码付款")
+        deadline = time.monotonic() + 5
+        while not rig.printer.jobs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sale = rig.journal.list_sales()[0]
+        assert sale.is_qr and sale.state.value == "QUERYING" and sale.acquirement_id
+        slip = rig.printer.jobs[0]
+        assert f"https://wallet.example/{sale.acquirement_id}".encode() in slip and b"SCAN TO PAY" in slip
+        assert rig.terminal.get_sale(str(sale.sale_id))["message"]["customer"] == ["请扫描小票上的", "二维码付款"]
+        rig.ledger.wallet_pay(sale.acquirement_id, datetime.now(UTC))
+        assert rig.cashier(lambda lines: lines[0].startswith("PAID"))
+        view = rig.terminal.get_sale(str(sale.sale_id))
+        assert view["state"] == "PAID" and view["method"] == "qr" and view["codeLast4"] is None
+    finally:
+        rig.close()
+
+
+def test_without_the_v1_protocol_a_qr_sale_is_refused_clearly_and_changes_nothing(rig):
+    rig.keys("4.2E")
+    rig.cashier(lambda lines: "Scan" in lines[0])
+    rig.terminal.on_key(Key.QR)      # the in-process gateway speaks the offline protocol: no order code
+    assert rig.cashier(lambda lines: lines[0] == "No QR sale here") == ("No QR sale here", "Scan customer code")
+    assert rig.terminal.mode == Mode.AWAIT_SCAN and rig.journal.list_sales() == []
+    rig.terminal.on_scanner_event(Scan(make_code("00")))      # the customer's code still pays it
+    assert rig.cashier(lambda lines: lines[0].startswith("PAID"))
+    rig.keys("E")
+    with pytest.raises(TillError) as refused:
+        rig.terminal.create_sale(Money(500, "SGD"), "", "", "qr")
+    assert refused.value.status == 422 and 'protocol = "ams"' in refused.value.detail
+    assert rig.terminal.mode != Mode.AWAIT_SCAN and len(rig.journal.list_sales()) == 1

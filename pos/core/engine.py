@@ -50,6 +50,7 @@ from pos.core.events import (
     SendRefund,
     SendReverse,
     Show,
+    ShowQr,
     StartRefund,
     StartSale,
     Tick,
@@ -76,7 +77,7 @@ __all__ = [
     "StartSale", "StartRefund", "GatewayAnswer", "Tick", "Abort", "Recover", "Event",
     # commands
     "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "SendReverse", "Show",
-    "PrintReceipt", "Alarm", "Finished", "Command",
+    "ShowQr", "PrintReceipt", "Alarm", "Finished", "Command",
     # the machine
     "Engine", "Schedule", "Refusal", "SALE_STATES", "SALE_TRANSITIONS", "SALE_ANSWERS",
     "REFUND_STATES", "REFUND_TRANSITIONS", "REFUND_ANSWERS",
@@ -314,7 +315,7 @@ class Engine:
                 sale.identity_code = None   # held in memory only until the pay is out
                 sale.record = replace(rec, pay_sent_at=now)
                 self._ctx.emit(SendPay(rec.sale_id, seq, due, rec.merchant_trans_id, rec.amount, rec.order_title,
-                                       code))
+                                       code, qr=rec.is_qr))
             elif request == "query":
                 sale.record = replace(rec, query_count=rec.query_count + 1)
                 self._ctx.emit(SendQuery(rec.sale_id, seq, due, rec.merchant_trans_id))

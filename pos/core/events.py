@@ -19,7 +19,7 @@ __all__ = [
     "ItemKind", "Request",
     "StartSale", "StartRefund", "GatewayAnswer", "Notified", "Tick", "Abort", "Recover", "Event",
     "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "SendReverse", "Send", "Show",
-    "PrintReceipt", "Alarm", "Finished", "Command",
+    "ShowQr", "PrintReceipt", "Alarm", "Finished", "Command",
 ]
 
 ItemKind = Literal["sale", "refund"]
@@ -122,6 +122,8 @@ class SendPay:
     amount: Money
     order_title: str
     identity_code: str = field(repr=False)
+    # A merchant-presented QR sale: the pay asks for a code to show the customer (no identity_code).
+    qr: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,20 @@ class Show:
 
 
 @dataclass(frozen=True)
+class ShowQr:
+    """A QR sale's code is ready: print the "scan to pay" slip and show its text to the cashier.
+
+    `qr_text` is what the QR code carries (the wallet's order code or cashier URL), as the
+    gateway gave it; the customer's display is told by a `Show("scan_qr")`.
+    """
+
+    sale_id: int
+    qr_text: str
+    amount: Money
+    merchant_trans_id: str
+
+
+@dataclass(frozen=True)
 class PrintReceipt:
     sale_id: int
     refund_id: int | None = None
@@ -196,4 +212,5 @@ class Finished:
 
 
 Send = SendPay | SendQuery | SendCancel | SendRefund | SendReverse
-Command = Record | SendPay | SendQuery | SendCancel | SendRefund | SendReverse | Show | PrintReceipt | Alarm | Finished
+Command = (Record | SendPay | SendQuery | SendCancel | SendRefund | SendReverse | Show | ShowQr | PrintReceipt
+           | Alarm | Finished)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pos.core.money import Money
 
 __all__ = [
     "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway", "QueryOutcome", "query_outcome_of",
-    "CUSTOMER_CONFIRMING",
+    "CUSTOMER_CONFIRMING", "QrGateway", "qr_text_of",
 ]
 
 
@@ -77,9 +77,17 @@ class Unknown:
     # The body of a signed U answer (USER_PAYING names the payment's acquirementId); empty otherwise.
     data: dict[str, Any] = field(default_factory=dict)
     req_msg_id: str = ""
+    # A merchant-presented QR pay's signed "in process" answer: the text of the QR code the
+    # customer scans (read from the protocol's own fields by its client); empty otherwise.
+    qr: str = ""
 
 
 GatewayResult = Succeeded | Failed | Unknown
+
+
+def qr_text_of(result: GatewayResult | None) -> str:
+    """The QR code a merchant-presented pay's answer carries for the customer to scan, or ""."""
+    return result.qr if isinstance(result, Unknown) else ""
 
 
 def query_outcome_of(result: GatewayResult) -> QueryOutcome:
@@ -101,3 +109,12 @@ class Gateway(Protocol):
 
     def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
                reason: str) -> GatewayResult: ...
+
+
+@runtime_checkable
+class QrGateway(Protocol):
+    """A protocol that offers a merchant-presented QR (the v1 API's order code): the pay whose
+    answer is "in process" with the code the customer scans (`Unknown.qr`); the sale then waits on
+    queries and the notification like any unknown pay."""
+
+    def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str) -> GatewayResult: ...

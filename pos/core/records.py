@@ -19,9 +19,13 @@ from pos.core.redact import mask_code  # the stored form; re-exported for the re
 __all__ = [
     "Request", "SaleState", "RefundState", "SaleRecord", "RefundRecord", "EventRecord",
     "SALE_FINAL", "SALE_SETTLED_FOR_CASHIER", "SALE_ACTIVE", "SALE_ABORTABLE", "REFUND_FINAL",
-    "REFUND_SETTLED_FOR_MANAGER", "mask_code",
+    "REFUND_SETTLED_FOR_MANAGER", "mask_code", "QR_SALE_MARK",
 ]
 
+
+# What a merchant-presented QR sale stores where a code sale stores the masked customer code:
+# the customer presented no code (they scanned ours), so there is nothing to mask.
+QR_SALE_MARK = "QR"
 
 # The requests the engine sends to the gateway.
 Request = Literal["pay", "query", "cancel", "refund", "reverse"]
@@ -110,6 +114,16 @@ class SaleRecord:
     @property
     def is_active(self) -> bool:
         return self.state in SALE_ACTIVE
+
+    @property
+    def is_qr(self) -> bool:
+        """A merchant-presented QR sale: the customer scanned the terminal's code, not the other way round."""
+        return self.code_masked == QR_SALE_MARK
+
+    @property
+    def code_last4(self) -> str:
+        """The last 4 digits of the customer's code; empty for a QR sale (no customer code)."""
+        return "" if self.is_qr else self.code_masked[-4:]
 
 
 @dataclass(frozen=True)

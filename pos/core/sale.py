@@ -13,7 +13,7 @@ from typing import cast
 
 from transitions import EventData
 
-from pos.core.events import Alarm, Finished, PrintReceipt, Request, Show
+from pos.core.events import Alarm, Finished, PrintReceipt, Request, Show, ShowQr
 from pos.core.items import (
     Callback,
     Reading,
@@ -30,7 +30,7 @@ from pos.core.items import (
     result_of,
 )
 from pos.core.money import AmountError, CurrencyError, Money
-from pos.core.outcomes import CUSTOMER_CONFIRMING, Failed, QueryOutcome, Succeeded
+from pos.core.outcomes import CUSTOMER_CONFIRMING, Failed, QueryOutcome, Succeeded, qr_text_of
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
 
@@ -56,8 +56,39 @@ def _show(key: str) -> Callback:
 
 def _show_checking(ev: EventData) -> None:
     sale = _sale(ev)
-    key = "confirm_in_app" if sale.record.result_code in CUSTOMER_CONFIRMING else "checking"
+    if sale.record.is_qr and qr_text_of(result_of(ev)):
+        key = "scan_qr"   # the customer scans the slip's code; the queries and the notification decide
+    elif sale.record.result_code in CUSTOMER_CONFIRMING:
+        key = "confirm_in_app"
+    else:
+        key = "checking"
     sale.ctx.emit(Show(key, {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
+
+
+def _qr_without_code(ev: EventData) -> bool:
+    """Condition: a QR sale's pay answered without a code to show: nobody can have paid it."""
+    sale = _sale(ev)
+    return sale.record.is_qr and not qr_text_of(result_of(ev))
+
+
+_qr_without_code.__name__ = "qr_without_code"
+
+
+def _qr_sale(ev: EventData) -> bool:
+    """Condition: a merchant-presented QR sale."""
+    return _sale(ev).record.is_qr
+
+
+_qr_sale.__name__ = "qr_sale"
+
+
+def _show_qr(ev: EventData) -> None:
+    """A QR sale's code arrived: the slip is printed and the cashier sees its text (ShowQr)."""
+    sale = _sale(ev)
+    text = qr_text_of(result_of(ev))
+    if sale.record.is_qr and text:
+        rec = sale.record
+        sale.ctx.emit(ShowQr(sale.item_id, text, rec.amount, rec.merchant_trans_id))
 
 
 def _queue_pay(ev: EventData) -> None:
@@ -267,11 +298,20 @@ SALE_TRANSITIONS: list[Row] = [
     # §6.3: S paid, F final, anything else (U, timeout, transport, bad signature) unknown.
     {"trigger": "pay_succeeded", "source": S.PAYING.value, "dest": S.PAID.value, "prepare": [_store_result]},
     {"trigger": "pay_failed", "source": S.PAYING.value, "dest": S.DECLINED.value, "prepare": [_store_result]},
-    {"trigger": "pay_unknown", "source": S.PAYING.value, "dest": S.QUERYING.value, "prepare": [_store_result]},
+    # A merchant-presented QR sale's pay answers "in process" with the code the customer scans:
+    # the slip is printed and the sale waits on the queries and the notification (QUERYING, the
+    # code sale's deadline and cancel rules). Without a code nobody can pay it: cancel whatever
+    # the pay may have created at once.
+    {"trigger": "pay_unknown", "source": S.PAYING.value, "dest": S.CANCELLING.value, "prepare": [_store_result],
+     "conditions": [_qr_without_code]},
+    {"trigger": "pay_unknown", "source": S.PAYING.value, "dest": S.QUERYING.value, "prepare": [_store_result],
+     "after": [_show_qr]},
     # Aborted while the pay was out: the cancel (which waited for this answer)
     # decides; keep the acquirementId for the record.
     {"trigger": "pay_answer", "source": S.CANCELLING.value, "dest": None, "prepare": [_keep_acquirement_id]},
-    # After a restart a pay that may have left is only ever queried, never sent again.
+    # After a restart a pay that may have left is only ever queried, never sent again. A QR sale's
+    # code was never shown (its answer was not recorded): nobody can have paid it, so it is cancelled.
+    {"trigger": "resume", "source": S.PAYING.value, "dest": S.CANCELLING.value, "conditions": [_qr_sale]},
     {"trigger": "resume", "source": S.PAYING.value, "dest": S.QUERYING.value},
     {"trigger": "resume", "source": [S.QUERYING.value, S.MANUAL_REVIEW.value], "dest": None,
      "after": [_plan_now("query")]},

@@ -1,4 +1,4 @@
-"""`pos demo`'s story: eight scenarios played on a Stage and narrated as the store sees them.
+"""`pos demo`'s story: nine scenarios played on Stages and narrated as the store sees them.
 
 The story drives the till interface, the scanner and the keypad the way a
 cashier and a manager would, and prints what the two displays and the
@@ -8,6 +8,7 @@ product's rules say it must, so the demo doubles as a smoke test.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -182,8 +183,41 @@ def _scenes(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None])
     n.receipt(receipts[0] if receipts else "(no summary printed)")
 
 
+_SLIP_QR = re.compile(r"\[QR: ([^\]]+)\]")
+
+
+def _qr_scene(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None]) -> None:
+    """Scene 9, on a terminal speaking Alipay's v1 API: the customer scans the terminal's code."""
+    n.say(f"  a second terminal, [gateway] protocol = \"ams\"; sandbox on {stage.sandbox_url}, "
+          f"notifications to 127.0.0.1:{stage.notify_port}")
+    n.say("   The till sends 9.90 with \"method\": \"qr\": the customer's phone cannot show a code.")
+    sale = stage.start_sale("9.90", method="qr", orderTitle="Iced tea")
+    stage.wait_display(lambda lines: "slip" in lines[0], timeout=10)
+    n.screens("the terminal prints its own code:")
+    slips = stage.new_receipts(1)
+    slip = slips[0] if slips else ""
+    n.receipt(slip or "(no slip printed)")
+    found = _SLIP_QR.search(slip)
+    expect("a QR on the slip", found is not None, True)
+    if found is None:
+        return
+    url = found.group(1)
+    n.say(f"   The customer's wallet opens {url} (the sandbox's cashier page) and presses Pay:")
+    page = requests.post(url + "/pay", timeout=10)
+    expect("the wallet paid", "data-status='SUCCESS'" in page.text, True)
+    done = stage.wait_sale(sale["id"], 20)
+    by = ("settled by Alipay's notification"
+          if f"merchantTransId={done['merchantTransId']} outcome=applied" in stage.daemon_log()
+          else "found paid by the terminal's query")
+    n.say(f"   -> {done['state']} ({by})  merchantTransId {done['merchantTransId']}")
+    expect("sale 9", done["state"], "PAID")
+    n.screens()
+    receipts = stage.new_receipts(1)
+    n.receipt(receipts[0] if receipts else "(no receipt printed)")
+
+
 def play(out: Callable[[str], None] = print) -> int:
-    """Run the eight demo scenarios; returns 0 when every one ended as it should."""
+    """Run the nine demo scenarios; returns 0 when every one ended as it should."""
     started = time.monotonic()
     n = _Narrator(Stage(payment={"query_first_delay": 0.5, "query_interval_min": 1.0, "query_interval_max": 1.5,
                                  "query_deadline": 6.0, "cancel_interval": 0.5}), out)
@@ -208,11 +242,26 @@ def play(out: Callable[[str], None] = print) -> int:
     except (RuntimeError, OSError) as exc:  # the stage itself did not come up
         problems.append(str(exc))
         n.say(f"pos demo: could not start: {exc}")
+    if not problems:
+        n.say("\n9. A QR sale: the customer scans the code the terminal prints (Alipay's v1 API, order code)")
+        qr = _Narrator(Stage(protocol="ams", notify=True,
+                             payment={"query_first_delay": 5.0, "query_interval_min": 5.0,
+                                      "query_interval_max": 6.0, "query_deadline": 30.0}), out)
+        try:
+            with qr.stage as stage:
+                try:
+                    _qr_scene(stage, qr, expect)
+                except (AssertionError, RuntimeError, requests.RequestException) as exc:
+                    problems.append(str(exc))
+                    n.say(f"\n  !! the demo stopped: {exc}")
+        except (RuntimeError, OSError) as exc:
+            problems.append(str(exc))
+            n.say(f"pos demo: could not start the v1 terminal: {exc}")
     took = time.monotonic() - started
     if problems:
         n.say(f"\npos demo: {len(problems)} scenario(s) did not end as expected ({took:.0f} s).")
         return 1
-    n.say(f"\npos demo: all eight scenarios done in {took:.0f} s.")
+    n.say(f"\npos demo: all nine scenarios done in {took:.0f} s.")
     return 0
 
 

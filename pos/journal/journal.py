@@ -43,7 +43,7 @@ from zoneinfo import ZoneInfo
 from pos.core.errors import EXIT_UNAVAILABLE
 from pos.core.events import Record
 from pos.core.money import Money
-from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
+from pos.core.records import QR_SALE_MARK, RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.redact import mask_code, redact
 from pos.journal.db import CRASH_ENV, JournalDB, JournalError, unreadable
 from pos.journal.reads import JournalReads
@@ -130,11 +130,14 @@ class Journal(JournalReads):
         return datetime.fromtimestamp(now, tz=UTC).astimezone(self._tz).date().isoformat()
 
     def create_sale(self, *, amount: Money, code: str, scanned_at: float, now: float,
-                    order_title: str = "", reference: str = "", till_id: str | None = None) -> SaleRecord:
+                    order_title: str = "", reference: str = "", till_id: str | None = None,
+                    qr: bool = False) -> SaleRecord:
         """Create a CREATED sale with a fresh merchantTransId, committed. Only the masked code is stored.
 
-        `till_id`: the till sale this sale serves, linked in the same transaction."""
+        `till_id`: the till sale this sale serves, linked in the same transaction. `qr`: a
+        merchant-presented QR sale: no customer code, QR_SALE_MARK stored in its place."""
         local_date = self._local_date(now)
+        masked = QR_SALE_MARK if qr else mask_code(code)
         with self._db.transaction() as conn:
             seq = self._next(conn, "sale")
             mtid = f"{self.terminal_id}-{local_date.replace('-', '')}-{self.install_id}-{seq:06d}"
@@ -142,11 +145,11 @@ class Journal(JournalReads):
                 "INSERT INTO sales (merchant_trans_id, amount_minor, currency, code_masked, order_title, "
                 "reference, state, created_at, updated_at, local_date, scanned_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (mtid, amount.minor, amount.currency, mask_code(code), order_title, reference,
+                (mtid, amount.minor, amount.currency, masked, order_title, reference,
                  SaleState.CREATED.value, now, now, local_date, scanned_at))
             sale_id = int(cur.lastrowid or 0)
             self._event(conn, now, "sale", sale_id, "create", "", SaleState.CREATED.value,
-                        f"{amount.receipt()} code {mask_code(code)}")
+                        f"{amount.receipt()} code {masked}")
             if till_id is not None:
                 link_till_sale(conn, till_id, sale_id, now)
         return self._created(self._sale_by_id(sale_id), "sale", sale_id)

@@ -56,7 +56,7 @@ from pos.core.engine import (
 from pos.core.errors import UserError
 from pos.core.events import ItemKind, Notified, Send
 from pos.core.money import AmountError, Money, parse_amount
-from pos.core.outcomes import Gateway, GatewayResult, Unknown
+from pos.core.outcomes import Gateway, GatewayResult, QrGateway, Unknown
 from pos.core.records import (
     REFUND_SETTLED_FOR_MANAGER,
     SALE_ABORTABLE,
@@ -71,7 +71,7 @@ from pos.core.records import (
 from pos.core.rules import Refusal, check_refund, check_sale_amount
 from pos.journal.journal import Journal
 
-__all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused", "RefundRefused"]
+__all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused", "RefundRefused", "QR_UNAVAILABLE"]
 
 log = logging.getLogger("pos.payments.runner")
 
@@ -88,7 +88,12 @@ SALE_REFUSAL_KEYS: dict[str, str] = {
     "no_code": "scan_code",
     "not_positive": "ready",
     "over_max_amount": "ready",
+    "qr_unavailable": "qr_unavailable",
 }
+
+
+QR_UNAVAILABLE = ("the configured gateway protocol offers no merchant-presented QR: only [gateway] "
+                  "protocol = \"ams\" (Alipay's v1 API, its order code) does; scan the customer's code instead")
 
 
 class SaleRefused(UserError):
@@ -224,18 +229,23 @@ class PaymentRunner:
             return self._cond.wait_for(lambda: not self.recovering, timeout)
 
     def start_sale(self, amount: Money, code: str, scanned_at: float, order_title: str = "",
-                   reference: str = "", till_id: str | None = None) -> int:
+                   reference: str = "", till_id: str | None = None, *, qr: bool = False) -> int:
         """Start a sale and send its pay; returns the sale id. Raises SaleRefused (with .key) if not now.
-        `till_id`: the till sale it serves, linked in the sale's own journal transaction."""
+        `till_id`: the till sale it serves, linked in the sale's own journal transaction.
+        `qr`: a merchant-presented QR sale (no customer code; `code` is ignored): the pay asks the
+        gateway for a code the customer scans, and the sale waits on queries and the notification."""
         with self._lock:
             if isinstance(self.clock, SystemClock) and self._idle_for_resync():
                 self.clock.resync()   # the wall clock may have been stepped while idle
             now = self.clock.now()
-            refusal = self._sale_refusal(amount, code, scanned_at, now)
+            if qr:
+                code, scanned_at = "", now
+            refusal = self._sale_refusal(amount, code, scanned_at, now, qr=qr)
             if refusal is not None:
                 raise SaleRefused(refusal)
             record = self.journal.create_sale(amount=amount, code=code.strip(), scanned_at=scanned_at, now=now,
-                                              order_title=order_title, reference=reference, till_id=till_id)
+                                              order_title=order_title, reference=reference, till_id=till_id,
+                                              qr=qr)
             self._sale_states[record.sale_id] = record.state
             self._handle(StartSale(record, code.strip(), now))
             return record.sale_id
@@ -316,7 +326,13 @@ class PaymentRunner:
 
     # -------------------------------------------------------------- internals
 
-    def _sale_refusal(self, amount: Money, code: str, scanned_at: float, now: float) -> Refusal | None:
+    @property
+    def offers_qr(self) -> bool:
+        """Whether the configured protocol offers a merchant-presented QR sale."""
+        return isinstance(self.gateway, QrGateway)
+
+    def _sale_refusal(self, amount: Money, code: str, scanned_at: float, now: float, *,
+                      qr: bool = False) -> Refusal | None:
         """Why a sale may not start now (lock held), or None."""
         if self._stopping:
             return Refusal("stopping", "the terminal is shutting down: no new sale is accepted")
@@ -330,7 +346,9 @@ class PaymentRunner:
             return Refusal("recovering", "the terminal is still settling sales from before the restart: "
                                          "wait a moment and scan again")
         self._resumed_after_fault = False
-        if not code.strip():
+        if qr and not self.offers_qr:
+            return Refusal("qr_unavailable", QR_UNAVAILABLE)
+        if not qr and not code.strip():
             return Refusal("no_code", "no payment code: scan the customer's code")
         try:   # [payment] max_amount is written without a currency: read it in the sale's
             max_amount: Money | None = parse_amount(self.settings.max_amount, amount.currency)
@@ -369,6 +387,11 @@ class PaymentRunner:
         self._cond.notify_all()
 
     def _send(self, command: Send) -> GatewayResult:
+        if isinstance(command, SendPay) and command.qr:
+            if not isinstance(self.gateway, QrGateway):   # refused before the sale was created
+                return Unknown("this gateway protocol offers no merchant-presented QR")
+            return self.gateway.qr_pay(merchant_trans_id=command.merchant_trans_id, amount=command.amount,
+                                       order_title=command.order_title)
         if isinstance(command, SendPay):
             return self.gateway.pay(merchant_trans_id=command.merchant_trans_id, identity_code=command.identity_code,
                                     amount=command.amount, order_title=command.order_title)

@@ -12,6 +12,12 @@ translates between the ledger's words and the v1 API's:
 - result codes are the v1 table's (pos/data/ams_result_codes.csv); the few
   the offline protocol names differently are mapped in `_CODES`.
 
+The order code (merchant-presented QR; paymentFactor.inStorePaymentScenario
+OrderCode) answers PAYMENT_IN_PROCESS with orderCodeForm.codeDetails naming
+the sandbox's own wallet "cashier page" (`cashier_page`): a plain HTML page
+where a tester presses Pay (the payment succeeds and the signed notifyPayment
+goes out, retried until acknowledged) or Cancel (the payment closes unpaid).
+
 Every answer is signed (`signature`, `response-time`, `client-id` headers, in
 lower case) over `POST <path>\\n<client-id>.<response-time>.<body>`; a request
 whose signature does not verify with the merchant's public key gets a signed
@@ -21,6 +27,7 @@ F INVALID_SIGNATURE and changes nothing.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
 import threading
@@ -28,11 +35,11 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pos.core.money import CurrencyError, validate_cn_currencies
-from pos.gateway.ams.client import ENDPOINTS, PRODUCT_CODE, request_time
+from pos.gateway.ams.client import ENDPOINTS, ORDER_CODE, PAYMENT_CODE, PRODUCT_CODE, request_time
 from pos.gateway.ams.codes import result_codes
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
 from pos.gateway.signing import compact_json
@@ -40,7 +47,7 @@ from pos.gateway.store import read_store, store_fields
 from pos.sandbox.ams_backoffice import BACKOFFICE_OPERATIONS, BackOfficeSandbox
 from pos.sandbox.ams_notice import deliver_notice
 from pos.sandbox.fields import Reject, RequestFields
-from pos.sandbox.ledger import Ledger, Payment, Reply, as_datetime
+from pos.sandbox.ledger import ORDER_CODE_SCENARIO, Ledger, Payment, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
 
@@ -92,6 +99,12 @@ class _Notice:
                 "acknowledged": self.acknowledged}
 
 
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<meta name='viewport' content='width=device-width'></head>"
+            f"<body style='font-family:sans-serif;max-width:24em;margin:2em auto'>{body}</body></html>")
+
+
 def _loopback_url(url: str) -> bool:
     parts = urllib.parse.urlsplit(url)
     return parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost", "::1")
@@ -109,6 +122,8 @@ class AmsSandbox:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._key_version = key_version
         self.max_body = self.options.max_body
+        # Where the cashier pages are served (the HTTP host sets it once it is bound).
+        self.public_url = "http://127.0.0.1"
         self._notices: dict[tuple[str, str], _Notice] = {}
         self._notice_lock = threading.Lock()
         self._closed = threading.Event()
@@ -249,12 +264,14 @@ class AmsSandbox:
             raise _Reject("PARAM_ILLEGAL", "order.orderAmount and paymentAmount must have one currency")
         title = _text(order, "orderDescription", required=False, max_len=256)
         factor = _object(body, "paymentFactor")
-        if factor.get("inStorePaymentScenario") != "PaymentCode":
-            raise _Reject("PARAM_ILLEGAL", "paymentFactor.inStorePaymentScenario must be PaymentCode")
+        scenario_name = factor.get("inStorePaymentScenario")
+        if scenario_name not in (PAYMENT_CODE, ORDER_CODE):
+            raise _Reject("PARAM_ILLEGAL", f"paymentFactor.inStorePaymentScenario must be {PAYMENT_CODE} or "
+                                           f"{ORDER_CODE}")
         method = _object(body, "paymentMethod")
         if method.get("paymentMethodType") != "CONNECT_WALLET":
             raise _Reject("PARAM_ILLEGAL", "paymentMethod.paymentMethodType must be CONNECT_WALLET")
-        code = _text(method, "paymentMethodId")
+        code = _text(method, "paymentMethodId") if scenario_name == PAYMENT_CODE else ""
         strategy = body.get("settlementStrategy")
         if strategy is not None:   # AlipayCN (seed 002): the settlement currency rules
             settlement = _text(_object(body, "settlementStrategy"), "settlementCurrency", max_len=3)
@@ -269,10 +286,19 @@ class AmsSandbox:
             if missing:
                 raise _Reject("PARAM_MISSING", f"{', '.join(missing)} required: this sandbox was "
                                                "started with --require-store")
-        reply = self.ledger.pay(merchant, request_id, code, amount, title, now, store)
+        if scenario_name == ORDER_CODE:
+            reply = self.ledger.order_code(merchant, request_id, amount, title, now, store)
+        else:
+            reply = self.ledger.pay(merchant, request_id, code, amount, title, now, store)
         notify_url = body.get("paymentNotifyUrl")
         if isinstance(notify_url, str) and notify_url and reply.status != "F":
             self._owe_notice(merchant, request_id, notify_url)
+        if scenario_name == ORDER_CODE:
+            answer = self._payment_answer(reply, merchant, now, inquiry=False, request_id=request_id)
+            payment_id = reply.body.get("acquirementId")
+            if reply.code == "USER_PAYING" and isinstance(payment_id, str):
+                answer["orderCodeForm"] = self._order_code_form(payment_id, now)
+            return answer, 0.0, False
         scenario = scenario_for(code)
         answer = self._payment_answer(reply, merchant, now, inquiry=False, request_id=request_id)
         hold = self.options.slow_response if scenario.hold else 0.0
@@ -299,6 +325,46 @@ class AmsSandbox:
             payment = self.ledger.payment(str(mtid), now, merchant) if mtid else None
             out["paymentStatus"] = self._payment_status(payment, str(b.get("acquirementStatus") or ""))
         return self._result(code, out, reply.message, status=None if code != reply.code else reply.status)
+
+    def cashier_url(self, payment_id: str) -> str:
+        """The wallet's cashier page for an order code payment (what its QR code carries)."""
+        return f"{self.public_url}/sandbox/cashier/{urllib.parse.quote(payment_id, safe='')}"
+
+    def _order_code_form(self, payment_id: str, now: datetime) -> dict[str, Any]:
+        """orderCodeForm as Antom's Order Code Payment answers it: the code as text (TEXT) and as a picture."""
+        url = self.cashier_url(payment_id)
+        expires = request_time(now + timedelta(seconds=self.options.order_code_expiry))
+        return {"paymentMethodType": "CONNECT_WALLET", "expireTime": expires, "codeDetails": [
+            {"codeValueType": "QRCODE", "displayType": "TEXT", "codeValue": url},
+            {"codeValueType": "QRCODE", "displayType": "MIDDLEIMAGE", "codeValue": url + "?image=qr"}]}
+
+    # -- the wallet's cashier page (a tester plays the customer) ---------------------------
+
+    def cashier_page(self, payment_id: str, action: str = "") -> tuple[int, str]:
+        """(HTTP status, HTML) of the cashier page; `action` "pay" or "cancel" is the tester's button."""
+        now = self.now()
+        payment = self.ledger.payment_by_id(payment_id, now)
+        if payment is None or payment.scenario != ORDER_CODE_SCENARIO:
+            return 404, _page("No such payment", "<p id='status'>This code names no payment.</p>")
+        if action == "pay":
+            payment = self.ledger.wallet_pay(payment_id, now) or payment
+        elif action == "cancel":
+            payment = self.ledger.wallet_decline(payment_id, now) or payment
+        elif action:
+            return 404, _page("No such button", "<p id='status'>Press Pay or Cancel.</p>")
+        amount = html.escape(f"{payment.amount.major_str()} {payment.amount.currency}")
+        title = html.escape(payment.order_title or "Order")
+        status = {"PROCESSING": "Waiting for payment", "SUCCESS": "Paid",
+                  "CLOSED": "Cancelled", "CANCELLED": "Cancelled"}.get(payment.status, payment.status)
+        base = f"/sandbox/cashier/{urllib.parse.quote(payment_id, safe='')}"
+        buttons = ""
+        if payment.status == "PROCESSING":
+            buttons = (f"<form method='post' action='{base}/pay'><button id='pay' type='submit'>Pay {amount}"
+                       f"</button></form><form method='post' action='{base}/cancel'><button id='cancel' "
+                       "type='submit'>Cancel</button></form>")
+        body = (f"<h1>Alipay sandbox cashier</h1><p id='order'>{title}</p><p id='amount'>{amount}</p>"
+                f"<p id='status' data-status='{html.escape(payment.status)}'>{html.escape(status)}</p>{buttons}")
+        return 200, _page("Alipay sandbox cashier", body)
 
     @staticmethod
     def _payment_status(payment: Payment | None, ledger_status: str) -> str:

@@ -25,11 +25,13 @@ from pos.gateway.offline.codes import result_codes
 from pos.sandbox.scenarios import SandboxOptions, Scenario, scenario_for
 
 __all__ = [
-    "BEIJING", "Reply", "Payment", "Refund", "Ledger", "as_datetime", "valid_code_format",
+    "BEIJING", "ORDER_CODE_SCENARIO", "Reply", "Payment", "Refund", "Ledger", "as_datetime", "valid_code_format",
     "TRANSACTION_DETAIL_COLUMNS", "SETTLEMENT_DETAIL_COLUMNS", "SETTLEMENT_SUMMARY_COLUMNS", "HK_COLUMNS",
 ]
 
 BEIJING = timezone(timedelta(hours=8))  # §13: cancel windows are defined in GMT+8
+# Payment.scenario of a payment made by the order code (the merchant-presented QR): no customer code.
+ORDER_CODE_SCENARIO = "order-code"
 
 # §16.1 Transaction File - Detail, in order.
 TRANSACTION_DETAIL_COLUMNS = [
@@ -191,6 +193,12 @@ class Ledger:
                     return p
             return None
 
+    def payment_by_id(self, acquirement_id: str, now: datetime) -> Payment | None:
+        """The payment with this acquirementId (the v1 API's paymentId), whoever the merchant."""
+        with self._lock:
+            self._advance(now)
+            return self._by_acquirement.get(acquirement_id)
+
     def refunds(self) -> list[Refund]:
         with self._lock:
             return list(self._refunds.values())
@@ -236,7 +244,8 @@ class Ledger:
         digest = hashlib.sha256(code.encode("utf-8")).hexdigest()
         existing = self._payments.get(key)
         if existing is not None:  # §14: a repeat returns the real current status, never a second charge
-            if existing.amount != amount or (self.options.compare_identity_code and existing.code_digest != digest):
+            if (existing.amount != amount or existing.scenario == ORDER_CODE_SCENARIO
+                    or (self.options.compare_identity_code and existing.code_digest != digest)):
                 return _reply("REPEAT_REQ_INCONSISTENT",
                               message="same merchantTransId with another amount or currency")
             return self._pay_status(existing)
@@ -262,6 +271,58 @@ class Ledger:
         if payment.decline is None:
             self._used_codes.add(digest)
         return self._pay_status(payment, first=scenario)
+
+    # -- the order code (merchant-presented QR) ------------------------------------------
+
+    def order_code(self, merchant_id: str, merchant_trans_id: str, amount: Money, order_title: str,
+                   now: datetime, store: dict[str, str] | None = None) -> Reply:
+        """A payment the customer pays by scanning the merchant's code: created PROCESSING (no customer
+        code), settled only when the wallet pays it (`wallet_pay`). Idempotent like a pay (§14)."""
+        with self._lock:
+            self._advance(now)
+            key = (merchant_id, merchant_trans_id)
+            existing = self._payments.get(key)
+            if existing is not None:
+                if existing.amount != amount or existing.scenario != ORDER_CODE_SCENARIO:
+                    return _reply("REPEAT_REQ_INCONSISTENT",
+                                  message="same paymentRequestId with another amount, currency or product")
+                return self._pay_status(existing)
+            if key in self._cancelled_unknown:
+                return _reply("ORDER_IS_CLOSED", {"merchantTransId": merchant_trans_id},
+                              "this paymentRequestId was cancelled before the pay arrived")
+            self._seq += 1
+            payment = Payment(
+                merchant_id=merchant_id, merchant_trans_id=merchant_trans_id,
+                acquirement_id=f"{now.astimezone(BEIJING):%Y%m%d}11121280010016{self._seq:012d}",
+                amount=amount, order_title=order_title, code_tail="", code_digest="",
+                scenario=ORDER_CODE_SCENARIO, created_at=now, status="PROCESSING", store=dict(store or {}))
+            self._payments[key] = payment
+            self._by_acquirement[payment.acquirement_id] = payment
+            return self._pay_status(payment)
+
+    def wallet_pay(self, acquirement_id: str, now: datetime) -> Payment | None:
+        """The customer pays an order code in the wallet (the cashier page's Pay). Paying a payment that is
+        already paid changes nothing; a closed or cancelled one cannot be paid. The payment, or None."""
+        with self._lock:
+            self._advance(now)
+            p = self._by_acquirement.get(acquirement_id)
+            if p is None:
+                return None
+            if p.status == "PROCESSING":
+                p.status, p.paid_at = "SUCCESS", now
+            return p
+
+    def wallet_decline(self, acquirement_id: str, now: datetime) -> Payment | None:
+        """The customer turns the order code down in the wallet (the cashier page's Cancel): the payment
+        closes unpaid (inquiryPayment reads FAIL). A paid payment stays paid. The payment, or None."""
+        with self._lock:
+            self._advance(now)
+            p = self._by_acquirement.get(acquirement_id)
+            if p is None:
+                return None
+            if p.status == "PROCESSING":
+                p.status, p.decline = "CLOSED", "ORDER_IS_CLOSED"
+            return p
 
     def _apply_scenario(self, p: Payment, s: Scenario, now: datetime) -> None:
         if s.decline:

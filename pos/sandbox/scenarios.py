@@ -47,6 +47,9 @@ class SandboxOptions:
     # Refuse a pay without the store identity pos/data/store_fields.toml lists as
     # required (storeId, storeName, the terminal): Alipay's go-live checks look for it.
     require_store: bool = False
+    # The order code's (merchant-presented QR's) expireTime, seconds after the pay (informational:
+    # the sandbox's cashier page takes Pay until the payment is cancelled).
+    order_code_expiry: float = 300.0
 
     def __post_init__(self) -> None:
         if self.cancel_window not in CANCEL_WINDOWS:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from pos.httpserver import ThreadedServer
@@ -90,6 +90,18 @@ def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def cashier(request: Request) -> Response:
+        """The wallet's cashier page of a merchant-presented QR (the v1 order code): GET shows it,
+        POST .../pay and .../cancel are the tester's buttons (the protocol's `cashier_page`)."""
+        page = getattr(protocol, "cashier_page", None)
+        if not callable(page):
+            return HTMLResponse("<p>this protocol has no cashier page</p>", 404)
+        action = request.path_params.get("action", "")
+        if request.method == "GET" and action:
+            return HTMLResponse("<p>press the page's buttons (POST)</p>", 405)
+        status, text = page(request.path_params["payment_id"], action)
+        return HTMLResponse(text, status)
+
     async def reconciliation(request: Request) -> Response:
         """Alipay closes a day: write its transaction and settlement files (reference §16)."""
         if files is None:
@@ -108,6 +120,8 @@ def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any
         Route("/sandbox/ledger", ledger, methods=["GET"]),
         Route("/sandbox/reconciliation/{day}", reconciliation, methods=["POST"]),
         Route("/sandbox/health", health, methods=["GET"]),
+        Route("/sandbox/cashier/{payment_id}", cashier, methods=["GET"]),
+        Route("/sandbox/cashier/{payment_id}/{action}", cashier, methods=["GET", "POST"]),
         Route("/{path:path}", gateway, methods=["POST"]),
     ]))
 
@@ -143,6 +157,8 @@ class SandboxServer(ThreadedServer):
         writer = self.write_files if files_dir is not None else None
         super().__init__(build_app(self.protocol, writer), host, port, name="pos-sandbox",
                          ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+        if isinstance(self.protocol, AmsSandbox):   # its cashier pages (the order code) name this server
+            self.protocol.public_url = self.url
 
     def write_files(self, day: date, family: str = "2.0.4") -> list[str]:
         """The day's files under <files_dir>/download/<merchant_id>/<YYYYMMDD>/, as Alipay's server lays them out."""

@@ -1,6 +1,8 @@
 """The cashier's flow: an amount (typed, or sent by the till), the customer's code, the outcome.
 
     amount (keypad or till) -> "Scan customer code" -> scan -> pay -> outcome
+    amount -> QR key (or the till's "method": "qr") -> pay asks for the wallet's code ->
+        "scan to pay" slip -> the customer scans it -> queries / notification -> outcome
 
 One sale at a time (design rule 4): a scan or a till request while a sale is
 open is refused with a message, not queued. Money movement is the engine's
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from devices.keypad import Key
 from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerEvent, ScannerLost
 from pos.config import Config
-from pos.core.engine import Finished, Show
+from pos.core.engine import Finished, Show, ShowQr
 from pos.core.errors import UserError
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.records import SALE_ACTIVE, SALE_SETTLED_FOR_CASHIER
@@ -65,7 +67,7 @@ class CashierFlow:
         return {"amount.start": self._start_amount, "amount.type": self._type_amount,
                 "amount.clear": self._clear_amount, "amount.enter": self._enter_amount,
                 "reset": self.reset, "ready": self._ready, "scan.cancel": self._cancel_key,
-                "sale.abort": self._abort}
+                "sale.abort": self._abort, "scan.qr": self._qr_key, "amount.qr": self._amount_qr}
 
     # ------------------------------------------------------------ state
 
@@ -192,6 +194,21 @@ class CashierFlow:
     def _cancel_key(self, _key: Key) -> None:
         self.cancel_pending()
 
+    def _amount_qr(self, key: Key) -> None:
+        """QR typed right after the amount: the amount is entered, then the QR sale starts."""
+        self._enter_amount(key)
+        if self._counter.mode == Mode.AWAIT_SCAN:
+            self._qr_key(key)
+
+    def _qr_key(self, _key: Key) -> None:
+        self.start_qr_sale()
+
+    def start_qr_sale(self) -> int | None:
+        """The sale waiting for a scan is paid by the terminal's code instead (merchant-presented QR):
+        its pay asks the gateway for the code, printed on a "scan to pay" slip. The sale id, or None
+        when it was refused (shown on the displays; the sale still waits for a scan)."""
+        return self._start_payment("", self._clock(), qr=True)
+
     def _abort(self, _key: Key) -> None:
         if self._counter.current_sale is not None:
             self._payments.abort(self._counter.current_sale)
@@ -227,31 +244,43 @@ class CashierFlow:
         if c.mode != Mode.AWAIT_SCAN or c.pending is None:
             self._displays.show("enter_amount")
             return
+        self._start_payment(code, scanned_at)
+
+    def _start_payment(self, code: str, scanned_at: float, *, qr: bool = False) -> int | None:
+        """The sale waiting for a scan starts paying (AWAIT_SCAN with a pending sale); its id, or None."""
+        c = self._counter
+        pending = c.pending
+        if c.mode != Mode.AWAIT_SCAN or pending is None:
+            return None
         if not self._devices["journal"].ok:
             # No sale may start until a person has looked at the journal.
             self._displays.show("journal_error")
-            return
-        pending = c.pending
+            return None
         try:
             # The journal commits the sale and its link to this till sale together. The
             # order title is the till's or none: the receipt's Item line shows only a real one
             # (the gateway client names the store on the wire when there is none).
             sale_id = self._payments.start_sale(pending.amount, code, scanned_at,
                                                 pending.order_title, pending.reference,
-                                                till_id=pending.till_id)
+                                                till_id=pending.till_id, qr=qr)
         except SaleRefused as exc:
-            log.info("scan refused", extra={"kv": {"reason": str(exc), "code": mask_code(code)}})
+            log.info("QR sale refused" if qr else "scan refused",
+                     extra={"kv": {"reason": str(exc), "code": "QR" if qr else mask_code(code)}})
             key = _REFUSED_SCAN_SHOWN.get(exc.key, exc.key)
-            self._displays.show(key if self._displays.has(key) else "scan_invalid")
-            return
+            self._displays.show(key if self._displays.has(key) else "scan_invalid",
+                                amount=pending.amount.display())
+            return None
         except UserError as exc:  # JournalError included
             # The journal could not record the sale: nothing was sent (write before
             # you send), and no sale may start until a person has looked.
             self.journal_failed(exc)
-            return
+            return None
         c.pending, c.current_sale, c.mode = None, sale_id, Mode.SALE
         c.shown_sale, c.shown_refund = sale_id, None
+        if qr:
+            log.info("QR sale started", extra={"kv": {"sale_id": sale_id, "amount": pending.amount.receipt()}})
         self._changed.notify_all()
+        return sale_id
 
     # ------------------------------------------------------------ engine notifications
 
@@ -272,6 +301,12 @@ class CashierFlow:
         if key == "checking" and self._link_down():
             key = "network_down"  # same instruction (no goods yet), and the cashier knows why
         self._displays.show(key, **show.params)
+
+    def on_show_qr(self, show: ShowQr) -> None:
+        """A QR sale's code: its whole text where the cashier's display can show it (the console)."""
+        if show.sale_id != self._counter.shown_sale:
+            return
+        self._displays.show_cashier_text("QR", show.qr_text)
 
     def on_finished(self, finished: Finished) -> None:
         c = self._counter

@@ -46,8 +46,9 @@ KEY_TABLE: dict[Mode, dict[Key | str, str]] = {
     Mode.IDLE: {**_MANAGER_KEYS, **_AMOUNT_START},
     Mode.RESULT: {**_MANAGER_KEYS, **_AMOUNT_START, ANY: "ready"},
     Mode.AMOUNT: {**_MANAGER_KEYS, DIGIT: "amount.type", Key.DOT: "amount.type", Key.CLEAR: "amount.clear",
-                  Key.CANCEL: "reset", Key.ENTER: "amount.enter"},
-    Mode.AWAIT_SCAN: {Key.CANCEL: "scan.cancel"},
+                  Key.CANCEL: "reset", Key.ENTER: "amount.enter", Key.QR: "amount.qr"},
+    # QR: the customer scans the terminal's code (a printed slip) instead of showing theirs.
+    Mode.AWAIT_SCAN: {Key.CANCEL: "scan.cancel", Key.QR: "scan.qr"},
     Mode.SALE: {Key.CANCEL: "sale.abort"},
     Mode.PIN: {Key.CANCEL: "reset", Key.CLEAR: "pin.clear", DIGIT: "pin.type", Key.ENTER: "pin.enter"},
     Mode.REFUND_SELECT: {Key.CANCEL: "reset", Key.CLEAR: "select.clear", DIGIT: "select.type",

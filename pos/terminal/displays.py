@@ -63,6 +63,13 @@ class Displays:
         except Exception as exc:  # a display fault never stops a sale
             self._devices["display"] = DeviceHealth(False, str(exc))
 
+    def show_cashier_text(self, label: str, text: str) -> None:
+        """A text longer than the 2x20 lines on the cashier's display, where it can show it whole (the console)."""
+        try:
+            self.cashier.show_text(label, text)
+        except Exception as exc:  # a display fault never stops a sale
+            self._devices["display"] = DeviceHealth(False, str(exc))
+
     def cashier_lines(self, key: str, **params: str) -> tuple[str, str]:
         return self.cashier_text.cashier(key, **params)
 

@@ -33,7 +33,7 @@ from devices.scanner import ScannerEvent
 from pos.backoffice.customs import CustomsRequest
 from pos.backoffice.registration import sales_refusal
 from pos.config import Config
-from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
+from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show, ShowQr
 from pos.core.money import Money
 from pos.gateway.client import GatewayClient
 from pos.journal.backoffice import BackOfficeJournal
@@ -156,6 +156,12 @@ class Terminal:
             try:
                 if isinstance(command, Show):
                     self.cashier.on_show(command)
+                elif isinstance(command, ShowQr):
+                    sale = self.journal.get_sale(command.sale_id)
+                    if sale is not None:
+                        self.receipts.print_qr_slip(sale, command.qr_text)
+                    self.cashier.on_show_qr(command)
+                    log.info("QR sale code ready", extra={"kv": {"sale_id": command.sale_id, "qr": command.qr_text}})
                 elif isinstance(command, PrintReceipt):
                     self.receipts.print_outcome(command.sale_id, command.refund_id)
                 elif isinstance(command, Alarm):
@@ -170,8 +176,9 @@ class Terminal:
 
     # ------------------------------------------------------------ the till interface (TillBackend)
 
-    def create_sale(self, amount: Money, reference: str, order_title: str) -> dict[str, Any]:
-        return self.till.create_sale(amount, reference, order_title)
+    def create_sale(self, amount: Money, reference: str, order_title: str,
+                    method: str = "code") -> dict[str, Any]:
+        return self.till.create_sale(amount, reference, order_title, method)
 
     def get_sale(self, sale_id: str) -> dict[str, Any] | None:
         return self.till.get_sale(sale_id)

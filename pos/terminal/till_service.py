@@ -29,7 +29,7 @@ from pos.gateway.factory import result_codes_for
 from pos.journal.db import JournalError
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks, TillSale
-from pos.payments.runner import PaymentRunner
+from pos.payments.runner import QR_UNAVAILABLE, PaymentRunner
 from pos.reconcile.store import check_day, day_report
 from pos.terminal.business_day import BusinessDay
 from pos.terminal.cashier import FINAL_FOR_TILL, CashierFlow
@@ -140,7 +140,9 @@ class TillService:
         if sale and sale.state is SaleState.REVERSED:
             refunded += sale.amount.minor   # the full refund that gave a late charge back
         key = STATE_MESSAGE[state]
-        if state == "QUERYING" and sale and sale.result_code in CUSTOMER_CONFIRMING:
+        if state == "QUERYING" and sale and sale.is_qr:
+            key = "scan_qr"          # the customer scans the slip's code
+        elif state == "QUERYING" and sale and sale.result_code in CUSTOMER_CONFIRMING:
             key = "confirm_in_app"   # the engine's rule: only then is the customer asked to confirm
         # Only an F code explains a decline (a payQuery CLOSED status comes with code
         # SUCCESS, whose text "Done" would be a lie): the same rule as the engine's display.
@@ -154,7 +156,8 @@ class TillService:
             "acquirementId": sale.acquirement_id if sale else None,
             "amount": self._amount(till.amount), "refunded": self._amount(Money(refunded, till.amount.currency)),
             "reference": till.reference, "orderTitle": till.order_title,
-            "codeLast4": sale.code_masked[-4:] if sale and sale.code_masked else None,
+            "codeLast4": (sale.code_last4 or None) if sale else None,
+            "method": "qr" if sale and sale.is_qr else "code",
             "message": self._displays.message(key, amount=till.amount.display()),
             "createdAt": self._iso(till.created_at),
             "updatedAt": self._iso(sale.updated_at if sale else till.updated_at),
@@ -200,7 +203,9 @@ class TillService:
         return TillError(503, "Journal unavailable",
                          f"the terminal cannot write its journal{why}: no sale can start; run 'pos doctor'")
 
-    def create_sale(self, amount: Money, reference: str, order_title: str) -> dict[str, Any]:
+    def create_sale(self, amount: Money, reference: str, order_title: str, method: str = "code") -> dict[str, Any]:
+        """A sale waiting for the customer's code; with method "qr", a merchant-presented QR sale started
+        at once (its "scan to pay" slip prints when the gateway gives the code)."""
         with self._lock:
             if self._payments.recovering:
                 raise TillError(503, "Terminal not ready",
@@ -220,12 +225,18 @@ class TillService:
             journal = self._devices["journal"]
             if not journal.ok:
                 raise self._journal_unavailable(f" ({journal.last_error})")
+            if method == "qr" and not self._payments.offers_qr:
+                raise TillError(422, "QR sale not available", QR_UNAVAILABLE)
             try:
                 till = self._cashier.await_scan(amount, reference, order_title)
             except JournalError as exc:
                 self._cashier.journal_failed(exc)
                 raise self._journal_unavailable("") from None
-            return self._view(till)
+            if method == "qr" and self._cashier.start_qr_sale() is None:
+                self._cashier.cancel_pending()
+                raise TillError(409, "QR sale not started", "the terminal could not start the QR sale (see its "
+                                                            "display); nothing was charged: try again")
+            return self._view(self._links.get(till.till_id) or till)
 
     def get_sale(self, sale_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -56,7 +56,8 @@ class TillBackend(Protocol):
 
     default_currency: str
 
-    def create_sale(self, amount: Money, reference: str, order_title: str) -> dict[str, Any]: ...
+    def create_sale(self, amount: Money, reference: str, order_title: str,
+                    method: str = "code") -> dict[str, Any]: ...
     def get_sale(self, sale_id: str) -> dict[str, Any] | None: ...
     def wait_sale(self, sale_id: str, timeout: float) -> dict[str, Any] | None: ...
     def cancel_sale(self, sale_id: str) -> dict[str, Any]: ...
@@ -90,6 +91,10 @@ class SaleIn(_Strict):
                                           description="ISO 4217; default: the terminal's currency")] = None
     reference: Annotated[str, Field(default="", max_length=64, description="the till's own reference")] = ""
     orderTitle: Annotated[str, Field(default="", max_length=128, description="shown in the customer's wallet")] = ""
+    method: Annotated[Literal["code", "qr"], Field(
+        default="code", description="code: the cashier scans the customer's payment code; qr: the customer "
+                                    "scans the terminal's code, printed on a 'scan to pay' slip (merchant-"
+                                    "presented QR; needs [gateway] protocol = \"ams\")")] = "code"
 
 
 class RefundIn(_Strict):
@@ -135,6 +140,8 @@ class SaleOut(BaseModel):
     reference: str
     orderTitle: str
     codeLast4: str | None
+    method: Literal["code", "qr"] = Field(default="code", description="code: the customer's code was scanned; "
+                                                                      "qr: the customer scanned the terminal's")
     message: MessageOut
     createdAt: str
     updatedAt: str
@@ -417,9 +424,13 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
         return sale
 
     @app.post("/v1/sales", status_code=201, response_model=SaleOut, dependencies=[Depends(till)],
-              summary="Start a sale: the terminal asks the cashier to scan the customer's code")
+              summary="Start a sale: the terminal asks the cashier to scan the customer's code, or "
+                      "(method qr) prints its own code for the customer to scan")
     def create_sale(body: SaleIn) -> dict[str, Any]:
-        return service.create_sale(_money(body.amount, body.currency), body.reference, body.orderTitle)
+        amount = _money(body.amount, body.currency)
+        if body.method == "qr":
+            return service.create_sale(amount, body.reference, body.orderTitle, method="qr")
+        return service.create_sale(amount, body.reference, body.orderTitle)
 
     @app.get("/v1/sales/{sale_id}", response_model=SaleOut, dependencies=[Depends(till)],
              summary="Read a sale; with wait, block up to that many seconds for a final state")

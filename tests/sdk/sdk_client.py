@@ -12,13 +12,16 @@ import sys
 
 from com.alipay.ams.api.default_alipay_client import DefaultAlipayClient
 from com.alipay.ams.api.model.amount import Amount
+from com.alipay.ams.api.model.merchant import Merchant
 from com.alipay.ams.api.model.order import Order
 from com.alipay.ams.api.model.payment_factor import PaymentFactor
 from com.alipay.ams.api.model.payment_method import PaymentMethod
 from com.alipay.ams.api.model.product_code_type import ProductCodeType
+from com.alipay.ams.api.model.store import Store
 from com.alipay.ams.api.request.pay.alipay_pay_query_request import AlipayPayQueryRequest
 from com.alipay.ams.api.request.pay.alipay_pay_request import AlipayPayRequest
 from com.alipay.ams.api.request.pay.alipay_refund_request import AlipayRefundRequest
+from com.alipay.ams.api.request.pay.order_code_payment_request import OrderCodePaymentRequest
 from com.alipay.ams.api.tools import signature_tool
 
 
@@ -57,6 +60,20 @@ def main():
     refund.payment_id = out["pay"].get("paymentId", "")
     refund.refund_amount = Amount("SGD", "500")
     out["refund"] = json.loads(client.execute(refund))
+
+    # The merchant-presented QR as the SDK builds it (Order Code Payment): our sandbox answers the code.
+    store = Store()
+    store.reference_store_id, store.store_name, store.store_mcc = "S01", "Sandbox Coffee", "5812"
+    merchant = Merchant()
+    merchant.reference_merchant_id, merchant.merchant_mcc, merchant.merchant_name = "M01", "5812", "Sandbox"
+    merchant.store = store
+    qr_order = Order()
+    qr_order.reference_order_id = cfg["request_id"] + "-QR"
+    qr_order.order_description = "Iced tea"
+    qr_order.order_amount = Amount("SGD", "990")
+    qr_order.merchant = merchant
+    qr = OrderCodePaymentRequest(cfg["request_id"] + "-QR", qr_order, "SGD", "990")
+    out["orderCode"] = json.loads(client.execute(qr))
 
     ours = cfg["ours"]   # a request our client signed: the SDK's signature tool checks it
     out["ours_verified"] = signature_tool.verify("POST", ours["path"], ours["client_id"], ours["time"],

@@ -4,7 +4,11 @@ inquiryRefund, consult.
 The customer-presented code is the in-store payment-code product:
 productCode IN_STORE_PAYMENT, paymentFactor.inStorePaymentScenario PaymentCode,
 paymentMethod {paymentMethodType CONNECT_WALLET, paymentMethodId <the code>}.
-Requests and answers are signed in headers (signing.py); an answer is believed
+The merchant-presented QR is the order-code product (`qr_pay`): the same
+productCode with paymentFactor.inStorePaymentScenario OrderCode and
+paymentMethod {paymentMethodType CONNECT_WALLET} (no paymentMethodId); its
+answer is U PAYMENT_IN_PROCESS carrying the code in orderCodeForm.codeDetails
+(`qr_text`). Requests and answers are signed in headers (signing.py); an answer is believed
 only when its signature verifies over the exact bytes received, it names our
 client id, and it echoes our paymentRequestId / refundRequestId. Anything else
 is `Unknown`: we cannot tell whether money moved, so the engine queries and
@@ -44,12 +48,16 @@ from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
 from pos.gateway.store import put_store
 
-__all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "path_prefix", "request_time"]
+__all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "ORDER_CODE", "PAYMENT_CODE", "path_prefix",
+           "qr_text", "request_time"]
 
 log = logging.getLogger("pos.gateway")
 
 MAX_ANSWER = 256 * 1024
 PRODUCT_CODE = "IN_STORE_PAYMENT"
+# paymentFactor.inStorePaymentScenario: the customer's code (User-presented Mode) or ours (Order Code).
+PAYMENT_CODE = "PaymentCode"
+ORDER_CODE = "OrderCode"
 
 # operation -> path after the prefix.
 ENDPOINTS: dict[str, str] = {
@@ -86,6 +94,29 @@ def request_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.astimezone()
     return moment.isoformat(timespec="seconds")
+
+
+def qr_text(body: Mapping[str, Any]) -> str:
+    """The code a pay answer gives the customer to scan, or "".
+
+    Order Code Payment: orderCodeForm.codeDetails[], the entry whose displayType is TEXT
+    (its codeValue is the code's own text; the image entries carry a picture's URL). A
+    cashier-style answer (seed 002) carries a URL instead: normalUrl, else
+    redirectActionForm.redirectUrl; a QR of that URL opens the wallet's cashier page.
+    """
+    form = body.get("orderCodeForm")
+    details = form.get("codeDetails") if isinstance(form, dict) else None
+    if isinstance(details, list):
+        for detail in details:
+            if (isinstance(detail, dict) and detail.get("displayType", "TEXT") == "TEXT"
+                    and isinstance(detail.get("codeValue"), str) and detail["codeValue"]):
+                return str(detail["codeValue"])
+    if isinstance(body.get("normalUrl"), str) and body["normalUrl"]:
+        return str(body["normalUrl"])
+    redirect = body.get("redirectActionForm")
+    if isinstance(redirect, dict) and isinstance(redirect.get("redirectUrl"), str):
+        return str(redirect["redirectUrl"])
+    return ""
 
 
 def _local_now() -> datetime:
@@ -140,8 +171,41 @@ class AmsGateway:
             },
             "paymentAmount": amount.wire(),
             "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": identity_code},
-            "paymentFactor": {"inStorePaymentScenario": "PaymentCode"},
+            "paymentFactor": {"inStorePaymentScenario": PAYMENT_CODE},
         }
+        refused = self._complete_pay(body, amount, merchant_trans_id)
+        if refused is not None:
+            return refused
+        return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+
+    def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str) -> GatewayResult:
+        """The order code (merchant-presented QR): a pay whose U PAYMENT_IN_PROCESS answer carries the
+        code the customer scans, as `Unknown.qr`. The sale then waits on inquiryPayment and notifyPayment."""
+        body: dict[str, Any] = {
+            "productCode": PRODUCT_CODE,
+            "paymentRequestId": merchant_trans_id,
+            "order": {
+                "referenceOrderId": merchant_trans_id,
+                "orderDescription": order_title,
+                "orderAmount": amount.wire(),
+                "merchant": {"referenceMerchantId": self._s.merchant_id},
+            },
+            "paymentAmount": amount.wire(),
+            "paymentMethod": {"paymentMethodType": "CONNECT_WALLET"},
+            "paymentFactor": {"inStorePaymentScenario": ORDER_CODE},
+        }
+        refused = self._complete_pay(body, amount, merchant_trans_id)
+        if refused is not None:
+            return refused
+        result = self._call("pay", body, merchant_trans_id)
+        if isinstance(result, Unknown) and result.data:
+            result = replace(result, qr=qr_text(result.data))
+        log.info("order code paymentRequestId=%s code_received=%s", merchant_trans_id,
+                 "yes" if isinstance(result, Unknown) and result.qr else "no")
+        return result
+
+    def _complete_pay(self, body: dict[str, Any], amount: Money, merchant_trans_id: str) -> Failed | None:
+        """The store, the notification URL and AlipayCN's settlement currency; an F if the pay may not leave."""
         put_store(body, self._store, "ams")
         if self._notify_url:
             body["paymentNotifyUrl"] = self._notify_url
@@ -152,7 +216,7 @@ class AmsGateway:
                 log.warning("pay not sent paymentRequestId=%s: %s", merchant_trans_id, exc)
                 return Failed("CURRENCY_NOT_SUPPORT", f"not sent: {exc}", request_id=merchant_trans_id)
             body["settlementStrategy"] = {"settlementCurrency": self._settlement}
-        return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+        return None
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
         result = self._call("inquiryPayment", {"paymentRequestId": merchant_trans_id}, merchant_trans_id)
@@ -278,7 +342,8 @@ class AmsGateway:
         if status == "F":
             return Failed(code, message, "", data)
         if status == "U":
-            return Unknown("gateway answered U", code or None)
+            # The body too: an "in process" answer names the payment, and an order code's carries the code.
+            return Unknown("gateway answered U", code or None, data=data)
         return Unknown(f"unknown resultStatus {status!r}", code or None)
 
     def _log(self, operation: str, business_id: str, result: GatewayResult, code_hint: str | None) -> None:
