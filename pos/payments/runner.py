@@ -54,8 +54,8 @@ from pos.core.engine import (
     Tick,
 )
 from pos.core.errors import UserError
-from pos.core.events import ItemKind, Notified, Send
-from pos.core.money import AmountError, Money, parse_amount
+from pos.core.events import ItemKind, Notified, RefundNotified, Send
+from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.outcomes import Gateway, GatewayResult, Unknown
 from pos.core.records import (
     REFUND_SETTLED_FOR_MANAGER,
@@ -254,6 +254,30 @@ class PaymentRunner:
             before = self._sale_states.get(sale.sale_id, sale.state)
             self._handle(Notified(sale.sale_id, result, self.clock.now()))
             return "applied" if self._sale_states.get(sale.sale_id, before) != before else "unchanged"
+
+    def refund_notified(self, merchant_refund_id: str, result: GatewayResult) -> str:
+        """Alipay's verified notification about a refund (v1 notifyRefund), fed to the engine as one more answer.
+
+        Returns "applied" (the refund changed state, committed to the journal before
+        anything else ran), "unchanged" (final already, a repeat, or a reading that
+        settles nothing), "unknown" (no refund has this merchantRefundId) or "mismatch"
+        (it names another refundAmount than the one journaled: nothing changes).
+        """
+        with self._lock:
+            refund = self.journal.get_refund(merchant_refund_id)
+            if refund is None or refund.merchant_refund_id != merchant_refund_id:
+                return "unknown"
+            named = result.data.get("refundAmount") if not isinstance(result, Unknown) else None
+            if named is not None:
+                try:
+                    same = Money.from_wire(named) == refund.amount
+                except (AmountError, CurrencyError, TypeError, ValueError):
+                    same = False
+                if not same:
+                    return "mismatch"
+            before = self._refund_states.get(refund.refund_id, refund.state)
+            self._handle(RefundNotified(refund.refund_id, result, self.clock.now()))
+            return "applied" if self._refund_states.get(refund.refund_id, before) != before else "unchanged"
 
     def abort(self, sale_id: int) -> bool:
         """The cashier gives up on the sale: cancel it (a pay in flight is cancelled after it answers)."""

@@ -40,7 +40,7 @@ from pos.gateway.store import read_store, store_fields
 from pos.sandbox.ams_backoffice import BACKOFFICE_OPERATIONS, BackOfficeSandbox
 from pos.sandbox.ams_notice import deliver_notice
 from pos.sandbox.fields import Reject, RequestFields
-from pos.sandbox.ledger import Ledger, Payment, Reply, as_datetime
+from pos.sandbox.ledger import Ledger, Payment, Refund, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
 
@@ -78,17 +78,19 @@ def _status_of(code: str) -> str:
 
 @dataclass
 class _Notice:
-    """A payment notification the sandbox owes: sent until acknowledged."""
+    """A notification the sandbox owes (notifyPayment or notifyRefund): sent until acknowledged."""
 
     merchant: str
-    request_id: str
+    request_id: str          # paymentRequestId, or refundRequestId for a refund
     url: str
+    kind: str = "payment"    # "payment" | "refund"
     attempts: int = 0
     acknowledged: bool = False
     next_at: float = 0.0     # time.monotonic() of the next attempt
 
     def as_json(self) -> dict[str, Any]:
-        return {"paymentRequestId": self.request_id, "url": self.url, "attempts": self.attempts,
+        name = "refundRequestId" if self.kind == "refund" else "paymentRequestId"
+        return {name: self.request_id, "kind": self.kind, "url": self.url, "attempts": self.attempts,
                 "acknowledged": self.acknowledged}
 
 
@@ -109,7 +111,7 @@ class AmsSandbox:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._key_version = key_version
         self.max_body = self.options.max_body
-        self._notices: dict[tuple[str, str], _Notice] = {}
+        self._notices: dict[tuple[str, str, str], _Notice] = {}   # (kind, merchant, request id)
         self._notice_lock = threading.Lock()
         self._closed = threading.Event()
         self._sender: threading.Thread | None = None
@@ -135,12 +137,12 @@ class AmsSandbox:
 
     # -- notifications (notifyPayment) --------------------------------------------------
 
-    def _owe_notice(self, merchant: str, request_id: str, url: str) -> None:
+    def _owe_notice(self, merchant: str, request_id: str, url: str, kind: str = "payment") -> None:
         if not _loopback_url(url):   # the sandbox posts only to this machine
-            log.info("sandbox: paymentNotifyUrl %s is not on 127.0.0.1: no notification sent", url)
+            log.info("sandbox: %s notify URL %s is not on 127.0.0.1: no notification sent", kind, url)
             return
         with self._notice_lock:
-            self._notices.setdefault((merchant, request_id), _Notice(merchant, request_id, url))
+            self._notices.setdefault((kind, merchant, request_id), _Notice(merchant, request_id, url, kind))
             if self._sender is None:
                 self._sender = threading.Thread(target=self._send_loop, name="sandbox-notify", daemon=True)
                 self._sender.start()
@@ -150,10 +152,16 @@ class AmsSandbox:
             with self._notice_lock:
                 due = [n for n in self._notices.values() if not n.acknowledged and n.next_at <= time.monotonic()]
             for notice in due:
-                payment = self.ledger.payment(notice.request_id, self.now(), notice.merchant)
-                if payment is None or payment.status != "SUCCESS":
-                    continue
-                acknowledged = self._send_notice(notice, payment)
+                if notice.kind == "refund":
+                    refund = self.ledger.refund_of(notice.merchant, notice.request_id)
+                    if refund is None or not refund.settled(self.now()):
+                        continue
+                    acknowledged = self._send_refund_notice(notice, refund)
+                else:
+                    payment = self.ledger.payment(notice.request_id, self.now(), notice.merchant)
+                    if payment is None or payment.status != "SUCCESS":
+                        continue
+                    acknowledged = self._send_notice(notice, payment)
                 with self._notice_lock:
                     notice.attempts += 1
                     notice.acknowledged = acknowledged
@@ -166,6 +174,16 @@ class AmsSandbox:
                 "paymentAmount": payment.amount.wire(), "paymentCreateTime": request_time(payment.created_at)}
         if payment.paid_at is not None:
             body["paymentTime"] = request_time(payment.paid_at)
+        return deliver_notice(notice.url, notice.merchant, body, self.now(), alipay_key=self._alipay_key,
+                              key_version=self._key_version, merchant_key=self._merchant_key)
+
+    def _send_refund_notice(self, notice: _Notice, refund: Refund) -> bool:
+        """notifyRefund (Antom's reference): REFUND_RESULT with refundStatus, once the refund succeeded."""
+        body = {"notifyType": "REFUND_RESULT",
+                "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."},
+                "refundStatus": "SUCCESS", "refundRequestId": refund.merchant_refund_id,
+                "refundId": refund.refund_id, "paymentId": refund.acquirement_id,
+                "refundAmount": refund.amount.wire(), "refundTime": request_time(refund.refunded_at)}
         return deliver_notice(notice.url, notice.merchant, body, self.now(), alipay_key=self._alipay_key,
                               key_version=self._key_version, merchant_key=self._merchant_key)
 
@@ -233,6 +251,9 @@ class AmsSandbox:
             amount = _money(body.get("refundAmount"), "refundAmount")
             reason = _text(body, "refundReason", required=False, max_len=256)
             reply = self.ledger.refund(merchant, payment_id, refund_id, amount, reason, now)
+            notify_url = body.get("refundNotifyUrl")
+            if isinstance(notify_url, str) and notify_url and reply.status != "F":
+                self._owe_notice(merchant, refund_id, notify_url, "refund")
             return self._refund_answer(reply), 0.0, False
         if operation == "inquiryRefund":
             return self._inquiry_refund(merchant, body), 0.0, False
@@ -326,10 +347,13 @@ class AmsSandbox:
         for r in self.ledger.refunds():
             if r.merchant_id == merchant and (r.refund_id == refund_id if refund_id
                                               else r.merchant_refund_id == refund_request_id):
-                return self._result("SUCCESS", {
-                    "refundRequestId": r.merchant_refund_id, "refundId": r.refund_id,
-                    "paymentId": r.acquirement_id, "refundAmount": r.amount.wire(),
-                    "refundStatus": "SUCCESS", "refundTime": r.as_json()["refundTime"]})
+                settled = r.settled(self.now())
+                out = {"refundRequestId": r.merchant_refund_id, "refundId": r.refund_id,
+                       "paymentId": r.acquirement_id, "refundAmount": r.amount.wire(),
+                       "refundStatus": "SUCCESS" if settled else "PROCESSING"}
+                if settled:
+                    out["refundTime"] = r.as_json()["refundTime"]
+                return self._result("SUCCESS", out)
         return self._result("ORDER_NOT_EXIST", {}, "no such refund")
 
     def _consult(self, body: dict[str, Any]) -> dict[str, Any]:

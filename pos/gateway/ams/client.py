@@ -97,20 +97,23 @@ class AmsGateway:
 
     @classmethod
     def from_config(cls, config: Config) -> AmsGateway:
-        notify_url = config.notify.public_url + NOTIFY_PATHS["payment"] if config.notify.public_url else ""
+        public = config.notify.public_url
+        notify_url = public + NOTIFY_PATHS["payment"] if public else ""
+        refund_notify_url = public + NOTIFY_PATHS["refund"] if public else ""
         # AlipayCN (seed 002): every pay names its settlement currency, never CNY.
         settlement = ""
         if config.terminal.wallet == "ALIPAY_CN":
             settlement = config.terminal.settlement_currency or config.terminal.currency
         return cls(config.gateway, not_found_codes=config.payment.not_found_codes, notify_url=notify_url,
-                   settlement_currency=settlement, store=store_identity(config))
+                   refund_notify_url=refund_notify_url, settlement_currency=settlement, store=store_identity(config))
 
     def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None, private_key: Any = None,
                  alipay_public_key: Any = None, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
                  notify_url: str = "", settlement_currency: str = "",
-                 store: Mapping[str, str] | None = None) -> None:
+                 store: Mapping[str, str] | None = None, refund_notify_url: str = "") -> None:
         self._notify_url = notify_url
+        self._refund_notify_url = refund_notify_url   # refundNotifyUrl: where notifyRefund goes
         self._store = dict(store or {})   # [store], sent in every pay (pos/data/store_fields.toml [ams])
         # Set for the AlipayCN wallet: sent as settlementStrategy.settlementCurrency, and
         # its currency rules are checked before any request (an F that never left).
@@ -167,6 +170,8 @@ class AmsGateway:
                                 "refundAmount": amount.wire()}
         if reason:
             body["refundReason"] = reason
+        if self._refund_notify_url:
+            body["refundNotifyUrl"] = self._refund_notify_url
         return self._call("refund", body, merchant_refund_id)
 
     # -- v1-only calls -------------------------------------------------------
