@@ -221,3 +221,20 @@ def test_sandbox_idempotency_by_payment_request_id(sandbox: AmsSandbox, sandbox_
     other = result_of(sandbox, sandbox_keys, PAY, *signed_request(sandbox_keys, PAY, pay_body("T1", code, "200")))
     assert other["result"]["resultCode"] == "REPEAT_REQ_INCONSISTENT"
     assert sandbox.ledger.total_charged("SGD", sandbox.now()) == 100
+
+
+def test_what_the_customer_paid_is_read_from_actual_payment_amount_and_payment_quote() -> None:
+    from pos.gateway.ams.status import customer_amount
+
+    answer = Succeeded({"paymentStatus": "SUCCESS", "paymentAmount": {"currency": "SGD", "value": "1250"},
+                        "actualPaymentAmount": {"currency": "CNY", "value": "6712"},
+                        "paymentQuote": {"quoteCurrencyPair": "SGD/CNY", "quotePrice": "5.3696"}})
+    read = read_inquiry(answer, ["ORDER_NOT_EXIST"])
+    assert read.query is QueryOutcome.PAID  # type: ignore[union-attr]
+    assert read.data["payAmount"] == {"currency": "CNY", "value": "6712"}
+    assert read.data["conversionRate"] == {"sourceCurrency": "SGD", "targetCurrency": "CNY", "rate": "5.3696"}
+    same = Succeeded({"paymentAmount": {"currency": "SGD", "value": "1250"}})
+    assert "payAmount" not in customer_amount(same).data                      # no conversion: nothing to print
+    for bad in ("6712", None, ["x"]):                                          # wrong types are ignored
+        assert "payAmount" not in customer_amount(Succeeded({"actualPaymentAmount": bad})).data
+    assert customer_amount(Failed("X", data={"actualPaymentAmount": {}})).data.get("payAmount") is None

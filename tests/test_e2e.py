@@ -79,12 +79,9 @@ def test_paid_at_once_prints_a_receipt_and_matches_the_ledger(stage):
     assert f"[QR: POS:{sale['merchantTransId']}]" in receipt
     assert sale["codeLast4"] in receipt and "*" * 10 in receipt
     # issue 17: an AlipayCN customer pays in CNY: the receipt says what they paid and at what rate.
-    # Read from the offline protocol's payAmount/conversionRate; the v1 API's fields for it are
-    # not confirmed yet, so a v1 receipt shows the order amount only.
-    if stage.protocol == "offline":
-        assert "You paid" in receipt and "67.12 CNY" in receipt and "5.3696" in receipt
-    else:
-        assert "You paid" not in receipt
+    # Read from the offline protocol's payAmount/conversionRate, and from the v1 API's
+    # actualPaymentAmount/paymentQuote (Antom's inquiryPayment reference).
+    assert "You paid" in receipt and "67.12 CNY" in receipt and "5.3696" in receipt
 
 
 def test_every_pay_carries_the_store_identity(stage):

@@ -313,6 +313,13 @@ class AmsSandbox:
             out["paymentId"] = b["acquirementId"]
         if b.get("orderAmount"):
             out["paymentAmount"] = b["orderAmount"]
+        rate = b.get("conversionRate")
+        if b.get("payAmount") and b["payAmount"] != b.get("orderAmount") and isinstance(rate, dict):
+            # The customer paid in another currency (an AlipayCN customer in CNY): Antom's
+            # actualPaymentAmount and paymentQuote (inquiryPayment reference, in-store).
+            out["actualPaymentAmount"] = b["payAmount"]
+            out["paymentQuote"] = {"quoteCurrencyPair": f"{rate['sourceCurrency']}/{rate['targetCurrency']}",
+                                   "quotePrice": str(rate["rate"])}
         for name in ("paymentTime", "cancelTime"):
             if b.get(name):
                 out[name] = b[name]

@@ -38,7 +38,7 @@ from pos.gateway.ams.signing import (
     signature_header,
     verify,
 )
-from pos.gateway.ams.status import read_inquiry
+from pos.gateway.ams.status import customer_amount, read_inquiry
 from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
@@ -155,7 +155,7 @@ class AmsGateway:
                 log.warning("pay not sent paymentRequestId=%s: %s", merchant_trans_id, exc)
                 return Failed("CURRENCY_NOT_SUPPORT", f"not sent: {exc}", request_id=merchant_trans_id)
             body["settlementStrategy"] = {"settlementCurrency": self._settlement}
-        return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+        return customer_amount(self._call("pay", body, merchant_trans_id, mask_code(identity_code)))
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
         result = self._call("inquiryPayment", {"paymentRequestId": merchant_trans_id}, merchant_trans_id)

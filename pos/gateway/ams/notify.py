@@ -19,7 +19,7 @@ from typing import Any
 from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown
 from pos.gateway.ams.client import request_time
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
-from pos.gateway.ams.status import PAYMENT_STATUS
+from pos.gateway.ams.status import PAYMENT_STATUS, customer_amount
 from pos.gateway.signing import compact_json
 from pos.gateway.strict_json import loads_strict
 
@@ -45,7 +45,7 @@ def notification_body_result(body: Mapping[str, Any]) -> GatewayResult:
     if isinstance(body.get("paymentId"), str):
         data.setdefault("acquirementId", body["paymentId"])
     if status == "S":
-        return Succeeded(data, code or "SUCCESS", query=PAYMENT_STATUS["SUCCESS"])
+        return customer_amount(Succeeded(data, code or "SUCCESS", query=PAYMENT_STATUS["SUCCESS"]))
     if status == "F":
         return Failed(code, str(info.get("resultMessage") or ""), "", data, query=QueryOutcome.CLOSED)
     return Unknown("notification says U", code or None)
