@@ -84,6 +84,21 @@ def test_paid_at_once_prints_a_receipt_and_matches_the_ledger(stage):
     assert "You paid" in receipt and "67.12 CNY" in receipt and "5.3696" in receipt
 
 
+def test_the_tills_items_reach_the_alipaycn_wire(stage):
+    """Seed 002: the till's line items become order.extendInfo.chinaExtraTransInfo on the v1 wire (AlipayCN),
+    with settlementStrategy.settlementCurrency; the offline protocol has no field for them."""
+    items = [{"name": "Flat white", "quantity": 2}, {"name": "Croissant", "quantity": 1}]
+    sale = sell(stage, "9.80", "00", items=items)
+    assert sale["state"] == "PAID"
+    payment = ledger_payment(stage, sale["merchantTransId"])
+    if stage.protocol == "ams":
+        assert payment["alipayCn"] == {"settlementCurrency": "SGD", "chinaExtraTransInfo": {
+            "businessType": "4", "goodsInfo": "Flat white^2|Croissant^1", "totalQuantity": "3"}}
+    else:
+        assert "alipayCn" not in payment
+    stage.new_receipts(1)
+
+
 def test_every_pay_carries_the_store_identity(stage):
     """Issue 17: no pay carried any store or terminal identity; the sandbox records what the wire held."""
     sale = sell(stage, "2.00", "00")
@@ -505,6 +520,9 @@ def test_a_retried_refund_with_the_same_idempotency_key_refunds_once(stage):
     ({"amount": 12.5}, 422, "Invalid request"),
     ({}, 422, "Invalid request"),
     ({"amount": "1", "surprise": True}, 422, "Invalid request"),
+    ({"amount": "1", "items": [{"name": "pen|cil", "quantity": 1}]}, 422, "Items not accepted"),
+    ({"amount": "1", "items": [{"name": "pen", "quantity": 0}]}, 422, "Invalid request"),
+    ({"amount": "1", "items": [{"name": "pen", "quantity": "2"}]}, 422, "Invalid request"),
 ])
 def test_bad_sale_requests_are_problems_and_change_nothing(stage, body, status, title):
     before = stage.ledger()

@@ -333,7 +333,7 @@ class Engine:
                 sale.identity_code = None   # held in memory only until the pay is out
                 sale.record = replace(rec, pay_sent_at=now)
                 self._ctx.emit(SendPay(rec.sale_id, seq, due, rec.merchant_trans_id, rec.amount, rec.order_title,
-                                       code))
+                                       code, rec.goods))
             elif request == "query":
                 sale.record = replace(rec, query_count=rec.query_count + 1)
                 self._ctx.emit(SendQuery(rec.sale_id, seq, due, rec.merchant_trans_id))

@@ -136,6 +136,7 @@ class SendPay:
     amount: Money
     order_title: str
     identity_code: str = field(repr=False)
+    goods: str = ""          # the till's line items (AlipayCN goodsInfo text), "" = none
 
 
 @dataclass(frozen=True)

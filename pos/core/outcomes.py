@@ -93,7 +93,10 @@ class Gateway(Protocol):
     """What the payments runner needs from a gateway protocol."""
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str) -> GatewayResult: ...
+            order_title: str, goods: str = "") -> GatewayResult:
+        """`goods`: the till's line items as AlipayCN's goodsInfo text (pos/core/goods.py); a
+        protocol without a field for them leaves them out."""
+        ...
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult: ...
 

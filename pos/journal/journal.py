@@ -130,7 +130,8 @@ class Journal(JournalReads):
         return datetime.fromtimestamp(now, tz=UTC).astimezone(self._tz).date().isoformat()
 
     def create_sale(self, *, amount: Money, code: str, scanned_at: float, now: float,
-                    order_title: str = "", reference: str = "", till_id: str | None = None) -> SaleRecord:
+                    order_title: str = "", reference: str = "", till_id: str | None = None,
+                    goods: str = "") -> SaleRecord:
         """Create a CREATED sale with a fresh merchantTransId, committed. Only the masked code is stored.
 
         `till_id`: the till sale this sale serves, linked in the same transaction."""
@@ -140,10 +141,10 @@ class Journal(JournalReads):
             mtid = f"{self.terminal_id}-{local_date.replace('-', '')}-{self.install_id}-{seq:06d}"
             cur = conn.execute(
                 "INSERT INTO sales (merchant_trans_id, amount_minor, currency, code_masked, order_title, "
-                "reference, state, created_at, updated_at, local_date, scanned_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reference, state, created_at, updated_at, local_date, scanned_at, goods) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mtid, amount.minor, amount.currency, mask_code(code), order_title, reference,
-                 SaleState.CREATED.value, now, now, local_date, scanned_at))
+                 SaleState.CREATED.value, now, now, local_date, scanned_at, goods))
             sale_id = int(cur.lastrowid or 0)
             self._event(conn, now, "sale", sale_id, "create", "", SaleState.CREATED.value,
                         f"{amount.receipt()} code {mask_code(code)}")

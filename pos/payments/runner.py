@@ -224,9 +224,10 @@ class PaymentRunner:
             return self._cond.wait_for(lambda: not self.recovering, timeout)
 
     def start_sale(self, amount: Money, code: str, scanned_at: float, order_title: str = "",
-                   reference: str = "", till_id: str | None = None) -> int:
+                   reference: str = "", till_id: str | None = None, goods: str = "") -> int:
         """Start a sale and send its pay; returns the sale id. Raises SaleRefused (with .key) if not now.
-        `till_id`: the till sale it serves, linked in the sale's own journal transaction."""
+        `till_id`: the till sale it serves, linked in the sale's own journal transaction; `goods`:
+        its line items (AlipayCN goodsInfo text, checked by the caller: pos/core/goods.py)."""
         with self._lock:
             if isinstance(self.clock, SystemClock) and self._idle_for_resync():
                 self.clock.resync()   # the wall clock may have been stepped while idle
@@ -235,7 +236,8 @@ class PaymentRunner:
             if refusal is not None:
                 raise SaleRefused(refusal)
             record = self.journal.create_sale(amount=amount, code=code.strip(), scanned_at=scanned_at, now=now,
-                                              order_title=order_title, reference=reference, till_id=till_id)
+                                              order_title=order_title, reference=reference, till_id=till_id,
+                                              goods=goods)
             self._sale_states[record.sale_id] = record.state
             self._handle(StartSale(record, code.strip(), now))
             return record.sale_id
@@ -394,8 +396,9 @@ class PaymentRunner:
 
     def _send(self, command: Send) -> GatewayResult:
         if isinstance(command, SendPay):
+            extra = {"goods": command.goods} if command.goods else {}
             return self.gateway.pay(merchant_trans_id=command.merchant_trans_id, identity_code=command.identity_code,
-                                    amount=command.amount, order_title=command.order_title)
+                                    amount=command.amount, order_title=command.order_title, **extra)
         if isinstance(command, SendQuery):
             return self.gateway.query(merchant_trans_id=command.merchant_trans_id)
         if isinstance(command, SendCancel):

@@ -94,6 +94,27 @@ class _Notice:
                 "acknowledged": self.acknowledged}
 
 
+def _china_extra(extend: Any) -> dict[str, str]:
+    """order.extendInfo's chinaExtraTransInfo (seed 002), checked: a JSON string holding
+    {businessType, goodsInfo "name^qty|...", totalQuantity = the sum of the quantities}."""
+    try:
+        info = json.loads(extend)["chinaExtraTransInfo"] if isinstance(extend, str) else None
+    except (ValueError, KeyError, TypeError):
+        info = None
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), str) and info[k]
+                                             for k in ("businessType", "goodsInfo", "totalQuantity")):
+        raise _Reject("PARAM_ILLEGAL", "order.extendInfo must be a JSON string with chinaExtraTransInfo "
+                                       "{businessType, goodsInfo, totalQuantity}")
+    try:
+        total = sum(int(part.rpartition("^")[2]) for part in info["goodsInfo"].split("|"))
+    except ValueError:
+        raise _Reject("PARAM_ILLEGAL", "chinaExtraTransInfo.goodsInfo must be name^quantity|...") from None
+    if str(total) != info["totalQuantity"]:
+        raise _Reject("PARAM_ILLEGAL", f"chinaExtraTransInfo.totalQuantity {info['totalQuantity']} is not the "
+                                       f"sum of the goods' quantities ({total})")
+    return {k: info[k] for k in ("businessType", "goodsInfo", "totalQuantity")}
+
+
 def _loopback_url(url: str) -> bool:
     parts = urllib.parse.urlsplit(url)
     return parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost", "::1")
@@ -277,12 +298,16 @@ class AmsSandbox:
             raise _Reject("PARAM_ILLEGAL", "paymentMethod.paymentMethodType must be CONNECT_WALLET")
         code = _text(method, "paymentMethodId")
         strategy = body.get("settlementStrategy")
+        alipay_cn: dict[str, Any] = {}
         if strategy is not None:   # AlipayCN (seed 002): the settlement currency rules
             settlement = _text(_object(body, "settlementStrategy"), "settlementCurrency", max_len=3)
             try:
                 validate_cn_currencies(amount.currency, settlement)
             except CurrencyError as exc:
                 raise _Reject("CURRENCY_NOT_SUPPORT", str(exc)) from None
+            alipay_cn["settlementCurrency"] = settlement
+        if "extendInfo" in order:
+            alipay_cn["chinaExtraTransInfo"] = _china_extra(order["extendInfo"])
         store = read_store(body, "ams")
         if self.options.require_store:
             fields = store_fields("ams")
@@ -291,6 +316,8 @@ class AmsSandbox:
                 raise _Reject("PARAM_MISSING", f"{', '.join(missing)} required: this sandbox was "
                                                "started with --require-store")
         reply = self.ledger.pay(merchant, request_id, code, amount, title, now, store)
+        if alipay_cn:   # what the wire carried, shown in GET /sandbox/ledger
+            self.ledger.note_alipay_cn(merchant, request_id, alipay_cn)
         notify_url = body.get("paymentNotifyUrl")
         if isinstance(notify_url, str) and notify_url and reply.status != "F":
             self._owe_notice(merchant, request_id, notify_url)

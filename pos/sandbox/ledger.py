@@ -120,6 +120,8 @@ class Payment:
     cancel_allowed: bool = True
     cancel_expired: bool = False
     store: dict[str, str] = field(default_factory=dict)   # the store identity the pay carried, by [store] key
+    # v1 AlipayCN fields the pay carried (settlementCurrency, chinaExtraTransInfo), as read
+    alipay_cn: dict[str, Any] = field(default_factory=dict)
 
     @property
     def charged(self) -> bool:
@@ -135,6 +137,7 @@ class Payment:
             "cancelTime": _time(self.cancelled_at) if self.cancelled_at else None,
             "refunded": {"currency": self.amount.currency, "value": str(self.refunded)},
             "store": dict(self.store),
+            **({"alipayCn": dict(self.alipay_cn)} if self.alipay_cn else {}),
         }
 
 
@@ -405,6 +408,13 @@ class Ledger:
             p.refunded += amount.minor
             self._refunds[key] = refund
             return self._refund_status(refund, now)
+
+    def note_alipay_cn(self, merchant_id: str, merchant_trans_id: str, fields: dict[str, Any]) -> None:
+        """Keep what a v1 pay carried for AlipayCN with its payment (shown in the ledger)."""
+        with self._lock:
+            payment = self._payments.get((merchant_id, merchant_trans_id))
+            if payment is not None and not payment.alipay_cn:
+                payment.alipay_cn = dict(fields)
 
     def refund_of(self, merchant_id: str, merchant_refund_id: str) -> Refund | None:
         with self._lock:

@@ -16,6 +16,7 @@ whose refusals are `TillError`s, sent as problem details.
 import hmac
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pos import __version__
 from pos.backoffice.customs import CustomsRequest
+from pos.core.goods import MAX_LINES, MAX_NAME, MAX_QUANTITY, GoodsLine
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.records import RefundState, SaleState
 from pos.terminal.till_service import TillError
@@ -56,7 +58,8 @@ class TillBackend(Protocol):
 
     default_currency: str
 
-    def create_sale(self, amount: Money, reference: str, order_title: str) -> dict[str, Any]: ...
+    def create_sale(self, amount: Money, reference: str, order_title: str,
+                    goods: Sequence[GoodsLine] = ()) -> dict[str, Any]: ...
     def get_sale(self, sale_id: str) -> dict[str, Any] | None: ...
     def wait_sale(self, sale_id: str, timeout: float) -> dict[str, Any] | None: ...
     def cancel_sale(self, sale_id: str) -> dict[str, Any]: ...
@@ -82,6 +85,12 @@ class AmountOut(BaseModel):
     text: str = Field(description="major units as a cashier reads them, e.g. '12.50'")
 
 
+class ItemIn(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME,
+                               description="what was sold; no '^', '|' or control characters")]
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY, strict=True)] = 1
+
+
 class SaleIn(_Strict):
     amount: Annotated[str, Field(min_length=1, max_length=20, pattern=r"^[0-9]+(\.[0-9]+)?$",
                                  description="decimal string in major units, as a cashier types it: "
@@ -90,6 +99,10 @@ class SaleIn(_Strict):
                                           description="ISO 4217; default: the terminal's currency")] = None
     reference: Annotated[str, Field(default="", max_length=64, description="the till's own reference")] = ""
     orderTitle: Annotated[str, Field(default="", max_length=128, description="shown in the customer's wallet")] = ""
+    items: Annotated[list[ItemIn] | None, Field(
+        default=None, max_length=MAX_LINES,
+        description="the sale's line items; an AlipayCN terminal on the v1 API sends them as "
+                    "order.extendInfo.chinaExtraTransInfo (goodsInfo, totalQuantity)")] = None
 
 
 class RefundIn(_Strict):
@@ -419,7 +432,8 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
     @app.post("/v1/sales", status_code=201, response_model=SaleOut, dependencies=[Depends(till)],
               summary="Start a sale: the terminal asks the cashier to scan the customer's code")
     def create_sale(body: SaleIn) -> dict[str, Any]:
-        return service.create_sale(_money(body.amount, body.currency), body.reference, body.orderTitle)
+        goods = [GoodsLine(item.name, item.quantity) for item in body.items or []]
+        return service.create_sale(_money(body.amount, body.currency), body.reference, body.orderTitle, goods)
 
     @app.get("/v1/sales/{sale_id}", response_model=SaleOut, dependencies=[Depends(till)],
              summary="Read a sale; with wait, block up to that many seconds for a final state")

@@ -27,6 +27,7 @@ from typing import Any
 import requests
 
 from pos.config import Config, GatewaySection, store_identity
+from pos.core.goods import check_goods, goods_info, parse_goods_info, total_quantity
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
@@ -44,7 +45,8 @@ from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
 from pos.gateway.store import put_store
 
-__all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "path_prefix", "request_time"]
+__all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "path_prefix", "request_time",
+           "china_extend_info"]
 
 log = logging.getLogger("pos.gateway")
 
@@ -74,6 +76,29 @@ ECHO_FIELDS = {"refund": "refundRequestId", "inquiryRefund": "refundRequestId",
 
 # Where our notification listener takes the v1 notifications ([notify] listen / public_url).
 NOTIFY_PATHS = {"payment": "/notify/ams/payment", "refund": "/notify/ams/refund"}
+
+
+# chinaExtraTransInfo.businessType of a shop selling goods: "4" in both of seed 002's samples.
+GOODS_BUSINESS_TYPE = "4"
+
+
+def china_extend_info(goods: str) -> str | None:
+    """order.extendInfo for an AlipayCN pay with line items, or None if they break the rules.
+
+    Seed 002: `chinaExtraTransInfo` {businessType, goodsInfo "name^qty|...", totalQuantity}, every
+    value a string. extendInfo itself is a JSON string (seed 002's request sample; the Order model
+    of the official SDK types it `str`), at most 2048 characters.
+    """
+    try:
+        lines = parse_goods_info(goods)
+    except ValueError:
+        return None
+    if not lines or check_goods(lines) is not None:
+        return None
+    info = {"businessType": GOODS_BUSINESS_TYPE, "goodsInfo": goods_info(lines),
+            "totalQuantity": str(total_quantity(lines))}
+    text = compact_json({"chinaExtraTransInfo": info})
+    return text if len(text) <= 2048 else None
 
 
 def path_prefix(client_id: str) -> str:
@@ -131,7 +156,7 @@ class AmsGateway:
     # -- the Gateway protocol ------------------------------------------------
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str) -> GatewayResult:
+            order_title: str, goods: str = "") -> GatewayResult:
         body: dict[str, Any] = {
             "productCode": PRODUCT_CODE,
             "paymentRequestId": merchant_trans_id,
@@ -155,6 +180,13 @@ class AmsGateway:
                 log.warning("pay not sent paymentRequestId=%s: %s", merchant_trans_id, exc)
                 return Failed("CURRENCY_NOT_SUPPORT", f"not sent: {exc}", request_id=merchant_trans_id)
             body["settlementStrategy"] = {"settlementCurrency": self._settlement}
+            if goods:
+                extend = china_extend_info(goods)
+                if extend is None:
+                    log.warning("pay not sent paymentRequestId=%s: the goods list cannot be sent", merchant_trans_id)
+                    return Failed("PARAM_ILLEGAL", "not sent: the goods list cannot be sent (pos/core/goods.py)",
+                                  request_id=merchant_trans_id)
+                body["order"]["extendInfo"] = extend
         return customer_amount(self._call("pay", body, merchant_trans_id, mask_code(identity_code)))
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
