@@ -8,7 +8,6 @@ path prefix, paymentRequestId / refundRequestId idempotency, the v1 codes.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from typing import Any
 
