@@ -254,7 +254,8 @@ def test_goods_rules_and_the_china_extra_trans_info_text() -> None:
     assert extend is not None and json.loads(extend) == {"chinaExtraTransInfo": {
         "businessType": "4", "goodsInfo": text, "totalQuantity": "8"}}
     for bad, why in [([GoodsLine("a^b", 1)], "'^'"), ([GoodsLine("a|b", 1)], "'|'"),
-                     ([GoodsLine("a\x1bp", 1)], "\\x1b"), ([GoodsLine(" ", 1)], "no name"), ([GoodsLine("a", 0)], "1 to 9999"),
+                     ([GoodsLine("a\x1bp", 1)], "\\x1b"), ([GoodsLine(" ", 1)], "no name"),
+                     ([GoodsLine("a", 0)], "1 to 9999"),
                      ([GoodsLine("a", 10000)], "1 to 9999"), ([GoodsLine("a" * 65, 1)], "64"),
                      ([GoodsLine("a", 1)] * (MAX_LINES + 1), "at most 50"),
                      ([GoodsLine("n" * 60 + str(i), 1) for i in range(40)], "longer than")]:
