@@ -170,3 +170,34 @@ def test_refund_notifications_that_settle_nothing_change_nothing() -> None:
     assert h.refunds[1].state is RefundState.REFUND_PENDING
     h.advance()                                                   # the corrector still resends it
     assert h.inflight and isinstance(h.inflight[0], SendRefund)
+
+
+def test_v1_refund_notification_is_read_like_a_refund_answer(sandbox_keys: SandboxKeys) -> None:
+    path = "/notify/ams/refund"
+    body = {"notifyType": "REFUND_RESULT", "refundStatus": "SUCCESS", "refundRequestId": "R1", "refundId": "RF-1",
+            "refundAmount": {"currency": "SGD", "value": "200"},
+            "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."}}
+    note = read_notification(path, *signed(sandbox_keys, body, path=path), alipay_public_key=sandbox_keys.alipay_public,
+                             client_id=CLIENT)
+    assert not isinstance(note, str) and note.kind == "refund" and note.request_id == "R1"
+    assert isinstance(note.result, Succeeded) and note.result.data["refundId"] == "RF-1"
+    failed = {**body, "refundStatus": "FAIL", "result": {"resultCode": "REFUND_WINDOW_EXCEED", "resultStatus": "F"}}
+    note = read_notification(path, *signed(sandbox_keys, failed, path=path),
+                             alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
+    assert not isinstance(note, str) and isinstance(note.result, Failed) and note.result.code == "REFUND_WINDOW_EXCEED"
+    for unsure in ({**body, "refundStatus": "PROCESSING"}, {**body, "refundStatus": "FAIL"},     # F vs resultStatus S
+                   {**body, "result": "S"}, {**body, "refundStatus": None, "result": {"resultStatus": "U"}}):
+        note = read_notification(path, *signed(sandbox_keys, unsure, path=path),
+                                 alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
+        assert not isinstance(note, str) and isinstance(note.result, Unknown), unsure
+    for refused in ({**body, "refundRequestId": ""}, {**body, "refundRequestId": 7}):
+        reason = read_notification(path, *signed(sandbox_keys, refused, path=path),
+                                   alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
+        assert isinstance(reason, str) and "refundRequestId" in reason
+    twice = json.dumps(body).replace('"refundId"', '"refundRequestId": "R2", "refundId"').encode()
+    moment = "2024-05-01T12:00:00+08:00"
+    b64 = sign(sign_content("POST", path, CLIENT, moment, twice), sandbox_keys.alipay_private)
+    reason = read_notification(path, twice, {"client-id": CLIENT, "request-time": moment,
+                                             "signature": signature_header(b64, 1)},
+                               alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
+    assert isinstance(reason, str) and "twice" in reason
