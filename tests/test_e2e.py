@@ -96,6 +96,8 @@ def test_the_tills_items_reach_the_alipaycn_wire(stage):
             "businessType": "4", "goodsInfo": "Flat white^2|Croissant^1", "totalQuantity": "3"}}
     else:
         assert "alipayCn" not in payment
+    shown = stage.pos("journal", "show", sale["merchantTransId"]).stdout
+    assert "Flat white^2|Croissant^1" in shown                 # kept with the sale in the journal
     stage.new_receipts(1)
 
 
