@@ -44,6 +44,7 @@ from tests.sandbox_fixtures import SandboxKeys, make_code, short_options
 
 CLIENT = "SANDBOX_POS0001"
 PAYMENT_PATH, REFUND_PATH, OFFLINE_PATH = "/notify/ams/payment", "/notify/ams/refund", "/notify/offline"
+REGISTRATION_PATH = "/notify/ams/registration"
 MOMENT = "2024-05-01T12:00:00+08:00"
 
 
@@ -255,7 +256,8 @@ def still_serving(shop: Shop, mrid: str) -> None:
 
 
 @FUZZ
-@given(raw=st.binary(max_size=512), path=st.sampled_from([PAYMENT_PATH, REFUND_PATH]))
+@given(raw=st.binary(max_size=512) | json_values.map(lambda v: json.dumps(v).encode()),
+       path=st.sampled_from([PAYMENT_PATH, REFUND_PATH, REGISTRATION_PATH]))
 def test_v1_any_signed_bytes(target: tuple[Shop, str, str], raw: bytes, path: str) -> None:
     shop, _, mrid = target
     before = shop.snapshot()
