@@ -409,6 +409,9 @@ def test_offline_duplicate_keys_and_other_bytes_are_refused(target: tuple[Shop, 
     changed = raw.replace('"S"', '"F"', 1).encode()               # signed over other bytes
     assert offline_refused(post(shop, OFFLINE_PATH, changed)) == "INVALID_SIGNATURE"
     assert offline_refused(post(shop, OFFLINE_PATH, b"{" * (MAX_NOTIFICATION - 1))) == "MSG_PARSE_ERROR"
+    # Unsigned, with a lone surrogate in the head our reply echoes: it used to end in HTTP 500.
+    surrogate = b'{"request":{"head":{"reqMsgId":"\\ud800","function":"x"},"body":{}},"signature":"x"}'
+    assert offline_refused(post(shop, OFFLINE_PATH, surrogate)) == "MSG_PARSE_ERROR"
     assert post(shop, OFFLINE_PATH, b"x" * (MAX_NOTIFICATION + 1)).status_code == 413
     assert shop.snapshot() == before
     still_serving(shop, mrid)
