@@ -301,7 +301,8 @@ class NotifySection(_Section):
     listen: str = ""
     # The public HTTPS base URL that reaches `listen` (through the store's
     # reverse proxy or tunnel); the v1 client sends <public_url>/notify/ams/payment
-    # as paymentNotifyUrl. Empty: no notify URL is sent.
+    # as paymentNotifyUrl and <public_url>/notify/ams/refund as refundNotifyUrl.
+    # Empty: no notify URL is sent.
     public_url: str = ""
 
     @field_validator("listen")

@@ -64,6 +64,7 @@ LAYER_OF_FILE = {
     "test_backoffice.py": "integration",
     "test_notifications.py": "unit",
     "test_notify_e2e.py": "e2e",
+    "test_notify_listener.py": "integration",
     "test_pin.py": "unit",
     "test_print_queue.py": "integration",
     "test_reconcile.py": "unit",

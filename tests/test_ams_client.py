@@ -7,6 +7,7 @@ path prefix, paymentRequestId / refundRequestId idempotency, the v1 codes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -292,6 +293,54 @@ def test_alipaycn_settlement_rules_on_the_v1_wire(ams_settings: GatewaySection, 
     cny = AmsGateway(ams_settings, session=RecordingSession(), settlement_currency="CNY")
     never = cny.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "CNY"), order_title="x")
     assert isinstance(never, Failed) and "CNY" in never.message
+
+
+def test_alipaycn_goods_on_the_v1_wire(ams_settings: GatewaySection, ams_server: SandboxServer,
+                                      sandbox_clock: FakeClock) -> None:
+    """Seed 002: the till's items go out as order.extendInfo.chinaExtraTransInfo; the sandbox checks and keeps it."""
+    session = RecordingSession()
+    gw = AmsGateway(ams_settings, session=session, settlement_currency="USD")
+    mtid = rid()
+    goods = "Macbook 12 inch M3 8G 256G SSD^1|Apple iPad Pro 11 inch^2"
+    ok = gw.pay(merchant_trans_id=mtid, identity_code=make_code("00"), amount=Money(700, "CNY"),
+                order_title="x", goods=goods)
+    assert isinstance(ok, Succeeded)
+    order = json.loads(session.sent[0][1])["order"]
+    assert json.loads(order["extendInfo"]) == {"chinaExtraTransInfo": {
+        "businessType": "4", "goodsInfo": goods, "totalQuantity": "3"}}
+    payment = next(p for p in ams_server.ledger.to_json(sandbox_clock())["payments"] if p["merchantTransId"] == mtid)
+    assert payment["alipayCn"] == {"settlementCurrency": "USD", "chinaExtraTransInfo": {
+        "businessType": "4", "goodsInfo": goods, "totalQuantity": "3"}}
+    # Items that break the rules are refused before any request: nothing sent, nothing charged.
+    for bad in ("pencil^0", "a|b^1", "pen^x", "x" * 65 + "^1"):
+        refused = gw.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "CNY"),
+                         order_title="x", goods=bad)
+        assert isinstance(refused, Failed) and refused.code == "PARAM_ILLEGAL" and "not sent" in refused.message
+    assert len(session.sent) == 1 and ams_server.ledger.total_charged("CNY", sandbox_clock()) == 700
+    # Not an AlipayCN terminal: no chinaExtraTransInfo on the wire.
+    plain_session = RecordingSession()
+    plain = AmsGateway(ams_settings, session=plain_session)
+    assert isinstance(plain.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "SGD"),
+                                order_title="x", goods=goods), Succeeded)
+    assert b"extendInfo" not in plain_session.sent[0][1] and b"settlementStrategy" not in plain_session.sent[0][1]
+
+
+def test_the_v1_sandbox_refuses_a_wrong_china_extra_trans_info(ams_settings: GatewaySection,
+                                                               ams_server: SandboxServer,
+                                                               sandbox_clock: FakeClock) -> None:
+    gw = AmsGateway(ams_settings, settlement_currency="USD")
+    body = {"productCode": "IN_STORE_PAYMENT", "paymentRequestId": rid(),
+            "order": {"orderAmount": {"currency": "CNY", "value": "700"}, "orderDescription": "x",
+                      "extendInfo": json.dumps({"chinaExtraTransInfo": {"businessType": "4",
+                                                                        "goodsInfo": "pen^2|ink^1",
+                                                                        "totalQuantity": "4"}})},
+            "paymentAmount": {"currency": "CNY", "value": "700"},
+            "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": make_code("00")},
+            "paymentFactor": {"inStorePaymentScenario": "PaymentCode"},
+            "settlementStrategy": {"settlementCurrency": "USD"}}
+    answer = gw.call("pay", body, body["paymentRequestId"])
+    assert isinstance(answer, Failed) and answer.code == "PARAM_ILLEGAL" and "totalQuantity" in answer.message
+    assert ams_server.ledger.total_charged("CNY", sandbox_clock()) == 0
 
 
 def test_pos_sandbox_speaks_the_v1_api_when_asked(tmp_path: Any, sandbox_keys: SandboxKeys,

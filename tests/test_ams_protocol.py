@@ -221,3 +221,44 @@ def test_sandbox_idempotency_by_payment_request_id(sandbox: AmsSandbox, sandbox_
     other = result_of(sandbox, sandbox_keys, PAY, *signed_request(sandbox_keys, PAY, pay_body("T1", code, "200")))
     assert other["result"]["resultCode"] == "REPEAT_REQ_INCONSISTENT"
     assert sandbox.ledger.total_charged("SGD", sandbox.now()) == 100
+
+
+def test_what_the_customer_paid_is_read_from_actual_payment_amount_and_payment_quote() -> None:
+    from pos.gateway.ams.status import customer_amount
+
+    answer = Succeeded({"paymentStatus": "SUCCESS", "paymentAmount": {"currency": "SGD", "value": "1250"},
+                        "actualPaymentAmount": {"currency": "CNY", "value": "6712"},
+                        "paymentQuote": {"quoteCurrencyPair": "SGD/CNY", "quotePrice": "5.3696"}})
+    read = read_inquiry(answer, ["ORDER_NOT_EXIST"])
+    assert read.query is QueryOutcome.PAID  # type: ignore[union-attr]
+    assert read.data["payAmount"] == {"currency": "CNY", "value": "6712"}
+    assert read.data["conversionRate"] == {"sourceCurrency": "SGD", "targetCurrency": "CNY", "rate": "5.3696"}
+    same = Succeeded({"paymentAmount": {"currency": "SGD", "value": "1250"}})
+    assert "payAmount" not in customer_amount(same).data                      # no conversion: nothing to print
+    for bad in ("6712", None, ["x"]):                                          # wrong types are ignored
+        assert "payAmount" not in customer_amount(Succeeded({"actualPaymentAmount": bad})).data
+    assert customer_amount(Failed("X", data={"actualPaymentAmount": {}})).data.get("payAmount") is None
+
+
+def test_goods_rules_and_the_china_extra_trans_info_text() -> None:
+    from pos.core.goods import MAX_LINES, GoodsLine, check_goods, goods_info, parse_goods_info, total_quantity
+    from pos.gateway.ams.client import china_extend_info
+
+    lines = [GoodsLine("pencil", 2), GoodsLine(" eraser ", 5), GoodsLine("iPhone XS 256G", 1)]
+    assert check_goods(lines) is None
+    text = goods_info(lines)
+    assert text == "pencil^2|eraser^5|iPhone XS 256G^1"          # seed 002's own example
+    assert parse_goods_info(text) == [GoodsLine("pencil", 2), GoodsLine("eraser", 5), GoodsLine("iPhone XS 256G", 1)]
+    assert total_quantity(lines) == 8 and parse_goods_info("") == []
+    extend = china_extend_info(text)
+    assert extend is not None and json.loads(extend) == {"chinaExtraTransInfo": {
+        "businessType": "4", "goodsInfo": text, "totalQuantity": "8"}}
+    for bad, why in [([GoodsLine("a^b", 1)], "'^'"), ([GoodsLine("a|b", 1)], "'|'"),
+                     ([GoodsLine("a\x1bp", 1)], "\\x1b"), ([GoodsLine(" ", 1)], "no name"),
+                     ([GoodsLine("a", 0)], "1 to 9999"),
+                     ([GoodsLine("a", 10000)], "1 to 9999"), ([GoodsLine("a" * 65, 1)], "64"),
+                     ([GoodsLine("a", 1)] * (MAX_LINES + 1), "at most 50"),
+                     ([GoodsLine("n" * 60 + str(i), 1) for i in range(40)], "longer than")]:
+        refusal = check_goods(bad)
+        assert refusal is not None and refusal.reason == "goods" and why in refusal.message, (bad[:1], refusal)
+    assert china_extend_info("a^b^1") is None and china_extend_info("pen^two") is None and china_extend_info("") is None

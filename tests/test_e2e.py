@@ -79,12 +79,26 @@ def test_paid_at_once_prints_a_receipt_and_matches_the_ledger(stage):
     assert f"[QR: POS:{sale['merchantTransId']}]" in receipt
     assert sale["codeLast4"] in receipt and "*" * 10 in receipt
     # issue 17: an AlipayCN customer pays in CNY: the receipt says what they paid and at what rate.
-    # Read from the offline protocol's payAmount/conversionRate; the v1 API's fields for it are
-    # not confirmed yet, so a v1 receipt shows the order amount only.
-    if stage.protocol == "offline":
-        assert "You paid" in receipt and "67.12 CNY" in receipt and "5.3696" in receipt
+    # Read from the offline protocol's payAmount/conversionRate, and from the v1 API's
+    # actualPaymentAmount/paymentQuote (Antom's inquiryPayment reference).
+    assert "You paid" in receipt and "67.12 CNY" in receipt and "5.3696" in receipt
+
+
+def test_the_tills_items_reach_the_alipaycn_wire(stage):
+    """Seed 002: the till's line items become order.extendInfo.chinaExtraTransInfo on the v1 wire (AlipayCN),
+    with settlementStrategy.settlementCurrency; the offline protocol has no field for them."""
+    items = [{"name": "Flat white", "quantity": 2}, {"name": "Croissant", "quantity": 1}]
+    sale = sell(stage, "9.80", "00", items=items)
+    assert sale["state"] == "PAID"
+    payment = ledger_payment(stage, sale["merchantTransId"])
+    if stage.protocol == "ams":
+        assert payment["alipayCn"] == {"settlementCurrency": "SGD", "chinaExtraTransInfo": {
+            "businessType": "4", "goodsInfo": "Flat white^2|Croissant^1", "totalQuantity": "3"}}
     else:
-        assert "You paid" not in receipt
+        assert "alipayCn" not in payment
+    shown = stage.pos("journal", "show", sale["merchantTransId"]).stdout
+    assert "Flat white^2|Croissant^1" in shown                 # kept with the sale in the journal
+    stage.new_receipts(1)
 
 
 def test_every_pay_carries_the_store_identity(stage):
@@ -508,6 +522,9 @@ def test_a_retried_refund_with_the_same_idempotency_key_refunds_once(stage):
     ({"amount": 12.5}, 422, "Invalid request"),
     ({}, 422, "Invalid request"),
     ({"amount": "1", "surprise": True}, 422, "Invalid request"),
+    ({"amount": "1", "items": [{"name": "pen|cil", "quantity": 1}]}, 422, "Items not accepted"),
+    ({"amount": "1", "items": [{"name": "pen", "quantity": 0}]}, 422, "Invalid request"),
+    ({"amount": "1", "items": [{"name": "pen", "quantity": "2"}]}, 422, "Invalid request"),
 ])
 def test_bad_sale_requests_are_problems_and_change_nothing(stage, body, status, title):
     before = stage.ledger()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 
-from pos.core.engine import PrintReceipt, SendQuery
-from pos.core.events import Notified
+from pos.core.engine import PrintReceipt, Record, SendQuery, SendRefund, Show
+from pos.core.events import Notified, RefundNotified
 from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
-from pos.core.records import SaleState
+from pos.core.records import RefundState, SaleState
 from pos.gateway.ams.notify import acknowledgement, read_notification
 from pos.gateway.ams.signing import parse_signature_header, sign, sign_content, signature_header, verify
 from tests.engine_harness import Harness
@@ -109,3 +109,95 @@ def test_acknowledgement_is_the_documented_success_signed_by_us(sandbox_keys: Sa
     assert parsed is not None and headers["client-id"] == CLIENT
     assert verify(sign_content("POST", PATH, CLIENT, headers["response-time"], raw), parsed.signature,
                   sandbox_keys.merchant_public)
+
+
+# ---- refunds (v1 notifyRefund)
+
+REFUNDED = Succeeded({"refundRequestId": "R1", "refundId": "RF-1", "refundStatus": "SUCCESS"})
+U_REFUND = Unknown("gateway answered U", "REFUND_IN_PROCESS")
+
+
+def pending_refund(h: Harness) -> None:
+    h.start_refund(1)
+    h.answer(U_REFUND)
+    while h.refunds[1].state is RefundState.REFUNDING:
+        h.advance()
+        h.answer(U_REFUND)
+    assert h.refunds[1].state is RefundState.REFUND_PENDING and h.inflight == []
+
+
+def test_a_refund_notification_settles_a_pending_refund_record_first() -> None:
+    h = Harness(refund_retries=1, refund_interval=5.0, background_interval=300.0)
+    pending_refund(h)
+    sent = len(h.sent(SendRefund))
+    out = h.feed(RefundNotified(1, REFUNDED, h.now + 1))
+    assert isinstance(out[0], Record) and out[0].refunds[0].state is RefundState.REFUNDED
+    assert h.refunds[1].gateway_refund_id == "RF-1" and h.refunds[1].result_code == "SUCCESS"
+    assert "notification" in out[0].log[0].detail
+    assert h.of(PrintReceipt, out) == [PrintReceipt(1, 1)]
+    assert [c.key for c in h.of(Show, out)] == ["refund_done"]
+    assert h.engine.next_wakeup() is None and len(h.sent(SendRefund)) == sent   # nothing more is sent
+    again = h.feed(RefundNotified(1, REFUNDED, h.now + 2))     # a replay changes nothing
+    assert again == []
+
+
+def test_a_failed_refund_notification_declines_it() -> None:
+    h = Harness(refund_retries=1, refund_interval=5.0)
+    pending_refund(h)
+    out = h.feed(RefundNotified(1, Failed("REFUND_WINDOW_EXCEED", "window passed"), h.now))
+    assert h.refunds[1].state is RefundState.REFUND_DECLINED and h.refunds[1].result_code == "REFUND_WINDOW_EXCEED"
+    assert [c.key for c in h.of(Show, out)] == ["refund_declined"] and h.of(PrintReceipt, out) == []
+
+
+def test_a_refund_notification_supersedes_a_refund_in_flight() -> None:
+    h = Harness(refund_retries=3, refund_interval=5.0)
+    h.start_refund(1)
+    assert len(h.inflight) == 1
+    h.feed(RefundNotified(1, REFUNDED, h.now))
+    assert h.refunds[1].state is RefundState.REFUNDED
+    h.answer(U_REFUND)                                           # the late answer is dropped
+    assert h.refunds[1].state is RefundState.REFUNDED and len(h.sent(SendRefund)) == 1
+
+
+def test_refund_notifications_that_settle_nothing_change_nothing() -> None:
+    h = Harness(refund_retries=1, refund_interval=5.0)
+    pending_refund(h)
+    for result in (U_REFUND, Unknown("notification says refundStatus 'PROCESSING'")):
+        assert h.feed(RefundNotified(1, result, h.now)) == []
+        assert h.refunds[1].state is RefundState.REFUND_PENDING
+    assert h.feed(RefundNotified(99, REFUNDED, h.now)) == []    # a refund the engine does not hold
+    assert h.feed(Notified(1, PAID, h.now)) == []                 # a payment notification is not a refund's
+    assert h.refunds[1].state is RefundState.REFUND_PENDING
+    h.advance()                                                   # the corrector still resends it
+    assert h.inflight and isinstance(h.inflight[0], SendRefund)
+
+
+def test_v1_refund_notification_is_read_like_a_refund_answer(sandbox_keys: SandboxKeys) -> None:
+    path = "/notify/ams/refund"
+    body = {"notifyType": "REFUND_RESULT", "refundStatus": "SUCCESS", "refundRequestId": "R1", "refundId": "RF-1",
+            "refundAmount": {"currency": "SGD", "value": "200"},
+            "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."}}
+    note = read_notification(path, *signed(sandbox_keys, body, path=path), alipay_public_key=sandbox_keys.alipay_public,
+                             client_id=CLIENT)
+    assert not isinstance(note, str) and note.kind == "refund" and note.request_id == "R1"
+    assert isinstance(note.result, Succeeded) and note.result.data["refundId"] == "RF-1"
+    failed = {**body, "refundStatus": "FAIL", "result": {"resultCode": "REFUND_WINDOW_EXCEED", "resultStatus": "F"}}
+    note = read_notification(path, *signed(sandbox_keys, failed, path=path),
+                             alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
+    assert not isinstance(note, str) and isinstance(note.result, Failed) and note.result.code == "REFUND_WINDOW_EXCEED"
+    for unsure in ({**body, "refundStatus": "PROCESSING"}, {**body, "refundStatus": "FAIL"},     # F vs resultStatus S
+                   {**body, "result": "S"}, {**body, "refundStatus": None, "result": {"resultStatus": "U"}}):
+        note = read_notification(path, *signed(sandbox_keys, unsure, path=path),
+                                 alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
+        assert not isinstance(note, str) and isinstance(note.result, Unknown), unsure
+    for refused in ({**body, "refundRequestId": ""}, {**body, "refundRequestId": 7}):
+        reason = read_notification(path, *signed(sandbox_keys, refused, path=path),
+                                   alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
+        assert isinstance(reason, str) and "refundRequestId" in reason
+    twice = json.dumps(body).replace('"refundId"', '"refundRequestId": "R2", "refundId"').encode()
+    moment = "2024-05-01T12:00:00+08:00"
+    b64 = sign(sign_content("POST", path, CLIENT, moment, twice), sandbox_keys.alipay_private)
+    reason = read_notification(path, twice, {"client-id": CLIENT, "request-time": moment,
+                                             "signature": signature_header(b64, 1)},
+                               alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
+    assert isinstance(reason, str) and "twice" in reason

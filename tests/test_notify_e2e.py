@@ -1,8 +1,10 @@
-"""End to end: sales settled by Alipay's notifications, not by queries (the daemon as a process).
+"""End to end: sales and refunds settled by Alipay's notifications, not by queries (the daemon as a process).
 
 The daemon runs with [notify] listen and the v1 protocol; its queries are
 scheduled far in the future, so only the sandbox's signed notifyPayment can
-settle the sale in time. Replays, forged and unknown notifications change nothing.
+settle the sale in time, and a refund left pending (scenario 20: the refund
+stays in process) is resent only after 300 s, so only the sandbox's signed
+notifyRefund can settle it. Replays, forged and unknown notifications change nothing.
 """
 
 import json
@@ -26,17 +28,19 @@ PATH = "/notify/ams/payment"
 def stage():
     with Stage(protocol="ams", notify=True,
                payment={"query_first_delay": 40.0, "query_interval_min": 40.0, "query_interval_max": 40.0,
-                        "query_deadline": 55.0},
-               sandbox_options=SandboxOptions(wallet_confirm_after=1.0, slow_response=5.0)) as st:
+                        "query_deadline": 55.0, "refund_retries": 1, "refund_interval": 0.5,
+                        "background_interval": 300.0},
+               sandbox_options=SandboxOptions(wallet_confirm_after=1.0, slow_response=5.0,
+                                              refund_settles_after=3.0)) as st:
         yield st
 
 
-def post_notification(stage, body, *, key_file=ALIPAY_PRIVATE):
+def post_notification(stage, body, *, key_file=ALIPAY_PRIVATE, path=PATH):
     raw = json.dumps(body, indent=2).encode()
     moment = "2024-05-01T12:00:00+08:00"
     key = load_private_key(stage.dir / "keys" / key_file)
-    b64 = sign(sign_content("POST", PATH, "SANDBOX_CLIENT", moment, raw), key)
-    return requests.post(f"http://127.0.0.1:{stage.notify_port}{PATH}", data=raw, timeout=10,
+    b64 = sign(sign_content("POST", path, "SANDBOX_CLIENT", moment, raw), key)
+    return requests.post(f"http://127.0.0.1:{stage.notify_port}{path}", data=raw, timeout=10,
                          headers={"client-id": "SANDBOX_CLIENT", "request-time": moment,
                                   "signature": signature_header(b64, 1)})
 
@@ -76,6 +80,51 @@ def test_the_notification_settles_the_sale_long_before_any_query(stage):
     log = stage.daemon_log()
     assert "notification refused protocol=ams" in log and "merchantTransId=NOT-OURS-1 outcome=unknown" in log
     assert stage.till("GET", f"/v1/sales/{sale['id']}").json()["state"] == "PAID"
+
+
+def test_a_pending_refund_is_settled_by_the_refund_notification(stage):
+    sale = stage.start_sale("7.30")
+    stage.wait_display(lambda lines: "Scan" in lines[0])
+    stage.scan(make_code("20"))                      # paid at once; its refunds stay in process 3 s
+    paid = stage.wait_sale(sale["id"], 20)
+    assert paid["state"] == "PAID"
+    stage.new_receipts(1)
+    r = stage.till("POST", "/v1/refunds", {"saleId": sale["id"], "amount": "2.00"}, manager=True)
+    assert r.status_code == 201, r.text
+    refund = r.json()
+    assert refund["state"] == "REFUND_PENDING"       # both sends answered REFUND_IN_PROCESS
+    mrid = refund["merchantRefundId"]
+    deadline = time.monotonic() + 20                  # the corrector's next send is 300 s away
+    while time.monotonic() < deadline:
+        view = stage.sale(sale["id"])
+        if view["refunds"][0]["state"] != "REFUND_PENDING":
+            break
+        time.sleep(0.2)
+    assert view["refunds"][0]["state"] == "REFUNDED" and view["refunded"]["value"] == 200
+    stage.new_receipts(1)                            # the refund receipt, printed once
+    notices = [n for n in stage.ledger()["notifications"] if n.get("refundRequestId") == mrid]
+    assert len(notices) == 1 and notices[0]["acknowledged"] and notices[0]["attempts"] == 1
+    assert notices[0]["url"] == f"http://127.0.0.1:{stage.notify_port}/notify/ams/refund"
+    log = stage.daemon_log()
+    assert f"notification protocol=ams refundRequestId={mrid} refundStatus=SUCCESS outcome=applied" in log
+    assert log.count(f"api=refund refundRequestId={mrid}") == 2          # no third send
+    shown = stage.pos("journal", "show", mrid)
+    assert "refund_succeeded" in shown.stdout and "notification: S SUCCESS" in shown.stdout, shown.stdout
+
+    # A replay is acknowledged and changes nothing; a forged one is refused; an unknown one is logged.
+    body = {"notifyType": "REFUND_RESULT", "refundStatus": "SUCCESS", "refundRequestId": mrid,
+            "refundId": "RF-REPLAY", "refundAmount": {"currency": "SGD", "value": "200"},
+            "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."}}
+    refund_path = "/notify/ams/refund"
+    assert post_notification(stage, body, path=refund_path).status_code == 200
+    assert post_notification(stage, body, path=refund_path, key_file=MERCHANT_PRIVATE).status_code == 401
+    assert post_notification(stage, {**body, "refundRequestId": "NOT-OURS-R1"}, path=refund_path).status_code == 200
+    log = stage.daemon_log()
+    assert f"refundRequestId={mrid} refundStatus=SUCCESS outcome=unchanged" in log
+    assert "refundRequestId=NOT-OURS-R1 refundStatus=SUCCESS outcome=unknown" in log
+    view = stage.sale(sale["id"])
+    assert view["refunds"][0]["state"] == "REFUNDED" and view["refunds"][0].get("refundId") != "RF-REPLAY"
+    assert len(stage.printer.texts()) == stage.receipts_seen   # no second refund receipt
 
 
 @pytest.fixture(scope="module")

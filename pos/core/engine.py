@@ -44,6 +44,7 @@ from pos.core.events import (
     PrintReceipt,
     Record,
     Recover,
+    RefundNotified,
     SendCancel,
     SendPay,
     SendQuery,
@@ -55,7 +56,7 @@ from pos.core.events import (
     StartSale,
     Tick,
 )
-from pos.core.items import Context, RefundItem, Row, SaleItem, StateRow, describe, reading_of
+from pos.core.items import Context, RefundItem, Row, SaleItem, StateRow, Verdict, describe, reading_of
 from pos.core.outcomes import GatewayResult, QueryOutcome
 from pos.core.records import (
     REFUND_FINAL,
@@ -74,7 +75,7 @@ from pos.core.schedule import Schedule
 
 __all__ = [
     # events
-    "StartSale", "StartRefund", "GatewayAnswer", "Tick", "Abort", "Recover", "Event",
+    "StartSale", "StartRefund", "GatewayAnswer", "Notified", "RefundNotified", "Tick", "Abort", "Recover", "Event",
     # commands
     "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "SendReverse", "Show",
     "ShowQr", "PrintReceipt", "Alarm", "Finished", "Command",
@@ -182,6 +183,8 @@ class Engine:
             self._answer(event)
         elif isinstance(event, Notified):
             self._notified(event)
+        elif isinstance(event, RefundNotified):
+            self._refund_notified(event)
         elif isinstance(event, Abort):
             self._abort(event)
         elif isinstance(event, Recover):
@@ -286,6 +289,22 @@ class Engine:
         sale.unplan()
         self._fire(sale, trigger, ev.now, f"notification: {describe(ev.result)}", result=ev.result)
 
+    def _refund_notified(self, ev: RefundNotified) -> None:
+        """A verified refund notification: S or F settles a refund that is being sent or pending, now."""
+        refund = self._refunds.get(ev.refund_id)
+        if refund is None:
+            return   # final already (or never ours): a repeat changes nothing
+        reading = reading_of("refund", ev.result)
+        if reading is Verdict.UNKNOWN:
+            return   # "still processing" settles nothing: the schedule's refunds decide
+        trigger = REFUND_ANSWERS.get(("refund", RefundState(refund.state), reading))
+        if trigger is None:
+            return   # not sent yet (REFUND_CREATED): its own answer decides
+        # A refund in flight or waiting for its time is superseded: its answer is dropped.
+        refund.awaiting = None
+        refund.unplan()
+        self._fire(refund, trigger, ev.now, f"notification: {describe(ev.result)}", result=ev.result)
+
     def _alarms(self, now: float) -> None:
         after = self._ctx.schedule.alarm_after
         for item in self._items():
@@ -315,7 +334,7 @@ class Engine:
                 sale.identity_code = None   # held in memory only until the pay is out
                 sale.record = replace(rec, pay_sent_at=now)
                 self._ctx.emit(SendPay(rec.sale_id, seq, due, rec.merchant_trans_id, rec.amount, rec.order_title,
-                                       code, qr=rec.is_qr))
+                                       code, rec.goods, qr=rec.is_qr))
             elif request == "query":
                 sale.record = replace(rec, query_count=rec.query_count + 1)
                 self._ctx.emit(SendQuery(rec.sale_id, seq, due, rec.merchant_trans_id))

@@ -17,7 +17,7 @@ from pos.core.records import RefundRecord, Request, SaleRecord
 
 __all__ = [
     "ItemKind", "Request",
-    "StartSale", "StartRefund", "GatewayAnswer", "Notified", "Tick", "Abort", "Recover", "Event",
+    "StartSale", "StartRefund", "GatewayAnswer", "Notified", "RefundNotified", "Tick", "Abort", "Recover", "Event",
     "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "SendReverse", "Send", "Show",
     "ShowQr", "PrintReceipt", "Alarm", "Finished", "Command",
 ]
@@ -67,6 +67,20 @@ class Notified:
 
 
 @dataclass(frozen=True)
+class RefundNotified:
+    """Alipay's verified notification about a refund (v1 notifyRefund): one more refund answer.
+
+    `result` is read like a refund's answer: S settles a refund that is still being
+    sent (REFUNDING) or waits in REFUND_PENDING as REFUNDED, F as REFUND_DECLINED;
+    anything else, or a refund that is final already, changes nothing.
+    """
+
+    refund_id: int
+    result: GatewayResult
+    now: float
+
+
+@dataclass(frozen=True)
 class Tick:
     now: float
 
@@ -88,7 +102,7 @@ class Recover:
     now: float
 
 
-Event = StartSale | StartRefund | GatewayAnswer | Notified | Tick | Abort | Recover
+Event = StartSale | StartRefund | GatewayAnswer | Notified | RefundNotified | Tick | Abort | Recover
 
 
 # ------------------------------------------------------------------------- commands
@@ -122,6 +136,7 @@ class SendPay:
     amount: Money
     order_title: str
     identity_code: str = field(repr=False)
+    goods: str = ""          # the till's line items (AlipayCN goodsInfo text), "" = none
     # A merchant-presented QR sale: the pay asks for a code to show the customer (no identity_code).
     qr: bool = False
 

@@ -101,7 +101,10 @@ class Gateway(Protocol):
     """What the payments runner needs from a gateway protocol."""
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str) -> GatewayResult: ...
+            order_title: str, goods: str = "") -> GatewayResult:
+        """`goods`: the till's line items as AlipayCN's goodsInfo text (pos/core/goods.py); a
+        protocol without a field for them leaves them out."""
+        ...
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult: ...
 
@@ -117,4 +120,5 @@ class QrGateway(Protocol):
     answer is "in process" with the code the customer scans (`Unknown.qr`); the sale then waits on
     queries and the notification like any unknown pay."""
 
-    def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str) -> GatewayResult: ...
+    def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str,
+               goods: str = "") -> GatewayResult: ...

@@ -106,6 +106,8 @@ class SaleRecord:
     pay_amount_minor: int | None = None
     pay_currency: str | None = None
     conversion_rate: str | None = None
+    # The till's line items, as AlipayCN's goodsInfo text (pos/core/goods.py); "" = none given.
+    goods: str = ""
 
     @property
     def is_final(self) -> bool:

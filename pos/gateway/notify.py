@@ -9,7 +9,6 @@ idempotent by merchantTransId (§10.2); applying it is the caller's job.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +18,7 @@ from pos.core.money import AmountError, CurrencyError, Money
 from pos.gateway.offline.client import rfc3339
 from pos.gateway.offline.codes import result_codes
 from pos.gateway.signing import build_signed, split_signed, verify
+from pos.gateway.strict_json import loads_strict
 
 __all__ = ["NOTIFY_FUNCTION", "Notification", "NotifyOutcome", "handle_notify", "build_notify_reply"]
 
@@ -87,14 +87,18 @@ def handle_notify(raw: bytes, *, alipay_public_key: Any, merchant_private_key: A
 
     try:
         inner, signature = split_signed(raw.decode("utf-8"), "request")
+    except RecursionError:
+        return reject("MSG_PARSE_ERROR", "not a signed request envelope: nested too deeply")
     except (UnicodeDecodeError, ValueError) as exc:
         return reject("MSG_PARSE_ERROR", f"not a signed request envelope: {exc}")
     try:
-        envelope = json.loads(inner)
-        if isinstance(envelope.get("head"), dict):
-            head = envelope["head"]
-    except (ValueError, AttributeError):
+        envelope = loads_strict(inner)
+    except ValueError as exc:
+        return reject("MSG_PARSE_ERROR", f"request is not readable JSON: {exc}")
+    if not isinstance(envelope, dict):
         return reject("MSG_PARSE_ERROR", "request is not a JSON object")
+    if isinstance(envelope.get("head"), dict):
+        head = envelope["head"]
     if not verify(inner, signature, alipay_public_key):
         return reject("INVALID_SIGNATURE", "signature does not verify with Alipay's public key")
     body = envelope.get("body")

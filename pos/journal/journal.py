@@ -131,10 +131,11 @@ class Journal(JournalReads):
 
     def create_sale(self, *, amount: Money, code: str, scanned_at: float, now: float,
                     order_title: str = "", reference: str = "", till_id: str | None = None,
-                    qr: bool = False) -> SaleRecord:
+                    goods: str = "", qr: bool = False) -> SaleRecord:
         """Create a CREATED sale with a fresh merchantTransId, committed. Only the masked code is stored.
 
-        `till_id`: the till sale this sale serves, linked in the same transaction. `qr`: a
+        `till_id`: the till sale this sale serves, linked in the same transaction. `goods`: its line
+        items (AlipayCN goodsInfo text). `qr`: a
         merchant-presented QR sale: no customer code, QR_SALE_MARK stored in its place."""
         local_date = self._local_date(now)
         masked = QR_SALE_MARK if qr else mask_code(code)
@@ -143,10 +144,10 @@ class Journal(JournalReads):
             mtid = f"{self.terminal_id}-{local_date.replace('-', '')}-{self.install_id}-{seq:06d}"
             cur = conn.execute(
                 "INSERT INTO sales (merchant_trans_id, amount_minor, currency, code_masked, order_title, "
-                "reference, state, created_at, updated_at, local_date, scanned_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reference, state, created_at, updated_at, local_date, scanned_at, goods) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mtid, amount.minor, amount.currency, masked, order_title, reference,
-                 SaleState.CREATED.value, now, now, local_date, scanned_at))
+                 SaleState.CREATED.value, now, now, local_date, scanned_at, goods))
             sale_id = int(cur.lastrowid or 0)
             self._event(conn, now, "sale", sale_id, "create", "", SaleState.CREATED.value,
                         f"{amount.receipt()} code {masked}")

@@ -130,6 +130,11 @@ MIGRATIONS: list[list[str]] = [
     list(BACKOFFICE_TABLES),
     # 7: the outbox of events for the chain's headquarters (pos/journal/outbox.py)
     list(OUTBOX_TABLES),
+    # 8: the till's line items of a sale (AlipayCN's goodsInfo text, pos/core/goods.py)
+    [
+        "ALTER TABLE sales ADD COLUMN goods TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE till_sales ADD COLUMN goods TEXT NOT NULL DEFAULT ''",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -72,6 +72,7 @@ class TillSale:
     updated_at: float
     state: str
     sale_id: int | None
+    goods: str = ""       # the till's line items (AlipayCN goodsInfo text); "" = none
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,13 @@ def link_till_sale(conn: sqlite3.Connection, till_id: str, sale_id: int, now: fl
 
 
 def _till_sale(row: sqlite3.Row | tuple[Any, ...]) -> TillSale:
-    till_id, minor, currency, reference, title, created, updated, state, sale_id = row
+    till_id, minor, currency, reference, title, created, updated, state, sale_id, goods = row
     return TillSale(till_id, Money(int(minor), currency), reference, title, float(created), float(updated),
-                    state, None if sale_id is None else int(sale_id))
+                    state, None if sale_id is None else int(sale_id), goods or "")
 
 
-_SALE_COLUMNS = "till_id, amount_minor, currency, reference, order_title, created_at, updated_at, state, sale_id"
+_SALE_COLUMNS = ("till_id, amount_minor, currency, reference, order_title, created_at, updated_at, state, sale_id, "
+                 "goods")
 
 
 class _HasJournalDB(Protocol):
@@ -129,13 +131,13 @@ class TillLinks:
 
     # ------------------------------------------------------------ till sales
 
-    def new_sale(self, amount: Money, reference: str, order_title: str, now: float) -> TillSale:
+    def new_sale(self, amount: Money, reference: str, order_title: str, now: float, goods: str = "") -> TillSale:
         """A till sale waiting for the customer's code, committed."""
         till_id = "S" + secrets.token_hex(6).upper()
         with self._transaction() as conn:
-            conn.execute(f"INSERT INTO till_sales ({_SALE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                         (till_id, amount.minor, amount.currency, reference, order_title, now, now, WAITING))
-        return TillSale(till_id, amount, reference, order_title, now, now, WAITING, None)
+            conn.execute(f"INSERT INTO till_sales ({_SALE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                         (till_id, amount.minor, amount.currency, reference, order_title, now, now, WAITING, goods))
+        return TillSale(till_id, amount, reference, order_title, now, now, WAITING, None, goods)
 
     def get(self, till_id: str) -> TillSale | None:
         row = self._one(f"SELECT {_SALE_COLUMNS} FROM till_sales WHERE till_id = ?", (till_id,))

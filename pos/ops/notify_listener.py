@@ -10,7 +10,8 @@ One small HTTP app for both protocols:
 
 Every notification is verified with Alipay's public key over the exact bytes
 received before anything is read. A verified payment notification is handed to
-the payments runner as one more answer (`PaymentRunner.notified`): the engine
+the payments runner as one more answer (`PaymentRunner.notified`, and a v1
+refund notification as one more refund answer, `PaymentRunner.refund_notified`): the engine
 decides, and the sale's change is committed to the journal before any display
 or receipt follows. A notification with a bad signature changes nothing and
 gets an error answer; one for a payment we do not know, or a repeat, changes
@@ -20,6 +21,7 @@ nothing and is acknowledged (so Alipay stops retrying) and logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -32,9 +34,10 @@ from pos.config import Config
 from pos.core.outcomes import QueryOutcome, Succeeded
 from pos.gateway.ams.backoffice import REGISTRATION_NOTIFY_PATH, read_registration_notification
 from pos.gateway.ams.client import NOTIFY_PATHS
-from pos.gateway.ams.notify import acknowledgement, read_notification
+from pos.gateway.ams.notify import acknowledgement, read_notification, refusal
 from pos.gateway.notify import handle_notify
 from pos.journal.backoffice import BackOfficeJournal
+from pos.journal.db import JournalError
 from pos.payments.runner import PaymentRunner
 
 __all__ = ["build_notify_app", "MAX_NOTIFICATION"]
@@ -43,6 +46,10 @@ log = logging.getLogger("pos.notify")
 
 MAX_NOTIFICATION = 64 * 1024
 _JSON = "application/json; charset=UTF-8"
+_TOO_LARGE = (b'{"result":{"resultCode":"PARAM_ILLEGAL","resultStatus":"F",'
+              b'"resultMessage":"body larger than 65536 bytes"}}')
+_UNAVAILABLE = (b'{"result":{"resultCode":"UNKNOWN_EXCEPTION","resultStatus":"U",'
+                b'"resultMessage":"not applied now: send it again later"}}')
 
 
 def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key: Any,
@@ -68,7 +75,7 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
     async def offline(request: Request) -> Response:
         raw = await body_of(request)
         if raw is None:
-            return Response(b'{"error":"too large"}', status_code=413, media_type=_JSON)
+            return Response(_TOO_LARGE, status_code=413, media_type=_JSON)
         answer = handle_notify(raw, alipay_public_key=alipay_public_key, merchant_private_key=merchant_private_key)
         note = answer.notification
         if note is None:
@@ -89,18 +96,20 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
         path = request.url.path
         raw = await body_of(request)
         if raw is None:
-            return Response(b'{"error":"too large"}', status_code=413, media_type=_JSON)
+            return Response(_TOO_LARGE, status_code=413, media_type=_JSON)
         note = read_notification(path, raw, request.headers, alipay_public_key=alipay_public_key,
                                  client_id=client_id)
         if isinstance(note, str):
             log.warning("notification refused protocol=ams path=%s reason=%r", path, note)
-            body = b'{"result":{"resultCode":"INVALID_SIGNATURE","resultStatus":"F","resultMessage":"refused"}}'
-            return Response(body, status_code=401, media_type=_JSON)
+            status, body = refusal(note)
+            return Response(body, status_code=status, media_type=_JSON)
         if note.kind == "payment":
             apply("ams", note.request_id, note.result)
         else:
-            log.info("notification protocol=ams refundRequestId=%s status=%s: logged (refunds settle by their "
-                     "own answer)", note.request_id, note.body.get("refundStatus"))
+            outcome = runner.refund_notified(note.request_id, note.result)
+            level = logging.WARNING if outcome in ("unknown", "mismatch") else logging.INFO
+            log.log(level, "notification protocol=ams refundRequestId=%s refundStatus=%s outcome=%s",
+                    note.request_id, note.body.get("refundStatus"), outcome)
         raw_ack, headers = acknowledgement(path, client_id, merchant_private_key,
                                            key_version=config.gateway.key_version)
         return Response(raw_ack, status_code=200, media_type=_JSON, headers=headers)
@@ -111,13 +120,13 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
         path = request.url.path
         raw = await body_of(request)
         if raw is None:
-            return Response(b'{"error":"too large"}', status_code=413, media_type=_JSON)
+            return Response(_TOO_LARGE, status_code=413, media_type=_JSON)
         note = read_registration_notification(path, raw, request.headers, alipay_public_key=alipay_public_key,
                                               client_id=client_id)
         if isinstance(note, str):
             log.warning("notification refused protocol=ams path=%s reason=%r", path, note)
-            body = b'{"result":{"resultCode":"INVALID_SIGNATURE","resultStatus":"F","resultMessage":"refused"}}'
-            return Response(body, status_code=401, media_type=_JSON)
+            status, body = refusal(note)
+            return Response(body, status_code=status, media_type=_JSON)
         outcome = apply_notification(store, note)
         log.info("notification protocol=ams registrationRequestId=%s status=%s outcome=%s",
                  note.registration_request_id, note.status, outcome)
@@ -125,9 +134,21 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
                                            key_version=config.gateway.key_version)
         return Response(raw_ack, status_code=200, media_type=_JSON, headers=headers)
 
+    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """No traceback and no HTTP 500 for Alipay: a notification we could not apply now (the journal
+        failed, or anything unforeseen) is answered 503, changes nothing, and Alipay sends it again."""
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                log.error("notification not applied path=%s: %s: %s (Alipay will send it again)",
+                          request.url.path, type(exc).__name__, exc, exc_info=not isinstance(exc, JournalError))
+                return Response(_UNAVAILABLE, status_code=503, media_type=_JSON)
+        return run
+
     return Starlette(routes=[
-        Route("/notify/offline", offline, methods=["POST"]),
-        Route(NOTIFY_PATHS["payment"], ams, methods=["POST"]),
-        Route(NOTIFY_PATHS["refund"], ams, methods=["POST"]),
-        Route(REGISTRATION_NOTIFY_PATH, registration, methods=["POST"]),
+        Route("/notify/offline", guarded(offline), methods=["POST"]),
+        Route(NOTIFY_PATHS["payment"], guarded(ams), methods=["POST"]),
+        Route(NOTIFY_PATHS["refund"], guarded(ams), methods=["POST"]),
+        Route(REGISTRATION_NOTIFY_PATH, guarded(registration), methods=["POST"]),
     ])

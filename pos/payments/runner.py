@@ -54,8 +54,8 @@ from pos.core.engine import (
     Tick,
 )
 from pos.core.errors import UserError
-from pos.core.events import ItemKind, Notified, Send
-from pos.core.money import AmountError, Money, parse_amount
+from pos.core.events import ItemKind, Notified, RefundNotified, Send
+from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.outcomes import Gateway, GatewayResult, QrGateway, Unknown
 from pos.core.records import (
     REFUND_SETTLED_FOR_MANAGER,
@@ -229,9 +229,10 @@ class PaymentRunner:
             return self._cond.wait_for(lambda: not self.recovering, timeout)
 
     def start_sale(self, amount: Money, code: str, scanned_at: float, order_title: str = "",
-                   reference: str = "", till_id: str | None = None, *, qr: bool = False) -> int:
+                   reference: str = "", till_id: str | None = None, goods: str = "", *, qr: bool = False) -> int:
         """Start a sale and send its pay; returns the sale id. Raises SaleRefused (with .key) if not now.
-        `till_id`: the till sale it serves, linked in the sale's own journal transaction.
+        `till_id`: the till sale it serves, linked in the sale's own journal transaction; `goods`:
+        its line items (AlipayCN goodsInfo text, checked by the caller: pos/core/goods.py).
         `qr`: a merchant-presented QR sale (no customer code; `code` is ignored): the pay asks the
         gateway for a code the customer scans, and the sale waits on queries and the notification."""
         with self._lock:
@@ -245,7 +246,7 @@ class PaymentRunner:
                 raise SaleRefused(refusal)
             record = self.journal.create_sale(amount=amount, code=code.strip(), scanned_at=scanned_at, now=now,
                                               order_title=order_title, reference=reference, till_id=till_id,
-                                              qr=qr)
+                                              goods=goods, qr=qr)
             self._sale_states[record.sale_id] = record.state
             self._handle(StartSale(record, code.strip(), now))
             return record.sale_id
@@ -264,6 +265,30 @@ class PaymentRunner:
             before = self._sale_states.get(sale.sale_id, sale.state)
             self._handle(Notified(sale.sale_id, result, self.clock.now()))
             return "applied" if self._sale_states.get(sale.sale_id, before) != before else "unchanged"
+
+    def refund_notified(self, merchant_refund_id: str, result: GatewayResult) -> str:
+        """Alipay's verified notification about a refund (v1 notifyRefund), fed to the engine as one more answer.
+
+        Returns "applied" (the refund changed state, committed to the journal before
+        anything else ran), "unchanged" (final already, a repeat, or a reading that
+        settles nothing), "unknown" (no refund has this merchantRefundId) or "mismatch"
+        (it names another refundAmount than the one journaled: nothing changes).
+        """
+        with self._lock:
+            refund = self.journal.get_refund(merchant_refund_id)
+            if refund is None or refund.merchant_refund_id != merchant_refund_id:
+                return "unknown"
+            named = result.data.get("refundAmount") if not isinstance(result, Unknown) else None
+            if named is not None:
+                try:
+                    same = Money.from_wire(named) == refund.amount
+                except (AmountError, CurrencyError, TypeError, ValueError):
+                    same = False
+                if not same:
+                    return "mismatch"
+            before = self._refund_states.get(refund.refund_id, refund.state)
+            self._handle(RefundNotified(refund.refund_id, result, self.clock.now()))
+            return "applied" if self._refund_states.get(refund.refund_id, before) != before else "unchanged"
 
     def abort(self, sale_id: int) -> bool:
         """The cashier gives up on the sale: cancel it (a pay in flight is cancelled after it answers)."""
@@ -387,14 +412,15 @@ class PaymentRunner:
         self._cond.notify_all()
 
     def _send(self, command: Send) -> GatewayResult:
+        extra = {"goods": command.goods} if isinstance(command, SendPay) and command.goods else {}
         if isinstance(command, SendPay) and command.qr:
             if not isinstance(self.gateway, QrGateway):   # refused before the sale was created
                 return Unknown("this gateway protocol offers no merchant-presented QR")
             return self.gateway.qr_pay(merchant_trans_id=command.merchant_trans_id, amount=command.amount,
-                                       order_title=command.order_title)
+                                       order_title=command.order_title, **extra)
         if isinstance(command, SendPay):
             return self.gateway.pay(merchant_trans_id=command.merchant_trans_id, identity_code=command.identity_code,
-                                    amount=command.amount, order_title=command.order_title)
+                                    amount=command.amount, order_title=command.order_title, **extra)
         if isinstance(command, SendQuery):
             return self.gateway.query(merchant_trans_id=command.merchant_trans_id)
         if isinstance(command, SendCancel):

@@ -47,7 +47,7 @@ from pos.gateway.store import read_store, store_fields
 from pos.sandbox.ams_backoffice import BACKOFFICE_OPERATIONS, BackOfficeSandbox
 from pos.sandbox.ams_notice import deliver_notice
 from pos.sandbox.fields import Reject, RequestFields
-from pos.sandbox.ledger import ORDER_CODE_SCENARIO, Ledger, Payment, Reply, as_datetime
+from pos.sandbox.ledger import ORDER_CODE_SCENARIO, Ledger, Payment, Refund, Reply, as_datetime
 from pos.sandbox.protocol import Answer
 from pos.sandbox.scenarios import SandboxOptions, scenario_for
 
@@ -85,17 +85,19 @@ def _status_of(code: str) -> str:
 
 @dataclass
 class _Notice:
-    """A payment notification the sandbox owes: sent until acknowledged."""
+    """A notification the sandbox owes (notifyPayment or notifyRefund): sent until acknowledged."""
 
     merchant: str
-    request_id: str
+    request_id: str          # paymentRequestId, or refundRequestId for a refund
     url: str
+    kind: str = "payment"    # "payment" | "refund"
     attempts: int = 0
     acknowledged: bool = False
     next_at: float = 0.0     # time.monotonic() of the next attempt
 
     def as_json(self) -> dict[str, Any]:
-        return {"paymentRequestId": self.request_id, "url": self.url, "attempts": self.attempts,
+        name = "refundRequestId" if self.kind == "refund" else "paymentRequestId"
+        return {name: self.request_id, "kind": self.kind, "url": self.url, "attempts": self.attempts,
                 "acknowledged": self.acknowledged}
 
 
@@ -103,6 +105,27 @@ def _page(title: str, body: str) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<meta name='viewport' content='width=device-width'></head>"
             f"<body style='font-family:sans-serif;max-width:24em;margin:2em auto'>{body}</body></html>")
+
+
+def _china_extra(extend: Any) -> dict[str, str]:
+    """order.extendInfo's chinaExtraTransInfo (seed 002), checked: a JSON string holding
+    {businessType, goodsInfo "name^qty|...", totalQuantity = the sum of the quantities}."""
+    try:
+        info = json.loads(extend)["chinaExtraTransInfo"] if isinstance(extend, str) else None
+    except (ValueError, KeyError, TypeError):
+        info = None
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), str) and info[k]
+                                             for k in ("businessType", "goodsInfo", "totalQuantity")):
+        raise _Reject("PARAM_ILLEGAL", "order.extendInfo must be a JSON string with chinaExtraTransInfo "
+                                       "{businessType, goodsInfo, totalQuantity}")
+    try:
+        total = sum(int(part.rpartition("^")[2]) for part in info["goodsInfo"].split("|"))
+    except ValueError:
+        raise _Reject("PARAM_ILLEGAL", "chinaExtraTransInfo.goodsInfo must be name^quantity|...") from None
+    if str(total) != info["totalQuantity"]:
+        raise _Reject("PARAM_ILLEGAL", f"chinaExtraTransInfo.totalQuantity {info['totalQuantity']} is not the "
+                                       f"sum of the goods' quantities ({total})")
+    return {k: info[k] for k in ("businessType", "goodsInfo", "totalQuantity")}
 
 
 def _loopback_url(url: str) -> bool:
@@ -124,7 +147,7 @@ class AmsSandbox:
         self.max_body = self.options.max_body
         # Where the cashier pages are served (the HTTP host sets it once it is bound).
         self.public_url = "http://127.0.0.1"
-        self._notices: dict[tuple[str, str], _Notice] = {}
+        self._notices: dict[tuple[str, str, str], _Notice] = {}   # (kind, merchant, request id)
         self._notice_lock = threading.Lock()
         self._closed = threading.Event()
         self._sender: threading.Thread | None = None
@@ -150,12 +173,12 @@ class AmsSandbox:
 
     # -- notifications (notifyPayment) --------------------------------------------------
 
-    def _owe_notice(self, merchant: str, request_id: str, url: str) -> None:
+    def _owe_notice(self, merchant: str, request_id: str, url: str, kind: str = "payment") -> None:
         if not _loopback_url(url):   # the sandbox posts only to this machine
-            log.info("sandbox: paymentNotifyUrl %s is not on 127.0.0.1: no notification sent", url)
+            log.info("sandbox: %s notify URL %s is not on 127.0.0.1: no notification sent", kind, url)
             return
         with self._notice_lock:
-            self._notices.setdefault((merchant, request_id), _Notice(merchant, request_id, url))
+            self._notices.setdefault((kind, merchant, request_id), _Notice(merchant, request_id, url, kind))
             if self._sender is None:
                 self._sender = threading.Thread(target=self._send_loop, name="sandbox-notify", daemon=True)
                 self._sender.start()
@@ -165,10 +188,16 @@ class AmsSandbox:
             with self._notice_lock:
                 due = [n for n in self._notices.values() if not n.acknowledged and n.next_at <= time.monotonic()]
             for notice in due:
-                payment = self.ledger.payment(notice.request_id, self.now(), notice.merchant)
-                if payment is None or payment.status != "SUCCESS":
-                    continue
-                acknowledged = self._send_notice(notice, payment)
+                if notice.kind == "refund":
+                    refund = self.ledger.refund_of(notice.merchant, notice.request_id)
+                    if refund is None or not refund.settled(self.now()):
+                        continue
+                    acknowledged = self._send_refund_notice(notice, refund)
+                else:
+                    payment = self.ledger.payment(notice.request_id, self.now(), notice.merchant)
+                    if payment is None or payment.status != "SUCCESS":
+                        continue
+                    acknowledged = self._send_notice(notice, payment)
                 with self._notice_lock:
                     notice.attempts += 1
                     notice.acknowledged = acknowledged
@@ -181,6 +210,16 @@ class AmsSandbox:
                 "paymentAmount": payment.amount.wire(), "paymentCreateTime": request_time(payment.created_at)}
         if payment.paid_at is not None:
             body["paymentTime"] = request_time(payment.paid_at)
+        return deliver_notice(notice.url, notice.merchant, body, self.now(), alipay_key=self._alipay_key,
+                              key_version=self._key_version, merchant_key=self._merchant_key)
+
+    def _send_refund_notice(self, notice: _Notice, refund: Refund) -> bool:
+        """notifyRefund (Antom's reference): REFUND_RESULT with refundStatus, once the refund succeeded."""
+        body = {"notifyType": "REFUND_RESULT",
+                "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."},
+                "refundStatus": "SUCCESS", "refundRequestId": refund.merchant_refund_id,
+                "refundId": refund.refund_id, "paymentId": refund.acquirement_id,
+                "refundAmount": refund.amount.wire(), "refundTime": request_time(refund.refunded_at)}
         return deliver_notice(notice.url, notice.merchant, body, self.now(), alipay_key=self._alipay_key,
                               key_version=self._key_version, merchant_key=self._merchant_key)
 
@@ -248,6 +287,9 @@ class AmsSandbox:
             amount = _money(body.get("refundAmount"), "refundAmount")
             reason = _text(body, "refundReason", required=False, max_len=256)
             reply = self.ledger.refund(merchant, payment_id, refund_id, amount, reason, now)
+            notify_url = body.get("refundNotifyUrl")
+            if isinstance(notify_url, str) and notify_url and reply.status != "F":
+                self._owe_notice(merchant, refund_id, notify_url, "refund")
             return self._refund_answer(reply), 0.0, False
         if operation == "inquiryRefund":
             return self._inquiry_refund(merchant, body), 0.0, False
@@ -273,12 +315,16 @@ class AmsSandbox:
             raise _Reject("PARAM_ILLEGAL", "paymentMethod.paymentMethodType must be CONNECT_WALLET")
         code = _text(method, "paymentMethodId") if scenario_name == PAYMENT_CODE else ""
         strategy = body.get("settlementStrategy")
+        alipay_cn: dict[str, Any] = {}
         if strategy is not None:   # AlipayCN (seed 002): the settlement currency rules
             settlement = _text(_object(body, "settlementStrategy"), "settlementCurrency", max_len=3)
             try:
                 validate_cn_currencies(amount.currency, settlement)
             except CurrencyError as exc:
                 raise _Reject("CURRENCY_NOT_SUPPORT", str(exc)) from None
+            alipay_cn["settlementCurrency"] = settlement
+        if "extendInfo" in order:
+            alipay_cn["chinaExtraTransInfo"] = _china_extra(order["extendInfo"])
         store = read_store(body, "ams")
         if self.options.require_store:
             fields = store_fields("ams")
@@ -290,6 +336,8 @@ class AmsSandbox:
             reply = self.ledger.order_code(merchant, request_id, amount, title, now, store)
         else:
             reply = self.ledger.pay(merchant, request_id, code, amount, title, now, store)
+        if alipay_cn:   # what the wire carried, shown in GET /sandbox/ledger
+            self.ledger.note_alipay_cn(merchant, request_id, alipay_cn)
         notify_url = body.get("paymentNotifyUrl")
         if isinstance(notify_url, str) and notify_url and reply.status != "F":
             self._owe_notice(merchant, request_id, notify_url)
@@ -318,6 +366,13 @@ class AmsSandbox:
             out["paymentId"] = b["acquirementId"]
         if b.get("orderAmount"):
             out["paymentAmount"] = b["orderAmount"]
+        rate = b.get("conversionRate")
+        if b.get("payAmount") and b["payAmount"] != b.get("orderAmount") and isinstance(rate, dict):
+            # The customer paid in another currency (an AlipayCN customer in CNY): Antom's
+            # actualPaymentAmount and paymentQuote (inquiryPayment reference, in-store).
+            out["actualPaymentAmount"] = b["payAmount"]
+            out["paymentQuote"] = {"quoteCurrencyPair": f"{rate['sourceCurrency']}/{rate['targetCurrency']}",
+                                   "quotePrice": str(rate["rate"])}
         for name in ("paymentTime", "cancelTime"):
             if b.get(name):
                 out[name] = b[name]
@@ -392,10 +447,13 @@ class AmsSandbox:
         for r in self.ledger.refunds():
             if r.merchant_id == merchant and (r.refund_id == refund_id if refund_id
                                               else r.merchant_refund_id == refund_request_id):
-                return self._result("SUCCESS", {
-                    "refundRequestId": r.merchant_refund_id, "refundId": r.refund_id,
-                    "paymentId": r.acquirement_id, "refundAmount": r.amount.wire(),
-                    "refundStatus": "SUCCESS", "refundTime": r.as_json()["refundTime"]})
+                settled = r.settled(self.now())
+                out = {"refundRequestId": r.merchant_refund_id, "refundId": r.refund_id,
+                       "paymentId": r.acquirement_id, "refundAmount": r.amount.wire(),
+                       "refundStatus": "SUCCESS" if settled else "PROCESSING"}
+                if settled:
+                    out["refundTime"] = r.as_json()["refundTime"]
+                return self._result("SUCCESS", out)
         return self._result("ORDER_NOT_EXIST", {}, "no such refund")
 
     def _consult(self, body: dict[str, Any]) -> dict[str, Any]:

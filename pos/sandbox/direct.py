@@ -50,7 +50,7 @@ class DirectGateway:
         return as_datetime(self._clock())
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str) -> GatewayResult:
+            order_title: str, goods: str = "") -> GatewayResult:
         reply = self.ledger.pay(self.merchant_id, merchant_trans_id, identity_code, amount, order_title,
                                 self._now(), self.store)
         scenario = scenario_for(identity_code)

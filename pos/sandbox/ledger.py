@@ -22,7 +22,7 @@ from typing import Any
 
 from pos.core.money import CURRENCY_EXPONENTS, Money, parse_amount
 from pos.gateway.offline.codes import result_codes
-from pos.sandbox.scenarios import SandboxOptions, Scenario, scenario_for
+from pos.sandbox.scenarios import SCENARIOS, SandboxOptions, Scenario, scenario_for
 
 __all__ = [
     "BEIJING", "ORDER_CODE_SCENARIO", "Reply", "Payment", "Refund", "Ledger", "as_datetime", "valid_code_format",
@@ -122,6 +122,8 @@ class Payment:
     cancel_allowed: bool = True
     cancel_expired: bool = False
     store: dict[str, str] = field(default_factory=dict)   # the store identity the pay carried, by [store] key
+    # v1 AlipayCN fields the pay carried (settlementCurrency, chinaExtraTransInfo), as read
+    alipay_cn: dict[str, Any] = field(default_factory=dict)
 
     @property
     def charged(self) -> bool:
@@ -137,6 +139,7 @@ class Payment:
             "cancelTime": _time(self.cancelled_at) if self.cancelled_at else None,
             "refunded": {"currency": self.amount.currency, "value": str(self.refunded)},
             "store": dict(self.store),
+            **({"alipayCn": dict(self.alipay_cn)} if self.alipay_cn else {}),
         }
 
 
@@ -148,7 +151,12 @@ class Refund:
     refund_id: str
     amount: Money
     reason: str
-    refunded_at: datetime
+    refunded_at: datetime               # when it succeeds (in the future while it is in process)
+    # scenario 20: the refund is in process (answers REFUND_IN_PROCESS) until refunded_at
+    processing_until: datetime | None = None
+
+    def settled(self, now: datetime) -> bool:
+        return self.processing_until is None or now >= self.processing_until
 
     def as_json(self) -> dict[str, Any]:
         return {"merchantId": self.merchant_id, "merchantRefundId": self.merchant_refund_id,
@@ -437,7 +445,7 @@ class Ledger:
                 if done.amount != amount or done.acquirement_id != acquirement_id:
                     return _reply("REPEAT_REQ_INCONSISTENT",
                                   message="same merchantRefundId with another payment or amount")
-                return _reply("SUCCESS", self._refund_body(done))
+                return self._refund_status(done, now)
             p = self._by_acquirement.get(acquirement_id)
             if p is None or p.merchant_id != merchant_id:
                 return _reply("ORDER_NOT_EXIST", message="no payment with this acquirementId")
@@ -453,12 +461,32 @@ class Ledger:
             if now > (p.paid_at or p.created_at) + timedelta(days=self.options.refund_window_days):
                 return _reply("REFUND_WINDOW_EXCEED")
             self._seq += 1
+            until = (now + timedelta(seconds=self.options.refund_settles_after)
+                     if SCENARIOS.get(p.scenario, SCENARIOS["00"]).refund_processing else None)
             refund = Refund(merchant_id, merchant_refund_id, acquirement_id,
                             f"{now.astimezone(BEIJING):%Y%m%d}11121280010016{self._seq:012d}",
-                            amount, reason, now)
+                            amount, reason, until or now, until)
             p.refunded += amount.minor
             self._refunds[key] = refund
-            return _reply("SUCCESS", self._refund_body(refund))
+            return self._refund_status(refund, now)
+
+    def note_alipay_cn(self, merchant_id: str, merchant_trans_id: str, fields: dict[str, Any]) -> None:
+        """Keep what a v1 pay carried for AlipayCN with its payment (shown in the ledger)."""
+        with self._lock:
+            payment = self._payments.get((merchant_id, merchant_trans_id))
+            if payment is not None and not payment.alipay_cn:
+                payment.alipay_cn = dict(fields)
+
+    def refund_of(self, merchant_id: str, merchant_refund_id: str) -> Refund | None:
+        with self._lock:
+            return self._refunds.get((merchant_id, merchant_refund_id))
+
+    def _refund_status(self, r: Refund, now: datetime) -> Reply:
+        if not r.settled(now):
+            return _reply("REFUND_IN_PROCESS", {"acquirementId": r.acquirement_id,
+                                                "merchantRefundId": r.merchant_refund_id},
+                          "refund in process: send it again with the same merchantRefundId")
+        return _reply("SUCCESS", self._refund_body(r))
 
     @staticmethod
     def _refund_body(r: Refund) -> dict[str, Any]:

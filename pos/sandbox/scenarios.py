@@ -28,6 +28,7 @@ class SandboxOptions:
     query_errors: int = 2                 # 13: payQuery answers SYSTEM_ERROR this many times first
     cancel_errors: int = 2                # 14: payCancel answers U this many times first
     late_success_after: float = 90.0      # 17: past the client's 60 s query deadline (payment.query_deadline)
+    refund_settles_after: float = 5.0     # 20: a refund answers REFUND_IN_PROCESS this long, then succeeds
     race_delay: float = 3.0               # 99: the pay reaches the ledger this long after it was sent
     # §13: the sources disagree; "beijing_day" (same GMT+8 day + 15 min buffer) is the strictest.
     cancel_window: Literal["beijing_day", "24h"] = "beijing_day"
@@ -79,6 +80,7 @@ class Scenario:
     cancel_expired: bool = False        # 19: payCancel answers CANCEL_EXPIRED (the same-day window has passed)
     corrupt_signature: bool = False     # 16
     race: bool = False                  # 99: the pay reaches the ledger `race_delay` s late
+    refund_processing: bool = False     # 20: its refunds stay in process `refund_settles_after` s
 
 
 _LIST = [
@@ -103,6 +105,7 @@ _LIST = [
     Scenario("18", "pay U, stays processing; cancel S", pay_status="U", settled=False),
     Scenario("19", "pay U, customer confirms late; cancel too late (CANCEL_EXPIRED)", pay_status="U",
              settled=False, settles_after="late_success_after", cancel_expired=True),
+    Scenario("20", "paid; each refund stays in process, then succeeds (notifyRefund)", refund_processing=True),
     Scenario("99", "query overtakes the pay (ORDER_NOT_EXIST race)", hold=True, race=True),
 ]
 SCENARIOS: dict[str, Scenario] = {s.number: s for s in _LIST}

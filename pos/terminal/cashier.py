@@ -170,10 +170,11 @@ class CashierFlow:
             self.journal_failed(exc)
             c.mode, c.buffer = Mode.IDLE, ""
 
-    def await_scan(self, amount: Money, reference: str, title: str) -> TillSale:
+    def await_scan(self, amount: Money, reference: str, title: str, goods: str = "") -> TillSale:
         """A new sale waits for the customer's code (keypad and till alike); from here the
-        displays belong to it, and late texts of the last sale are dropped."""
-        till = self._links.new_sale(amount, reference, title, self._clock())
+        displays belong to it, and late texts of the last sale are dropped. `goods`: the till's
+        line items (checked already, pos/core/goods.py), kept with it and sent with its pay."""
+        till = self._links.new_sale(amount, reference, title, self._clock(), goods)
         c = self._counter
         c.pending, c.current_sale, c.mode, c.buffer = till, None, Mode.AWAIT_SCAN, ""
         c.show_nothing()
@@ -262,7 +263,7 @@ class CashierFlow:
             # (the gateway client names the store on the wire when there is none).
             sale_id = self._payments.start_sale(pending.amount, code, scanned_at,
                                                 pending.order_title, pending.reference,
-                                                till_id=pending.till_id, qr=qr)
+                                                till_id=pending.till_id, goods=pending.goods, qr=qr)
         except SaleRefused as exc:
             log.info("QR sale refused" if qr else "scan refused",
                      extra={"kv": {"reason": str(exc), "code": "QR" if qr else mask_code(code)}})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +34,7 @@ from pos.backoffice.customs import CustomsRequest
 from pos.backoffice.registration import sales_refusal
 from pos.config import Config
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show, ShowQr
+from pos.core.goods import GoodsLine
 from pos.core.money import Money
 from pos.gateway.client import GatewayClient
 from pos.journal.backoffice import BackOfficeJournal
@@ -177,8 +178,8 @@ class Terminal:
     # ------------------------------------------------------------ the till interface (TillBackend)
 
     def create_sale(self, amount: Money, reference: str, order_title: str,
-                    method: str = "code") -> dict[str, Any]:
-        return self.till.create_sale(amount, reference, order_title, method)
+                    method: str = "code", goods: Sequence[GoodsLine] = ()) -> dict[str, Any]:
+        return self.till.create_sale(amount, reference, order_title, method, goods)
 
     def get_sale(self, sale_id: str) -> dict[str, Any] | None:
         return self.till.get_sale(sale_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from pos import __version__
 from pos.config import Config
+from pos.core.goods import GoodsLine, check_goods, goods_info
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.outcomes import CUSTOMER_CONFIRMING
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
@@ -61,6 +62,7 @@ REFUSAL_PROBLEMS: dict[str, tuple[int, str, str]] = {
     "over_refund_limit": (409, "Refund above the limit", ""),
     "over_max_amount": (422, "Amount too large", ""),
     "refused": (409, "Refund refused", ""),       # the payment runner said no (e.g. shutting down)
+    "goods": (422, "Items not accepted", ""),     # the line items break AlipayCN's rules (pos/core/goods.py)
 }
 
 
@@ -203,9 +205,11 @@ class TillService:
         return TillError(503, "Journal unavailable",
                          f"the terminal cannot write its journal{why}: no sale can start; run 'pos doctor'")
 
-    def create_sale(self, amount: Money, reference: str, order_title: str, method: str = "code") -> dict[str, Any]:
+    def create_sale(self, amount: Money, reference: str, order_title: str, method: str = "code",
+                    goods: Sequence[GoodsLine] = ()) -> dict[str, Any]:
         """A sale waiting for the customer's code; with method "qr", a merchant-presented QR sale started
-        at once (its "scan to pay" slip prints when the gateway gives the code)."""
+        at once (its "scan to pay" slip prints when the gateway gives the code). `goods`: the till's
+        line items (checked here; an AlipayCN terminal on the v1 API sends them)."""
         with self._lock:
             if self._payments.recovering:
                 raise TillError(503, "Terminal not ready",
@@ -219,7 +223,7 @@ class TillService:
             if self._counter.mode not in (Mode.IDLE, Mode.RESULT, Mode.AMOUNT, Mode.SALE):
                 raise TillError(409, "Terminal in use", "the manager menu is open on the terminal")
             self._check_currency(amount.currency)
-            refusal = self._cashier.check_amount(amount)
+            refusal = self._cashier.check_amount(amount) or check_goods(goods)
             if refusal is not None:
                 raise _problem(refusal)
             journal = self._devices["journal"]
@@ -228,7 +232,7 @@ class TillService:
             if method == "qr" and not self._payments.offers_qr:
                 raise TillError(422, "QR sale not available", QR_UNAVAILABLE)
             try:
-                till = self._cashier.await_scan(amount, reference, order_title)
+                till = self._cashier.await_scan(amount, reference, order_title, goods_info(goods))
             except JournalError as exc:
                 self._cashier.journal_failed(exc)
                 raise self._journal_unavailable("") from None

@@ -16,6 +16,7 @@ whose refusals are `TillError`s, sent as problem details.
 import hmac
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pos import __version__
 from pos.backoffice.customs import CustomsRequest
+from pos.core.goods import MAX_LINES, MAX_NAME, MAX_QUANTITY, GoodsLine
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.records import RefundState, SaleState
 from pos.terminal.till_service import TillError
@@ -57,7 +59,7 @@ class TillBackend(Protocol):
     default_currency: str
 
     def create_sale(self, amount: Money, reference: str, order_title: str,
-                    method: str = "code") -> dict[str, Any]: ...
+                    method: str = "code", goods: Sequence[GoodsLine] = ()) -> dict[str, Any]: ...
     def get_sale(self, sale_id: str) -> dict[str, Any] | None: ...
     def wait_sale(self, sale_id: str, timeout: float) -> dict[str, Any] | None: ...
     def cancel_sale(self, sale_id: str) -> dict[str, Any]: ...
@@ -83,6 +85,12 @@ class AmountOut(BaseModel):
     text: str = Field(description="major units as a cashier reads them, e.g. '12.50'")
 
 
+class ItemIn(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME,
+                               description="what was sold; no '^', '|' or control characters")]
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY, strict=True)] = 1
+
+
 class SaleIn(_Strict):
     amount: Annotated[str, Field(min_length=1, max_length=20, pattern=r"^[0-9]+(\.[0-9]+)?$",
                                  description="decimal string in major units, as a cashier types it: "
@@ -95,6 +103,10 @@ class SaleIn(_Strict):
         default="code", description="code: the cashier scans the customer's payment code; qr: the customer "
                                     "scans the terminal's code, printed on a 'scan to pay' slip (merchant-"
                                     "presented QR; needs [gateway] protocol = \"ams\")")] = "code"
+    items: Annotated[list[ItemIn] | None, Field(
+        default=None, max_length=MAX_LINES,
+        description="the sale's line items; an AlipayCN terminal on the v1 API sends them as "
+                    "order.extendInfo.chinaExtraTransInfo (goodsInfo, totalQuantity)")] = None
 
 
 class RefundIn(_Strict):
@@ -427,10 +439,9 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
               summary="Start a sale: the terminal asks the cashier to scan the customer's code, or "
                       "(method qr) prints its own code for the customer to scan")
     def create_sale(body: SaleIn) -> dict[str, Any]:
-        amount = _money(body.amount, body.currency)
-        if body.method == "qr":
-            return service.create_sale(amount, body.reference, body.orderTitle, method="qr")
-        return service.create_sale(amount, body.reference, body.orderTitle)
+        goods = [GoodsLine(item.name, item.quantity) for item in body.items or []]
+        return service.create_sale(_money(body.amount, body.currency), body.reference, body.orderTitle,
+                                   body.method, goods)
 
     @app.get("/v1/sales/{sale_id}", response_model=SaleOut, dependencies=[Depends(till)],
              summary="Read a sale; with wait, block up to that many seconds for a final state")

@@ -128,6 +128,7 @@ def run_show(args: argparse.Namespace) -> int:
             ("state", sale.state.value + (" (resolved by the background check)" if sale.resolved_by_corrector else "")),
             ("amount", sale.amount.receipt()), ("payment code", sale.code_masked),
             ("order title", sale.order_title or "-"), ("reference", sale.reference or "-"),
+            ("items", sale.goods or "-"),
             ("created", _time(sale.created_at, tz)), ("pay sent", _time(sale.pay_sent_at, tz)),
             ("finished", _time(sale.finished_at, tz)), ("acquirementId", sale.acquirement_id or "-"),
             ("last result", " ".join(x for x in (sale.result_code or "", sale.result_message) if x) or "-"),

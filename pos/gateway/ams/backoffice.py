@@ -31,7 +31,7 @@ from typing import Any
 from pos.core.money import Money
 from pos.core.outcomes import Failed, GatewayResult, Succeeded
 from pos.gateway.ams.client import AmsGateway
-from pos.gateway.ams.notify import verified_body
+from pos.gateway.ams.notify import BODY_REFUSED, verified_body
 
 __all__ = ["REGISTRATION_NOTIFY_PATH", "DeclarationRecord", "BackOffice", "RegistrationNotice",
            "declaration_records", "registration_status_of", "read_registration_notification"]
@@ -144,10 +144,10 @@ def read_registration_notification(path: str, raw: bytes, headers: Mapping[str, 
         return body
     request_id = body.get("registrationRequestId")
     if not isinstance(request_id, str) or not request_id:
-        return "no registrationRequestId"
+        return f"{BODY_REFUSED}: no registrationRequestId"
     status, code, message = registration_status_of(body)
     if not status:
-        return "no registrationResult.registrationStatus"
+        return f"{BODY_REFUSED}: no registrationResult.registrationStatus"
     return RegistrationNotice(request_id, status, code, message, body)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import requests
 
 from pos.config import Config, GatewaySection, store_identity
+from pos.core.goods import check_goods, goods_info, parse_goods_info, total_quantity
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
@@ -42,14 +43,14 @@ from pos.gateway.ams.signing import (
     signature_header,
     verify,
 )
-from pos.gateway.ams.status import read_inquiry
+from pos.gateway.ams.status import customer_amount, read_inquiry
 from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
 from pos.gateway.store import put_store
 
 __all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "ORDER_CODE", "PAYMENT_CODE", "path_prefix",
-           "qr_text", "request_time"]
+           "qr_text", "request_time", "china_extend_info"]
 
 log = logging.getLogger("pos.gateway")
 
@@ -82,6 +83,29 @@ ECHO_FIELDS = {"refund": "refundRequestId", "inquiryRefund": "refundRequestId",
 
 # Where our notification listener takes the v1 notifications ([notify] listen / public_url).
 NOTIFY_PATHS = {"payment": "/notify/ams/payment", "refund": "/notify/ams/refund"}
+
+
+# chinaExtraTransInfo.businessType of a shop selling goods: "4" in both of seed 002's samples.
+GOODS_BUSINESS_TYPE = "4"
+
+
+def china_extend_info(goods: str) -> str | None:
+    """order.extendInfo for an AlipayCN pay with line items, or None if they break the rules.
+
+    Seed 002: `chinaExtraTransInfo` {businessType, goodsInfo "name^qty|...", totalQuantity}, every
+    value a string. extendInfo itself is a JSON string (seed 002's request sample; the Order model
+    of the official SDK types it `str`), at most 2048 characters.
+    """
+    try:
+        lines = parse_goods_info(goods)
+    except ValueError:
+        return None
+    if not lines or check_goods(lines) is not None:
+        return None
+    info = {"businessType": GOODS_BUSINESS_TYPE, "goodsInfo": goods_info(lines),
+            "totalQuantity": str(total_quantity(lines))}
+    text = compact_json({"chinaExtraTransInfo": info})
+    return text if len(text) <= 2048 else None
 
 
 def path_prefix(client_id: str) -> str:
@@ -128,20 +152,23 @@ class AmsGateway:
 
     @classmethod
     def from_config(cls, config: Config) -> AmsGateway:
-        notify_url = config.notify.public_url + NOTIFY_PATHS["payment"] if config.notify.public_url else ""
+        public = config.notify.public_url
+        notify_url = public + NOTIFY_PATHS["payment"] if public else ""
+        refund_notify_url = public + NOTIFY_PATHS["refund"] if public else ""
         # AlipayCN (seed 002): every pay names its settlement currency, never CNY.
         settlement = ""
         if config.terminal.wallet == "ALIPAY_CN":
             settlement = config.terminal.settlement_currency or config.terminal.currency
         return cls(config.gateway, not_found_codes=config.payment.not_found_codes, notify_url=notify_url,
-                   settlement_currency=settlement, store=store_identity(config))
+                   refund_notify_url=refund_notify_url, settlement_currency=settlement, store=store_identity(config))
 
     def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
                  clock: Callable[[], datetime] | None = None, private_key: Any = None,
                  alipay_public_key: Any = None, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
                  notify_url: str = "", settlement_currency: str = "",
-                 store: Mapping[str, str] | None = None) -> None:
+                 store: Mapping[str, str] | None = None, refund_notify_url: str = "") -> None:
         self._notify_url = notify_url
+        self._refund_notify_url = refund_notify_url   # refundNotifyUrl: where notifyRefund goes
         self._store = dict(store or {})   # [store], sent in every pay (pos/data/store_fields.toml [ams])
         # Set for the AlipayCN wallet: sent as settlementStrategy.settlementCurrency, and
         # its currency rules are checked before any request (an F that never left).
@@ -159,7 +186,7 @@ class AmsGateway:
     # -- the Gateway protocol ------------------------------------------------
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str) -> GatewayResult:
+            order_title: str, goods: str = "") -> GatewayResult:
         body: dict[str, Any] = {
             "productCode": PRODUCT_CODE,
             "paymentRequestId": merchant_trans_id,
@@ -173,12 +200,12 @@ class AmsGateway:
             "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": identity_code},
             "paymentFactor": {"inStorePaymentScenario": PAYMENT_CODE},
         }
-        refused = self._complete_pay(body, amount, merchant_trans_id)
+        refused = self._complete_pay(body, amount, merchant_trans_id, goods)
         if refused is not None:
             return refused
-        return self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+        return customer_amount(self._call("pay", body, merchant_trans_id, mask_code(identity_code)))
 
-    def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str) -> GatewayResult:
+    def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str, goods: str = "") -> GatewayResult:
         """The order code (merchant-presented QR): a pay whose U PAYMENT_IN_PROCESS answer carries the
         code the customer scans, as `Unknown.qr`. The sale then waits on inquiryPayment and notifyPayment."""
         body: dict[str, Any] = {
@@ -194,7 +221,7 @@ class AmsGateway:
             "paymentMethod": {"paymentMethodType": "CONNECT_WALLET"},
             "paymentFactor": {"inStorePaymentScenario": ORDER_CODE},
         }
-        refused = self._complete_pay(body, amount, merchant_trans_id)
+        refused = self._complete_pay(body, amount, merchant_trans_id, goods)
         if refused is not None:
             return refused
         result = self._call("pay", body, merchant_trans_id)
@@ -204,8 +231,10 @@ class AmsGateway:
                  "yes" if isinstance(result, Unknown) and result.qr else "no")
         return result
 
-    def _complete_pay(self, body: dict[str, Any], amount: Money, merchant_trans_id: str) -> Failed | None:
-        """The store, the notification URL and AlipayCN's settlement currency; an F if the pay may not leave."""
+    def _complete_pay(self, body: dict[str, Any], amount: Money, merchant_trans_id: str,
+                      goods: str) -> Failed | None:
+        """The store, the notification URL, AlipayCN's settlement currency and goods; an F if the pay may
+        not leave."""
         put_store(body, self._store, "ams")
         if self._notify_url:
             body["paymentNotifyUrl"] = self._notify_url
@@ -216,6 +245,13 @@ class AmsGateway:
                 log.warning("pay not sent paymentRequestId=%s: %s", merchant_trans_id, exc)
                 return Failed("CURRENCY_NOT_SUPPORT", f"not sent: {exc}", request_id=merchant_trans_id)
             body["settlementStrategy"] = {"settlementCurrency": self._settlement}
+            if goods:
+                extend = china_extend_info(goods)
+                if extend is None:
+                    log.warning("pay not sent paymentRequestId=%s: the goods list cannot be sent", merchant_trans_id)
+                    return Failed("PARAM_ILLEGAL", "not sent: the goods list cannot be sent (pos/core/goods.py)",
+                                  request_id=merchant_trans_id)
+                body["order"]["extendInfo"] = extend
         return None
 
     def query(self, *, merchant_trans_id: str) -> GatewayResult:
@@ -231,6 +267,8 @@ class AmsGateway:
                                 "refundAmount": amount.wire()}
         if reason:
             body["refundReason"] = reason
+        if self._refund_notify_url:
+            body["refundNotifyUrl"] = self._refund_notify_url
         return self._call("refund", body, merchant_refund_id)
 
     # -- v1-only calls -------------------------------------------------------

@@ -11,7 +11,6 @@ verify is refused and changes nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,10 +19,12 @@ from typing import Any
 from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown
 from pos.gateway.ams.client import request_time
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
-from pos.gateway.ams.status import PAYMENT_STATUS
+from pos.gateway.ams.status import PAYMENT_STATUS, customer_amount
 from pos.gateway.signing import compact_json
+from pos.gateway.strict_json import loads_strict
 
-__all__ = ["AmsNotification", "read_notification", "acknowledgement", "notification_body_result"]
+__all__ = ["AmsNotification", "read_notification", "acknowledgement", "notification_body_result",
+           "refund_body_result", "refusal", "BODY_REFUSED"]
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,45 @@ def notification_body_result(body: Mapping[str, Any]) -> GatewayResult:
     if isinstance(body.get("paymentId"), str):
         data.setdefault("acquirementId", body["paymentId"])
     if status == "S":
-        return Succeeded(data, code or "SUCCESS", query=PAYMENT_STATUS["SUCCESS"])
+        return customer_amount(Succeeded(data, code or "SUCCESS", query=PAYMENT_STATUS["SUCCESS"]))
     if status == "F":
         return Failed(code, str(info.get("resultMessage") or ""), "", data, query=QueryOutcome.CLOSED)
     return Unknown("notification says U", code or None)
+
+
+# Reasons that start with this are about a signed body we cannot read (HTTP 400);
+# every other refusal is about who sent it (HTTP 401).
+BODY_REFUSED = "signed body refused"
+
+
+def refusal(reason: str) -> tuple[int, bytes]:
+    """The HTTP status and JSON body answering a refused v1 notification (the reason in resultMessage)."""
+    unreadable = reason.startswith(BODY_REFUSED)
+    code = "PARAM_ILLEGAL" if unreadable else "INVALID_SIGNATURE"
+    body = {"result": {"resultCode": code, "resultStatus": "F", "resultMessage": reason[:200]}}
+    return (400 if unreadable else 401), compact_json(body).encode("utf-8")
+
+
+def refund_body_result(body: Mapping[str, Any]) -> GatewayResult:
+    """A notifyRefund body as a refund's answer: refundStatus SUCCESS -> S, FAIL -> F, anything else U.
+
+    Antom's notifyRefund reference: `refundStatus` (SUCCESS | FAIL) says how the refund
+    ended and `result` carries its code; a body whose `result.resultStatus` says
+    otherwise than its `refundStatus` is read as unknown (it settles nothing).
+    """
+    info = body.get("result")
+    if not isinstance(info, dict):
+        return Unknown("notification lacks result")
+    status, code = info.get("resultStatus"), str(info.get("resultCode") or "")
+    refund_status = body.get("refundStatus")
+    if refund_status is None:
+        refund_status = {"S": "SUCCESS", "F": "FAIL"}.get(str(status))
+    data = dict(body)
+    if refund_status == "SUCCESS" and status in ("S", None):
+        return Succeeded(data, code or "SUCCESS")
+    if refund_status == "FAIL" and status in ("F", None):
+        return Failed(code or "REFUND_FAIL", str(info.get("resultMessage") or ""), "", data)
+    return Unknown(f"notification says refundStatus {refund_status!r}, resultStatus {status!r}", code or None)
 
 
 def verified_body(path: str, raw: bytes, headers: Mapping[str, str], *, alipay_public_key: Any,
@@ -64,11 +100,11 @@ def verified_body(path: str, raw: bytes, headers: Mapping[str, str], *, alipay_p
     if not verify(sign_content("POST", path, sender, moment, raw), parsed.signature, alipay_public_key):
         return "signature does not verify with Alipay's public key"
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return "body is not JSON"
+        body = loads_strict(raw)
+    except ValueError as exc:
+        return f"{BODY_REFUSED}: {exc}"
     if not isinstance(body, dict):
-        return "body is not a JSON object"
+        return f"{BODY_REFUSED}: not a JSON object"
     return body
 
 
@@ -78,11 +114,15 @@ def read_notification(path: str, raw: bytes, headers: Mapping[str, str], *, alip
     body = verified_body(path, raw, headers, alipay_public_key=alipay_public_key, client_id=client_id)
     if isinstance(body, str):
         return body
-    if isinstance(body.get("refundRequestId"), str) and body.get("notifyType") != "PAYMENT_RESULT":
-        return AmsNotification("refund", body["refundRequestId"], notification_body_result(body), body)
+    kind = body.get("notifyType")
+    if kind == "REFUND_RESULT" or (kind is None and path.endswith("/refund")):
+        refund_id = body.get("refundRequestId")
+        if not isinstance(refund_id, str) or not refund_id:
+            return f"{BODY_REFUSED}: no refundRequestId"
+        return AmsNotification("refund", refund_id, refund_body_result(body), body)
     request_id = body.get("paymentRequestId")
     if not isinstance(request_id, str) or not request_id:
-        return "no paymentRequestId"
+        return f"{BODY_REFUSED}: no paymentRequestId"
     return AmsNotification("payment", request_id, notification_body_result(body), body)
 
 

@@ -213,7 +213,8 @@ class OfflineGateway:
     # -- the Gateway protocol ------------------------------------------------
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str) -> GatewayResult:
+            order_title: str, goods: str = "") -> GatewayResult:
+        # The offline protocol has no field for line items (`goods` is not sent).
         body: dict[str, Any] = {
             "merchantId": self._s.merchant_id,
             "productCode": self._s.product_code,
