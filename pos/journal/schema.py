@@ -130,6 +130,17 @@ MIGRATIONS: list[list[str]] = [
     list(BACKOFFICE_TABLES),
     # 7: the outbox of events for the chain's headquarters (pos/journal/outbox.py)
     list(OUTBOX_TABLES),
+    # 8: indexes for what reads the journal while it grows for years: a business day's
+    # reports (by creation time, covering what they total), open items and the receipts
+    # owed on start (by state, then the time of the last change), waiting till sales.
+    [
+        "CREATE INDEX sales_created ON sales (created_at, state, currency, amount_minor)",
+        "CREATE INDEX refunds_created ON refunds (created_at, state, currency, amount_minor)",
+        "DROP INDEX sales_state",
+        "CREATE INDEX sales_state ON sales (state, updated_at)",
+        "CREATE INDEX refunds_state ON refunds (state, updated_at)",
+        "CREATE INDEX till_sales_waiting ON till_sales (state) WHERE sale_id IS NULL",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
