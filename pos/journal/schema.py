@@ -134,12 +134,12 @@ MIGRATIONS: list[list[str]] = [
     # reports (by creation time, covering what they total), open items and the receipts
     # owed on start (by state, then the time of the last change), waiting till sales.
     [
-        "CREATE INDEX sales_created ON sales (created_at, state, currency, amount_minor)",
-        "CREATE INDEX refunds_created ON refunds (created_at, state, currency, amount_minor)",
-        "DROP INDEX sales_state",
+        "CREATE INDEX IF NOT EXISTS sales_created ON sales (created_at, state, currency, amount_minor)",
+        "CREATE INDEX IF NOT EXISTS refunds_created ON refunds (created_at, state, currency, amount_minor)",
+        "DROP INDEX IF EXISTS sales_state",
         "CREATE INDEX sales_state ON sales (state, updated_at)",
-        "CREATE INDEX refunds_state ON refunds (state, updated_at)",
-        "CREATE INDEX till_sales_waiting ON till_sales (state) WHERE sale_id IS NULL",
+        "CREATE INDEX IF NOT EXISTS refunds_state ON refunds (state, updated_at)",
+        "CREATE INDEX IF NOT EXISTS till_sales_waiting ON till_sales (state) WHERE sale_id IS NULL",
     ],
 ]
 
