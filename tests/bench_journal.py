@@ -19,6 +19,7 @@ commits. Figures are printed (and returned), never asserted: speed lives in
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -30,8 +31,10 @@ from zoneinfo import ZoneInfo
 from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.journal.journal import Journal
+from pos.journal.print_jobs import missing_receipts
 from pos.journal.till import TillLinks
 from pos.terminal.business_day import BusinessDay
+from pos.terminal.receipts import RECEIPT_CATCH_UP
 
 DAY_SECONDS = 86_400.0
 START = 1_700_000_000.0          # the first business day opens here (epoch seconds)
@@ -124,11 +127,48 @@ def measure(path: Path, *, repeat: int = 5) -> dict[str, float]:
         figures["z_report_ms"] = _median_ms(lambda: business._build("Z", now), repeat)
         figures["health_counts_ms"] = _median_ms(journal.open_counts, repeat * 4)
         figures["recovery_read_ms"] = _median_ms(journal.open_items, repeat)
+        figures["start_reads_ms"] = _median_ms(lambda: _start_reads(journal), repeat)
         figures["open_items"] = float(len(journal.open_items()))
         figures["day_sales"] = float(sum(t.sales_count + t.cancels_count + t.declines_count + t.reversals_count
                                          for t in business.x_report(print_it=False).totals.values()))
     finally:
         journal.close()
+    return figures
+
+
+def _start_reads(journal: Journal) -> None:
+    """What a start reads before recovery: waiting till sales, receipts owed, open items."""
+    TillLinks(journal).close_stale(START)
+    missing_receipts(journal, time.time() - RECEIPT_CATCH_UP)
+    journal.open_items()
+
+
+def measure_terminal(path: Path, *, repeat: int = 20) -> dict[str, float]:
+    """On a copy of the journal at `path`: a whole terminal in process (tests/test_terminal.py's rig,
+    the sandbox ledger in process) started on it until recovery has settled every open item,
+    then `/v1/health` as the till service answers it, and a paid sale's durable commits."""
+    from devices.scanner import Scan
+    from pos.sandbox.scenarios import make_code
+    from tests.test_terminal import Rig
+
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(path, Path(tmp) / "journal.db")
+        start = time.perf_counter()
+        rig = Rig(Path(tmp))
+        figures["terminal_up_ms"] = (time.perf_counter() - start) * 1000
+        try:
+            rig.payments.wait_recovered(timeout=120)
+            figures["recovered_ms"] = (time.perf_counter() - start) * 1000
+            figures["health_ms"] = _median_ms(rig.terminal.till.health, repeat)
+            rig.keys("E")
+            commits = rig.journal.db._commits
+            view = rig.terminal.create_sale(Money(500, "SGD"), "bench", "Tea")
+            rig.terminal.on_scanner_event(Scan(make_code("00")))
+            rig.settle(view["id"])
+            figures["paid_sale_commits"] = float(rig.journal.db._commits - commits - 1)   # less the till sale's
+        finally:
+            rig.close()
     return figures
 
 
@@ -138,12 +178,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--day", type=int, default=10_000)
     parser.add_argument("--open", type=int, default=100, dest="open_sales")
     parser.add_argument("--path", type=Path, default=None)
+    parser.add_argument("--terminal", action="store_true",
+                        help="also start a whole terminal on a copy (recovery, /v1/health, a paid sale)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     path = build_journal(args.path, sales=args.sales, day=args.day, open_sales=args.open_sales)
     print(f"journal {path} ({args.sales} sales, {args.day} a day, {args.open_sales} open): "
           f"ready in {time.perf_counter() - start:.1f} s")
     figures = measure(path)
+    if args.terminal:
+        figures.update(measure_terminal(path))
     for name, value in figures.items():
         print(f"  {name:<20} {value:10.2f}")
     return figures

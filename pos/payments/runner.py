@@ -4,7 +4,8 @@
 call. It owns the only `Engine`, feeds it events and carries out its
 commands in order: a `Record` is committed to the journal before anything
 after it runs (so every request leaves after the state that leads to it is
-on disk), requests go to a small thread pool (one in flight per sale or
+on disk; a new sale's or refund's first Record is committed in the very
+transaction that creates it: one durable commit before its request leaves), requests go to a small thread pool (one in flight per sale or
 refund, the engine sees to that), and Show / PrintReceipt / Alarm / Finished
 are handed to subscribers on a notifier thread, outside every lock.
 
@@ -241,7 +242,7 @@ class PaymentRunner:
                                                   order_title=order_title, reference=reference, till_id=till_id,
                                                   first_step=step)
             except Exception:
-                step.failed(self)
+                self._step_failed(step)
                 raise
             self._sale_states[record.sale_id] = record.state
             self._carry_out(step.commands, step.committed)
@@ -288,10 +289,11 @@ class PaymentRunner:
             now = self.clock.now()
             step = _FirstStep(self.engine, lambda created: StartRefund(created, now))
             try:
+                # While the engine waits to be rebuilt, the refund is only created: the rebuild resumes it.
                 record = self.journal.create_refund(sale=sale, amount=amount, reason=reason, now=now,
-                                                    first_step=step)
+                                                    first_step=None if self._broken else step)
             except Exception:
-                step.failed(self)
+                self._step_failed(step)
                 raise
             self._refund_states[record.refund_id] = record.state
             self._carry_out(step.commands, step.committed)
@@ -356,6 +358,14 @@ class PaymentRunner:
         if self._broken and not isinstance(event, Recover):
             return   # an answer for the engine that is being rebuilt: recovery asks again
         self._carry_out(self.engine.handle(event))
+
+    def _step_failed(self, step: _FirstStep) -> None:
+        """An item's creation did not commit (lock held): an engine that took its first step is
+        ahead of the journal and is rebuilt from it, as after any failed commit; one that did not
+        is untouched."""
+        if step.ran:
+            self._broken = True
+            self._cond.notify_all()
 
     def _recorded(self, command: Record) -> None:
         """What the runner keeps of a committed Record (lock held)."""
@@ -507,13 +517,6 @@ class _FirstStep:
             self.committed, commands = first, commands[1:]
         self.commands = commands
         return self.committed
-
-    def failed(self, runner: PaymentRunner) -> None:
-        """The transaction did not commit: an engine that took the step is ahead of the journal
-        and is rebuilt from it (as after any failed commit); one that did not is untouched."""
-        if self.ran:
-            runner._broken = True
-            runner._cond.notify_all()
 
 
 def _answers(command: Send) -> tuple[ItemKind, int, Request]:
