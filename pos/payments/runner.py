@@ -5,7 +5,8 @@ call. It owns the only `Engine`, feeds it events and carries out its
 commands in order: a `Record` is committed to the journal before anything
 after it runs (so every request leaves after the state that leads to it is
 on disk; a new sale's or refund's first Record is committed in the very
-transaction that creates it: one durable commit before its request leaves), requests go to a small thread pool (one in flight per sale or
+transaction that creates it: one durable commit before its request
+leaves), requests go to a small thread pool (one in flight per sale or
 refund, the engine sees to that), and Show / PrintReceipt / Alarm / Finished
 are handed to subscribers on a notifier thread, outside every lock.
 
