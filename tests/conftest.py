@@ -49,6 +49,7 @@ LAYER_OF_FILE = {
     "test_install.py": "integration",
     "test_hardening.py": "integration",
     "test_journal.py": "integration",
+    "test_journal_scale.py": "integration",
     "test_keypad.py": "integration",
     "test_logs.py": "unit",
     "test_messages.py": "unit",

@@ -101,33 +101,68 @@ class Report:
         }
 
 
+class _TotalLike(Protocol):
+    """Items of one currency in one state, counted and summed (the journal's StateTotal)."""
+
+    @property
+    def currency(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def minor(self) -> int: ...
+
+
+def _add_sales(t: DayTotals, state: str, count: int, minor: int) -> bool:
+    """Count final sales into the day's totals; False for a state the totals do not count."""
+    if state == "PAID":
+        t.sales_count += count
+        t.sales_minor += minor
+    elif state == "CANCELLED":
+        t.cancels_count += count
+        t.cancels_minor += minor
+    elif state == "DECLINED":
+        t.declines_count += count
+        t.declines_minor += minor
+    elif state == "REVERSED":
+        t.reversals_count += count
+        t.reversals_minor += minor
+    else:
+        return False
+    return True
+
+
 def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | None,
-                 sales: Iterable[_SaleLike], refunds: Iterable[_RefundLike]) -> Report:
+                 sales: Iterable[_SaleLike], refunds: Iterable[_RefundLike], *,
+                 sale_totals: Iterable[_TotalLike] = (), refund_totals: Iterable[_TotalLike] = ()) -> Report:
+    """The report of the day's sales and refunds.
+
+    Items may come one by one (`sales`, `refunds`) or already totalled per currency
+    and state (`sale_totals`, `refund_totals`, summed by the journal); a currency
+    any of them has is on the report, as are the items that are not final, in the
+    order given."""
     report = Report(kind, business_day, opened_at, closed_at)
 
     def totals(currency: str) -> DayTotals:
         return report.totals.setdefault(currency, DayTotals(currency))
 
+    for group in sale_totals:
+        _add_sales(totals(group.currency), group.state, group.count, group.minor)
     for sale in sales:
-        t = totals(sale.amount.currency)
-        if sale.state == "PAID":
-            t.sales_count += 1
-            t.sales_minor += sale.amount.minor
-        elif sale.state == "CANCELLED":
-            t.cancels_count += 1
-            t.cancels_minor += sale.amount.minor
-        elif sale.state == "DECLINED":
-            t.declines_count += 1
-            t.declines_minor += sale.amount.minor
-        elif sale.state == "REVERSED":
-            t.reversals_count += 1
-            t.reversals_minor += sale.amount.minor
-        elif sale.state == "MANUAL_REVIEW":
+        if _add_sales(totals(sale.amount.currency), sale.state, 1, sale.amount.minor):
+            continue
+        if sale.state == "MANUAL_REVIEW":
             report.manual_review.append(sale.merchant_trans_id)
             if sale.acquirement_id:
                 report.acquirement_ids[sale.merchant_trans_id] = sale.acquirement_id
         elif sale.state not in SALE_FINAL:
             report.open_items.append(sale.merchant_trans_id)
+    for group in refund_totals:
+        t = totals(group.currency)
+        if group.state == "REFUNDED":
+            t.refunds_count += group.count
+            t.refunds_minor += group.minor
     for refund in refunds:
         t = totals(refund.amount.currency)
         if refund.state == "REFUNDED":

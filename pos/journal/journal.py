@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,9 +46,9 @@ from pos.core.events import Record
 from pos.core.money import Money
 from pos.core.records import QR_SALE_MARK, RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.redact import mask_code, redact
-from pos.journal.db import CRASH_ENV, JournalDB, JournalError, unreadable
+from pos.journal.db import CRASH_ENV, JournalDB, JournalError, Row, unreadable
 from pos.journal.reads import JournalReads
-from pos.journal.rows import REFUND_BOOLS, REFUND_FIELDS, SALE_BOOLS, SALE_FIELDS, column_values
+from pos.journal.rows import REFUND_BOOLS, REFUND_FIELDS, SALE_BOOLS, SALE_FIELDS, column_values, to_refund, to_sale
 from pos.journal.schema import migrate
 from pos.journal.till import link_till_sale
 
@@ -56,6 +57,9 @@ __all__ = ["Journal", "JournalError", "journal_path", "CRASH_ENV"]
 JOURNAL_FILE = "journal.db"
 
 _T = TypeVar("_T")
+# Given the item a create_* call just wrote, the engine's first step for it (or None),
+# committed in the same transaction.
+FirstStep = Callable[[_T], Record | None]
 
 
 def journal_path(state_dir: str | os.PathLike[str]) -> Path:
@@ -120,23 +124,24 @@ class Journal(JournalReads):
     # ------------------------------------------------------------ writing
 
     def _next(self, conn: sqlite3.Connection, name: str) -> int:
-        row = conn.execute("SELECT value FROM sequences WHERE name = ?", (name,)).fetchone()
-        value = (row[0] if row else 0) + 1
-        conn.execute("INSERT INTO sequences (name, value) VALUES (?, ?) "
-                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
-        return value
+        row = conn.execute("INSERT INTO sequences (name, value) VALUES (?, 1) "
+                           "ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value", (name,)).fetchone()
+        return int(row[0])
 
     def _local_date(self, now: float) -> str:
         return datetime.fromtimestamp(now, tz=UTC).astimezone(self._tz).date().isoformat()
 
     def create_sale(self, *, amount: Money, code: str, scanned_at: float, now: float,
                     order_title: str = "", reference: str = "", till_id: str | None = None,
-                    goods: str = "", qr: bool = False) -> SaleRecord:
+                    goods: str = "", qr: bool = False,
+                    first_step: FirstStep[SaleRecord] | None = None) -> SaleRecord:
         """Create a CREATED sale with a fresh merchantTransId, committed. Only the masked code is stored.
 
         `till_id`: the till sale this sale serves, linked in the same transaction. `goods`: its line
-        items (AlipayCN goodsInfo text). `qr`: a
-        merchant-presented QR sale: no customer code, QR_SALE_MARK stored in its place."""
+        items (AlipayCN goodsInfo text). `qr`: a merchant-presented QR sale: no customer code,
+        QR_SALE_MARK stored in its place. `first_step`: called with the new sale inside the
+        transaction; the Record it returns (the engine's first step: PAYING, the pay queued) is
+        committed with the sale, so a sale costs one durable commit before its pay leaves, not two."""
         local_date = self._local_date(now)
         masked = QR_SALE_MARK if qr else mask_code(code)
         with self._db.transaction() as conn:
@@ -153,10 +158,15 @@ class Journal(JournalReads):
                         f"{amount.receipt()} code {masked}")
             if till_id is not None:
                 link_till_sale(conn, till_id, sale_id, now)
-        return self._created(self._sale_by_id(sale_id), "sale", sale_id)
+            created = to_sale(self._row(conn, "SELECT * FROM sales WHERE sale_id = ?", sale_id))
+            if first_step is not None:
+                self._write(conn, first_step(created))
+        return created
 
-    def create_refund(self, *, sale: SaleRecord, amount: Money, reason: str, now: float) -> RefundRecord:
-        """Create a REFUND_CREATED refund with a fresh merchantRefundId, committed.
+    def create_refund(self, *, sale: SaleRecord, amount: Money, reason: str, now: float,
+                      first_step: FirstStep[RefundRecord] | None = None) -> RefundRecord:
+        """Create a REFUND_CREATED refund with a fresh merchantRefundId, committed
+        (with `first_step`'s Record, as for create_sale).
 
         Refuses (JournalError) a refund that would take the sum of refunds
         (pending included) above the sale amount, checked inside the transaction.
@@ -179,24 +189,55 @@ class Journal(JournalReads):
             refund_id = int(cur.lastrowid or 0)
             self._event(conn, now, "refund", refund_id, "create", "", RefundState.REFUND_CREATED.value,
                         f"{amount.receipt()} on sale {sale.sale_id}")
-        return self._created(self._refund_by_id(refund_id), "refund", refund_id)
+            created = to_refund(self._row(conn, "SELECT * FROM refunds WHERE refund_id = ?", refund_id))
+            if first_step is not None:
+                self._write(conn, first_step(created))
+        return created
+
+    def bulk_insert(self, sales: Iterable[SaleRecord], refunds: Iterable[RefundRecord] = ()) -> None:
+        """Insert whole records as they are (their ids included), in one transaction and without
+        events: for building large journals (tests/bench_journal.py), not for sales being made.
+        The sequences move past the largest ids so new sales and refunds never repeat one."""
+        sale_cols = ["amount_minor", "currency", *SALE_FIELDS]
+        refund_cols = ["amount_minor", "currency", *REFUND_FIELDS]
+        with self._db.transaction(crash_point=False) as conn:
+            conn.executemany(
+                f"INSERT INTO sales ({', '.join(sale_cols)}) VALUES ({', '.join('?' * len(sale_cols))})",
+                ((s.amount.minor, s.amount.currency, *column_values(s, SALE_FIELDS, SALE_BOOLS)) for s in sales))
+            conn.executemany(
+                f"INSERT INTO refunds ({', '.join(refund_cols)}) VALUES ({', '.join('?' * len(refund_cols))})",
+                ((r.amount.minor, r.amount.currency, *column_values(r, REFUND_FIELDS, REFUND_BOOLS))
+                 for r in refunds))
+            for name, table, key in (("sale", "sales", "sale_id"), ("refund", "refunds", "refund_id")):
+                conn.execute("INSERT INTO sequences (name, value) "
+                             f"SELECT ?, COALESCE(MAX({key}), 0) FROM {table} WHERE true "
+                             "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)", (name,))
 
     @staticmethod
-    def _created(record: _T | None, kind: str, item_id: int) -> _T:
-        if record is None:  # pragma: no cover - read back inside the same process right after COMMIT
-            raise JournalError(f"{kind} {item_id} was committed but cannot be read back")
-        return record
+    def _row(conn: sqlite3.Connection, sql: str, item_id: int) -> Row:
+        """A row just written, read back inside its own transaction."""
+        cur = conn.execute(sql, (item_id,))
+        row = cur.fetchone()
+        if row is None:  # pragma: no cover - inserted by this very transaction
+            raise JournalError(f"item {item_id} was written but cannot be read back")
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def record(self, rec: Record) -> None:
         """Commit one engine step: the new records and their log lines, in one transaction."""
         with self._db.transaction() as conn:
-            for sale in rec.sales:
-                self._update(conn, "sales", "sale_id", SALE_FIELDS, sale, SALE_BOOLS)
-            for refund in rec.refunds:
-                self._update(conn, "refunds", "refund_id", REFUND_FIELDS, refund, REFUND_BOOLS)
-            for entry in rec.log:
-                self._event(conn, entry.at, entry.item_kind, entry.item_id, entry.trigger, entry.source,
-                            entry.dest, entry.detail)
+            self._write(conn, rec)
+
+    def _write(self, conn: sqlite3.Connection, rec: Record | None) -> None:
+        """An engine step's records and log lines, inside the caller's transaction."""
+        if rec is None:
+            return
+        for sale in rec.sales:
+            self._update(conn, "sales", "sale_id", SALE_FIELDS, sale, SALE_BOOLS)
+        for refund in rec.refunds:
+            self._update(conn, "refunds", "refund_id", REFUND_FIELDS, refund, REFUND_BOOLS)
+        for entry in rec.log:
+            self._event(conn, entry.at, entry.item_kind, entry.item_id, entry.trigger, entry.source,
+                        entry.dest, entry.detail)
 
     @staticmethod
     def _update(conn: sqlite3.Connection, table: str, key: str, names: list[str],

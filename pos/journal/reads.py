@@ -7,6 +7,7 @@ becomes a `JournalError` with the file named, so callers never see sqlite3.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date as Date
 from typing import Any
 
@@ -22,7 +23,52 @@ from pos.core.records import (
 from pos.journal.db import JournalDB, JournalError
 from pos.journal.rows import to_refund, to_sale
 
-__all__ = ["JournalReads"]
+__all__ = ["DayFigures", "JournalReads", "OpenCounts", "StateTotal"]
+
+# Open items are found by the states they can be in (`state IN`, over the index on
+# state), never by the states they are not in (`NOT IN` reads every row ever written).
+SALE_OPEN = tuple(sorted(s.value for s in SaleState if s not in SALE_FINAL))
+REFUND_OPEN = tuple(sorted(s.value for s in RefundState if s not in REFUND_FINAL))
+_SALE_FINAL = tuple(sorted(s.value for s in SALE_FINAL))
+_REFUND_FINAL = tuple(sorted(s.value for s in REFUND_FINAL))
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return f"state IN ({', '.join('?' * len(values))})"
+
+
+@dataclass(frozen=True)
+class StateTotal:
+    """How many items of one currency ended in one state, and their sum in minor units."""
+
+    currency: str
+    state: str
+    count: int
+    minor: int
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    """A business day as the X and Z reports need it, totalled in SQL.
+
+    Final sales and refunds are totalled per currency and state; what is not
+    final is listed one by one (the reports name each), oldest first: the day's
+    own open sales, then those still open from earlier days.
+    """
+
+    sale_totals: list[StateTotal]
+    refund_totals: list[StateTotal]
+    open_sales: list[SaleRecord]
+    earlier_open_sales: list[SaleRecord]
+    open_refunds: list[RefundRecord]
+
+
+@dataclass(frozen=True)
+class OpenCounts:
+    """What `/v1/health` and `pos status` report about open work."""
+
+    open_items: int        # sales and refunds not final (MANUAL_REVIEW and REFUND_PENDING included)
+    needing_manager: int   # of those, sales in MANUAL_REVIEW and refunds in REFUND_PENDING
 
 
 
@@ -72,8 +118,8 @@ class JournalReads:
         since/before: created at or after / before these epoch seconds (a business day)."""
         where, params = _created_between(since, before)
         if open_only:
-            where.append(f"state NOT IN ({', '.join('?' * len(SALE_FINAL))})")
-            params.extend(s.value for s in SALE_FINAL)
+            where.append(_in(SALE_OPEN))
+            params.extend(SALE_OPEN)
         if date is not None:
             where.append("local_date = ?")
             params.append(_check_date(date))
@@ -92,8 +138,8 @@ class JournalReads:
             where.append("sale_id = ?")
             params.append(sale_id)
         if open_only:
-            where.append(f"state NOT IN ({', '.join('?' * len(REFUND_FINAL))})")
-            params.extend(s.value for s in REFUND_FINAL)
+            where.append(_in(REFUND_OPEN))
+            params.extend(REFUND_OPEN)
         sql = "SELECT * FROM refunds" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY refund_id"
         return [to_refund(r) for r in self._db.rows(sql, params)]
 
@@ -106,12 +152,44 @@ class JournalReads:
 
     def count_open_items(self) -> int:
         """How many sales and refunds are not final (what the daemon resumes on start)."""
-        sales = self._db.value(f"SELECT COUNT(*) FROM sales WHERE state NOT IN ({', '.join('?' * len(SALE_FINAL))})",
-                               [s.value for s in SALE_FINAL])
-        refunds = self._db.value(
-            f"SELECT COUNT(*) FROM refunds WHERE state NOT IN ({', '.join('?' * len(REFUND_FINAL))})",
-            [s.value for s in REFUND_FINAL])
-        return int(sales) + int(refunds)
+        return self.open_counts().open_items
+
+    def open_counts(self) -> OpenCounts:
+        """Open items and those needing a manager, counted over the index on state: the cost
+        grows with the open items, not with the history, and the lock is held for microseconds."""
+        rows = self._db.rows(f"SELECT state, COUNT(*) AS n FROM sales WHERE {_in(SALE_OPEN)} GROUP BY state "
+                             f"UNION ALL SELECT state, COUNT(*) FROM refunds WHERE {_in(REFUND_OPEN)} GROUP BY state",
+                             (*SALE_OPEN, *REFUND_OPEN))
+        manager = {SaleState.MANUAL_REVIEW.value, RefundState.REFUND_PENDING.value}
+        return OpenCounts(sum(int(r["n"]) for r in rows),
+                          sum(int(r["n"]) for r in rows if r["state"] in manager))
+
+    def day_figures(self, since: float, before: float | None) -> DayFigures:
+        """The business day [since, before) (no end: still open) for its X or Z report.
+
+        Totals are summed by SQLite over the index on creation time, which holds
+        state, currency and amount, so the cost grows with the day, not the history."""
+        where, params = _created_between(since, before)
+        day = " AND ".join(where)
+        # `+state`: not the index on state (most of history is final), the day's range.
+        totals = ("SELECT currency, state, COUNT(*) AS n, SUM(amount_minor) AS m FROM {table} "
+                  f"WHERE {day} AND +{{final}} GROUP BY currency, state ORDER BY currency, state")
+
+        def summed(table: str, final: tuple[str, ...]) -> list[StateTotal]:
+            rows = self._db.rows(totals.format(table=table, final=_in(final)), (*params, *final))
+            return [StateTotal(str(r["currency"]), str(r["state"]), int(r["n"]), int(r["m"])) for r in rows]
+
+        return DayFigures(
+            sale_totals=summed("sales", _SALE_FINAL),
+            refund_totals=summed("refunds", _REFUND_FINAL),
+            open_sales=[to_sale(r) for r in self._db.rows(
+                f"SELECT * FROM sales WHERE {day} AND {_in(SALE_OPEN)} ORDER BY sale_id", (*params, *SALE_OPEN))],
+            earlier_open_sales=[to_sale(r) for r in self._db.rows(
+                f"SELECT * FROM sales WHERE created_at < ? AND {_in(SALE_OPEN)} ORDER BY sale_id",
+                (since, *SALE_OPEN))],
+            open_refunds=[to_refund(r) for r in self._db.rows(
+                f"SELECT * FROM refunds WHERE {day} AND {_in(REFUND_OPEN)} ORDER BY refund_id",
+                (*params, *REFUND_OPEN))])
 
     def items_needing_manager(self) -> list[tuple[str, str]]:
         """(merchantTransId or merchantRefundId, state) of sales in MANUAL_REVIEW and refunds in

@@ -135,6 +135,17 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE sales ADD COLUMN goods TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE till_sales ADD COLUMN goods TEXT NOT NULL DEFAULT ''",
     ],
+    # 9: indexes for what reads the journal while it grows for years: a business day's
+    # reports (by creation time, covering what they total), open items and the receipts
+    # owed on start (by state, then the time of the last change), waiting till sales.
+    [
+        "CREATE INDEX IF NOT EXISTS sales_created ON sales (created_at, state, currency, amount_minor)",
+        "CREATE INDEX IF NOT EXISTS refunds_created ON refunds (created_at, state, currency, amount_minor)",
+        "DROP INDEX IF EXISTS sales_state",
+        "CREATE INDEX sales_state ON sales (state, updated_at)",
+        "CREATE INDEX IF NOT EXISTS refunds_state ON refunds (state, updated_at)",
+        "CREATE INDEX IF NOT EXISTS till_sales_waiting ON till_sales (state) WHERE sale_id IS NULL",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,7 +4,9 @@
 call. It owns the only `Engine`, feeds it events and carries out its
 commands in order: a `Record` is committed to the journal before anything
 after it runs (so every request leaves after the state that leads to it is
-on disk), requests go to a small thread pool (one in flight per sale or
+on disk; a new sale's or refund's first Record is committed in the very
+transaction that creates it: one durable commit before its request
+leaves), requests go to a small thread pool (one in flight per sale or
 refund, the engine sees to that), and Show / PrintReceipt / Alarm / Finished
 are handed to subscribers on a notifier thread, outside every lock.
 
@@ -33,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from pos.config import PaymentSection
 from pos.core.engine import (
@@ -244,11 +246,17 @@ class PaymentRunner:
             refusal = self._sale_refusal(amount, code, scanned_at, now, qr=qr)
             if refusal is not None:
                 raise SaleRefused(refusal)
-            record = self.journal.create_sale(amount=amount, code=code.strip(), scanned_at=scanned_at, now=now,
-                                              order_title=order_title, reference=reference, till_id=till_id,
-                                              goods=goods, qr=qr)
+            step = _FirstStep(self.engine, lambda created: StartSale(created, code.strip(), now))
+            try:
+                # The sale and the engine's first step (PAYING) in one transaction: one durable commit.
+                record = self.journal.create_sale(amount=amount, code=code.strip(), scanned_at=scanned_at, now=now,
+                                                  order_title=order_title, reference=reference, till_id=till_id,
+                                                  goods=goods, qr=qr, first_step=step)
+            except Exception:
+                self._step_failed(step)
+                raise
             self._sale_states[record.sale_id] = record.state
-            self._handle(StartSale(record, code.strip(), now))
+            self._carry_out(step.commands, step.committed)
             return record.sale_id
 
     def notified(self, merchant_trans_id: str, result: GatewayResult) -> str:
@@ -314,9 +322,16 @@ class PaymentRunner:
             if refusal is not None:
                 raise RefundRefused(refusal)
             now = self.clock.now()
-            record = self.journal.create_refund(sale=sale, amount=amount, reason=reason, now=now)
+            step = _FirstStep(self.engine, lambda created: StartRefund(created, now))
+            try:
+                # While the engine waits to be rebuilt, the refund is only created: the rebuild resumes it.
+                record = self.journal.create_refund(sale=sale, amount=amount, reason=reason, now=now,
+                                                    first_step=None if self._broken else step)
+            except Exception:
+                self._step_failed(step)
+                raise
             self._refund_states[record.refund_id] = record.state
-            self._handle(StartRefund(record, now))
+            self._carry_out(step.commands, step.committed)
             return record.refund_id
 
     def wait(self, sale_id: int, timeout: float | None = None) -> SaleRecord | None:
@@ -385,7 +400,31 @@ class PaymentRunner:
         """Feed the engine (lock held) and carry out its commands in order."""
         if self._broken and not isinstance(event, Recover):
             return   # an answer for the engine that is being rebuilt: recovery asks again
-        for command in self.engine.handle(event):
+        self._carry_out(self.engine.handle(event))
+
+    def _step_failed(self, step: _FirstStep) -> None:
+        """An item's creation did not commit (lock held): an engine that took its first step is
+        ahead of the journal and is rebuilt from it, as after any failed commit; one that did not
+        is untouched."""
+        if step.ran:
+            self._broken = True
+            self._cond.notify_all()
+
+    def _recorded(self, command: Record) -> None:
+        """What the runner keeps of a committed Record (lock held)."""
+        for sale in command.sales:
+            self._sale_states[sale.sale_id] = sale.state
+            if sale.state not in SALE_ACTIVE:
+                self._recovering.discard(sale.sale_id)
+        for refund in command.refunds:
+            self._refund_states[refund.refund_id] = refund.state
+
+    def _carry_out(self, commands: list[Command], committed: Record | None = None) -> None:
+        """Carry out the engine's commands in order (lock held); `committed`: their Record,
+        already committed with the item it is the first step of."""
+        if committed is not None:
+            self._recorded(committed)
+        for command in commands:
             if isinstance(command, Record):
                 # Write before you send: committed before any later command runs.
                 try:
@@ -394,12 +433,7 @@ class PaymentRunner:
                     self._broken = True
                     self._cond.notify_all()
                     raise
-                for sale in command.sales:
-                    self._sale_states[sale.sale_id] = sale.state
-                    if sale.state not in SALE_ACTIVE:
-                        self._recovering.discard(sale.sale_id)
-                for refund in command.refunds:
-                    self._refund_states[refund.refund_id] = refund.state
+                self._recorded(command)
             elif isinstance(command, (SendPay, SendQuery, SendCancel, SendRefund, SendReverse)):
                 if self._stopping:
                     # Left scheduled on disk; the next start's recover() picks it up.
@@ -510,6 +544,28 @@ class PaymentRunner:
                     callback(note)
                 except Exception:
                     log.exception("subscriber failed on %s", type(note).__name__)
+
+
+class _FirstStep:
+    """The engine's first step for an item being created, run inside the journal's transaction
+    that creates it: its Record is committed with the item; the commands after it wait in
+    `commands` until that commit is done."""
+
+    def __init__(self, engine: Engine, event: Callable[[Any], Event]) -> None:
+        self._engine = engine
+        self._event = event
+        self.ran = False
+        self.committed: Record | None = None
+        self.commands: list[Command] = []
+
+    def __call__(self, created: Any) -> Record | None:
+        self.ran = True
+        commands = self._engine.handle(self._event(created))
+        first = commands[0] if commands else None
+        if isinstance(first, Record):
+            self.committed, commands = first, commands[1:]
+        self.commands = commands
+        return self.committed
 
 
 def _answers(command: Send) -> tuple[ItemKind, int, Request]:

@@ -37,13 +37,13 @@ class BusinessDay:
 
     def _build(self, kind: str, closed_at: float | None) -> Report:
         day, opened = self._links.open_day()
-        # Only this business day is read (created_at in the journal), not the whole history.
-        sales = self._journal.list_sales(since=opened, before=closed_at)
-        refunds = self._journal.list_refunds(since=opened, before=closed_at)
-        earlier_open = self._journal.list_sales(open_only=True, before=opened)
+        # Only this business day is read (over the journal's index on created_at), not the
+        # whole history; its final items come totalled by SQLite, the others one by one.
+        figures = self._journal.day_figures(opened, closed_at)
         return build_report(kind, day, self._iso(opened) if opened else "first sale",
                             self._iso(closed_at) if closed_at is not None else None,
-                            sales + earlier_open, refunds)
+                            figures.open_sales + figures.earlier_open_sales, figures.open_refunds,
+                            sale_totals=figures.sale_totals, refund_totals=figures.refund_totals)
 
     def x_report(self, *, print_it: bool) -> Report:
         """The day's running totals; the day stays open."""

@@ -355,7 +355,7 @@ class TillService:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            open_items = self._journal.open_items()
+            counts = self._journal.open_counts()   # indexed counts: never a scan of the history
             path = Path(self._journal.path)
             try:
                 journal_bytes = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
@@ -364,7 +364,7 @@ class TillService:
             link = self._gateway.health() if self._gateway is not None else GatewayHealth()
             latency, gateway_error = link.last_latency, link.last_error
             degraded = (not all(d.ok for d in self._devices.values()) or gateway_error is not None
-                        or any(i.state in (SaleState.MANUAL_REVIEW, RefundState.REFUND_PENDING) for i in open_items))
+                        or counts.needing_manager > 0)
             sales_refused = self._cashier.sales_refusal()
             degraded = degraded or sales_refused is not None
             status = "starting" if self._payments.recovering else ("degraded" if degraded else "ok")
@@ -375,7 +375,7 @@ class TillService:
                 "gateway": {"latency_ms": None if latency is None else round(latency * 1000, 1),
                             "last_error": gateway_error},
                 "devices": {name: {"ok": d.ok, "last_error": d.last_error} for name, d in self._devices.items()},
-                "open_items": len(open_items),
+                "open_items": counts.open_items,
                 "journal_bytes": journal_bytes,
                 "mode": self._counter.mode.value,
                 "last_alarm": self.last_alarm,
