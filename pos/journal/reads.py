@@ -13,6 +13,7 @@ from typing import Any
 from pos.core.records import (
     REFUND_FINAL,
     SALE_FINAL,
+    SALE_NEEDS_MANAGER,
     EventRecord,
     RefundRecord,
     RefundState,
@@ -114,10 +115,11 @@ class JournalReads:
         return int(sales) + int(refunds)
 
     def items_needing_manager(self) -> list[tuple[str, str]]:
-        """(merchantTransId or merchantRefundId, state) of sales in MANUAL_REVIEW and refunds in
-        REFUND_PENDING: what only a person can settle, oldest first."""
-        sales = self._db.rows("SELECT merchant_trans_id AS id, state FROM sales WHERE state = ? ORDER BY sale_id",
-                              (SaleState.MANUAL_REVIEW.value,))
+        """(merchantTransId or merchantRefundId, state) of sales in MANUAL_REVIEW or PAID_LATE and refunds
+        in REFUND_PENDING: what only a person can settle, oldest first."""
+        states = sorted(s.value for s in SALE_NEEDS_MANAGER)
+        sales = self._db.rows(f"SELECT merchant_trans_id AS id, state FROM sales WHERE state IN "
+                              f"({', '.join('?' * len(states))}) ORDER BY sale_id", states)
         refunds = self._db.rows("SELECT merchant_refund_id AS id, state FROM refunds WHERE state = ? "
                                 "ORDER BY refund_id", (RefundState.REFUND_PENDING.value,))
         return [(str(r["id"]), str(r["state"])) for r in sales + refunds]

@@ -35,6 +35,7 @@ from pos.backoffice.registration import sales_refusal
 from pos.config import Config
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show
 from pos.core.money import Money
+from pos.core.records import Resolution
 from pos.gateway.client import GatewayClient
 from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.journal import Journal
@@ -181,6 +182,9 @@ class Terminal:
 
     def cancel_sale(self, sale_id: str) -> dict[str, Any]:
         return self.till.cancel_sale(sale_id)
+
+    def resolve(self, sale_id: str, action: Resolution, by: str = "") -> dict[str, Any]:
+        return self.till.resolve(sale_id, action, by)
 
     def refund(self, sale_id: str, amount: Money | None, reason: str,
                idempotency_key: str | None = None) -> dict[str, Any]:
