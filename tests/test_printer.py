@@ -250,3 +250,14 @@ def test_a_receipt_names_the_store_and_what_the_customer_paid_in_their_currency(
     assert "You paid" in text and "67.12 CNY" in text and "5.3696" in text
     assert "Item" not in text   # no order title: no Item line (it showed the store's address before)
     assert ReceiptData.from_dict(json.loads(json.dumps(data.to_dict()))) == data
+
+
+def test_a_refund_receipt_keeps_the_whole_merchant_refund_id() -> None:
+    """Issue 17, defect 4, as the receipt came before Alipay's refundId was known: the
+    merchantRefundId was cut at the line's end ('POS01-20240501-')."""
+    mrid = "POS01-20240501-VE6E99-R000001"
+    line = RefundLine(mrid, ReceiptAmount(1000, "SGD", "10.00 SGD"), "status_refunded", WHEN)
+    data = sale(kind=ReceiptKind.REFUND, refunds=(line,))
+    text = escpos_to_text(render_receipt(data, PrinterSection(encoding="ASCII", width=32), Catalogue.load("en")),
+                          "ASCII")
+    assert mrid in [x.strip() for x in text.splitlines()], text
