@@ -219,6 +219,9 @@ def run_resolve(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read the manager token ([ecr] manager_token_file = "
                         f"{cfg.ecr.manager_token_file}): {exc.strerror}; run as a user who may read it") from None
     key = args.id.strip()
+    if not key or len(key) > 64 or not all(c.isascii() and (c.isalnum() or c in "_.-") for c in key):
+        raise UsageError(f"{args.id!r} is not a sale: give its number, its merchantTransId or the till's "
+                         "sale id ('pos journal list --open' shows them)")
     url = f"http://{cfg.ecr.listen}/v1/sales/{key}/resolve"
     try:
         answer = requests.post(url, json={"action": args.action, "by": f"pos journal resolve, {by}"},
