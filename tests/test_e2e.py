@@ -179,7 +179,8 @@ def test_late_success_manager_leaves_a_late_charge_to_the_manager_who_refunds_or
         assert payment["status"] == "SUCCESS" and payment["refunded"]["value"] == "640"   # net zero
         receipt = st.new_receipts(1)[0]
         assert done["reversal"]["merchantRefundId"] in receipt and "REVERSED" in receipt
-        st.press(Key.CANCEL)
+        st.press(Key.CANCEL)   # back to Ready before the till starts the next sale (keys arrive on their own line)
+        st.wait_display(lambda lines: lines[0] == "Ready", timeout=5)
 
         # The command line: the goods were given.
         second = sell(st, "3.00", "19")
