@@ -188,7 +188,8 @@ class PaymentSection(_Section):
     max_amount: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "100000"
     # A sale the cashier was told "No goods" for (MANUAL_REVIEW) and later found
     # paid: "refund" gives the money back at once (REVERSED); "manager" leaves it
-    # PAID with an alarm for the manager to settle.
+    # PAID_LATE on the manager's list, with an alarm, until the manager refunds it
+    # or records that the goods were given.
     late_success: Literal["refund", "manager"] = "refund"
 
     @model_validator(mode="after")
@@ -213,7 +214,8 @@ class PaymentSection(_Section):
             cancel_interval=self.cancel_interval, refund_retries=self.refund_retries,
             refund_interval=self.refund_interval, background_interval=self.background_interval,
             alarm_after=self.alarm_after, scan_max_age=self.scan_max_age,
-            late_success_refund=self.late_success == "refund", first_query_after=self.first_query_after)
+            late_success_refund=self.late_success == "refund", first_query_after=self.first_query_after,
+            wallet_auto_close=WALLET_AUTO_CLOSE)
 
 
 class ScannerSection(_Section):

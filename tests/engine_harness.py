@@ -19,6 +19,7 @@ from pos.core.engine import (
     GatewayAnswer,
     Record,
     Recover,
+    Resolve,
     SendCancel,
     SendPay,
     SendQuery,
@@ -110,6 +111,9 @@ class Harness:
 
     def abort(self, sale_id: int = 1) -> list[Command]:
         return self.feed(Abort(sale_id, self.now))
+
+    def resolve(self, action: str, sale_id: int = 1, by: str = "test manager") -> list[Command]:
+        return self.feed(Resolve(sale_id, action, by, self.now))  # type: ignore[arg-type]
 
     def recover(self, sales: list[SaleRecord], refunds: list[RefundRecord] = ()) -> list[Command]:  # type: ignore[assignment]
         return self.feed(Recover(tuple(sales), tuple(refunds), self.now))

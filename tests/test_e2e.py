@@ -115,8 +115,9 @@ def test_every_pay_carries_the_store_identity(stage):
 def test_a_cancel_too_late_after_a_charge_is_reversed_by_a_full_refund():
     """Issue 17: the cancel answers CANCEL_EXPIRED and the customer's confirmation lands later: the
     terminal keeps asking, finds the charge and refunds it in full; before, it quietly became PAID."""
+    # background_interval stays long (300 s): the charge is found on the query schedule (issue 17).
     with Stage(payment={"query_first_delay": 0.3, "query_interval_min": 0.5, "query_interval_max": 0.8,
-                        "query_deadline": 2.0, "cancel_interval": 0.3, "background_interval": 1.0},
+                        "query_deadline": 2.0, "cancel_interval": 0.3, "background_interval": 300.0},
                sandbox_options=SandboxOptions(late_success_after=4.0)) as st:
         sale = sell(st, "6.40", "19")
         assert sale["state"] == "MANUAL_REVIEW"
@@ -139,6 +140,78 @@ def test_a_cancel_too_late_after_a_charge_is_reversed_by_a_full_refund():
         assert st.wait_display(lambda lines: lines[0] == "款项已退回", who="customer", timeout=5)
         receipt = st.new_receipts(1)[0]
         assert done["reversal"]["merchantRefundId"] in receipt and "REVERSED" in receipt
+
+
+def _wait_state(st, sale_id, state, seconds=30):
+    deadline = time.monotonic() + seconds
+    while st.sale(sale_id)["state"] != state and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return st.sale(sale_id)
+
+
+def test_late_success_manager_leaves_a_late_charge_to_the_manager_who_refunds_or_hands_over():
+    """[payment] late_success = "manager": a charge found after "No goods" stays PAID_LATE on the
+    manager's list (till view, X report, `pos journal show`) until the manager settles it: on the
+    keypad "refund it now" (fresh merchantRefundId, the ledger nets zero), or with `pos journal
+    resolve --goods-given` (PAID, who and when in the history)."""
+    with Stage(payment={"query_first_delay": 0.3, "query_interval_min": 0.5, "query_interval_max": 0.8,
+                        "query_deadline": 2.0, "cancel_interval": 0.3, "background_interval": 300.0,
+                        "late_success": "manager"},
+               sandbox_options=SandboxOptions(late_success_after=4.0)) as st:
+        first = sell(st, "6.40", "19")
+        assert first["state"] == "MANUAL_REVIEW"
+        first = _wait_state(st, first["id"], "PAID_LATE")
+        assert first["state"] == "PAID_LATE" and first["final"] and first["acquirementId"] and first["support"]
+        assert st.wait_display(lambda lines: lines[0] == "Paid late, no goods" and "6.40" in lines[1], timeout=5)
+        assert ledger_payment(st, first["merchantTransId"])["status"] == "SUCCESS" and st.ledger()["refunds"] == []
+        time.sleep(1.0)
+        assert st.sale(first["id"])["state"] == "PAID_LATE"     # nothing happens until the manager acts
+        report = st.till("GET", "/v1/reports/x").json()
+        assert report["currencies"][0]["paidLate"]["count"] == 1
+        assert first["merchantTransId"] in report["manualReview"]
+        shown = st.pos("journal", "show", first["merchantTransId"])
+        assert shown.returncode == 0 and "PAID_LATE (customer charged, no goods given" in shown.stdout
+        assert "pos journal resolve" in shown.stdout and first["acquirementId"] in shown.stdout
+        # The till token may not settle it.
+        refused = st.till("POST", f"/v1/sales/{first['id']}/resolve", {"action": "refund"})
+        assert refused.status_code == 403
+
+        # The keypad: REFUND, PIN, the receipt: 1 = refund it now.
+        st.press(Key.REFUND)
+        st.wait_display(lambda lines: "PIN" in lines[0].upper(), timeout=5)
+        st.type(DEMO_PIN)
+        st.press(Key.ENTER)
+        st.wait_display(lambda lines: "receipt" in (lines[0] + lines[1]).lower(), timeout=5)
+        st.scan_receipt(first["merchantTransId"])
+        st.wait_display(lambda lines: lines == ("1 Refund it now", "2 Goods were given"), timeout=5)
+        st.press(Key.DIGIT_1)
+        assert st.wait_display(lambda lines: lines[0] == "Late pay refunded" and "6.40" in lines[1], timeout=15)
+        assert st.wait_display(lambda lines: lines[0] == "款项已退回", who="customer", timeout=5)
+        done = st.sale(first["id"])
+        assert done["state"] == "REVERSED" and done["reversal"]["merchantRefundId"] == first["merchantTransId"] + "-V"
+        payment = ledger_payment(st, first["merchantTransId"])
+        assert payment["status"] == "SUCCESS" and payment["refunded"]["value"] == "640"   # net zero
+        receipt = st.new_receipts(1)[0]
+        assert done["reversal"]["merchantRefundId"] in receipt and "REVERSED" in receipt
+        st.press(Key.CANCEL)   # back to Ready before the till starts the next sale (keys arrive on their own line)
+        st.wait_display(lambda lines: lines[0] == "Ready", timeout=5)
+
+        # The command line: the goods were given.
+        second = sell(st, "3.00", "19")
+        second = _wait_state(st, second["id"], "PAID_LATE")
+        assert second["state"] == "PAID_LATE"
+        settled = st.pos("journal", "resolve", second["merchantTransId"], "--goods-given", "--by", "Ann Lee")
+        assert settled.returncode == 0, settled.stderr
+        assert "PAID" in settled.stdout
+        assert st.sale(second["id"])["state"] == "PAID"
+        shown = st.pos("journal", "show", second["merchantTransId"])
+        assert "PAID_LATE -> PAID" in shown.stdout or "goods_given" in shown.stdout
+        assert "by pos journal resolve, Ann Lee" in shown.stdout
+        receipt = st.new_receipts(1)[0]
+        assert second["merchantTransId"] in receipt and "PAID" in receipt
+        again = st.pos("journal", "resolve", second["merchantTransId"], "--refund")
+        assert again.returncode != 0 and "not waiting for a manager" in again.stderr
+        assert len(st.ledger()["refunds"]) == 1
 
 
 def test_decline_shows_the_reason_and_nothing_is_charged(stage):

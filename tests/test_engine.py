@@ -268,7 +268,7 @@ def manual_review(h: Harness) -> None:
     h.answer(Failed("CANCEL_NOT_ALLOWED"))
 
 
-@pytest.mark.parametrize("answer,state", [(PAID_Q, SaleState.PAID), (CLOSED_Q, SaleState.CANCELLED)])
+@pytest.mark.parametrize("answer,state", [(PAID_Q, SaleState.PAID_LATE), (CLOSED_Q, SaleState.CANCELLED)])
 def test_background_corrector_resolves_manual_review(answer: Succeeded, state: SaleState) -> None:
     h = Harness(background_interval=300.0, late_success="manager")
     manual_review(h)
@@ -338,14 +338,23 @@ def test_a_reversal_keeps_retrying_in_the_background_after_its_retries() -> None
     assert len({c.merchant_refund_id for c in h.sent(SendReverse)}) == 1
 
 
-def test_a_declined_reversal_leaves_the_sale_paid_with_an_alarm() -> None:
+def test_a_declined_reversal_leaves_the_sale_on_the_managers_list() -> None:
+    """The customer is still charged and has no goods: PAID_LATE, not PAID."""
     h = Harness()
     manual_review(h)
     h.advance()
     h.answer(PAID_Q)
     out = h.answer(Failed("REFUND_NOT_ALLOWED"))
-    assert h.state() is SaleState.PAID
+    assert h.state() is SaleState.PAID_LATE
     assert any("still charged" in a.text for a in h.of(Alarm, out))
+    assert h.engine.next_wakeup() is None or not h.inflight
+    # The manager asks again: a fresh merchantRefundId, never the declined one.
+    out = h.resolve("refund")
+    assert h.state() is SaleState.REVERSING
+    ids = [c.merchant_refund_id for c in h.sent(SendReverse)]
+    assert ids == ["POS01-20270115-TEST01-000001-V", "POS01-20270115-TEST01-000001-V2"]
+    h.answer(Succeeded({"refundId": "RF2"}))
+    assert h.state() is SaleState.REVERSED
 
 
 def test_a_reversing_sale_resumes_its_refund_after_a_restart() -> None:
@@ -361,7 +370,11 @@ def test_a_late_success_without_an_acquirement_id_is_left_to_the_manager() -> No
     manual_review(h)
     h.advance()
     h.answer(Succeeded({"acquirementStatus": "SUCCESS"}, query=QueryOutcome.PAID))
-    assert h.state() is SaleState.PAID and h.sent(SendReverse) == []
+    assert h.state() is SaleState.PAID_LATE and h.sent(SendReverse) == []
+    # Nothing to refund with: the refund action is refused, and changes nothing.
+    refusal = h.engine.admit_resolve(1, "refund")
+    assert refusal is not None and refusal.reason == "no_acquirement_id"
+    assert h.resolve("refund") == [] and h.state() is SaleState.PAID_LATE
 
 
 def test_alarm_once_when_an_item_stays_open() -> None:
@@ -472,6 +485,9 @@ def test_every_trigger_is_exercised_by_this_file() -> None:
         lambda h: (h.start_refund(), h.answer(Failed("X"))),
         lambda h: (h.start_refund(), [(h.answer(U), h.advance()) for _ in range(4)], h.answer(U),
                    h.advance(), h.answer(U)),
+        lambda h: (manual_review(h), h.advance(), h.answer(PAID_Q), h.answer(Failed("X")), h.resolve("refund")),
+        lambda h: (manual_review(h), h.advance(), h.answer(PAID_Q), h.answer(Failed("X")),
+                   h.resolve("goods_given")),
     ):
         h = Harness()
         scenario(h)
@@ -536,3 +552,112 @@ def test_a_reversed_sale_counts_apart_and_nets_zero_on_reports() -> None:
     assert report.manual_review == [review.merchant_trans_id]
     assert report.as_dict()["manualReviewAcquirementIds"] == {review.merchant_trans_id: ACQ}
     assert ("", f"Alipay {ACQ}") in report_rows(report) and ("Reversed x1", "6.40 USD") in report_rows(report)
+
+
+# ---- PAID_LATE: charged after "No goods", left to the manager ([payment] late_success = "manager")
+
+def paid_late(h: Harness) -> list:
+    manual_review(h)
+    h.advance()
+    return h.answer(PAID_Q)
+
+
+def test_late_success_manager_keeps_the_sale_on_the_managers_list() -> None:
+    h = Harness(late_success="manager")
+    out = paid_late(h)
+    assert h.state() is SaleState.PAID_LATE and h.records[1].resolved_by_corrector
+    assert h.records[1].acquirement_id == ACQ
+    assert [s.key for s in h.of(Show, out)] == ["paid_late"]
+    assert h.of(Finished, out) == [Finished("sale", 1, "PAID_LATE")]
+    assert any("PAID_LATE" in a.text and ACQ in a.text and "pos journal resolve 1" in a.text
+               for a in h.of(Alarm, out))
+    assert h.of(PrintReceipt, out) == [] and h.sent(SendReverse) == []
+    # Nothing is sent while it waits, however long; it stays open (not final).
+    assert h.engine.next_wakeup() in (None, h.records[1].created_at + 3600.0)
+    assert [s.sale_id for s in h.engine.open_sales()] == [1]
+
+
+def test_the_manager_refunds_a_paid_late_sale_with_a_fresh_id_committed_first() -> None:
+    h = Harness(late_success="manager")
+    paid_late(h)
+    assert h.engine.admit_resolve(1, "refund") is None
+    out = h.resolve("refund", by="keypad (manager PIN)")
+    record, send = out[0], h.of(SendReverse, out)
+    assert isinstance(record, Record) and record.sales[0].state is SaleState.REVERSING
+    assert record.sales[0].reversal_id == "POS01-20270115-TEST01-000001-V"
+    assert send == [SendReverse(1, send[0].seq, h.now, ACQ, "POS01-20270115-TEST01-000001-V", Money(1250, "USD"))]
+    # The audit log says who asked for it.
+    entry = record.log[0]
+    assert (entry.trigger, entry.source, entry.dest) == ("manager_refund", "PAID_LATE", "REVERSING")
+    assert "by keypad (manager PIN)" in entry.detail
+    out = h.answer(Succeeded({"refundId": "RF1"}))
+    assert h.state() is SaleState.REVERSED and h.records[1].reversal_gateway_id == "RF1"
+    assert h.of(PrintReceipt, out) == [PrintReceipt(1)]
+
+
+def test_the_manager_records_that_the_goods_were_given() -> None:
+    h = Harness(late_success="manager")
+    paid_late(h)
+    out = h.resolve("goods_given", by="till (manager token)")
+    assert h.state() is SaleState.PAID and h.sent(SendReverse) == []
+    entry = out[0].log[0]
+    assert (entry.trigger, entry.source, entry.dest) == ("goods_given", "PAID_LATE", "PAID")
+    assert "the goods were given; by till (manager token)" in entry.detail and entry.at == h.now
+    assert h.of(PrintReceipt, out) == [PrintReceipt(1)]
+    assert h.engine.open_sales() == []
+
+
+def test_only_a_paid_late_sale_is_resolved() -> None:
+    h = Harness(late_success="manager")
+    manual_review(h)
+    refusal = h.engine.admit_resolve(1, "goods_given")
+    assert refusal is not None and refusal.reason == "not_paid_late" and "MANUAL_REVIEW" in refusal.message
+    assert h.resolve("goods_given") == [] and h.state() is SaleState.MANUAL_REVIEW
+    assert h.engine.admit_resolve(99, "refund") is not None
+
+
+def test_a_paid_late_sale_waits_for_the_manager_across_a_restart() -> None:
+    h = Harness(late_success="manager")
+    out = h.recover([sale_record(1, state=SaleState.PAID_LATE, pay_sent_at=T0, acquirement_id=ACQ)])
+    assert h.sent(SendQuery) == [] and h.sent(SendReverse) == [] and h.sent(SendPay) == []
+    assert h.engine.admit_resolve(1, "refund") is None
+    h.resolve("refund")
+    assert [c.merchant_refund_id for c in h.sent(SendReverse)] == ["POS01-20270115-TEST01-000001-V"]
+    del out
+
+
+# ---- issue 17: after a cancel refused as too late, the payment's fate is asked for on the query schedule
+
+def test_a_cancel_too_late_keeps_querying_on_the_query_schedule() -> None:
+    h = Harness(background_interval=300.0)
+    cancelling(h)
+    h.answer(Failed("CANCEL_EXPIRED"))
+    refused_at = h.now
+    assert h.state() is SaleState.MANUAL_REVIEW
+    times = []
+    for _ in range(3):
+        h.advance()
+        times.append(h.now)
+        h.answer(PENDING_Q)
+    # 5 s after the refused cancel, then 5-7 s apart: not the background corrector's 300 s.
+    assert times[0] == refused_at + 5.0
+    assert all(5.0 <= b - a <= 7.0 for a, b in pairwise(times))
+    h.advance()
+    h.answer(PAID_Q)       # the charge is found within seconds and given back
+    assert h.state() is SaleState.REVERSING and h.now - refused_at < 30.0
+
+
+def test_a_cancel_too_late_goes_to_the_background_pace_once_the_wallet_has_decided() -> None:
+    """The wallet closes an unconfirmed payment within about 3 minutes: after that (and the query
+    deadline) a payment still not known (the gateway unreachable) is the background corrector's."""
+    h = Harness(background_interval=300.0)
+    cancelling(h)
+    h.answer(Failed("CANCEL_EXPIRED"))
+    last = h.now
+    while True:
+        h.advance()
+        gap, last = h.now - last, h.now
+        if gap > 7.0:
+            break
+        h.answer(U)
+    assert gap == 300.0 and h.now > T0 + 180.0 + 60.0

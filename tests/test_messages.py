@@ -110,3 +110,17 @@ def test_missing_catalogue_and_unknown_language(tmp_path: Path) -> None:
         Catalogue.load("en", tmp_path)
     with pytest.raises(CatalogueError, match="unknown language"):
         Catalogue.load("fr")
+
+
+def test_every_sale_state_has_its_display_text_and_receipt_label(catalogue: Catalogue) -> None:
+    """A new state (PAID_LATE, issue 17) is told on the displays, the till's view and the receipt."""
+    from pos.core.records import RefundState, SaleState
+    from pos.terminal.receipts import RECEIPT_STATUS
+    from pos.terminal.till_service import REFUND_MESSAGE, STATE_MESSAGE
+
+    assert set(STATE_MESSAGE) == {s.value for s in SaleState}
+    assert all(catalogue.has(key) for key in STATE_MESSAGE.values())
+    assert all(catalogue.has(key) for key in REFUND_MESSAGE.values())
+    final = {s.value for s in SaleState} - {"CREATED", "PAYING", "QUERYING", "CANCELLING"}
+    assert final | {s.value for s in RefundState} - {"REFUND_CREATED", "REFUNDING"} <= set(RECEIPT_STATUS)
+    assert set(RECEIPT_STATUS.values()) <= catalogue.receipt_keys()

@@ -558,3 +558,31 @@ def test_the_manager_sees_every_id_alipays_support_asks_for(offline_gateway: Off
     assert "+65 6000 0000" in out
     assert len(set(re.findall(r"reqMsgId=([0-9a-f-]{36})", out))) >= 3   # the pay, the queries, the cancel
     assert "F CANCEL_NOT_ALLOWED" in out and "U USER_PAYING" in out
+
+
+def test_pos_journal_show_names_alipays_refund_id(offline_gateway: OfflineGateway, tmp_path: Any,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17, defect 4: Alipay's refundId appeared in no `pos journal show` (of the refund or of its sale)."""
+    from pos.cli.main import main
+    from pos.config import PaymentSection
+    from pos.journal.journal import Journal
+    from pos.payments.runner import PaymentRunner
+
+    journal = Journal.open(tmp_path / "journal.db")
+    runner = PaymentRunner(journal, offline_gateway, PaymentSection())
+    runner.recover()
+    sale_id = runner.start_sale(SGD(990), make_code("00"), time.time())
+    assert runner.wait(sale_id, timeout=20).state.value == "PAID"
+    refund_id = runner.refund(sale_id, SGD(300), "returned")
+    refund = runner.wait_refund(refund_id, timeout=20)
+    runner.stop()
+    journal.close()
+    assert refund is not None and refund.state.value == "REFUNDED" and refund.gateway_refund_id
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text(f'[terminal]\nstate_dir = "{tmp_path}"\n')
+    assert main(["journal", "show", f"R{refund_id}", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert refund.merchant_refund_id in out and refund.gateway_refund_id in out
+    assert main(["journal", "show", str(sale_id), "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert refund.merchant_refund_id in out and refund.gateway_refund_id in out

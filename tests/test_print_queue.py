@@ -215,3 +215,23 @@ def test_stop_prints_the_receipts_still_pending_within_a_bounded_time(tmp_path: 
         started = time.monotonic()
         q.stop(drain=0.3)
         assert time.monotonic() - started < 1.5 and q.pending() != []
+
+
+def test_stop_by_default_prints_the_receipts_still_pending(tmp_path: Path) -> None:
+    """Issue 17, defect 12: at shutdown (SIGTERM, stop() as the daemon calls it) receipts queued
+    behind each other were left unprinted (before the fix: 1 of these 5 printed)."""
+    import time
+
+    class SlowPrinter(DummyPrinter):
+        def send(self, data: bytes) -> None:
+            time.sleep(0.1)
+            super().send(data)
+
+    printer = SlowPrinter()
+    with make_queue(tmp_path / "journal.db", printer) as q:
+        q.start()
+        for n in range(5):
+            q.enqueue(f"sale:{n}", receipt(n))
+        q._wake.set()
+        q.stop()
+        assert len(printer.jobs) == 5 and q.pending() == []

@@ -262,3 +262,14 @@ def test_the_scan_to_pay_slip_carries_the_wallet_code_and_the_amount() -> None:
         assert f"[QR: {url}]" in text and title in text and "9.90 SGD" in text and "Iced tea" in text
         assert "POS:" not in text     # not a receipt: no refund code on it
     assert ReceiptData.from_dict(json.loads(json.dumps(slip.to_dict()))) == slip   # the print queue keeps it
+
+
+def test_a_refund_receipt_keeps_the_whole_merchant_refund_id() -> None:
+    """Issue 17, defect 4, as the receipt came before Alipay's refundId was known: the
+    merchantRefundId was cut at the line's end ('POS01-20240501-')."""
+    mrid = "POS01-20240501-VE6E99-R000001"
+    line = RefundLine(mrid, ReceiptAmount(1000, "SGD", "10.00 SGD"), "status_refunded", WHEN)
+    data = sale(kind=ReceiptKind.REFUND, refunds=(line,))
+    text = escpos_to_text(render_receipt(data, PrinterSection(encoding="ASCII", width=32), Catalogue.load("en")),
+                          "ASCII")
+    assert mrid in [x.strip() for x in text.splitlines()], text

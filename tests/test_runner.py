@@ -19,7 +19,7 @@ from pos.core.engine import Alarm, Finished, Show
 from pos.core.money import Money
 from pos.core.records import RefundState, SaleState
 from pos.journal.journal import Journal
-from pos.payments.runner import PaymentRunner, RefundRefused, SaleRefused
+from pos.payments.runner import PaymentRunner, RefundRefused, ResolveRefused, SaleRefused
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger, as_datetime
 from pos.sandbox.scenarios import make_code
@@ -188,18 +188,45 @@ def test_a_cancel_too_late_after_a_charge_is_reversed_and_the_ledger_nets_zero(r
     assert Finished("sale", sale_id, "REVERSED") in rig.notes
 
 
-def test_late_success_manager_leaves_a_late_charge_paid_with_an_alarm(tmp_path: Path) -> None:
+def test_late_success_manager_keeps_a_late_charge_on_the_managers_list(tmp_path: Path) -> None:
+    """[payment] late_success = "manager": PAID_LATE with an alarm until the manager settles it,
+    with "refund it now" (fresh merchantRefundId, committed first; the ledger nets zero) or
+    "goods were given" (PAID; who and when in the audit log)."""
     r = Rig(tmp_path, late_success="manager")
     r.service.recover()
     try:
-        sale_id = r.sale("19")
-        deadline = time.monotonic() + 20
-        while r.journal.get_sale(sale_id).state is not SaleState.PAID and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert r.journal.get_sale(sale_id).state is SaleState.PAID and r.ledger.refunds() == []
+        def paid_late() -> int:
+            sale_id = r.sale("19")
+            deadline = time.monotonic() + 20
+            while r.journal.get_sale(sale_id).state is not SaleState.PAID_LATE and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert r.journal.get_sale(sale_id).state is SaleState.PAID_LATE
+            return sale_id
+
+        first = paid_late()
+        assert r.ledger.refunds() == []
+        assert [i.sale_id for i in r.journal.open_items()] == [first]   # still on the manager's list
+        with pytest.raises(RefundRefused, match="not PAID"):
+            r.service.refund(first, Money(1, "USD"), "")
+        sale = r.service.resolve(first, "refund", "test manager")
+        assert sale.state is SaleState.REVERSING and sale.reversal_id == f"{sale.merchant_trans_id}-V"
+        sale = r.service.wait_reversal(first, timeout=20)
+        assert sale.state is SaleState.REVERSED and sale.reversal_gateway_id
+        assert [x.merchant_refund_id for x in r.ledger.refunds()] == [sale.reversal_id]
+        assert r.ledger.total_charged("USD", as_datetime(r.clock.now())) == 0
+        with pytest.raises(ResolveRefused, match="REVERSED"):
+            r.service.resolve(first, "goods_given", "test manager")
+
+        second = paid_late()
+        sale = r.service.resolve(second, "goods_given", "test manager")
+        assert sale.state is SaleState.PAID and r.journal.open_items() == []
+        last = r.journal.events(item_kind="sale", item_id=second)[-1]
+        assert (last.trigger, last.source, last.dest) == ("goods_given", "PAID_LATE", "PAID")
+        assert "by test manager" in last.detail and last.at > 0
     finally:
         r.close()
-    assert any(isinstance(n, Alarm) and "resolved by the background check" in n.text for n in r.notes)
+    assert any(isinstance(n, Alarm) and "PAID_LATE" in n.text for n in r.notes)
+    assert Finished("sale", first, "PAID_LATE") in r.notes
 
 
 def test_no_sale_before_recover(tmp_path: Path) -> None:

@@ -35,12 +35,13 @@ PIN = "1357"
 
 class Rig:
     def __init__(self, tmp: Path, *, pin: str = PIN, max_amount: str = "100000", refund_limit: str = "500",
-                 wrap_gateway=None, ledger=None, sections=None):
+                 wrap_gateway=None, ledger=None, sections=None, payment=None):
         self.cfg = Config.model_validate({
             **(sections or {}),
             "terminal": {"terminal_id": "T1", "currency": "SGD", "state_dir": str(tmp), "timezone": "Asia/Singapore"},
             "payment": {"query_first_delay": 0.05, "query_interval_min": 0.05, "query_interval_max": 0.08,
-                        "query_deadline": 0.6, "cancel_interval": 0.05, "max_amount": max_amount},
+                        "query_deadline": 0.6, "cancel_interval": 0.05, "max_amount": max_amount,
+                        **(payment or {})},
             "manager": {"pin_hash": hash_pin(pin) if pin else "", "max_attempts": 3, "lockout": 60.0,
                         "refund_limit": refund_limit},
         })
@@ -429,3 +430,76 @@ def test_without_the_v1_protocol_a_qr_sale_is_refused_clearly_and_changes_nothin
         rig.terminal.create_sale(Money(500, "SGD"), "", "", "qr")
     assert refused.value.status == 422 and 'protocol = "ams"' in refused.value.detail
     assert rig.terminal.mode != Mode.AWAIT_SCAN and len(rig.journal.list_sales()) == 1
+
+
+def test_a_late_charge_waits_on_the_managers_list_until_settled(tmp_path):
+    """[payment] late_success = "manager": a sale whose cancel came too late (CANCEL_EXPIRED) and that
+    is then found paid stays PAID_LATE (till view, X report, alarm) until the manager settles it: on
+    the keypad "1 refund it now" (both displays follow it), or over the till "goods were given"."""
+    from pos.core.records import SaleState
+
+    ledger = Ledger(SandboxOptions(wallet_confirm_after=0.2, late_success_after=1.5))
+    rig = Rig(tmp_path, ledger=ledger, payment={"late_success": "manager"})
+    try:
+        def paid_late(amount):
+            view = rig.terminal.create_sale(Money(amount, "SGD"), "", "")
+            rig.terminal.on_scanner_event(Scan(make_code("19")))
+            assert rig.settle(view["id"])["state"] == "MANUAL_REVIEW"
+            deadline = time.monotonic() + 15   # found on the query schedule, not background_interval (300 s)
+            while rig.terminal.get_sale(view["id"])["state"] != "PAID_LATE" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return rig.terminal.get_sale(view["id"])
+
+        first = paid_late(640)
+        assert first["state"] == "PAID_LATE" and first["final"] and first["acquirementId"]
+        assert first["support"] == rig.cfg.manager.support_contact
+        assert first["message"]["cashier"] == list(rig.terminal.cashier_text.cashier("paid_late", amount="SGD 6.40"))
+        shown = rig.terminal.cashier_text.cashier("paid_late", amount="SGD 6.40")
+        assert rig.cashier(lambda lines: lines == shown) == shown
+        report = rig.terminal.x_report()
+        sgd = report["currencies"][0]
+        assert sgd["paidLate"]["count"] == 1 and sgd["net"]["value"] == 640
+        assert first["merchantTransId"] in report["manualReview"]
+        assert report["manualReviewAcquirementIds"][first["merchantTransId"]] == first["acquirementId"]
+        assert rig.terminal.health()["status"] == "degraded"
+        assert "PAID_LATE" in (rig.terminal.last_alarm or "")
+        with pytest.raises(TillError, match="Sale is not paid"):
+            rig.terminal.refund(first["id"], None, "")
+
+        # The keypad: REFUND, PIN, the receipt's code: 1 = refund it now.
+        rig.keys(f"R{PIN}E")
+        rig.terminal.on_scanner_event(ReceiptScan(first["merchantTransId"]))
+        menu = rig.terminal.cashier_text.cashier("resolve_menu")
+        assert rig.cashier(lambda lines: lines == menu) == menu
+        rig.keys("1")
+        done = rig.terminal.cashier_text.cashier("reversed", amount="SGD 6.40")
+        assert rig.cashier(lambda lines: lines == done) == done
+        customer = Catalogue.load("zh-CN").customer("reversed", amount="SGD 6.40")
+        assert rig.customer_pty.wait_for(lambda lines: lines == customer) == customer
+        view = rig.terminal.get_sale(first["id"])
+        assert view["state"] == "REVERSED" and view["refunded"]["value"] == 640
+        assert view["reversal"]["merchantRefundId"] == first["merchantTransId"] + "-V"
+        assert [r.merchant_refund_id for r in ledger.refunds()] == [view["reversal"]["merchantRefundId"]]
+        sale = rig.journal.get_sale(first["merchantTransId"])
+        event = [e for e in rig.journal.events(item_kind="sale", item_id=sale.sale_id) if e.source == "PAID_LATE"]
+        assert event[0].dest == "REVERSING" and "by the keypad (manager PIN)" in event[0].detail
+        rig.keys("C")
+
+        # The till: goods were given.
+        second = paid_late(300)
+        settled = rig.terminal.resolve(second["id"], "goods_given", "Ann")
+        assert settled["state"] == "PAID" and settled["final"]
+        sale = rig.journal.get_sale(second["merchantTransId"])
+        assert sale.state is SaleState.PAID and rig.journal.open_items() == []
+        last = rig.journal.events(item_kind="sale", item_id=sale.sale_id)[-1]
+        assert (last.source, last.dest) == ("PAID_LATE", "PAID")
+        assert "by Ann (the till interface, manager token)" in last.detail
+        with pytest.raises(TillError, match="not waiting for a manager") as err:
+            rig.terminal.resolve(second["id"], "refund")
+        assert err.value.status == 409 and "PAID" in err.value.detail
+        with pytest.raises(TillError) as err:
+            rig.terminal.resolve("999999", "refund")
+        assert err.value.status == 404
+        assert rig.terminal.x_report()["currencies"][0]["paidLate"]["count"] == 0
+    finally:
+        rig.close()

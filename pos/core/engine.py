@@ -45,6 +45,7 @@ from pos.core.events import (
     Record,
     Recover,
     RefundNotified,
+    Resolve,
     SendCancel,
     SendPay,
     SendQuery,
@@ -65,6 +66,7 @@ from pos.core.records import (
     SALE_FINAL,
     RefundRecord,
     RefundState,
+    Resolution,
     SaleRecord,
     SaleState,
 )
@@ -75,7 +77,8 @@ from pos.core.schedule import Schedule
 
 __all__ = [
     # events
-    "StartSale", "StartRefund", "GatewayAnswer", "Notified", "RefundNotified", "Tick", "Abort", "Recover", "Event",
+    "StartSale", "StartRefund", "GatewayAnswer", "Notified", "RefundNotified", "Tick", "Abort", "Resolve",
+    "Recover", "Event",
     # commands
     "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "SendReverse", "Show",
     "ShowQr", "PrintReceipt", "Alarm", "Finished", "Command",
@@ -110,8 +113,11 @@ class Engine:
     found there is given back by default ([payment] late_success = "refund"):
     REVERSING sends a full refund under a merchantRefundId of its own (committed
     first, the same on every retry) and ends REVERSED, net zero. With
-    late_success = "manager" (or no acquirementId to refund) it becomes PAID
-    with an alarm, as above.
+    late_success = "manager" (or no acquirementId to refund, or when that refund
+    is declined) it becomes PAID_LATE with an alarm: on the manager's list, nothing
+    sent, until a manager settles it (`Resolve`): "refund" sends a full refund under
+    a fresh merchantRefundId (REVERSING, as above), "goods_given" makes it PAID.
+    Who settled it is in the audit log.
     """
 
     def __init__(self, schedule: Schedule, *, rng: random.Random | None = None) -> None:
@@ -169,6 +175,19 @@ class Engine:
                                            f"[payment] scan_max_age = {max_age:g} s): scan it again")
         return None
 
+    def admit_resolve(self, sale_id: int, action: Resolution) -> Refusal | None:
+        """Why a manager may not settle this sale so now, or None if they may (nothing changes)."""
+        item = self._sales.get(sale_id)
+        if item is None or SaleState(item.state) is not SaleState.PAID_LATE:
+            state = item.state if item is not None else "not open"
+            return Refusal("not_paid_late", f"sale {sale_id} is {state}: only a sale charged after the cashier "
+                                            "said 'No goods' (PAID_LATE) is settled this way")
+        if action == "refund" and not item.record.acquirement_id:
+            return Refusal("no_acquirement_id", f"{item.name} has no acquirementId, so the terminal cannot "
+                                                "refund it: ask Alipay's support (give them the merchantTransId) "
+                                                "or refund it in the merchant portal")
+        return None
+
     # ---- the one entry point
 
     def handle(self, event: Event) -> list[Command]:
@@ -187,6 +206,8 @@ class Engine:
             self._refund_notified(event)
         elif isinstance(event, Abort):
             self._abort(event)
+        elif isinstance(event, Resolve):
+            self._resolve(event)
         elif isinstance(event, Recover):
             self._recover(event)
         self._alarms(event.now)
@@ -203,9 +224,9 @@ class Engine:
         return self._seq
 
     def _fire(self, item: SaleItem | RefundItem, trigger: str, now: float, detail: str = "",
-              result: GatewayResult | None = None) -> bool:
+              result: GatewayResult | None = None, by: str | None = None) -> bool:
         before = item.state
-        ok = bool(item.trigger(trigger, now=now, result=result))
+        ok = bool(item.trigger(trigger, now=now, result=result, by=by))
         if ok:
             item.touch(now)
             self._log.append(LogEntry(now, item.kind, item.item_id, trigger, before, item.state, detail))
@@ -235,6 +256,15 @@ class Engine:
         # A query waiting for its time is dropped; a request in flight is let finish.
         sale.unplan()
         self._fire(sale, "abort", ev.now, "cashier abort")
+
+    def _resolve(self, ev: Resolve) -> None:
+        """A manager settles a PAID_LATE sale; refused ones (admit_resolve) change nothing."""
+        sale = self._sales.get(ev.sale_id)
+        if sale is None or self.admit_resolve(ev.sale_id, ev.action) is not None:
+            return
+        trigger = "manager_refund" if ev.action == "refund" else "goods_given"
+        what = "refund it now" if ev.action == "refund" else "the goods were given"
+        self._fire(sale, trigger, ev.now, f"manager: {what}; by {ev.by}", by=ev.by)
 
     def _recover(self, ev: Recover) -> None:
         for rec in ev.sales:

@@ -13,11 +13,12 @@ from typing import Literal
 
 from pos.core.money import Money
 from pos.core.outcomes import GatewayResult
-from pos.core.records import RefundRecord, Request, SaleRecord
+from pos.core.records import RefundRecord, Request, Resolution, SaleRecord
 
 __all__ = [
     "ItemKind", "Request",
-    "StartSale", "StartRefund", "GatewayAnswer", "Notified", "RefundNotified", "Tick", "Abort", "Recover", "Event",
+    "StartSale", "StartRefund", "GatewayAnswer", "Notified", "RefundNotified", "Tick", "Abort", "Resolve",
+    "Recover", "Event",
     "Record", "LogEntry", "SendPay", "SendQuery", "SendCancel", "SendRefund", "SendReverse", "Send", "Show",
     "ShowQr", "PrintReceipt", "Alarm", "Finished", "Command",
 ]
@@ -94,6 +95,17 @@ class Abort:
 
 
 @dataclass(frozen=True)
+class Resolve:
+    """A manager settles a PAID_LATE sale (charged after "No goods"): refund it now, or the goods
+    were given. `by` says who and where (keypad, till, command line): it goes into the audit log."""
+
+    sale_id: int
+    action: Resolution
+    by: str
+    now: float
+
+
+@dataclass(frozen=True)
 class Recover:
     """After a restart: every sale and refund the journal holds that is not final."""
 
@@ -102,7 +114,7 @@ class Recover:
     now: float
 
 
-Event = StartSale | StartRefund | GatewayAnswer | Notified | RefundNotified | Tick | Abort | Recover
+Event = StartSale | StartRefund | GatewayAnswer | Notified | RefundNotified | Tick | Abort | Resolve | Recover
 
 
 # ------------------------------------------------------------------------- commands

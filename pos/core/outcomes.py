@@ -21,7 +21,7 @@ from pos.core.money import Money
 
 __all__ = [
     "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway", "QueryOutcome", "query_outcome_of",
-    "CUSTOMER_CONFIRMING", "QrGateway", "qr_text_of",
+    "CUSTOMER_CONFIRMING", "CANCEL_TOO_LATE", "QrGateway", "qr_text_of",
 ]
 
 
@@ -30,6 +30,10 @@ __all__ = [
 # only cause for which the customer is asked to look at their app. A system error or a
 # timeout gets a neutral "checking".
 CUSTOMER_CONFIRMING = frozenset({"USER_PAYING", "PAYMENT_IN_PROCESS"})
+
+# The cancel codes that say the cancel window has passed (both protocols: "refund instead").
+# The payment's fate is then asked for on the query schedule, not the background corrector's.
+CANCEL_TOO_LATE = frozenset({"CANCEL_EXPIRED"})
 
 
 class QueryOutcome(StrEnum):

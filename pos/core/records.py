@@ -19,7 +19,7 @@ from pos.core.redact import mask_code  # the stored form; re-exported for the re
 __all__ = [
     "Request", "SaleState", "RefundState", "SaleRecord", "RefundRecord", "EventRecord",
     "SALE_FINAL", "SALE_SETTLED_FOR_CASHIER", "SALE_ACTIVE", "SALE_ABORTABLE", "REFUND_FINAL",
-    "REFUND_SETTLED_FOR_MANAGER", "mask_code", "QR_SALE_MARK",
+    "REFUND_SETTLED_FOR_MANAGER", "SALE_NEEDS_MANAGER", "Resolution", "RESOLUTIONS", "mask_code", "QR_SALE_MARK",
 ]
 
 
@@ -29,6 +29,10 @@ QR_SALE_MARK = "QR"
 
 # The requests the engine sends to the gateway.
 Request = Literal["pay", "query", "cancel", "refund", "reverse"]
+
+# How a manager settles a PAID_LATE sale: give the money back now, or the goods were given after all.
+Resolution = Literal["refund", "goods_given"]
+RESOLUTIONS: tuple[Resolution, ...] = ("refund", "goods_given")
 
 
 class SaleState(StrEnum):
@@ -42,6 +46,10 @@ class SaleState(StrEnum):
     MANUAL_REVIEW = "MANUAL_REVIEW"  # cancel F or still U: a human must look (seed 003 note 3)
     REVERSING = "REVERSING"          # found paid after the cashier was told "No goods": refunding it in full
     REVERSED = "REVERSED"            # that full refund succeeded: charged and given back, net zero
+    # Found paid after "No goods" and left to the manager ([payment] late_success = "manager", a
+    # declined reversal, or no acquirementId to refund): the customer is charged and has no goods.
+    # The manager refunds it (REVERSING) or records that the goods were given (PAID).
+    PAID_LATE = "PAID_LATE"
 
 
 class RefundState(StrEnum):
@@ -58,8 +66,10 @@ class RefundState(StrEnum):
 # Final: nothing more will ever happen to the item.
 SALE_FINAL = frozenset({SaleState.PAID, SaleState.DECLINED, SaleState.CANCELLED, SaleState.REVERSED})
 # The cashier's interaction is over (MANUAL_REVIEW is handed to the manager;
-# REVERSING gives back a charge the cashier already called "No goods").
-SALE_SETTLED_FOR_CASHIER = SALE_FINAL | {SaleState.MANUAL_REVIEW, SaleState.REVERSING}
+# REVERSING gives back a charge the cashier already called "No goods"; PAID_LATE waits for the manager).
+SALE_SETTLED_FOR_CASHIER = SALE_FINAL | {SaleState.MANUAL_REVIEW, SaleState.REVERSING, SaleState.PAID_LATE}
+# Only a person can settle these: the manager's list (with what Alipay's support needs).
+SALE_NEEDS_MANAGER = frozenset({SaleState.MANUAL_REVIEW, SaleState.PAID_LATE})
 # The terminal is busy with this sale: a new scan is refused (design rule 4).
 SALE_ACTIVE = frozenset({SaleState.CREATED, SaleState.PAYING, SaleState.QUERYING, SaleState.CANCELLING})
 # The cashier may still give up on the sale (once cancelling, it is already being undone).

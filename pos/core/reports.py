@@ -55,10 +55,14 @@ class DayTotals:
     # Charged after "No goods" and refunded in full: money in and out, net zero.
     reversals_count: int = 0
     reversals_minor: int = 0
+    # Charged after "No goods" and waiting for the manager (PAID_LATE): money in, no goods out.
+    # Counted in the net (the merchant holds it) until the manager refunds it.
+    paid_late_count: int = 0
+    paid_late_minor: int = 0
 
     @property
     def net(self) -> Money:
-        return Money(self.sales_minor - self.refunds_minor, self.currency)
+        return Money(self.sales_minor + self.paid_late_minor - self.refunds_minor, self.currency)
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Report:
                     "cancels": {"count": t.cancels_count, "amount": amt(t.cancels_minor, c)},
                     "declines": {"count": t.declines_count, "amount": amt(t.declines_minor, c)},
                     "reversals": {"count": t.reversals_count, "amount": amt(t.reversals_minor, c)},
+                    "paidLate": {"count": t.paid_late_count, "amount": amt(t.paid_late_minor, c)},
                     "net": amt(t.net.minor, c),
                 }
                 for c, t in sorted(self.totals.items())
@@ -150,9 +155,13 @@ def build_report(kind: str, business_day: int, opened_at: str, closed_at: str | 
     for group in sale_totals:
         _add_sales(totals(group.currency), group.state, group.count, group.minor)
     for sale in sales:
-        if _add_sales(totals(sale.amount.currency), sale.state, 1, sale.amount.minor):
+        t = totals(sale.amount.currency)
+        if _add_sales(t, sale.state, 1, sale.amount.minor):
             continue
-        if sale.state == "MANUAL_REVIEW":
+        if sale.state in ("MANUAL_REVIEW", "PAID_LATE"):
+            if sale.state == "PAID_LATE":   # charged with no goods given: counted in the net until refunded
+                t.paid_late_count += 1
+                t.paid_late_minor += sale.amount.minor
             report.manual_review.append(sale.merchant_trans_id)
             if sale.acquirement_id:
                 report.acquirement_ids[sale.merchant_trans_id] = sale.acquirement_id
@@ -191,6 +200,8 @@ def report_rows(report: Report) -> list[tuple[str, str]]:
         rows.append((f"Declined x{t.declines_count}", Money(t.declines_minor, currency).receipt()))
         if t.reversals_count:
             rows.append((f"Reversed x{t.reversals_count}", Money(t.reversals_minor, currency).receipt()))
+        if t.paid_late_count:
+            rows.append((f"Paid late x{t.paid_late_count}", Money(t.paid_late_minor, currency).receipt()))
         rows.append(("NET", t.net.receipt()))
     rows.append(("Open items", str(len(report.open_items))))
     rows += [("", x) for x in report.open_items]

@@ -30,7 +30,7 @@ from pos.core.items import (
     result_of,
 )
 from pos.core.money import AmountError, CurrencyError, Money
-from pos.core.outcomes import CUSTOMER_CONFIRMING, Failed, QueryOutcome, Succeeded, qr_text_of
+from pos.core.outcomes import CANCEL_TOO_LATE, CUSTOMER_CONFIRMING, Failed, QueryOutcome, Succeeded, qr_text_of
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
 
@@ -252,8 +252,43 @@ def _alarm_reversal_declined(ev: EventData) -> None:
     rec = sale.record
     sale.ctx.emit(Alarm(
         f"{sale.name} ({rec.amount.receipt()}) was charged after 'No goods' and its full refund "
-        f"{rec.reversal_id} was declined ({rec.result_code}): the customer is still charged; refund it in "
-        "the merchant portal or hand over the goods", sale_id=sale.item_id))
+        f"{rec.reversal_id} was declined ({rec.result_code}): the customer is still charged", sale_id=sale.item_id))
+
+
+def _enter_paid_late(ev: EventData) -> None:
+    """Charged after "No goods" and left to the manager: on the manager's list until settled."""
+    sale = _sale(ev)
+    rec = sale.record
+    sale.unplan()
+    sale.ctx.emit(Show("paid_late", {"amount": rec.amount.display()}, sale_id=sale.item_id))
+    sale.ctx.emit(Alarm(
+        f"{sale.name} ({rec.amount.receipt()}) is PAID_LATE: the customer was charged after the cashier "
+        f"said 'No goods' (acquirementId {rec.acquirement_id or 'unknown'}); a manager refunds it or records "
+        f"that the goods were given ('pos journal resolve {rec.sale_id} --refund|--goods-given', the keypad's "
+        "REFUND menu, or the till's POST /v1/sales/{id}/resolve)", sale_id=sale.item_id))
+    sale.ctx.emit(Finished("sale", sale.item_id, S.PAID_LATE.value))
+
+
+def _fresh_reversal_id(ev: EventData) -> None:
+    """The manager refunds a PAID_LATE sale: a merchantRefundId of its own, committed with REVERSING
+    before the refund leaves. One whose refund was declined is not sent again (the gateway would
+    answer the same): the next one is -V2, -V3..."""
+    sale = _sale(ev)
+    rec = sale.record
+    if rec.reversal_id is None:
+        fresh = f"{rec.merchant_trans_id}-V"
+    else:
+        base = f"{rec.merchant_trans_id}-V"
+        tail = rec.reversal_id[len(base):]
+        fresh = f"{base}{(int(tail) if tail.isdigit() else 1) + 1}"
+    sale.record = replace(rec, reversal_id=fresh, reversal_gateway_id=None, reversal_attempts=0)
+
+
+def _alarm_manager_refund(ev: EventData) -> None:
+    sale = _sale(ev)
+    rec = sale.record
+    sale.ctx.emit(Alarm(f"{sale.name} ({rec.amount.receipt()}) charged after 'No goods': refunding it in full "
+                        f"({rec.reversal_id}), asked by {ev.kwargs.get('by') or 'a manager'}", sale_id=sale.item_id))
 
 
 def _enter_manual_review(ev: EventData) -> None:
@@ -265,6 +300,28 @@ def _enter_manual_review(ev: EventData) -> None:
         f"{rec.result_code or 'nothing certain'}; do not hand over the goods; "
         "a manager must check it ('pos journal list --open')", sale_id=sale.item_id))
     sale.ctx.emit(Finished("sale", sale.item_id, S.MANUAL_REVIEW.value))
+
+
+def _late_query_left(ev: EventData) -> bool:
+    """Condition: the cancel was refused as too late (CANCEL_EXPIRED) and the wallet may still be
+    settling the payment: its fate is asked for on the query schedule, not the background's."""
+    sale = _sale(ev)
+    rec = sale.record
+    if rec.result_code not in CANCEL_TOO_LATE:
+        return False
+    since = rec.pay_sent_at if rec.pay_sent_at is not None else rec.created_at
+    schedule = sale.ctx.schedule
+    return now_of(ev) < since + schedule.wallet_auto_close + schedule.query_deadline
+
+
+_late_query_left.__name__ = "late_query_left"
+
+
+def _start_review(ev: EventData) -> None:
+    """On entering MANUAL_REVIEW: the background corrector's first payQuery, or - after a cancel
+    refused as too late - the next one on the query schedule (issue 17)."""
+    retried = Retried.LATE_QUERY if _late_query_left(ev) else Retried.REVIEW_QUERY
+    Start(retried)(ev)
 
 
 # Every state and what happens on entering it.
@@ -279,10 +336,12 @@ SALE_STATES: list[StateRow] = [
     {"name": S.CANCELLED.value, "on_enter": [_enter_cancelled]},
     # The background corrector keeps asking payQuery (reference §12: "a back-office
     # job should later correct any transaction left pending").
-    {"name": S.MANUAL_REVIEW.value, "on_enter": [_enter_manual_review, Start(Retried.REVIEW_QUERY)]},
+    {"name": S.MANUAL_REVIEW.value, "on_enter": [_enter_manual_review, _start_review]},
     # Charged after the cashier said "No goods": the money goes back by a full refund.
     {"name": S.REVERSING.value, "on_enter": [_name_reversal, _enter_reversing, Start(Retried.REVERSE)]},
     {"name": S.REVERSED.value, "on_enter": [_enter_reversed]},
+    # Charged after "No goods" and left to the manager: nothing is sent until they decide.
+    {"name": S.PAID_LATE.value, "on_enter": [_enter_paid_late]},
 ]
 
 # Every transition. Rows with one trigger are tried in order; the first whose
@@ -317,6 +376,7 @@ SALE_TRANSITIONS: list[Row] = [
      "after": [_plan_now("query")]},
     {"trigger": "resume", "source": S.CANCELLING.value, "dest": None, "after": [_plan_now("cancel")]},
     {"trigger": "resume", "source": S.REVERSING.value, "dest": None, "after": [_plan_now("reverse")]},
+    {"trigger": "resume", "source": S.PAID_LATE.value, "dest": None},
     # QUERYING (seed 003, reference §12).
     {"trigger": "query_paid", "source": S.QUERYING.value, "dest": S.PAID.value, "prepare": [_store_result]},
     {"trigger": "query_closed", "source": S.QUERYING.value, "dest": S.DECLINED.value, "prepare": [_store_result]},
@@ -338,26 +398,33 @@ SALE_TRANSITIONS: list[Row] = [
     {"trigger": "cancel_unknown", "source": S.CANCELLING.value, "dest": S.MANUAL_REVIEW.value},
     # The background corrector (see the Engine docstring for the PAID rule). The
     # cashier was told "No goods": a charge found now is given back in full
-    # ([payment] late_success = "refund"), or left to the manager as PAID.
+    # ([payment] late_success = "refund"), or left on the manager's list as PAID_LATE.
     {"trigger": "review_paid", "source": S.MANUAL_REVIEW.value, "dest": S.REVERSING.value,
      "prepare": [_store_result, _mark_resolved], "conditions": [_late_success_refund],
      "after": [_alarm_reversing]},
-    {"trigger": "review_paid", "source": S.MANUAL_REVIEW.value, "dest": S.PAID.value,
-     "prepare": [_store_result, _mark_resolved], "after": [_alarm_resolved]},
+    {"trigger": "review_paid", "source": S.MANUAL_REVIEW.value, "dest": S.PAID_LATE.value,
+     "prepare": [_store_result, _mark_resolved]},
     {"trigger": "review_closed", "source": S.MANUAL_REVIEW.value, "dest": S.CANCELLED.value,
      "prepare": [_store_result, _mark_resolved], "after": [_alarm_resolved]},
+    # After a cancel refused as too late: keep asking 5-7 s apart while the wallet may settle it.
+    {"trigger": "review_open", "source": S.MANUAL_REVIEW.value, "dest": None,
+     "conditions": [_late_query_left], "after": [Repeat(Retried.LATE_QUERY)]},
     {"trigger": "review_open", "source": S.MANUAL_REVIEW.value, "dest": None,
      "after": [Repeat(Retried.REVIEW_QUERY)]},
     # REVERSING: a refund (reference §9), retried with the same merchantRefundId.
     {"trigger": "reverse_succeeded", "source": S.REVERSING.value, "dest": S.REVERSED.value,
      "prepare": [_keep_reversal_answer]},
-    # Declined: the charge stands (verified PAID); the manager refunds or hands over the goods.
-    {"trigger": "reverse_failed", "source": S.REVERSING.value, "dest": S.PAID.value,
-     "prepare": [_keep_reversal_answer], "after": [_alarm_reversal_declined]},
+    # Declined: the charge stands (verified PAID) and the customer has no goods: the manager's list.
+    {"trigger": "reverse_failed", "source": S.REVERSING.value, "dest": S.PAID_LATE.value,
+     "prepare": [_keep_reversal_answer, _alarm_reversal_declined]},
     {"trigger": "reverse_unknown", "source": S.REVERSING.value, "dest": None, "prepare": [_keep_reversal_answer],
      "conditions": [RetryLeft(Retried.REVERSE)], "after": [Repeat(Retried.REVERSE)]},
     {"trigger": "reverse_unknown", "source": S.REVERSING.value, "dest": None,
      "after": [Repeat(Retried.PENDING_REVERSE)]},
+    # PAID_LATE: the manager decides (keypad, till or command line; who is in the audit log).
+    {"trigger": "manager_refund", "source": S.PAID_LATE.value, "dest": S.REVERSING.value,
+     "prepare": [_fresh_reversal_id], "after": [_alarm_manager_refund]},
+    {"trigger": "goods_given", "source": S.PAID_LATE.value, "dest": S.PAID.value},
 ]
 
 # Which trigger a gateway answer fires: (request answered, sale state, what the

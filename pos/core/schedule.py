@@ -45,6 +45,10 @@ class Schedule:
     # The first payQuery after a pay with no answer goes no later than this after the pay
     # was sent (Alipay's in-store guidance: start asking after about 5 s).
     first_query_after: float = 5.0
+    # How long after the pay the wallet may still settle it by itself (it closes an unconfirmed
+    # payment after about 3 minutes, reference §12): after a cancel refused as too late, the
+    # payment's fate is asked for on the query schedule until then (plus query_deadline).
+    wallet_auto_close: float = 180.0
 
 
 class Retried(StrEnum):
@@ -54,6 +58,7 @@ class Retried(StrEnum):
     NOT_FOUND_QUERY = "not_found_query"  # payQuery after a not-found answer
     CANCEL = "cancel"                    # payCancel after an unknown answer
     REVIEW_QUERY = "review_query"        # the background corrector's payQuery on MANUAL_REVIEW
+    LATE_QUERY = "late_query"            # payQuery after a cancel refused as too late, until the fate is known
     REFUND = "refund"                    # refund (same merchantRefundId) after an unknown answer
     PENDING_REFUND = "pending_refund"    # the background corrector's refund on REFUND_PENDING
     REVERSE = "reverse"                  # the full refund of a sale found paid too late, after an unknown answer
@@ -95,6 +100,10 @@ def retry_table(s: Schedule) -> dict[Retried, Retry]:
         # Reference §12: "a back-office job should later correct any transaction left pending".
         Retried.REVIEW_QUERY: Retry("query", first=s.background_interval,
                                     every=(s.background_interval, s.background_interval)),
+        # Issue 17: a cancel answered CANCEL_EXPIRED "keeps querying until the payment's fate is
+        # known": 5-7 s apart like seed 003's queries, for as long as the wallet may still settle
+        # the payment (sale.py's late_query_left); then the background corrector's pace.
+        Retried.LATE_QUERY: Retry("query", first=s.query_interval_min, every=jittered),
         # Reference §9: on U or timeout retry with the same merchantRefundId.
         Retried.REFUND: Retry("refund", first=0.0, every=(s.refund_interval, s.refund_interval),
                               more=s.refund_retries, counted_by="attempts",

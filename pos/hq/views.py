@@ -12,7 +12,7 @@ from pos.hq.db import HqDB
 __all__ = ["forbidden_page", "home_page", "item_page", "login_page", "reconcile_page", "WAITING_STATES"]
 
 # States a person has to act on (README "Manual review").
-WAITING_STATES = ("MANUAL_REVIEW", "REFUND_PENDING")
+WAITING_STATES = ("MANUAL_REVIEW", "PAID_LATE", "REFUND_PENDING")
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#f6f7f9}

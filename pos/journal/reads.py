@@ -14,6 +14,7 @@ from typing import Any
 from pos.core.records import (
     REFUND_FINAL,
     SALE_FINAL,
+    SALE_NEEDS_MANAGER,
     EventRecord,
     RefundRecord,
     RefundState,
@@ -68,7 +69,7 @@ class OpenCounts:
     """What `/v1/health` and `pos status` report about open work."""
 
     open_items: int        # sales and refunds not final (MANUAL_REVIEW and REFUND_PENDING included)
-    needing_manager: int   # of those, sales in MANUAL_REVIEW and refunds in REFUND_PENDING
+    needing_manager: int   # of those, sales in MANUAL_REVIEW or PAID_LATE and refunds in REFUND_PENDING
 
 
 
@@ -160,7 +161,7 @@ class JournalReads:
         rows = self._db.rows(f"SELECT state, COUNT(*) AS n FROM sales WHERE {_in(SALE_OPEN)} GROUP BY state "
                              f"UNION ALL SELECT state, COUNT(*) FROM refunds WHERE {_in(REFUND_OPEN)} GROUP BY state",
                              (*SALE_OPEN, *REFUND_OPEN))
-        manager = {SaleState.MANUAL_REVIEW.value, RefundState.REFUND_PENDING.value}
+        manager = {*(s.value for s in SALE_NEEDS_MANAGER), RefundState.REFUND_PENDING.value}
         return OpenCounts(sum(int(r["n"]) for r in rows),
                           sum(int(r["n"]) for r in rows if r["state"] in manager))
 
@@ -192,10 +193,11 @@ class JournalReads:
                 (*params, *REFUND_OPEN))])
 
     def items_needing_manager(self) -> list[tuple[str, str]]:
-        """(merchantTransId or merchantRefundId, state) of sales in MANUAL_REVIEW and refunds in
-        REFUND_PENDING: what only a person can settle, oldest first."""
-        sales = self._db.rows("SELECT merchant_trans_id AS id, state FROM sales WHERE state = ? ORDER BY sale_id",
-                              (SaleState.MANUAL_REVIEW.value,))
+        """(merchantTransId or merchantRefundId, state) of sales in MANUAL_REVIEW or PAID_LATE and refunds
+        in REFUND_PENDING: what only a person can settle, oldest first."""
+        states = sorted(s.value for s in SALE_NEEDS_MANAGER)
+        sales = self._db.rows(f"SELECT merchant_trans_id AS id, state FROM sales WHERE state IN "
+                              f"({', '.join('?' * len(states))}) ORDER BY sale_id", states)
         refunds = self._db.rows("SELECT merchant_refund_id AS id, state FROM refunds WHERE state = ? "
                                 "ORDER BY refund_id", (RefundState.REFUND_PENDING.value,))
         return [(str(r["id"]), str(r["state"])) for r in sales + refunds]

@@ -352,7 +352,7 @@ def check_disk(cfg: Config, *, min_free_bytes: int = MIN_FREE_BYTES) -> CheckRes
 
 
 def open_items_needing_manager(cfg: Config) -> list[tuple[str, str]] | None:
-    """(merchantTransId/merchantRefundId, state) of items in MANUAL_REVIEW or REFUND_PENDING.
+    """(merchantTransId/merchantRefundId, state) of items in MANUAL_REVIEW, PAID_LATE or REFUND_PENDING.
 
     Reads the journal read-only; None when there is no journal yet. JournalError when it cannot be read.
     """

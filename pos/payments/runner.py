@@ -46,6 +46,7 @@ from pos.core.engine import (
     GatewayAnswer,
     Record,
     Recover,
+    Resolve,
     SendCancel,
     SendPay,
     SendQuery,
@@ -67,13 +68,15 @@ from pos.core.records import (
     RefundRecord,
     RefundState,
     Request,
+    Resolution,
     SaleRecord,
     SaleState,
 )
 from pos.core.rules import Refusal, check_refund, check_sale_amount
 from pos.journal.journal import Journal
 
-__all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused", "RefundRefused", "QR_UNAVAILABLE"]
+__all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused", "RefundRefused", "ResolveRefused",
+           "QR_UNAVAILABLE"]
 
 log = logging.getLogger("pos.payments.runner")
 
@@ -109,6 +112,14 @@ class SaleRefused(UserError):
 
 class RefundRefused(UserError):
     """A refund is not allowed; the message says why."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+class ResolveRefused(UserError):
+    """A manager's settlement of a PAID_LATE sale is not possible; the message says why."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
@@ -333,6 +344,36 @@ class PaymentRunner:
             self._refund_states[record.refund_id] = record.state
             self._carry_out(step.commands, step.committed)
             return record.refund_id
+
+    def resolve(self, sale_id: int, action: Resolution, by: str) -> SaleRecord:
+        """A manager settles a PAID_LATE sale (charged after "No goods"): "refund" sends a full refund
+        under a fresh merchantRefundId (REVERSING, committed first), "goods_given" makes it PAID.
+        `by` (who, where) goes into the audit log. Raises ResolveRefused with the reason."""
+        with self._lock:
+            if self._stopping or self._broken:
+                raise ResolveRefused(Refusal("stopping", "the terminal is shutting down or cannot write its "
+                                                         "journal: try again after the restart"))
+            sale = self.journal.get_sale(sale_id)
+            if sale is None:
+                raise ResolveRefused(Refusal("no_sale", f"there is no sale {sale_id}: check the number on the "
+                                                        "receipt ('pos journal list --open')"))
+            refusal = self.engine.admit_resolve(sale_id, action)
+            if refusal is not None:
+                if sale.state is not SaleState.PAID_LATE:
+                    refusal = Refusal("not_paid_late", f"sale {sale.merchant_trans_id} is {sale.state.value}: only "
+                                                       "a sale charged after the cashier said 'No goods' "
+                                                       "(PAID_LATE) is settled this way")
+                raise ResolveRefused(refusal)
+            self._handle(Resolve(sale_id, action, by, self.clock.now()))
+        record = self.journal.get_sale(sale_id)
+        assert record is not None
+        return record
+
+    def wait_reversal(self, sale_id: int, timeout: float | None = None) -> SaleRecord | None:
+        """Wait until the sale is no longer REVERSING (REVERSED, or PAID_LATE when the refund was declined)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._sale_states.get(sale_id) is not SaleState.REVERSING, timeout)
+        return self.journal.get_sale(sale_id)
 
     def wait(self, sale_id: int, timeout: float | None = None) -> SaleRecord | None:
         """Wait until the cashier's part of the sale is over (PAID, DECLINED, CANCELLED, MANUAL_REVIEW)."""

@@ -30,6 +30,7 @@ class Mode(StrEnum):
     REFUND_AMOUNT = "REFUND_AMOUNT"  # type the refund amount (ENTER alone = all that is left)
     REPRINT_SELECT = "REPRINT_SELECT"
     REPORT_SELECT = "REPORT_SELECT"  # 1 = X report, 2 = Z report
+    RESOLVE = "RESOLVE"              # a PAID_LATE sale: 1 = refund it now, 2 = the goods were given
 
 
 DIGIT = "digit"   # any of 0-9 (a row keyed by the Key itself, e.g. Key.DIGIT_1, wins)
@@ -58,6 +59,7 @@ KEY_TABLE: dict[Mode, dict[Key | str, str]] = {
     Mode.REFUND_AMOUNT: {Key.CANCEL: "reset", Key.CLEAR: "refund.clear", DIGIT: "refund.type",
                          Key.DOT: "refund.type", Key.ENTER: "refund.enter"},
     Mode.REPORT_SELECT: {Key.CANCEL: "reset", Key.DIGIT_1: "report.x", Key.DIGIT_2: "report.z"},
+    Mode.RESOLVE: {Key.CANCEL: "reset", Key.DIGIT_1: "resolve.refund", Key.DIGIT_2: "resolve.goods_given"},
 }
 
 
@@ -92,7 +94,7 @@ class Counter:
     shown_sale: int | None = None
     shown_refund: int | None = None
     after_pin: Mode | None = None          # where the manager's PIN leads
-    refund_sale: SaleRecord | None = None  # the sale the manager is refunding
+    refund_sale: SaleRecord | None = None  # the sale the manager is refunding (or settling, in RESOLVE)
 
     def show_nothing(self) -> None:
         self.shown_sale = self.shown_refund = None

@@ -1,9 +1,11 @@
-"""The manager's flows on the keypad: PIN, refund, reprint, X and Z reports.
+"""The manager's flows on the keypad: PIN, refund, reprint, X and Z reports, late charges.
 
 REFUND, REPRINT and REPORT ask for the manager's PIN first (pos/terminal/pin.py
 locks the menu after wrong tries). A sale is chosen by scanning its receipt
 or typing its number; a refund's outcome is shown on the displays when the
-engine reports it, whichever sale it belongs to.
+engine reports it, whichever sale it belongs to. A sale chosen under REFUND
+that was charged after the cashier said "No goods" (PAID_LATE) offers
+1 = refund it now, 2 = the goods were given.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 
 from devices.keypad import Key
 from pos.core.money import AmountError, CurrencyError, parse_amount
-from pos.core.records import SaleRecord, SaleState
+from pos.core.records import Resolution, SaleRecord, SaleState
 from pos.core.reports import Report
 from pos.core.rules import Refusal
 from pos.terminal.business_day import BusinessDay
@@ -50,7 +52,8 @@ class ManagerFlow:
                 "pin.enter": self._enter_pin, "select.clear": self._clear_select, "select.type": self._type_select,
                 "select.enter": self._enter_select, "refund.clear": self._clear_refund,
                 "refund.type": self._type_refund, "refund.enter": self._enter_refund,
-                "report.x": self._x_report, "report.z": self._z_report}
+                "report.x": self._x_report, "report.z": self._z_report,
+                "resolve.refund": self._resolve_refund, "resolve.goods_given": self._resolve_goods_given}
 
     # ------------------------------------------------------------ PIN
 
@@ -126,6 +129,11 @@ class ManagerFlow:
             c.mode = Mode.RESULT
             self._displays.show("report_printed")
             return
+        if sale.state == SaleState.PAID_LATE:
+            # Charged after "No goods": the manager refunds it now or records the goods were given.
+            c.refund_sale, c.mode, c.buffer = sale, Mode.RESOLVE, ""
+            self._displays.show("resolve_menu")
+            return
         if sale.state != SaleState.PAID:
             self._displays.show_cashier("Sale not paid", "Nothing to refund")
             return
@@ -178,6 +186,31 @@ class ManagerFlow:
         limit = self._sales.refund_limit(sale.amount.currency)
         amount = limit if refusal.reason == "over_refund_limit" and limit is not None else self._sales.left(sale)
         self._displays.show(key, amount=amount.display())
+
+    # ------------------------------------------------------------ a late charge (PAID_LATE)
+
+    def _resolve_refund(self, _key: Key) -> None:
+        self._resolve("refund")
+
+    def _resolve_goods_given(self, _key: Key) -> None:
+        self._resolve("goods_given")
+
+    def _resolve(self, action: Resolution) -> None:
+        c = self._counter
+        sale = c.refund_sale
+        if sale is None:
+            self._cashier.reset()
+            return
+        # The displays now belong to this sale: "refunding"/"refunded" or "paid" reach both.
+        c.mode, c.refund_sale, c.buffer = Mode.RESULT, None, ""
+        c.shown_sale, c.shown_refund = sale.sale_id, None
+        outcome = self._sales.resolve(sale, action, "the keypad (manager PIN)")
+        if isinstance(outcome, Refusal):
+            log.info("late charge not settled", extra={"kv": {"reason": outcome.message}})
+            c.shown_sale = None
+            line = {"not_paid_late": "Not paid late", "no_acquirement_id": "No Alipay ID: call"}.get(
+                outcome.reason, "Try again later")
+            self._displays.show_cashier("Cannot settle sale", line)
 
     # ------------------------------------------------------------ reports
 

@@ -35,7 +35,7 @@ RECEIPT_STATUS = {
     "PAID": "status_paid", "DECLINED": "status_declined", "CANCELLED": "status_cancelled",
     "MANUAL_REVIEW": "status_manual_review", "REFUNDED": "status_refunded",
     "REFUND_PENDING": "status_refund_pending", "REFUND_DECLINED": "status_refund_declined",
-    "REVERSING": "status_reversing", "REVERSED": "status_reversed",
+    "REVERSING": "status_reversing", "REVERSED": "status_reversed", "PAID_LATE": "status_paid_late",
 }
 
 
@@ -58,9 +58,10 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
                    r.gateway_refund_id or "")
         for r in journal.list_refunds(sale_id=sale.sale_id)
         if r.state != RefundState.REFUND_DECLINED or (refund and r.refund_id == refund.refund_id))
-    if sale.reversal_id and sale.state in (SaleState.REVERSING, SaleState.REVERSED):
-        # The full refund that gave back a charge made after "No goods".
-        refunds += (RefundLine(sale.reversal_id, receipt_amount(sale.amount), RECEIPT_STATUS[sale.state.value],
+    if sale.reversal_id and sale.state in (SaleState.REVERSING, SaleState.REVERSED, SaleState.PAID_LATE):
+        # The full refund that gave back a charge made after "No goods" (PAID_LATE: it was declined).
+        status = "status_refund_declined" if sale.state is SaleState.PAID_LATE else RECEIPT_STATUS[sale.state.value]
+        refunds += (RefundLine(sale.reversal_id, receipt_amount(sale.amount), status,
                                local(sale.updated_at), sale.reversal_gateway_id or ""),)
     term = cfg.terminal
     store = store_identity(cfg)

@@ -14,11 +14,11 @@ import logging
 
 from pos.config import Config
 from pos.core.money import AmountError, Money, parse_amount
-from pos.core.records import SaleRecord
+from pos.core.records import Resolution, SaleRecord
 from pos.core.rules import Refusal, check_refund, refund_left
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks
-from pos.payments.runner import PaymentRunner, RefundRefused
+from pos.payments.runner import PaymentRunner, RefundRefused, ResolveRefused
 
 __all__ = ["SaleDesk"]
 
@@ -70,3 +70,13 @@ class SaleDesk:
         log.info("refund started", extra={"kv": {"merchantTransId": sale.merchant_trans_id,
                                                  "amount": amount.receipt(), "refund_id": refund_id}})
         return refund_id
+
+    def resolve(self, sale: SaleRecord, action: Resolution, by: str) -> SaleRecord | Refusal:
+        """A manager settles a PAID_LATE sale (refund it now, or the goods were given); why not, if not."""
+        try:
+            record = self._payments.resolve(sale.sale_id, action, by)
+        except ResolveRefused as exc:
+            return exc.refusal
+        log.info("late charge settled", extra={"kv": {"merchantTransId": sale.merchant_trans_id,
+                                                      "action": action, "by": by}})
+        return record

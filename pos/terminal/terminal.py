@@ -36,6 +36,7 @@ from pos.config import Config
 from pos.core.engine import Alarm, Command, Finished, PrintReceipt, Show, ShowQr
 from pos.core.goods import GoodsLine
 from pos.core.money import Money
+from pos.core.records import Resolution
 from pos.gateway.client import GatewayClient
 from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.journal import Journal
@@ -189,6 +190,9 @@ class Terminal:
 
     def cancel_sale(self, sale_id: str) -> dict[str, Any]:
         return self.till.cancel_sale(sale_id)
+
+    def resolve(self, sale_id: str, action: Resolution, by: str = "") -> dict[str, Any]:
+        return self.till.resolve(sale_id, action, by)
 
     def refund(self, sale_id: str, amount: Money | None, reason: str,
                idempotency_key: str | None = None) -> dict[str, Any]:

@@ -23,14 +23,14 @@ from pos.config import Config
 from pos.core.goods import GoodsLine, check_goods, goods_info
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.outcomes import CUSTOMER_CONFIRMING
-from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
+from pos.core.records import RefundRecord, RefundState, Resolution, SaleRecord, SaleState
 from pos.core.rules import Refusal
 from pos.gateway.client import GatewayClient, GatewayHealth
 from pos.gateway.factory import result_codes_for
 from pos.journal.db import JournalError
 from pos.journal.journal import Journal
 from pos.journal.till import TillLinks, TillSale
-from pos.payments.runner import QR_UNAVAILABLE, PaymentRunner
+from pos.payments.runner import QR_UNAVAILABLE, PaymentRunner, ResolveRefused
 from pos.reconcile.store import check_day, day_report
 from pos.terminal.business_day import BusinessDay
 from pos.terminal.cashier import FINAL_FOR_TILL, CashierFlow
@@ -80,7 +80,7 @@ def _problem(refusal: Refusal, **hint: str) -> TillError:
 STATE_MESSAGE = {
     "CREATED": "scan_code", "PAYING": "processing", "QUERYING": "checking", "CANCELLING": "cancelling",
     "PAID": "paid", "DECLINED": "declined", "CANCELLED": "cancelled", "MANUAL_REVIEW": "manual_review",
-    "REVERSING": "reversing", "REVERSED": "reversed",
+    "REVERSING": "reversing", "REVERSED": "reversed", "PAID_LATE": "paid_late",
 }
 REFUND_MESSAGE = {"REFUNDED": "refund_done", "REFUND_DECLINED": "refund_declined",
                   "REFUND_PENDING": "refund_pending"}
@@ -89,7 +89,10 @@ _NOT_FINISHED_ADVICE = {"PAID": "a paid sale is refunded (POST /v1/refunds), not
                                          "(pos journal list --open)",
                         "REVERSING": "it was charged after the cashier was told 'No goods' and is being "
                                      "refunded in full",
-                        "REVERSED": "it was charged too late and has been refunded in full"}
+                        "REVERSED": "it was charged too late and has been refunded in full",
+                        "PAID_LATE": "it was charged after the cashier was told 'No goods': a manager "
+                                     "refunds it or records that the goods were given "
+                                     "(POST /v1/sales/{id}/resolve, manager token)"}
 
 
 class TillService:
@@ -168,7 +171,7 @@ class TillService:
                          if sale and sale.reversal_id else None),
             # A sale a manager settles with Alipay's support: who to call (the ids are above).
             "support": (self._cfg.manager.support_contact
-                        if state in ("MANUAL_REVIEW", "REVERSING") else None),
+                        if state in ("MANUAL_REVIEW", "REVERSING", "PAID_LATE") else None),
         }
 
     def _till_sale(self, key: str) -> TillSale | None:
@@ -325,6 +328,25 @@ class TillService:
                 return r.refund_id
         return None
 
+    # ------------------------------------------------------------ the manager's list
+
+    def resolve(self, sale_id: str, action: Resolution, by: str = "") -> dict[str, Any]:
+        """A manager settles a PAID_LATE sale from the till: "refund" (waits for the refund's answer,
+        at most the gateway's read timeout) or "goods_given". The audit log says it was the till."""
+        with self._lock:
+            sale = self._resolve_sale(sale_id)
+            try:
+                who = f"{by} (the till interface, manager token)" if by else "the till interface (manager token)"
+                self._payments.resolve(sale.sale_id, action, who)
+            except ResolveRefused as exc:
+                status, title = _RESOLVE_PROBLEMS.get(exc.refusal.reason, (409, "Cannot settle the sale"))
+                raise TillError(status, title, str(exc)) from None
+        if action == "refund":
+            self._payments.wait_reversal(sale.sale_id, timeout=self._cfg.gateway.read_timeout + 5)
+        with self._lock:
+            till = self._till_sale(sale_id) or _without_till_sale(self._resolve_sale(sale_id))
+            return self._view(till)
+
     # ------------------------------------------------------------ reports and health
 
     def x_report(self) -> dict[str, Any]:
@@ -381,6 +403,14 @@ class TillService:
                 "last_alarm": self.last_alarm,
                 "sales_refused": sales_refused,
             }
+
+
+_RESOLVE_PROBLEMS: dict[str, tuple[int, str]] = {
+    "not_paid_late": (409, "Sale is not waiting for a manager"),
+    "no_acquirement_id": (409, "Cannot refund the sale"),
+    "no_sale": (404, "No such sale"),
+    "stopping": (503, "Terminal not ready"),
+}
 
 
 def _without_till_sale(sale: SaleRecord) -> TillSale:

@@ -34,7 +34,7 @@ from pos import __version__
 from pos.backoffice.customs import CustomsRequest
 from pos.core.goods import MAX_LINES, MAX_NAME, MAX_QUANTITY, GoodsLine
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
-from pos.core.records import RefundState, SaleState
+from pos.core.records import RESOLUTIONS, RefundState, Resolution, SaleState
 from pos.terminal.till_service import TillError
 
 __all__ = ["TillBackend", "TillError", "create_app", "ensure_token", "read_token"]
@@ -63,6 +63,7 @@ class TillBackend(Protocol):
     def get_sale(self, sale_id: str) -> dict[str, Any] | None: ...
     def wait_sale(self, sale_id: str, timeout: float) -> dict[str, Any] | None: ...
     def cancel_sale(self, sale_id: str) -> dict[str, Any]: ...
+    def resolve(self, sale_id: str, action: Resolution, by: str = "") -> dict[str, Any]: ...
     def refund(self, sale_id: str, amount: Money | None, reason: str,
                idempotency_key: str | None = None) -> dict[str, Any]: ...
     def x_report(self) -> dict[str, Any]: ...
@@ -117,6 +118,14 @@ class RefundIn(_Strict):
     reason: Annotated[str, Field(default="", max_length=256)] = ""
 
 
+class ResolveIn(_Strict):
+    action: Literal[RESOLUTIONS] = Field(  # type: ignore[valid-type]
+        description="refund: give the money back now (a full refund under a fresh merchantRefundId); "
+                    "goods_given: the customer got the goods after all (the sale becomes PAID)")
+    by: str = Field(default="", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$",
+                    description="who settles it, for the audit log (a name); the till if empty")
+
+
 class MessageOut(BaseModel):
     cashier: list[str]
     customer: list[str]
@@ -143,8 +152,10 @@ class SaleOut(BaseModel):
     state: Literal[SALE_STATES]  # type: ignore[valid-type]
     final: bool = Field(description="the cashier's part is over: PAID, DECLINED, CANCELLED, REVERSED, or "
                                     "MANUAL_REVIEW (not settled: no goods; a manager settles it, and the state "
-                                    "may still change to PAID, CANCELLED or - charged too late - REVERSING "
-                                    "and REVERSED, refunded in full)")
+                                    "may still change to CANCELLED or - charged too late - REVERSING and "
+                                    "REVERSED, refunded in full, or PAID_LATE: charged, no goods given, until a "
+                                    "manager refunds it or records that the goods were given, "
+                                    "POST /v1/sales/{id}/resolve)")
     merchantTransId: str | None
     acquirementId: str | None
     amount: AmountOut
@@ -177,6 +188,8 @@ class CurrencyTotals(BaseModel):
     cancels: Totals
     declines: Totals
     reversals: Totals
+    paidLate: Totals = Field(description="charged after the cashier was told 'No goods', waiting for the "
+                                         "manager (PAID_LATE); counted in net until refunded")
     net: AmountOut
 
 
@@ -379,7 +392,8 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
     app = FastAPI(
         title="pos-terminal till interface",
         version=__version__,
-        description="Start sales and read their results; refunds and Z reports need the manager token. "
+        description="Start sales and read their results; refunds, settling a late charge (resolve) and Z "
+                    "reports need the manager token. "
                     "Amounts are sent as decimal strings in major units and returned in minor units.",
         responses=_PROBLEM_RESPONSES,
     )
@@ -404,7 +418,8 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
             return
         if same_token(token, tokens.till):
             raise TillError(403, "Manager token required",
-                               "refunds and Z reports need the token from [ecr] manager_token_file")
+                               "refunds, settling a PAID_LATE sale and Z reports need the token from "
+                               "[ecr] manager_token_file")
         raise TillError(401, "Wrong bearer token", "use the token from [ecr] manager_token_file")
 
     @app.exception_handler(TillError)
@@ -459,6 +474,13 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
     def cancel_sale(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)]) -> dict[str, Any]:
         _sale_or_404(service.get_sale(sale_id), sale_id)
         return service.cancel_sale(sale_id)
+
+    @app.post("/v1/sales/{sale_id}/resolve", response_model=SaleOut, dependencies=[Depends(manager)],
+              summary="Settle a sale charged after the cashier said 'No goods' (PAID_LATE; manager token)")
+    def resolve(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)],
+                body: ResolveIn) -> dict[str, Any]:
+        _sale_or_404(service.get_sale(sale_id), sale_id)
+        return service.resolve(sale_id, body.action, body.by)
 
     @app.post("/v1/refunds", status_code=201, response_model=RefundOut, dependencies=[Depends(manager)],
               summary="Refund all or part of a paid sale (manager token)")

@@ -1,7 +1,10 @@
-"""`pos journal list|show`: read the payment journal (for the manager and the technician).
+"""`pos journal list|show|resolve`: the payment journal (for the manager and the technician).
 
-Read-only: opens `<terminal.state_dir>/journal.db` without creating it.
-Payment codes appear masked (last 4 digits), as they are stored.
+`list` and `show` are read-only: they open `<terminal.state_dir>/journal.db` without
+creating it. Payment codes appear masked (last 4 digits), as they are stored.
+`resolve` settles a sale charged after the cashier said "No goods" (PAID_LATE): it asks
+the running daemon (POST /v1/sales/{id}/resolve on [ecr] listen, with the manager token),
+which alone runs the payments.
 """
 
 from __future__ import annotations
@@ -39,6 +42,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("id", metavar="ID", help="sale number, merchantTransId, R<refund number> or merchantRefundId")
     show.add_argument("--config", metavar="PATH", required=True, help="the terminal's config file")
     show.set_defaults(func=run_show)
+    resolve = sub.add_parser(
+        "resolve", help="settle a sale charged after 'No goods' (PAID_LATE): refund it now, or goods were given",
+        description="A PAID_LATE sale was charged after the cashier told the customer 'No goods' and waits "
+                    "on the manager's list ([payment] late_success = \"manager\", or its refund was "
+                    "declined). --refund gives the money back now (a full refund under a fresh "
+                    "merchantRefundId); --goods-given records that the customer got the goods (the sale "
+                    "becomes PAID). The running daemon does it; the audit log keeps who and when.")
+    resolve.add_argument("id", metavar="ID", help="sale number, merchantTransId or till sale id")
+    how = resolve.add_mutually_exclusive_group(required=True)
+    how.add_argument("--refund", dest="action", action="store_const", const="refund",
+                     help="refund it in full now")
+    how.add_argument("--goods-given", dest="action", action="store_const", const="goods_given",
+                     help="the customer got the goods: the sale becomes PAID")
+    resolve.add_argument("--by", metavar="NAME", default="",
+                         help="who settles it, for the audit log (default: your login name)")
+    resolve.add_argument("--config", metavar="PATH", required=True, help="the terminal's config file")
+    resolve.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                         help="how long to wait for the daemon's answer (a refund waits for Alipay's)")
+    resolve.set_defaults(func=run_resolve)
 
 
 def _open(args: argparse.Namespace) -> tuple[Journal, ZoneInfo]:
@@ -51,7 +73,8 @@ def _open(args: argparse.Namespace) -> tuple[Journal, ZoneInfo]:
 
 
 # Items a manager must settle with Alipay's support: their ids are printed with the contact.
-_NEEDS_SUPPORT = {"MANUAL_REVIEW", "REVERSING", "REFUND_PENDING"}
+_NEEDS_SUPPORT = {"MANUAL_REVIEW", "REVERSING", "PAID_LATE", "REFUND_PENDING"}
+_STATE_NOTE = {"PAID_LATE": " (customer charged, no goods given: a manager must settle it)"}
 
 
 def _print_support(args: argparse.Namespace) -> None:
@@ -125,7 +148,8 @@ def run_show(args: argparse.Namespace) -> int:
         assert sale is not None
         rows = [
             ("sale", str(sale.sale_id)), ("merchantTransId", sale.merchant_trans_id),
-            ("state", sale.state.value + (" (resolved by the background check)" if sale.resolved_by_corrector else "")),
+            ("state", sale.state.value + _STATE_NOTE.get(sale.state.value, "")
+             + (" (resolved by the background check)" if sale.resolved_by_corrector else "")),
             ("amount", sale.amount.receipt()), ("payment code", sale.code_masked),
             ("order title", sale.order_title or "-"), ("reference", sale.reference or "-"),
             ("items", sale.goods or "-"),
@@ -150,6 +174,8 @@ def run_show(args: argparse.Namespace) -> int:
                   + (f" refundId {r.gateway_refund_id}" if r.gateway_refund_id else ""))
         if sale.state.value in _NEEDS_SUPPORT:
             _print_support(args)
+        if sale.state.value == "PAID_LATE":
+            print(f"{'to settle:':20}pos journal resolve {sale.sale_id} --refund | --goods-given --config ...")
         print("history:")
         _print_events(journal, "sale", sale.sale_id, tz)
         print_sale_declarations(journal, sale.sale_id, tz)
@@ -175,3 +201,49 @@ def _print_events(journal: Journal, kind: str, item_id: int, tz: ZoneInfo) -> No
     for e in journal.events(kind, item_id):
         arrow = f"{e.source or '-'} -> {e.dest}"
         print(f"  {_time(e.at, tz)}  {e.trigger:18} {arrow:30} {e.detail}")
+
+
+def run_resolve(args: argparse.Namespace) -> int:
+    """Ask the running daemon to settle a PAID_LATE sale, with the manager token."""
+    import getpass
+    from pathlib import Path
+
+    import requests
+
+    cfg = load_config(args.config).config
+    by = " ".join(args.by.split()) or getpass.getuser()
+    if len(by) > 64 or not by.isprintable():
+        raise UsageError("--by: at most 64 printable characters (a name), e.g. --by 'Ann Lee'")
+    try:
+        token = Path(cfg.ecr.manager_token_file).read_text().strip()
+    except OSError as exc:
+        raise UserError(f"cannot read the manager token ([ecr] manager_token_file = "
+                        f"{cfg.ecr.manager_token_file}): {exc.strerror}; run as a user who may read it") from None
+    key = args.id.strip()
+    if not key or len(key) > 64 or not all(c.isascii() and (c.isalnum() or c in "_.-") for c in key):
+        raise UsageError(f"{args.id!r} is not a sale: give its number, its merchantTransId or the till's "
+                         "sale id ('pos journal list --open' shows them)")
+    url = f"http://{cfg.ecr.listen}/v1/sales/{key}/resolve"
+    try:
+        answer = requests.post(url, json={"action": args.action, "by": f"pos journal resolve, {by}"},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=args.timeout)
+    except requests.RequestException:
+        raise UserError(f"the terminal does not answer on {cfg.ecr.listen}: the running daemon settles the "
+                        "sale; start it ('systemctl start pos' or 'pos run') and try again") from None
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code != 200:
+        title = body.get("title") if isinstance(body, dict) else None
+        detail = body.get("detail") if isinstance(body, dict) else None
+        raise UserError(f"{title or f'HTTP {answer.status_code}'}: {detail or 'the terminal refused'}")
+    state = body.get("state", "?")
+    refund = body.get("reversal") or {}
+    print(f"sale {body.get('merchantTransId') or key}: {state}")
+    if refund:
+        print(f"refund {refund.get('merchantRefundId')}" + (f", Alipay refundId {refund['refundId']}"
+                                                             if refund.get("refundId") else ""))
+    if args.action == "refund" and state != "REVERSED":
+        print("the refund has no final answer yet: the terminal keeps trying; see 'pos journal show'")
+    return 0
