@@ -238,6 +238,45 @@ def test_till_requests_beyond_the_schema_never_give_a_500(till_server: Any, meth
             answer += chunk
     status = int(answer.split(b" ", 2)[1])
     assert status < 500, answer[:500]
+    operation = _DOCUMENT["paths"].get(path.replace("{id}", "{sale_id}"), {}).get(method.lower())
+    # An empty id or one with a slash reaches another route or none (the router's 404/405, its redirect).
+    if "{id}" in path and (sale_id == "" or "/" in sale_id):
+        operation = None
+    if operation is not None:   # every status an operation answers is in the OpenAPI document
+        assert str(status) in operation["responses"], (method, path, status, answer[:300])
+    else:   # no such operation: the token and size guard answers first, then the router
+        assert status in (307, 401, 404, 405, 413), (method, path, status)
+
+
+def _openapi() -> dict[str, Any]:
+    from pos.till.api import openapi_document
+    return openapi_document()
+
+
+_DOCUMENT = _openapi()
+
+
+def test_every_status_the_till_code_can_answer_is_documented() -> None:
+    """Every status written in the till interface and the services behind it (TillError, problem answers,
+    refusal table) is declared on every operation of pos/data/openapi.json."""
+    import json
+    import re
+
+    from pos.terminal.till_service import REFUSAL_PROBLEMS
+
+    root = Path(__file__).resolve().parent.parent
+    statuses = {status for status, _, _ in REFUSAL_PROBLEMS.values()}
+    for source in [*(root / "pos" / "till").glob("*.py"), *(root / "pos" / "terminal").glob("*.py")]:
+        text = source.read_text()
+        statuses |= {int(n) for n in re.findall(r"(?:TillError|_problem)\(\s*(\d{3})", text)}
+    statuses.add(400)   # FastAPI's answer to a body that is not JSON
+    assert {400, 401, 403, 404, 409, 413, 422, 503} <= statuses
+    kept = json.loads((root / "pos" / "data" / "openapi.json").read_text())
+    assert kept == _DOCUMENT, "regenerate: python -m pos.till.api > pos/data/openapi.json"
+    for path, operations in kept["paths"].items():
+        for method, operation in operations.items():
+            missing = statuses - {int(code) for code in operation["responses"]}
+            assert not missing, f"{method.upper()} {path} does not document {sorted(missing)}"
 
 
 # -- clock: the wall clock stepped by hours during a query schedule -----------------------------------
