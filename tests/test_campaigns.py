@@ -52,6 +52,22 @@ def test_each_network_fault_at_each_step(rig: FaultRig, fault: str) -> None:
     rig.network_fault(fault, 0)
     rig.refund()
     _clean(rig.settle_and_compare())
+    # The client keeps its connection alive: the fault hit requests on a reused connection too.
+    assert rig.proxy.reused[fault] >= 1, (rig.proxy.counts, rig.proxy.reused)
+
+
+@pytest.mark.parametrize("fault", ["drop_before", "drop_after", "reset", "stale"])
+def test_fault_on_a_reused_connection_at_each_step(rig: FaultRig, fault: str) -> None:
+    """The pay, a query and the cancel each fail on a connection the client had used before."""
+    assert rig.sale() is SaleState.PAID        # the client now holds a kept-alive connection
+    for at in range(3):
+        before = rig.proxy.reused[fault]
+        rig.proxy.script(["pass"] * at + [fault])
+        rig.figures.faults[f"network: {fault} (reused connection)"] += 1
+        assert rig.sale("18") in (SaleState.CANCELLED, SaleState.MANUAL_REVIEW)
+        assert rig.sale() is SaleState.PAID
+        assert rig.proxy.reused[fault] == before + 1, (at, rig.proxy.counts, rig.proxy.reused)
+    _clean(rig.settle_and_compare())
 
 
 def test_the_secret_grep_finds_a_full_code(rig: FaultRig) -> None:
