@@ -374,3 +374,106 @@ def test_any_text_on_paper_or_display_carries_no_device_command(title: str, stor
     assert b"\x1bp" not in out and out.count(b"\x1dV") == 1
     line = fit_line(title, 20, encoding)
     assert not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in line)
+
+
+# -- clock: the business day crosses midnight Beijing time while a sale is being cancelled ------------
+
+@pytest.mark.parametrize("case", ["cancelled within the 15-minute buffer", "cancel expired, never charged",
+                                  "cancel expired, the customer confirms later"])
+def test_midnight_beijing_during_a_cancel(tmp_path: Path, sandbox_keys: SandboxKeys, case: str) -> None:
+    """Pay U at 23:59:59 Beijing time, queries, the cancel after 00:00 (§13: same Beijing day + 15 min).
+    Terminal, client and sandbox share one wall clock that runs over midnight in real time."""
+    import json
+    from datetime import datetime, timedelta
+
+    from pos.config import GatewaySection
+    from pos.core.money import Money
+    from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
+    from pos.gateway.offline import OfflineGateway
+    from pos.journal.journal import Journal
+    from pos.payments.runner import PaymentRunner, SystemClock
+    from pos.sandbox.ledger import BEIJING
+    from pos.sandbox.scenarios import make_code
+    from pos.sandbox.server import SandboxServer
+    from tests.crash_driver import FAST
+    from tests.fault_proxy import FaultProxy
+    from tests.sandbox_fixtures import short_options
+
+    midnight = datetime(2024, 5, 2, tzinfo=BEIJING)          # day D = 2024-05-01 ends here
+    lead = 1.0                                               # the pay leaves about 1 s before midnight
+    offset = midnight.timestamp() - lead - time.time()
+
+    def wall() -> float:
+        return time.time() + offset
+
+    def beijing() -> datetime:
+        return datetime.fromtimestamp(wall(), BEIJING)
+
+    in_buffer = case.startswith("cancelled")
+    scenario = "10" if "confirms" in case else "18"          # 10: confirms after wallet_confirm_after
+    server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
+                           alipay_private_key=sandbox_keys.alipay_private, clock=beijing,
+                           options=short_options(cancel_buffer=900.0 if in_buffer else 0.3,
+                                                 wallet_confirm_after=3.5)).start()
+    proxy = FaultProxy(server.url).start()
+    keys = sandbox_keys.folder
+    gateway = OfflineGateway(GatewaySection(url=proxy.url, private_key=str(keys / MERCHANT_PRIVATE),
+                                            merchant_public_key=str(keys / MERCHANT_PUBLIC),
+                                            alipay_public_key=str(keys / ALIPAY_PUBLIC),
+                                            connect_timeout=1.0, read_timeout=1.0, sandbox=True), clock=beijing)
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="T1", timezone="Asia/Shanghai")
+    schedule = FAST.model_copy(update={"query_deadline": 2.0})   # the cancel comes about 1 s after midnight
+    runner = PaymentRunner(journal, gateway, schedule, clock=SystemClock(wall=wall))
+    try:
+        runner.recover()
+        runner.wait_recovered(timeout=10)
+        sale_id = runner.start_sale(Money(1234, "SGD"), make_code(scenario), runner.clock.now(), "midnight")
+        record = runner.wait(sale_id, timeout=15)
+        assert record is not None
+        expected = SaleState.CANCELLED if in_buffer else SaleState.MANUAL_REVIEW
+        assert record.state is expected, record       # never DECLINED: money may have moved
+        if "confirms" in case:   # found charged by the background check: given back in full (REVERSED)
+            deadline = time.monotonic() + 15
+            while journal.get_sale(sale_id).state is not SaleState.REVERSED and time.monotonic() < deadline:
+                time.sleep(0.05)
+        sale = journal.get_sale(sale_id)
+        payment = next(p for p in server.ledger.payments(beijing()) if p.merchant_trans_id == sale.merchant_trans_id)
+
+        # Business dates: the sale belongs to day D, where it was created, whenever it ends.
+        assert sale.local_date == "2024-05-01"
+        assert "-20240501-" in sale.merchant_trans_id
+        assert datetime.fromtimestamp(sale.created_at, BEIJING) < midnight
+        assert payment.created_at.astimezone(BEIJING) < midnight <= datetime.fromtimestamp(sale.updated_at, BEIJING)
+
+        # Request times: each request carries the wall clock of its sending, in GMT+8; the pay is dated
+        # day D, the cancel day D+1 (it is the sandbox's clock that decides the window, from the same time).
+        heads = [json.loads(r.partition(b"\r\n\r\n")[2])["request"]["head"] for r in proxy.requests]
+        sent = [(head["function"], datetime.fromisoformat(head["reqTime"])) for head in heads]
+        functions = [f for f, _ in sent]
+        assert functions[0].endswith("pay") and any(f.endswith("payCancel") for f in functions), functions
+        for function, at in sent:
+            assert at.utcoffset() == timedelta(hours=8), (function, at)
+        pay_at = sent[0][1]
+        cancel_at = next(at for f, at in sent if f.endswith("payCancel"))
+        assert pay_at < midnight <= cancel_at, (pay_at, cancel_at)
+        assert all(a <= b + timedelta(seconds=0.01) for (_, a), (_, b) in zip(sent, sent[1:], strict=False))
+
+        # The window as §13 says: the cancel inside the buffer closes the payment; after it, CANCEL_EXPIRED.
+        if in_buffer:
+            assert payment.status == "CANCELLED" and not payment.charged
+            assert sale.result_code in (None, "SUCCESS")
+        else:
+            assert sale.result_code == "CANCEL_EXPIRED" or sale.state is SaleState.REVERSED, sale
+            if "confirms" in case:
+                assert sale.state is SaleState.REVERSED, sale       # charged after "No goods": refunded in full
+                assert payment.charged and payment.refunded == payment.amount.minor
+                refund = next(r for r in server.ledger.refunds() if r.merchant_refund_id == sale.reversal_id)
+                assert refund.refunded_at.astimezone(BEIJING).date() == midnight.date()   # day D+1
+            else:
+                assert not payment.charged and payment.refunded == 0   # nothing moved; a manager looks
+    finally:
+        runner.stop()
+        journal.close()
+        gateway.close()
+        proxy.stop()
+        server.stop()
