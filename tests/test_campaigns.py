@@ -9,6 +9,7 @@ the journal with the sandbox's ledger and the printer: 0 lost money, 0 lost rece
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -477,3 +478,104 @@ def test_midnight_beijing_during_a_cancel(tmp_path: Path, sandbox_keys: SandboxK
         gateway.close()
         proxy.stop()
         server.stop()
+
+
+# -- scanner byte streams: whatever the scanner sends, the real reader over a pty never starts a sale ---
+
+class _ScannerBench:
+    """The terminal (tests/test_terminal.py's Rig: journal, runner, in-process sandbox, display ptys)
+    fed by the real scanner reader (devices.scanner.Scanner) from a pty twin."""
+
+    def __init__(self, folder: Path) -> None:
+        import queue
+
+        from devices.emulated import EmulatedScanner
+        from devices.scanner import Scanner
+        from tests.test_scanner import scanner_settings
+        from tests.test_terminal import Rig
+
+        self.rig = Rig(folder)
+        self.device = EmulatedScanner(directory=folder)
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.sync = 0
+
+        def both(event: Any) -> None:
+            self.events.put(event)
+            self.rig.terminal.on_scanner_event(event)
+
+        self.reader = Scanner(scanner_settings(str(self.device.path)), both, poll_interval=0.02).start()
+        assert self.reader.connected.wait(5)
+        self.errors: list[str] = []   # "scan handling failed", "scanner event handler failed", ...
+        self._handler = logging.Handler(logging.ERROR)
+        self._handler.emit = lambda record: self.errors.append(record.getMessage())  # type: ignore[method-assign]
+        logging.getLogger().addHandler(self._handler)
+
+    def send(self, chunks: list[bytes]) -> list[Any]:
+        """Send the chunks, then end the line and a receipt code as a marker: the events before the marker."""
+        from devices.scanner import ReceiptScan
+
+        for chunk in chunks:
+            self.device.send_raw(chunk)
+        self.sync += 1
+        marker = ReceiptScan(f"SYNC{self.sync}")
+        self.device.send_raw(f"\rPOS:SYNC{self.sync}\r".encode())
+        seen = []
+        while (event := self.events.get(timeout=10)) != marker:
+            seen.append(event)
+        return seen
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self._handler)
+        self.reader.stop()
+        self.device.close()
+        self.rig.close()
+
+
+@pytest.fixture(scope="module")
+def scanner_bench(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    bench = _ScannerBench(tmp_path_factory.mktemp("scanner"))
+    yield bench
+    bench.close()
+
+
+_CODE_LIKE = re.compile(rb"(?:2[5-9]|30)[0-9]{14}")
+_NOISE = st.lists(st.one_of(
+    st.binary(max_size=80),                                            # anything, invalid UTF-8 included
+    st.sampled_from([b"\x00", b"\xff\xfe", b"\xc3", b"\xed\xa0\x80", b"\x03\x04\x11\x13\x1a\x1b[2J\x7f",
+                     b"\x1bp\x00\x19\xfa", b"\r", b"\n", b"\r\n", b"]Q1", b"]E0", b"2812345", b"POS",
+                     "２８１２３４５６７８９０１２３４５６".encode(), b"28" + b"0" * 13, b"28" + b"1" * 33,
+                     b"\t \t", b"-" * 127, b"7" * 129]),
+    st.integers(min_value=129, max_value=20_000).map(lambda n: b"9" * n),   # huge lines
+), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(noise=_NOISE, waiting=st.booleans())
+def test_scanner_garbage_starts_no_sale_and_a_code_after_it_still_pays(scanner_bench: Any, noise: list[bytes],
+                                                                      waiting: bool) -> None:
+    from hypothesis import assume
+
+    from devices.scanner import Rejected, Scan
+    from pos.core.money import Money
+    from pos.sandbox.scenarios import make_code
+
+    joined = b"".join(noise)
+    assume(not _CODE_LIKE.search(joined) and b"POS:" not in joined)   # no real code hidden in the noise
+    rig = scanner_bench.rig
+    sales_before = len(rig.journal.list_sales())
+    view = rig.terminal.create_sale(Money(250, "SGD"), "fuzz", "") if waiting else None
+    seen = scanner_bench.send(noise)
+    # Only refusals came out of the noise, each with the display's message; nothing else happened.
+    assert all(isinstance(e, Rejected) and e.message_key == "scan_invalid" for e in seen), seen
+    assert len(rig.journal.list_sales()) == sales_before
+    assert scanner_bench.errors == []
+    if view is None:
+        return
+    assert rig.terminal.get_sale(view["id"])["state"] == "CREATED"   # still waiting for a code
+    code = make_code("00")
+    scanner_bench.device.send_raw(b"\r" + code.encode() + b"\r")
+    assert scanner_bench.events.get(timeout=10) == Scan(code)
+    done = rig.settle(view["id"])
+    assert done["state"] == "PAID", done
+    assert len(rig.journal.list_sales()) == sales_before + 1
+    assert scanner_bench.errors == []
