@@ -126,6 +126,18 @@ def test_short_soak_with_every_kind_of_fault(tmp_path: Path) -> None:
     _clean(figures)
 
 
+def test_short_daemon_soak_with_kills() -> None:
+    """`pos run` as a process, SIGKILLed at random moments during sales, refunds, prints and its own
+    recovery, restarted each time (tests/daemon_soak.py; `make soak` runs the long one)."""
+    from tests.daemon_soak import run_daemon
+
+    figures = run_daemon(sales=16, refunds=3, fault_rate=0.2, kill_rate=0.3, seed=3)
+    assert figures.kills >= 3 and figures.restarts >= figures.kills
+    assert figures.sales == 16 and figures.refunds >= 2
+    assert figures.states.get("PAID", 0) >= 10
+    _clean(figures)
+
+
 # -- gateway answers: whatever comes back, the client returns a result and never raises -------------
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
