@@ -48,6 +48,10 @@ GATEWAY_FAULTS = ["01", "02", "04", "10", "11", "12", "13", "14", "15", "16", "1
 PAYMENT = {"query_first_delay": 0.05, "first_query_after": 0.5, "query_interval_min": 0.1,
            "query_interval_max": 0.15, "query_deadline": 1.5, "cancel_interval": 0.1, "refund_interval": 0.1,
            "background_interval": 0.5}
+# Where a kill lands: right after the daemon logs one of these (or at a random time).
+SALE_MOMENTS = ["sale waiting for scan", "scan accepted", "offline.pay ", "payQuery", "payCancel",
+                "receipt queued job=sale", "receipt printed job=sale"]
+REFUND_MOMENTS = ["refund started", "common.refund ", "receipt queued job=refund", "receipt printed job=refund"]
 SANDBOX = SandboxOptions(wallet_confirm_after=0.3, slow_response=1.0, late_success_after=2.5, race_delay=0.3)
 
 
@@ -81,7 +85,9 @@ class DaemonSoak:
         self.codes: list[str] = []
         self.paid: list[str] = []          # merchantTransIds of sales the till saw PAID
         self._refund_keys = 0
-        self._timer: threading.Timer | None = None
+        self.phase = "between sales"         # what the daemon is doing, for the kill counts
+        self._op_done_at: float | None = None  # when the sale or refund a kill is armed for was answered
+        self._timer: threading.Thread | threading.Timer | None = None
         self.stage = ProxiedStage(payment=PAYMENT, sandbox_options=SANDBOX, max_wait=30.0)
         self.stage.start()
         # Both displays are read all along, as a screen would: a pty nobody reads fills up and the
@@ -101,38 +107,66 @@ class DaemonSoak:
 
     # ------------------------------------------------------------ the daemon's life
 
-    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+    def _kill(self, proc: subprocess.Popen[bytes], when: str | None = None) -> None:
+        when = when or self.phase   # read before the kill: the main thread moves on once the daemon dies
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()                      # dead before anyone looks: poll() says so from now on
             self.figures.kills += 1
+            self.figures.faults[f"process: SIGKILL {when}"] += 1
 
-    def arm_kill(self, within: float) -> None:
-        """Maybe (kill_rate) SIGKILL the daemon at a random moment in the next `within` seconds."""
+    def arm_kill(self, moments: list[str]) -> None:
+        """Maybe (kill_rate) SIGKILL the daemon at one moment of what comes: right after it logs one
+        of `moments` (a step of the sale or refund), or at a random time within the next 0.3 s."""
         if self.rng.random() >= self.kill_rate or self.stage.proc is None:
             return
-        self._timer = threading.Timer(self.rng.uniform(0.0, within), self._kill, args=(self.stage.proc,))
+        moment = self.rng.choice([*moments, "a random time"])
+        extra = self.rng.uniform(0.0, 0.3 if moment == "a random time" else 0.005)
+        log = self.stage.dir / "daemon.log"
+        self._op_done_at = None
+        self._timer = threading.Thread(target=self._kill_at, args=(self.stage.proc, log, log.stat().st_size,
+                                                                   moment, extra), daemon=True)
         self._timer.start()
+
+    def _kill_at(self, proc: subprocess.Popen[bytes], log: Path, offset: int, moment: str, extra: float) -> None:
+        deadline = time.monotonic() + 5.0
+        if moment != "a random time":
+            with log.open("rb") as fh:
+                fh.seek(offset)
+                seen = b""
+                while moment.encode() not in seen:
+                    done = self._op_done_at
+                    if (time.monotonic() > deadline or proc.poll() is not None
+                            or (done is not None and time.monotonic() > done + 0.3)):
+                        return               # the moment never came (a declined sale prints nothing)
+                    seen += fh.read()
+                    time.sleep(0.001)
+        time.sleep(extra)
+        self._kill(proc, f"after '{moment}'" if moment != "a random time" else f"at a random time ({self.phase})")
 
     def after_kill(self) -> None:
         """Wait for an armed kill to fire; if the daemon died, start it again (and maybe kill it
         again while it recovers)."""
+        self._op_done_at = time.monotonic()
         if self._timer is not None:
             self._timer.join()
             self._timer = None
         proc = self.stage.proc
         while proc is not None and proc.poll() is not None:
             self.stage.last_exit = proc.wait()
+            self.phase = "while starting and recovering"
             self.stage._spawn()
             proc = self.stage.proc
             if self.rng.random() < 0.2:      # a kill during start-up and recovery
-                self._timer = threading.Timer(self.rng.uniform(0.1, 1.5), self._kill, args=(proc,))
+                self._timer = threading.Timer(self.rng.uniform(0.1, 1.5), self._kill,
+                                              args=(proc, "while starting and recovering"))
                 self._timer.start()
             with contextlib.suppress(RuntimeError):   # killed while starting: the loop starts it again
                 self.stage.wait_ready(timeout=60)
             if self._timer is not None:
                 self._timer.join()
                 self._timer = None
+            self.phase = "between sales"
             self.figures.restarts += 1
 
     # ------------------------------------------------------------ the till
@@ -171,7 +205,8 @@ class DaemonSoak:
                 fault = self.rng.choice(NETWORK_FAULTS)
                 self.stage.proxy.script(["pass"] * self.rng.randrange(3) + [fault])
                 self.figures.faults[f"network: {fault}"] += 1
-        self.arm_kill(within=0.6)
+        self.phase = "during a sale"
+        self.arm_kill(SALE_MOMENTS)
         view = self._start_sale(f"{self.rng.randrange(100, 5000) / 100:.2f}")
         code = make_code(scenario)
         self.codes.append(code)
@@ -180,6 +215,7 @@ class DaemonSoak:
         r = self._till("GET", f"/v1/sales/{view['id']}?wait=20") if view else None
         if r is not None and r.status_code == 200 and r.json().get("state") == "PAID":
             self.paid.append(r.json()["merchantTransId"])
+        self.phase = "between sales"
         self.after_kill()
 
     def refund(self) -> None:
@@ -188,7 +224,8 @@ class DaemonSoak:
         mtid = self.paid.pop(self.rng.randrange(len(self.paid)))
         self._refund_keys += 1
         key = {"Idempotency-Key": f"soak-{self._refund_keys}"}
-        self.arm_kill(within=0.4)
+        self.phase = "during a refund"
+        self.arm_kill(REFUND_MOMENTS)
         for _ in range(20):        # the same request and key again until the daemon answers it
             r = self._till("POST", "/v1/refunds", {"saleId": mtid, "amount": "1.00", "reason": "soak"},
                            manager=True, headers=key)
@@ -199,7 +236,9 @@ class DaemonSoak:
                 self.figures.refusals[f"refund {r.status_code} {r.json().get('title', '')}"] += 1
                 break
             self.after_kill()
+            self.phase = "during a refund"
             time.sleep(0.1)
+        self.phase = "between sales"
         self.after_kill()
 
     # ------------------------------------------------------------ the comparison
@@ -302,7 +341,7 @@ class DaemonSoak:
                 for where, data in places.items() if needle.encode() in data]
 
     def close(self) -> None:
-        if self._timer is not None:
+        if isinstance(self._timer, threading.Timer):
             self._timer.cancel()
         self._reading = False
         self._reader.join(timeout=5)
