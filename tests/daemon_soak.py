@@ -38,7 +38,7 @@ from pos.sandbox.scenarios import SandboxOptions, make_code
 from tests.fault_proxy import FAULTS, FaultProxy
 from tests.soak import Figures
 
-__all__ = ["DaemonSoak", "run_daemon"]
+__all__ = ["DaemonSoak", "run_daemon", "stage_secrets"]
 
 NETWORK_FAULTS = [f for f in FAULTS if f != "pass"]
 # Gateway scenarios that settle within the daemon's short schedule (README's scenario table).
@@ -324,21 +324,7 @@ class DaemonSoak:
         return f
 
     def secrets_left(self) -> list[str]:
-        """Full payment codes, tokens, private key lines and signatures in the state folder (journal,
-        WAL), the daemon's log, the paper and both displays."""
-        stage = self.stage
-        tokens = {stage.till_token_path(), stage.manager_token_path()}
-        places = {str(path.relative_to(stage.dir)): path.read_bytes() for path in stage.dir.rglob("*")
-                  if path.is_file() and "keys" not in path.parts and path not in tokens}
-        places["paper"] = b"".join(stage.printer.jobs)
-        places["displays"] = bytes(self.display_bytes)
-        key_lines = [line for pem in (stage.dir / "keys").glob("*private*.pem")
-                     for line in pem.read_text().splitlines()[1:3]]
-        needles = [("payment code", c) for c in self.codes] + [("token", self.till_token),
-                                                                ("token", self.manager_token)]
-        needles += [("private key line", line) for line in key_lines] + [("signature", '"signature"')]
-        return [f"{what} ...{needle[-4:]} in {where}" for what, needle in needles
-                for where, data in places.items() if needle.encode() in data]
+        return stage_secrets(self.stage, self.codes, {"displays": bytes(self.display_bytes)})
 
     def close(self) -> None:
         if isinstance(self._timer, threading.Timer):
@@ -346,6 +332,24 @@ class DaemonSoak:
         self._reading = False
         self._reader.join(timeout=5)
         self.stage.stop()
+
+
+def stage_secrets(stage: Stage, codes: list[str], more: dict[str, bytes]) -> list[str]:
+    """Full payment codes, the till's tokens, private key lines and answer signatures found in a
+    stage's state folder (journal and WAL included, free pages too), the daemon's log, the paper
+    and `more` (what the displays were sent, the narration...)."""
+    tokens = {stage.till_token_path(), stage.manager_token_path()}
+    places = {str(path.relative_to(stage.dir)): path.read_bytes() for path in stage.dir.rglob("*")
+              if path.is_file() and "keys" not in path.parts and path not in tokens}
+    places["paper"] = b"".join(stage.printer.jobs)
+    places.update(more)
+    key_lines = [line for pem in (stage.dir / "keys").glob("*private*.pem")
+                 for line in pem.read_text().splitlines()[1:3]]
+    needles = [("payment code", c) for c in codes]
+    needles += [("token", path.read_text().strip()) for path in tokens if path.exists()]
+    needles += [("private key line", line) for line in key_lines] + [("signature", '"signature"')]
+    return [f"{what} ...{needle[-4:]} in {where}" for what, needle in needles
+            for where, data in places.items() if needle.encode() in data]
 
 
 def run_daemon(*, sales: int, refunds: int, fault_rate: float, kill_rate: float, seed: int = 1,
