@@ -391,13 +391,17 @@ def test_any_text_on_paper_or_display_carries_no_device_command(title: str, stor
 
 # -- clock: the business day crosses midnight Beijing time while a sale is being cancelled ------------
 
-@pytest.mark.parametrize("case", ["cancelled within the 15-minute buffer", "cancel expired, never charged",
-                                  "cancel expired, the customer confirms later"])
-def test_midnight_beijing_during_a_cancel(tmp_path: Path, sandbox_keys: SandboxKeys, case: str) -> None:
+@pytest.mark.parametrize("case,tz", [("cancelled within the 15-minute buffer", "Asia/Shanghai"),
+                                     ("cancel expired, never charged", "Asia/Shanghai"),
+                                     ("cancel expired, the customer confirms later", "Asia/Shanghai"),
+                                     ("cancel expired, never charged", "Europe/London")])
+def test_midnight_beijing_during_a_cancel(tmp_path: Path, sandbox_keys: SandboxKeys, case: str, tz: str) -> None:
     """Pay U at 23:59:59 Beijing time, queries, the cancel after 00:00 (§13: same Beijing day + 15 min).
-    Terminal, client and sandbox share one wall clock that runs over midnight in real time."""
+    Terminal, client and sandbox share one wall clock that runs over midnight in real time. A terminal
+    in London (16:59 there) keeps its own business date; the window is still Beijing's."""
     import json
     from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
 
     from pos.config import GatewaySection
     from pos.core.money import Money
@@ -434,7 +438,7 @@ def test_midnight_beijing_during_a_cancel(tmp_path: Path, sandbox_keys: SandboxK
                                             merchant_public_key=str(keys / MERCHANT_PUBLIC),
                                             alipay_public_key=str(keys / ALIPAY_PUBLIC),
                                             connect_timeout=1.0, read_timeout=1.0, sandbox=True), clock=beijing)
-    journal = Journal.open(tmp_path / "journal.db", terminal_id="T1", timezone="Asia/Shanghai")
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="T1", timezone=tz)
     schedule = FAST.model_copy(update={"query_deadline": 2.0})   # the cancel comes about 1 s after midnight
     runner = PaymentRunner(journal, gateway, schedule, clock=SystemClock(wall=wall))
     try:
@@ -453,8 +457,10 @@ def test_midnight_beijing_during_a_cancel(tmp_path: Path, sandbox_keys: SandboxK
         payment = next(p for p in server.ledger.payments(beijing()) if p.merchant_trans_id == sale.merchant_trans_id)
 
         # Business dates: the sale belongs to day D, where it was created, whenever it ends.
-        assert sale.local_date == "2024-05-01"
+        assert sale.local_date == "2024-05-01"   # in London too: it is 17:00 there, the same day
         assert "-20240501-" in sale.merchant_trans_id
+        assert datetime.fromtimestamp(sale.updated_at, ZoneInfo(tz)).date().isoformat() == (
+            "2024-05-02" if tz == "Asia/Shanghai" else "2024-05-01")
         assert datetime.fromtimestamp(sale.created_at, BEIJING) < midnight
         assert payment.created_at.astimezone(BEIJING) < midnight <= datetime.fromtimestamp(sale.updated_at, BEIJING)
 
