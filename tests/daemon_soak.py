@@ -7,7 +7,9 @@ a print, and during the recovery of a restart), restarted, and driven on.
 
 Sales are started over the till interface and paid with a code typed into the scanner pty;
 refunds are sent over the till interface with an Idempotency-Key, the same key again after a
-kill. At the end every sale and refund in the daemon's journal is compared with the sandbox's
+kill. Other faults, at --fault-rate per sale: the network (the fault proxy), the gateway
+(sandbox scenarios) and the printer (away for a while, or pulled part way through a receipt).
+At the end every sale and refund in the daemon's journal is compared with the sandbox's
 ledger and the paper: 0 lost money, 0 lost receipts, 0 doubled. The state folder, the daemon's
 log, the paper and both displays are grepped for full payment codes, private key lines,
 answer signatures and the till's tokens.
@@ -196,15 +198,23 @@ class DaemonSoak:
 
     def sale(self) -> None:
         scenario = "00"
+        printer = self.stage.printer
         if self.rng.random() < self.fault_rate:
-            if self.rng.random() < 0.5:
+            kind = self.rng.choice(["gateway", "gateway", "network", "network", "printer"])
+            if kind == "gateway":
                 scenario = self.rng.choice(GATEWAY_FAULTS)
                 self.figures.faults[f"gateway: scenario {scenario}"] += 1
-            else:
+            elif kind == "network":
                 assert self.stage.proxy is not None
                 fault = self.rng.choice(NETWORK_FAULTS)
                 self.stage.proxy.script(["pass"] * self.rng.randrange(3) + [fault])
                 self.figures.faults[f"network: {fault}"] += 1
+            elif self.rng.random() < 0.5:
+                printer.switch_off()
+                self.figures.faults["printer away"] += 1
+            else:   # the printer is pulled part way through the receipt (switched on again below)
+                printer.fail_after(self.rng.randrange(10, 600))
+                self.figures.faults["printer pulled mid-receipt"] += 1
         self.phase = "during a sale"
         self.arm_kill(SALE_MOMENTS)
         view = self._start_sale(f"{self.rng.randrange(100, 5000) / 100:.2f}")
@@ -217,6 +227,9 @@ class DaemonSoak:
             self.paid.append(r.json()["merchantTransId"])
         self.phase = "between sales"
         self.after_kill()
+        if not printer.on:                   # back after a while: the queued receipt prints then
+            time.sleep(self.rng.uniform(0.0, 0.5))
+            printer.switch_on()
 
     def refund(self) -> None:
         if not self.paid:
@@ -246,6 +259,7 @@ class DaemonSoak:
     def quiesce(self, timeout: float = 90.0) -> None:
         """Until nothing is open but what waits for a manager, and the printer has stopped printing."""
         self.after_kill()
+        self.stage.printer.switch_on()
         deadline = time.monotonic() + timeout
         last, steady = -1, 0.0
         while time.monotonic() < deadline:
