@@ -329,6 +329,7 @@ class DaemonSoak:
                     f.lost_receipts += 1
                     f.receipts_missing.append(r.merchant_refund_id)
             f.refunds = len(journal.list_refunds())
+            f.not_started = f.sales - len(sales)
             f.integrity = journal.integrity_check()
         finally:
             journal.close()

@@ -88,6 +88,7 @@ class Figures:
 
     kills: int = 0                      # SIGKILLs of the daemon (the daemon soak)
     reprinted: int = 0                  # receipts on paper twice: killed after printing, before recording
+    not_started: int = 0                # till sales the daemon died on before it read the scan
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [("faults injected", str(sum(self.faults.values())))]
@@ -95,6 +96,8 @@ class Figures:
         rows += [("daemon kills (SIGKILL at random moments, restarted)", str(self.kills)),
                  ("sales", str(self.sales)),
                  ("  by state", ", ".join(f"{k} {v}" for k, v in sorted(self.states.items()))),
+                 ("sales never started (the daemon died before it read the scan; nothing charged)",
+                  str(self.not_started)),
                  ("sales refused (journal full)", str(self.refused_sales)),
                  ("sales refused by the runner or the till", ", ".join(f"{k} {v}" for k, v
                                                                        in sorted(self.refusals.items())) or "0"),
