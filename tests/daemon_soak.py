@@ -86,6 +86,7 @@ class DaemonSoak:
         self.figures = Figures()
         self.codes: list[str] = []
         self.paid: list[str] = []          # merchantTransIds of sales the till saw PAID
+        self.told: dict[str, dict[str, Any]] = {}   # till sale id -> what the till was last told
         self._refund_keys = 0
         self.phase = "between sales"         # what the daemon is doing, for the kill counts
         self._op_done_at: float | None = None  # when the sale or refund a kill is armed for was answered
@@ -222,11 +223,15 @@ class DaemonSoak:
         self.codes.append(code)
         self.stage.scan(code)
         self.figures.sales += 1
-        r = self._till("GET", f"/v1/sales/{view['id']}?wait=20") if view else None
-        if r is not None and r.status_code == 200 and r.json().get("state") == "PAID":
-            self.paid.append(r.json()["merchantTransId"])
+        r = self._till("GET", f"/v1/sales/{view['id']}?wait=20")
         self.phase = "between sales"
         self.after_kill()
+        if r is None:   # the daemon died meanwhile: the till asks again after the restart
+            r = self._till("GET", f"/v1/sales/{view['id']}?wait=20")
+        if r is not None and r.status_code == 200:
+            self.told[view["id"]] = dict(r.json())
+            if r.json().get("state") == "PAID":
+                self.paid.append(r.json()["merchantTransId"])
         if not printer.on:                   # back after a while: the queued receipt prints then
             time.sleep(self.rng.uniform(0.0, 0.5))
             printer.switch_on()
@@ -314,6 +319,14 @@ class DaemonSoak:
                 if s.state is SaleState.PAID and not any(f"POS:{s.merchant_trans_id}]" in t for t in texts):
                     f.lost_receipts += 1
                     f.receipts_missing.append(s.merchant_trans_id)
+            # What the till was told agrees with the money: never PAID uncharged, never "no money" charged.
+            for till_id, view in self.told.items():
+                p = mine.get(str(view.get("merchantTransId")))
+                charged = p is not None and p.status == "SUCCESS"
+                if (view["state"] == "PAID" and not charged) or (view["state"] in ("DECLINED", "CANCELLED")
+                                                                 and charged):
+                    f.discrepancies.append(f"till sale {till_id}: the till was told {view['state']}, "
+                                           f"ledger {p.status if p else 'none'}")
             ledger_refunds = Counter(r.merchant_refund_id for r in ledger.refunds())
             f.double_charges += sum(n - 1 for n in ledger_refunds.values() if n > 1)
             f.double_charges += sum(1 for p in mine.values() if p.refunded > p.amount.minor)
