@@ -132,8 +132,8 @@ def test_short_daemon_soak_with_kills() -> None:
     recovery, restarted each time (tests/daemon_soak.py; `make soak` runs the long one)."""
     from tests.daemon_soak import run_daemon
 
-    figures = run_daemon(sales=16, refunds=3, fault_rate=0.2, kill_rate=0.3, seed=3)
-    assert figures.kills >= 3 and figures.restarts >= figures.kills
+    figures = run_daemon(sales=16, refunds=3, fault_rate=0.2, kill_rate=0.4, seed=3)
+    assert figures.kills >= 2 and figures.restarts >= figures.kills   # about 6 (the moments are timing's)
     assert figures.sales == 16 and figures.refunds >= 2
     assert figures.states.get("PAID", 0) >= 10
     _clean(figures)
