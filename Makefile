@@ -40,12 +40,17 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 # The full soak: sales and refunds through a fault proxy to the sandbox with random faults,
-# compared with the ledger and the printer; prints the table of README's "Reliability and security".
+# first through the payment runner, then through `pos run` as a process SIGKILLed at random
+# moments; compared with the ledger and the printer; prints README's "Reliability and security" table.
 SOAK_SALES ?= 10000
 SOAK_REFUNDS ?= 1000
 SOAK_FAULT_RATE ?= 0.05
+SOAK_DAEMON_SALES ?= 1000
+SOAK_DAEMON_REFUNDS ?= 100
+SOAK_KILL_RATE ?= 0.05
 soak: $(STAMP)
-	$(BIN)/python -m tests.soak --sales $(SOAK_SALES) --refunds $(SOAK_REFUNDS) --fault-rate $(SOAK_FAULT_RATE)
+	$(BIN)/python -m tests.soak --sales $(SOAK_SALES) --refunds $(SOAK_REFUNDS) --fault-rate $(SOAK_FAULT_RATE) \
+	    --daemon-sales $(SOAK_DAEMON_SALES) --daemon-refunds $(SOAK_DAEMON_REFUNDS) --kill-rate $(SOAK_KILL_RATE)
 
 clean:
 	rm -rf $(VENV) .pos-state .pytest_cache .hypothesis

@@ -84,6 +84,7 @@ LAYER_OF_FILE = {
 
 # "file::test" (without parameters) -> layer, where one test needs more than its file's layer.
 LAYER_OF_TEST = {
+    "test_campaigns.py::test_short_daemon_soak_with_kills": "e2e",
     "test_config.py::test_cli_subprocess_has_real_exit_status_and_no_traceback": "integration",
     "test_scanner.py::test_reader_delivers_scans_and_keeps_reading_after_junk": "integration",
     "test_scanner.py::test_unplug_and_replug_reports_lost_and_back_and_reads_the_next_scan": "integration",

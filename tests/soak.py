@@ -3,8 +3,11 @@ proxy and the sandbox gateway over HTTP on 127.0.0.1, with random faults; then e
 refund is compared with the sandbox's ledger and the printer.
 
     python -m tests.soak [--sales 10000] [--refunds 1000] [--fault-rate 0.05] [--seed 1]
+                         [--daemon-sales 1000 --daemon-refunds 100 --kill-rate 0.05]
 
-(`make soak` runs the full size.) The short campaigns of `make test` (tests/test_campaigns.py)
+With --daemon-sales, a second soak follows through `pos run` as a process, SIGKILLed at random
+moments and restarted (tests/daemon_soak.py); the table has a column for each.
+(`make soak` runs both at full size.) The short campaigns of `make test` (tests/test_campaigns.py)
 use the same rig. Real parts: the SQLite journal file, HTTP on loopback, the print queue
 in the journal with a dummy printer; the gateway is the sandbox.
 
@@ -56,7 +59,7 @@ from tests.crash_driver import FAST
 from tests.fault_proxy import FAULTS, FaultProxy
 from tests.sandbox_fixtures import short_options
 
-__all__ = ["FaultRig", "Figures", "main"]
+__all__ = ["FaultRig", "Figures", "main", "table"]
 
 NETWORK_FAULTS = [f for f in FAULTS if f != "pass"]
 # Sandbox scenarios that are faults of the gateway (README's scenario table); "10" and "17"
@@ -83,27 +86,59 @@ class Figures:
     restarts: int = 0
     wall_time: float = 0.0
 
-    def table(self) -> str:
+    kills: int = 0                      # SIGKILLs of the daemon (the daemon soak)
+    reprinted: int = 0                  # receipts on paper twice: killed after printing, before recording
+    not_started: int = 0                # till sales the daemon died on before it read the scan
+
+    def rows(self) -> list[tuple[str, str]]:
         rows = [("faults injected", str(sum(self.faults.values())))]
         rows += [(f"  {kind}", str(n)) for kind, n in sorted(self.faults.items())]
-        rows += [("sales", str(self.sales)),
-                 ("  " + ", ".join(f"{k} {v}" for k, v in sorted(self.states.items())), ""),
+        rows += [("daemon kills (SIGKILL at random moments, restarted)", str(self.kills)),
+                 ("sales", str(self.sales)),
+                 ("  by state", ", ".join(f"{k} {v}" for k, v in sorted(self.states.items()))),
+                 ("sales never started (the daemon died before it read the scan; nothing charged)",
+                  str(self.not_started)),
                  ("sales refused (journal full)", str(self.refused_sales)),
-                 ("sales refused by the runner", ", ".join(f"{k} {v}" for k, v in sorted(self.refusals.items()))
-                  or "0"),
+                 ("sales refused by the runner or the till", ", ".join(f"{k} {v}" for k, v
+                                                                       in sorted(self.refusals.items())) or "0"),
                  ("refunds", str(self.refunds)),
                  ("discrepancies with the ledger", str(len(self.discrepancies))),
                  ("double charges", str(self.double_charges)),
                  ("lost sales", str(self.lost_sales)),
                  ("lost receipts", str(self.lost_receipts)),
+                 ("receipts printed twice (killed between print and record)", str(self.reprinted)),
                  ("items left for a manager", str(self.manager_items)),
                  ("journal integrity_check", self.integrity),
-                 ("full codes, keys or tokens in log, journal or paper", str(len(self.secrets_found))),
+                 ("full codes, keys, signatures or tokens in log, journal, paper or displays",
+                  str(len(self.secrets_found))),
                  ("wall time", f"{self.wall_time:.0f} s")]
-        lines = ["| what | figure |", "|---|---:|"]
-        lines += [f"| {name.strip() if not name.startswith('  ') else '&nbsp;&nbsp;' + name.strip()} | {value} |"
-                  for name, value in rows]
-        return "\n".join(lines)
+        return rows
+
+    def table(self) -> str:
+        return table([("figure", self)])
+
+
+def table(columns: list[tuple[str, Figures]]) -> str:
+    """A Markdown table: one row per figure, one column per soak (fault kinds: the union)."""
+    names: list[str] = []
+    values: list[dict[str, str]] = []
+    for _, figures in columns:
+        rows = figures.rows()
+        values.append(dict(rows))
+        for name, _ in rows:
+            if name not in names:
+                names.append(name)
+    kinds = sorted(n for n in names if n.startswith("  ") and n != "  by state")
+    ordered = [n for n in names if not n.startswith("  ") or n == "  by state"]
+    at = ordered.index("faults injected") + 1
+    ordered[at:at] = kinds
+    lines = ["| what | " + " | ".join(title for title, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name in ordered:
+        label = "&nbsp;&nbsp;" + name.strip() if name.startswith("  ") else name
+        lines.append(f"| {label} | " + " | ".join(v.get(name, "0" if name.startswith("  ") else "-")
+                                                  for v in values) + " |")
+    return "\n".join(lines)
 
 
 class FaultRig:
@@ -390,19 +425,37 @@ def run(folder: Path, *, sales: int, refunds: int, fault_rate: float, seed: int 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.split("\n")[0])
-    parser.add_argument("--sales", type=int, default=10000)
+    parser.add_argument("--sales", type=int, default=10000, help="sales through the payment runner")
     parser.add_argument("--refunds", type=int, default=1000)
     parser.add_argument("--fault-rate", type=float, default=0.05)
+    parser.add_argument("--daemon-sales", type=int, default=0,
+                        help="then this many sales through `pos run` as a process (tests/daemon_soak.py)")
+    parser.add_argument("--daemon-refunds", type=int, default=0)
+    parser.add_argument("--kill-rate", type=float, default=0.05,
+                        help="share of the daemon's sales and refunds during which it is SIGKILLed")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="pos-soak-") as tmp:
-        figures = run(Path(tmp), sales=args.sales, refunds=args.refunds, fault_rate=args.fault_rate,
-                      seed=args.seed, progress=True)
-    print(figures.table())
-    for line in figures.discrepancies[:20]:
-        print("discrepancy:", line)
-    bad = figures.discrepancies or figures.double_charges or figures.lost_sales or figures.lost_receipts
-    return 1 if bad or figures.integrity != "ok" else 0
+    columns: list[tuple[str, Figures]] = []
+    if args.sales > 0:
+        with tempfile.TemporaryDirectory(prefix="pos-soak-") as tmp:
+            columns.append(("through the payment runner", run(
+                Path(tmp), sales=args.sales, refunds=args.refunds, fault_rate=args.fault_rate,
+                seed=args.seed, progress=True)))
+    if args.daemon_sales > 0:
+        from tests.daemon_soak import run_daemon
+        columns.append(("through the daemon (`pos run`)", run_daemon(
+            sales=args.daemon_sales, refunds=args.daemon_refunds, fault_rate=args.fault_rate,
+            kill_rate=args.kill_rate, seed=args.seed, progress=True)))
+    print(table(columns))
+    bad = False
+    for _, figures in columns:
+        for line in figures.discrepancies[:20] + [f"receipt missing: {r}" for r in figures.receipts_missing[:20]]:
+            print("discrepancy:", line)
+        for line in figures.secrets_found[:20]:
+            print("secret left:", line)
+        bad = bad or bool(figures.discrepancies or figures.double_charges or figures.lost_sales
+                          or figures.lost_receipts or figures.secrets_found or figures.integrity != "ok")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ the journal with the sandbox's ledger and the printer: 0 lost money, 0 lost rece
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,22 @@ def test_each_network_fault_at_each_step(rig: FaultRig, fault: str) -> None:
             rig.proxy.script([])
     rig.network_fault(fault, 0)
     rig.refund()
+    _clean(rig.settle_and_compare())
+    # The client keeps its connection alive: the fault hit requests on a reused connection too.
+    assert rig.proxy.reused[fault] >= 1, (rig.proxy.counts, rig.proxy.reused)
+
+
+@pytest.mark.parametrize("fault", ["drop_before", "drop_after", "reset", "stale"])
+def test_fault_on_a_reused_connection_at_each_step(rig: FaultRig, fault: str) -> None:
+    """The pay, a query and the cancel each fail on a connection the client had used before."""
+    assert rig.sale() is SaleState.PAID        # the client now holds a kept-alive connection
+    for at in range(3):
+        before = rig.proxy.reused[fault]
+        rig.proxy.script(["pass"] * at + [fault])
+        rig.figures.faults[f"network: {fault} (reused connection)"] += 1
+        assert rig.sale("18") in (SaleState.CANCELLED, SaleState.MANUAL_REVIEW)
+        assert rig.sale() is SaleState.PAID
+        assert rig.proxy.reused[fault] == before + 1, (at, rig.proxy.counts, rig.proxy.reused)
     _clean(rig.settle_and_compare())
 
 
@@ -106,6 +124,18 @@ def test_short_soak_with_every_kind_of_fault(tmp_path: Path) -> None:
     figures = run(tmp_path, sales=120, refunds=12, fault_rate=0.25, seed=5)
     assert figures.sales >= 100 and figures.refunds >= 10
     assert sum(figures.faults.values()) >= 15
+    _clean(figures)
+
+
+def test_short_daemon_soak_with_kills() -> None:
+    """`pos run` as a process, SIGKILLed at random moments during sales, refunds, prints and its own
+    recovery, restarted each time (tests/daemon_soak.py; `make soak` runs the long one)."""
+    from tests.daemon_soak import run_daemon
+
+    figures = run_daemon(sales=16, refunds=3, fault_rate=0.2, kill_rate=0.4, seed=3)
+    assert figures.kills >= 2 and figures.restarts >= figures.kills   # about 6 (the moments are timing's)
+    assert figures.sales == 16 and figures.refunds >= 2
+    assert figures.states.get("PAID", 0) >= 10
     _clean(figures)
 
 
@@ -238,6 +268,43 @@ def test_till_requests_beyond_the_schema_never_give_a_500(till_server: Any, meth
             answer += chunk
     status = int(answer.split(b" ", 2)[1])
     assert status < 500, answer[:500]
+    operation = _openapi()["paths"].get(path.replace("{id}", "{sale_id}"), {}).get(method.lower())
+    # An empty id or one with a slash reaches another route or none (the router's 404/405, its redirect).
+    if "{id}" in path and (sale_id == "" or "/" in sale_id):
+        operation = None
+    if operation is not None:   # every status an operation answers is in the OpenAPI document
+        assert str(status) in operation["responses"], (method, path, status, answer[:300])
+    else:   # no such operation: the token and size guard answers first, then the router
+        assert status in (307, 401, 404, 405, 413), (method, path, status)
+
+
+@functools.cache
+def _openapi() -> dict[str, Any]:
+    from pos.till.api import openapi_document
+    return openapi_document()
+
+
+def test_every_status_the_till_code_can_answer_is_documented() -> None:
+    """Every status written in the till interface and the services behind it (TillError, problem answers,
+    refusal table) is declared on every operation of pos/data/openapi.json."""
+    import json
+    import re
+
+    from pos.terminal.till_service import REFUSAL_PROBLEMS
+
+    root = Path(__file__).resolve().parent.parent
+    statuses = {status for status, _, _ in REFUSAL_PROBLEMS.values()}
+    for source in [*(root / "pos" / "till").glob("*.py"), *(root / "pos" / "terminal").glob("*.py")]:
+        text = source.read_text()
+        statuses |= {int(n) for n in re.findall(r"(?:TillError|_problem)\(\s*(\d{3})", text)}
+    statuses.add(400)   # FastAPI's answer to a body that is not JSON
+    assert {400, 401, 403, 404, 409, 413, 422, 503} <= statuses
+    kept = json.loads((root / "pos" / "data" / "openapi.json").read_text())
+    assert kept == _openapi(), "regenerate: python -m pos.till.api > pos/data/openapi.json"
+    for path, operations in kept["paths"].items():
+        for method, operation in operations.items():
+            missing = statuses - {int(code) for code in operation["responses"]}
+            assert not missing, f"{method.upper()} {path} does not document {sorted(missing)}"
 
 
 # -- clock: the wall clock stepped by hours during a query schedule -----------------------------------
@@ -319,3 +386,213 @@ def test_any_text_on_paper_or_display_carries_no_device_command(title: str, stor
     assert b"\x1bp" not in out and out.count(b"\x1dV") == 1
     line = fit_line(title, 20, encoding)
     assert not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in line)
+
+
+# -- clock: the business day crosses midnight Beijing time while a sale is being cancelled ------------
+
+@pytest.mark.parametrize("case,tz", [("cancelled within the 15-minute buffer", "Asia/Shanghai"),
+                                     ("cancel expired, never charged", "Asia/Shanghai"),
+                                     ("cancel expired, the customer confirms later", "Asia/Shanghai"),
+                                     ("cancel expired, never charged", "Europe/London")])
+def test_midnight_beijing_during_a_cancel(tmp_path: Path, sandbox_keys: SandboxKeys, case: str, tz: str) -> None:
+    """Pay U at 23:59:59 Beijing time, queries, the cancel after 00:00 (§13: same Beijing day + 15 min).
+    Terminal, client and sandbox share one wall clock that runs over midnight in real time. A terminal
+    in London (16:59 there) keeps its own business date; the window is still Beijing's."""
+    import json
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from pos.config import GatewaySection
+    from pos.core.money import Money
+    from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
+    from pos.gateway.offline import OfflineGateway
+    from pos.journal.journal import Journal
+    from pos.payments.runner import PaymentRunner, SystemClock
+    from pos.sandbox.ledger import BEIJING
+    from pos.sandbox.scenarios import make_code
+    from pos.sandbox.server import SandboxServer
+    from tests.crash_driver import FAST
+    from tests.fault_proxy import FaultProxy
+    from tests.sandbox_fixtures import short_options
+
+    midnight = datetime(2024, 5, 2, tzinfo=BEIJING)          # day D = 2024-05-01 ends here
+    lead = 1.0                                               # the pay leaves about 1 s before midnight
+    offset = midnight.timestamp() - lead - time.time()
+
+    def wall() -> float:
+        return time.time() + offset
+
+    def beijing() -> datetime:
+        return datetime.fromtimestamp(wall(), BEIJING)
+
+    in_buffer = case.startswith("cancelled")
+    scenario = "10" if "confirms" in case else "18"          # 10: confirms after wallet_confirm_after
+    server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
+                           alipay_private_key=sandbox_keys.alipay_private, clock=beijing,
+                           options=short_options(cancel_buffer=900.0 if in_buffer else 0.3,
+                                                 wallet_confirm_after=3.5)).start()
+    proxy = FaultProxy(server.url).start()
+    keys = sandbox_keys.folder
+    gateway = OfflineGateway(GatewaySection(url=proxy.url, private_key=str(keys / MERCHANT_PRIVATE),
+                                            merchant_public_key=str(keys / MERCHANT_PUBLIC),
+                                            alipay_public_key=str(keys / ALIPAY_PUBLIC),
+                                            connect_timeout=1.0, read_timeout=1.0, sandbox=True), clock=beijing)
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="T1", timezone=tz)
+    schedule = FAST.model_copy(update={"query_deadline": 2.0})   # the cancel comes about 1 s after midnight
+    runner = PaymentRunner(journal, gateway, schedule, clock=SystemClock(wall=wall))
+    try:
+        runner.recover()
+        runner.wait_recovered(timeout=10)
+        sale_id = runner.start_sale(Money(1234, "SGD"), make_code(scenario), runner.clock.now(), "midnight")
+        record = runner.wait(sale_id, timeout=15)
+        assert record is not None
+        expected = SaleState.CANCELLED if in_buffer else SaleState.MANUAL_REVIEW
+        assert record.state is expected, record       # never DECLINED: money may have moved
+        if "confirms" in case:   # found charged by the background check: given back in full (REVERSED)
+            deadline = time.monotonic() + 15
+            while journal.get_sale(sale_id).state is not SaleState.REVERSED and time.monotonic() < deadline:
+                time.sleep(0.05)
+        sale = journal.get_sale(sale_id)
+        payment = next(p for p in server.ledger.payments(beijing()) if p.merchant_trans_id == sale.merchant_trans_id)
+
+        # Business dates: the sale belongs to day D, where it was created, whenever it ends.
+        assert sale.local_date == "2024-05-01"   # in London too: it is 17:00 there, the same day
+        assert "-20240501-" in sale.merchant_trans_id
+        assert datetime.fromtimestamp(sale.updated_at, ZoneInfo(tz)).date().isoformat() == (
+            "2024-05-02" if tz == "Asia/Shanghai" else "2024-05-01")
+        assert datetime.fromtimestamp(sale.created_at, BEIJING) < midnight
+        assert payment.created_at.astimezone(BEIJING) < midnight <= datetime.fromtimestamp(sale.updated_at, BEIJING)
+
+        # Request times: each request carries the wall clock of its sending, in GMT+8; the pay is dated
+        # day D, the cancel day D+1 (it is the sandbox's clock that decides the window, from the same time).
+        heads = [json.loads(r.partition(b"\r\n\r\n")[2])["request"]["head"] for r in proxy.requests]
+        sent = [(head["function"], datetime.fromisoformat(head["reqTime"])) for head in heads]
+        functions = [f for f, _ in sent]
+        assert functions[0].endswith("pay") and any(f.endswith("payCancel") for f in functions), functions
+        for function, at in sent:
+            assert at.utcoffset() == timedelta(hours=8), (function, at)
+        pay_at = sent[0][1]
+        cancel_at = next(at for f, at in sent if f.endswith("payCancel"))
+        assert pay_at < midnight <= cancel_at, (pay_at, cancel_at)
+        assert all(a <= b + timedelta(seconds=0.01) for (_, a), (_, b) in zip(sent, sent[1:], strict=False))
+
+        # The window as §13 says: the cancel inside the buffer closes the payment; after it, CANCEL_EXPIRED.
+        if in_buffer:
+            assert payment.status == "CANCELLED" and not payment.charged
+            assert sale.result_code in (None, "SUCCESS")
+        else:
+            assert sale.result_code == "CANCEL_EXPIRED" or sale.state is SaleState.REVERSED, sale
+            if "confirms" in case:
+                assert sale.state is SaleState.REVERSED, sale       # charged after "No goods": refunded in full
+                assert payment.charged and payment.refunded == payment.amount.minor
+                refund = next(r for r in server.ledger.refunds() if r.merchant_refund_id == sale.reversal_id)
+                assert refund.refunded_at.astimezone(BEIJING).date() == midnight.date()   # day D+1
+            else:
+                assert not payment.charged and payment.refunded == 0   # nothing moved; a manager looks
+    finally:
+        runner.stop()
+        journal.close()
+        gateway.close()
+        proxy.stop()
+        server.stop()
+
+
+# -- scanner byte streams: whatever the scanner sends, the real reader over a pty never starts a sale ---
+
+class _ScannerBench:
+    """The terminal (tests/test_terminal.py's Rig: journal, runner, in-process sandbox, display ptys)
+    fed by the real scanner reader (devices.scanner.Scanner) from a pty twin."""
+
+    def __init__(self, folder: Path) -> None:
+        import queue
+
+        from devices.emulated import EmulatedScanner
+        from devices.scanner import Scanner
+        from tests.test_scanner import scanner_settings
+        from tests.test_terminal import Rig
+
+        self.rig = Rig(folder)
+        self.device = EmulatedScanner(directory=folder)
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.sync = 0
+
+        def both(event: Any) -> None:
+            self.events.put(event)
+            self.rig.terminal.on_scanner_event(event)
+
+        self.reader = Scanner(scanner_settings(str(self.device.path)), both, poll_interval=0.02).start()
+        assert self.reader.connected.wait(5)
+        self.errors: list[str] = []   # "scan handling failed", "scanner event handler failed", ...
+        self._handler = logging.Handler(logging.ERROR)
+        self._handler.emit = lambda record: self.errors.append(record.getMessage())  # type: ignore[method-assign]
+        logging.getLogger().addHandler(self._handler)
+
+    def send(self, chunks: list[bytes]) -> list[Any]:
+        """Send the chunks, then end the line and a receipt code as a marker: the events before the marker."""
+        from devices.scanner import ReceiptScan
+
+        for chunk in chunks:
+            self.device.send_raw(chunk)
+        self.sync += 1
+        marker = ReceiptScan(f"SYNC{self.sync}")
+        self.device.send_raw(f"\rPOS:SYNC{self.sync}\r".encode())
+        seen = []
+        while (event := self.events.get(timeout=10)) != marker:
+            seen.append(event)
+        return seen
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self._handler)
+        self.reader.stop()
+        self.device.close()
+        self.rig.close()
+
+
+@pytest.fixture(scope="module")
+def scanner_bench(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    bench = _ScannerBench(tmp_path_factory.mktemp("scanner"))
+    yield bench
+    bench.close()
+
+
+_CODE_LIKE = re.compile(rb"(?:2[5-9]|30)[0-9]{14}")
+_NOISE = st.lists(st.one_of(
+    st.binary(max_size=80),                                            # anything, invalid UTF-8 included
+    st.sampled_from([b"\x00", b"\xff\xfe", b"\xc3", b"\xed\xa0\x80", b"\x03\x04\x11\x13\x1a\x1b[2J\x7f",
+                     b"\x1bp\x00\x19\xfa", b"\r", b"\n", b"\r\n", b"]Q1", b"]E0", b"2812345", b"POS",
+                     "２８１２３４５６７８９０１２３４５６".encode(), b"28" + b"0" * 13, b"28" + b"1" * 33,
+                     b"\t \t", b"-" * 127, b"7" * 129]),
+    st.integers(min_value=129, max_value=20_000).map(lambda n: b"9" * n),   # huge lines
+), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(noise=_NOISE, waiting=st.booleans())
+def test_scanner_garbage_starts_no_sale_and_a_code_after_it_still_pays(scanner_bench: Any, noise: list[bytes],
+                                                                      waiting: bool) -> None:
+    from hypothesis import assume
+
+    from devices.scanner import Rejected, Scan
+    from pos.core.money import Money
+    from pos.sandbox.scenarios import make_code
+
+    joined = b"".join(noise)
+    assume(not _CODE_LIKE.search(joined) and b"POS:" not in joined)   # no real code hidden in the noise
+    rig = scanner_bench.rig
+    sales_before = len(rig.journal.list_sales())
+    view = rig.terminal.create_sale(Money(250, "SGD"), "fuzz", "") if waiting else None
+    seen = scanner_bench.send(noise)
+    # Only refusals came out of the noise, each with the display's message; nothing else happened.
+    assert all(isinstance(e, Rejected) and e.message_key == "scan_invalid" for e in seen), seen
+    assert len(rig.journal.list_sales()) == sales_before
+    assert scanner_bench.errors == []
+    if view is None:
+        return
+    assert rig.terminal.get_sale(view["id"])["state"] == "CREATED"   # still waiting for a code
+    code = make_code("00")
+    scanner_bench.device.send_raw(b"\r" + code.encode() + b"\r")
+    assert scanner_bench.events.get(timeout=10) == Scan(code)
+    done = rig.settle(view["id"])
+    assert done["state"] == "PAID", done
+    assert len(rig.journal.list_sales()) == sales_before + 1
+    assert scanner_bench.errors == []

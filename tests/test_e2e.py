@@ -707,6 +707,31 @@ def test_pos_demo_plays_all_nine_scenarios():
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_after_the_whole_demo_no_full_code_key_signature_or_token_is_left(monkeypatch):
+    """`pos demo`'s story, played in this process so that its stage can be grepped before it is
+    removed: state folder (journal, WAL), daemon log, paper, both displays and the narration."""
+    from pos.demo import story
+    from tests.daemon_soak import stage_secrets
+
+    codes, found, said = [], [], []
+    monkeypatch.setattr(story, "make_code", lambda scenario: codes.append(_make_code(scenario)) or codes[-1])
+
+    class GreppedStage(story.Stage):
+        def stop(self):
+            if self.proc is not None and self.proc.poll() is None:   # the daemon ends first: its files are final
+                self.proc.terminate()
+                self.proc.wait(timeout=20)
+            displays = self.cashier.poll(0.2) + self.customer.poll(0.2)
+            found.extend(stage_secrets(self, codes, {"displays": bytes(self.cashier.received + self.customer.received),
+                                                     "narration": "\n".join(said).encode(),
+                                                     "screens": repr(displays).encode()}))
+            super().stop()
+
+    monkeypatch.setattr(story, "Stage", GreppedStage)
+    assert story.play(said.append) == 0, "\n".join(said[-30:])
+    assert len(codes) >= 4 and found == []
+
+
 def test_the_interactive_demo_shows_what_is_left_and_each_refunds_own_receipt():
     """Issue 17: the interactive demo offered the sale's whole amount again after a refund and
     printed the refund's receipt under the next sale."""

@@ -382,9 +382,10 @@ def _problem(status: int, title: str, detail: str = "", kind: str = "about:blank
 
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM: {}}, "description": text}
-    for code, text in {401: "missing or wrong token", 403: "needs the manager token",
+    for code, text in {400: "the body is not JSON", 401: "missing or wrong token", 403: "needs the manager token",
                        404: "no such sale", 409: "conflicts with the terminal's state",
-                       422: "invalid request", 503: "terminal not ready"}.items()
+                       413: f"request body above {MAX_BODY // 1024} KiB", 422: "invalid request",
+                       503: "terminal not ready"}.items()
 }
 
 
