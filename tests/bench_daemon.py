@@ -330,6 +330,7 @@ class DaemonBench:
             with BenchStage(self.keys, self.sandbox.url) as st:
                 empty.append(st.ready_seconds)
             lib.append(five_libraries()[0])
+        at = len(self.figures)
         self.figures.append(Figure("start to READY=1, empty journal", median(empty), "s", median(lib),
                                    "the five libraries import", "<= 0.8 s",
                                    note=f"median of {runs} starts", extra={"starts_s": [round(x, 3) for x in empty]}))
@@ -344,7 +345,7 @@ class DaemonBench:
                     self._reports_over_till(st, journal_info)
                     self._health(st, health_calls, health_sales)
             lib.append(five_libraries()[0])
-        self.figures.append(Figure(
+        self.figures.insert(at + 1, Figure(
             f"start with {journal_info['sales']:,} past sales and {opened} open", median(big), "s", median(lib),
             "the five libraries import", "<= 1.2 s",
             note=f"median of {len(big)} starts; the open sales' pays are in the sandbox (answered at once)",

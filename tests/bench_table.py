@@ -118,8 +118,8 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else None, "cpu": model or platform.processor(), "python": sys.version.split()[0],
-            "platform": platform.platform()}
+            else None, "cpu": model or platform.machine(), "python": sys.version.split()[0],
+            "platform": f"{os.uname().sysname} {os.uname().release}"}
 
 
 def write_json(path: Path, figures: Sequence[Figure], **context: Any) -> None:
