@@ -213,8 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         figures.append(_ams())
     context["seconds"] = round(time.perf_counter() - started, 1)
     write_json(args.json, figures, **context)
-    print()
-    print(render_table(figures, markdown=args.markdown))
+    if figures:
+        print()
+        print(render_table(figures, markdown=args.markdown))
     print(f"\n(all in {context['seconds']:.0f} s; JSON: {args.json})")
 
 
