@@ -4,7 +4,8 @@ Each figure of README's "Performance" table is a `Figure`: what was measured,
 the floor or reference measured in the same run, their ratio and the target.
 A figure that could not be measured keeps its row with a note saying why.
 Nothing here measures anything; tests/test_bench_table.py checks the
-formatting.
+formatting. `python -m tests.bench_table [.pos-state/bench.json]` prints a
+run's table again as Markdown (for README's "Performance").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Figure", "percentile", "median", "fmt", "render_table", "machine", "write_json"]
+__all__ = ["Figure", "percentile", "median", "fmt", "render_table", "machine", "read_json", "write_json"]
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -122,7 +123,18 @@ def machine() -> dict[str, Any]:
             "platform": f"{os.uname().sysname} {os.uname().release}"}
 
 
+def read_json(path: Path) -> list[Figure]:
+    """The figures of a run, as write_json left them."""
+    doc = json.loads(path.read_text())
+    return [Figure(**{k: v for k, v in f.items() if k != "ratio"}) for f in doc["figures"]]
+
+
 def write_json(path: Path, figures: Sequence[Figure], **context: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine(), **context, "figures": [f.as_json() for f in figures]}
     path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    print(render_table(read_json(Path(sys.argv[1] if len(sys.argv) > 1 else ".pos-state/bench.json")),
+                       markdown=True))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.bench_table import Figure, fmt, median, percentile, render_table, write_json
+from tests.bench_table import Figure, fmt, median, percentile, read_json, render_table, write_json
 
 
 def test_percentile_is_nearest_rank_and_a_measured_value():
@@ -74,3 +74,4 @@ def test_json_holds_the_machine_and_every_figure_with_its_ratio(tmp_path, monkey
     assert set(doc["machine"]) >= {"nproc", "cpu", "python"}
     assert doc["options"] == {"sales": 10}
     assert doc["figures"][0]["ratio"] == 3.0 and doc["figures"][0]["extra"] == {"starts_s": [1.2]}
+    assert [f.as_json() for f in read_json(out)] == doc["figures"]   # the table can be printed again from it
