@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                 daemon.startup(args.starts, journal, info, big_runs=args.big_starts)
             figures += daemon.figures
             context["daemon"] = daemon.extra
+            context["floor_pieces_interleaved_ms"] = floor.interleaved_pieces()
             context["floor_pieces_ms"] = floor.pieces()
         finally:
             sandbox.stop()

@@ -6,8 +6,9 @@ Stage of pos.demo.stage), and the sandbox gateway is another process
 (`pos sandbox`) on 127.0.0.1 with no think time: its scripted delays are 0.
 This process plays the till (keep-alive HTTP to the till interface), types
 each code into the scanner pty and reads the outcome on the cashier display
-pty. After every measured sale it measures the floor once (tests/bench_floor.py),
-so the two see the same machine at the same moment.
+pty. Before every measured sale's scan, while the daemon waits for the code, it
+measures the floor once (tests/bench_floor.py), so the two alternate on the same
+machine and drift in load reaches both.
 
 Waits: the schedule's waits are set to the shortest the configuration
 allows (0.01 s) and subtracted from the measured time: unknown -> query ->
@@ -185,10 +186,12 @@ class BenchStage(Stage):
 
     # ---------------------------------------------------------------- one sale
 
-    def sale(self, scenario: str, done: str, amount: str = "2.50") -> tuple[float, float]:
+    def sale(self, scenario: str, done: str, amount: str = "2.50",
+             before_scan: Callable[[], object] | None = None) -> tuple[float, float]:
         """A till sale: POST /v1/sales, wait for the scan prompt, type the code, read `done` on the display.
 
-        Returns (scan -> outcome seconds, till request -> outcome seconds)."""
+        `before_scan` runs while the daemon waits for the code (the floor is measured there).
+        Returns (scan -> outcome seconds, till request -> outcome seconds, less before_scan's time)."""
         posted = time.perf_counter()
         for _ in range(200):
             r = self.session.post(self.url + "/v1/sales", json={"amount": amount}, timeout=30)
@@ -202,6 +205,10 @@ class BenchStage(Stage):
         self.display.wait(lambda lines: lines[0].startswith("Scan customer code"))
         self.customer_reader.drain()
         code = make_code(scenario)
+        if before_scan is not None:
+            t = time.perf_counter()
+            before_scan()
+            posted += time.perf_counter() - t
         start = time.perf_counter()
         self.scanner.scan(code)
         self.display.wait(lambda lines: lines[0].startswith(done))
@@ -252,20 +259,20 @@ class DaemonBench:
             sale_t, till_t, floor_t, rss = [], [], [], {}
             start = time.perf_counter()
             for n in range(1, count + 1):
-                took, whole = st.sale("00", "PAID")
+                took, whole = st.sale("00", "PAID",
+                                      before_scan=lambda: floor_t.append(self.floor.sample(**SALE_FLOOR)))
                 sale_t.append(took)
                 till_t.append(whole)
-                floor_t.append(self.floor.sample(**SALE_FLOOR))
                 if n in (rss_at, count):
                     rss[n] = st.rss_mb()
                 if n % 1000 == 0:
                     self.log(f"  {n:,} sales, {time.perf_counter() - start:.0f} s")
             q_t, qf_t, c_t, cf_t = [], [], [], []
             for _ in range(unknown):
-                q_t.append(st.sale("10", "PAID")[0] - WAIT)
-                qf_t.append(self.floor.sample(**QUERY_FLOOR))
-                c_t.append(st.sale("18", "Payment cancelled")[0] - WAIT)
-                cf_t.append(self.floor.sample(**CANCEL_FLOOR))
+                q_t.append(st.sale("10", "PAID", before_scan=lambda: qf_t.append(
+                    self.floor.sample(**QUERY_FLOOR)))[0] - WAIT)
+                c_t.append(st.sale("18", "Payment cancelled", before_scan=lambda: cf_t.append(
+                    self.floor.sample(**CANCEL_FLOOR)))[0] - WAIT)
             pieces = self.floor.pieces()
         lib_s, lib_mb = five_libraries()
         ms = 1000.0

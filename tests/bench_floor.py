@@ -72,6 +72,7 @@ class Floor:
         tty.setraw(master)
         tty.setraw(slave)
         self.pty = (master, slave)
+        self.spent: dict[str, list[float]] = {}
 
     def commit(self) -> None:
         conn = self.db.conn
@@ -101,18 +102,22 @@ class Floor:
 
     def sample(self, *, commits: int, signs: int, verifies: int, round_trips: int, reads: int) -> float:
         """Seconds for that many of each piece, one after another (what a sale must do, and nothing else)."""
-        start = time.perf_counter()
-        for _ in range(commits):
-            self.commit()
-        for _ in range(signs):
-            self.sign()
-        for _ in range(verifies):
-            self.verify()
-        for _ in range(round_trips):
-            self.round_trip()
-        for _ in range(reads):
-            self.pty_line()
-        return time.perf_counter() - start
+        start = mark = time.perf_counter()
+        for name, count in (("commit", commits), ("sign", signs), ("verify", verifies),
+                            ("round_trip", round_trips), ("pty_line", reads)):
+            fn = getattr(self, name)
+            for _ in range(count):
+                fn()
+            now = time.perf_counter()
+            if count:
+                self.spent.setdefault(name, []).append((now - mark) / count)
+            mark = now
+        return mark - start
+
+    def interleaved_pieces(self) -> dict[str, float]:
+        """Median milliseconds of each piece as it was timed inside the samples (for the JSON)."""
+        from tests.bench_table import median
+        return {name + "_ms": round(median(times) * 1000, 4) for name, times in self.spent.items()}
 
     def pieces(self, n: int = 200) -> dict[str, float]:
         """Median milliseconds of each piece alone (for the JSON: where the floor's time goes)."""
