@@ -36,6 +36,10 @@ test: check system-deps
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit
 
+# Speed figures beside their floors, measured in the same run (README "Performance"); prints the
+# table and writes .pos-state/bench.json. Sizes pass through as variables for a quick look, e.g.
+# make bench BENCH_SALES=200 BENCH_UNKNOWN=20 BENCH_JOURNAL_SALES=20000 BENCH_ONLY=sales,startup
+# (python -m tests.bench --help lists them all). The large journal is built once and cached.
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 

@@ -1,37 +1,59 @@
-"""`make bench`: speed figures, printed (never asserted in tests).
+"""`make bench`: every speed figure beside its floor or reference measured in the same run (never asserted in tests).
 
+The table (README "Performance"; printed last, and written as JSON to
+.pos-state/bench.json or --json PATH) comes from the daemon as a process
+(tests/bench_daemon.py: `pos run` with pty twins, `pos sandbox` on 127.0.0.1
+with no think time), its floor measured piece by piece after every sale
+(tests/bench_floor.py), a large journal built once and cached
+(tests/bench_journal_build.py), the sandbox's throughput against a stdlib
+server (tests/bench_throughput.py), and the v1 client beside Alipay's
+official SDK (tests/bench_ams.py).
+
+Before the table, the component figures printed as before:
 - the gateway: RSA2 sign/verify rates and signed pay round trips through the
   sandbox over real HTTP on 127.0.0.1 (tests/bench_gateway.py);
-- the v1 API: our client's cost per signed call next to Alipay's official
-  SDK's, against the same v1 sandbox over TLS on 127.0.0.1:443 (tests/bench_ams.py);
-- the journal: durable commits per second (WAL, synchronous=FULL: each one
-  waits for the disk, which bounds how fast a terminal can move through states);
+- the journal: durable commits per second (WAL, synchronous=FULL);
 - the pure engine: sales through the state machine alone (pay unknown, a
   query, paid), no journal, no gateway;
 - a whole sale through the runner against the in-process sandbox ledger;
 - headquarters: events ingested per second from 100 simulated terminals and
   the chain-wide reconciliation of a day, beside PostgreSQL's COPY rate
   (tests/bench_hq.py).
+
+Sizes: every option has an environment variable (`make bench BENCH_SALES=200`
+passes it through); `python -m tests.bench --help` lists them.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pos.config import PaymentSection
 from pos.core.engine import Engine, GatewayAnswer, SendPay, SendQuery, StartSale, Tick
 from pos.core.money import Money
 from pos.core.outcomes import QueryOutcome, Succeeded, Unknown
 from pos.core.records import SaleRecord, SaleState
+from pos.gateway.keys import generate_key_folder
 from pos.journal.journal import Journal
 from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import make_code
 from tests import bench_ams, bench_gateway, bench_hq
+from tests.bench_daemon import DaemonBench, SandboxProcess
+from tests.bench_floor import Floor, StdlibServer
+from tests.bench_journal_build import cached_journal
+from tests.bench_table import Figure, render_table, write_json
+from tests.bench_throughput import measure
+
+REPO = Path(__file__).resolve().parents[1]
+PARTS = ("components", "hq", "sales", "startup", "throughput", "ams")
 
 
 def bench_journal(seconds: float = 3.0) -> None:
@@ -83,13 +105,119 @@ def bench_sales(count: int = 200) -> None:
           f"({elapsed / count * 1000:.1f} ms each)")
 
 
-def main() -> None:
-    bench_gateway.main()
-    bench_ams.main()
-    bench_journal()
-    bench_engine()
-    bench_sales()
-    bench_hq.main()
+def _options(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m tests.bench", description="make bench: figures beside their floors")
+    p.add_argument("--sales", type=int, default=int(env("BENCH_SALES", "10000")),
+                   help="till sales through the daemon (median, p99, RSS at the end) [BENCH_SALES, 10000]")
+    p.add_argument("--unknown", type=int, default=int(env("BENCH_UNKNOWN", "200")),
+                   help="sales of each unknown path [BENCH_UNKNOWN, 200]")
+    p.add_argument("--starts", type=int, default=int(env("BENCH_STARTS", "3")),
+                   help="daemon starts on an empty journal [BENCH_STARTS, 3]")
+    p.add_argument("--big-starts", type=int, default=int(env("BENCH_BIG_STARTS", "2")),
+                   help="daemon starts on the large journal (copied afresh each time) [BENCH_BIG_STARTS, 2]")
+    p.add_argument("--journal-sales", type=int, default=int(env("BENCH_JOURNAL_SALES", "1000000")),
+                   help="sales in the large journal (0: no large journal) [BENCH_JOURNAL_SALES, 1000000]")
+    p.add_argument("--day-sales", type=int, default=int(env("BENCH_DAY_SALES", "10000")),
+                   help="sales of the reported business day [BENCH_DAY_SALES, 10000]")
+    p.add_argument("--open", type=int, default=int(env("BENCH_OPEN", "100")),
+                   help="open sales in the large journal [BENCH_OPEN, 100]")
+    p.add_argument("--throughput-seconds", type=float, default=float(env("BENCH_THROUGHPUT_SECONDS", "10")),
+                   help="seconds of pays against each server [BENCH_THROUGHPUT_SECONDS, 10]")
+    p.add_argument("--json", type=Path, default=Path(env("BENCH_JSON", str(REPO / ".pos-state" / "bench.json"))),
+                   help="where the figures go as JSON [BENCH_JSON, .pos-state/bench.json]")
+    p.add_argument("--only", default=env("BENCH_ONLY", ",".join(PARTS)),
+                   help=f"comma-separated parts to run, of {','.join(PARTS)} [BENCH_ONLY, all]")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for README)")
+    args = p.parse_args(argv)
+    args.parts = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown_parts = args.parts - set(PARTS)
+    if unknown_parts:
+        p.error(f"--only: no part named {', '.join(sorted(unknown_parts))}; the parts are {', '.join(PARTS)}")
+    if args.sales < 1 or args.unknown < 0 or args.starts < 1 or args.big_starts < 1:
+        p.error("--sales, --starts and --big-starts must be 1 or more, --unknown 0 or more")
+    return args
+
+
+def _throughput(keys: Path, stdlib: StdlibServer, seconds: float) -> Figure:
+    """The sandbox and the stdlib server, each in its own process, measured in turn (half the time twice)."""
+    sandbox = SandboxProcess(keys)
+    try:
+        runs: dict[str, list[dict[str, float]]] = {"sandbox": [], "stdlib": []}
+        for _ in range(2):
+            runs["sandbox"].append(measure(sandbox.url, keys, seconds / 2))
+            runs["stdlib"].append(measure(stdlib.url, keys, seconds / 2))
+    finally:
+        sandbox.stop()
+    rate = {k: sum(r["pays"] for r in v) / seconds for k, v in runs.items()}
+    failures = {k: sum(r["failures"] for r in v) for k, v in runs.items()}
+    return Figure("sandbox signed pays/s on 2 cores (client and server in separate processes)", rate["sandbox"], "/s",
+                  rate["stdlib"], "a stdlib server doing the same verify and sign", ">= 1,000/s",
+                  note="client: the product's gateway client, 4 threads, one keep-alive connection each",
+                  extra={"failures": failures, "cores": os.cpu_count()})
+
+
+def _ams() -> Figure:
+    got = bench_ams.main()
+    ours, sdk = got["ours_ms"], got["sdk_ms"]
+    return Figure("v1 client, one signed inquiryPayment over TLS", ours if isinstance(ours, float) else None, "ms",
+                  sdk if isinstance(sdk, float) else None, "Alipay's official Python SDK, same local server",
+                  "below the SDK", note=str(got["note"] or "ours keeps one connection; the SDK opens one a call"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _options(argv)
+    started = time.perf_counter()
+    if "components" in args.parts:
+        bench_gateway.main()
+        bench_journal()
+        bench_engine()
+        bench_sales()
+    if "hq" in args.parts:
+        bench_hq.main()
+    figures: list[Figure] = []
+    context: dict[str, Any] = {"options": {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set)
+                                               else v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory(prefix="pos-bench-") as tmp:
+        keys = Path(tmp) / "keys"
+        generate_key_folder(keys)
+        stdlib = StdlibServer(keys)
+        floor = Floor(keys, stdlib.port)
+        sandbox = SandboxProcess(keys)
+        daemon = DaemonBench(keys, floor, sandbox)
+        try:
+            if "sales" in args.parts:
+                print(f"daemon: {args.sales:,} till sales and {args.unknown} of each unknown path ...", flush=True)
+                daemon.sales(args.sales, args.unknown, rss_at=min(1000, args.sales))
+            if "startup" in args.parts:
+                journal, info = None, None
+                if args.journal_sales > 0:
+                    journal, info = cached_journal(sales=args.journal_sales, day_sales=min(args.day_sales,
+                                                                                           args.journal_sales),
+                                                   open_sales=args.open)
+                print("daemon: start-up, reports and health ...", flush=True)
+                daemon.startup(args.starts, journal, info, big_runs=args.big_starts)
+            figures += daemon.figures
+            context["daemon"] = daemon.extra
+            context["floor_pieces_interleaved_ms"] = floor.interleaved_pieces()
+            context["floor_pieces_ms"] = floor.pieces()
+        finally:
+            sandbox.stop()
+            floor.close()
+        try:
+            if "throughput" in args.parts:
+                print("sandbox throughput ...", flush=True)
+                figures.append(_throughput(keys, stdlib, args.throughput_seconds))
+        finally:
+            stdlib.stop()
+    if "ams" in args.parts:
+        figures.append(_ams())
+    context["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(args.json, figures, **context)
+    if figures:
+        print()
+        print(render_table(figures, markdown=args.markdown))
+    print(f"\n(all in {context['seconds']:.0f} s; JSON: {args.json})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,469 @@
+"""The daemon as a process: sales, unknown answers, start-up, reports, health and memory, each beside its floor.
+
+The layout is a store's: `pos run` is its own process with pty twins of the
+scanner, the two displays and the keypad and a network printer twin (the
+Stage of pos.demo.stage), and the sandbox gateway is another process
+(`pos sandbox`) on 127.0.0.1 with no think time: its scripted delays are 0.
+This process plays the till (keep-alive HTTP to the till interface), types
+each code into the scanner pty and reads the outcome on the cashier display
+pty. Before every measured sale's scan, while the daemon waits for the code, it
+measures the floor once (tests/bench_floor.py), so the two alternate on the same
+machine and drift in load reaches both.
+
+Waits: the schedule's waits are set to the shortest the configuration
+allows (0.01 s) and subtracted from the measured time: unknown -> query ->
+paid waits `query_first_delay` once before the payQuery; unknown -> cancel
+waits it once too (the payQuery's answer arrives past `query_deadline`, so
+the cancel goes at once).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from devices.emulated import EmulatedDisplay, EmulatedKeypad, EmulatedNetworkPrinter, EmulatedScanner
+from devices.emulated.display import decode_display_bytes
+from pos.config import Config, GatewaySection
+from pos.core.records import SaleRecord
+from pos.demo.stage import Stage
+from pos.gateway.factory import open_gateway
+from pos.journal.journal import Journal
+from pos.sandbox.scenarios import make_code
+from tests.bench_floor import Floor
+from tests.bench_journal_build import TERMINAL_ID, TIMEZONE
+from tests.bench_table import Figure, median, percentile
+
+__all__ = ["SandboxProcess", "BenchStage", "DaemonBench", "FAST_PAYMENT", "WAIT", "five_libraries"]
+
+WAIT = 0.01          # the shortest interval [payment] allows (pos/config.py: Seconds)
+FAST_PAYMENT = {"query_first_delay": WAIT, "first_query_after": 5.0, "query_interval_min": WAIT,
+                "query_interval_max": WAIT, "query_deadline": WAIT, "cancel_interval": WAIT,
+                "refund_interval": WAIT, "background_interval": 3600.0}
+# What a sale cannot do without: the serial ports, the gateway's HTTP client and signatures, the
+# journal, the till interface. Their import, in a fresh interpreter, is the start-up reference.
+FIVE_LIBRARIES = ("serial", "requests", "cryptography.hazmat.primitives.asymmetric.rsa", "sqlite3", "fastapi")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def five_libraries() -> tuple[float, float]:
+    """(seconds, RSS MB) of a fresh interpreter that imports the five libraries and nothing else."""
+    code = ("import " + ", ".join(FIVE_LIBRARIES) + "\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmRSS:')][0].split()[1])")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, int(out.stdout.strip()) / 1024
+
+
+class SandboxProcess:
+    """`pos sandbox` on a free port of 127.0.0.1, with every scripted delay 0."""
+
+    def __init__(self, keys: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pos", "sandbox", "--port", "0", "--keys", str(keys),
+             "--wallet-confirm-after", "0", "--query-errors", "0", "--cancel-errors", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening on " not in line:
+            self.proc.kill()
+            raise RuntimeError(f"pos sandbox did not start: {line!r}")
+        self.url = line.split("listening on ", 1)[1].split()[0]
+        # Keep reading its output so a chatty sandbox never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout or ()], daemon=True).start()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class _External:
+    """The Stage's view of a sandbox that runs in its own process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def stop(self) -> None:
+        pass
+
+
+class DisplayReader:
+    """The cashier display's pty, read directly (no polling interval): what it shows since the last reset."""
+
+    def __init__(self, display: EmulatedDisplay) -> None:
+        assert display.master is not None
+        self.fd = display.master
+        self.buf = bytearray()
+
+    def drain(self) -> None:
+        while select.select([self.fd], [], [], 0)[0]:
+            if not os.read(self.fd, 65536):
+                break
+        self.buf.clear()
+
+    def wait(self, predicate: Callable[[tuple[str, str]], bool], timeout: float = 30.0) -> tuple[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise TimeoutError(f"the display never showed what was expected; it shows "
+                                   f"{decode_display_bytes(bytes(self.buf))}")
+            self.buf += os.read(self.fd, 65536)
+            lines = decode_display_bytes(bytes(self.buf))
+            if predicate(lines):
+                self.buf.clear()
+                return lines
+
+
+class BenchStage(Stage):
+    """A Stage whose sandbox is another process and whose readiness is systemd's READY=1."""
+
+    def __init__(self, keys: Path, sandbox_url: str, *, journal: Path | None = None) -> None:
+        self.keys = keys
+        self.journal_source = journal
+        self.notify_path: Path | None = None
+        super().__init__(payment=FAST_PAYMENT, max_wait=30.0)
+        self.notify_path = self.dir / "notify.sock"
+        self.daemon_env = {"NOTIFY_SOCKET": str(self.notify_path)}
+        self.sandbox = _External(sandbox_url)   # type: ignore[assignment]
+        self.ready_seconds = 0.0
+
+    def start(self) -> None:
+        devdir = self.dir / "dev"
+        devdir.mkdir()
+        (self.dir / "state").mkdir(mode=0o700)
+        self.scanner = EmulatedScanner("scanner", devdir)
+        self.customer = EmulatedDisplay("customer-display", devdir)
+        self.cashier = EmulatedDisplay("cashier-display", devdir)
+        self.keypad = EmulatedKeypad("keypad", devdir)
+        self.printer = EmulatedNetworkPrinter()
+        self.ecr_port = _free_port()
+        self.config_path = self.dir / "terminal.toml"
+        self.config_path.write_text(self._config_text(self.keys))
+        if self.journal_source is not None:
+            shutil.copyfile(self.journal_source, self.dir / "state" / "journal.db")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(self.notify_path))
+        try:
+            start = time.perf_counter()
+            self._spawn()
+            self._wait_notify(notify, 120.0)
+            self.ready_seconds = time.perf_counter() - start
+        finally:
+            notify.close()
+        self.display = DisplayReader(self.cashier)
+        self.customer_reader = DisplayReader(self.customer)
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {self.till_token_path().read_text().strip()}"
+
+    def _wait_notify(self, notify: socket.socket, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"pos run exited with {self.proc.returncode}:\n{self.daemon_log()[-3000:]}")
+            if select.select([notify], [], [], 0.5)[0] and b"READY=1" in notify.recv(4096).split(b"\n"):
+                return
+        raise RuntimeError(f"pos run sent no READY=1 in {timeout} s:\n{self.daemon_log()[-3000:]}")
+
+    # ---------------------------------------------------------------- one sale
+
+    def sale(self, scenario: str, done: str, amount: str = "2.50",
+             before_scan: Callable[[], object] | None = None) -> tuple[float, float]:
+        """A till sale: POST /v1/sales, wait for the scan prompt, type the code, read `done` on the display.
+
+        `before_scan` runs while the daemon waits for the code (the floor is measured there).
+        Returns (scan -> outcome seconds, till request -> outcome seconds, less before_scan's time)."""
+        posted = time.perf_counter()
+        for _ in range(200):
+            r = self.session.post(self.url + "/v1/sales", json={"amount": amount}, timeout=30)
+            if r.status_code == 201:
+                break
+            if r.status_code != 409:
+                raise RuntimeError(f"POST /v1/sales answered {r.status_code}: {r.text}")
+            time.sleep(0.005)   # the previous sale's last step is still being committed
+        else:
+            raise RuntimeError(f"POST /v1/sales kept answering 409: {r.text}")
+        self.display.wait(lambda lines: lines[0].startswith("Scan customer code"))
+        self.customer_reader.drain()
+        code = make_code(scenario)
+        if before_scan is not None:
+            t = time.perf_counter()
+            before_scan()
+            posted += time.perf_counter() - t
+        start = time.perf_counter()
+        self.scanner.scan(code)
+        self.display.wait(lambda lines: lines[0].startswith(done))
+        end = time.perf_counter()
+        return end - start, end - posted
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        return rss_mb(self.proc.pid)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+SALE_FLOOR = {"commits": 2, "signs": 1, "verifies": 1, "round_trips": 1, "reads": 1}
+QUERY_FLOOR = {"commits": 4, "signs": 2, "verifies": 2, "round_trips": 2, "reads": 1}
+# The cancel path the schedule takes: pay (U), one payQuery at the deadline, payCancel.
+CANCEL_FLOOR = {"commits": 4, "signs": 3, "verifies": 3, "round_trips": 3, "reads": 1}
+
+
+def _label(parts: dict[str, int]) -> str:
+    return (f"floor: {parts['commits']} commits + {parts['signs']} signs + {parts['verifies']} verifies + "
+            f"{parts['round_trips']} round trips + {parts['reads']} pty read").replace("1 signs", "1 sign") \
+        .replace("1 verifies", "1 verify").replace("1 round trips", "1 round trip")
+
+
+class DaemonBench:
+    """Every daemon figure; `figures` fills as the parts run."""
+
+    def __init__(self, keys: Path, floor: Floor, sandbox: SandboxProcess, *, log: Callable[[str], None] = print
+                 ) -> None:
+        self.keys = keys
+        self.floor = floor
+        self.sandbox = sandbox
+        self.log = log
+        self.figures: list[Figure] = []
+        self.extra: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- sales and memory
+
+    def sales(self, count: int, unknown: int, rss_at: int = 1000) -> None:
+        with BenchStage(self.keys, self.sandbox.url) as st:
+            for _ in range(20):          # warm-up: first receipt, first connections
+                st.sale("00", "PAID")
+            sale_t, till_t, floor_t, rss = [], [], [], {}
+            start = time.perf_counter()
+            for n in range(1, count + 1):
+                took, whole = st.sale("00", "PAID",
+                                      before_scan=lambda: floor_t.append(self.floor.sample(**SALE_FLOOR)))
+                sale_t.append(took)
+                till_t.append(whole)
+                if n in (rss_at, count):
+                    rss[n] = st.rss_mb()
+                if n % 1000 == 0:
+                    self.log(f"  {n:,} sales, {time.perf_counter() - start:.0f} s")
+            q_t, qf_t, c_t, cf_t = [], [], [], []
+            for _ in range(unknown):
+                q_t.append(st.sale("10", "PAID", before_scan=lambda: qf_t.append(
+                    self.floor.sample(**QUERY_FLOOR)))[0] - WAIT)
+                c_t.append(st.sale("18", "Payment cancelled", before_scan=lambda: cf_t.append(
+                    self.floor.sample(**CANCEL_FLOOR)))[0] - WAIT)
+            pieces = self.floor.pieces()
+        lib_s, lib_mb = five_libraries()
+        ms = 1000.0
+        self.figures += [
+            Figure("successful sale overhead, median", median(sale_t) * ms, "ms", median(floor_t) * ms,
+                   _label(SALE_FLOOR) + ", median", "<= 1.3x the floor median",
+                   note=f"{count:,} till sales, scan typed -> PAID read on the cashier display",
+                   extra={"sales": count, "till_request_to_outcome_median_ms": round(median(till_t) * ms, 3),
+                          "floor_pieces_ms": pieces}),
+            Figure("successful sale overhead, p99", percentile(sale_t, 99) * ms, "ms", median(floor_t) * ms,
+                   "the same floor's median", "<= 3x the floor median",
+                   extra={"floor_p99_ms": round(percentile(floor_t, 99) * ms, 3)}),
+        ]
+        if unknown:
+            self.figures += [
+                Figure("unknown -> query -> paid, waits removed", median(q_t) * ms, "ms", median(qf_t) * ms,
+                       _label(QUERY_FLOOR), "<= 1.3x",
+                       note=f"{unknown} sales, scenario 10; query_first_delay {WAIT} s subtracted",
+                       extra={"p99_ms": round(percentile(q_t, 99) * ms, 3)}),
+                Figure("unknown -> cancel, waits removed", median(c_t) * ms, "ms", median(cf_t) * ms,
+                       _label(CANCEL_FLOOR), "<= 1.3x",
+                       note=f"{unknown} sales, scenario 18: pay U, payQuery at the deadline, payCancel; "
+                            f"query_first_delay {WAIT} s subtracted",
+                       extra={"p99_ms": round(percentile(c_t, 99) * ms, 3)}),
+            ]
+        first = min(rss)
+        self.figures += [
+            Figure(f"daemon memory (RSS) after {first:,} sales", rss[first], "MB", lib_mb,
+                   "the five libraries' import", "<= 60 MB"),
+        ]
+        if count != first:
+            self.figures.append(Figure(f"daemon memory (RSS) after {count:,} sales", rss[count], "MB", lib_mb,
+                                       "the five libraries' import", "<= 60 MB, flat"))
+        self.extra["five_libraries"] = {"modules": list(FIVE_LIBRARIES), "import_seconds": round(lib_s, 3),
+                                        "rss_mb": round(lib_mb, 1)}
+
+    # ---------------------------------------------------------------- start-up, reports, health
+
+    def _prime(self, journal: Path) -> int:
+        """The open sales' pays reached the gateway before the terminal stopped: the sandbox has them."""
+        j = Journal.open(journal, terminal_id=TERMINAL_ID, timezone=TIMEZONE, read_only=True)
+        try:
+            open_sales = [i for i in j.open_items() if isinstance(i, SaleRecord)]
+        finally:
+            j.close()
+        settings = GatewaySection(url=self.sandbox.url, client_id="SANDBOX_CLIENT", merchant_id="2188000000000001",
+                                  private_key=str(self.keys / "merchant_private.pem"),
+                                  alipay_public_key=str(self.keys / "alipay_public.pem"), sandbox=True)
+        gw = open_gateway(Config(gateway=settings))
+        try:
+            for sale in open_sales:
+                gw.pay(merchant_trans_id=sale.merchant_trans_id, identity_code=make_code("00"),
+                       amount=sale.amount, order_title="")
+        finally:
+            gw.close()
+        return len(open_sales)
+
+    def startup(self, runs: int, journal: Path | None, journal_info: dict[str, Any] | None, *,
+                big_runs: int = 2, health_calls: int = 20, health_sales: int = 20) -> None:
+        empty, lib = [], []
+        for _ in range(runs):
+            with BenchStage(self.keys, self.sandbox.url) as st:
+                empty.append(st.ready_seconds)
+            lib.append(five_libraries()[0])
+        at = len(self.figures)
+        self.figures.append(Figure("start to READY=1, empty journal", median(empty), "s", median(lib),
+                                   "the five libraries import", "<= 0.8 s",
+                                   note=f"median of {runs} starts", extra={"starts_s": [round(x, 3) for x in empty]}))
+        if journal is None or journal_info is None:
+            return
+        opened = self._prime(journal)
+        big: list[float] = []
+        for i in range(big_runs):
+            with BenchStage(self.keys, self.sandbox.url, journal=journal) as st:
+                big.append(st.ready_seconds)
+                if i == 0:
+                    self._reports_over_till(st, journal_info)
+                    self._health(st, health_calls, health_sales)
+            lib.append(five_libraries()[0])
+        self.figures.insert(at + 1, Figure(
+            f"start with {journal_info['sales']:,} past sales and {opened} open", median(big), "s", median(lib),
+            "the five libraries import", "<= 1.2 s",
+            note=f"median of {len(big)} starts; the open sales' pays are in the sandbox (answered at once)",
+            extra={"starts_s": [round(x, 3) for x in big], "journal": journal_info}))
+        with tempfile.TemporaryDirectory(prefix="pos-bench-") as tmp:
+            copy = Path(tmp) / "journal.db"
+            shutil.copyfile(journal, copy)
+            self._reports_in_process(copy, journal_info)
+
+    def _day_in_sql(self, path: Path, info: dict[str, Any]) -> float:
+        """The reference: the open day's sales totalled by one SQL statement (a range of the primary key;
+        NOT INDEXED keeps the planner from scanning the whole table through the state index)."""
+        import sqlite3
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                conn.execute("SELECT state, currency, COUNT(*), SUM(amount_minor) FROM sales NOT INDEXED "
+                             "WHERE sale_id >= ? GROUP BY state, currency", (info["first_day_sale_id"],)).fetchall()
+                times.append(time.perf_counter() - t)
+            return median(times)
+        finally:
+            conn.close()
+
+    def _reports_over_till(self, st: BenchStage, info: dict[str, Any]) -> None:
+        sql = self._day_in_sql(st.dir / "state" / "journal.db", info)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            r = st.session.get(st.url + "/v1/reports/x", timeout=120)
+            times.append(time.perf_counter() - t)
+            r.raise_for_status()
+        token = st.manager_token_path().read_text().strip()
+        t = time.perf_counter()
+        r = st.session.post(st.url + "/v1/reports/z", headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        z = time.perf_counter() - t
+        r.raise_for_status()
+        day = f"a {info['day_sales']:,}-sale day of {info['sales']:,}"
+        self.figures += [
+            Figure(f"X report over the till API, {day}", median(times) * 1000, "ms", sql * 1000,
+                   "the day totalled by one SQL statement", "<= 100 ms", note="GET /v1/reports/x, median of 3"),
+            Figure(f"Z report over the till API, {day}", z * 1000, "ms", sql * 1000,
+                   "the day totalled by one SQL statement", "<= 100 ms", note="POST /v1/reports/z, once"),
+        ]
+
+    def _reports_in_process(self, path: Path, info: dict[str, Any]) -> None:
+        from zoneinfo import ZoneInfo
+
+        from pos.journal.till import TillLinks
+        from pos.terminal.business_day import BusinessDay
+
+        class _NoPaper:
+            def print_report(self, report: Any) -> None:
+                pass
+
+        sql = self._day_in_sql(path, info)
+        journal = Journal.open(path, terminal_id=TERMINAL_ID, timezone=TIMEZONE)
+        try:
+            day = BusinessDay(journal, TillLinks(journal), _NoPaper(), ZoneInfo(TIMEZONE),  # type: ignore[arg-type]
+                              time.time)
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                day.x_report(print_it=False)
+                times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            day.close()
+            z = time.perf_counter() - t
+        finally:
+            journal.close()
+        label = f"a {info['day_sales']:,}-sale day of {info['sales']:,}"
+        self.figures += [
+            Figure(f"X report in process, {label}", median(times) * 1000, "ms", sql * 1000,
+                   "the day totalled by one SQL statement", "<= 100 ms",
+                   note="BusinessDay.x_report, median of 3"),
+            Figure(f"Z report in process, {label}", z * 1000, "ms", sql * 1000,
+                   "the day totalled by one SQL statement", "<= 100 ms", note="BusinessDay.close, once"),
+        ]
+
+    def _health(self, st: BenchStage, calls: int, sales: int) -> None:
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            st.session.get(st.url + "/v1/health", timeout=60).raise_for_status()
+            times.append(time.perf_counter() - t)
+        quiet = [st.sale("00", "PAID")[0] for _ in range(sales)]
+        stop = threading.Event()
+        polls = [0]
+
+        def poll() -> None:
+            s = requests.Session()
+            s.headers.update(st.session.headers)
+            while not stop.is_set():
+                s.get(st.url + "/v1/health", timeout=60)
+                polls[0] += 1
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            busy = [st.sale("00", "PAID")[0] for _ in range(sales)]
+        finally:
+            stop.set()
+            poller.join(60)
+        self.figures += [
+            Figure(f"/v1/health on that journal, per call (p99 {percentile(times, 99) * 1000:.3g} ms)",
+                   median(times) * 1000, "ms", None, "-", "O(1)", note=f"median of {calls} calls"),
+            Figure("sale overhead while /v1/health is polled without pause", median(busy) * 1000, "ms",
+                   median(quiet) * 1000, "the same sales unpolled, median", "never blocks a sale (~1x)",
+                   note=f"{sales} sales each way, {polls[0]} health calls meanwhile",
+                   extra={"busy_p99_ms": round(percentile(busy, 99) * 1000, 3),
+                          "quiet_p99_ms": round(percentile(quiet, 99) * 1000, 3)}),
+        ]
+
