@@ -54,6 +54,7 @@ LAYER_OF_FILE = {
     "test_money.py": "unit",
     "test_notify.py": "unit",
     "test_offline_client.py": "integration",
+    "test_transport.py": "integration",
     "test_ams_client.py": "integration",
     "test_ams_protocol.py": "unit",
     "test_ams_sdk.py": "integration",
