@@ -89,7 +89,7 @@ def test_2_a_trickled_answer_is_cut_at_the_call_deadline(gateway_settings: Any, 
         gw.close()
 
 
-def test_2_a_trickled_v1_answer_is_cut_at_the_call_deadline(ams_settings: Any) -> None:
+def test_2_a_trickled_v1_answer_is_cut_at_the_call_deadline(ams_settings: Any) -> None:  # noqa: F811
     # The v1 client ("ams") shares the offline client's transport and so its deadline.
     with FaultProxy(ams_settings.url, trickle_interval=0.5) as proxy:
         proxy.fault = "trickle"

@@ -1,4 +1,4 @@
-"""The gateway clients' transport (pos/gateway/transport.py): CA bundle and proxy settled once, a real proxy on loopback."""
+"""The gateway transport (pos/gateway/transport.py): CA bundle and proxy settled once; a real proxy on loopback."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_a_good_proxy_key_is_kept(tmp_path: Path) -> None:
 class _Proxy(http.server.BaseHTTPRequestHandler):
     seen: list[tuple[str, str | None]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         _Proxy.seen.append((self.path, self.headers.get("Proxy-Authorization")))
         body = b'{"via":"proxy"}'
