@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -19,7 +19,8 @@ __all__ = ["ThreadedServer"]
 
 class ThreadedServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
-                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                 http: Literal["h11", "httptools"] = "h11") -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for
         # such sockets; without it every answer waits ~40 ms for a delayed ACK (Nagle).
@@ -33,7 +34,10 @@ class ThreadedServer:
         self._sock.listen(128)
         self.host, self.port = host, self._sock.getsockname()[1]
         # TLS (a certificate and its key) only where a client insists on HTTPS (the v1 SDK's interop test).
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+        # The HTTP parser is named, never uvicorn's "auto" pick of what happens to be installed: h11 (pure
+        # Python, strict) unless the caller asks for httptools (C, faster: the sandbox under load). No
+        # websockets are served, so none of their libraries is imported.
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, http=http, ws="none",
                                 timeout_graceful_shutdown=1, log_config=None,
                                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
         self._scheme = "https" if ssl_certfile else "http"

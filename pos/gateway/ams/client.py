@@ -119,7 +119,7 @@ class AmsGateway:
         # however slowly its answer comes (pos/gateway/transport.py).
         self._transport = transport or Transport(settings.url, proxy=settings.proxy)
         self._clock = clock or _local_now
-        self._private_key = private_key or load_private_key(settings.private_key)
+        self._private_key = private_key or load_private_key(settings.private_key, trust_own_file=True)
         self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
         self._health = GatewayHealth()

@@ -108,7 +108,7 @@ class OfflineGateway:
         self._not_found = frozenset(not_found_codes)
         self._transport = transport or Transport(settings.url, proxy=settings.proxy)
         self._clock = clock or _local_now
-        self._private_key = private_key or load_private_key(settings.private_key)
+        self._private_key = private_key or load_private_key(settings.private_key, trust_own_file=True)
         self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
         # A pay with no answer after `pay_within` s ([payment] first_query_after) is given up
