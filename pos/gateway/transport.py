@@ -164,7 +164,7 @@ def proxy_for(url: str, configured: str = "") -> str:
     return chosen
 
 
-def _pool(url: str, proxy: str, ca: str, maxsize: int) -> urllib3.PoolManager:
+def _pool(proxy: str, ca: str, maxsize: int) -> urllib3.PoolManager:
     verify: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
     verify["ca_cert_dir" if os.path.isdir(ca) else "ca_certs"] = ca
     if proxy:
@@ -192,7 +192,7 @@ class Transport:
 
     def __init__(self, base_url: str, *, proxy: str = "", maxsize: int = 4) -> None:
         self.proxy = proxy_for(base_url, proxy)
-        self._pool = _pool(base_url, self.proxy, ca_bundle(), maxsize)
+        self._pool = _pool(self.proxy, ca_bundle(), maxsize)
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str],
              timeout: tuple[float, float]) -> Reply | Unknown:
