@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,54 @@ def test_an_unreachable_proxy_is_unknown_no_answer() -> None:
     answer = transport.post("http://gateway.example/x", b"{}", {}, (1.0, 1.0))
     assert isinstance(answer, Unknown) and answer.no_answer and "connection" in answer.reason
     transport.close()
+
+
+class _Gateway(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b'{"answer":"' + b"x" * 200 + b'"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_concurrent_trickled_calls_each_end_at_their_deadline_and_the_pool_recovers() -> None:
+    from tests.fault_proxy import FaultProxy
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with FaultProxy(f"http://127.0.0.1:{server.server_address[1]}", trickle_interval=0.3) as proxy:
+            proxy.fault = "trickle"
+            transport = Transport(proxy.url)
+            answers: dict[float, Any] = {}
+            ended: dict[float, float] = {}
+
+            def call(read: float) -> None:
+                started = time.monotonic()
+                answers[read] = transport.post(proxy.url + "/pay", b"{}", {}, (0.5, read))
+                ended[read] = time.monotonic() - started
+
+            workers = [threading.Thread(target=call, args=(read,), daemon=True) for read in (0.5, 1.5, 2.5)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(timeout=15)
+            for read in (0.5, 1.5, 2.5):
+                answer = answers[read]
+                assert isinstance(answer, Unknown) and "deadline" in answer.reason and answer.no_answer
+                # Each at its own deadline (connect + read), not at the others'.
+                assert 0.5 + read - 0.1 <= ended[read] < 0.5 + read + 1.5, (read, ended[read])
+            proxy.fault = "pass"
+            reply = transport.post(proxy.url + "/pay", b"{}", {}, (1.0, 1.0))
+            assert isinstance(reply, Reply) and reply.status == 200 and reply.body.startswith(b'{"answer"')
+            transport.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -26,6 +26,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,51 @@ class _Watch:
             self.expired = True
             for conn in self._conns:
                 _shut(conn)
+
+
+class _Deadlines:
+    """One thread that expires the watches of calls past their deadline.
+
+    A thread per call (threading.Timer) cost about 0.15 ms of CPU a call; this one
+    sleeps until the soonest deadline of the calls in flight (a few at most).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, _Watch]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, watch: _Watch) -> int:
+        when = time.monotonic() + seconds
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():   # first use, or after a fork
+                self._thread = threading.Thread(target=self._run, name="pos-gateway-deadlines", daemon=True)
+                self._thread.start()
+            self._next += 1
+            soonest = min((w for w, _ in self._armed.values()), default=None)
+            self._armed[self._next] = (when, watch)
+            if soonest is None or when < soonest:
+                self._cond.notify()
+            return self._next
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._armed.pop(token, None)   # the thread finds it gone when it wakes
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, (when, watch) in list(self._armed.items()):
+                    if when <= now:
+                        del self._armed[token]
+                        watch.expire()
+                soonest = min((w for w, _ in self._armed.values()), default=None)
+                self._cond.wait(None if soonest is None else max(soonest - now, 0.0))
+
+
+_deadlines = _Deadlines()
 
 
 def _shut(conn: Any) -> None:
@@ -199,13 +245,11 @@ class Transport:
         """One POST with connect/read timeouts and an overall deadline of their sum."""
         watch = _current.watch = _Watch()
         deadline = sum(timeout)   # the whole call: connect, then read
-        timer = threading.Timer(deadline, watch.expire)
-        timer.daemon = True
-        timer.start()
+        token = _deadlines.arm(deadline, watch)
         try:
             answer = self._post(url, body, headers, timeout)
         finally:
-            timer.cancel()
+            _deadlines.disarm(token)
             _current.watch = None
         if watch.expired:
             return Unknown(f"no complete answer within the call deadline ({deadline:g} s)", no_answer=True)
