@@ -197,12 +197,13 @@ def load_private_key(path: str | os.PathLike[str], *, trust_own_file: bool = Fal
     """Load an unencrypted PEM RSA private key (PKCS#1 or PKCS#8) of at least 2048 bits.
 
     `trust_own_file` (the gateway clients, on every start of the daemon): when the
-    file is ours (our owner, writable by nobody else), skip OpenSSL's consistency
-    check of the RSA parameters (50-75 ms on a POS box). Such a file was put there
-    by `pos keys generate` or the technician, and `pos doctor` loads it with the
-    full check (checks "keys" and "key pair", which also signs and verifies a
-    test text); a key that is not consistent cannot sign an answer Alipay accepts,
-    so at worst a pay is declined for its signature, and no money moves. A file
+    file is ours (owned by this user, writable by nobody else: the installer's
+    `chown pos`, `chmod 600`), skip OpenSSL's consistency check of the RSA
+    parameters (50-80 ms a start). Such a file was put there by `pos keys generate`
+    or the technician, and `pos doctor` loads it with the full check (checks "keys"
+    and "key pair", which also signs a test text and verifies it with the public
+    half); a key whose parameters do not agree makes no signature Alipay accepts,
+    so at worst a pay is refused for its signature and no money moves. A file
     someone else could have written is always checked in full.
     """
     what = "private key"
