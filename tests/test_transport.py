@@ -161,3 +161,32 @@ def test_concurrent_trickled_calls_each_end_at_their_deadline_and_the_pool_recov
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_answer_too_large_is_cut_and_its_connection_not_reused() -> None:
+    from pos.gateway.transport import MAX_ANSWER
+
+    class KeepAlive(_Gateway):
+        sizes = [MAX_ANSWER + 100_000, 20]
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            body = b"y" * KeepAlive.sizes.pop(0)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    transport = Transport(url)
+    try:
+        big = transport.post(url + "/pay", b"{}", {}, (2.0, 2.0))
+        assert isinstance(big, Reply) and len(big.body) == MAX_ANSWER + 1
+        small = transport.post(url + "/pay", b"{}", {}, (2.0, 2.0))
+        assert isinstance(small, Reply) and small.status == 200 and small.body == b"y" * 20
+    finally:
+        transport.close()
+        server.shutdown()
+        server.server_close()

@@ -268,6 +268,8 @@ class Transport:
                 raw = response.read(MAX_ANSWER + 1, decode_content=True)
                 if len(raw) <= MAX_ANSWER:
                     response.drain_conn()   # the rest (nothing, normally): the connection is kept
+                else:
+                    response.close()   # unread bytes on it: never reused
             finally:
                 response.release_conn()
         except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError,
