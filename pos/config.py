@@ -147,11 +147,20 @@ class GatewaySection(_Section):
     # unless the gateway URL is on this machine, so production keys are never
     # made up by accident.
     sandbox: bool = False
+    # An HTTP(S) proxy the gateway is reached through, e.g. "http://proxy.example:3128" (user:password@
+    # allowed). Empty: the proxy environment (HTTPS_PROXY, NO_PROXY) as it is when the daemon starts.
+    # A gateway on this machine (the sandbox) is never reached through a proxy.
+    proxy: str = ""
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         return gateway_url(v)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str) -> str:
+        return proxy_url(v) if v else v
 
     @model_validator(mode="after")
     def _sandbox_is_local(self) -> GatewaySection:
@@ -529,6 +538,27 @@ def gateway_url(v: str) -> str:
         raise ValueError(f"the HTTP client would send to {client_host!r}, not {parts.hostname!r}: fix the URL")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ValueError("plain http is only allowed to this machine (127.0.0.1); use https")
+    return v.rstrip("/")
+
+
+def proxy_url(v: str) -> str:
+    """A proxy URL, checked as the HTTP client (urllib3) will read it."""
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    example = "expected a proxy URL such as 'http://proxy.example:3128'"
+    if any(ch.isspace() or ch == "\\" or ord(ch) < 0x20 or ch == "\x7f" for ch in v):
+        raise ValueError("a URL has no spaces, backslashes or control characters")
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(example)
+    try:
+        client_host = parse_url(v).host or ""
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except (LocationParseError, ValueError):
+        raise ValueError(example) from None
+    if client_host.removeprefix("[").removesuffix("]").lower() != parts.hostname.lower():
+        raise ValueError(f"the HTTP client would use the proxy {client_host!r}, not {parts.hostname!r}: fix the URL")
     return v.rstrip("/")
 
 

@@ -12,7 +12,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -39,7 +39,7 @@ class PeerCertProtocol(H11Protocol):
 class ThreadedServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
                  ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
-                 client_ca: str | None = None) -> None:
+                 client_ca: str | None = None, http: Literal["h11", "httptools"] = "h11") -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for
         # such sockets; without it every answer waits ~40 ms for a delayed ACK (Nagle).
@@ -54,11 +54,14 @@ class ThreadedServer:
         self.host, self.port = host, self._sock.getsockname()[1]
         # TLS (a certificate and its key) only where a client insists on HTTPS (the v1 SDK's interop test).
         # client_ca: a client may present a certificate, which TLS verifies against these CAs; the
-        # app finds it (DER) in scope["extensions"]["tls"]["client_cert_der"].
-        tls: dict[str, Any] = {}
+        # app finds it (DER) in scope["extensions"]["tls"]["client_cert_der"] (h11's protocol, extended).
+        # The HTTP parser is named, never uvicorn's "auto" pick of what happens to be installed: h11 (pure
+        # Python, strict) unless the caller asks for httptools (C, faster: the sandbox under load). No
+        # websockets are served, so none of their libraries is imported.
+        tls: dict[str, Any] = {"http": http}
         if client_ca:
             tls = {"ssl_ca_certs": client_ca, "ssl_cert_reqs": ssl.CERT_OPTIONAL, "http": PeerCertProtocol}
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, ws="none",
                                 timeout_graceful_shutdown=1, log_config=None,
                                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, **tls)
         self._scheme = "https" if ssl_certfile else "http"

@@ -56,6 +56,7 @@ LAYER_OF_FILE = {
     "test_money.py": "unit",
     "test_notify.py": "unit",
     "test_offline_client.py": "integration",
+    "test_transport.py": "integration",
     "test_ams_client.py": "integration",
     "test_ams_qr.py": "integration",
     "test_qr_sale.py": "unit",

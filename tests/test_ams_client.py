@@ -8,17 +8,17 @@ path prefix, paymentRequestId / refundRequestId idempotency, the v1 codes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-import requests
 
 from pos.config import GatewaySection
 from pos.core.money import Money
 from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown, query_outcome_of
 from pos.gateway.ams import AmsGateway
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
+from pos.gateway.transport import Reply, Transport
 from pos.sandbox.scenarios import SandboxOptions
 from pos.sandbox.server import SandboxServer
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
@@ -55,24 +55,26 @@ def ams_settings(ams_server: SandboxServer, sandbox_keys: SandboxKeys) -> Gatewa
                           connect_timeout=2.0, read_timeout=1.0, sandbox=True)
 
 
-class RecordingSession(requests.Session):
-    def __init__(self) -> None:
-        super().__init__()
+class RecordingTransport(Transport):
+    """The real transport, recording what it sends."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
         self.sent: list[tuple[str, bytes, dict[str, str]]] = []
 
-    def post(self, url: str, data: Any = None, **kw: Any) -> requests.Response:  # type: ignore[override]
-        self.sent.append((url, data, dict(kw.get("headers") or {})))
-        return super().post(url, data=data, **kw)
+    def post(self, url: str, data: bytes, headers: Mapping[str, str], timeout: tuple[float, float]) -> Reply | Unknown:
+        self.sent.append((url, data, dict(headers)))
+        return super().post(url, data, headers, timeout)
 
 
 @pytest.fixture
-def session() -> RecordingSession:
-    return RecordingSession()
+def session(ams_settings: GatewaySection) -> RecordingTransport:
+    return RecordingTransport(ams_settings.url)
 
 
 @pytest.fixture
-def gw(ams_settings: GatewaySection, session: RecordingSession) -> Iterator[AmsGateway]:
-    client = AmsGateway(ams_settings, session=session)
+def gw(ams_settings: GatewaySection, session: RecordingTransport) -> Iterator[AmsGateway]:
+    client = AmsGateway(ams_settings, transport=session)
     try:
         yield client
     finally:
@@ -94,7 +96,7 @@ def charged(server: SandboxServer, clock: FakeClock) -> int:
 
 
 def test_pay_inquiry_refund_cancel_over_the_v1_wire(gw: AmsGateway, ams_server: SandboxServer,
-                                                      sandbox_clock: FakeClock, session: RecordingSession) -> None:
+                                                      sandbox_clock: FakeClock, session: RecordingTransport) -> None:
     t, res = pay(gw, "00")
     assert isinstance(res, Succeeded) and res.code == "SUCCESS" and res.request_id == t
     assert res.data["paymentRequestId"] == t and res.data["paymentAmount"] == {"currency": "SGD", "value": "1250"}
@@ -131,8 +133,8 @@ def test_pay_inquiry_refund_cancel_over_the_v1_wire(gw: AmsGateway, ams_server: 
 
 def test_production_client_ids_use_the_production_path(ams_settings: GatewaySection, ams_server: SandboxServer,
                                                        sandbox_keys: SandboxKeys) -> None:
-    session = RecordingSession()
-    gw = AmsGateway(ams_settings.model_copy(update={"client_id": "2188120000000001"}), session=session)
+    session = RecordingTransport(ams_settings.url)
+    gw = AmsGateway(ams_settings.model_copy(update={"client_id": "2188120000000001"}), transport=session)
     t, res = pay(gw, "00")
     assert isinstance(res, Succeeded)
     assert session.sent[0][0] == ams_server.url + "/ams/api/v1/payments/pay"
@@ -280,8 +282,8 @@ def test_doctor_checks_the_v1_keys_and_endpoint_with_one_signed_inquiry(
 
 def test_alipaycn_settlement_rules_on_the_v1_wire(ams_settings: GatewaySection, ams_server: SandboxServer,
                                                   sandbox_clock: FakeClock) -> None:
-    session = RecordingSession()
-    gw = AmsGateway(ams_settings, session=session, settlement_currency="USD")
+    session = RecordingTransport(ams_settings.url)
+    gw = AmsGateway(ams_settings, transport=session, settlement_currency="USD")
     ok = gw.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "CNY"), order_title="x")
     assert isinstance(ok, Succeeded)
     assert b'"settlementStrategy":{"settlementCurrency":"USD"}' in session.sent[0][1]
@@ -290,7 +292,7 @@ def test_alipaycn_settlement_rules_on_the_v1_wire(ams_settings: GatewaySection, 
                      order_title="x")
     assert isinstance(refused, Failed) and refused.code == "CURRENCY_NOT_SUPPORT" and "not sent" in refused.message
     assert len(session.sent) == 1 and ams_server.ledger.total_charged("SGD", sandbox_clock()) == 0
-    cny = AmsGateway(ams_settings, session=RecordingSession(), settlement_currency="CNY")
+    cny = AmsGateway(ams_settings, transport=RecordingTransport(ams_settings.url), settlement_currency="CNY")
     never = cny.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "CNY"), order_title="x")
     assert isinstance(never, Failed) and "CNY" in never.message
 
@@ -298,8 +300,8 @@ def test_alipaycn_settlement_rules_on_the_v1_wire(ams_settings: GatewaySection, 
 def test_alipaycn_goods_on_the_v1_wire(ams_settings: GatewaySection, ams_server: SandboxServer,
                                       sandbox_clock: FakeClock) -> None:
     """Seed 002: the till's items go out as order.extendInfo.chinaExtraTransInfo; the sandbox checks and keeps it."""
-    session = RecordingSession()
-    gw = AmsGateway(ams_settings, session=session, settlement_currency="USD")
+    session = RecordingTransport(ams_settings.url)
+    gw = AmsGateway(ams_settings, transport=session, settlement_currency="USD")
     mtid = rid()
     goods = "Macbook 12 inch M3 8G 256G SSD^1|Apple iPad Pro 11 inch^2"
     ok = gw.pay(merchant_trans_id=mtid, identity_code=make_code("00"), amount=Money(700, "CNY"),
@@ -318,8 +320,8 @@ def test_alipaycn_goods_on_the_v1_wire(ams_settings: GatewaySection, ams_server:
         assert isinstance(refused, Failed) and refused.code == "PARAM_ILLEGAL" and "not sent" in refused.message
     assert len(session.sent) == 1 and ams_server.ledger.total_charged("CNY", sandbox_clock()) == 700
     # Not an AlipayCN terminal: no chinaExtraTransInfo on the wire.
-    plain_session = RecordingSession()
-    plain = AmsGateway(ams_settings, session=plain_session)
+    plain_session = RecordingTransport(ams_settings.url)
+    plain = AmsGateway(ams_settings, transport=plain_session)
     assert isinstance(plain.pay(merchant_trans_id=rid(), identity_code=make_code("00"), amount=Money(700, "SGD"),
                                 order_title="x", goods=goods), Succeeded)
     assert b"extendInfo" not in plain_session.sent[0][1] and b"settlementStrategy" not in plain_session.sent[0][1]

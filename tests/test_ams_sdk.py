@@ -20,19 +20,18 @@ import json
 import os
 import subprocess
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
 from pos.config import GatewaySection
 from pos.core.money import Money
-from pos.core.outcomes import Succeeded
+from pos.core.outcomes import Succeeded, Unknown
 from pos.gateway.ams import AmsGateway
 from pos.gateway.ams.signing import parse_signature_header, sign_content, verify
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
+from pos.gateway.transport import Reply, Transport
 from pos.sandbox.scenarios import SandboxOptions
 from pos.sandbox.server import SandboxServer
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
@@ -68,14 +67,16 @@ def tls_sandbox(tmp_path: Path, sandbox_keys: SandboxKeys) -> Iterator[tuple[San
         server.stop()
 
 
-class RecordingSession(requests.Session):
-    def __init__(self) -> None:
-        super().__init__()
+class RecordingTransport(Transport):
+    """The real transport, recording what it sends."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
         self.sent: list[tuple[str, bytes, dict[str, str]]] = []
 
-    def post(self, url: str, data: Any = None, **kw: Any) -> requests.Response:  # type: ignore[override]
-        self.sent.append((url, data, dict(kw.get("headers") or {})))
-        return super().post(url, data=data, **kw)
+    def post(self, url: str, data: bytes, headers: Mapping[str, str], timeout: tuple[float, float]) -> Reply | Unknown:
+        self.sent.append((url, data, dict(headers)))
+        return super().post(url, data, headers, timeout)
 
 
 def test_the_official_sdk_against_our_sandbox_and_signatures_both_ways(
@@ -88,8 +89,8 @@ def test_the_official_sdk_against_our_sandbox_and_signatures_both_ways(
                               private_key=str(sandbox_keys.path(MERCHANT_PRIVATE)),
                               merchant_public_key=str(sandbox_keys.path(MERCHANT_PUBLIC)),
                               alipay_public_key=str(sandbox_keys.path(ALIPAY_PUBLIC)))
-    session = RecordingSession()
-    ours = AmsGateway(settings, session=session).pay(merchant_trans_id="POS-OURS-1", identity_code=make_code("00"),
+    session = RecordingTransport(settings.url)
+    ours = AmsGateway(settings, transport=session).pay(merchant_trans_id="POS-OURS-1", identity_code=make_code("00"),
                                                      amount=Money(300, "SGD"), order_title="Tea")
     assert isinstance(ours, Succeeded)
     url, body, headers = session.sent[0]

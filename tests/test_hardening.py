@@ -27,6 +27,7 @@ from pos.config import Config, PrinterSection, load_config
 from pos.core.errors import ConfigError
 from pos.core.money import Money
 from pos.core.outcomes import Failed, Unknown
+from pos.gateway.ams import AmsGateway
 from pos.gateway.offline import OfflineGateway
 from pos.httpserver import ThreadedServer
 from pos.journal.journal import Journal
@@ -35,6 +36,7 @@ from pos.till.api import Tokens, create_app
 from tests.fault_proxy import FaultProxy
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys, make_code
+from tests.test_ams_client import ams_server, ams_settings  # noqa: F401 - fixtures
 from tests.test_offline_client import _FakeGateway, answer
 from tests.test_terminal import Rig
 
@@ -84,6 +86,26 @@ def test_2_a_trickled_answer_is_cut_at_the_call_deadline(gateway_settings: Any, 
         assert done, "the call was still reading a trickled answer after 10 s"
         assert isinstance(done[0], Unknown) and "deadline" in done[0].reason
         assert time.monotonic() - started < 10
+        gw.close()
+
+
+def test_2_a_trickled_v1_answer_is_cut_at_the_call_deadline(ams_settings: Any) -> None:  # noqa: F811
+    # The v1 client ("ams") shares the offline client's transport and so its deadline.
+    with FaultProxy(ams_settings.url, trickle_interval=0.5) as proxy:
+        proxy.fault = "trickle"
+        gw = AmsGateway(ams_settings.model_copy(update={"url": proxy.url, "connect_timeout": 1.0,
+                                                         "read_timeout": 1.0}))
+        done: list[Any] = []
+        started = time.monotonic()
+        worker = threading.Thread(target=lambda: done.append(gw.pay(
+            merchant_trans_id="POS01-D2-000002", identity_code=make_code("00"), amount=Money(100, "SGD"),
+            order_title="t")), daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert done, "the v1 call was still reading a trickled answer after 10 s"
+        assert isinstance(done[0], Unknown) and "deadline" in done[0].reason and done[0].no_answer
+        assert time.monotonic() - started < 10
+        assert proxy.counts["trickle"] == 1
         gw.close()
 
 

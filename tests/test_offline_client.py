@@ -13,14 +13,13 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +28,7 @@ from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown, query_ou
 from pos.gateway.offline import FUNCTIONS, OfflineGateway
 from pos.gateway.offline.status import query_outcome
 from pos.gateway.signing import build_signed, split_signed
+from pos.gateway.transport import Reply, Transport
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
@@ -234,19 +234,21 @@ def test_refund_rules_through_the_client(rig: Rig) -> None:
 
 # -- HTTP-only properties of the client -----------------------------------------
 
-class RecordingSession(requests.Session):
-    def __init__(self) -> None:
-        super().__init__()
+class RecordingTransport(Transport):
+    """The real transport, recording what it sends."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
         self.sent: list[tuple[str, bytes]] = []
 
-    def post(self, url: str, data: Any = None, **kw: Any) -> requests.Response:  # type: ignore[override]
+    def post(self, url: str, data: bytes, headers: Mapping[str, str], timeout: tuple[float, float]) -> Reply | Unknown:
         self.sent.append((url, data))
-        return super().post(url, data=data, **kw)
+        return super().post(url, data, headers, timeout)
 
 
 def test_request_head_body_and_urls(gateway_settings: Any, sandbox_server: Any) -> None:
-    session = RecordingSession()
-    gw = OfflineGateway(gateway_settings.model_copy(update={"settle_contract_id": "SGD-1"}), session=session)
+    session = RecordingTransport(gateway_settings.url)
+    gw = OfflineGateway(gateway_settings.model_copy(update={"settle_contract_id": "SGD-1"}), transport=session)
     t = mtid()
     code = make_code("00")
     gw.pay(merchant_trans_id=t, identity_code=code, amount=SGD(1250), order_title="Coffee")
@@ -481,8 +483,8 @@ def test_every_pay_carries_the_store_identity_and_the_sandbox_records_it(gateway
     """Before: no pay carried any store or terminal identity."""
     from pos.sandbox.ledger import as_datetime
 
-    session = RecordingSession()
-    gw = OfflineGateway(gateway_settings, session=session, store=STORE)
+    session = RecordingTransport(gateway_settings.url)
+    gw = OfflineGateway(gateway_settings, transport=session, store=STORE)
     t = mtid()
     assert isinstance(gw.pay(merchant_trans_id=t, identity_code=make_code("00"), amount=SGD(1250),
                              order_title="Coffee"), Succeeded)

@@ -221,3 +221,24 @@ manager_token_file = "{state}/ecr-manager.token"
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_sub_command_loads_only_its_own_module_and_help_still_lists_every_command():
+    """`pos run` does not import the other sub-commands (start-up time); `pos --help` and a typo see all."""
+    from pos.cli.main import COMMAND_MODULES
+    names = [m.rsplit(".", 1)[1].removesuffix("_cmd") for m in COMMAND_MODULES]
+    code = ("import sys; from pos.cli.main import COMMAND_MODULES, build_parser; "
+            "build_parser(['run', '--config', 'x.toml']); "
+            "print(','.join(m for m in COMMAND_MODULES if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "pos.cli.commands.run_cmd", done.stderr
+    helped = subprocess.run([sys.executable, "-m", "pos", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert helped.returncode == 0
+    listed = [line.split()[0] for line in helped.stdout.splitlines() if line[:4] == "    " and line[4:5].isalpha()]
+    assert listed == names
+    typo = subprocess.run([sys.executable, "-m", "pos", "rnu"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert typo.returncode == 2 and "invalid choice: 'rnu'" in typo.stderr and "'hq'" in typo.stderr
+    run_help = subprocess.run([sys.executable, "-m", "pos", "run", "--help"], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+    assert run_help.returncode == 0 and "usage: pos run [-h] --config CONFIG" in run_help.stdout

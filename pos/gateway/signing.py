@@ -184,12 +184,33 @@ def _check_size(key: rsa.RSAPrivateKey | rsa.RSAPublicKey, path: Path, what: str
                         f"{MIN_KEY_BITS} bits (RSA2): generate a new key pair")
 
 
-def load_private_key(path: str | os.PathLike[str]) -> rsa.RSAPrivateKey:
-    """Load an unencrypted PEM RSA private key (PKCS#1 or PKCS#8) of at least 2048 bits."""
+def _ours(path: str | os.PathLike[str]) -> bool:
+    """The file belongs to this process's user and nobody else can write it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def load_private_key(path: str | os.PathLike[str], *, trust_own_file: bool = False) -> rsa.RSAPrivateKey:
+    """Load an unencrypted PEM RSA private key (PKCS#1 or PKCS#8) of at least 2048 bits.
+
+    `trust_own_file` (the gateway clients, on every start of the daemon): when the
+    file is ours (owned by this user, writable by nobody else: the installer's
+    `chown pos`, `chmod 600`), skip OpenSSL's consistency check of the RSA
+    parameters (50-80 ms a start). Such a file was put there by `pos keys generate`
+    or the technician, and `pos doctor` loads it with the full check (checks "keys"
+    and "key pair", which also signs a test text and verifies it with the public
+    half); a key whose parameters do not agree makes no signature Alipay accepts,
+    so at worst a pay is refused for its signature and no money moves. A file
+    someone else could have written is always checked in full.
+    """
     what = "private key"
     data = _read_key_file(path, what)
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=trust_own_file and _ours(path))
     except TypeError:
         raise UserError(f"{what} {path}: is encrypted; the terminal needs an unencrypted key "
                         "file with mode 0600") from None

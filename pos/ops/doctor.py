@@ -231,7 +231,7 @@ def check_gateway(cfg: Config, *, timeout: float | None = None) -> CheckResult:
             tls = f", {sock.version()}"
     finally:
         sock.close()
-    date = _gateway_date(cfg.gateway.url, timeout)
+    date = _gateway_date(cfg.gateway.url, timeout, cfg.gateway.proxy)
     return _ok(name, f"{host}:{port} reachable{tls}, {latency_ms:.0f} ms", latency_ms=latency_ms, date=date)
 
 
@@ -272,10 +272,16 @@ def check_gateway_answer(cfg: Config) -> CheckResult:
                        "and cancelled until it answers")
 
 
-def _gateway_date(url: str, timeout: float) -> dt.datetime | None:
+def _gateway_date(url: str, timeout: float, proxy: str = "") -> dt.datetime | None:
     import requests
+
+    from pos.gateway.transport import proxy_for
+
+    # The way the gateway clients go: [gateway] proxy, else the proxy environment, never for loopback.
+    via = proxy_for(url, proxy)
     try:
-        answer = requests.head(url + "/", timeout=timeout, allow_redirects=False)
+        answer = requests.head(url + "/", timeout=timeout, allow_redirects=False,
+                               proxies={"http": via, "https": via} if via else {"http": "", "https": ""})
     except requests.RequestException:
         return None
     try:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -34,6 +35,7 @@ from pos.sandbox.scenarios import SandboxOptions
 __all__ = ["Answer", "PROTOCOLS", "build_app", "SandboxServer"]
 
 _JSON = "application/json; charset=UTF-8"
+_JSON_BYTES = _JSON.encode("latin-1")
 
 # [gateway] protocol -> its sandbox: (ledger, merchant_public_key, alipay_private_key, clock) -> protocol.
 PROTOCOLS: dict[str, Callable[[Ledger, Any, Any, Clock | None], SandboxProtocol]] = {
@@ -58,31 +60,69 @@ class _OriginForm:
         await self.app(scope, receive, send)
 
 
+class _Asgi:
+    """An ASGI function as a Starlette route endpoint (a plain function would be read as a request handler)."""
+
+    def __init__(self, app: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
 # (day, family) -> the names of the files written; None: the sandbox writes no files.
 FileWriter = Callable[[date, str], list[str]]
 _DAY = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 
 
+# The POSTs that are not gateway calls: a reconciliation day, a cashier page's Pay and Cancel buttons.
+_NOT_GATEWAY = re.compile(r"^/sandbox/(reconciliation/[^/]+|cashier/[^/]+/[^/]+)$")
+
+
 def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any:
     max_body = protocol.max_body
 
-    async def gateway(request: Request) -> Response:
-        declared = request.headers.get("content-length", "")
+    def refused(path: str, headers: Headers) -> Answer:
+        return protocol.handle(path, b"x" * (max_body + 1), headers)
+
+    async def gateway(scope: Any, receive: Any, send: Any) -> None:
+        """A gateway call: the protocol's answer to the POST body (read at most max_body bytes of it).
+
+        Plain ASGI, not a Starlette route: it is the sandbox's one hot path, and a Request, a router
+        match and a Response object per call cost about as much as the rest of the HTTP handling."""
+        path = scope["path"]
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        answer: Answer | None = None
+        status = 413
         if declared.isascii() and declared.isdigit() and int(declared) > max_body:
-            answer = protocol.handle(request.url.path, b"x" * (max_body + 1), request.headers)
-            return Response(answer.body, status_code=413, media_type=_JSON)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:  # refused unread beyond the limit
-                answer = protocol.handle(request.url.path, b"x" * (max_body + 1), request.headers)
-                return Response(answer.body, status_code=413, media_type=_JSON)
-            chunks.append(chunk)
-        answer = protocol.handle(request.url.path, b"".join(chunks), request.headers)
-        if answer.hold > 0:
-            await asyncio.sleep(answer.hold)
-        return Response(answer.body, status_code=answer.http_status, media_type=_JSON, headers=dict(answer.headers))
+            answer = refused(path, headers)
+        else:
+            chunks: list[bytes] = []
+            size = 0
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                more = message.get("more_body", False)
+                size += len(chunk)
+                if size > max_body:  # refused unread beyond the limit
+                    answer = refused(path, headers)
+                    break
+                chunks.append(chunk)
+            if answer is None:
+                answer = protocol.handle(path, b"".join(chunks), headers)
+                status = answer.http_status
+                if answer.hold > 0:
+                    await asyncio.sleep(answer.hold)
+        body = answer.body
+        raw = [(b"content-length", str(len(body)).encode("latin-1")), (b"content-type", _JSON_BYTES)]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in
+                (answer.headers.items() if status != 413 else ())]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
 
     async def ledger(request: Request) -> Response:
         return JSONResponse(protocol.ledger_json())
@@ -116,14 +156,25 @@ def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 422)
 
-    return _OriginForm(Starlette(routes=[
+    rest = Starlette(routes=[
         Route("/sandbox/ledger", ledger, methods=["GET"]),
         Route("/sandbox/reconciliation/{day}", reconciliation, methods=["POST"]),
         Route("/sandbox/health", health, methods=["GET"]),
         Route("/sandbox/cashier/{payment_id}", cashier, methods=["GET"]),
         Route("/sandbox/cashier/{payment_id}/{action}", cashier, methods=["GET", "POST"]),
-        Route("/{path:path}", gateway, methods=["POST"]),
-    ]))
+        # Reached only by other methods (405, as any path takes a POST): POSTs go straight to `gateway`.
+        Route("/{path:path}", _Asgi(gateway), methods=["POST"]),
+    ])
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        # Every POST is a gateway call, except a reconciliation day and a cashier page's buttons
+        # (as the routes matched before).
+        if scope["type"] == "http" and scope["method"] == "POST" and not _NOT_GATEWAY.match(scope["path"]):
+            await gateway(scope, receive, send)
+        else:
+            await rest(scope, receive, send)
+
+    return _OriginForm(app)
 
 
 def _is_loopback(host: str) -> bool:
@@ -156,7 +207,7 @@ class SandboxServer(ThreadedServer):
         self.merchant_id = merchant_id
         writer = self.write_files if files_dir is not None else None
         super().__init__(build_app(self.protocol, writer), host, port, name="pos-sandbox",
-                         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+                         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, http="httptools")
         if isinstance(self.protocol, AmsSandbox):   # its cashier pages (the order code) name this server
             self.protocol.public_url = self.url
 

@@ -82,7 +82,7 @@ def registration_status_of(body: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 class BackOffice:
-    """The back-office calls over one AmsGateway (its keys, client id, timeouts, session)."""
+    """The back-office calls over one AmsGateway (its keys, client id, timeouts, transport)."""
 
     def __init__(self, gateway: AmsGateway, *, registration_notify_url: str = "") -> None:
         self._gw = gateway

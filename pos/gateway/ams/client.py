@@ -28,8 +28,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-import requests
-
 from pos.config import Config, GatewaySection, store_identity
 from pos.core.goods import check_goods, goods_info, parse_goods_info, total_quantity
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
@@ -48,13 +46,13 @@ from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
 from pos.gateway.store import put_store
+from pos.gateway.transport import MAX_ANSWER, Transport
 
-__all__ = ["AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "ORDER_CODE", "PAYMENT_CODE", "path_prefix",
-           "qr_text", "request_time", "china_extend_info"]
+__all__ = ["MAX_ANSWER", "AmsGateway", "ENDPOINTS", "NOTIFY_PATHS", "PRODUCT_CODE", "ORDER_CODE", "PAYMENT_CODE",
+           "path_prefix", "qr_text", "request_time", "china_extend_info"]
 
 log = logging.getLogger("pos.gateway")
 
-MAX_ANSWER = 256 * 1024
 PRODUCT_CODE = "IN_STORE_PAYMENT"
 # paymentFactor.inStorePaymentScenario: the customer's code (User-presented Mode) or ours (Order Code).
 PAYMENT_CODE = "PaymentCode"
@@ -162,7 +160,7 @@ class AmsGateway:
         return cls(config.gateway, not_found_codes=config.payment.not_found_codes, notify_url=notify_url,
                    refund_notify_url=refund_notify_url, settlement_currency=settlement, store=store_identity(config))
 
-    def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
+    def __init__(self, settings: GatewaySection, *, transport: Transport | None = None,
                  clock: Callable[[], datetime] | None = None, private_key: Any = None,
                  alipay_public_key: Any = None, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
                  notify_url: str = "", settlement_currency: str = "",
@@ -175,9 +173,11 @@ class AmsGateway:
         self._settlement = settlement_currency
         self._s = settings
         self._not_found = frozenset(not_found_codes)
-        self._session = session or requests.Session()
+        # One keep-alive connection pool; each call ends after connect + read timeout
+        # however slowly its answer comes (pos/gateway/transport.py).
+        self._transport = transport or Transport(settings.url, proxy=settings.proxy)
         self._clock = clock or _local_now
-        self._private_key = private_key or load_private_key(settings.private_key)
+        self._private_key = private_key or load_private_key(settings.private_key, trust_own_file=True)
         self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
         self._health = GatewayHealth()
@@ -287,7 +287,7 @@ class AmsGateway:
         return self._health
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> AmsGateway:
         return self
@@ -325,26 +325,14 @@ class AmsGateway:
 
     def _exchange(self, url: str, path: str, wire: bytes, headers: dict[str, str], operation: str,
                   business_id: str) -> GatewayResult:
-        try:
-            with self._session.post(url, data=wire, headers=headers, timeout=self._timeout,
-                                    allow_redirects=False, verify=True, stream=True) as response:
-                raw = response.raw.read(MAX_ANSWER + 1, decode_content=True)
-                answer_headers = dict(response.headers)
-        except requests.Timeout:
-            return Unknown("timeout", no_answer=True)
-        except requests.ConnectionError as exc:
-            return Unknown(f"connection error: {type(exc).__name__}", no_answer=True)
-        except requests.RequestException as exc:
-            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
-        except (OSError, ValueError) as exc:
-            if "timed out" in str(exc).lower():
-                return Unknown("timeout", no_answer=True)
-            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
-        if response.status_code != 200:
-            return Unknown(f"HTTP {response.status_code}")
-        if len(raw) > MAX_ANSWER:
+        answer = self._transport.post(url, wire, headers, self._timeout)
+        if isinstance(answer, Unknown):
+            return answer
+        if answer.status != 200:
+            return Unknown(f"HTTP {answer.status}")
+        if len(answer.body) > MAX_ANSWER:
             return Unknown(f"answer larger than {MAX_ANSWER} bytes")
-        return self.read_answer(path, raw, answer_headers, operation, business_id)
+        return self.read_answer(path, answer.body, answer.headers, operation, business_id)
 
     def read_answer(self, path: str, raw: bytes, headers: Mapping[str, str], operation: str,
                     business_id: str) -> GatewayResult:

@@ -1,6 +1,6 @@
 """Client for Alipay's offline acquiring gateway: pay, payQuery, payCancel, refund (reference §2-9).
 
-One keep-alive `requests.Session`; every request is signed (RSA2, §4) and every
+One keep-alive connection pool (pos/gateway/transport.py); every request is signed (RSA2, §4) and every
 answer must carry a valid Alipay signature and echo our `reqMsgId` and
 `function` before its resultStatus is believed. Anything else is `Unknown`:
 we cannot tell whether money moved, so the engine queries and cancels (§12).
@@ -8,24 +8,15 @@ we cannot tell whether money moved, so the engine queries and cancels (§12).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
-
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pos.config import Config, GatewaySection, store_identity
 from pos.core.money import Money
@@ -35,17 +26,15 @@ from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND, read_query
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
 from pos.gateway.store import put_store
+from pos.gateway.transport import MAX_ANSWER, Transport
 
-# Largest answer we read. Real answers are a few KiB; anything near this is
-# not the gateway talking, and reading it whole would cost the till memory.
-MAX_ANSWER = 256 * 1024
 # What a result code and an acquirementId look like. Anything else in those fields (a
 # payment code echoed back, a space, a number) is not kept: not stored, shown or printed.
 _RESULT_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _ACQUIREMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 UNREADABLE_CODE = "UNREADABLE_RESULT_CODE"
 
-__all__ = ["OfflineFunction", "FUNCTIONS", "function_url", "OfflineGateway", "rfc3339"]
+__all__ = ["MAX_ANSWER", "OfflineFunction", "FUNCTIONS", "function_url", "OfflineGateway", "rfc3339"]
 
 log = logging.getLogger("pos.gateway")
 
@@ -84,82 +73,6 @@ def _local_now() -> datetime:
     return datetime.now().astimezone()
 
 
-# -- the call deadline --------------------------------------------------------
-# requests' read timeout bounds each wait for a byte, not the answer: an answer
-# trickling in one byte a second would hold a sale for minutes. Each call sets a
-# deadline; when it passes, the sockets the call uses are shut down.
-
-_current = threading.local()
-
-
-class _Watch:
-    """The connections one call uses; its deadline shuts them down."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._conns: list[Any] = []
-        self.expired = False
-
-    def add(self, conn: Any) -> None:
-        with self._lock:
-            self._conns.append(conn)
-            if self.expired:
-                _shut(conn)
-
-    def expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for conn in self._conns:
-                _shut(conn)
-
-
-def _shut(conn: Any) -> None:
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _watched(conn: Any) -> None:
-    watch = getattr(_current, "watch", None)
-    if watch is not None:
-        watch.add(conn)
-
-
-class _WatchedHTTP(HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watched(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watched(self)  # a kept-alive connection is not connected again
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPS(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watched(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watched(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTP
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPS
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
-
-
 def _scrub(value: Any, secret: str) -> Any:
     """value with every text that holds the secret (a payment code) masked, at any depth."""
     if isinstance(value, str):
@@ -185,7 +98,7 @@ class OfflineGateway:
         return cls(config.gateway, not_found_codes=config.payment.not_found_codes, store=store_identity(config),
                    pay_within=config.payment.first_query_after)
 
-    def __init__(self, settings: GatewaySection, *, session: requests.Session | None = None,
+    def __init__(self, settings: GatewaySection, *, transport: Transport | None = None,
                  clock: Callable[[], datetime] | None = None,
                  private_key: Any = None, alipay_public_key: Any = None,
                  not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND,
@@ -193,9 +106,9 @@ class OfflineGateway:
         self._s = settings
         self._store = dict(store or {})   # [store], sent in every pay (pos/data/store_fields.toml)
         self._not_found = frozenset(not_found_codes)
-        self._session = session or requests.Session()
+        self._transport = transport or Transport(settings.url, proxy=settings.proxy)
         self._clock = clock or _local_now
-        self._private_key = private_key or load_private_key(settings.private_key)
+        self._private_key = private_key or load_private_key(settings.private_key, trust_own_file=True)
         self._alipay_key = alipay_public_key or load_public_key(settings.alipay_public_key)
         self._timeout = (float(settings.connect_timeout), float(settings.read_timeout))
         # A pay with no answer after `pay_within` s ([payment] first_query_after) is given up
@@ -205,9 +118,7 @@ class OfflineGateway:
             connect = min(self._timeout[0], pay_within / 2)
             self._pay_timeout = (connect, pay_within - connect)
         # Each call has a deadline of its connect + read timeout, however slowly its answer
-        # comes: the adapter lets the deadline shut the call's sockets (see _Watch).
-        for prefix in ("http://", "https://"):
-            self._session.mount(prefix, _DeadlineAdapter())
+        # comes: the transport shuts the call's sockets when it passes.
         self._health = GatewayHealth()
 
     # -- the Gateway protocol ------------------------------------------------
@@ -253,7 +164,7 @@ class OfflineGateway:
         return self._health
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> OfflineGateway:
         return self
@@ -292,48 +203,14 @@ class OfflineGateway:
 
     def _exchange(self, url: str, wire: bytes, function: str, req_msg_id: str,
                   business_id: str, timeout: tuple[float, float], secret: str | None = None) -> GatewayResult:
-        watch = _current.watch = _Watch()
-        deadline = sum(timeout)   # the whole call: connect, then read
-        timer = threading.Timer(deadline, watch.expire)
-        timer.daemon = True
-        timer.start()
-        try:
-            answer = self._post(url, wire, timeout)
-        finally:
-            timer.cancel()
-            _current.watch = None
-        if watch.expired:
-            return Unknown(f"no complete answer within the call deadline ({deadline:g} s)", no_answer=True)
+        answer = self._transport.post(url, wire, {"Content-Type": "application/json; charset=UTF-8"}, timeout)
         if isinstance(answer, Unknown):
             return answer
-        status, raw = answer
-        if status != 200:
-            return Unknown(f"HTTP {status}")
-        if len(raw) > MAX_ANSWER:
+        if answer.status != 200:
+            return Unknown(f"HTTP {answer.status}")
+        if len(answer.body) > MAX_ANSWER:
             return Unknown(f"answer larger than {MAX_ANSWER} bytes")
-        return self._read_answer(raw, function, req_msg_id, business_id, secret)
-
-    def _post(self, url: str, wire: bytes, timeout: tuple[float, float]) -> tuple[int, bytes] | Unknown:
-        """One POST: the status and at most MAX_ANSWER + 1 bytes of the answer, or why there is none."""
-        try:
-            with self._session.post(
-                    url, data=wire, timeout=timeout, allow_redirects=False, verify=True, stream=True,
-                    headers={"Content-Type": "application/json; charset=UTF-8"}) as response:
-                # An answer is a few KiB; never read an endless one into memory.
-                raw = response.raw.read(MAX_ANSWER + 1, decode_content=True)
-        except requests.Timeout:
-            return Unknown("timeout", no_answer=True)
-        except requests.ConnectionError as exc:
-            return Unknown(f"connection error: {type(exc).__name__}", no_answer=True)
-        except requests.RequestException as exc:
-            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
-        except urllib3.exceptions.HTTPError as exc:  # a cut answer (IncompleteRead) read with stream=True
-            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
-        except (OSError, ValueError) as exc:  # urllib3 read errors surface here with stream=True
-            if "timed out" in str(exc).lower():
-                return Unknown("timeout", no_answer=True)
-            return Unknown(f"transport error: {type(exc).__name__}", no_answer=True)
-        return response.status_code, raw
+        return self._read_answer(answer.body, function, req_msg_id, business_id, secret)
 
     def _read_answer(self, raw: bytes, function: str, req_msg_id: str, business_id: str,
                      secret: str | None = None) -> GatewayResult:
