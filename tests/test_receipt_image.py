@@ -138,6 +138,26 @@ def test_without_a_cjk_font_it_says_so(no_cjk_font: None, caplog: pytest.LogCapt
     assert undrawable(sale(), Catalogue.load("en")) == ""
 
 
+def test_receipt_show_png_warns_when_chinese_would_be_boxes(tmp_path, no_cjk_font: None,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from pos.cli.main import main
+    from pos.core.money import Money
+    from pos.journal.journal import Journal
+    from pos.sandbox.scenarios import make_code
+
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text(f'[terminal]\nterminal_id = "POS01"\nstate_dir = "{tmp_path}"\n[ecr]\nenabled = false\n')
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="POS01")
+    sale = journal.create_sale(amount=Money(700, "USD"), code=make_code("00"), scanned_at=0.0, now=0.0,
+                               order_title="小笼包")
+    journal.close()
+    png = tmp_path / "r.png"
+    assert main(["receipt", "show", str(sale.sale_id), "--png", str(png), "--config", str(cfg)]) == 0
+    out, err = capsys.readouterr()
+    assert "written to" in out and png.exists()
+    assert "小笼包" in err and "boxes" in err and "apt-get install fonts-wqy-microhei" in err
+
+
 def test_doctor_names_the_font(cjk: None) -> None:
     result = check_receipt_font(Config())
     assert result.level is Level.OK and str(cjk_font().path) in result.detail  # type: ignore[union-attr]
