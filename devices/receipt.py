@@ -41,6 +41,8 @@ __all__ = [
     "render_qr_slip",
     "encode_text",
     "MASKED_CODE_STARS",
+    "pair_lines",
+    "cut_to_width",
 ]
 
 MASKED_CODE_STARS = 14  # "**************1234": the width of a typical 18-digit code
@@ -369,3 +371,8 @@ def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
         p.set(align="left", normal_textsize=True)
         p.cut()
     return bytes(p.output)
+
+
+# The layout as on paper, for the receipt picture (devices/receipt_image.py): the same columns, a Hanzi two.
+pair_lines = _pair
+cut_to_width = _cut_to_width

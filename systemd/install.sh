@@ -15,6 +15,7 @@
 #                      able to import pos (it computes the udev rule and token paths from the config)
 #
 # What it does: the pos system user (groups dialout, lp); /opt/pos/venv with this package;
+# fonts-wqy-microhei (Chinese characters on receipt pictures) when no font has them;
 # /etc/pos/terminal.toml and /etc/pos/messages copied from config/ only when missing; /etc/pos/keys
 # (0700, pos); the ECR bearer tokens (0600, pos) when missing; /var/lib/pos (0700, pos);
 # the unit /etc/systemd/system/pos-terminal.service; the udev rule
@@ -157,6 +158,21 @@ do_install() {
             "$(root "$VENV/bin/pip")" install --quiet --disable-pip-version-check $PIP_ARGS "$SRC"
             echo "$want" > "$stamp"
             changed "installed pos-terminal into $VENV"
+        fi
+    fi
+
+    # 2b. a font with Chinese characters for receipt pictures (`pos receipt show --png`); DejaVu has none
+    if ! fc-list ':lang=zh-cn' 2>/dev/null | grep -q .; then
+        if [ "$REAL" = 1 ] && command -v apt-get >/dev/null; then
+            if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                    --no-install-recommends fontconfig fonts-wqy-microhei; } >/dev/null 2>&1; then
+                changed "installed fonts-wqy-microhei (Chinese characters on receipt pictures)"
+            else
+                note "could not install fonts-wqy-microhei: receipt pictures will draw Chinese text as boxes" \
+                     "(pos doctor says so); install it by hand"
+            fi
+        else
+            system apt-get install -y --no-install-recommends fontconfig fonts-wqy-microhei
         fi
     fi
 

@@ -7,6 +7,9 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)
+# receipt pictures draw Chinese text with a font that has it (devices/receipt_image.py)
+command -v fc-list >/dev/null || need+=(fontconfig)
+fc-list ':lang=zh-cn' 2>/dev/null | grep -q . || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "system-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) to run every test" >&2

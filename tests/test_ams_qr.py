@@ -2,24 +2,31 @@
 sandbox's wallet cashier page (real HTTP on 127.0.0.1).
 
 The pay answers PAYMENT_IN_PROCESS with the code (orderCodeForm.codeDetails) naming the sandbox's cashier
-page; a tester's Pay there settles the payment (inquiryPayment reads SUCCESS), Cancel closes it unpaid.
+page; a tester's Pay there settles the payment (inquiryPayment reads SUCCESS), Cancel closes it unpaid,
+and a code nobody pays expires: closed unpaid (inquiryPayment FAIL, ORDER_IS_CLOSED), and the terminal's
+QR sale (the payment runner over the sandbox) ends DECLINED.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from pos.config import GatewaySection
+from pos.config import GatewaySection, PaymentSection
+from pos.core.engine import PrintReceipt, Show
 from pos.core.money import Money
 from pos.core.outcomes import Failed, QrGateway, QueryOutcome, Succeeded, Unknown, query_outcome_of
+from pos.core.records import SaleState
 from pos.gateway.ams import AmsGateway
 from pos.gateway.ams.client import qr_text
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
 from pos.gateway.offline.client import OfflineGateway
+from pos.journal.journal import Journal
+from pos.payments.runner import PaymentRunner
 from pos.sandbox.scenarios import SandboxOptions
 from pos.sandbox.server import SandboxServer
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
@@ -115,6 +122,83 @@ def test_the_terminal_cancel_closes_an_open_order_code(gw):
     assert query_outcome_of(gw.query(merchant_trans_id=mtid)) is QueryOutcome.CLOSED
     page = requests.post(answer.qr + "/pay", timeout=5)
     assert "data-status='CANCELLED'" in page.text and "id='pay'" not in page.text
+
+
+def test_an_order_code_nobody_pays_expires_closed_and_cannot_be_paid(gw, ams_server, sandbox_clock):
+    expiry = ams_server.protocol.options.order_code_expiry
+    mtid = rid()
+    answer = gw.qr_pay(merchant_trans_id=mtid, amount=SGD(450), order_title="Tea")
+    assert isinstance(answer, Unknown) and answer.qr
+    expire_time = answer.data["orderCodeForm"]["expireTime"]
+    page = requests.get(answer.qr, timeout=5).text
+    assert f"Pay before {expire_time}" in page and "id='pay'" in page
+    sandbox_clock.advance(expiry - 1)
+    assert query_outcome_of(gw.query(merchant_trans_id=mtid)) is QueryOutcome.PENDING   # not yet
+    # A repeated pay names the same payment and the same expireTime (not a fresh one).
+    again = gw.qr_pay(merchant_trans_id=mtid, amount=SGD(450), order_title="Tea")
+    assert isinstance(again, Unknown) and again.data["orderCodeForm"]["expireTime"] == expire_time
+
+    sandbox_clock.advance(1)
+    # inquiryPayment: the inquiry worked (S) and the payment failed: paymentStatus FAIL, ORDER_IS_CLOSED.
+    result = gw.query(merchant_trans_id=mtid)
+    assert isinstance(result, Succeeded) and query_outcome_of(result) is QueryOutcome.CLOSED
+    assert result.data["paymentStatus"] == "FAIL" and result.data["paymentResultCode"] == "ORDER_IS_CLOSED"
+    assert "expired" in result.data["paymentResultMessage"]
+    # The wallet refuses: the page says it expired, has no buttons, and Pay changes nothing.
+    page = requests.get(answer.qr, timeout=5).text
+    assert "data-expired='true'" in page and "Expired at" in page and "id='pay'" not in page
+    refused = requests.post(answer.qr + "/pay", timeout=5)
+    assert refused.status_code == 409 and "data-status='CLOSED'" in refused.text
+    assert query_outcome_of(gw.query(merchant_trans_id=mtid)) is QueryOutcome.CLOSED
+    ledger = requests.get(ams_server.url + "/sandbox/ledger", timeout=5).json()
+    mine = [p for p in ledger["payments"] if p["merchantTransId"] == mtid]
+    assert mine[0]["status"] == "CLOSED" and mine[0]["paymentTime"] is None and mine[0]["expired"] is True
+    # The pay itself, repeated, reads the final F; the terminal's cancel has nothing left to undo.
+    closed = gw.qr_pay(merchant_trans_id=mtid, amount=SGD(450), order_title="Tea")
+    assert isinstance(closed, Failed) and closed.code == "ORDER_IS_CLOSED"
+    assert isinstance(gw.cancel(merchant_trans_id=mtid), Succeeded)
+
+
+def test_the_terminal_s_qr_sale_ends_declined_when_its_code_expires(sandbox_keys, tmp_path):
+    """The runner and engine over the real v1 sandbox: nobody scans, the code expires before the query
+    deadline, the next inquiry reads FAIL and the sale ends DECLINED like a declined code sale: no
+    receipt, no cancel needed (nothing was paid), "Payment declined" on the displays."""
+    server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
+                           alipay_private_key=sandbox_keys.alipay_private,
+                           options=SandboxOptions(order_code_expiry=1.5), protocol="ams").start()
+    settings = GatewaySection(protocol="ams", url=server.url, client_id=CLIENT_ID,
+                              private_key=str(sandbox_keys.path(MERCHANT_PRIVATE)),
+                              merchant_public_key=str(sandbox_keys.path(MERCHANT_PUBLIC)),
+                              alipay_public_key=str(sandbox_keys.path(ALIPAY_PUBLIC)),
+                              connect_timeout=2.0, read_timeout=2.0, sandbox=True)
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="POS01")
+    runner = PaymentRunner(journal, AmsGateway(settings, notify_url=""),
+                           PaymentSection(query_first_delay=0.5, query_interval_min=0.5, query_interval_max=0.6,
+                                          query_deadline=30.0, background_interval=300.0))
+    seen: list = []
+    runner.subscribe(seen.append)
+    try:
+        runner.recover()
+        sale_id = runner.start_sale(SGD(990), "", time.time(), "Iced tea", qr=True)
+        sale = runner.wait(sale_id, timeout=20)
+        assert sale is not None and sale.state is SaleState.DECLINED, sale
+        assert sale.acquirement_id and sale.finished_at is not None
+        assert sale.finished_at - sale.created_at < 10          # ended by the expiry, not the 30 s deadline
+        triggers = [e.trigger for e in journal.events("sale", sale_id)]
+        assert "query_closed" in triggers and not any("cancel" in t for t in triggers)
+        deadline = time.monotonic() + 5                      # subscribers hear on the notifier thread
+        while "declined" not in [c.key for c in seen if isinstance(c, Show)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shown = [c.key for c in seen if isinstance(c, Show)]
+        assert "scan_qr" in shown and shown[-1] == "declined"
+        assert not [c for c in seen if isinstance(c, PrintReceipt)]
+        ledger = requests.get(server.url + "/sandbox/ledger", timeout=5).json()
+        mine = [p for p in ledger["payments"] if p["merchantTransId"] == sale.merchant_trans_id]
+        assert mine[0]["status"] == "CLOSED" and mine[0]["expired"] and mine[0]["cancelTime"] is None
+    finally:
+        runner.stop(timeout=5)
+        journal.close()
+        server.stop()
 
 
 def test_order_code_idempotency(gw):

@@ -745,3 +745,29 @@ def test_the_interactive_demo_shows_what_is_left_and_each_refunds_own_receipt():
     receipts = [x for x in said if isinstance(x, str) and "Scan to refund" in x]
     assert len(receipts) == 3 and all("REFUND" in r for r in receipts[1:])
     assert "  that sale is refunded in full" in said
+
+
+def test_the_interactive_demo_takes_a_qr_sale_on_a_v1_terminal():
+    """`qr 9.90`: a second terminal speaking the v1 API prints its code; the player is the customer's wallet."""
+    from pos.demo.interactive import interactive
+
+    answers = iter(["qr 9.90", "p", "qr 2.50", "c", "qr 3.10", "k", "q"])
+    said: list[str] = []
+    assert interactive(read=lambda prompt: (said.append(prompt), next(answers))[1], out=said.append) == 0
+    assert any("second terminal speaking Alipay's v1 API" in x for x in said)
+    slips = [x for x in said if "SCAN TO PAY" in x]
+    assert len(slips) == 3 and "9.90" in slips[0] and "Iced tea" in slips[0] and "Not a receipt" in slips[0]
+    assert sum(x.startswith("customer: p = pays in the wallet") for x in said) == 3
+
+    def state_after(event: str) -> str:
+        """The final state the demo showed after `event` (the last '[STATE]' before the next sale)."""
+        start = said.index(event)
+        nxt = next((i for i, x in enumerate(said[start + 1:]) if "SCAN TO PAY" in x), len(said))
+        shown = [x for x in said[start:start + 1 + nxt] if x.startswith("  [")]
+        return shown[-1].split("]")[0][3:]
+
+    assert state_after("  the wallet paid") == "PAID"
+    paid_at = said.index("  the wallet paid")
+    assert any("Scan to refund" in x and "PAID" in x for x in said[paid_at:paid_at + 40])   # its receipt
+    assert state_after("  the customer cancelled in the wallet") == "DECLINED"
+    assert state_after("  the cashier pressed CANCEL") == "CANCELLED"

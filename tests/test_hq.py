@@ -84,10 +84,10 @@ class Till:
                                  token=token, terminal_id=terminal_id, install_id=self.journal.install_id,
                                  alarm=self.alarms.append, health=lambda: {"status": "ok", "open_items": 0})
 
-    def sell(self, scenario: str = "00", amount: int = 1250) -> SaleState:
+    def sell(self, scenario: str = "00", amount: int = 1250, title: str = "Coffee") -> SaleState:
         code = make_code(scenario)
         self.codes.append(code)
-        sale_id = self.runner.start_sale(Money(amount, "USD"), code, self.clock.now(), "Coffee")
+        sale_id = self.runner.start_sale(Money(amount, "USD"), code, self.clock.now(), title)
         record = self.runner.wait(sale_id, timeout=20)
         assert record is not None
         return record.state

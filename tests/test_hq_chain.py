@@ -202,7 +202,7 @@ def test_the_receipt_picture_is_the_same_on_the_terminal_and_at_headquarters(
     till = Till(tmp_path, "POS01", db.add_terminal("POS01", "S1", "Harbour"), hq.url,
                 journal_file=state / "journal.db")
     try:
-        till.sell("00", amount=4200)
+        till.sell("00", amount=4200, title="小笼包 Dumplings")   # a Chinese title on an English receipt
         sale = print_receipt(till)
         ship_all(till)
     finally:
@@ -217,12 +217,13 @@ def test_the_receipt_picture_is_the_same_on_the_terminal_and_at_headquarters(
     cfg = terminal_config(state)
     png = tmp_path / "receipt.png"
     assert main(["receipt", "show", sale.merchant_trans_id, "--png", str(png), "--config", str(cfg)]) == 0
-    assert "written to" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "written to" in out and "boxes" not in err   # every character had a font (test_receipt_image.py)
     assert png.read_bytes() == at_hq.content
     # By sale number too, and as text: the lines the picture shows.
     assert main(["receipt", "show", str(sale.sale_id), "--config", str(cfg)]) == 0
     text = capsys.readouterr().out
-    assert sale.merchant_trans_id in text and "42.00" in text and "****" in text
+    assert sale.merchant_trans_id in text and "42.00" in text and "****" in text and "小笼包 Dumplings" in text
     # Another language on both paths is still one picture.
     assert main(["receipt", "show", str(sale.sale_id), "--png", str(png), "--lang", "zh-CN",
                  "--config", str(cfg)]) == 0

@@ -15,7 +15,8 @@ from pos.ops.checks import fail as _fail
 from pos.ops.checks import ok as _ok
 from pos.ops.checks import warn as _warn
 
-__all__ = ["check_scanner", "check_display", "check_cashier_display", "check_keypad", "check_printer"]
+__all__ = ["check_scanner", "check_display", "check_cashier_display", "check_keypad", "check_printer",
+           "check_receipt_font"]
 
 # ESC/POS real-time status (DLE EOT n): n=1 printer status, n=4 paper sensor.
 DLE_EOT_PRINTER = b"\x10\x04\x01"
@@ -95,6 +96,18 @@ def _printer_result(where: str, online: str, paper: str, level: Level) -> CheckR
     if level is Level.FAIL:
         return _fail("printer", detail, "open the cover, load paper, clear the error; receipts wait in the queue")
     return CheckResult("printer", level, detail)
+
+
+def check_receipt_font(cfg: Config) -> CheckResult:
+    """Receipt pictures (`pos receipt show --png`, headquarters' dashboard) need a font with Chinese characters."""
+    from devices.receipt_image import CJK_PACKAGE, cjk_font
+
+    name = "receipt font"
+    found = cjk_font()
+    if found is None:
+        return _warn(name, "no font with Chinese characters: receipt pictures would draw Chinese text (zh-CN "
+                           f"labels, order titles, store names) as boxes — run 'apt-get install {CJK_PACKAGE}'")
+    return _ok(name, f"Chinese characters drawn with {found.path}")
 
 
 def check_printer(cfg: Config, *, timeout: float = 0.5) -> CheckResult:

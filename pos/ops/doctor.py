@@ -39,12 +39,19 @@ from pos.ops.checks import CheckResult, Level
 from pos.ops.checks import fail as _fail
 from pos.ops.checks import ok as _ok
 from pos.ops.checks import warn as _warn
-from pos.ops.device_checks import check_cashier_display, check_display, check_keypad, check_printer, check_scanner
+from pos.ops.device_checks import (
+    check_cashier_display,
+    check_display,
+    check_keypad,
+    check_printer,
+    check_receipt_font,
+    check_scanner,
+)
 
 __all__ = [
     "Level", "CheckResult", "DoctorReport", "run_checks", "load_for_doctor",
     "check_key_files", "check_key_pair", "check_alipay_key", "check_clock", "check_gateway", "check_gateway_answer",
-    "check_scanner", "check_printer", "check_display", "check_cashier_display", "check_keypad",
+    "check_scanner", "check_printer", "check_receipt_font", "check_display", "check_cashier_display", "check_keypad",
     "check_ecr_tokens", "check_journal",
     "check_disk", "check_open_items", "check_merchant_registration",
     "open_items_needing_manager", "count_open_items", "MIN_FREE_BYTES",
@@ -435,6 +442,7 @@ def run_checks(loaded: LoadedConfig, *, min_free_bytes: int = MIN_FREE_BYTES,
     results += [
         check_scanner(cfg, timeout=device_timeout),
         check_printer(cfg, timeout=device_timeout),
+        check_receipt_font(cfg),
         check_display(cfg, timeout=device_timeout),
         check_cashier_display(cfg, timeout=device_timeout),
         check_keypad(cfg, timeout=device_timeout),

@@ -35,7 +35,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pos.core.money import CurrencyError, validate_cn_currencies
@@ -345,7 +345,9 @@ class AmsSandbox:
             answer = self._payment_answer(reply, merchant, now, inquiry=False, request_id=request_id)
             payment_id = reply.body.get("acquirementId")
             if reply.code == "USER_PAYING" and isinstance(payment_id, str):
-                answer["orderCodeForm"] = self._order_code_form(payment_id, now)
+                payment = self.ledger.payment_by_id(payment_id, now)
+                expires = payment.expires_at if payment is not None and payment.expires_at else now
+                answer["orderCodeForm"] = self._order_code_form(payment_id, expires)
             return answer, 0.0, False
         scenario = scenario_for(code)
         answer = self._payment_answer(reply, merchant, now, inquiry=False, request_id=request_id)
@@ -379,16 +381,25 @@ class AmsSandbox:
         if inquiry and reply.status == "S":
             payment = self.ledger.payment(str(mtid), now, merchant) if mtid else None
             out["paymentStatus"] = self._payment_status(payment, str(b.get("acquirementStatus") or ""))
+            if out["paymentStatus"] == "FAIL" and payment is not None and payment.decline:
+                # inquiryPayment's paymentResultCode / paymentResultMessage: why the payment failed
+                out["paymentResultCode"] = _CODES.get(payment.decline, payment.decline)
+                out["paymentResultMessage"] = (
+                    f"the order code expired at {request_time(payment.expires_at)} unpaid"
+                    if payment.expired and payment.expires_at else
+                    "the customer cancelled in the wallet" if payment.scenario == ORDER_CODE_SCENARIO
+                    else f"payment failed: {payment.decline}")
         return self._result(code, out, reply.message, status=None if code != reply.code else reply.status)
 
     def cashier_url(self, payment_id: str) -> str:
         """The wallet's cashier page for an order code payment (what its QR code carries)."""
         return f"{self.public_url}/sandbox/cashier/{urllib.parse.quote(payment_id, safe='')}"
 
-    def _order_code_form(self, payment_id: str, now: datetime) -> dict[str, Any]:
-        """orderCodeForm as Antom's Order Code Payment answers it: the code as text (TEXT) and as a picture."""
+    def _order_code_form(self, payment_id: str, expires_at: datetime) -> dict[str, Any]:
+        """orderCodeForm as Antom's Order Code Payment answers it: the code as text (TEXT) and as a picture;
+        expireTime is the payment's own (a repeated pay answers the same one)."""
         url = self.cashier_url(payment_id)
-        expires = request_time(now + timedelta(seconds=self.options.order_code_expiry))
+        expires = request_time(expires_at)
         return {"paymentMethodType": "CONNECT_WALLET", "expireTime": expires, "codeDetails": [
             {"codeValueType": "QRCODE", "displayType": "TEXT", "codeValue": url},
             {"codeValueType": "QRCODE", "displayType": "MIDDLEIMAGE", "codeValue": url + "?image=qr"}]}
@@ -401,8 +412,11 @@ class AmsSandbox:
         payment = self.ledger.payment_by_id(payment_id, now)
         if payment is None or payment.scenario != ORDER_CODE_SCENARIO:
             return 404, _page("No such payment", "<p id='status'>This code names no payment.</p>")
+        http_status = 200
         if action == "pay":
             payment = self.ledger.wallet_pay(payment_id, now) or payment
+            if payment.status != "SUCCESS":   # closed, cancelled or expired: the wallet refuses, nothing paid
+                http_status = 409
         elif action == "cancel":
             payment = self.ledger.wallet_decline(payment_id, now) or payment
         elif action:
@@ -411,15 +425,24 @@ class AmsSandbox:
         title = html.escape(payment.order_title or "Order")
         status = {"PROCESSING": "Waiting for payment", "SUCCESS": "Paid",
                   "CLOSED": "Cancelled", "CANCELLED": "Cancelled"}.get(payment.status, payment.status)
+        if payment.expired and payment.expires_at is not None:
+            status = f"Expired at {request_time(payment.expires_at)}: this code can no longer be paid"
+        elif http_status == 409:
+            status += ": this code can no longer be paid"
         base = f"/sandbox/cashier/{urllib.parse.quote(payment_id, safe='')}"
         buttons = ""
         if payment.status == "PROCESSING":
             buttons = (f"<form method='post' action='{base}/pay'><button id='pay' type='submit'>Pay {amount}"
                        f"</button></form><form method='post' action='{base}/cancel'><button id='cancel' "
                        "type='submit'>Cancel</button></form>")
+        expiry = ""
+        if payment.expires_at is not None and payment.status == "PROCESSING":
+            expiry = f"<p id='expires'>Pay before {html.escape(request_time(payment.expires_at))}</p>"
+        expired = " data-expired='true'" if payment.expired else ""
         body = (f"<h1>Alipay sandbox cashier</h1><p id='order'>{title}</p><p id='amount'>{amount}</p>"
-                f"<p id='status' data-status='{html.escape(payment.status)}'>{html.escape(status)}</p>{buttons}")
-        return 200, _page("Alipay sandbox cashier", body)
+                f"<p id='status' data-status='{html.escape(payment.status)}'{expired}>{html.escape(status)}</p>"
+                f"{expiry}{buttons}")
+        return http_status, _page("Alipay sandbox cashier", body)
 
     @staticmethod
     def _payment_status(payment: Payment | None, ledger_status: str) -> str:

@@ -124,6 +124,9 @@ class Payment:
     store: dict[str, str] = field(default_factory=dict)   # the store identity the pay carried, by [store] key
     # v1 AlipayCN fields the pay carried (settlementCurrency, chinaExtraTransInfo), as read
     alipay_cn: dict[str, Any] = field(default_factory=dict)
+    # An order code (merchant-presented QR): when its code stops taking payment; set once it did (unpaid)
+    expires_at: datetime | None = None
+    expired: bool = False
 
     @property
     def charged(self) -> bool:
@@ -138,6 +141,7 @@ class Payment:
             "paymentTime": _time(self.paid_at) if self.paid_at else None,
             "cancelTime": _time(self.cancelled_at) if self.cancelled_at else None,
             "refunded": {"currency": self.amount.currency, "value": str(self.refunded)},
+            **({"expireTime": _time(self.expires_at), "expired": self.expired} if self.expires_at else {}),
             "store": dict(self.store),
             **({"alipayCn": dict(self.alipay_cn)} if self.alipay_cn else {}),
         }
@@ -303,14 +307,15 @@ class Ledger:
                 merchant_id=merchant_id, merchant_trans_id=merchant_trans_id,
                 acquirement_id=f"{now.astimezone(BEIJING):%Y%m%d}11121280010016{self._seq:012d}",
                 amount=amount, order_title=order_title, code_tail="", code_digest="",
-                scenario=ORDER_CODE_SCENARIO, created_at=now, status="PROCESSING", store=dict(store or {}))
+                scenario=ORDER_CODE_SCENARIO, created_at=now, status="PROCESSING", store=dict(store or {}),
+                expires_at=now + timedelta(seconds=self.options.order_code_expiry))
             self._payments[key] = payment
             self._by_acquirement[payment.acquirement_id] = payment
             return self._pay_status(payment)
 
     def wallet_pay(self, acquirement_id: str, now: datetime) -> Payment | None:
         """The customer pays an order code in the wallet (the cashier page's Pay). Paying a payment that is
-        already paid changes nothing; a closed or cancelled one cannot be paid. The payment, or None."""
+        already paid changes nothing; a closed, cancelled or expired one cannot be paid. The payment, or None."""
         with self._lock:
             self._advance(now)
             p = self._by_acquirement.get(acquirement_id)
@@ -496,7 +501,7 @@ class Ledger:
     # -- time --------------------------------------------------------------------------
 
     def _advance(self, now: datetime) -> None:
-        """Apply what has happened by `now`: late pays arrive, confirmations settle."""
+        """Apply what has happened by `now`: late pays arrive, confirmations settle, order codes expire."""
         due = sorted((f for f in self._in_flight if f.arrives_at <= now), key=lambda f: f.arrives_at)
         for flight in due:
             self._in_flight.remove(flight)
@@ -504,6 +509,10 @@ class Ledger:
         for p in self._payments.values():
             if p.status == "PROCESSING" and p.settle_at is not None and p.settle_at <= now:
                 p.status, p.paid_at, p.settle_at = "SUCCESS", p.settle_at, None
+            if p.status == "PROCESSING" and p.expires_at is not None and p.expires_at <= now:
+                # An order code nobody paid by its expireTime: the payment closes unpaid, as at Alipay
+                # (pay's paymentExpiryTime: "after which the payment will not succeed").
+                p.status, p.decline, p.expired = "CLOSED", "ORDER_IS_CLOSED", True
 
     # -- files -------------------------------------------------------------------------
 

@@ -48,8 +48,8 @@ class SandboxOptions:
     # Refuse a pay without the store identity pos/data/store_fields.toml lists as
     # required (storeId, storeName, the terminal): Alipay's go-live checks look for it.
     require_store: bool = False
-    # The order code's (merchant-presented QR's) expireTime, seconds after the pay (informational:
-    # the sandbox's cashier page takes Pay until the payment is cancelled).
+    # The order code's (merchant-presented QR's) expireTime, seconds after the pay: unpaid by then, the
+    # payment closes (inquiryPayment FAIL, ORDER_IS_CLOSED) and the cashier page refuses to pay it.
     order_code_expiry: float = 300.0
 
     def __post_init__(self) -> None:
@@ -59,6 +59,8 @@ class SandboxOptions:
                      "cancel_buffer"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more seconds")
+        if self.order_code_expiry <= 0:
+            raise ValueError("order_code_expiry must be more than 0 seconds")
         if self.query_errors < 0 or self.cancel_errors < 0:
             raise ValueError("query_errors and cancel_errors must be 0 or more")
 

@@ -30,7 +30,7 @@ def _show(args: argparse.Namespace) -> int:
 
     from devices.messages import Catalogue
     from devices.receipt import ReceiptData
-    from devices.receipt_image import receipt_lines, receipt_png
+    from devices.receipt_image import CJK_PACKAGE, receipt_lines, receipt_png, undrawable
     from pos.cli.commands.reprint_cmd import find_sale
     from pos.journal.journal import Journal, journal_path
     from pos.journal.print_jobs import JournalPrintJobs
@@ -62,4 +62,9 @@ def _show(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write {path}: {exc.strerror}: give a file in a folder you may write to",
                         exit_code=EXIT_CONFIG) from None
     print(f"receipt of {sale.merchant_trans_id} written to {path} ({len(png)} bytes, PNG)")
+    missing = undrawable(data, catalogue)
+    if missing:
+        import sys
+        print(f"warning: no installed font has {missing[:10]!r}: the picture shows them as boxes; "
+              f"install a font with Chinese characters (apt-get install {CJK_PACKAGE})", file=sys.stderr)
     return 0

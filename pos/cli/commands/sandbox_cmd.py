@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("slow_response", "scenarios 11/12/99: seconds an answer is held"),
         ("late_success_after", "scenario 17: seconds until the late success"),
         ("race_delay", "scenario 99: seconds until the pay reaches the gateway"),
+        ("order_code_expiry", "v1 QR sales: seconds an order code takes payment, then it closes unpaid"),
     ]:
         p.add_argument("--" + name.replace("_", "-"), type=float, metavar="S", default=getattr(_DEFAULTS, name),
                        help=f"{help_text} (default {getattr(_DEFAULTS, name)})")
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             wallet_confirm_after=args.wallet_confirm_after, slow_response=args.slow_response,
             late_success_after=args.late_success_after, race_delay=args.race_delay,
             query_errors=args.query_errors, cancel_errors=args.cancel_errors, cancel_window=args.cancel_window,
-            require_store=args.require_store)
+            require_store=args.require_store, order_code_expiry=args.order_code_expiry)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     files_dir = Path(args.files_dir).resolve() if args.files_dir else None
