@@ -619,7 +619,8 @@ def test_auth_and_unknown_ids(stage):
     r = requests.post(stage.url + "/v1/sales", data=b"{not json", timeout=5,
                       headers={"Authorization": "Bearer " + stage.till_token_path().read_text().strip(),
                                "Content-Type": "application/json"})
-    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["title"] == "Body is not JSON" and "send one JSON object" in r.json()["detail"]
     assert stage.till("POST", "/v1/reports/z").status_code == 403
 
 

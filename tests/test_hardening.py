@@ -202,6 +202,20 @@ def test_6_huge_sale_number_scanned_in_the_refund_menu(till: Any) -> None:
     assert rig.cashier(lambda lines: lines[0] == "No such sale")
 
 
+@pytest.mark.parametrize("body,why", [(b'{"amount": "\xff"}', "not UTF-8"), (b"[" * 60000, "nested too deeply"),
+                                      (b'{"amount": "1.00",}', "at character 18"), (b"{not json", "at character 1")])
+@pytest.mark.parametrize("path,token", [("/v1/sales", TILL), ("/v1/refunds", MANAGER)])
+def test_a_body_that_is_not_json_is_400_with_what_is_wrong_and_what_to_do(till: Any, body: bytes, why: str,
+                                                                          path: str, token: str) -> None:
+    r = requests.post(till.url + path, data=body, timeout=5,
+                      headers={**_auth(token), "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["title"] == "Body is not JSON" and problem["status"] == 400
+    assert why in problem["detail"] and "send one JSON object in UTF-8" in problem["detail"]
+    assert till.rig.journal.list_sales() == [] and till.rig.terminal.mode.value == "IDLE"
+
+
 # -- 7. gateway fields are not trusted beyond what they are -----------------------------------
 
 @pytest.fixture
