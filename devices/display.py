@@ -258,8 +258,8 @@ class DisplayWriter(Display):
                     failing = self.last_error is not None
                     if not self._cond.wait(self._retry if failing else None) and failing:
                         self._dirty = self._screen is not None   # try the latest screen again
-                if self._closed:
-                    return
+                if self._closed and not self._dirty:
+                    return        # what was asked before close() is written first
                 screen, text = self._screen, self._text
                 self._text, self._dirty = None, False
             error: str | None
