@@ -664,6 +664,28 @@ def test_x_and_z_reports(stage):
     assert after["businessDay"] == z["businessDay"] + 1 and after["currencies"] == []
 
 
+def test_a_customer_display_that_stops_reading_holds_up_no_sale_and_health_names_it(stage):
+    # tests/test_hardening.py holds the timing; here: the daemon's wiring, through `pos run`.
+    stage.customer.stop_reading()
+    sale = sell(stage, "2.50", "00")
+    assert sale["state"] == "PAID"
+    stage.new_receipts(1)
+    assert stage.wait_display(lambda lines: lines[0].startswith("PAID"), timeout=5)
+    deadline = time.monotonic() + 15
+    while (health := stage.till("GET", "/v1/health", timeout=5).json())["devices"]["display"]["ok"]:
+        assert time.monotonic() < deadline, "health never named the display that does not read"
+        time.sleep(0.2)
+    assert health["status"] == "degraded"
+    assert health["devices"]["display"]["last_error"].startswith("customer display: ")
+    shown = tuple(line.rstrip() for line in sale["message"]["customer"])
+    assert stage.wait_display(lambda lines: lines == shown, who="customer", timeout=15) == shown
+    deadline = time.monotonic() + 15
+    while not (health := stage.till("GET", "/v1/health", timeout=5).json())["devices"]["display"]["ok"]:
+        assert time.monotonic() < deadline, "health never saw the display read again"
+        time.sleep(0.2)
+    assert health["status"] == "ok"
+
+
 def test_health(stage):
     # A sale first: the gateway's latency is known once the daemon has called it.
     assert sell(stage, "1.00", "00")["state"] == "PAID"
