@@ -94,6 +94,7 @@ def test_journal_full_refuses_new_sales_then_sales_go_on(rig: FaultRig) -> None:
                 assert "could not record" in str(exc) or "full" in str(exc)   # the cashier is told why
                 refused += 1
                 break
+            rig.figures.sales += 1   # started here, not through rig.sale(): counted as the soak counts its own
             rig.runner.wait_idle(timeout=10)
     finally:
         db.write("PRAGMA max_page_count = 1073741823")
