@@ -388,7 +388,7 @@ class QrDirect:
         from pos.core.outcomes import Unknown
         reply = self.inner.ledger.order_code(self.inner.merchant_id, merchant_trans_id, amount, order_title,
                                              datetime.now(UTC))
-        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", data=dict(reply.body),
+        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", gateway_id=reply.body["acquirementId"],
                        qr=f"https://wallet.example/{reply.body['acquirementId']}")
 
 
