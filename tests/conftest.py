@@ -75,6 +75,7 @@ LAYER_OF_FILE = {
     "test_reconcile_day.py": "e2e",
     "test_reconcile_sftp.py": "integration",
     "test_receipt_image.py": "integration",
+    "test_receipt_layout.py": "integration",
     "test_printer.py": "integration",
     "test_review_regressions.py": "integration",
     "test_runner.py": "integration",
