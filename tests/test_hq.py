@@ -488,3 +488,31 @@ def test_a_journal_from_before_the_outbox_ships_its_history(tmp_path: Path) -> N
         assert [e.seq for e in outbox.pending(journal.db, 10)] == [1, 2, 3]
     finally:
         journal.close()
+
+
+def test_unknown_paths_and_wrong_methods_get_a_problem_or_a_page_never_an_empty_body(
+        hq: HqService, hq_dsn: str) -> None:
+    # The API (/v1/...) answers problem details; the dashboard answers a plain page a person can read.
+    for method, path, status, says in [("GET", "/v1/nope", 404, "No such endpoint: GET /v1/nope"),
+                                       ("GET", "/v1/ingest", 405, "/v1/ingest does not take GET: use POST"),
+                                       ("DELETE", "/v1/health", 405, "/v1/health does not take DELETE: use GET")]:
+        answer = requests.request(method, hq.url + path, timeout=10)
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        problem = answer.json()
+        assert problem["status"] == status and problem["detail"].startswith(says), problem
+        assert "POST /v1/ingest" in problem["detail"]
+    HqDB(hq_dsn).add_user("ana", "battery staple", "viewer")
+    web = requests.Session()
+    assert web.post(f"{hq.url}/login", data={"name": "ana", "password": "battery staple"}, timeout=10).ok
+    for method, path, status, says in [("GET", "/nope", 404, "No such page: GET /nope"),
+                                       ("PUT", "/login", 405, "/login does not take PUT: use GET or POST"),
+                                       ("GET", "/logout", 405, "/logout does not take GET: use POST"),
+                                       ("GET", "/item/POS99/S-1", 404, "no sale or refund S-1 from terminal POS99"),
+                                       ("GET", "/receipt/POS99/I1/x.png", 422, "path.seq: ")]:
+        answer = web.request(method, hq.url + path, timeout=10, allow_redirects=False)
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "<!doctype html>" in answer.text and "Traceback" not in answer.text
+        assert says in answer.text.replace("&#x27;", "'"), answer.text
+        assert "href='/'" in answer.text

@@ -415,3 +415,25 @@ def test_offline_duplicate_keys_and_other_bytes_are_refused(target: tuple[Shop, 
     assert post(shop, OFFLINE_PATH, b"x" * (MAX_NOTIFICATION + 1)).status_code == 413
     assert shop.snapshot() == before
     still_serving(shop, mrid)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "says"), [
+    ("POST", "/notify/nothing", 404, "No such endpoint: POST /notify/nothing"),
+    ("GET", "/", 404, "No such endpoint: GET /"),
+    ("GET", "/notify/offline", 405, "/notify/offline does not take GET: use POST"),
+    ("PUT", PAYMENT_PATH, 405, f"{PAYMENT_PATH} does not take PUT: use POST"),
+])
+def test_unknown_paths_and_wrong_methods_get_a_problem_and_change_nothing(
+        target: tuple[Shop, str, str], method: str, path: str, status: int, says: str) -> None:
+    shop, _, mrid = target
+    before = shop.snapshot()
+    answer = requests.request(method, shop.url + path, data=b"{}", timeout=10)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    if status == 405:
+        assert answer.headers["allow"] == "POST"
+    problem = answer.json()
+    assert problem["status"] == status and problem["title"] in ("No such endpoint", "Method not allowed")
+    assert problem["detail"].startswith(says) and "/notify/offline" in problem["detail"], problem
+    assert shop.snapshot() == before
+    still_serving(shop, mrid)
