@@ -516,3 +516,21 @@ def test_unknown_paths_and_wrong_methods_get_a_problem_or_a_page_never_an_empty_
         assert "<!doctype html>" in answer.text and "Traceback" not in answer.text
         assert says in answer.text.replace("&#x27;", "'"), answer.text
         assert "href='/'" in answer.text
+
+
+def test_the_database_unreachable_is_a_problem_on_the_api_and_a_page_on_the_dashboard() -> None:
+    from pos.hq.app import create_app
+    from pos.httpserver import ThreadedServer
+
+    server = ThreadedServer(create_app(HqDB("postgresql://pos_hq@127.0.0.1:1/pos_hq?connect_timeout=2"))).start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        api = requests.get(url + "/v1/health", timeout=20)
+        assert api.status_code == 503 and api.headers["content-type"].startswith("application/problem+json")
+        assert api.json()["title"] == "Database unavailable" and "PostgreSQL is running" in api.json()["detail"]
+        page = requests.get(url + "/", cookies={"pos_hq_session": "x"}, timeout=20, allow_redirects=False)
+        assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+        assert "Database unavailable" in page.text and "PostgreSQL is running" in page.text
+        assert "Traceback" not in page.text
+    finally:
+        server.stop()

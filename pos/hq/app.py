@@ -91,9 +91,7 @@ def create_app(db: HqDB) -> FastAPI:
 
     @app.exception_handler(HqError)
     async def _on_db(request: Request, exc: HqError) -> Response:
-        return _answer(request, 503, "Database unavailable",
-                       f"{exc}; check that headquarters' PostgreSQL is running ('pos hq init-db' reaches it), "
-                       "then try again")
+        return _answer(request, 503, "Database unavailable", f"{exc}; then try again")
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
