@@ -4,7 +4,7 @@ A till starts a sale with an amount, then reads its result (long-polling
 `?wait=SECONDS` for a final state). Refunds and the Z report need the
 manager's token. Errors are RFC 9457 problem details. The OpenAPI document is
 served at /openapi.json and kept in the repository (pos/data/openapi.json; a
-test fails when they drift: regenerate with `pos ecr openapi`).
+test fails when they drift: regenerate with `python -m pos.till.api > pos/data/openapi.json`).
 
 The app is built on FastAPI (request validation and the OpenAPI document come
 from the same models) and knows nothing about devices or the gateway: it calls
