@@ -210,7 +210,9 @@ def _rows(layout: ReceiptLayout, cell: float) -> list[Drawn]:
 
     def add(kind: str, text: str, style: Style, column: int, span: float, height: int, module: int = 0) -> None:
         nonlocal top
-        left = MARGIN + (column * cell if kind == "text" else (strip - span) / 2 if style.align == "center" else 0)
+        # A code wider than the strip (bars of one dot are drawn one pixel wide) starts at the margin.
+        left = MARGIN + (column * cell if kind == "text" else max(0.0, (strip - span) / 2)
+                         if style.align == "center" else 0)
         rows.append(Drawn(kind, text, style, column, (math.floor(left), top, math.ceil(left + span), top + height),
                           module))
         top += height
@@ -361,8 +363,9 @@ def render_picture(data: ReceiptData, catalogue: Catalogue, paper: Paper | None 
     width = layout.width
     rows = _rows(layout, cell)
     drawn: list[Drawn] = []
-    img = Image.new("RGB", (math.ceil(cell * width) + 2 * MARGIN, (rows[-1].box[3] if rows else 0) + MARGIN),
-                    "white")
+    # As wide as the paper's columns, or as its widest code with a margin of white either side.
+    img = Image.new("RGB", (max([math.ceil(cell * width) + MARGIN, *(row.box[2] for row in rows)]) + MARGIN,
+                            (rows[-1].box[3] if rows else 0) + MARGIN), "white")
     draw = ImageDraw.Draw(img)
     for row in rows:
         drawn.append(row)
