@@ -27,11 +27,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from devices.print_jobs import PrintJob, PrintJobStore
 from devices.printer import PrinterError, ReceiptPrinter, load_escpos, quiet_stdout
-from devices.receipt import ReceiptData, encode_text, render_receipt
+from devices.receipt import Paper, ReceiptData, encode_text, render_receipt
 
 __all__ = ["PrintQueue", "PrintJob", "PrintJobStore", "UnknownJob"]
 
@@ -79,6 +80,8 @@ class PrintQueue:
     def enqueue(self, job_key: str, receipt: bytes | ReceiptData, *, reprint_of: str | None = None) -> bool:
         """Queue a receipt once per job_key. Returns False if the key was already queued."""
         if isinstance(receipt, ReceiptData):
+            if self._settings is not None:   # kept with the paper it is printed on: its picture is laid out so
+                receipt = replace(receipt, paper=Paper.of(self._settings))
             data, record = self._render(receipt), json.dumps(receipt.to_dict(), ensure_ascii=False)
         elif isinstance(receipt, (bytes, bytearray)):
             data, record = bytes(receipt), None

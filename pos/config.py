@@ -257,6 +257,7 @@ class PrinterSection(_Section):
     profile: str = "default"
     encoding: Literal["GB18030", "BIG5", "UTF-8", "ASCII"] = "GB18030"
     width: Annotated[int, Field(ge=24, le=64)] = 42
+    dots: Annotated[int, Field(ge=0, le=2048)] = 0   # dots a line has; 0: from width (devices.receipt.paper_dots)
     print_qr: bool = True
     copies: Annotated[int, Field(ge=1, le=3)] = 1
     retry_interval: Seconds = 5.0

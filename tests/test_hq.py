@@ -79,6 +79,7 @@ class Till:
         self.runner.recover()
         self.alarms: list[str] = []
         self.codes: list[str] = []
+        self.printer: Any = None   # the printer print_receipt printed on
         self.shipper = HqShipper(self.journal.db, HqSection(url=hq_url, interval=0.05, backoff_max=0.2,
                                                             timeout=2.0, batch_size=7, backlog_alarm=100),
                                  token=token, terminal_id=terminal_id, install_id=self.journal.install_id,
@@ -101,8 +102,9 @@ class Till:
         self.journal.close()
 
 
-def print_receipt(till: Till) -> SaleRecord:
-    """The till's first sale's receipt printed through its print queue (job sale:ID, as the terminal names it)."""
+def print_receipt(till: Till, printer_settings: Any = None) -> SaleRecord:
+    """The till's first sale's receipt printed through its print queue (job sale:ID, as the terminal names it),
+    on a printer with `printer_settings` (a [printer] section; the defaults without)."""
     from devices.messages import Catalogue
     from devices.print_queue import PrintQueue
     from devices.printer import DummyPrinter
@@ -112,7 +114,8 @@ def print_receipt(till: Till) -> SaleRecord:
 
     paid = till.journal.list_sales()[0]
     printer = DummyPrinter()
-    queue = PrintQueue(JournalPrintJobs(till.journal), printer, printer_settings=PrinterSection(),
+    till.printer = printer
+    queue = PrintQueue(JournalPrintJobs(till.journal), printer, printer_settings=printer_settings or PrinterSection(),
                        catalogue=Catalogue.load("en"))
     assert queue.enqueue(f"sale:{paid.sale_id}", receipt_for(Config(), till.journal, paid))
     assert queue.print_pending() == 1 and printer.jobs

@@ -235,3 +235,35 @@ def test_stop_by_default_prints_the_receipts_still_pending(tmp_path: Path) -> No
         q._wake.set()
         q.stop()
         assert len(printer.jobs) == 5 and q.pending() == []
+
+
+def test_the_queue_keeps_each_receipt_with_the_paper_it_prints_on(tmp_path: Path) -> None:
+    """The receipt picture (the terminal's and headquarters') is laid out from what the queue keeps."""
+    import json
+
+    from devices.receipt import DEFAULT_PAPER, Paper
+    from devices.receipt_image import picture_rows
+
+    printer = DummyPrinter()
+    narrow = PrinterSection(encoding="UTF-8", width=32, print_qr=False, retry_interval=0.05)
+    journal = Journal.open(tmp_path / "journal.sqlite")
+    try:
+        with PrintQueue(JournalPrintJobs(journal), printer, printer_settings=narrow,
+                        catalogue=Catalogue.load("en")) as q:
+            assert q.enqueue("sale:1", receipt(1))
+            assert q.print_pending() == 1
+            record = json.loads(JournalPrintJobs(journal).receipt_of("sale:1").record)  # type: ignore[union-attr,arg-type]
+    finally:
+        journal.close()
+    assert record["paper"] == {"columns": 32, "dots": 384, "print_qr": False}
+    kept = ReceiptData.from_dict(record)
+    paper = escpos_to_text(printer.jobs[0], "UTF-8")
+    assert "[BARCODE: POS:POS01-T0001]" in paper and "-" * 32 + "\n" in paper
+    drawn = "\n".join(row.shown for row in picture_rows(kept, Catalogue.load("en")))
+    assert "[BARCODE: POS:POS01-T0001]" in drawn and "-" * 33 not in drawn
+    # A receipt kept before receipts carried their paper is drawn on the printer's defaults: 42 columns, a QR code.
+    del record["paper"]
+    old = ReceiptData.from_dict(record)
+    assert old.paper is None and Paper(42, 512, True) == DEFAULT_PAPER
+    drawn = "\n".join(row.shown for row in picture_rows(old, Catalogue.load("en")))
+    assert "[QR: POS:POS01-T0001]" in drawn and "-" * 42 in drawn

@@ -273,3 +273,91 @@ def test_a_refund_receipt_keeps_the_whole_merchant_refund_id() -> None:
     text = escpos_to_text(render_receipt(data, PrinterSection(encoding="ASCII", width=32), Catalogue.load("en")),
                           "ASCII")
     assert mrid in [x.strip() for x in text.splitlines()], text
+
+
+# -- the receipt code as a barcode: it must fit the paper, or it cannot be scanned for a refund ---------
+
+def printed_barcode(out: bytes) -> tuple[int, list[int]]:
+    """The bar width (GS w n) and the Code 128 symbols (start, data, code set changes) the bytes print."""
+    bar = out[out.rindex(b"\x1dw") + 2]
+    at = out.index(b"\x1dkI")
+    data = out[at + 4:at + 4 + out[at + 3]]
+    starts, switches = {"A": 103, "B": 104, "C": 105}, {"A": 101, "B": 100, "C": 99}
+    symbols: list[int] = []
+    code_set, i = "", 0
+    while i < len(data):
+        if data[i:i + 1] == b"{" and data[i + 1:i + 2] in (b"A", b"B", b"C"):
+            code_set = chr(data[i + 1])
+            symbols.append(switches[code_set] if symbols else starts[code_set])
+            i += 2
+            continue
+        assert symbols, "Code 128 data must start with {A, {B or {C"
+        symbols.append(data[i] if code_set == "C" else data[i] - 32)
+        i += 1
+    return bar, symbols
+
+
+def bars_of(symbols: list[int]) -> str:
+    """The printer's bars for these symbols: each 11 modules, the check symbol, the 13-module stop."""
+    from barcode.charsets import code128
+
+    check = (symbols[0] + sum(i * v for i, v in enumerate(symbols[1:], start=1))) % 103
+    return "".join(code128.CODES[v] for v in [*symbols, check]) + code128.STOP + "11"
+
+
+@pytest.mark.parametrize("width, dots", [(48, 576), (42, 512), (32, 384)])
+@pytest.mark.parametrize("trans_id", ["POS01-20240501-0001", "POS01-20240501-VE6E99-000001"])
+def test_the_receipt_barcode_fits_the_paper_and_scans(width: int, dots: int, trans_id: str) -> None:
+    """Before: Code 128 set B at python-escpos's 3 dots a bar, 864 dots or more: wider than any paper."""
+    import zxingcpp
+    from PIL import Image
+
+    out = render_receipt(sale(merchant_trans_id=trans_id), PrinterSection(width=width, print_qr=False),
+                         Catalogue.load("en"))
+    bar, symbols = printed_barcode(out)
+    bars = bars_of(symbols)
+    assert 1 <= bar <= 6 and len(bars) * bar <= dots, (bar, len(bars))
+    if trans_id == "POS01-20240501-0001":
+        assert bar == (2 if dots > 384 else 1)   # as wide as the paper allows
+    # Digit runs in code set C: fewer modules than set B alone.
+    assert 105 in symbols or 99 in symbols
+    # The bars the printer draws from these bytes scan as the receipt code.
+    quiet = 10 * bar
+    img = Image.new("L", (len(bars) * bar + 2 * quiet, 64), 255)
+    for x, dark in enumerate(bars):
+        if dark == "1":
+            img.paste(0, (quiet + x * bar, 0, quiet + (x + 1) * bar, 64))
+    assert [c.text for c in zxingcpp.read_barcodes(img)] == [f"POS:{trans_id}"]
+    assert f"[BARCODE: POS:{trans_id}]" in escpos_to_text(out)
+
+
+def test_a_receipt_code_too_wide_for_the_paper_prints_as_a_qr_code_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    long_id = "POS01-" + "ABCDEFGH" * 7   # 62 characters: 800 modules at one dot a bar
+    out = render_receipt(sale(merchant_trans_id=long_id), PrinterSection(width=32, print_qr=False),
+                         Catalogue.load("en"))
+    assert f"[QR: POS:{long_id}]" in escpos_to_text(out) and b"\x1dkI" not in out
+    assert any("printed as a QR code" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    # The same code fits 80 mm paper with dots to spare.
+    caplog.clear()
+    out = render_receipt(sale(merchant_trans_id=long_id), PrinterSection(width=48, dots=1000, print_qr=False),
+                         Catalogue.load("en"))
+    assert f"[BARCODE: POS:{long_id}]" in escpos_to_text(out) and not caplog.records
+
+
+def test_long_lines_wrap_at_spaces() -> None:
+    """Before: 'Singap' / 'ore 238801': lines were cut where the paper ended, mid-word."""
+    address = "1 Orchard Road, #01-23 Ion Orchard, Singapore 238801"
+    title = "Iced lemon tea with extra honey, large"
+    out = render_receipt(sale(store_address=address, order_title=title),
+                         PrinterSection(encoding="ASCII", width=32), Catalogue.load("en"))
+    lines = [x.strip() for x in escpos_to_text(out, "ASCII").splitlines()]
+    assert "1 Orchard Road, #01-23 Ion" in lines and "Orchard, Singapore 238801" in lines
+    assert "Iced lemon tea with extra honey," in lines and "large" in lines
+    words = {w for x in lines for w in x.split()}
+    assert set(address.split()) <= words and set(title.split()) <= words
+    # Chinese has no spaces: it still fills each line (two columns a character).
+    zh = "上海市黄浦区人民大道100号一楼101室靠近地铁站出口"
+    text = escpos_to_text(render_receipt(sale(store_address=zh), PrinterSection(encoding="UTF-8", width=32),
+                                         Catalogue.load("zh-CN")), "UTF-8")
+    assert "上海市黄浦区人民大道100号一楼101" in text and "室靠近地铁站出口" in text

@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from devices.print_queue import PrintQueue
-from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
+from devices.receipt import Paper, ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
 from pos.config import Config, store_identity
 from pos.core.errors import UserError
 from pos.core.money import Money
@@ -78,7 +78,7 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
         status_key=RECEIPT_STATUS.get((refund.state if refund else sale.state).value, "status_declined"),
         merchant_trans_id=sale.merchant_trans_id, acquirement_id=sale.acquirement_id or "",
         code_last4=sale.code_last4, order_title=sale.order_title,
-        refunds=refunds, reprint=reprint)
+        refunds=refunds, reprint=reprint, paper=Paper.of(cfg.printer))
 
 
 class Receipts:
