@@ -85,6 +85,21 @@ def test_a_failure_notification_is_a_hint_the_next_query_goes_now() -> None:
     assert h.state() is SaleState.DECLINED and h.records[1].result_code == "ORDER_IS_CLOSED"
 
 
+def test_a_failure_notification_hurries_the_background_check_of_a_sale_in_review() -> None:
+    h = Harness(background_interval=300.0)
+    querying(h)
+    h.abort()
+    h.advance()
+    h.answer(Failed("CANCEL_NOT_ALLOWED"))
+    assert h.state() is SaleState.MANUAL_REVIEW and h.inflight == []
+    h.advance()                                                  # the corrector's first query ...
+    h.answer(Succeeded(query=QueryOutcome.PENDING))              # ... finds it open: the next is 300 s away
+    out = h.feed(Notified(1, Failed("ORDER_IS_CLOSED", query=QueryOutcome.CLOSED), h.now))
+    assert h.state() is SaleState.MANUAL_REVIEW and len(h.of(SendQuery, out)) == 1
+    h.answer(Succeeded(query=QueryOutcome.CLOSED, result_code="ORDER_IS_CLOSED"))
+    assert h.state() is SaleState.CANCELLED
+
+
 def test_a_failure_notification_then_a_paid_query_ends_paid() -> None:
     h = Harness(query_first_delay=30.0)
     querying(h)
