@@ -14,7 +14,10 @@ What the engine keeps of an answer arrives in typed fields, filled by the
 protocol's client from its own field names: `gateway_id` (Alipay's id for the
 payment: the offline acquirementId, the v1 paymentId), `refund_gateway_id`
 (Alipay's refundId), `customer_amount` and `conversion_rate` (what the customer
-paid in the wallet's currency, and at which rate). The engine never reads an
+paid in the wallet's currency, and at which rate), and on a query that finds the
+payment closed, `result_code` / `result_message`: why it failed (the v1
+inquiryPayment's paymentResultCode, e.g. ORDER_IS_CLOSED for an expired order
+code), so a decline found by a query explains itself. The engine never reads an
 answer's body: `data` keeps it (S and U answers) for the protocol's own readers
 (the query reading, the back office) and for tests.
 """
@@ -66,6 +69,10 @@ class Succeeded:
     customer_amount: Money | None = None   # what the customer paid, in the wallet's currency, when named
     conversion_rate: str | None = None     # the rate from the order's currency to customer_amount's, when named
     refund_amount: Money | None = None     # the amount a refund notification names, when it names one
+    # A query answer that finds the payment closed or failed: the payment's own failure code and
+    # why (not the answer's `code`, which says only that the query worked); "" when it names none.
+    result_code: str = ""
+    result_message: str = ""
 
 
 @dataclass(frozen=True)

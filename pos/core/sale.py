@@ -33,7 +33,7 @@ from pos.core.outcomes import CANCEL_TOO_LATE, CUSTOMER_CONFIRMING, Failed, Quer
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
 
-__all__ = ["SALE_STATES", "SALE_TRANSITIONS", "SALE_ANSWERS"]
+__all__ = ["SALE_STATES", "SALE_TRANSITIONS", "SALE_ANSWERS", "declined_key"]
 
 S = SaleState
 Q = QueryOutcome
@@ -124,6 +124,10 @@ def _store_result(ev: EventData) -> None:
     if result is None:
         return
     code, message = code_and_message(result)
+    if isinstance(result, Succeeded) and result.result_code:
+        # A query that finds the payment closed names why (e.g. ORDER_IS_CLOSED: an order code
+        # expired): that is the sale's result, not the query's own SUCCESS.
+        code, message = result.result_code, result.result_message
     sale.record = replace(sale.record, result_code=code, result_message=message)
     _keep_acquirement_id(ev)
 
@@ -170,13 +174,25 @@ def _enter_paid(ev: EventData) -> None:
     sale.ctx.emit(Finished("sale", sale.item_id, S.PAID.value))
 
 
+def declined_key(result_code: str | None, *, qr: bool, explained: bool) -> str:
+    """The catalogue key a DECLINED sale shows: code.<RESULT_CODE> (one plain-words text per
+    result code; the catalogue falls back to "declined" for a code it does not know), or
+    qr.code.<RESULT_CODE> for a QR sale (its own text where the code means something else for
+    a QR code, e.g. ORDER_IS_CLOSED: the code expired; else code.<RESULT_CODE>). Only an
+    explained decline (an F answer, or a query naming the closed payment's failure code) shows
+    its code: a payQuery that reports CLOSED answers S with code SUCCESS, whose text ("Done")
+    would tell the cashier to hand over the goods."""
+    if not explained or not result_code:
+        return "declined"
+    return f"qr.code.{result_code}" if qr else f"code.{result_code}"
+
+
 def _enter_declined(ev: EventData) -> None:
-    code = _sale(ev).record.result_code or "UNKNOWN"
-    # The catalogue has one plain-words text per result code (code.<RESULT_CODE>);
-    # "declined" is the fallback for a code it does not know. Only an F answer's
-    # code explains a decline: a payQuery that reports CLOSED answers S with code
-    # SUCCESS, whose text ("Done") would tell the cashier to hand over the goods.
-    key = f"code.{code}" if isinstance(result_of(ev), Failed) else "declined"
+    rec = _sale(ev).record
+    code = rec.result_code or "UNKNOWN"
+    result = result_of(ev)
+    explained = isinstance(result, Failed) or (isinstance(result, Succeeded) and bool(result.result_code))
+    key = declined_key(rec.result_code, qr=rec.is_qr, explained=explained)
     sale = _finish(ev, key, {"code": code, "fallback": "declined"})
     sale.ctx.emit(Finished("sale", sale.item_id, S.DECLINED.value))
 

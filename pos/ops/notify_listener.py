@@ -36,7 +36,7 @@ from pos.config import Config
 from pos.gateway.ams.backoffice import REGISTRATION_NOTIFY_PATH, read_registration_notification
 from pos.gateway.ams.client import NOTIFY_PATHS
 from pos.gateway.ams.notify import acknowledgement, read_notification, refusal
-from pos.gateway.notify import handle_notify, paid_result
+from pos.gateway.notify import failed_result, handle_notify, paid_result
 from pos.httpserver import router_problem
 from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.db import JournalError
@@ -90,6 +90,9 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
             return Response(answer.reply, status_code=200, media_type=_JSON)
         if note.result_status == "S":
             apply("offline", note.merchant_trans_id, paid_result(note))
+        elif note.result_status == "F":
+            # A failure: a hint that queries the sale at once (README "Payment notifications").
+            apply("offline", note.merchant_trans_id, failed_result(note))
         else:
             log.info("notification protocol=offline merchantTransId=%s status=%s: nothing to settle",
                      note.merchant_trans_id, note.result_status)

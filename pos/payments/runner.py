@@ -274,16 +274,20 @@ class PaymentRunner:
         """Alipay's verified notification about a payment, fed to the engine as one more answer.
 
         Returns "applied" (the sale changed state, committed to the journal before
-        anything else ran), "unchanged" (final already, a repeat, or a reading that
-        settles nothing) or "unknown" (no sale has this merchantTransId).
+        anything else ran), "queried" (a failure notification, a hint: the sale's next
+        query was sent at once, its answer decides), "unchanged" (final already, a repeat,
+        or a reading that settles nothing) or "unknown" (no sale has this merchantTransId).
         """
         with self._lock:
             sale = self.journal.get_sale(merchant_trans_id)
             if sale is None or sale.merchant_trans_id != merchant_trans_id:
                 return "unknown"
             before = self._sale_states.get(sale.sale_id, sale.state)
-            self._handle(Notified(sale.sale_id, result, self.clock.now()))
-            return "applied" if self._sale_states.get(sale.sale_id, before) != before else "unchanged"
+            commands = self._handle(Notified(sale.sale_id, result, self.clock.now()))
+            if self._sale_states.get(sale.sale_id, before) != before:
+                return "applied"
+            queried = any(isinstance(c, SendQuery) and c.sale_id == sale.sale_id for c in commands)
+            return "queried" if queried else "unchanged"
 
     def refund_notified(self, merchant_refund_id: str, result: GatewayResult) -> str:
         """Alipay's verified notification about a refund (v1 notifyRefund), fed to the engine as one more answer.
@@ -432,11 +436,13 @@ class PaymentRunner:
             max_amount = None
         return check_sale_amount(amount, max_amount) or self.engine.admit_sale(scanned_at=scanned_at, now=now)
 
-    def _handle(self, event: Event) -> None:
-        """Feed the engine (lock held) and carry out its commands in order."""
+    def _handle(self, event: Event) -> list[Command]:
+        """Feed the engine (lock held) and carry out its commands in order; returns them."""
         if self._broken and not isinstance(event, Recover):
-            return   # an answer for the engine that is being rebuilt: recovery asks again
-        self._carry_out(self.engine.handle(event))
+            return []   # an answer for the engine that is being rebuilt: recovery asks again
+        commands = self.engine.handle(event)
+        self._carry_out(commands)
+        return commands
 
     def _step_failed(self, step: _FirstStep) -> None:
         """An item's creation did not commit (lock held): an engine that took its first step is

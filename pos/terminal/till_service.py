@@ -155,6 +155,8 @@ class TillService:
         if (state == "DECLINED" and sale and code_row is not None and code_row.status == "F"
                 and self._displays.has(f"code.{sale.result_code}")):
             key = f"code.{sale.result_code}"
+            if sale.is_qr and self._displays.has(f"qr.code.{sale.result_code}"):
+                key = f"qr.code.{sale.result_code}"   # e.g. the slip's QR code expired
         return {
             "id": till.till_id, "state": state, "final": state in FINAL_FOR_TILL,
             "merchantTransId": sale.merchant_trans_id if sale else None,
