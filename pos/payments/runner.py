@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol
 
 from pos.config import PaymentSection
@@ -44,6 +45,7 @@ from pos.core.engine import (
     Engine,
     Event,
     GatewayAnswer,
+    PrintReceipt,
     Record,
     Recover,
     Resolve,
@@ -81,6 +83,9 @@ __all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused",
 log = logging.getLogger("pos.payments.runner")
 
 Subscriber = Callable[[Command], None]
+# Queues the receipt a PrintReceipt asks for, inside the journal transaction of the step
+# that asked (see PaymentRunner.write_receipts).
+ReceiptWriter = Callable[[PrintReceipt], None]
 
 # The display message each reason for refusing a sale is shown with (the
 # terminal's catalogue keys; "ready" sends the cashier back to the amount).
@@ -173,6 +178,7 @@ class PaymentRunner:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._subscribers: list[Subscriber] = []
+        self._receipt_writer: ReceiptWriter | None = None
         self._notes: queue.Queue[Command | None] = queue.Queue()   # None: stop
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="pos-gateway")
         self._sale_states: dict[int, SaleState] = {}
@@ -192,7 +198,8 @@ class PaymentRunner:
     # ------------------------------------------------------------- public API
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call `callback(command)` for every Show, PrintReceipt, Alarm and Finished. Returns an unsubscribe."""
+        """Call `callback(command)` for every Show, PrintReceipt (but those a receipt writer queued:
+        write_receipts), Alarm and Finished. Returns an unsubscribe."""
         with self._lock:
             self._subscribers.append(callback)
 
@@ -201,6 +208,18 @@ class PaymentRunner:
                 if callback in self._subscribers:
                     self._subscribers.remove(callback)
         return unsubscribe
+
+    def write_receipts(self, writer: ReceiptWriter | None) -> None:
+        """Queue receipts in the outcome's own transaction: `writer(PrintReceipt)` is called inside
+        the journal transaction that commits the step asking for the receipt (PAID, REFUNDED...),
+        on the runner's thread, after the step's records are written. What it writes through the
+        runner's journal commits with the outcome, so no crash leaves a PAID sale or REFUNDED
+        refund without its print job, and no extra durable commit is made for it. The writer
+        must be quick (no rendering, no device) and must not raise for a printer problem: an
+        exception rolls the step back, as a failed commit does. A PrintReceipt handed to the
+        writer is not handed to subscribers. None: back to subscribers only."""
+        with self._lock:
+            self._receipt_writer = writer
 
     def recover(self) -> int:
         """Resume every open sale and refund in the journal; returns how many. Call once, before any sale."""
@@ -465,16 +484,26 @@ class PaymentRunner:
         already committed with the item it is the first step of."""
         if committed is not None:
             self._recorded(committed)
+        writer = self._receipt_writer
+        receipts = [c for c in commands if isinstance(c, PrintReceipt)] if writer is not None else []
+        written: list[PrintReceipt] = []
         for command in commands:
             if isinstance(command, Record):
-                # Write before you send: committed before any later command runs.
+                # Write before you send: committed before any later command runs. The receipts
+                # this step asks for are queued in its transaction (write_receipts).
+                then: Callable[[], None] | None = None
+                if receipts and writer is not None:
+                    then = partial(_write_each, writer, receipts)
+                    written, receipts = receipts, []
                 try:
-                    self.journal.record(command)
+                    self.journal.record(command, then=then)
                 except Exception:
                     self._broken = True
                     self._cond.notify_all()
                     raise
                 self._recorded(command)
+            elif isinstance(command, PrintReceipt) and command in written:
+                continue   # queued with its outcome
             elif isinstance(command, (SendPay, SendQuery, SendCancel, SendRefund, SendReverse)):
                 if self._stopping:
                     # Left scheduled on disk; the next start's recover() picks it up.
@@ -607,6 +636,11 @@ class _FirstStep:
             self.committed, commands = first, commands[1:]
         self.commands = commands
         return self.committed
+
+
+def _write_each(writer: ReceiptWriter, receipts: list[PrintReceipt]) -> None:
+    for receipt in receipts:
+        writer(receipt)
 
 
 def _answers(command: Send) -> tuple[ItemKind, int, Request]:

@@ -14,12 +14,13 @@ from zoneinfo import ZoneInfo
 from devices.print_queue import PrintQueue
 from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
 from pos.config import Config, store_identity
+from pos.core.engine import PrintReceipt
 from pos.core.errors import UserError
 from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.reports import Report, report_rows
 from pos.journal.journal import Journal
-from pos.journal.print_jobs import missing_receipts
+from pos.journal.print_jobs import JournalPrintJobs, missing_receipts
 from pos.terminal.displays import DeviceBoard, DeviceHealth
 
 __all__ = ["RECEIPT_STATUS", "RECEIPT_CATCH_UP", "receipt_amount", "receipt_for", "Receipts"]
@@ -94,24 +95,38 @@ class Receipts:
         self._tz = ZoneInfo(cfg.terminal.timezone)
         self._owed = False
 
-    def print_outcome(self, sale_id: int, refund_id: int | None) -> None:
+    @property
+    def in_outcome_transaction(self) -> bool:
+        """Whether receipts can be queued inside the journal's transactions (queue_with_outcome):
+        the queue stores its jobs through this very journal connection."""
+        store = self.queue.store if self.queue is not None else None
+        return isinstance(store, JournalPrintJobs) and store.writes_through(self._journal)
+
+    def queue_with_outcome(self, command: PrintReceipt) -> None:
+        """The receipt of a PrintReceipt, queued inside the journal transaction that records the
+        outcome it prints (PaymentRunner.write_receipts; on the runner's thread): the outcome and
+        its print job are committed together. Only the receipt's record is stored; the print
+        queue renders it when it prints, so nothing slow runs while the transaction is open."""
+        self.print_outcome(command.sale_id, command.refund_id, render_later=True)
+
+    def print_outcome(self, sale_id: int, refund_id: int | None, *, render_later: bool = False) -> None:
         """The receipt the engine asked for (PrintReceipt): a sale's, or one of its refunds'.
 
         A receipt that could not be queued (the journal full, say) is owed: it is queued with
         the next receipt, and at the next start (queue_missing)."""
         if self._owed:
             self.queue_missing()
-        if not self._enqueue(sale_id, refund_id):
+        if not self._enqueue(sale_id, refund_id, render_later=render_later):
             self._owed = True
 
-    def _enqueue(self, sale_id: int, refund_id: int | None) -> bool:
+    def _enqueue(self, sale_id: int, refund_id: int | None, *, render_later: bool = False) -> bool:
         sale = self._journal.get_sale(sale_id)
         if sale is None or self.queue is None:
             return True
         refund = self._journal.get_refund(refund_id) if refund_id is not None else None
         job = f"refund:{refund_id}" if refund_id is not None else f"sale:{sale_id}"
         try:
-            self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund))
+            self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund), render_later=render_later)
             return True
         except Exception as exc:  # a printer fault never changes a payment
             self._devices["printer"] = DeviceHealth(False, str(exc))
@@ -131,7 +146,7 @@ class Receipts:
             return 0
         for sale_id, refund_id in owed:
             log.warning("owed receipt queued", extra={"kv": {"sale_id": sale_id, "refund_id": refund_id}})
-            if not self._enqueue(sale_id, refund_id):
+            if not self._enqueue(sale_id, refund_id, render_later=True):
                 self._owed = True
                 break
         return len(owed)

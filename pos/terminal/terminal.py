@@ -81,7 +81,13 @@ class Terminal:
         self._displays = displays = Displays(cashier_display, customer_display, cashier_catalogue,
                                              customer_catalogue, self.devices)
         self.receipts = Receipts(config, journal, print_queue, self.devices, clock)
-        self.receipts.queue_missing()  # before recovery resumes anything: only what a dead daemon owed
+        if self.receipts.in_outcome_transaction:
+            # A PAID sale's or REFUNDED refund's receipt is queued in the transaction of its outcome.
+            payments.write_receipts(self.receipts.queue_with_outcome)
+        # Receipts owed by a daemon that died between an outcome and its receipt (a version that
+        # queued them apart) are looked for off the start path: start-up never waits for it.
+        self._owed = threading.Thread(target=self.receipts.queue_missing, name="pos-receipts-owed", daemon=True)
+        self._owed.start()
         day = BusinessDay(journal, links, self.receipts, ZoneInfo(config.terminal.timezone), clock)
         sales = SaleDesk(config, journal, links, payments)
         self.cashier = CashierFlow(cfg=config, journal=journal, links=links, payments=payments, displays=displays,
@@ -234,6 +240,9 @@ class Terminal:
 
     def close(self) -> None:
         self._unsubscribe()
+        if self.receipts.in_outcome_transaction:
+            self.payments.write_receipts(None)
+        self._owed.join(5.0)
         # Under the lock: a notification being handled on the runner's thread finishes first.
         with self._lock:
             self._closed = True
