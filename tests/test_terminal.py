@@ -153,6 +153,40 @@ def test_scanner_lost_and_back_are_told_and_reported(rig):
     assert rig.terminal.health()["devices"]["scanner"]["ok"]
 
 
+def test_health_answers_while_a_sale_holds_the_locks(rig):
+    """/v1/health never waits for a sale: it takes neither the terminal's lock, nor the runner's,
+    nor the journal's, and its open-item count is the journal's."""
+    import threading
+
+    sale = rig.terminal.create_sale(Money(700, "SGD"), "r1", "")
+    rig.terminal.on_scanner_event(Scan(make_code("15")))     # manual review: open, needs a manager
+    assert rig.settle(sale["id"])["state"] == "MANUAL_REVIEW"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with rig.terminal._lock, rig.payments._lock, rig.journal.db.lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    answers: list[dict] = []
+    try:
+        assert held.wait(5)
+        asker = threading.Thread(target=lambda: answers.append(rig.terminal.health()), daemon=True)
+        asker.start()
+        asker.join(5)
+        assert answers, "health waited for the locks a sale holds"
+    finally:
+        release.set()
+        holder.join(5)
+    health = answers[0]
+    assert health["open_items"] == rig.journal.open_counts().open_items == 1
+    assert health["status"] == "degraded"      # a sale waits for the manager
+    path = rig.journal.path
+    assert health["journal_bytes"] == sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
 def test_till_sale_and_a_second_one_is_refused(rig):
     view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "Lunch")
     assert view["state"] == "CREATED" and view["final"] is False

@@ -63,9 +63,12 @@ from pos.core.events import ItemKind, Notified, RefundNotified, Send
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.outcomes import Gateway, GatewayResult, QrGateway, Unknown
 from pos.core.records import (
+    REFUND_FINAL,
     REFUND_SETTLED_FOR_MANAGER,
     SALE_ABORTABLE,
     SALE_ACTIVE,
+    SALE_FINAL,
+    SALE_NEEDS_MANAGER,
     SALE_SETTLED_FOR_CASHIER,
     RefundRecord,
     RefundState,
@@ -76,6 +79,7 @@ from pos.core.records import (
 )
 from pos.core.rules import Refusal, check_refund, check_sale_amount
 from pos.journal.journal import Journal
+from pos.journal.reads import OpenCounts
 
 __all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused", "RefundRefused", "ResolveRefused",
            "QR_UNAVAILABLE"]
@@ -183,6 +187,10 @@ class PaymentRunner:
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="pos-gateway")
         self._sale_states: dict[int, SaleState] = {}
         self._refund_states: dict[int, RefundState] = {}
+        # Items not final -> whether only a manager can settle them; `_counts` is its summary,
+        # replaced (never changed) after every committed step, read without the lock (health).
+        self._open: dict[tuple[str, int], bool] = {}
+        self._counts = OpenCounts(0, 0)
         self._recovered = False
         self._recovering: set[int] = set()
         # Set when the engine was rebuilt after a failed commit, until its open sales settle:
@@ -228,6 +236,7 @@ class PaymentRunner:
             sales = tuple(i for i in items if isinstance(i, SaleRecord))
             refunds = tuple(i for i in items if isinstance(i, RefundRecord))
             self._recovering = {s.sale_id for s in sales if s.state in SALE_ACTIVE}
+            self._count_open(sales, refunds, reset=True)
             self._handle(Recover(sales, refunds, self.clock.now()))
             self._recovered = True
             self._cond.notify_all()
@@ -235,9 +244,16 @@ class PaymentRunner:
 
     @property
     def recovering(self) -> bool:
-        """True until recover() ran and every sale it resumed has left CREATED..CANCELLING."""
-        with self._lock:
-            return not self._recovered or bool(self._recovering)
+        """True until recover() ran and every sale it resumed has left CREATED..CANCELLING.
+        Read without the lock (a sale holds it while it commits): two plain reads."""
+        return not self._recovered or bool(self._recovering)
+
+    def open_counts(self) -> OpenCounts:
+        """Open sales and refunds (not final) and those needing a manager, as the journal's
+        `open_counts()` would count them, kept up to date by every committed step: read
+        without the runner's lock and without the journal (`/v1/health`); before recover()
+        ran, the journal's count."""
+        return self._counts if self._recovered else self.journal.open_counts()
 
     @property
     def journal_ok(self) -> bool:
@@ -286,6 +302,7 @@ class PaymentRunner:
                 self._step_failed(step)
                 raise
             self._sale_states[record.sale_id] = record.state
+            self._count_open((record,), ())
             self._carry_out(step.commands, step.committed)
             return record.sale_id
 
@@ -361,6 +378,7 @@ class PaymentRunner:
                 self._step_failed(step)
                 raise
             self._refund_states[record.refund_id] = record.state
+            self._count_open((), (record,))
             self._carry_out(step.commands, step.committed)
             return record.refund_id
 
@@ -478,6 +496,24 @@ class PaymentRunner:
                 self._recovering.discard(sale.sale_id)
         for refund in command.refunds:
             self._refund_states[refund.refund_id] = refund.state
+        self._count_open(command.sales, command.refunds)
+
+    def _count_open(self, sales: tuple[SaleRecord, ...], refunds: tuple[RefundRecord, ...], *,
+                    reset: bool = False) -> None:
+        """Keep the open-item counts (lock held) after records were committed or read back."""
+        if reset:
+            self._open = {}
+        for sale in sales:
+            if sale.state in SALE_FINAL:
+                self._open.pop(("sale", sale.sale_id), None)
+            else:
+                self._open[("sale", sale.sale_id)] = sale.state in SALE_NEEDS_MANAGER
+        for refund in refunds:
+            if refund.state in REFUND_FINAL:
+                self._open.pop(("refund", refund.refund_id), None)
+            else:
+                self._open[("refund", refund.refund_id)] = refund.state is RefundState.REFUND_PENDING
+        self._counts = OpenCounts(len(self._open), sum(self._open.values()))
 
     def _carry_out(self, commands: list[Command], committed: Record | None = None) -> None:
         """Carry out the engine's commands in order (lock held); `committed`: their Record,
@@ -593,6 +629,7 @@ class PaymentRunner:
             sales = tuple(i for i in items if isinstance(i, SaleRecord))
             refunds = tuple(i for i in items if isinstance(i, RefundRecord))
             self._recovering = {s.sale_id for s in sales if s.state in SALE_ACTIVE}
+            self._count_open(sales, refunds, reset=True)
             self._handle(Recover(sales, refunds, self.clock.now()))
             self._broken = False
             self._resumed_after_fault = True

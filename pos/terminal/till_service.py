@@ -9,6 +9,7 @@ which the interface sends as RFC 9457 problem details.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -376,33 +377,37 @@ class TillService:
         return rec.as_json()
 
     def health(self) -> dict[str, Any]:
-        with self._lock:
-            counts = self._journal.open_counts()   # indexed counts: never a scan of the history
-            path = Path(self._journal.path)
-            try:
-                journal_bytes = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
-            except OSError:
-                journal_bytes = 0
-            link = self._gateway.health() if self._gateway is not None else GatewayHealth()
-            latency, gateway_error = link.last_latency, link.last_error
-            degraded = (not all(d.ok for d in self._devices.values()) or gateway_error is not None
-                        or counts.needing_manager > 0)
-            sales_refused = self._cashier.sales_refusal()
-            degraded = degraded or sales_refused is not None
-            status = "starting" if self._payments.recovering else ("degraded" if degraded else "ok")
-            return {
-                "status": status,
-                "version": __version__,
-                "uptime_s": round(self._clock() - self.started_at, 3),
-                "gateway": {"latency_ms": None if latency is None else round(latency * 1000, 1),
-                            "last_error": gateway_error},
-                "devices": {name: {"ok": d.ok, "last_error": d.last_error} for name, d in self._devices.items()},
-                "open_items": counts.open_items,
-                "journal_bytes": journal_bytes,
-                "mode": self._counter.mode.value,
-                "last_alarm": self.last_alarm,
-                "sales_refused": sales_refused,
-            }
+        """Answered without the terminal's lock and without the runner's or the journal's (a sale
+        holds them while it commits): the runner's open-item counts kept by every step, the
+        devices' and the gateway's last known health (each an immutable value), a stat of the
+        journal's three files."""
+        counts = self._payments.open_counts()
+        path = Path(self._journal.path)
+        journal_bytes = 0
+        for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(OSError):   # no -wal/-shm once the journal is closed
+                journal_bytes += part.stat().st_size
+        link = self._gateway.health() if self._gateway is not None else GatewayHealth()
+        latency, gateway_error = link.last_latency, link.last_error
+        devices = dict(self._devices)
+        degraded = (not all(d.ok for d in devices.values()) or gateway_error is not None
+                    or counts.needing_manager > 0)
+        sales_refused = self._cashier.sales_refusal()
+        degraded = degraded or sales_refused is not None
+        status = "starting" if self._payments.recovering else ("degraded" if degraded else "ok")
+        return {
+            "status": status,
+            "version": __version__,
+            "uptime_s": round(self._clock() - self.started_at, 3),
+            "gateway": {"latency_ms": None if latency is None else round(latency * 1000, 1),
+                        "last_error": gateway_error},
+            "devices": {name: {"ok": d.ok, "last_error": d.last_error} for name, d in devices.items()},
+            "open_items": counts.open_items,
+            "journal_bytes": journal_bytes,
+            "mode": self._counter.mode.value,
+            "last_alarm": self.last_alarm,
+            "sales_refused": sales_refused,
+        }
 
 
 _RESOLVE_PROBLEMS: dict[str, tuple[int, str]] = {
