@@ -187,6 +187,33 @@ def test_health_answers_while_a_sale_holds_the_locks(rig):
     assert health["journal_bytes"] == sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
+def test_a_till_wait_reads_the_sale_once_however_often_the_terminal_changes(rig, monkeypatch):
+    """The long poll wakes on the terminal's changes and checks the runner's state in memory:
+    the journal's sale and refunds are read for the answer, not each time round."""
+    import threading
+
+    sale = rig.terminal.create_sale(Money(780, "SGD"), "r1", "")
+    reads: list[str] = []
+    real = rig.journal.list_refunds
+
+    def list_refunds(*args, **kwargs):
+        reads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rig.journal, "list_refunds", list_refunds)
+    answer: list[dict] = []
+    waiter = threading.Thread(target=lambda: answer.append(rig.settle(sale["id"])), name="till-wait")
+    waiter.start()
+    rig.terminal.on_scanner_event(Scan(make_code("10")))     # the customer confirms in the wallet
+    for _ in range(30):                                      # the terminal changes, again and again
+        with rig.terminal._changed:
+            rig.terminal._changed.notify_all()
+        time.sleep(0.01)
+    waiter.join(15)
+    assert answer and answer[0]["state"] == "PAID"
+    assert reads.count("till-wait") == 1
+
+
 def test_till_sale_and_a_second_one_is_refused(rig):
     view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "Lunch")
     assert view["state"] == "CREATED" and view["final"] is False

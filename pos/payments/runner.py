@@ -248,6 +248,11 @@ class PaymentRunner:
         Read without the lock (a sale holds it while it commits): two plain reads."""
         return not self._recovered or bool(self._recovering)
 
+    def sale_state(self, sale_id: int) -> SaleState | None:
+        """The sale's state as last committed by this runner (None: not one it has seen since
+        start). Read without the lock."""
+        return self._sale_states.get(sale_id)
+
     def open_counts(self) -> OpenCounts:
         """Open sales and refunds (not final) and those needing a manager, as the journal's
         `open_counts()` would count them, kept up to date by every committed step: read

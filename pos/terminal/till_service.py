@@ -252,16 +252,37 @@ class TillService:
             return None if till is None else self._view(till)
 
     def wait_sale(self, sale_id: str, timeout: float) -> dict[str, Any] | None:
+        """The till's long poll: the sale's view once it is final for the till, or when the time is up.
+
+        The journal is read when the wait starts, once when the sale leaves the wait for its scan
+        (to learn its journal sale) and for the answer: each wake-up in between (the terminal's
+        changes: a scan taken, a sale finished, a cancel) is checked against what the counter
+        and the payment runner hold in memory."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while True:
-                view = self.get_sale(sale_id)
-                if view is None or view["final"]:
-                    return view
+            till = self._till_sale(sale_id)
+            while till is not None and not self._over(till):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return view
+                    break
                 self._changed.wait(min(left, 1.0))
+                if till.sale_id is None and not self._awaits_scan(till):
+                    till = self._links.get(till.till_id) or till    # scanned or cancelled since
+            return None if till is None else self._view(till)
+
+    def _awaits_scan(self, till: TillSale) -> bool:
+        pending = self._counter.pending
+        return pending is not None and pending.till_id == till.till_id
+
+    def _over(self, till: TillSale) -> bool:
+        """Whether the till sale is final for the till, from memory when the runner knows its sale."""
+        if till.sale_id is None:
+            return till.state in FINAL_FOR_TILL
+        state = self._payments.sale_state(till.sale_id)
+        if state is None:   # not one the runner has seen: the journal says
+            sale = self._journal.get_sale(till.sale_id)
+            return sale is None or sale.state.value in FINAL_FOR_TILL
+        return state.value in FINAL_FOR_TILL
 
     def cancel_sale(self, sale_id: str) -> dict[str, Any]:
         with self._lock:
