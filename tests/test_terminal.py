@@ -187,6 +187,31 @@ def test_health_answers_while_a_sale_holds_the_locks(rig):
     assert health["journal_bytes"] == sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
+def test_a_receipt_a_dead_daemon_owed_is_queued_after_recovery(tmp_path):
+    """A PAID sale without its print job (a version that queued receipts after the outcome, killed
+    in between) gets its receipt once the terminal has recovered, off the start path."""
+    import sqlite3
+
+    first = Rig(tmp_path)
+    try:
+        sale = first.terminal.create_sale(Money(700, "SGD"), "r1", "")
+        first.terminal.on_scanner_event(Scan(make_code("00")))
+        paid = first.settle(sale["id"])
+        assert paid["state"] == "PAID"
+    finally:
+        first.close()
+    with sqlite3.connect(journal_path(tmp_path)) as db:
+        assert db.execute("DELETE FROM print_jobs").rowcount == 1
+    again = Rig(tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while not again.printer.jobs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert again.printer.jobs and paid["merchantTransId"].encode() in again.printer.jobs[0]
+    finally:
+        again.close()
+
+
 def test_a_till_wait_reads_the_sale_once_however_often_the_terminal_changes(rig, monkeypatch):
     """The long poll wakes on the terminal's changes and checks the runner's state in memory:
     the journal's sale and refunds are read for the answer, not each time round."""
