@@ -79,12 +79,14 @@ class PrintQueue:
         return one * int(getattr(self._settings, "copies", 1))
 
     def enqueue(self, job_key: str, receipt: bytes | ReceiptData, *, reprint_of: str | None = None,
-                render_later: bool = False) -> bool:
+                render_later: bool = False, wake: bool = True) -> bool:
         """Queue a receipt once per job_key. Returns False if the key was already queued.
 
         render_later: store a ReceiptData as its JSON only; the worker renders it when it prints
         (no python-escpos, no rendering in the caller: the terminal queues a sale's receipt inside
-        the journal transaction that records its outcome)."""
+        the journal transaction that records its outcome). wake=False: the worker is not woken
+        now but by `wake()` (the terminal wakes it once the outcome is on the displays) or its
+        next look every retry_interval."""
         if isinstance(receipt, ReceiptData):
             if render_later and (self._settings is None or self._catalogue is None):
                 raise ValueError("PrintQueue needs printer_settings and catalogue to print a ReceiptData")
@@ -97,8 +99,13 @@ class PrintQueue:
         added = self.store.add(job_key, data, record=record, reprint_of=reprint_of, created_at=self._clock())
         if added:
             log.info("receipt queued job=%s bytes=%d", job_key, len(data))
-            self._wake.set()
+            if wake:
+                self._wake.set()
         return added
+
+    def wake(self) -> None:
+        """Have the worker look for pending jobs now."""
+        self._wake.set()
 
     def reprint(self, job_key: str) -> str:
         """Queue a copy of job_key marked REPRINT; returns the new job's key."""

@@ -107,26 +107,35 @@ class Receipts:
         outcome it prints (PaymentRunner.write_receipts; on the runner's thread): the outcome and
         its print job are committed together. Only the receipt's record is stored; the print
         queue renders it when it prints, so nothing slow runs while the transaction is open."""
-        self.print_outcome(command.sale_id, command.refund_id, render_later=True)
+        self.print_outcome(command.sale_id, command.refund_id, render_later=True, wake=False)
 
-    def print_outcome(self, sale_id: int, refund_id: int | None, *, render_later: bool = False) -> None:
+    def wake_printer(self) -> None:
+        """Print what queue_with_outcome queued (called once the outcome is on the displays: the
+        customer sees PAID before the printer's work competes with the display's)."""
+        if self.queue is not None:
+            self.queue.wake()
+
+    def print_outcome(self, sale_id: int, refund_id: int | None, *, render_later: bool = False,
+                      wake: bool = True) -> None:
         """The receipt the engine asked for (PrintReceipt): a sale's, or one of its refunds'.
 
         A receipt that could not be queued (the journal full, say) is owed: it is queued with
         the next receipt, and at the next start (queue_missing)."""
         if self._owed:
             self.queue_missing()
-        if not self._enqueue(sale_id, refund_id, render_later=render_later):
+        if not self._enqueue(sale_id, refund_id, render_later=render_later, wake=wake):
             self._owed = True
 
-    def _enqueue(self, sale_id: int, refund_id: int | None, *, render_later: bool = False) -> bool:
+    def _enqueue(self, sale_id: int, refund_id: int | None, *, render_later: bool = False,
+                 wake: bool = True) -> bool:
         sale = self._journal.get_sale(sale_id)
         if sale is None or self.queue is None:
             return True
         refund = self._journal.get_refund(refund_id) if refund_id is not None else None
         job = f"refund:{refund_id}" if refund_id is not None else f"sale:{sale_id}"
         try:
-            self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund), render_later=render_later)
+            self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund), render_later=render_later,
+                               wake=wake)
             return True
         except Exception as exc:  # a printer fault never changes a payment
             self._devices["printer"] = DeviceHealth(False, str(exc))

@@ -180,6 +180,9 @@ class Terminal:
                 elif isinstance(command, Finished):
                     self.cashier.on_finished(command)
                     self._changed.notify_all()
+                    # Its receipt was queued with the outcome (queue_with_outcome); the outcome is
+                    # on the displays now (the Show came first): print it.
+                    self.receipts.wake_printer()
             except Exception:  # a notification must never take the terminal down
                 log.exception("payment notification failed")
 

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -267,7 +268,11 @@ class TillService:
                     break
                 self._changed.wait(min(left, 1.0))
                 if till.sale_id is None and not self._awaits_scan(till):
-                    till = self._links.get(till.till_id) or till    # scanned or cancelled since
+                    c = self._counter
+                    if c.current_till == till.till_id and c.current_sale is not None:
+                        till = replace(till, sale_id=c.current_sale)   # scanned: its sale started
+                    else:
+                        till = self._links.get(till.till_id) or till   # cancelled, or moved on
             return None if till is None else self._view(till)
 
     def _awaits_scan(self, till: TillSale) -> bool:
