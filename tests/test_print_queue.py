@@ -122,6 +122,9 @@ def test_marking_a_job_printed_leaves_the_journal_durable_for_what_follows(tmp_p
         conn = q.store._db.conn   # type: ignore[attr-defined]
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL again
         assert q.job("sale:1").state == "done"  # type: ignore[union-attr]
+        conn.execute("PRAGMA synchronous=OFF")          # a bulk builder's choice is left as it is
+        q.enqueue("sale:2", receipt(2))
+        assert q.print_pending() == 1 and conn.execute("PRAGMA synchronous").fetchone()[0] == 0
     with make_queue(tmp_path / "journal.db", DummyPrinter()) as again:
         assert again.pending() == [] and again.job("sale:1").state == "done"  # type: ignore[union-attr]
 

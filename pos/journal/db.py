@@ -166,15 +166,18 @@ class JournalDB:
         durable commit or checkpoint; a process crash keeps it, a power loss may
         not). Only for marks whose loss is harmless (a receipt marked printed)."""
         with self.lock:
-            relaxed = not durable and not self.conn.in_transaction and not self.read_only
             try:
-                if relaxed:
-                    self.conn.execute("PRAGMA synchronous=NORMAL")
+                before = None
+                if not durable and not self.conn.in_transaction and not self.read_only:
+                    level = int(self.conn.execute("PRAGMA synchronous").fetchone()[0])
+                    if level > 1:   # FULL or EXTRA (a bulk builder may have set OFF: left as it is)
+                        before = level
+                        self.conn.execute("PRAGMA synchronous=NORMAL")
                 try:
                     return self.conn.execute(sql, params).rowcount
                 finally:
-                    if relaxed:
-                        self.conn.execute("PRAGMA synchronous=FULL")
+                    if before is not None:
+                        self.conn.execute(f"PRAGMA synchronous={before}")
             except sqlite3.Error as exc:
                 raise JournalError(f"cannot write the journal {self.path}: {exc}",
                                    exit_code=EXIT_UNAVAILABLE) from None
