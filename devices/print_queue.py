@@ -115,7 +115,7 @@ class PrintQueue:
         new_key = f"{job_key}:reprint:{self.store.reprint_count(job_key) + 1}"
         if stored.record is not None:
             self.enqueue(new_key, ReceiptData.from_dict(json.loads(stored.record)).as_reprint(),
-                         reprint_of=job_key)
+                         reprint_of=job_key, render_later=True)
         else:
             self.enqueue(new_key, self._reprint_banner() + stored.data, reprint_of=job_key)
         return new_key

@@ -83,7 +83,10 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
 
 
 class Receipts:
-    """Sale, refund and report receipts into the print queue. A printer fault never changes a payment."""
+    """Sale, refund and report receipts into the print queue. A printer fault never changes a payment.
+
+    Receipts are queued as records and rendered by the print queue's worker when it prints: the
+    caller (a sale's transaction, a Z report over the till API) never waits for python-escpos."""
 
     def __init__(self, cfg: Config, journal: Journal, print_queue: PrintQueue | None, devices: DeviceBoard,
                  clock: Callable[[], float]) -> None:
@@ -168,7 +171,7 @@ class Receipts:
         if self.queue.job(job) is not None:
             return str(self.queue.reprint(job))
         new = f"sale:{sale.sale_id}:reprint:{int(self._clock() * 1000)}"
-        self.queue.enqueue(new, receipt_for(self._cfg, self._journal, sale, reprint=True))
+        self.queue.enqueue(new, receipt_for(self._cfg, self._journal, sale, reprint=True), render_later=True)
         return new
 
     def print_qr_slip(self, sale: SaleRecord, qr_text: str) -> None:
@@ -184,7 +187,7 @@ class Receipts:
                            order_title=sale.order_title, pay_qr=qr_text)
         job = f"qr:{sale.sale_id}"
         try:
-            self.queue.enqueue(job, data)
+            self.queue.enqueue(job, data, render_later=True)
         except Exception as exc:  # a printer fault never changes a payment
             self._devices["printer"] = DeviceHealth(False, str(exc))
             log.error("QR slip not queued", extra={"kv": {"job": job, "error": str(exc)}})
@@ -199,6 +202,6 @@ class Receipts:
                            report_lines=tuple(report_rows(report)))
         job = f"report:{report.kind}:{report.business_day}:{int(self._clock() * 1000)}"
         try:
-            self.queue.enqueue(job, data)
+            self.queue.enqueue(job, data, render_later=True)
         except Exception as exc:  # a printer fault never changes a payment
             log.error("report not queued", extra={"kv": {"error": str(exc)}})
