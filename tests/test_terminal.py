@@ -183,8 +183,9 @@ def test_health_answers_while_a_sale_holds_the_locks(rig):
     health = answers[0]
     assert health["open_items"] == rig.journal.open_counts().open_items == 1
     assert health["status"] == "degraded"      # a sale waits for the manager
-    path = rig.journal.path
-    assert health["journal_bytes"] == sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    path = rig.journal.path   # the file and its -wal and -shm (a step may have grown the -wal since)
+    assert path.stat().st_size < health["journal_bytes"] <= sum(p.stat().st_size
+                                                                 for p in path.parent.glob(path.name + "*"))
 
 
 def test_a_receipt_a_dead_daemon_owed_is_queued_after_recovery(tmp_path):
