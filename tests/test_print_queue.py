@@ -81,6 +81,70 @@ def test_table_lives_in_the_journal_file_with_wal_and_full_sync(tmp_path: Path) 
     assert {"sales", "print_jobs"} <= names
 
 
+def test_a_receipt_queued_to_render_later_prints_the_same_bytes_and_reprints(tmp_path: Path) -> None:
+    now, later = DummyPrinter(), DummyPrinter()
+    with make_queue(tmp_path / "a.db", now) as q:
+        q.enqueue("sale:1", receipt(1))
+        q.print_pending()
+    with make_queue(tmp_path / "b.db", later) as q:
+        assert q.enqueue("sale:1", receipt(1), render_later=True) is True
+        assert q.enqueue("sale:1", receipt(1), render_later=True) is False
+        assert q.store.receipt_of("sale:1").data == b""   # type: ignore[union-attr]  # only the record
+        assert q.print_pending() == 1
+        copy = q.reprint("sale:1")
+        assert q.print_pending() == 1 and q.job(copy).state == "done"  # type: ignore[union-attr]
+    assert later.jobs[0] == now.jobs[0]
+    assert "REPRINT" in escpos_to_text(later.jobs[1]).upper()
+
+
+def test_a_receipt_that_cannot_be_rendered_waits_like_one_the_printer_refused(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.db")
+    try:
+        store = JournalPrintJobs(journal)
+        store.add("sale:1", b"", record="{not json", reprint_of=None, created_at=1.0)
+        seen: list[str] = []
+        q = PrintQueue(store, DummyPrinter(), printer_settings=SETTINGS, catalogue=Catalogue.load("en"),
+                       on_status=seen.append)
+        assert q.print_pending() == 0
+        job = q.job("sale:1")
+        assert job is not None and job.state == "pending" and "cannot be rendered" in (job.last_error or "")
+        assert seen == ["printer_away"]
+    finally:
+        journal.close()
+
+
+def test_marking_a_job_printed_leaves_the_journal_durable_for_what_follows(tmp_path: Path) -> None:
+    """The "printed" mark is written without waiting for the disk (a lost one only reprints);
+    every other write of the journal still commits with synchronous=FULL."""
+    with make_queue(tmp_path / "journal.db", DummyPrinter()) as q:
+        q.enqueue("sale:1", receipt(1))
+        assert q.print_pending() == 1
+        conn = q.store._db.conn   # type: ignore[attr-defined]
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL again
+        assert q.job("sale:1").state == "done"  # type: ignore[union-attr]
+        conn.execute("PRAGMA synchronous=OFF")          # a bulk builder's choice is left as it is
+        q.enqueue("sale:2", receipt(2))
+        assert q.print_pending() == 1 and conn.execute("PRAGMA synchronous").fetchone()[0] == 0
+    with make_queue(tmp_path / "journal.db", DummyPrinter()) as again:
+        assert again.pending() == [] and again.job("sale:1").state == "done"  # type: ignore[union-attr]
+
+
+def test_a_job_added_inside_a_journal_transaction_commits_with_it(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.db")
+    try:
+        store = JournalPrintJobs(journal)
+        assert store.writes_through(journal)
+        with pytest.raises(RuntimeError), journal.db.transaction():
+            store.add("sale:1", b"x", record=None, reprint_of=None, created_at=1.0)
+            raise RuntimeError("the step failed")
+        assert store.job("sale:1") is None                  # rolled back with the step
+        with journal.db.transaction():
+            store.add("sale:2", b"x", record=None, reprint_of=None, created_at=1.0)
+        assert store.job("sale:2") is not None
+    finally:
+        journal.close()
+
+
 def test_jobs_of_a_journal_from_before_the_print_jobs_migration_are_kept(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
     Journal.open(db).close()

@@ -120,6 +120,31 @@ def test_a_printer_that_keeps_the_connection_open_costs_no_wait_per_job() -> Non
         assert took < 1.5, f"3 jobs took {took:.1f} s"
 
 
+def test_jobs_share_one_connection_and_a_printer_that_went_away_since_is_reconnected_to() -> None:
+    with EmulatedNetworkPrinter() as emu:
+        p = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=2)
+        for n in range(3):
+            p.send(b"\x1b@job %d\n" % n)
+        assert emu.wait_for_jobs(3) and emu.connections == 1      # one connection for every job
+        emu.switch_off()                                          # the kept connection is reset
+        emu.switch_on()
+        p.send(b"\x1b@after\n")                                  # noticed before sending: a new one
+        assert emu.wait_for_jobs(4) and emu.texts()[3] == "after\n" and emu.connections == 2
+        p.close()
+        emu.switch_off()
+        with pytest.raises(PrinterError, match="cannot connect"):
+            p.send(b"x")                                          # away: the job waits in the queue
+
+
+def test_a_printer_that_does_not_answer_status_gets_a_connection_per_job() -> None:
+    with EmulatedNetworkPrinter(answer_status=False) as emu:
+        p = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=0.3)
+        for n in range(3):
+            p.send(b"\x1b@job %d\n" % n)
+        assert emu.wait_for_jobs(3) and emu.texts() == ["job 0\n", "job 1\n", "job 2\n"]
+        assert emu.connections == 3
+
+
 def test_unanswered_status_is_unknown_not_no_paper() -> None:
     with EmulatedNetworkPrinter(answer_status=False) as emu:
         p = NetworkPrinter(emu.host, emu.port, timeout=0.3)
