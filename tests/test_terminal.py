@@ -385,11 +385,11 @@ class QrDirect:
     def qr_pay(self, *, merchant_trans_id, amount, order_title):
         from datetime import UTC, datetime
 
-        from pos.core.outcomes import Unknown
+        from pos.core.outcomes import Cause, Unknown
         reply = self.inner.ledger.order_code(self.inner.merchant_id, merchant_trans_id, amount, order_title,
                                              datetime.now(UTC))
-        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", gateway_id=reply.body["acquirementId"],
-                       qr=f"https://wallet.example/{reply.body['acquirementId']}")
+        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", cause=Cause.CUSTOMER_CONFIRMING,
+                       gateway_id=reply.body["acquirementId"], qr=f"https://wallet.example/{reply.body['acquirementId']}")
 
 
 def test_a_qr_sale_prints_the_slip_and_ends_paid_when_the_wallet_pays(tmp_path):
