@@ -120,7 +120,7 @@ def test_acknowledgement_is_the_documented_success_signed_by_us(sandbox_keys: Sa
 
 # ---- refunds (v1 notifyRefund)
 
-REFUNDED = Succeeded(refund_gateway_id="RF-1")
+REFUNDED = Succeeded(code="SUCCESS", refund_gateway_id="RF-1")   # as notifyRefund is read
 U_REFUND = Unknown("gateway answered U", "REFUND_IN_PROCESS")
 
 
