@@ -26,6 +26,7 @@ from typing import Any
 
 from pos.core.events import LogEntry, Record
 from pos.core.money import Money
+from pos.core.outcomes import Cause
 from pos.core.records import SaleState
 from pos.journal.journal import Journal
 from pos.journal.print_jobs import JournalPrintJobs
@@ -38,7 +39,7 @@ __all__ = ["cached_journal", "TERMINAL_ID", "TIMEZONE"]
 TERMINAL_ID = "DEMO01"          # config/sandbox.toml's terminal: the daemon opens the copy as its own
 TIMEZONE = "Asia/Singapore"
 CURRENCY = "SGD"
-BUILD = 2                       # bump when what the builder writes changes: the cache is rebuilt
+BUILD = 3                       # bump when what the builder writes changes: the cache is rebuilt
 CACHE = Path(__file__).resolve().parents[1] / ".pos-state" / "bench"
 
 
@@ -53,7 +54,8 @@ def _sale(journal: Journal, jobs: JournalPrintJobs, at: float, n: int, state: Sa
     journal.record(Record(sales=(paying,), log=(LogEntry(at + 0.01, "sale", sale.sale_id, "send_pay", "CREATED",
                                                         "PAYING"),)))
     if state is SaleState.QUERYING:
-        done = replace(paying, state=state, querying_since=at + 5.0, updated_at=at + 5.0, result_code="USER_PAYING")
+        done = replace(paying, state=state, querying_since=at + 5.0, updated_at=at + 5.0, result_code="USER_PAYING",
+                       result_cause=Cause.CUSTOMER_CONFIRMING)
         trigger = "pay_unknown"
     elif state is SaleState.DECLINED:
         done = replace(paying, state=state, result_code="USER_BALANCE_NOT_ENOUGH", finished_at=at + 0.3,

@@ -265,10 +265,11 @@ def test_migration_9_indexes_what_grows(tmp_path: Path) -> None:
         for name in ("sales_created", "refunds_created", "sales_state", "refunds_state", "till_sales_waiting"):
             conn.execute(f"DROP INDEX {name}")
         conn.execute("CREATE INDEX sales_state ON sales (state)")
+        conn.execute("ALTER TABLE sales DROP COLUMN result_cause")   # added by migration 10, after these
         conn.execute("UPDATE schema_version SET version = 8")
     journal = Journal.open(path)
     try:
-        assert journal.schema_version() == len(MIGRATIONS) == 9
+        assert journal.schema_version() == len(MIGRATIONS) >= 9
 
         def plan(sql: str, params: tuple[Any, ...] = ()) -> str:
             return " | ".join(str(r["detail"]) for r in journal.db.rows("EXPLAIN QUERY PLAN " + sql, params))

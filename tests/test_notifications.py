@@ -12,7 +12,7 @@ import json
 from pos.core.engine import PrintReceipt, Record, SendQuery, SendRefund, Show
 from pos.core.events import Notified, RefundNotified
 from pos.core.money import Money
-from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown
 from pos.core.records import RefundState, SaleState
 from pos.gateway.ams.notify import acknowledgement, read_notification
 from pos.gateway.ams.signing import parse_signature_header, sign, sign_content, signature_header, verify
@@ -28,7 +28,7 @@ PATH = "/notify/ams/payment"
 
 def querying(h: Harness) -> None:
     h.start()
-    h.answer(Unknown("gateway answered U", "PAYMENT_IN_PROCESS"), after=0.5)
+    h.answer(Unknown("gateway answered U", "PAYMENT_IN_PROCESS", cause=Cause.CUSTOMER_CONFIRMING), after=0.5)
     assert h.state() is SaleState.QUERYING
 
 
@@ -160,7 +160,7 @@ def test_acknowledgement_is_the_documented_success_signed_by_us(sandbox_keys: Sa
 
 # ---- refunds (v1 notifyRefund)
 
-REFUNDED = Succeeded(refund_gateway_id="RF-1")
+REFUNDED = Succeeded(code="SUCCESS", refund_gateway_id="RF-1")   # as notifyRefund is read
 U_REFUND = Unknown("gateway answered U", "REFUND_IN_PROCESS")
 
 

@@ -155,6 +155,7 @@ def test_jobs_of_a_journal_from_before_the_print_jobs_migration_are_kept(tmp_pat
         old.execute(f"ALTER TABLE sales DROP COLUMN {column}")
     for table in ("sales", "till_sales"):   # added by migration 8 (the till's line items)
         old.execute(f"ALTER TABLE {table} DROP COLUMN goods")
+    old.execute("ALTER TABLE sales DROP COLUMN result_cause")   # added by migration 10 (the answer's cause)
     old.execute("DROP TABLE print_jobs")
     old.execute("CREATE TABLE print_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, job_key TEXT NOT NULL UNIQUE, "
                 "created_at REAL NOT NULL, data BLOB NOT NULL, record TEXT, reprint_of TEXT, "

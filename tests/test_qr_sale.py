@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pos.core.engine import Finished, Notified, Record, SendCancel, SendPay, SendQuery, Show, ShowQr, StartSale
-from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown
 from pos.core.records import QR_SALE_MARK, SaleState
 from pos.core.sale import SALE_TRANSITIONS
 from tests.engine_harness import T0, Harness, sale_record
 
 URL = "http://127.0.0.1:8080/sandbox/cashier/2027011511121280010016000000000007"
-IN_PROCESS = Unknown("gateway answered U", "PAYMENT_IN_PROCESS", gateway_id="2027011511121280010016000000000007",
-                     qr=URL)
+IN_PROCESS = Unknown("gateway answered U", "PAYMENT_IN_PROCESS", cause=Cause.CUSTOMER_CONFIRMING,
+                     gateway_id="2027011511121280010016000000000007", qr=URL)
 PAID_Q = Succeeded(query=QueryOutcome.PAID, gateway_id="2027011511121280010016000000000007")
 PENDING_Q = Succeeded(query=QueryOutcome.PENDING)
 CLOSED_Q = Succeeded(query=QueryOutcome.CLOSED)

@@ -240,6 +240,30 @@ def test_a_till_wait_reads_the_sale_once_however_often_the_terminal_changes(rig,
     assert reads.count("till-wait") == 1
 
 
+def test_the_till_view_asks_the_customer_to_confirm_as_the_display_does(tmp_path):
+    """The till's message for a sale being queried follows the answer's cause, as the displays do:
+    the customer confirming in the wallet (the client's Cause, kept in the journal) is asked to look at
+    the app; a system error gets the neutral "checking"."""
+    rig = Rig(tmp_path, ledger=Ledger(SandboxOptions(wallet_confirm_after=60.0, query_errors=10_000)))
+    try:
+        confirming = rig.terminal.create_sale(Money(510, "SGD"), "till-c", "Tea")
+        rig.terminal.on_scanner_event(Scan(make_code("10")))   # the customer confirms in the wallet
+        assert rig.customer_pty.wait_for(lambda lines: lines == ("请在支付宝中", "确认付款"))
+        view = rig.terminal.get_sale(confirming["id"])
+        assert view["state"] == "QUERYING" and view["message"]["customer"] == ["请在支付宝中", "确认付款"]
+        rig.keys("C")
+        assert rig.cashier(lambda lines: lines == rig.terminal.cashier_text.cashier("cancelled"))
+        busy = rig.terminal.create_sale(Money(520, "SGD"), "till-s", "Tea")
+        rig.terminal.on_scanner_event(Scan(make_code("13")))   # SYSTEM_ERROR (and every query too)
+        checking = rig.terminal.customer_text.customer("checking", amount="SGD 5.20")
+        assert rig.customer_pty.wait_for(lambda lines: lines == checking)
+        view = rig.terminal.get_sale(busy["id"])
+        assert view["state"] == "QUERYING" and view["message"]["customer"] == list(checking)
+        rig.keys("C")
+    finally:
+        rig.close()
+
+
 def test_till_sale_and_a_second_one_is_refused(rig):
     view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "Lunch")
     assert view["state"] == "CREATED" and view["final"] is False
@@ -472,11 +496,11 @@ class QrDirect:
     def qr_pay(self, *, merchant_trans_id, amount, order_title):
         from datetime import UTC, datetime
 
-        from pos.core.outcomes import Unknown
+        from pos.core.outcomes import Cause, Unknown
         reply = self.inner.ledger.order_code(self.inner.merchant_id, merchant_trans_id, amount, order_title,
                                              datetime.now(UTC))
-        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", gateway_id=reply.body["acquirementId"],
-                       qr=f"https://wallet.example/{reply.body['acquirementId']}")
+        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", cause=Cause.CUSTOMER_CONFIRMING,
+                       gateway_id=reply.body["acquirementId"], qr=f"https://wallet.example/{reply.body['acquirementId']}")
 
 
 def test_a_qr_sale_prints_the_slip_and_ends_paid_when_the_wallet_pays(tmp_path):

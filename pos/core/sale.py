@@ -29,7 +29,7 @@ from pos.core.items import (
     now_of,
     result_of,
 )
-from pos.core.outcomes import CANCEL_TOO_LATE, CUSTOMER_CONFIRMING, Failed, QueryOutcome, Succeeded, qr_text_of
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, cause_of, qr_text_of
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
 
@@ -57,7 +57,7 @@ def _show_checking(ev: EventData) -> None:
     sale = _sale(ev)
     if sale.record.is_qr and qr_text_of(result_of(ev)):
         key = "scan_qr"   # the customer scans the slip's code; the queries and the notification decide
-    elif sale.record.result_code in CUSTOMER_CONFIRMING:
+    elif sale.record.result_cause is Cause.CUSTOMER_CONFIRMING:
         key = "confirm_in_app"
     else:
         key = "checking"
@@ -118,7 +118,7 @@ def _reset_not_found(ev: EventData) -> None:
 
 
 def _store_result(ev: EventData) -> None:
-    """Keep what the gateway told us: acquirementId on success, the code on failure."""
+    """Keep what the gateway told us: acquirementId on success, the code (and its cause) on failure."""
     sale = _sale(ev)
     result = result_of(ev)
     if result is None:
@@ -128,7 +128,7 @@ def _store_result(ev: EventData) -> None:
         # A query that finds the payment closed names why (e.g. ORDER_IS_CLOSED: an order code
         # expired): that is the sale's result, not the query's own SUCCESS.
         code, message = result.result_code, result.result_message
-    sale.record = replace(sale.record, result_code=code, result_message=message)
+    sale.record = replace(sale.record, result_code=code, result_message=message, result_cause=cause_of(result))
     _keep_acquirement_id(ev)
 
 
@@ -139,7 +139,7 @@ def _keep_acquirement_id(ev: EventData) -> None:
     if result is None:
         return
     if result.gateway_id:
-        # An F or U answer may name the payment too (USER_PAYING does): the manager's
+        # An F or U answer may name the payment too (the customer-confirming U does): the manager's
         # list needs it for Alipay's support even when the sale never settles.
         sale.record = replace(sale.record, acquirement_id=result.gateway_id)
     if isinstance(result, Succeeded):
@@ -233,7 +233,7 @@ def _keep_reversal_answer(ev: EventData) -> None:
     if result is None:
         return
     code, message = code_and_message(result)
-    sale.record = replace(sale.record, result_code=code, result_message=message)
+    sale.record = replace(sale.record, result_code=code, result_message=message, result_cause=cause_of(result))
     if isinstance(result, Succeeded) and result.refund_gateway_id:
         sale.record = replace(sale.record, reversal_gateway_id=result.refund_gateway_id)
 
@@ -308,11 +308,11 @@ def _enter_manual_review(ev: EventData) -> None:
 
 
 def _late_query_left(ev: EventData) -> bool:
-    """Condition: the cancel was refused as too late (CANCEL_EXPIRED) and the wallet may still be
+    """Condition: the cancel was refused as too late (Cause.TOO_LATE_TO_CANCEL) and the wallet may still be
     settling the payment: its fate is asked for on the query schedule, not the background's."""
     sale = _sale(ev)
     rec = sale.record
-    if rec.result_code not in CANCEL_TOO_LATE:
+    if rec.result_cause is not Cause.TOO_LATE_TO_CANCEL:
         return False
     since = rec.pay_sent_at if rec.pay_sent_at is not None else rec.created_at
     schedule = sale.ctx.schedule

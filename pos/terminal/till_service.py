@@ -24,7 +24,7 @@ from pos import __version__
 from pos.config import Config
 from pos.core.goods import GoodsLine, check_goods, goods_info
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
-from pos.core.outcomes import CUSTOMER_CONFIRMING
+from pos.core.outcomes import Cause
 from pos.core.records import RefundRecord, RefundState, Resolution, SaleRecord, SaleState
 from pos.core.rules import Refusal
 from pos.gateway.client import GatewayClient, GatewayHealth
@@ -149,7 +149,7 @@ class TillService:
         key = STATE_MESSAGE[state]
         if state == "QUERYING" and sale and sale.is_qr:
             key = "scan_qr"          # the customer scans the slip's code
-        elif state == "QUERYING" and sale and sale.result_code in CUSTOMER_CONFIRMING:
+        elif state == "QUERYING" and sale and sale.result_cause is Cause.CUSTOMER_CONFIRMING:
             key = "confirm_in_app"   # the engine's rule: only then is the customer asked to confirm
         # Only an F code explains a decline (a payQuery CLOSED status comes with code
         # SUCCESS, whose text "Done" would be a lie): the same rule as the engine's display.
