@@ -17,8 +17,10 @@ barcode); the print queue stamps each receipt it keeps with its printer's
 paper (`ReceiptData.paper`), so a picture drawn later, at headquarters too,
 is laid out as that receipt was printed. The barcode's bar width (GS w) and
 code sets (Code 128 set C packs digit pairs) are chosen to fit the paper's
-dots (`paper_dots`); a code that cannot fit even at one dot a bar is printed
-as a QR code instead, with a warning in the log.
+dots (`paper_dots`), the bar no narrower than the printer takes
+(`Paper.narrowest_bar`, `[printer] narrowest_bar`: 2 dots, as Epson documents
+GS w on many models); a code that cannot fit even at that width is printed as
+a QR code instead, with a warning in the log.
 
 Text is sent in the printer's configured encoding: for GB18030 and Big5,
 runs of Chinese text are wrapped in FS & / FS . (enter / leave the Chinese
@@ -75,6 +77,8 @@ __all__ = [
     "DEFAULT_PAPER",
     "paper_dots",
     "bar_width",
+    "WIDEST_BAR",
+    "NARROWEST_BAR",
     "code128_modules",
     "escpos_code128",
 ]
@@ -95,28 +99,50 @@ def paper_dots(columns: int) -> int:
     return 384 if columns <= 32 else 512 if columns <= 42 else 576
 
 
+WIDEST_BAR = 3     # dots: python-escpos's default bar width, wide enough for any scanner
+# The narrowest bar (GS w) a printer takes unless its manual says otherwise: Epson's ESC/POS
+# reference gives GS w 2..6 on many models, and a printer that does not take 1 ignores it and
+# prints at its default width (3), wider than the paper: clipped, unscannable.
+NARROWEST_BAR = 2
+
+
 @dataclass(frozen=True)
 class Paper:
-    """What shapes a receipt's layout: columns, the dots of a line, and a QR code or a barcode."""
+    """What shapes a receipt's layout: columns, the dots of a line, a QR code or a barcode, and the
+    narrowest bar (GS w, dots) the printer takes for that barcode."""
 
     columns: int = 42
     dots: int = 512
     print_qr: bool = True
+    narrowest_bar: int = NARROWEST_BAR
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.narrowest_bar <= WIDEST_BAR:
+            raise ValueError(f"narrowest_bar {self.narrowest_bar}: expected 1..{WIDEST_BAR} dots")
 
     @classmethod
     def of(cls, printer_settings: Any) -> Paper:
-        """The paper of a `[printer]` section (width, dots, print_qr); dots 0 (or none) means `paper_dots(width)`."""
+        """The paper of a `[printer]` section (width, dots, print_qr, narrowest_bar); dots 0 (or none) means
+        `paper_dots(width)`."""
         columns = int(printer_settings.width)
         dots = int(getattr(printer_settings, "dots", 0) or 0) or paper_dots(columns)
-        return cls(columns, dots, bool(printer_settings.print_qr))
+        narrowest = int(getattr(printer_settings, "narrowest_bar", NARROWEST_BAR))
+        return cls(columns, dots, bool(printer_settings.print_qr), narrowest)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"columns": self.columns, "dots": self.dots, "print_qr": self.print_qr}
+        return {"columns": self.columns, "dots": self.dots, "print_qr": self.print_qr,
+                "narrowest_bar": self.narrowest_bar}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Paper:
         columns = int(d["columns"])
-        return cls(columns, int(d.get("dots") or paper_dots(columns)), bool(d["print_qr"]))
+        # A record kept before the paper carried its narrowest bar was printed when the bar went down to
+        # 1 dot (GS w 1 was sent where the code needed it): 1 lays it out as it was printed, so its picture
+        # (the terminal's, headquarters') keeps showing the receipt the printer was given, whether or not that
+        # printer honoured GS w 1. The setting's default (2) would turn those barcodes into QR codes that were
+        # never printed.
+        return cls(columns, int(d.get("dots") or paper_dots(columns)), bool(d["print_qr"]),
+                   int(d.get("narrowest_bar", 1)))
 
 
 # Receipts kept before they carried their paper are drawn on the printer's defaults.
@@ -548,7 +574,7 @@ def receipt_layout(data: ReceiptData, catalogue: Catalogue, paper: Paper | None 
         code = receipt_code(data.merchant_trans_id)
         p.line()
         p.set(align="center", bold=False, size=Size.NORMAL)
-        module = None if paper.print_qr else bar_width(code, paper.dots)
+        module = None if paper.print_qr else bar_width(code, paper.dots, narrowest=paper.narrowest_bar)
         if module is None:
             p.qr(code, 6)
         else:
@@ -564,9 +590,6 @@ def receipt_layout(data: ReceiptData, catalogue: Catalogue, paper: Paper | None 
 
 # -- the receipt code as Code 128 ---------------------------------------------------------------------
 
-WIDEST_BAR = 3   # dots: python-escpos's default bar width, wide enough for any scanner
-
-
 def code128_modules(content: str) -> int:
     """How many modules (narrowest bars) the Code 128 barcode of `content` spans, start to stop."""
     from barcode import Code128
@@ -574,10 +597,11 @@ def code128_modules(content: str) -> int:
     return len(Code128(content).build()[0])
 
 
-def bar_width(content: str, dots: int) -> int | None:
-    """The widest bar (GS w: 1..WIDEST_BAR dots) at which `content`'s barcode fits `dots`; None if none does."""
+def bar_width(content: str, dots: int, *, narrowest: int) -> int | None:
+    """The widest bar (GS w: `narrowest`..WIDEST_BAR dots) at which `content`'s barcode fits `dots`;
+    None if none does (the receipt then carries a QR code)."""
     modules = code128_modules(content)
-    return next((w for w in range(WIDEST_BAR, 0, -1) if modules * w <= dots), None)
+    return next((w for w in range(WIDEST_BAR, narrowest - 1, -1) if modules * w <= dots), None)
 
 
 def escpos_code128(content: str) -> str:
@@ -606,7 +630,8 @@ def escpos_code128(content: str) -> str:
 
 def _barcode_bytes(content: str, module: int) -> bytes:
     """GS h, GS w, HRI off, GS k 73: the barcode as python-escpos sends it, but for the bar width,
-    which may be 1 dot (python-escpos accepts 2..6; GS w takes 1..6)."""
+    which may be 1 dot where `[printer] narrowest_bar = 1` says the printer takes it (python-escpos
+    accepts 2..6, as Epson documents GS w on many models; some printers take 1..6)."""
     escpos = load_escpos()
     from escpos import constants
 
@@ -657,8 +682,8 @@ def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
     layout = receipt_layout(data, catalogue, paper)
     if not paper.print_qr and any(isinstance(b, Qr) for b in layout.blocks) and data.kind is not ReceiptKind.QR_SLIP:
         log.warning("receipt code of %s printed as a QR code: its Code 128 barcode (%d modules) is wider than "
-                    "the paper's %d dots even at 1 dot a bar", data.merchant_trans_id,
-                    code128_modules(receipt_code(data.merchant_trans_id)), paper.dots)
+                    "the paper's %d dots even at %d dot(s) a bar ([printer] narrowest_bar)", data.merchant_trans_id,
+                    code128_modules(receipt_code(data.merchant_trans_id)), paper.dots, paper.narrowest_bar)
     return render_layout(layout, printer_settings)
 
 

@@ -252,7 +252,8 @@ def test_a_58mm_barcode_terminals_receipt_picture_is_its_paper_at_headquarters_t
     state.mkdir()
     till = Till(tmp_path, "POS01", db.add_terminal("POS01", "S1", "Harbour"), hq.url,
                 journal_file=state / "journal.db")
-    settings = PrinterSection(encoding="UTF-8", width=32, print_qr=False)
+    # A printer whose manual says GS w takes 1: the terminal's id (343 modules) fits 384 dots at 1 dot a bar.
+    settings = PrinterSection(encoding="UTF-8", width=32, print_qr=False, narrowest_bar=1)
     try:
         till.sell("00", amount=4200, title="Iced lemon tea with extra honey, large")
         sale = print_receipt(till, settings)
@@ -269,6 +270,7 @@ def test_a_58mm_barcode_terminals_receipt_picture_is_its_paper_at_headquarters_t
     # The receipt data headquarters holds is laid out as the paper was printed, line for line.
     shipped = ReceiptData.from_dict(HqDB(hq_dsn).receipt("POS01", src.split("/")[3], int(src.split("/")[4][:-4]))
                                     or {})
+    assert shipped.paper is not None and shipped.paper.narrowest_bar == 1
     picture = render_picture(shipped, Catalogue.load("en"))
     assert picture.png == at_hq
     drawn = [{"text": row.text, "cut": CUT_LINE}.get(row.kind) or row.shown for row in picture.drawn]
@@ -276,7 +278,7 @@ def test_a_58mm_barcode_terminals_receipt_picture_is_its_paper_at_headquarters_t
     assert f"[BARCODE: POS:{sale.merchant_trans_id}]" in paper and all(
         len(line) <= 32 for line in paper if not line.startswith("["))
     code = next(row for row in picture.drawn if row.kind == "barcode")
-    assert code.module == till.printer.jobs[0][till.printer.jobs[0].rindex(b"\x1dw") + 2]   # GS w: bar dots
+    assert code.module == till.printer.jobs[0][till.printer.jobs[0].rindex(b"\x1dw") + 2] == 1   # GS w: bar dots
     found = zxingcpp.read_barcodes(Image.open(io.BytesIO(at_hq)))
     assert [(c.format.name, c.text) for c in found] == [("Code128", f"POS:{sale.merchant_trans_id}")]
 

@@ -320,7 +320,7 @@ def test_the_queue_keeps_each_receipt_with_the_paper_it_prints_on(tmp_path: Path
             record = json.loads(JournalPrintJobs(journal).receipt_of("sale:1").record)  # type: ignore[union-attr,arg-type]
     finally:
         journal.close()
-    assert record["paper"] == {"columns": 32, "dots": 384, "print_qr": False}
+    assert record["paper"] == {"columns": 32, "dots": 384, "print_qr": False, "narrowest_bar": 2}
     kept = ReceiptData.from_dict(record)
     paper = escpos_to_text(printer.jobs[0], "UTF-8")
     assert "[BARCODE: POS:POS01-T0001]" in paper and "-" * 32 + "\n" in paper
@@ -332,3 +332,13 @@ def test_the_queue_keeps_each_receipt_with_the_paper_it_prints_on(tmp_path: Path
     assert old.paper is None and Paper(42, 512, True) == DEFAULT_PAPER
     drawn = "\n".join(row.shown for row in picture_rows(old, Catalogue.load("en")))
     assert "[QR: POS:POS01-T0001]" in drawn and "-" * 42 in drawn
+    # A receipt kept before the paper carried its narrowest bar was printed when bars went down to 1 dot:
+    # it is drawn as printed (a barcode at 1 dot a bar), not as today's default (2) would print it (a QR code).
+    typical = "POS01-20240501-VE6E99-000001"   # 343 modules: 384 dots hold it at 1 dot a bar only
+    before = {**record, "merchant_trans_id": typical, "paper": {"columns": 32, "dots": 384, "print_qr": False}}
+    rows = picture_rows(ReceiptData.from_dict(before), Catalogue.load("en"))
+    assert [(r.shown, r.module) for r in rows if r.kind == "barcode"] == [(f"[BARCODE: POS:{typical}]", 1)]
+    now = {**before, "paper": {**before["paper"], "narrowest_bar": 2}}
+    assert ReceiptData.from_dict(now).paper == Paper(32, 384, False, 2)
+    assert f"[QR: POS:{typical}]" in "\n".join(r.shown for r in picture_rows(ReceiptData.from_dict(now),
+                                                                             Catalogue.load("en")))

@@ -61,7 +61,8 @@ def test_other_encodings(encoding: str, codec: str) -> None:
 def test_english_receipt_with_barcode_and_refunds_and_quiet_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     refund = RefundLine("R-1", ReceiptAmount(1000, "SGD", "10.00 SGD"), "status_refunded", WHEN)
     data = sale(refunds=(refund,), reprint=True)
-    out = render_receipt(data, PrinterSection(encoding="ASCII", print_qr=False, width=32), Catalogue.load("en"))
+    out = render_receipt(data, PrinterSection(encoding="ASCII", print_qr=False, width=32, narrowest_bar=1),
+                         Catalogue.load("en"))
     text = escpos_to_text(out, "ASCII")
     assert "[BARCODE: POS:POS01-20240501-0001]" in text
     assert "*** REPRINT ***" in text and "REFUNDED" in text and "R-1" in text
@@ -330,26 +331,46 @@ def bars_of(symbols: list[int]) -> str:
     return "".join(code128.CODES[v] for v in [*symbols, check]) + code128.STOP + "11"
 
 
+SHORT_ID, TYPICAL_ID = "POS01-20240501-0001", "POS01-20240501-VE6E99-000001"   # 255 and 343 modules
+
+
+@pytest.mark.parametrize("trans_id, narrowest, bars", [
+    # the bar width on (576, 512, 384) dots; None: the code does not fit, a QR code is printed
+    (SHORT_ID, 1, (2, 2, 1)),
+    (TYPICAL_ID, 1, (1, 1, 1)),
+    (SHORT_ID, 2, (2, 2, None)),          # [printer] narrowest_bar's default: no bar under 2 dots
+    (TYPICAL_ID, 2, (None, None, None)),
+    (SHORT_ID, 3, (None, None, None)),
+])
 @pytest.mark.parametrize("width, dots", [(48, 576), (42, 512), (32, 384)])
-@pytest.mark.parametrize("trans_id", ["POS01-20240501-0001", "POS01-20240501-VE6E99-000001"])
-def test_the_receipt_barcode_fits_the_paper_and_scans(width: int, dots: int, trans_id: str) -> None:
-    """Before: Code 128 set B at python-escpos's 3 dots a bar, 864 dots or more: wider than any paper."""
+def test_the_receipt_barcode_fits_the_paper_and_scans(width: int, dots: int, trans_id: str, narrowest: int,
+                                                       bars: tuple[int | None, ...],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Before: Code 128 set B at python-escpos's 3 dots a bar, 864 dots or more: wider than any paper.
+    Then: bars of 1 dot, which a printer that takes GS w 2..6 only (as Epson documents many) ignores,
+    printing at its default 3 dots: clipped again. The bar is never narrower than `narrowest_bar`."""
     import zxingcpp
     from PIL import Image
 
-    out = render_receipt(sale(merchant_trans_id=trans_id), PrinterSection(width=width, print_qr=False),
-                         Catalogue.load("en"))
+    out = render_receipt(sale(merchant_trans_id=trans_id),
+                         PrinterSection(width=width, print_qr=False, narrowest_bar=narrowest), Catalogue.load("en"))
+    expected = bars[[576, 512, 384].index(dots)]
+    if expected is None:   # the QR fallback, with a warning saying why
+        assert f"[QR: POS:{trans_id}]" in escpos_to_text(out) and b"\x1dkI" not in out and b"\x1dw" not in out
+        assert any("printed as a QR code" in r.getMessage() and f"at {narrowest} dot(s) a bar" in r.getMessage()
+                   for r in caplog.records if r.levelname == "WARNING")
+        return
     bar, symbols = printed_barcode(out)
-    bars = bars_of(symbols)
-    assert 1 <= bar <= 6 and len(bars) * bar <= dots, (bar, len(bars))
-    if trans_id == "POS01-20240501-0001":
-        assert bar == (2 if dots > 384 else 1)   # as wide as the paper allows
+    bars_ = bars_of(symbols)
+    assert bar == expected and narrowest <= bar and len(bars_) * bar <= dots, (bar, len(bars_))
+    assert len(bars_) * (bar + 1) > dots or bar == 3   # as wide as the paper allows
+    assert not caplog.records
     # Digit runs in code set C: fewer modules than set B alone.
     assert 105 in symbols or 99 in symbols
     # The bars the printer draws from these bytes scan as the receipt code.
     quiet = 10 * bar
-    img = Image.new("L", (len(bars) * bar + 2 * quiet, 64), 255)
-    for x, dark in enumerate(bars):
+    img = Image.new("L", (len(bars_) * bar + 2 * quiet, 64), 255)
+    for x, dark in enumerate(bars_):
         if dark == "1":
             img.paste(0, (quiet + x * bar, 0, quiet + (x + 1) * bar, 64))
     assert [c.text for c in zxingcpp.read_barcodes(img)] == [f"POS:{trans_id}"]
@@ -358,16 +379,25 @@ def test_the_receipt_barcode_fits_the_paper_and_scans(width: int, dots: int, tra
 
 def test_a_receipt_code_too_wide_for_the_paper_prints_as_a_qr_code_with_a_warning(
         caplog: pytest.LogCaptureFixture) -> None:
+    # The default config on 58 mm paper: a terminal's id (343 modules) needs 686 dots at 2 dots a bar.
+    out = render_receipt(sale(merchant_trans_id=TYPICAL_ID), PrinterSection(width=32, print_qr=False),
+                         Catalogue.load("en"))
+    assert f"[QR: POS:{TYPICAL_ID}]" in escpos_to_text(out) and b"\x1dkI" not in out
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"receipt code of {TYPICAL_ID} printed as a QR code: its Code 128 barcode (343 modules) is wider than "
+        "the paper's 384 dots even at 2 dot(s) a bar ([printer] narrowest_bar)"]
+    caplog.clear()
     long_id = "POS01-" + "ABCDEFGH" * 7   # 62 characters: 800 modules at one dot a bar
-    out = render_receipt(sale(merchant_trans_id=long_id), PrinterSection(width=32, print_qr=False),
+    out = render_receipt(sale(merchant_trans_id=long_id), PrinterSection(width=32, print_qr=False, narrowest_bar=1),
                          Catalogue.load("en"))
     assert f"[QR: POS:{long_id}]" in escpos_to_text(out) and b"\x1dkI" not in out
     assert any("printed as a QR code" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
-    # The same code fits 80 mm paper with dots to spare.
+    # The same code fits wider paper with dots to spare, where the printer takes 1-dot bars.
     caplog.clear()
-    out = render_receipt(sale(merchant_trans_id=long_id), PrinterSection(width=48, dots=1000, print_qr=False),
-                         Catalogue.load("en"))
+    out = render_receipt(sale(merchant_trans_id=long_id),
+                         PrinterSection(width=48, dots=1000, print_qr=False, narrowest_bar=1), Catalogue.load("en"))
     assert f"[BARCODE: POS:{long_id}]" in escpos_to_text(out) and not caplog.records
+    assert printed_barcode(out)[0] == 1
 
 
 def test_long_lines_wrap_at_spaces() -> None:
