@@ -152,7 +152,7 @@ def create_app(db: HqDB) -> FastAPI:
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        db.rows("SELECT 1")
+        db.ping()
         return {"status": "ok", "version": __version__}
 
     # ------------------------------------------------------------ dashboard

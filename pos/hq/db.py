@@ -11,7 +11,7 @@ import json
 import queue
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -245,6 +245,39 @@ class HqDB:
         return stored, len(events) - stored
 
     # ------------------------------------------------------------ receipts
+
+    def ping(self) -> None:
+        """One round trip to the database (raises when it is unreachable)."""
+        self.rows("SELECT 1")
+
+    def paid_totals(self, day: date) -> list[Row]:
+        """(currency, total) of the chain's PAID sales on a business day."""
+        return self.rows("SELECT currency, SUM(amount_minor) AS total FROM items WHERE item_kind = 'sale' "
+                         "AND state = 'PAID' AND local_date = %s GROUP BY currency", (day,))
+
+    def terminal_board(self) -> list[Row]:
+        """Every terminal with its store, last heartbeat (and its age in seconds), health and backlog."""
+        return self.rows(
+            "SELECT t.terminal_id, t.store_id, s.name AS store_name, t.last_seen, t.backlog, t.revoked_at, "
+            "t.last_health->>'status' AS status, t.last_health->>'open_items' AS open_items, "
+            "t.last_health->>'last_alarm' AS last_alarm, "
+            "EXTRACT(EPOCH FROM now() - t.last_seen) AS age FROM terminals t JOIN stores s USING (store_id) "
+            "ORDER BY t.store_id, t.terminal_id")
+
+    def items_in_states(self, states: Iterable[str]) -> list[Row]:
+        """The chain's sales and refunds in these states, with their store's name, oldest change first."""
+        return self.rows("SELECT i.*, s.name AS store_name FROM items i JOIN stores s USING (store_id) "
+                         "WHERE state = ANY(%s) ORDER BY updated_at", (list(states),))
+
+    def item(self, terminal_id: str, ref: str) -> Row | None:
+        """One sale or refund (merchantTransId / merchantRefundId) of a terminal."""
+        found = self.rows("SELECT * FROM items WHERE terminal_id = %s AND ref = %s", (terminal_id, ref))
+        return found[0] if found else None
+
+    def item_events(self, terminal_id: str, ref: str) -> list[Row]:
+        """A sale's or refund's history as the terminal shipped it, in order."""
+        return self.rows("SELECT seq, at, body FROM events WHERE terminal_id = %s AND body->>'ref' = %s "
+                         "ORDER BY seq", (terminal_id, ref))
 
     def receipts_of(self, terminal_id: str, ref: str) -> list[Row]:
         """The print outcomes (with the receipt's data) of a sale or refund, newest first."""

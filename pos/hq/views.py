@@ -98,9 +98,7 @@ def forbidden_page(who: tuple[str, str]) -> str:
 
 
 def _totals(db: HqDB, day: date) -> dict[str, int]:
-    rows = db.rows("SELECT currency, SUM(amount_minor) AS total FROM items WHERE item_kind = 'sale' "
-                   "AND state = 'PAID' AND local_date = %s GROUP BY currency", (day,))
-    return {r["currency"]: int(r["total"]) for r in rows}
+    return {r["currency"]: int(r["total"]) for r in db.paid_totals(day)}
 
 
 def home_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
@@ -108,12 +106,7 @@ def home_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
         day = date.fromisoformat(day_text)
     except ValueError:
         day = date.today()
-    terminals = db.rows(
-        "SELECT t.terminal_id, t.store_id, s.name AS store_name, t.last_seen, t.backlog, t.revoked_at, "
-        "t.last_health->>'status' AS status, t.last_health->>'open_items' AS open_items, "
-        "t.last_health->>'last_alarm' AS last_alarm, "
-        "EXTRACT(EPOCH FROM now() - t.last_seen) AS age FROM terminals t JOIN stores s USING (store_id) "
-        "ORDER BY t.store_id, t.terminal_id")
+    terminals = db.terminal_board()
     rows = []
     for t in terminals:
         if t["revoked_at"] is not None:
@@ -131,8 +124,7 @@ def home_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
                     f"<td>{_e(t['last_seen'] and t['last_seen'].strftime('%Y-%m-%d %H:%M:%S UTC'))}</td>"
                     f"<td class='{cls}'>{_e(status)}</td><td>{_e(t['open_items'])}</td><td>{_e(t['backlog'])}</td>"
                     f"<td>{_e(t['last_alarm'] or '')}</td>{_revoke_cell(t, who)}</tr>")
-    waiting = db.rows("SELECT i.*, s.name AS store_name FROM items i JOIN stores s USING (store_id) "
-                      "WHERE state = ANY(%s) ORDER BY updated_at", (list(WAITING_STATES),))
+    waiting = db.items_in_states(WAITING_STATES)
     wrows = [f"<tr class='waiting'><td>{_e(w['store_id'])}</td><td>{_e(w['terminal_id'])}</td>"
              f"<td><a href='/item/{_e(w['terminal_id'])}/{_e(w['ref'])}'>{_e(w['ref'])}</a></td>"
              f"<td>{_e(w['state'])}</td><td>{_e(_money(w['amount_minor'], w['currency']))}</td>"
@@ -158,12 +150,10 @@ def home_page(db: HqDB, who: tuple[str, str], day_text: str) -> str:
 
 
 def item_page(db: HqDB, who: tuple[str, str], terminal_id: str, ref: str) -> str | None:
-    found = db.rows("SELECT * FROM items WHERE terminal_id = %s AND ref = %s", (terminal_id, ref))
-    if not found:
+    it = db.item(terminal_id, ref)
+    if it is None:
         return None
-    it = found[0]
-    events = db.rows("SELECT seq, at, body FROM events WHERE terminal_id = %s AND body->>'ref' = %s ORDER BY seq",
-                     (terminal_id, ref))
+    events = db.item_events(terminal_id, ref)
     erows = "".join(f"<tr><td>{e['seq']}</td><td>{_e(e['body'].get('trigger'))}</td><td>{_e(e['body'].get('source'))}"
                     f"</td><td>{_e(e['body'].get('dest'))}</td><td>{_e(e['body'].get('detail'))}</td></tr>"
                     for e in events)
