@@ -20,7 +20,10 @@ take two bytes and two columns per Hanzi); widths are measured with wcwidth
 character, and a character the encoding cannot carry becomes '?' per column.
 
 A display fault never reaches the caller: the driver logs it, drops the port
-and reopens it on the next `show`.
+and reopens it on the next `show`. A write waits at most `write_timeout`
+(0.5 s) for a display that does not read (a pole display that stopped, a USB
+cable pulled mid-frame); `DisplayWriter` feeds a display from its own thread
+so that even that wait is never the caller's.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import logging
 import sys
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import serial
@@ -41,6 +45,7 @@ __all__ = [
     "ConsoleDisplay",
     "RecordingDisplay",
     "NullDisplay",
+    "DisplayWriter",
     "open_display",
     "fit_line",
     "encode_line",
@@ -129,7 +134,7 @@ class SerialDisplay(Display):
     """A serial 2x20 display with the ESC/POS-style command set (see module doc)."""
 
     def __init__(self, url: str, *, baudrate: int = 9600, encoding: str = "GB18030",
-                 write_timeout: float = 1.0) -> None:
+                 write_timeout: float = 0.5) -> None:
         "".encode(encoding)  # unknown encoding: fail at start-up, not on the first sale
         self.url = url
         self.baudrate = baudrate
@@ -159,10 +164,14 @@ class SerialDisplay(Display):
             try:
                 if self._port is None:
                     self._port = self._open()
+                # No flush(): tcdrain has no timeout, and a display whose handshake line is down would
+                # hold it for ever. write() returns once the kernel holds the frame, or after write_timeout.
                 self._port.write(data)
-                self._port.flush()
                 self.last_error = None
             except (serial.SerialException, OSError, ValueError) as exc:
+                if isinstance(exc, serial.SerialTimeoutException):
+                    exc = TimeoutError(f"{self.url} took nothing for {self._write_timeout:g} s: the display "
+                                       "does not read: check that it is powered and its cable")
                 if self.last_error is None:  # once per outage, not once per message
                     log.warning("display write failed url=%s error=%s (will reopen on next message)",
                                 self.url, exc)
@@ -188,6 +197,101 @@ class SerialDisplay(Display):
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+class DisplayWriter(Display):
+    """Feeds a display from its own thread: `show` never waits for the device.
+
+    One slot holds the screen still to be written, and a newer screen replaces it
+    (the latest screen wins): a display that stops reading holds back only
+    itself, never a sale, the other display or the till interface. While the
+    device fails, the writer sends the latest screen again every `retry`
+    seconds, so a display that reads again shows the current screen.
+    `last_error` names the display; `on_change` is called (from the writer's
+    thread) whenever it changes.
+    """
+
+    def __init__(self, device: Display, name: str, *, retry: float = 1.0,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.device = device
+        self.name = name
+        self.columns = device.columns
+        self._retry = retry
+        self._on_change = on_change
+        self._cond = threading.Condition()
+        self._screen: tuple[str, str] | None = None     # the latest screen asked for
+        self._text: tuple[str, str] | None = None       # a show_text still to write, under that screen
+        self._dirty = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.writes = 0                                 # screens handed to the device (for tests and bench)
+
+    def show(self, line1: str, line2: str) -> None:
+        with self._cond:
+            self._screen, self._text, self._dirty = (line1, line2), None, True
+            self._wake()
+
+    def show_text(self, label: str, text: str) -> None:
+        with self._cond:
+            self._text, self._dirty = (label, text), True
+            self._wake()
+
+    @property
+    def current(self) -> tuple[str, str] | None:
+        """The screen the display shows, or will show once it reads."""
+        with self._cond:
+            return self._screen
+
+    def _wake(self) -> None:
+        if self._closed:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"display-{self.name}", daemon=True)
+            self._thread.start()
+        self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._dirty and not self._closed:
+                    failing = self.last_error is not None
+                    if not self._cond.wait(self._retry if failing else None) and failing:
+                        self._dirty = self._screen is not None   # try the latest screen again
+                if self._closed and not self._dirty:
+                    return        # what was asked before close() is written first
+                screen, text = self._screen, self._text
+                self._text, self._dirty = None, False
+            error: str | None
+            try:
+                if screen is not None:
+                    self.device.show(*screen)
+                    self.writes += 1
+                error = self.device.last_error
+                if text is not None and error is None:
+                    self.device.show_text(*text)
+            except Exception as exc:  # a display fault never reaches anyone but its health line
+                error = str(exc) or type(exc).__name__
+            if error is not None:
+                error = f"{self.name} display: {error}"
+            if error != self.last_error:
+                self.last_error = error
+                if error is not None:
+                    log.warning("display not taking data name=%s error=%s", self.name, error)
+                else:
+                    log.info("display back name=%s", self.name)
+                if self._on_change is not None:
+                    self._on_change()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the writer (waiting at most `timeout` for a write under way), then release the device."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        self.device.close()
 
 
 class ConsoleDisplay(Display):

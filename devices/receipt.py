@@ -1,10 +1,14 @@
 """Receipts: built from a record (`ReceiptData`), never from free text.
 
-`render_receipt(data, printer_settings, catalogue)` returns ESC/POS bytes made
-with python-escpos's `Dummy` printer: initialise, header, the sale's lines,
-a QR code (or a Code 128 barcode with print_qr = false) carrying the
-merchantTransId (`devices.receipt_code`) so a manager can scan the receipt to
-refund it, and a cut.
+`receipt_layout(data, catalogue, width, print_qr)` lays a receipt out once:
+the lines and blocks in print order with their styles (`ReceiptLayout`):
+header, the sale's lines, a QR code (or a Code 128 barcode with print_qr =
+false) carrying the merchantTransId (`devices.receipt_code`) so a manager can
+scan the receipt to refund it, and a cut. Two back ends draw that one layout:
+`render_layout` here (ESC/POS bytes made with python-escpos's `Dummy`
+printer; `render_receipt(data, printer_settings, catalogue)` does both steps)
+and the receipt picture (devices/receipt_image.py), so every line on paper is
+in the picture.
 
 Text is sent in the printer's configured encoding: for GB18030 and Big5,
 runs of Chinese text are wrapped in FS & / FS . (enter / leave the Chinese
@@ -39,9 +43,21 @@ __all__ = [
     "ReceiptData",
     "render_receipt",
     "render_qr_slip",
+    "render_layout",
+    "receipt_layout",
+    "ReceiptLayout",
+    "Block",
+    "SetStyle",
+    "Style",
+    "Size",
+    "Line",
+    "Qr",
+    "Barcode",
+    "Cut",
     "encode_text",
+    "printable",
     "MASKED_CODE_STARS",
-    "pair_lines",
+    "wrap_to_width",
     "cut_to_width",
 ]
 
@@ -230,149 +246,242 @@ def _pair(label: str, value: str, width: int) -> list[str]:
     return [*_wrap_to_width(label, width), *chunks]
 
 
-def _center(text: str, width: int) -> str:
-    text = _cut_to_width(text, width)
-    return " " * ((width - text_width(text)) // 2) + text
+# -- the layout: one list of blocks, drawn by the printer (below) and by the picture (receipt_image.py) ----
+
+class Size(StrEnum):
+    NORMAL = "normal"
+    DOUBLE_HEIGHT = "double_height"   # twice as tall, the same columns
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a line is printed: the printer's state when it gets the line."""
+
+    align: str = "left"     # "left" | "center"
+    bold: bool = False
+    size: Size = Size.NORMAL
+
+
+@dataclass(frozen=True)
+class SetStyle:
+    """An ESC/POS style command: what is None stays as it was."""
+
+    align: str | None = None
+    bold: bool | None = None
+    size: Size | None = None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One printed line: the text as sent (control characters already '?'), aligned by its style."""
+
+    text: str
+    style: Style
+
+
+@dataclass(frozen=True)
+class Qr:
+    content: str
+    module: int      # dots per module, the printer's QR "size"
+    style: Style
+
+
+@dataclass(frozen=True)
+class Barcode:
+    content: str     # Code 128, code set B
+    style: Style
+
+
+@dataclass(frozen=True)
+class Cut:
+    pass
+
+
+Block = SetStyle | Line | Qr | Barcode | Cut
+
+
+@dataclass(frozen=True)
+class ReceiptLayout:
+    """A receipt as the printer prints it, in order; what the paper and the picture both show."""
+
+    width: int                      # columns (a Hanzi takes two)
+    blocks: tuple[Block, ...]
+
+
+class _Layout:
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.blocks: list[Block] = []
+        self.style = Style()   # the printer's state after ESC @
+
+    def set(self, align: str | None = None, bold: bool | None = None, size: Size | None = None) -> None:
+        self.blocks.append(SetStyle(align, bold, size))
+        self.style = Style(self.style.align if align is None else align,
+                           self.style.bold if bold is None else bold,
+                           self.style.size if size is None else size)
+
+    def line(self, text: str = "") -> None:
+        self.blocks.append(Line(printable(text), self.style))
+
+    def pair(self, name: str, value: str) -> None:
+        for text in _pair(name, value, self.width):
+            self.line(text)
+
+    def qr(self, content: str, module: int) -> None:
+        self.blocks.append(Qr(content, module, self.style))
+
+    def barcode(self, content: str) -> None:
+        self.blocks.append(Barcode(content, self.style))
+
+    def cut(self) -> None:
+        self.blocks.append(Cut())
+
+    def done(self) -> ReceiptLayout:
+        return ReceiptLayout(self.width, tuple(self.blocks))
+
+
+def _qr_slip_layout(data: ReceiptData, catalogue: Catalogue, width: int) -> ReceiptLayout:
+    """A "scan to pay" slip: the amount and the wallet's code."""
+    label = catalogue.receipt
+    p = _Layout(width)
+    p.set(align="center", bold=True, size=Size.DOUBLE_HEIGHT)
+    p.line(_cut_to_width(data.merchant_name, width))
+    p.set(align="center", bold=True, size=Size.NORMAL)
+    p.line(label("scan_to_pay"))
+    p.set(align="left", bold=False, size=Size.NORMAL)
+    p.line("-" * width)
+    for name, value in [(label("terminal"), data.terminal_id),
+                        (label("date"), data.when.strftime("%Y-%m-%d %H:%M:%S")),
+                        *([(label("order"), data.order_title)] if data.order_title else []),
+                        (label("trans_id"), data.merchant_trans_id)]:
+        p.pair(name, value)
+    if data.amount is not None:
+        p.set(align="left", bold=True, size=Size.NORMAL)
+        p.pair(label("amount"), data.amount.text)
+    p.line()
+    p.set(align="center", bold=False, size=Size.NORMAL)
+    p.qr(data.pay_qr, 8)   # the code itself comes from the gateway
+    p.line(label("scan_with_alipay"))
+    p.line(label("not_a_receipt"))
+    p.set(align="left", size=Size.NORMAL)
+    p.cut()
+    return p.done()
+
+
+def receipt_layout(data: ReceiptData, catalogue: Catalogue, width: int = 42, print_qr: bool = True) -> ReceiptLayout:
+    """The receipt's lines and blocks with their styles, in the order the printer prints them."""
+    if data.kind is ReceiptKind.QR_SLIP:
+        return _qr_slip_layout(data, catalogue, width)
+    label = catalogue.receipt
+    p = _Layout(width)
+    p.set(align="center", bold=True, size=Size.DOUBLE_HEIGHT)
+    p.line(_cut_to_width(data.merchant_name, width))
+    p.set(align="center", bold=False, size=Size.NORMAL)
+    if data.store_name:
+        p.line(_cut_to_width(data.store_name, width))
+    for text in _wrap_to_width(data.store_address, width) if data.store_address else []:
+        p.line(text)
+    if data.reprint:
+        p.set(align="center", bold=True, size=Size.NORMAL)
+        p.line(label("reprint"))
+    title = label(data.report_title_key) if data.kind is ReceiptKind.REPORT and data.report_title_key \
+        else label("sale" if data.kind is ReceiptKind.SALE else "refund"
+                   if data.kind is ReceiptKind.REFUND else "report_x")
+    p.set(align="center", bold=True, size=Size.NORMAL)
+    p.line(title)
+    p.set(align="left", bold=False, size=Size.NORMAL)
+    p.line("-" * width)
+    rows: list[tuple[str, str]] = [
+        *([(label("store_id"), data.store_id)] if data.store_id else []),
+        (label("terminal"), data.terminal_id),
+        (label("date"), data.when.strftime("%Y-%m-%d %H:%M:%S")),
+    ]
+    if data.kind is not ReceiptKind.REPORT:
+        if data.order_title:
+            rows.append((label("order"), data.order_title))
+        if data.merchant_trans_id:
+            rows.append((label("trans_id"), data.merchant_trans_id))
+        if data.acquirement_id:
+            rows.append((label("acquirement_id"), data.acquirement_id))
+        if data.code_last4:
+            rows.append((label("code"), "*" * MASKED_CODE_STARS + data.code_last4))
+    for name, value in [*rows, *data.report_lines]:
+        p.pair(name, value)
+    if data.amount is not None:
+        p.line("-" * width)
+        p.set(align="left", bold=True, size=Size.NORMAL)
+        p.pair(label("amount"), data.amount.text)
+        p.set(align="left", bold=False, size=Size.NORMAL)
+        if data.pay_amount is not None:
+            p.pair(label("pay_amount"), data.pay_amount.text)
+        if data.conversion_rate:
+            p.pair(label("rate"), data.conversion_rate)
+    if data.status_key:
+        p.pair(label("status"), label(data.status_key))
+    if data.refunds:
+        p.line("-" * width)
+        p.line(label("refunds"))
+        for r in data.refunds:
+            p.pair(r.when.strftime("%Y-%m-%d %H:%M"), r.merchant_refund_id)
+            if r.refund_id:
+                p.pair(label("refund_id"), r.refund_id)
+            p.pair(label(r.state), r.amount.text)
+    if data.merchant_trans_id and data.kind is not ReceiptKind.REPORT:
+        code = receipt_code(data.merchant_trans_id)
+        p.line()
+        p.set(align="center", bold=False, size=Size.NORMAL)
+        if print_qr:
+            p.qr(code, 6)
+        else:
+            p.barcode(code)
+        p.line(label("scan_to_refund"))
+    p.set(align="center", bold=False, size=Size.NORMAL)
+    p.line()
+    p.line(label("thanks"))
+    p.set(align="left", size=Size.NORMAL)
+    p.cut()
+    return p.done()
+
+
+# -- the ESC/POS back end ----------------------------------------------------------------------------
+
+def render_layout(layout: ReceiptLayout, printer_settings: Any) -> bytes:
+    """ESC/POS bytes of a laid-out receipt (python-escpos Dummy), in the printer's encoding."""
+    escpos = load_escpos()
+    encoding = printer_settings.encoding
+    profile = None if printer_settings.profile == "default" else printer_settings.profile
+    p = escpos.Dummy(profile=profile)
+    with quiet_stdout():
+        p.hw("INIT")
+        for block in layout.blocks:
+            if isinstance(block, Line):
+                p._raw(encode_text(block.text, encoding) + b"\n")
+            elif isinstance(block, SetStyle):
+                size: dict[str, bool] = {} if block.size is None else \
+                    {"normal_textsize": True} if block.size is Size.NORMAL else \
+                    {"double_height": True, "double_width": False}
+                p.set(align=block.align, bold=block.bold, **size)
+            elif isinstance(block, Qr):
+                # native: the printer draws the QR (GS ( k), no image library needed
+                p.qr(block.content, native=True, size=block.module, center=False)
+            elif isinstance(block, Barcode):
+                p.barcode("{B" + block.content, "CODE128", function_type="B", pos="OFF", align_ct=False)
+            else:
+                p.cut()
+    return bytes(p.output)
 
 
 def render_qr_slip(data: ReceiptData, printer_settings: Any, catalogue: Catalogue) -> bytes:
     """ESC/POS bytes of a "scan to pay" slip: the amount and the wallet's code, drawn by the printer."""
-    escpos = load_escpos()
-    width = int(printer_settings.width)
-    encoding = printer_settings.encoding
-    profile = None if printer_settings.profile == "default" else printer_settings.profile
-    label = catalogue.receipt
-    p = escpos.Dummy(profile=profile)
-
-    def line(text: str = "") -> None:
-        p._raw(encode_text(text, encoding) + b"\n")
-
-    with quiet_stdout():
-        p.hw("INIT")
-        p.set(align="center", bold=True, double_height=True, double_width=False)
-        line(_cut_to_width(data.merchant_name, width))
-        p.set(align="center", bold=True, normal_textsize=True)
-        line(label("scan_to_pay"))
-        p.set(align="left", bold=False, normal_textsize=True)
-        line("-" * width)
-        for name, value in [(label("terminal"), data.terminal_id),
-                            (label("date"), data.when.strftime("%Y-%m-%d %H:%M:%S")),
-                            *([(label("order"), data.order_title)] if data.order_title else []),
-                            (label("trans_id"), data.merchant_trans_id)]:
-            for text in _pair(name, value, width):
-                line(text)
-        if data.amount is not None:
-            p.set(align="left", bold=True, normal_textsize=True)
-            for text in _pair(label("amount"), data.amount.text, width):
-                line(text)
-        line()
-        p.set(align="center", bold=False, normal_textsize=True)
-        # native: the printer draws the QR (GS ( k); the code itself comes from the gateway
-        p.qr(data.pay_qr, native=True, size=8, center=False)
-        line(label("scan_with_alipay"))
-        line(label("not_a_receipt"))
-        p.set(align="left", normal_textsize=True)
-        p.cut()
-    return bytes(p.output)
+    return render_layout(_qr_slip_layout(data, catalogue, int(printer_settings.width)), printer_settings)
 
 
 def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogue) -> bytes:
     """ESC/POS bytes of one receipt (python-escpos Dummy)."""
-    if data.kind is ReceiptKind.QR_SLIP:
-        return render_qr_slip(data, printer_settings, catalogue)
-    escpos = load_escpos()
-    width = int(printer_settings.width)
-    encoding = printer_settings.encoding
-    profile = None if printer_settings.profile == "default" else printer_settings.profile
-    label = catalogue.receipt
-    p = escpos.Dummy(profile=profile)
-
-    def line(text: str = "") -> None:
-        p._raw(encode_text(text, encoding) + b"\n")
-
-    with quiet_stdout():
-        p.hw("INIT")
-        p.set(align="center", bold=True, double_height=True, double_width=False)
-        line(_cut_to_width(data.merchant_name, width))
-        p.set(align="center", normal_textsize=True, bold=False)
-        if data.store_name:
-            line(_cut_to_width(data.store_name, width))
-        for text in _wrap_to_width(data.store_address, width) if data.store_address else []:
-            line(text)
-        if data.reprint:
-            p.set(align="center", bold=True, normal_textsize=True)
-            line(label("reprint"))
-        title = label(data.report_title_key) if data.kind is ReceiptKind.REPORT and data.report_title_key \
-            else label("sale" if data.kind is ReceiptKind.SALE else "refund"
-                       if data.kind is ReceiptKind.REFUND else "report_x")
-        p.set(align="center", bold=True, normal_textsize=True)
-        line(title)
-        p.set(align="left", bold=False, normal_textsize=True)
-        line("-" * width)
-        rows: list[tuple[str, str]] = [
-            *([(label("store_id"), data.store_id)] if data.store_id else []),
-            (label("terminal"), data.terminal_id),
-            (label("date"), data.when.strftime("%Y-%m-%d %H:%M:%S")),
-        ]
-        if data.kind is not ReceiptKind.REPORT:
-            if data.order_title:
-                rows.append((label("order"), data.order_title))
-            if data.merchant_trans_id:
-                rows.append((label("trans_id"), data.merchant_trans_id))
-            if data.acquirement_id:
-                rows.append((label("acquirement_id"), data.acquirement_id))
-            if data.code_last4:
-                rows.append((label("code"), "*" * MASKED_CODE_STARS + data.code_last4))
-        for name, value in rows:
-            for text in _pair(name, value, width):
-                line(text)
-        for name, value in data.report_lines:
-            for text in _pair(name, value, width):
-                line(text)
-        if data.amount is not None:
-            line("-" * width)
-            p.set(align="left", bold=True, normal_textsize=True)
-            for text in _pair(label("amount"), data.amount.text, width):
-                line(text)
-            p.set(align="left", bold=False, normal_textsize=True)
-            if data.pay_amount is not None:
-                for text in _pair(label("pay_amount"), data.pay_amount.text, width):
-                    line(text)
-            if data.conversion_rate:
-                for text in _pair(label("rate"), data.conversion_rate, width):
-                    line(text)
-        if data.status_key:
-            for text in _pair(label("status"), label(data.status_key), width):
-                line(text)
-        if data.refunds:
-            line("-" * width)
-            line(label("refunds"))
-            for r in data.refunds:
-                for text in _pair(r.when.strftime('%Y-%m-%d %H:%M'), r.merchant_refund_id, width):
-                    line(text)
-                if r.refund_id:
-                    for text in _pair(label("refund_id"), r.refund_id, width):
-                        line(text)
-                for text in _pair(label(r.state), r.amount.text, width):
-                    line(text)
-        if data.merchant_trans_id and data.kind is not ReceiptKind.REPORT:
-            code = receipt_code(data.merchant_trans_id)
-            line()
-            p.set(align="center", bold=False, normal_textsize=True)
-            if printer_settings.print_qr:
-                # native: the printer draws the QR (GS ( k), no image library needed
-                p.qr(code, native=True, size=6, center=False)
-            else:
-                p.barcode("{B" + code, "CODE128", function_type="B", pos="OFF", align_ct=False)
-            line(label("scan_to_refund"))
-        p.set(align="center", bold=False, normal_textsize=True)
-        line()
-        line(label("thanks"))
-        p.set(align="left", normal_textsize=True)
-        p.cut()
-    return bytes(p.output)
+    return render_layout(receipt_layout(data, catalogue, int(printer_settings.width), printer_settings.print_qr),
+                         printer_settings)
 
 
-# The layout as on paper, for the receipt picture (devices/receipt_image.py): the same columns, a Hanzi two.
-pair_lines = _pair
+# Columns as on paper, for the receipt picture (devices/receipt_image.py): a Hanzi takes two.
+wrap_to_width = _wrap_to_width
 cut_to_width = _cut_to_width

@@ -5,16 +5,21 @@ receipt data a terminal shipped with its print outcome) and `pos receipt
 show ID --png FILE` on the terminal (from the same data in its print queue),
 so the two write the same bytes for the same receipt, language and fonts.
 
-The lines are those the terminal printed (devices/receipt.py's layout: title,
-label/value pairs, amount, status, refunds), on a white strip the printer's
-width in characters. Columns are counted as the printer counts them (wcwidth:
+The picture is drawn from the printer's own layout (`devices.receipt.
+receipt_layout`): the same lines in the same order with the same styles (bold,
+double height, centred), the QR code as a real QR image (qrcode) and the
+Code 128 barcode as bars (python-barcode), the cut as a dashed edge, so every
+line the printer prints is in the picture by construction. `render_picture`
+returns the PNG with what it drew (`Drawn` rows), which tests hold against
+the printer's bytes. Lines are drawn on a white strip the printer's width in
+characters. Columns are counted as the printer counts them (wcwidth:
 a Hanzi takes two). Each character is drawn with the font that has it: the
 monospaced DejaVu Sans Mono for Latin text, a font with Chinese characters
 (`cjk_font()`: fonts-wqy-microhei where installed, else what fontconfig finds
 for zh-cn) for the rest, centred in its two columns. With no such font the
 mono font can only draw its "missing glyph" box: that is logged once, and
 `undrawable()` and `pos doctor` say so, so a picture never shows boxes
-silently. The QR code is shown as the text it encodes.
+silently.
 """
 
 from __future__ import annotations
@@ -31,11 +36,21 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from devices.messages import Catalogue, text_width
-from devices.receipt import MASKED_CODE_STARS, ReceiptData, ReceiptKind, cut_to_width, pair_lines
-from devices.receipt_code import receipt_code
+from devices.receipt import (
+    Barcode,
+    Cut,
+    Line,
+    Qr,
+    ReceiptData,
+    ReceiptLayout,
+    Size,
+    Style,
+    receipt_layout,
+    wrap_to_width,
+)
 
-__all__ = ["receipt_lines", "receipt_png", "cjk_font", "undrawable", "glyph_mask", "CjkFont", "CJK_PACKAGE",
-           "cell_box"]
+__all__ = ["receipt_lines", "receipt_png", "render_picture", "picture_rows", "Picture", "Drawn", "cjk_font",
+           "undrawable", "glyph_mask", "CjkFont", "CJK_PACKAGE", "cell_box"]
 
 log = logging.getLogger(__name__)
 
@@ -136,52 +151,128 @@ def _fonts() -> _Fonts | None:
     return _Fonts(regular, bold, cjk, bold.getlength("M"), regular.getmetrics()[0])
 
 
-def _pair(name: str, value: str, width: int) -> list[str]:
-    return pair_lines(name, value, width)
+DOTS_PER_COLUMN = 12   # the printer's font A is 12 dots wide: QR modules and bars are given in dots
+BARCODE_BAR_DOTS = 3     # python-escpos's default barcode width and height, in dots
+BARCODE_HEIGHT_DOTS = 64
+QUIET = 4               # pixels of white above and below a QR code or barcode
 
 
-def _center(text: str, width: int) -> str:
-    text = cut_to_width(text, width)
-    return " " * ((width - text_width(text)) // 2) + text
+@dataclass(frozen=True)
+class Drawn:
+    """One row of the picture: a line of text, a QR code, a barcode or the cut, and where it was drawn."""
+
+    kind: str                        # "text" | "qr" | "barcode" | "cut"
+    text: str                        # text: as printed (not padded); qr / barcode: what the code carries
+    style: Style
+    column: int                      # text: the column its first character is in
+    box: tuple[int, int, int, int]   # pixels: left, top, right, bottom
+
+    @property
+    def shown(self) -> str:
+        """The row as text, padded to its columns; a code as [QR: ...] / [BARCODE: ...]."""
+        if self.kind == "text":
+            return " " * self.column + self.text
+        return "" if self.kind == "cut" else f"[{self.kind.upper()}: {self.text}]"
+
+
+@dataclass(frozen=True)
+class Picture:
+    png: bytes
+    drawn: tuple[Drawn, ...]
+
+
+def _qr_matrix(content: str) -> list[list[bool]]:
+    """The QR code the printer draws for `content` (GS ( k: model 2, error correction L, smallest version)."""
+    import qrcode
+
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_L, border=0)
+    code.add_data(content)
+    code.make(fit=True)
+    return [[bool(cell) for cell in row] for row in code.get_matrix()]
+
+
+def _code128_bars(content: str) -> str:
+    """The modules ('1' a bar, '0' a space) of the Code 128 barcode carrying `content`."""
+    from barcode import Code128
+
+    return str(Code128(content).build()[0])
+
+
+def _rows(layout: ReceiptLayout, cell: float) -> list[Drawn]:
+    """Where each line and block of the layout goes, top to bottom (boxes in pixels)."""
+    width = layout.width
+    strip = cell * width
+    rows: list[Drawn] = []
+    top = MARGIN
+
+    def add(kind: str, text: str, style: Style, column: int, span: float, height: int) -> None:
+        nonlocal top
+        left = MARGIN + (column * cell if kind == "text" else (strip - span) / 2 if style.align == "center" else 0)
+        rows.append(Drawn(kind, text, style, column, (math.floor(left), top, math.ceil(left + span), top + height)))
+        top += height
+
+    for block in layout.blocks:
+        if isinstance(block, Line):
+            height = LINE_H * (2 if block.style.size is Size.DOUBLE_HEIGHT else 1)
+            # A line longer than the paper goes on over the next lines, as the printer wraps it.
+            for text in wrap_to_width(block.text, width):
+                used = text_width(text)
+                column = (width - used) // 2 if block.style.align == "center" and used else 0
+                add("text", text, block.style, column, used * cell, height)
+        elif isinstance(block, Qr):
+            side = len(_qr_matrix(block.content)) * _dots(block.module, cell)
+            add("qr", block.content, block.style, 0, side, side + 2 * QUIET)
+        elif isinstance(block, Barcode):
+            span = len(_code128_bars(block.content)) * _bar(block.content, cell, strip)
+            add("barcode", block.content, block.style, 0, span, _dots(BARCODE_HEIGHT_DOTS, cell) + 2 * QUIET)
+        elif isinstance(block, Cut):
+            add("cut", "", Style(), 0, strip, LINE_H)
+    return rows
+
+
+def _dots(dots: int, cell: float) -> int:
+    """Pixels for a length the printer gives in dots."""
+    return max(1, round(dots * cell / DOTS_PER_COLUMN))
+
+
+def _bar(content: str, cell: float, strip: float) -> int:
+    """Pixels per barcode module: the printer's, or narrower where the code would be wider than the paper."""
+    return max(1, min(_dots(BARCODE_BAR_DOTS, cell), int(strip // len(_code128_bars(content)))))
+
+
+def _draw_code(draw: ImageDraw.ImageDraw, row: Drawn, cell: float) -> None:
+    left, top = row.box[0], row.box[1] + QUIET
+    if row.kind == "qr":
+        matrix = _qr_matrix(row.text)
+        px = (row.box[2] - row.box[0]) // len(matrix)
+        for y, line in enumerate(matrix):
+            for x, dark in enumerate(line):
+                if dark:
+                    draw.rectangle((left + x * px, top + y * px, left + (x + 1) * px - 1, top + (y + 1) * px - 1),
+                                   fill="black")
+    elif row.kind == "barcode":
+        px = (row.box[2] - row.box[0]) // len(_code128_bars(row.text))
+        for x, bar in enumerate(_code128_bars(row.text)):
+            if bar == "1":
+                draw.rectangle((left + x * px, top, left + (x + 1) * px - 1, row.box[3] - QUIET - 1), fill="black")
+    elif row.kind == "cut":   # the end of the paper
+        middle = (row.box[1] + row.box[3]) // 2
+        for x in range(row.box[0], row.box[2], 8):
+            draw.line((x, middle, min(x + 4, row.box[2]), middle), fill="gray")
 
 
 def receipt_lines(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH) -> list[tuple[str, bool]]:
-    """(text, bold) lines of the receipt, as the printer lays them out (columns counted with wcwidth)."""
-    label = catalogue.receipt
-    out: list[tuple[str, bool]] = [(_center(data.merchant_name, width), True)]
-    if data.store_name:
-        out.append((_center(data.store_name, width), False))
-    if data.reprint:
-        out.append((_center(label("reprint"), width), True))
-    title = label(data.report_title_key) if data.kind is ReceiptKind.REPORT and data.report_title_key \
-        else label("sale" if data.kind is ReceiptKind.SALE else "refund"
-                   if data.kind is ReceiptKind.REFUND else "report_x")
-    out += [(_center(title, width), True), ("-" * width, False)]
-    rows = [(label("terminal"), data.terminal_id), (label("date"), data.when.strftime("%Y-%m-%d %H:%M:%S"))]
-    if data.kind is not ReceiptKind.REPORT:
-        for key, value in (("order", data.order_title), ("trans_id", data.merchant_trans_id),
-                           ("acquirement_id", data.acquirement_id)):
-            if value:
-                rows.append((label(key), value))
-        if data.code_last4:
-            rows.append((label("code"), "*" * MASKED_CODE_STARS + data.code_last4))
-    for name, value in [*rows, *data.report_lines]:
-        out += [(t, False) for t in _pair(name, value, width)]
-    if data.amount is not None:
-        out.append(("-" * width, False))
-        out += [(t, True) for t in _pair(label("amount"), data.amount.text, width)]
-    if data.status_key:
-        out += [(t, False) for t in _pair(label("status"), label(data.status_key), width)]
-    if data.refunds:
-        out += [("-" * width, False), (cut_to_width(label("refunds"), width), False)]
-        for r in data.refunds:
-            out.append((cut_to_width(f"{r.when.strftime('%Y-%m-%d %H:%M')} {r.merchant_refund_id}", width), False))
-            out += [(t, False) for t in _pair(label(r.state), r.amount.text, width)]
-    if data.merchant_trans_id and data.kind is not ReceiptKind.REPORT:
-        out += [("", False), (_center(f"[QR: {receipt_code(data.merchant_trans_id)}]", width), False),
-                (_center(label("scan_to_refund"), width), False)]
-    out += [("", False), (_center(label("thanks"), width), False)]
-    return out
+    """(text, bold) rows of the receipt's picture, padded to their columns; codes as [QR: ...]; no cut."""
+    return [(row.shown, row.style.bold) for row in picture_rows(data, catalogue, width) if row.kind != "cut"]
+
+
+def _cell(fonts: _Fonts | None) -> float:
+    return fonts.cell if fonts else ImageFont.load_default().getlength("M")
+
+
+def picture_rows(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH, print_qr: bool = True) -> list[Drawn]:
+    """The rows the picture of the receipt has, laid out as the printer lays it out."""
+    return _rows(receipt_layout(data, catalogue, width, print_qr), _cell(_fonts()))
 
 
 def undrawable(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH) -> str:
@@ -190,19 +281,18 @@ def undrawable(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH) -> s
     if fonts is None:
         return ""
     seen: dict[str, None] = {}
-    for text, strong in receipt_lines(data, catalogue, width):
-        for ch in text:
-            if not _draws(fonts.pick(ch, strong), ch):
+    for row in picture_rows(data, catalogue, width):
+        for ch in row.text if row.kind == "text" else "":
+            if not _draws(fonts.pick(ch, row.style.bold), ch):
                 seen[ch] = None
     return "".join(seen)
 
 
-def cell_box(line: int, column: int, columns: int = 1) -> tuple[int, int, int, int]:
-    """The pixel box (left, top, right, bottom) of `columns` columns from `column` on line `line`."""
+def cell_box(row: Drawn, column: int, columns: int = 1) -> tuple[int, int, int, int]:
+    """The pixel box (left, top, right, bottom) of `columns` columns from `column` on the picture's `row`."""
     fonts = _fonts()
     cell = fonts.cell if fonts else 0.0
-    return (math.floor(MARGIN + column * cell), MARGIN + line * LINE_H,
-            math.ceil(MARGIN + (column + columns) * cell), MARGIN + (line + 1) * LINE_H)
+    return (math.floor(MARGIN + column * cell), row.box[1], math.ceil(MARGIN + (column + columns) * cell), row.box[3])
 
 
 _warned = False
@@ -252,22 +342,40 @@ def _draw_line(draw: ImageDraw.ImageDraw, fonts: _Fonts, text: str, strong: bool
         _warn_boxes(missing)
 
 
-def receipt_png(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH) -> bytes:
-    lines = receipt_lines(data, catalogue, width)
+def render_picture(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH, print_qr: bool = True) -> Picture:
+    """The receipt as a PNG picture, with the rows drawn in it, in order.
+
+    The picture takes the printer's defaults (42 columns, a QR code): headquarters does not know a
+    terminal's printer settings, and the terminal's picture is the dashboard's."""
     fonts = _fonts()
-    if fonts is None:   # no DejaVu: Pillow's own font, Latin only
-        default = ImageFont.load_default()
-        img = Image.new("RGB", (math.ceil(default.getlength("M" * width)) + 2 * MARGIN,
-                                LINE_H * len(lines) + 2 * MARGIN), "white")
-        draw = ImageDraw.Draw(img)
-        for n, (text, _) in enumerate(lines):
-            draw.text((MARGIN, MARGIN + n * LINE_H), text, fill="black", font=default)
-    else:
-        img = Image.new("RGB", (math.ceil(fonts.cell * width) + 2 * MARGIN, LINE_H * len(lines) + 2 * MARGIN),
-                        "white")
-        draw = ImageDraw.Draw(img)
-        for n, (text, strong) in enumerate(lines):
-            _draw_line(draw, fonts, text, strong, MARGIN + n * LINE_H)
+    default = ImageFont.load_default() if fonts is None else None   # no DejaVu: Pillow's own font, Latin only
+    cell = _cell(fonts)
+    rows = _rows(receipt_layout(data, catalogue, width, print_qr), cell)
+    drawn: list[Drawn] = []
+    img = Image.new("RGB", (math.ceil(cell * width) + 2 * MARGIN, (rows[-1].box[3] if rows else 0) + MARGIN),
+                    "white")
+    draw = ImageDraw.Draw(img)
+    for row in rows:
+        drawn.append(row)
+        if row.kind != "text":
+            _draw_code(draw, row, cell)
+            continue
+        height = row.box[3] - row.box[1]
+        # A double-height line is drawn at its normal size, then stretched as the printer doubles its dots.
+        line = Image.new("RGB", (img.width, LINE_H), "white") if height != LINE_H else None
+        canvas = draw if line is None else ImageDraw.Draw(line)
+        top = row.box[1] if line is None else 0
+        if default is not None:
+            canvas.text((MARGIN + row.column * cell, top), row.text, fill="black", font=default)
+        elif fonts is not None:
+            _draw_line(canvas, fonts, " " * row.column + row.text, row.style.bold, top)
+        if line is not None:
+            img.paste(line.resize((img.width, height), Image.Resampling.NEAREST), (0, row.box[1]))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return buf.getvalue()
+    return Picture(buf.getvalue(), tuple(drawn))
+
+
+def receipt_png(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH) -> bytes:
+    """The receipt as a PNG picture: what `pos receipt show --png` writes and the dashboard shows."""
+    return render_picture(data, catalogue, width).png

@@ -74,7 +74,7 @@ def bench_commits(seconds: float = 3.0) -> None:
 
 def bench_engine(count: int = 5000, seed: int = 0) -> None:
     engine = Engine(PaymentSection().schedule(), rng=random.Random(seed))
-    paid = Succeeded({"acquirementStatus": "SUCCESS", "acquirementId": "A1"}, query=QueryOutcome.PAID)
+    paid = Succeeded(query=QueryOutcome.PAID, gateway_id="A1")
     now = 1_800_000_000.0
     start = time.perf_counter()
     for i in range(1, count + 1):

@@ -100,7 +100,7 @@ def test_pay_inquiry_refund_cancel_over_the_v1_wire(gw: AmsGateway, ams_server: 
     t, res = pay(gw, "00")
     assert isinstance(res, Succeeded) and res.code == "SUCCESS" and res.request_id == t
     assert res.data["paymentRequestId"] == t and res.data["paymentAmount"] == {"currency": "SGD", "value": "1250"}
-    assert res.data["acquirementId"] == res.data["paymentId"]          # what the engine keeps and refunds by
+    assert res.gateway_id == res.data["paymentId"]                      # what the engine keeps and refunds by
     q = gw.query(merchant_trans_id=t)
     assert isinstance(q, Succeeded) and q.data["paymentStatus"] == "SUCCESS" and q.query is QueryOutcome.PAID
     r = gw.refund(acquirement_id=res.data["paymentId"], merchant_refund_id=t + "-R1", amount=SGD(500),
@@ -129,6 +129,28 @@ def test_pay_inquiry_refund_cancel_over_the_v1_wire(gw: AmsGateway, ams_server: 
     assert [u.rsplit("/", 1)[1] for u, _, _ in session.sent] == [
         "pay", "inquiryPayment", "refund", "inquiryRefund", "inquiryRefund", "pay", "cancel", "inquiryPayment",
         "consult"]
+
+
+def test_the_ids_and_amounts_of_an_answer_land_in_the_typed_fields(gw: AmsGateway) -> None:
+    """What the engine keeps is read from the v1 field names by the client: paymentId, refundId,
+    actualPaymentAmount and paymentQuote; the body stays as it came (no offline names added)."""
+    t, res = pay(gw, "00")                   # SGD 12.50, paid in CNY at the sandbox's 5.3696
+    assert isinstance(res, Succeeded) and res.gateway_id and res.gateway_id == res.data["paymentId"]
+    assert "acquirementId" not in res.data
+    assert res.customer_amount == Money(6712, "CNY") and res.conversion_rate == "5.3696"
+    q = gw.query(merchant_trans_id=t)
+    assert isinstance(q, Succeeded) and q.gateway_id == res.gateway_id and q.customer_amount == Money(6712, "CNY")
+    assert q.conversion_rate == "5.3696"
+    r = gw.refund(acquirement_id=res.gateway_id, merchant_refund_id=t + "-R1", amount=SGD(500), reason="")
+    assert isinstance(r, Succeeded) and r.refund_gateway_id and r.refund_gateway_id == r.data["refundId"]
+    waiting_id, waiting = pay(gw, "10")      # the customer confirming: a U answer that names the payment
+    assert isinstance(waiting, Unknown) and waiting.code == "PAYMENT_IN_PROCESS"
+    assert waiting.gateway_id and waiting.qr == ""
+    assert gw.query(merchant_trans_id=waiting_id).gateway_id == waiting.gateway_id
+    shown = gw.qr_pay(merchant_trans_id=rid(), amount=SGD(300), order_title="Tea")
+    assert isinstance(shown, Unknown) and shown.gateway_id and shown.qr
+    _, declined = pay(gw, "01")
+    assert isinstance(declined, Failed) and declined.gateway_id == ""
 
 
 def test_production_client_ids_use_the_production_path(ams_settings: GatewaySection, ams_server: SandboxServer,

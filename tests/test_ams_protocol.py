@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pos.config import GatewaySection
+from pos.core.money import Money
 from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
 from pos.gateway.ams import AmsGateway, path_prefix
 from pos.gateway.ams.codes import result_codes
@@ -118,7 +119,7 @@ def test_a_verified_answer_is_read_over_its_exact_bytes(client: AmsGateway, sand
           "paymentRequestId": "T1", "paymentId": "P1"}
     raw, headers = answer(sandbox_keys, ok)    # indented JSON: verified as sent, never re-serialised
     res = client.read_answer(PAY, raw, headers, "pay", "T1")
-    assert isinstance(res, Succeeded) and res.data["acquirementId"] == "P1"
+    assert isinstance(res, Succeeded) and res.gateway_id == "P1"
     failed = client.read_answer(PAY, *answer(sandbox_keys, {**ok, "result": {
         "resultStatus": "F", "resultCode": "RISK_REJECT", "resultMessage": "no"}}), "pay", "T1")
     assert isinstance(failed, Failed) and failed.code == "RISK_REJECT"
@@ -230,14 +231,16 @@ def test_what_the_customer_paid_is_read_from_actual_payment_amount_and_payment_q
                         "actualPaymentAmount": {"currency": "CNY", "value": "6712"},
                         "paymentQuote": {"quoteCurrencyPair": "SGD/CNY", "quotePrice": "5.3696"}})
     read = read_inquiry(answer, ["ORDER_NOT_EXIST"])
-    assert read.query is QueryOutcome.PAID  # type: ignore[union-attr]
-    assert read.data["payAmount"] == {"currency": "CNY", "value": "6712"}
-    assert read.data["conversionRate"] == {"sourceCurrency": "SGD", "targetCurrency": "CNY", "rate": "5.3696"}
-    same = Succeeded({"paymentAmount": {"currency": "SGD", "value": "1250"}})
-    assert "payAmount" not in customer_amount(same).data                      # no conversion: nothing to print
-    for bad in ("6712", None, ["x"]):                                          # wrong types are ignored
-        assert "payAmount" not in customer_amount(Succeeded({"actualPaymentAmount": bad})).data
-    assert customer_amount(Failed("X", data={"actualPaymentAmount": {}})).data.get("payAmount") is None
+    assert isinstance(read, Succeeded) and read.query is QueryOutcome.PAID
+    assert read.customer_amount == Money(6712, "CNY")
+    assert read.conversion_rate == "5.3696"
+    same = {"paymentAmount": {"currency": "SGD", "value": "1250"}}
+    assert customer_amount(Succeeded(same), same) == Succeeded(same)           # no conversion: nothing to print
+    for bad in ("6712", None, ["x"], {}, {"currency": "CNY", "value": "6.7"}):  # wrong types are ignored
+        body = {"actualPaymentAmount": bad}
+        read = customer_amount(Succeeded(body), body)
+        assert isinstance(read, Succeeded) and read.customer_amount is None
+    assert customer_amount(Failed("X"), {"actualPaymentAmount": {"currency": "CNY", "value": "1"}}) == Failed("X")
 
 
 def test_goods_rules_and_the_china_extra_trans_info_text() -> None:

@@ -108,7 +108,7 @@ class Shop:
                                 amount=sale.amount, order_title="goods")
             assert isinstance(answer, Succeeded), answer
             j.record(Record(sales=(replace(sale, state=SaleState.PAID,
-                                           acquirement_id=str(answer.data["acquirementId"])),)))
+                                           acquirement_id=answer.gateway_id),)))
             found = j.get_sale(sale.sale_id)
             assert found is not None
             return found

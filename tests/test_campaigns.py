@@ -94,6 +94,7 @@ def test_journal_full_refuses_new_sales_then_sales_go_on(rig: FaultRig) -> None:
                 assert "could not record" in str(exc) or "full" in str(exc)   # the cashier is told why
                 refused += 1
                 break
+            rig.figures.sales += 1   # started here, not through rig.sale(): counted as the soak counts its own
             rig.runner.wait_idle(timeout=10)
     finally:
         db.write("PRAGMA max_page_count = 1073741823")
@@ -124,6 +125,30 @@ def test_short_soak_with_every_kind_of_fault(tmp_path: Path) -> None:
     figures = run(tmp_path, sales=120, refunds=12, fault_rate=0.25, seed=5)
     assert figures.sales >= 100 and figures.refunds >= 10
     assert sum(figures.faults.values()) >= 15
+    _clean(figures)
+
+
+def test_soak_figures_count_a_sale_the_journal_took_before_a_later_commit_failed(rig: Any) -> None:
+    """The table's "by state" (read from the journal) adds up to its "sales": a sale committed and then
+    refused by a failing commit is a sale (recovery settles it), not a refusal."""
+    from pos.core.records import SaleState
+    from pos.journal.db import JournalError
+
+    runner = rig.runner
+    carry_out = runner._carry_out
+
+    def commit_fails_after_the_sale(commands: Any, committed: Any = None) -> None:
+        runner._carry_out = carry_out
+        runner._broken = True   # what the runner does when a commit fails: nothing more is sent
+        raise JournalError("the journal could not record this: database or disk is full")
+
+    runner._carry_out = commit_fails_after_the_sale
+    assert rig.sale() is None
+    rig.restart()                 # as the soak does once the runner stopped itself
+    assert rig.sale() is SaleState.PAID
+    figures = rig.settle_and_compare()
+    assert figures.sales == sum(figures.states.values()) == 2
+    assert (figures.created_then_failed, figures.refused_sales) == (1, 0)
     _clean(figures)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ from devices.display import (
     CLEAR,
     ESC_INIT,
     ConsoleDisplay,
+    DisplayWriter,
     NullDisplay,
     RecordingDisplay,
     SerialDisplay,
@@ -122,3 +124,35 @@ def test_the_console_shows_a_long_text_whole_and_a_2x20_display_nothing_more() -
     recording.show_text("QR", url)
     assert recording.texts == [("QR", url)] and recording.shown == []
     NullDisplay().show_text("QR", url)              # the default: nothing, no error
+
+
+def test_the_writer_keeps_only_the_latest_screen_for_a_display_that_does_not_read(
+        emulated: EmulatedDisplay) -> None:
+    writer = DisplayWriter(SerialDisplay(emulated.path, write_timeout=0.3), "customer", retry=0.2)
+    try:
+        writer.show("first", "")
+        assert emulated.wait_for(lambda shown: shown[0] == "first")[0] == "first"
+        emulated.stop_reading()
+        for n in range(200):          # returns at once: 200 screens at 0.3 s each would take a minute
+            writer.show(f"screen {n}", "")
+        deadline = time.monotonic() + 10
+        while writer.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)          # not emulated.wait_for: that would read the pty
+        assert (writer.last_error or "").startswith("customer display: ") and writer.current == ("screen 199", "")
+        emulated.received.clear()     # it reads again: the current screen, not the 198 before it
+        assert emulated.wait_for(lambda shown: shown == ("screen 199", ""), timeout=10) == ("screen 199", "")
+        assert writer.writes < 20
+        emulated.wait_for(lambda _: writer.last_error is None, timeout=5)
+        assert writer.last_error is None
+    finally:
+        writer.close()
+
+
+def test_the_writer_shows_a_long_text_under_its_screen_and_drops_it_with_the_screen() -> None:
+    out = io.StringIO()
+    writer = DisplayWriter(ConsoleDisplay(out, title="cashier"), "cashier")
+    writer.show("Scan the QR", "SGD 1.00")
+    writer.show_text("QR", "https://qr.example/1")
+    writer.close()                    # waits for the writer: everything asked before is written
+    text = out.getvalue()
+    assert "|Scan the QR" in text and text.index("|Scan the QR") < text.index("QR: https://qr.example/1")

@@ -380,6 +380,9 @@ def test_cashier_display_and_keypad_missing_and_present(setup, tmp_path):
             "keypad": cfg.keypad.model_copy(update={"kind": "serial", "url": str(keypad.path)})})
         assert doctor.check_cashier_display(present).level is Level.OK
         assert doctor.check_keypad(present).level is Level.OK
+        display.stop_reading()       # a display that no longer reads what it is sent
+        r = doctor.check_cashier_display(present, timeout=0.2)
+        assert r.level is Level.FAIL and "takes no data" in r.detail and "powered" in r.line()
 
 
 def test_ecr_tokens(setup, tmp_path):

@@ -619,11 +619,37 @@ def test_auth_and_unknown_ids(stage):
     r = requests.post(stage.url + "/v1/sales", data=b"{not json", timeout=5,
                       headers={"Authorization": "Bearer " + stage.till_token_path().read_text().strip(),
                                "Content-Type": "application/json"})
-    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["title"] == "Body is not JSON" and "send one JSON object" in r.json()["detail"]
     assert stage.till("POST", "/v1/reports/z").status_code == 403
 
 
+def _sgd_totals(stage):
+    x = stage.till("GET", "/v1/reports/x").json()
+    return next((c for c in x["currencies"] if c["currency"] == "SGD"), None)
+
+
+def _a_day_with_at_least(stage, *, paid, declined, cancelled):
+    """The open business day holds at least these final sales: the ones the tests before made (when
+    they ran), and here whatever is missing, so that a test run alone or in any order has them too."""
+    sgd = _sgd_totals(stage)
+    have = {key: sgd[key]["count"] if sgd else 0 for key in ("sales", "declines", "cancels")}
+    for _ in range(paid - have["sales"]):
+        assert sell(stage, "2.00", "00")["state"] == "PAID"
+        stage.new_receipts(1)
+    for _ in range(declined - have["declines"]):
+        assert sell(stage, "3.00", "01")["state"] == "DECLINED"
+    for _ in range(cancelled - have["cancels"]):
+        sale = stage.start_sale("4.00")
+        stage.wait_display(lambda lines: "Scan" in lines[0])
+        stage.scan(make_code("18"))   # the customer never confirms: the cashier cancels
+        stage.wait_display(lambda lines: "Checking" in lines[0], timeout=10)
+        assert stage.till("POST", f"/v1/sales/{sale['id']}/cancel").status_code == 200
+        assert stage.wait_sale(sale["id"], 30)["state"] == "CANCELLED"
+
+
 def test_x_and_z_reports(stage):
+    _a_day_with_at_least(stage, paid=5, declined=1, cancelled=2)
     x = stage.till("GET", "/v1/reports/x").json()
     assert x["kind"] == "X" and x["closedAt"] is None
     sgd = next(c for c in x["currencies"] if c["currency"] == "SGD")
@@ -638,7 +664,32 @@ def test_x_and_z_reports(stage):
     assert after["businessDay"] == z["businessDay"] + 1 and after["currencies"] == []
 
 
+def test_a_customer_display_that_stops_reading_holds_up_no_sale_and_health_names_it(stage):
+    # tests/test_hardening.py holds the timing; here: the daemon's wiring, through `pos run`.
+    stage.customer.stop_reading()
+    sale = sell(stage, "2.50", "00")
+    assert sale["state"] == "PAID"
+    stage.new_receipts(1)
+    assert stage.wait_display(lambda lines: lines[0].startswith("PAID"), timeout=5)
+    deadline = time.monotonic() + 15
+    while (health := stage.till("GET", "/v1/health", timeout=5).json())["devices"]["display"]["ok"]:
+        assert time.monotonic() < deadline, "health never named the display that does not read"
+        time.sleep(0.2)
+    assert health["status"] == "degraded"
+    assert health["devices"]["display"]["last_error"].startswith("customer display: ")
+    shown = tuple(line.rstrip() for line in sale["message"]["customer"])
+    assert stage.wait_display(lambda lines: lines == shown, who="customer", timeout=15) == shown
+    deadline = time.monotonic() + 15
+    while not (health := stage.till("GET", "/v1/health", timeout=5).json())["devices"]["display"]["ok"]:
+        assert time.monotonic() < deadline, "health never saw the display read again"
+        time.sleep(0.2)
+    assert health["status"] == "ok"
+
+
 def test_health(stage):
+    # A sale first: the gateway's latency is known once the daemon has called it.
+    assert sell(stage, "1.00", "00")["state"] == "PAID"
+    stage.new_receipts(1)
     health = stage.till("GET", "/v1/health").json()
     assert health["status"] == "ok" and health["uptime_s"] > 0
     assert health["gateway"]["latency_ms"] is not None

@@ -30,9 +30,9 @@ from tests.engine_harness import CODE, T0, Harness, refund_record, sale_record
 
 ACQ = "2027011511121280010016000000000001"
 # Query answers as the gateway protocol hands them over: with its reading in `query`.
-PAID_Q = Succeeded({"acquirementStatus": "SUCCESS", "acquirementId": ACQ}, query=QueryOutcome.PAID)
-PENDING_Q = Succeeded({"acquirementStatus": "PROCESSING"}, query=QueryOutcome.PENDING)
-CLOSED_Q = Succeeded({"acquirementStatus": "CLOSED"}, query=QueryOutcome.CLOSED)
+PAID_Q = Succeeded(query=QueryOutcome.PAID, gateway_id=ACQ)
+PENDING_Q = Succeeded(query=QueryOutcome.PENDING)
+CLOSED_Q = Succeeded(query=QueryOutcome.CLOSED)
 NOT_FOUND = Failed("ORDER_NOT_EXIST", query=QueryOutcome.NOT_FOUND)
 U = Unknown("timeout")
 
@@ -50,7 +50,7 @@ def test_pay_success_records_before_sending_and_prints() -> None:
     pay = h.of(SendPay, out)[0]
     assert pay.identity_code == CODE and CODE not in repr(pay) and CODE not in repr(out[0])
     assert out[0].sales[0].pay_sent_at == T0
-    out = h.answer(Succeeded({"acquirementId": ACQ}))
+    out = h.answer(Succeeded(gateway_id=ACQ))
     assert h.state() is SaleState.PAID and h.records[1].acquirement_id == ACQ
     assert [c.key for c in h.of(Show, out)] == ["paid"]
     assert h.of(PrintReceipt, out) == [PrintReceipt(1)]
@@ -161,7 +161,7 @@ def cancelling(h: Harness) -> None:
 def test_cancel_success_is_cancelled() -> None:
     h = Harness()
     cancelling(h)
-    out = h.answer(Succeeded({}))
+    out = h.answer(Succeeded())
     assert h.state() is SaleState.CANCELLED and [c.key for c in h.of(Show, out)] == ["cancelled"]
 
 
@@ -194,7 +194,7 @@ def test_cancel_unknown_then_success() -> None:
     cancelling(h)
     h.answer(U)
     h.advance()
-    h.answer(Succeeded({}))
+    h.answer(Succeeded())
     assert h.state() is SaleState.CANCELLED
 
 
@@ -213,17 +213,17 @@ def test_abort_while_the_pay_is_out_cancels_after_it() -> None:
     h.start()
     h.abort()
     assert h.state() is SaleState.CANCELLING and h.sent(SendCancel) == []
-    out = h.answer(Succeeded({"acquirementId": ACQ}))
+    out = h.answer(Succeeded(gateway_id=ACQ))
     assert h.state() is SaleState.CANCELLING and h.records[1].acquirement_id == ACQ
     assert len(h.of(SendCancel, out)) == 1
-    h.answer(Succeeded({}))
+    h.answer(Succeeded())
     assert h.state() is SaleState.CANCELLED
 
 
 def test_abort_after_the_end_does_nothing() -> None:
     h = Harness()
     h.start()
-    h.answer(Succeeded({}))
+    h.answer(Succeeded())
     assert h.abort() == []
 
 
@@ -287,7 +287,7 @@ def test_a_sale_keeps_the_acquirement_id_an_unknown_answer_named() -> None:
     """Issue 17: a MANUAL_REVIEW sale kept no acquirementId although the U answers carried one."""
     h = Harness()
     h.start()
-    h.answer(Unknown("gateway answered U", "USER_PAYING", data={"acquirementId": ACQ}))
+    h.answer(Unknown("gateway answered U", "USER_PAYING", gateway_id=ACQ))
     h.abort()
     h.answer(Failed("CANCEL_NOT_ALLOWED"))
     assert h.state() is SaleState.MANUAL_REVIEW and h.records[1].acquirement_id == ACQ
@@ -310,14 +310,14 @@ def test_a_cancel_too_late_is_reversed_by_a_full_refund_committed_first() -> Non
     assert isinstance(record, Record) and record.sales[0].state is SaleState.REVERSING
     mrid = record.sales[0].reversal_id
     assert mrid == "POS01-20270115-TEST01-000001-V"
-    assert send == [SendReverse(1, send[0].seq, h.now, PAID_Q.data["acquirementId"], mrid, Money(1250, "USD"))]
+    assert send == [SendReverse(1, send[0].seq, h.now, PAID_Q.gateway_id, mrid, Money(1250, "USD"))]
     assert any("refunding it in full" in a.text for a in h.of(Alarm, out))
     assert h.of(Show, out)[0].key == "reversing"
     # U: the same merchantRefundId again; then S: REVERSED, with Alipay's refundId kept.
     h.answer(Unknown("timeout"))
     h.advance()
     assert h.sent(SendReverse)[-1].merchant_refund_id == mrid and len(h.sent(SendReverse)) == 2
-    out = h.answer(Succeeded({"refundId": "20270115RF01"}))
+    out = h.answer(Succeeded(refund_gateway_id="20270115RF01"))
     assert h.state() is SaleState.REVERSED and h.records[1].reversal_gateway_id == "20270115RF01"
     assert h.of(PrintReceipt, out) == [PrintReceipt(1)]
     assert [s.key for s in h.of(Show, out)] == ["reversed"]
@@ -353,7 +353,7 @@ def test_a_declined_reversal_leaves_the_sale_on_the_managers_list() -> None:
     assert h.state() is SaleState.REVERSING
     ids = [c.merchant_refund_id for c in h.sent(SendReverse)]
     assert ids == ["POS01-20270115-TEST01-000001-V", "POS01-20270115-TEST01-000001-V2"]
-    h.answer(Succeeded({"refundId": "RF2"}))
+    h.answer(Succeeded(refund_gateway_id="RF2"))
     assert h.state() is SaleState.REVERSED
 
 
@@ -369,7 +369,7 @@ def test_a_late_success_without_an_acquirement_id_is_left_to_the_manager() -> No
     h = Harness()
     manual_review(h)
     h.advance()
-    h.answer(Succeeded({"acquirementStatus": "SUCCESS"}, query=QueryOutcome.PAID))
+    h.answer(Succeeded(query=QueryOutcome.PAID))
     assert h.state() is SaleState.PAID_LATE and h.sent(SendReverse) == []
     # Nothing to refund with: the refund action is refused, and changes nothing.
     refusal = h.engine.admit_resolve(1, "refund")
@@ -394,7 +394,7 @@ def test_refund_success_and_decline() -> None:
     h = Harness()
     out = h.start_refund(1)
     assert isinstance(out[0], Record) and out[0].refunds[0].state is RefundState.REFUNDING
-    out = h.answer(Succeeded({"refundId": "R1"}))
+    out = h.answer(Succeeded(refund_gateway_id="R1"))
     assert h.refunds[1].state is RefundState.REFUNDED and h.refunds[1].gateway_refund_id == "R1"
     assert h.of(PrintReceipt, out) == [PrintReceipt(1, 1)]
     h.start_refund(2)
@@ -419,7 +419,7 @@ def test_refund_unknown_retries_same_id_then_pending_then_background() -> None:
     h.answer(U)
     assert h.refunds[1].state is RefundState.REFUND_PENDING
     h.advance()
-    h.answer(Succeeded({}))
+    h.answer(Succeeded())
     assert h.refunds[1].state is RefundState.REFUNDED
 
 
@@ -460,19 +460,19 @@ def test_every_trigger_is_exercised_by_this_file() -> None:
     # collect the triggers they logged.
     seen: set[str] = set()
     for scenario in (
-        lambda h: (h.start(), h.answer(Succeeded({}))),
+        lambda h: (h.start(), h.answer(Succeeded())),
         lambda h: (h.start(), h.answer(Failed("RISK_REJECT"))),
         lambda h: (querying(h), h.advance(), h.answer(PAID_Q)),
         lambda h: (querying(h), h.advance(), h.answer(CLOSED_Q)),
         lambda h: (querying(h), h.advance(), h.answer(PENDING_Q)),
         lambda h: (querying(h), [(h.advance(), h.answer(NOT_FOUND)) for _ in range(3)]),
         lambda h: (querying(h), [(h.advance(), h.answer(PENDING_Q)) for _ in range(12)]),
-        lambda h: (cancelling(h), h.answer(Succeeded({}))),
+        lambda h: (cancelling(h), h.answer(Succeeded())),
         lambda h: (cancelling(h), [(h.answer(U), h.advance()) for _ in range(5)], h.answer(U)),
         lambda h: (manual_review(h), h.advance(), h.answer(PENDING_Q), h.advance(), h.answer(PAID_Q)),
         lambda h: (manual_review(h), h.advance(), h.answer(CLOSED_Q)),
         lambda h: (manual_review(h), h.advance(), h.answer(PAID_Q), h.answer(U), h.advance(),
-                   h.answer(Succeeded({"refundId": "RF1"}))),
+                   h.answer(Succeeded(refund_gateway_id="RF1"))),
         lambda h: (manual_review(h), h.advance(), h.answer(PAID_Q), h.answer(Failed("X"))),
         lambda h: h.recover([sale_record(1, state=SaleState.REVERSING, acquirement_id=ACQ, reversal_id="V")]),
         lambda h: h.recover([sale_record(1), sale_record(2, state=SaleState.PAYING),
@@ -480,8 +480,8 @@ def test_every_trigger_is_exercised_by_this_file() -> None:
                              sale_record(4, state=SaleState.CANCELLING)],
                             [refund_record(1), refund_record(2, state=RefundState.REFUNDING)]),
         lambda h: (h.start(), h.abort()),
-        lambda h: (h.start(), h.abort(), h.answer(Succeeded({"acquirementId": ACQ}))),
-        lambda h: (h.start_refund(), h.answer(Succeeded({}))),
+        lambda h: (h.start(), h.abort(), h.answer(Succeeded(gateway_id=ACQ))),
+        lambda h: (h.start_refund(), h.answer(Succeeded())),
         lambda h: (h.start_refund(), h.answer(Failed("X"))),
         lambda h: (h.start_refund(), [(h.answer(U), h.advance()) for _ in range(4)], h.answer(U),
                    h.advance(), h.answer(U)),
@@ -590,7 +590,7 @@ def test_the_manager_refunds_a_paid_late_sale_with_a_fresh_id_committed_first() 
     entry = record.log[0]
     assert (entry.trigger, entry.source, entry.dest) == ("manager_refund", "PAID_LATE", "REVERSING")
     assert "by keypad (manager PIN)" in entry.detail
-    out = h.answer(Succeeded({"refundId": "RF1"}))
+    out = h.answer(Succeeded(refund_gateway_id="RF1"))
     assert h.state() is SaleState.REVERSED and h.records[1].reversal_gateway_id == "RF1"
     assert h.of(PrintReceipt, out) == [PrintReceipt(1)]
 

@@ -23,6 +23,7 @@ from urllib3.util import parse_url
 from devices.display import fit_line
 from devices.messages import Catalogue
 from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, render_receipt
+from devices.scanner import Scan
 from pos.config import Config, PrinterSection, load_config
 from pos.core.errors import ConfigError
 from pos.core.money import Money
@@ -223,6 +224,20 @@ def test_6_huge_sale_number_scanned_in_the_refund_menu(till: Any) -> None:
     assert rig.cashier(lambda lines: lines[0] == "No such sale")
 
 
+@pytest.mark.parametrize("body,why", [(b'{"amount": "\xff"}', "not UTF-8"), (b"[" * 60000, "nested too deeply"),
+                                      (b'{"amount": "1.00",}', "at character 18"), (b"{not json", "at character 1")])
+@pytest.mark.parametrize("path,token", [("/v1/sales", TILL), ("/v1/refunds", MANAGER)])
+def test_a_body_that_is_not_json_is_400_with_what_is_wrong_and_what_to_do(till: Any, body: bytes, why: str,
+                                                                          path: str, token: str) -> None:
+    r = requests.post(till.url + path, data=body, timeout=5,
+                      headers={**_auth(token), "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["title"] == "Body is not JSON" and problem["status"] == 400
+    assert why in problem["detail"] and "send one JSON object in UTF-8" in problem["detail"]
+    assert till.rig.journal.list_sales() == [] and till.rig.terminal.mode.value == "IDLE"
+
+
 # -- 7. gateway fields are not trusted beyond what they are -----------------------------------
 
 @pytest.fixture
@@ -360,3 +375,60 @@ def test_9_listen_on_loopback_is_fine(tmp_path: Path) -> None:
 
 def test_config_default_is_still_valid() -> None:
     Config()
+
+
+# -- found by the daemon soak: a display that does not read delays nothing but itself -----------------
+
+def _health(url: str) -> tuple[dict[str, Any], float]:
+    started = time.monotonic()
+    r = requests.get(url + "/v1/health", headers=_auth(), timeout=30)
+    assert r.status_code == 200
+    return r.json(), time.monotonic() - started
+
+
+def test_a_display_that_stops_reading_delays_no_sale_no_display_and_no_health(tmp_path: Path) -> None:
+    # Each write to the stuck display waits 4 s before it gives up: a sale that waited for the display
+    # (at least two screens: "scan", then the outcome) would take 8 s or more.
+    rig = Rig(tmp_path, display_write_timeout=4.0)
+    server = ThreadedServer(create_app(rig.terminal, Tokens(TILL, MANAGER), max_wait=15.0)).start()
+    try:
+        rig.customer_pty.wait_for(lambda lines: lines != ("", ""))
+        assert rig.customer_pty.stop_reading() > 0     # its pty's buffer is full: every write would block
+
+        started = time.monotonic()
+        r = requests.post(server.url + "/v1/sales", json={"amount": "1.00"}, headers=_auth(), timeout=30)
+        assert r.status_code == 201
+        rig.terminal.on_scanner_event(Scan(make_code("00")))
+        r = requests.get(f"{server.url}/v1/sales/{r.json()['id']}?wait=15", headers=_auth(), timeout=30)
+        assert r.json()["state"] == "PAID"
+        assert rig.cashier(lambda lines: lines[0].startswith("PAID"), timeout=5)[1] == "Hand over goods"
+        assert time.monotonic() - started < 6.0, "the sale waited for the display that does not read"
+
+        # Health answers while a screen waits for the stuck display, and names it.
+        typing = threading.Thread(target=rig.keys, args=("E",))   # RESULT -> Ready on both displays
+        typing.start()
+        deadline = time.monotonic() + 15
+        while True:
+            health, took = _health(server.url)
+            assert took < 2.5, f"health took {took:.1f} s"
+            if not health["devices"]["display"]["ok"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        typing.join(timeout=5)
+        assert not typing.is_alive()
+        error = health["devices"]["display"]["last_error"]
+        assert health["status"] == "degraded" and error.startswith("customer display: ")
+        assert "does not read" in error and "cashier display" not in error
+        assert rig.cashier(lambda lines: lines[0] == "Ready", timeout=5)[0] == "Ready"
+
+        # It reads again: it shows the current screen, and health says so.
+        ready = tuple(line.rstrip() for line in rig.terminal.customer_text.customer("ready"))
+        rig.customer_pty.received.clear()
+        assert rig.customer_pty.wait_for(lambda lines: lines == ready, timeout=15) == ready
+        deadline = time.monotonic() + 10
+        while not (health := _health(server.url)[0])["devices"]["display"]["ok"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health["devices"]["display"] == {"ok": True, "last_error": None}
+    finally:
+        server.stop()
+        rig.close()

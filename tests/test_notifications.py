@@ -11,6 +11,7 @@ import json
 
 from pos.core.engine import PrintReceipt, Record, SendQuery, SendRefund, Show
 from pos.core.events import Notified, RefundNotified
+from pos.core.money import Money
 from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
 from pos.core.records import RefundState, SaleState
 from pos.gateway.ams.notify import acknowledgement, read_notification
@@ -20,7 +21,7 @@ from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys
 
 ACQ = "2027011511121280010016000000000001"
-PAID = Succeeded({"paymentId": ACQ, "acquirementId": ACQ}, query=QueryOutcome.PAID)
+PAID = Succeeded(query=QueryOutcome.PAID, gateway_id=ACQ)
 CLIENT = "SANDBOX_POS0001"
 PATH = "/notify/ams/payment"
 
@@ -49,7 +50,7 @@ def test_a_notification_supersedes_a_query_in_flight() -> None:
     assert len(h.inflight) == 1
     h.feed(Notified(1, PAID, h.now))
     assert h.state() is SaleState.PAID
-    h.answer(Succeeded({}, query=QueryOutcome.PENDING))   # the late query answer is dropped
+    h.answer(Succeeded(query=QueryOutcome.PENDING))   # the late query answer is dropped
     assert h.state() is SaleState.PAID
 
 
@@ -60,7 +61,7 @@ def test_notifications_that_settle_nothing_change_nothing() -> None:
     assert h.state() is SaleState.PAYING
     h.answer(Unknown("timeout"))
     for result in (Failed("RISK_REJECT", query=QueryOutcome.CLOSED), Unknown("notification says U"),
-                   Succeeded({}, query=QueryOutcome.PENDING)):
+                   Succeeded(query=QueryOutcome.PENDING)):
         h.feed(Notified(1, result, h.now))
         assert h.state() is SaleState.QUERYING
     h.feed(Notified(99, PAID, h.now))                # a sale the engine does not hold
@@ -84,7 +85,13 @@ def test_v1_notification_is_read_only_when_alipay_signed_it(sandbox_keys: Sandbo
                              client_id=CLIENT)
     assert not isinstance(note, str) and note.kind == "payment" and note.request_id == "T1"
     assert isinstance(note.result, Succeeded) and note.result.query is QueryOutcome.PAID
-    assert note.result.data["acquirementId"] == ACQ
+    assert note.result.gateway_id == ACQ and note.result.data["paymentId"] == ACQ   # the typed field the engine reads
+    converted = {**NOTE, "actualPaymentAmount": {"currency": "CNY", "value": "6712"},
+                 "paymentQuote": {"quoteCurrencyPair": "SGD/CNY", "quotePrice": "5.3696"}}
+    paid = read_notification(PATH, *signed(sandbox_keys, converted), alipay_public_key=sandbox_keys.alipay_public,
+                             client_id=CLIENT)
+    assert not isinstance(paid, str) and isinstance(paid.result, Succeeded)
+    assert (paid.result.customer_amount, paid.result.conversion_rate) == (Money(6712, "CNY"), "5.3696")
     raw, headers = signed(sandbox_keys, NOTE)
     refused = [
         (raw.replace(b"T1", b"T2"), headers),                                              # changed byte
@@ -113,7 +120,7 @@ def test_acknowledgement_is_the_documented_success_signed_by_us(sandbox_keys: Sa
 
 # ---- refunds (v1 notifyRefund)
 
-REFUNDED = Succeeded({"refundRequestId": "R1", "refundId": "RF-1", "refundStatus": "SUCCESS"})
+REFUNDED = Succeeded(refund_gateway_id="RF-1")
 U_REFUND = Unknown("gateway answered U", "REFUND_IN_PROCESS")
 
 
@@ -180,13 +187,15 @@ def test_v1_refund_notification_is_read_like_a_refund_answer(sandbox_keys: Sandb
     note = read_notification(path, *signed(sandbox_keys, body, path=path), alipay_public_key=sandbox_keys.alipay_public,
                              client_id=CLIENT)
     assert not isinstance(note, str) and note.kind == "refund" and note.request_id == "R1"
-    assert isinstance(note.result, Succeeded) and note.result.data["refundId"] == "RF-1"
+    assert isinstance(note.result, Succeeded) and note.result.refund_gateway_id == "RF-1"
+    assert note.result.refund_amount == Money(200, "SGD")             # the runner matches it with the journal
     failed = {**body, "refundStatus": "FAIL", "result": {"resultCode": "REFUND_WINDOW_EXCEED", "resultStatus": "F"}}
     note = read_notification(path, *signed(sandbox_keys, failed, path=path),
                              alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
     assert not isinstance(note, str) and isinstance(note.result, Failed) and note.result.code == "REFUND_WINDOW_EXCEED"
     for unsure in ({**body, "refundStatus": "PROCESSING"}, {**body, "refundStatus": "FAIL"},     # F vs resultStatus S
-                   {**body, "result": "S"}, {**body, "refundStatus": None, "result": {"resultStatus": "U"}}):
+                   {**body, "result": "S"}, {**body, "refundStatus": None, "result": {"resultStatus": "U"}},
+                   {**body, "refundAmount": {"currency": "SGD", "value": "2.00"}}):      # an amount we cannot read
         note = read_notification(path, *signed(sandbox_keys, unsure, path=path),
                                  alipay_public_key=sandbox_keys.alipay_public, client_id=CLIENT)
         assert not isinstance(note, str) and isinstance(note.result, Unknown), unsure

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from pos.core.money import Money
-from pos.gateway.notify import NOTIFY_FUNCTION, handle_notify
+from pos.core.outcomes import QueryOutcome, Succeeded
+from pos.gateway.notify import NOTIFY_FUNCTION, handle_notify, paid_result
 from pos.gateway.signing import build_signed, split_signed, verify
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys
@@ -35,6 +36,18 @@ def test_valid_notification_is_parsed_and_answered(sandbox_keys: SandboxKeys) ->
     reply = _reply(sandbox_keys, out.reply)
     assert reply["head"]["reqMsgId"] == "n-1" and reply["head"]["function"] == NOTIFY_FUNCTION
     assert reply["body"]["resultInfo"]["resultStatus"] == "S"
+
+
+def test_a_paid_notification_is_read_into_the_typed_fields(sandbox_keys: SandboxKeys) -> None:
+    body = {**BODY, "conversionRate": {"sourceCurrency": "SGD", "targetCurrency": "CNY", "rate": "5.3696"}}
+    out = handle_notify(build_signed("request", HEAD, body, sandbox_keys.alipay_private),
+                        alipay_public_key=sandbox_keys.alipay_public,
+                        merchant_private_key=sandbox_keys.merchant_private)
+    assert out.notification is not None
+    result = paid_result(out.notification)
+    assert isinstance(result, Succeeded) and result.query is QueryOutcome.PAID and result.code == "SUCCESS"
+    assert (result.gateway_id, result.customer_amount, result.conversion_rate) == (
+        "2024050111", Money(6712, "CNY"), "5.3696")
 
 
 def test_bad_signature_is_rejected(sandbox_keys: SandboxKeys) -> None:

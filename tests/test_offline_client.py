@@ -93,6 +93,27 @@ def test_00_success_then_query_cancel_refund(rig: Rig) -> None:
     assert charged(rig) == 750
 
 
+def test_the_ids_and_amounts_of_an_answer_land_in_the_typed_fields(rig: Rig) -> None:
+    """What the engine keeps is read from the offline field names by the client (and the in-process
+    gateway): acquirementId, refundId, payAmount and conversionRate; the body stays as it came."""
+    t, res = pay(rig, "00")                  # SGD 12.50, paid in CNY at the sandbox's 5.3696
+    assert isinstance(res, Succeeded) and res.gateway_id and res.gateway_id == res.data["acquirementId"]
+    assert res.customer_amount == Money(6712, "CNY") and res.data["payAmount"] == {"currency": "CNY", "value": "6712"}
+    assert res.conversion_rate == "5.3696" and res.refund_gateway_id == ""
+    q = rig.gateway.query(merchant_trans_id=t)
+    assert isinstance(q, Succeeded) and q.gateway_id == res.gateway_id and q.customer_amount == Money(6712, "CNY")
+    r = rig.gateway.refund(acquirement_id=res.gateway_id, merchant_refund_id=t + "-R1", amount=SGD(500), reason="")
+    assert isinstance(r, Succeeded) and r.refund_gateway_id and r.refund_gateway_id == r.data["refundId"]
+    waiting_id, waiting = pay(rig, "10")     # USER_PAYING: a U answer that names the payment
+    assert isinstance(waiting, Unknown) and waiting.code == "USER_PAYING"
+    assert waiting.gateway_id == rig.ledger.payment(waiting_id, rig.clock()).acquirement_id  # type: ignore[union-attr]
+    assert rig.gateway.cancel(merchant_trans_id=waiting_id).gateway_id == waiting.gateway_id
+    closed = rig.gateway.query(merchant_trans_id=waiting_id)
+    assert query_outcome_of(closed) is QueryOutcome.CLOSED and closed.gateway_id == waiting.gateway_id
+    _, declined = pay(rig, "01")
+    assert isinstance(declined, Failed) and declined.gateway_id == ""
+
+
 def test_every_answer_names_the_request_it_answers(rig: Rig) -> None:
     t, res = pay(rig, "00")
     assert isinstance(res, Succeeded) and res.request_id == t

@@ -17,13 +17,11 @@ from pos.core.sale import SALE_TRANSITIONS
 from tests.engine_harness import T0, Harness, sale_record
 
 URL = "http://127.0.0.1:8080/sandbox/cashier/2027011511121280010016000000000007"
-IN_PROCESS = Unknown("gateway answered U", "PAYMENT_IN_PROCESS",
-                     data={"paymentId": "2027011511121280010016000000000007",
-                           "acquirementId": "2027011511121280010016000000000007"}, qr=URL)
-PAID_Q = Succeeded({"paymentStatus": "SUCCESS", "paymentId": "2027011511121280010016000000000007"},
-                   query=QueryOutcome.PAID)
-PENDING_Q = Succeeded({"paymentStatus": "PROCESSING"}, query=QueryOutcome.PENDING)
-CLOSED_Q = Succeeded({"paymentStatus": "FAIL"}, query=QueryOutcome.CLOSED)
+IN_PROCESS = Unknown("gateway answered U", "PAYMENT_IN_PROCESS", gateway_id="2027011511121280010016000000000007",
+                     qr=URL)
+PAID_Q = Succeeded(query=QueryOutcome.PAID, gateway_id="2027011511121280010016000000000007")
+PENDING_Q = Succeeded(query=QueryOutcome.PENDING)
+CLOSED_Q = Succeeded(query=QueryOutcome.CLOSED)
 
 
 def start_qr(h: Harness) -> list:
@@ -106,7 +104,7 @@ def test_nobody_scans_until_the_deadline_then_it_is_cancelled() -> None:
     # The last query on (or just past) the deadline, as for a code sale; then the cancel leaves.
     assert h.state() is SaleState.CANCELLING and since + 30.0 <= h.now < since + 37.0
     assert isinstance(h.inflight[0], SendCancel)
-    h.answer(Succeeded({"paymentId": "x"}))
+    h.answer(Succeeded(gateway_id="x"))
     assert h.state() is SaleState.CANCELLED
 
 
@@ -115,7 +113,7 @@ def test_the_cashier_cancel_key_cancels_the_open_code() -> None:
     waiting(h)
     out = h.abort()
     assert h.state() is SaleState.CANCELLING and h.of(SendCancel, out)
-    h.answer(Succeeded({}))
+    h.answer(Succeeded())
     assert h.state() is SaleState.CANCELLED
 
 
@@ -126,7 +124,7 @@ def test_a_pay_without_a_code_is_cancelled_at_once() -> None:
         out = h.answer(answer)
         assert h.state() is SaleState.CANCELLING and h.of(ShowQr, out) == []
         assert h.of(SendCancel, out), "the cancel leaves at once"
-        h.answer(Succeeded({}))
+        h.answer(Succeeded())
         assert h.state() is SaleState.CANCELLED
 
 

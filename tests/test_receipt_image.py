@@ -16,7 +16,7 @@ from PIL import Image, ImageFont
 from devices import receipt_image
 from devices.messages import Catalogue, text_width
 from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind
-from devices.receipt_image import cell_box, cjk_font, glyph_mask, receipt_lines, receipt_png, undrawable
+from devices.receipt_image import Drawn, cell_box, cjk_font, glyph_mask, picture_rows, receipt_png, undrawable
 from pos.config import Config
 from pos.ops.checks import Level
 from pos.ops.device_checks import check_receipt_font
@@ -57,14 +57,14 @@ def picture(data: ReceiptData, lang: str) -> Image.Image:
     return Image.open(io.BytesIO(receipt_png(data, Catalogue.load(lang)))).convert("L")
 
 
-def wide_cells(data: ReceiptData, lang: str) -> list[tuple[str, int, int]]:
-    """(Hanzi, line, column) of every wide character of the picture, columns counted as the printer does."""
+def wide_cells(data: ReceiptData, lang: str) -> list[tuple[str, Drawn, int]]:
+    """(Hanzi, row, column) of every wide character of the picture, columns counted as the printer does."""
     found = []
-    for n, (text, _) in enumerate(receipt_lines(data, Catalogue.load(lang))):
-        column = 0
-        for ch in text:
+    for row in picture_rows(data, Catalogue.load(lang)):
+        column = row.column
+        for ch in row.text if row.kind == "text" else "":
             if text_width(ch) == 2:
-                found.append((ch, n, column))
+                found.append((ch, row, column))
             column += max(text_width(ch), 0)
     return found
 
@@ -102,18 +102,17 @@ def test_every_hanzi_is_drawn_not_a_box(case: str, cjk: None, monkeypatch: pytes
     receipt_image._fonts.cache_clear()
     boxes = picture(data, lang)
     assert drawn.size == boxes.size
-    for ch, line, column in cells:
-        box = cell_box(line, column, 2)
+    for ch, row, column in cells:
+        box = cell_box(row, column, 2)
         glyph, notdef = drawn.crop(box), boxes.crop(box)
-        assert inked(glyph) and inked(notdef), (ch, line, column)
-        assert glyph.tobytes() != notdef.tobytes(), f"{ch} on line {line} is drawn as a box"
+        assert inked(glyph) and inked(notdef), (ch, row.text, column)
+        assert glyph.tobytes() != notdef.tobytes(), f"{ch} in {row.text!r} is drawn as a box"
 
 
 def test_hanzi_take_two_columns_as_on_paper(cjk: None) -> None:
     data = sale(order_title="咖啡 Coffee x2")
-    lines = receipt_lines(data, Catalogue.load("en"))
-    n = next(i for i, (t, _) in enumerate(lines) if "Coffee" in t)
-    assert text_width(lines[n][0]) == 42 and lines[n][0].endswith("咖啡 Coffee x2")
+    n = next(row for row in picture_rows(data, Catalogue.load("en")) if "Coffee" in row.text)
+    assert text_width(n.shown) == 42 and n.text.endswith("咖啡 Coffee x2")
     img = picture(data, "en")
     start = 42 - text_width("咖啡 Coffee x2")
     # The value is right-aligned to the last column, and nothing is drawn past it nor just before it.

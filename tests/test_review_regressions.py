@@ -21,7 +21,7 @@ from pos.sandbox.scenarios import make_code
 from tests.engine_harness import Harness
 from tests.test_terminal import Rig
 
-CLOSED_Q = Succeeded({"acquirementStatus": "CLOSED"}, query=QueryOutcome.CLOSED)
+CLOSED_Q = Succeeded(query=QueryOutcome.CLOSED)
 
 
 # ----------------------------------------------------------------------------------------------

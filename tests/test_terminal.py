@@ -35,7 +35,7 @@ PIN = "1357"
 
 class Rig:
     def __init__(self, tmp: Path, *, pin: str = PIN, max_amount: str = "100000", refund_limit: str = "500",
-                 wrap_gateway=None, ledger=None, sections=None, payment=None):
+                 wrap_gateway=None, ledger=None, sections=None, payment=None, display_write_timeout=0.5):
         self.cfg = Config.model_validate({
             **(sections or {}),
             "terminal": {"terminal_id": "T1", "currency": "SGD", "state_dir": str(tmp), "timezone": "Asia/Singapore"},
@@ -60,8 +60,8 @@ class Rig:
                                 retry_interval=0.05).start()
         self.terminal = Terminal(
             config=self.cfg, journal=self.journal, payments=self.payments,
-            cashier_display=SerialDisplay(str(self.cashier_pty.path)),
-            customer_display=SerialDisplay(str(self.customer_pty.path)),
+            cashier_display=SerialDisplay(str(self.cashier_pty.path), write_timeout=display_write_timeout),
+            customer_display=SerialDisplay(str(self.customer_pty.path), write_timeout=display_write_timeout),
             cashier_catalogue=text, customer_catalogue=Catalogue.load("zh-CN"),
             print_queue=self.queue, pin_state_file=tmp / "pin.json", gateway=self.gateway)
         self.payments.recover()   # after the terminal subscribes, as in the daemon: it sees recovered outcomes
@@ -388,7 +388,7 @@ class QrDirect:
         from pos.core.outcomes import Unknown
         reply = self.inner.ledger.order_code(self.inner.merchant_id, merchant_trans_id, amount, order_title,
                                              datetime.now(UTC))
-        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", data=dict(reply.body),
+        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", gateway_id=reply.body["acquirementId"],
                        qr=f"https://wallet.example/{reply.body['acquirementId']}")
 
 

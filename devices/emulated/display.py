@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
 from collections.abc import Callable
@@ -97,3 +99,24 @@ class EmulatedDisplay(PtyDevice):
         while not predicate(lines) and time.monotonic() < deadline:
             lines = self.poll(0.05)
         return lines
+
+    def stop_reading(self) -> int:
+        """Act as a display that stopped reading: fill the pty's buffer (with a stale screen), so the
+        driver's next write waits and times out. `poll` reads again. Returns the bytes queued."""
+        slave = self._slave
+        assert slave is not None, "plug the display first"
+        frame = b"\x1f\x24\x01\x01" + b"stale".ljust(COLUMNS) + b"\x1f\x24\x01\x02" + b" " * COLUMNS
+        flags = fcntl.fcntl(slave, fcntl.F_GETFL)
+        fcntl.fcntl(slave, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        queued, idle_rounds = 0, 0
+        try:
+            while idle_rounds < 5:   # the kernel moves bytes between the pty's buffers later: fill until it stops
+                before = queued
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        queued += os.write(slave, frame)
+                idle_rounds = idle_rounds + 1 if queued == before else 0
+                time.sleep(0.05)
+        finally:
+            fcntl.fcntl(slave, fcntl.F_SETFL, flags)
+        return queued

@@ -205,9 +205,8 @@ def describe(result: GatewayResult) -> str:
         text = f"F {result.code}" + (f" {result.message}" if result.message else "")
     else:
         text = f"U {result.code or ''} {result.reason}".replace("  ", " ").strip()
-    acq = result.data.get("acquirementId")
-    if isinstance(acq, str) and acq:
-        text += f" acquirementId={acq}"
+    if result.gateway_id:
+        text += f" acquirementId={result.gateway_id}"
     if result.req_msg_id:
         text += f" reqMsgId={result.req_msg_id}"
     return text

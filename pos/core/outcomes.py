@@ -9,6 +9,14 @@ request is `Unknown`: we do not know whether money moved (design rule 2).
 merchantRefundId, paymentRequestId...), echoed so a caller can check the answer
 belongs to its request. On a query, the protocol reads the payment's status
 and puts it in `query`; the engine never parses status words itself.
+
+What the engine keeps of an answer arrives in typed fields, filled by the
+protocol's client from its own field names: `gateway_id` (Alipay's id for the
+payment: the offline acquirementId, the v1 paymentId), `refund_gateway_id`
+(Alipay's refundId), `customer_amount` and `conversion_rate` (what the customer
+paid in the wallet's currency, and at which rate). The engine never reads an
+answer's body: `data` keeps it (S and U answers) for the protocol's own readers
+(the query reading, the back office) and for tests.
 """
 
 from __future__ import annotations
@@ -46,13 +54,18 @@ class QueryOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class Succeeded:
-    """A final S answer whose signature verified. `data` is the response body."""
+    """A final S answer whose signature verified. `data` is the response body (never read by the engine)."""
 
     data: dict[str, Any] = field(default_factory=dict)
     code: str = "SUCCESS"
     request_id: str = ""
     query: QueryOutcome | None = None   # set on query answers by the protocol
     req_msg_id: str = ""                # the HTTP request's own id (head.reqMsgId): Alipay's support asks for it
+    gateway_id: str = ""                # Alipay's id for the payment (acquirementId / paymentId); "" if none
+    refund_gateway_id: str = ""         # Alipay's id for a refund (refundId); "" if none
+    customer_amount: Money | None = None   # what the customer paid, in the wallet's currency, when named
+    conversion_rate: str | None = None     # the rate from the order's currency to customer_amount's, when named
+    refund_amount: Money | None = None     # the amount a refund notification names, when it names one
 
 
 @dataclass(frozen=True)
@@ -62,10 +75,11 @@ class Failed:
     code: str
     message: str = ""
     code_id: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     query: QueryOutcome | None = None   # set on query answers by the protocol
     req_msg_id: str = ""
+    gateway_id: str = ""                # an F answer may name the payment too: Alipay's id for it
+    refund_amount: Money | None = None  # the amount a refund notification names, when it names one
 
 
 @dataclass(frozen=True)
@@ -78,9 +92,11 @@ class Unknown:
     # True when nothing came back over the link (timeout, connection or transport
     # error): the cashier is told the network is down, not just "checking".
     no_answer: bool = False
-    # The body of a signed U answer (USER_PAYING names the payment's acquirementId); empty otherwise.
+    # The body of a signed U answer (never read by the engine); empty otherwise.
     data: dict[str, Any] = field(default_factory=dict)
     req_msg_id: str = ""
+    # A signed U answer may name the payment (USER_PAYING does): Alipay's id for it; "" otherwise.
+    gateway_id: str = ""
     # A merchant-presented QR pay's signed "in process" answer: the text of the QR code the
     # customer scans (read from the protocol's own fields by its client); empty otherwise.
     qr: str = ""

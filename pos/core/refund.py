@@ -51,10 +51,8 @@ def _store_result(ev: EventData) -> None:
         return
     code, message = code_and_message(result)
     refund.record = replace(refund.record, result_code=code, result_message=message)
-    if isinstance(result, Succeeded):
-        rid = result.data.get("refundId")
-        if isinstance(rid, str) and rid:
-            refund.record = replace(refund.record, gateway_refund_id=rid)
+    if isinstance(result, Succeeded) and result.refund_gateway_id:
+        refund.record = replace(refund.record, gateway_refund_id=result.refund_gateway_id)
 
 
 def _finish(ev: EventData, key: str) -> RefundItem:

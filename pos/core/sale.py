@@ -29,7 +29,6 @@ from pos.core.items import (
     now_of,
     result_of,
 )
-from pos.core.money import AmountError, CurrencyError, Money
 from pos.core.outcomes import CANCEL_TOO_LATE, CUSTOMER_CONFIRMING, Failed, QueryOutcome, Succeeded, qr_text_of
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
@@ -135,23 +134,15 @@ def _keep_acquirement_id(ev: EventData) -> None:
     result = result_of(ev)
     if result is None:
         return
-    data = result.data
-    acq = data.get("acquirementId")
-    if isinstance(acq, str) and acq:
+    if result.gateway_id:
         # An F or U answer may name the payment too (USER_PAYING does): the manager's
         # list needs it for Alipay's support even when the sale never settles.
-        sale.record = replace(sale.record, acquirement_id=acq)
+        sale.record = replace(sale.record, acquirement_id=result.gateway_id)
     if isinstance(result, Succeeded):
-        try:
-            paid = Money.from_wire(data["payAmount"]) if "payAmount" in data else None
-        except (AmountError, CurrencyError, TypeError, ValueError):
-            paid = None
+        paid = result.customer_amount
         if paid is not None and paid.currency != sale.record.amount.currency:
-            rate = data.get("conversionRate")
-            if isinstance(rate, dict):
-                rate = rate.get("rate") or rate.get("value")
             sale.record = replace(sale.record, pay_amount_minor=paid.minor, pay_currency=paid.currency,
-                                  conversion_rate=str(rate) if isinstance(rate, (str, int, float)) else None)
+                                  conversion_rate=result.conversion_rate)
 
 
 def _mark_resolved(ev: EventData) -> None:
@@ -227,10 +218,8 @@ def _keep_reversal_answer(ev: EventData) -> None:
         return
     code, message = code_and_message(result)
     sale.record = replace(sale.record, result_code=code, result_message=message)
-    if isinstance(result, Succeeded):
-        rid = result.data.get("refundId")
-        if isinstance(rid, str) and rid:
-            sale.record = replace(sale.record, reversal_gateway_id=rid)
+    if isinstance(result, Succeeded) and result.refund_gateway_id:
+        sale.record = replace(sale.record, reversal_gateway_id=result.refund_gateway_id)
 
 
 def _enter_reversing(ev: EventData) -> None:

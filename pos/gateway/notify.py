@@ -15,12 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from pos.core.money import AmountError, CurrencyError, Money
+from pos.core.outcomes import GatewayResult, QueryOutcome, Succeeded
+from pos.gateway.offline.answer import read_fields
 from pos.gateway.offline.client import rfc3339
 from pos.gateway.offline.codes import result_codes
 from pos.gateway.signing import build_signed, split_signed, verify
 from pos.gateway.strict_json import loads_strict
 
-__all__ = ["NOTIFY_FUNCTION", "Notification", "NotifyOutcome", "handle_notify", "build_notify_reply"]
+__all__ = ["NOTIFY_FUNCTION", "Notification", "NotifyOutcome", "handle_notify", "build_notify_reply", "paid_result"]
 
 NOTIFY_FUNCTION = "alipay.intl.acquiring.offline.notify.pay"
 
@@ -36,6 +38,12 @@ class Notification:
     payment_time: str | None
     req_msg_id: str
     body: dict[str, Any] = field(default_factory=dict)
+
+
+def paid_result(note: Notification) -> GatewayResult:
+    """A paid notification (result_status S) as the engine reads it: a payQuery answer saying PAID."""
+    body = dict(note.body)
+    return read_fields(Succeeded(body, note.result_code or "SUCCESS", query=QueryOutcome.PAID), body)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,20 @@ def _open_serial(url: str, baudrate: int, timeout: float) -> Any:
     return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, write_timeout=timeout)
 
 
-def _serial_check(name: str, section: str, url: str, baudrate: int, timeout: float) -> CheckResult:
+def _takes_data(port: Any, timeout: float) -> bool:
+    """Whether the port's output has room within `timeout`, asked without writing a byte (the running
+    daemon's screen stays as it is). A port with no file descriptor (loop://, socket://) counts as yes."""
+    import select
+    try:
+        fd = port.fileno()
+    except (AttributeError, ValueError, OSError):
+        return True
+    _, writable, _ = select.select([], [fd], [], timeout)
+    return bool(writable)
+
+
+def _serial_check(name: str, section: str, url: str, baudrate: int, timeout: float, *,
+                  writes: bool = False) -> CheckResult:
     import serial
     try:
         port = _open_serial(url, baudrate, timeout)
@@ -37,7 +50,15 @@ def _serial_check(name: str, section: str, url: str, baudrate: int, timeout: flo
         todo = (f"check the cable, [{section}] url, 'ls -l {url}', and that the service user is in "
                 "group dialout (udev rule: [udev] in the config)")
         return _fail(name, f"cannot open {url}: {reason}", todo)
-    port.close()
+    try:
+        stalled = writes and not _takes_data(port, timeout)
+    finally:
+        port.close()
+    if stalled:
+        return _fail(name, f"{url} opens but takes no data (its output stayed full for {timeout:g} s): the "
+                           "display does not read", "check that the display is powered and its cable; the "
+                                                    "terminal keeps selling and shows the current screen once "
+                                                    "it reads again")
     return _ok(name, f"{url} opens at {baudrate} baud")
 
 
@@ -50,7 +71,7 @@ def check_scanner(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
 def check_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
     if cfg.display.kind != "serial":
         return _ok("display", f"kind {cfg.display.kind}: no customer display hardware")
-    return _serial_check("display", "display", cfg.display.url, cfg.display.baudrate, timeout)
+    return _serial_check("display", "display", cfg.display.url, cfg.display.baudrate, timeout, writes=True)
 
 
 def check_cashier_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
@@ -58,7 +79,7 @@ def check_cashier_display(cfg: Config, *, timeout: float = 0.5) -> CheckResult:
     if d.kind != "serial":
         where = "log" if d.kind == "console" else "void"
         return _ok("cashier display", f"kind {d.kind}: cashier texts go to the {where}")
-    return _serial_check("cashier display", "cashier_display", d.url, d.baudrate, timeout)
+    return _serial_check("cashier display", "cashier_display", d.url, d.baudrate, timeout, writes=True)
 
 
 def check_keypad(cfg: Config, *, timeout: float = 0.5) -> CheckResult:

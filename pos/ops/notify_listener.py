@@ -31,11 +31,10 @@ from starlette.routing import Route
 
 from pos.backoffice.registration import apply_notification
 from pos.config import Config
-from pos.core.outcomes import QueryOutcome, Succeeded
 from pos.gateway.ams.backoffice import REGISTRATION_NOTIFY_PATH, read_registration_notification
 from pos.gateway.ams.client import NOTIFY_PATHS
 from pos.gateway.ams.notify import acknowledgement, read_notification, refusal
-from pos.gateway.notify import handle_notify
+from pos.gateway.notify import handle_notify, paid_result
 from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.db import JournalError
 from pos.payments.runner import PaymentRunner
@@ -82,11 +81,7 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
             log.warning("notification refused protocol=offline reason=%r", answer.error)
             return Response(answer.reply, status_code=200, media_type=_JSON)
         if note.result_status == "S":
-            data = dict(note.body)
-            if note.acquirement_id:
-                data["acquirementId"] = note.acquirement_id
-            apply("offline", note.merchant_trans_id, Succeeded(data, note.result_code or "SUCCESS",
-                                                                query=QueryOutcome.PAID))
+            apply("offline", note.merchant_trans_id, paid_result(note))
         else:
             log.info("notification protocol=offline merchantTransId=%s status=%s: nothing to settle",
                      note.merchant_trans_id, note.result_status)

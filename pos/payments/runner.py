@@ -58,7 +58,7 @@ from pos.core.engine import (
 )
 from pos.core.errors import UserError
 from pos.core.events import ItemKind, Notified, RefundNotified, Send
-from pos.core.money import AmountError, CurrencyError, Money, parse_amount
+from pos.core.money import AmountError, Money, parse_amount
 from pos.core.outcomes import Gateway, GatewayResult, QrGateway, Unknown
 from pos.core.records import (
     REFUND_SETTLED_FOR_MANAGER,
@@ -297,14 +297,9 @@ class PaymentRunner:
             refund = self.journal.get_refund(merchant_refund_id)
             if refund is None or refund.merchant_refund_id != merchant_refund_id:
                 return "unknown"
-            named = result.data.get("refundAmount") if not isinstance(result, Unknown) else None
-            if named is not None:
-                try:
-                    same = Money.from_wire(named) == refund.amount
-                except (AmountError, CurrencyError, TypeError, ValueError):
-                    same = False
-                if not same:
-                    return "mismatch"
+            named = result.refund_amount if not isinstance(result, Unknown) else None
+            if named is not None and named != refund.amount:
+                return "mismatch"
             before = self._refund_states.get(refund.refund_id, refund.state)
             self._handle(RefundNotified(refund.refund_id, result, self.clock.now()))
             return "applied" if self._refund_states.get(refund.refund_id, before) != before else "unchanged"

@@ -15,6 +15,7 @@ from datetime import datetime
 from pos.core.money import Money
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.gateway.client import GatewayHealth
+from pos.gateway.offline.answer import read_fields
 from pos.gateway.offline.status import read_query
 from pos.sandbox.ledger import Ledger, Reply, as_datetime
 from pos.sandbox.scenarios import scenario_for
@@ -23,11 +24,13 @@ __all__ = ["DirectGateway"]
 
 
 def _result(reply: Reply, request_id: str) -> GatewayResult:
+    """The ledger's reply as the offline client reads the same answer (its typed fields included)."""
     if reply.status == "S":
-        return Succeeded(dict(reply.body), reply.code, request_id=request_id)
+        return read_fields(Succeeded(dict(reply.body), reply.code, request_id=request_id), reply.body)
     if reply.status == "F":
-        return Failed(reply.code, reply.message, reply.code_id, dict(reply.body), request_id=request_id)
-    return Unknown("gateway answered U", reply.code, request_id=request_id, data=dict(reply.body))
+        return read_fields(Failed(reply.code, reply.message, reply.code_id, request_id=request_id), reply.body)
+    return read_fields(Unknown("gateway answered U", reply.code, request_id=request_id, data=dict(reply.body)),
+                       reply.body)
 
 
 class DirectGateway:

@@ -3,6 +3,9 @@
 A catalogue key is shown on both displays at once, each in its own language
 (the cashier's and the customer's catalogues). A display fault never stops a
 sale: it is recorded in the device health the till reads (GET /v1/health).
+Each display is fed by its own writer thread (devices.display.DisplayWriter),
+so a display that stops reading delays nothing but itself: not a sale, not the
+other display, not the till interface, which all run under the terminal's lock.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from devices.display import Display
+from devices.display import Display, DisplayWriter
 from devices.messages import Catalogue
 
 __all__ = ["DeviceHealth", "DeviceBoard", "Displays"]
@@ -37,19 +40,28 @@ class Displays:
 
     def __init__(self, cashier: Display, customer: Display, cashier_text: Catalogue, customer_text: Catalogue,
                  devices: DeviceBoard) -> None:
-        self.cashier = cashier
-        self.customer = customer
+        self.cashier = DisplayWriter(cashier, "cashier", on_change=self._note)
+        self.customer = DisplayWriter(customer, "customer", on_change=self._note)
         self.cashier_text = cashier_text
         self.customer_text = customer_text
         self._devices = devices
+
+    def _note(self) -> None:
+        """A writer's health changed (called from its thread): the device board the till reads follows."""
+        errors = [e for e in (self.cashier.last_error, self.customer.last_error) if e]
+        if errors:
+            errors.append("the terminal keeps selling; the display shows the current screen once it reads again")
+        self._devices["display"] = DeviceHealth(not errors, "; ".join(errors) if errors else None)
+
+    def close(self) -> None:
+        self.cashier.close()
+        self.customer.close()
 
     def show(self, key: str, **params: str) -> None:
         """Cashier and customer texts for one catalogue key, each on its own display."""
         try:
             self.cashier.show(*self.cashier_text.cashier(key, **params))
             self.customer.show(*self.customer_text.customer(key, **params))
-            errors = [e for e in (self.cashier.last_error, self.customer.last_error) if e]
-            self._devices["display"] = DeviceHealth(not errors, errors[0] if errors else None)
         except KeyError:
             log.error("no catalogue entry", extra={"kv": {"key": key}})
         except Exception as exc:  # a display fault never stops a sale

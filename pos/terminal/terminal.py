@@ -237,3 +237,4 @@ class Terminal:
         # Under the lock: a notification being handled on the runner's thread finishes first.
         with self._lock:
             self._closed = True
+        self._displays.close()   # outside the lock: a writer may wait out a display's write timeout

@@ -380,6 +380,19 @@ def _problem(status: int, title: str, detail: str = "", kind: str = "about:blank
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+# Why a body could not be parsed (the exception under FastAPI's 400), in words a till developer acts on.
+_NOT_JSON_CAUSES: dict[type[BaseException], str] = {
+    UnicodeDecodeError: "its bytes are not UTF-8 text",
+    RecursionError: "it is nested too deeply",
+}
+
+
+def _not_json(why: str) -> JSONResponse:
+    return _problem(400, "Body is not JSON",
+                    f"the request body is not valid JSON ({why}): send one JSON object in UTF-8 with "
+                    'Content-Type: application/json, such as {"amount": "12.50"}')
+
+
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM: {}}, "description": text}
     for code, text in {400: "the body is not JSON", 401: "missing or wrong token", 403: "needs the manager token",
@@ -430,6 +443,11 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        bad_json = next((err for err in exc.errors() if err.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            where = bad_json.get("loc", ("body", "?"))[-1]
+            why = (bad_json.get("ctx") or {}).get("error") or "JSON decode error"
+            return _not_json(f"{why} at character {where}")
         parts = []
         for err in exc.errors()[:3]:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
@@ -438,6 +456,8 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:   # FastAPI could not parse the body
+            return _not_json(_NOT_JSON_CAUSES.get(type(exc.__cause__), type(exc.__cause__).__name__))
         return _problem(exc.status_code, str(exc.detail))
 
     def _money(text: str, currency: str | None) -> Money:

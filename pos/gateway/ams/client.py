@@ -14,8 +14,9 @@ client id, and it echoes our paymentRequestId / refundRequestId. Anything else
 is `Unknown`: we cannot tell whether money moved, so the engine queries and
 cancels exactly as for the offline protocol.
 
-The core's outcomes are protocol-neutral: a v1 answer's `paymentId` is also
-given as `acquirementId` (the field the engine keeps and refunds by).
+The core's outcomes are protocol-neutral: a v1 answer's `paymentId` is its
+`gateway_id` (what the engine keeps and refunds by), `refundId` its
+`refund_gateway_id`, `actualPaymentAmount` its `customer_amount` (status.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pos.gateway.ams.signing import (
     signature_header,
     verify,
 )
-from pos.gateway.ams.status import customer_amount, read_inquiry
+from pos.gateway.ams.status import customer_amount, read_ids, read_inquiry
 from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
@@ -203,7 +204,8 @@ class AmsGateway:
         refused = self._complete_pay(body, amount, merchant_trans_id, goods)
         if refused is not None:
             return refused
-        return customer_amount(self._call("pay", body, merchant_trans_id, mask_code(identity_code)))
+        result = self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+        return customer_amount(result, result.data) if isinstance(result, Succeeded) else result
 
     def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str, goods: str = "") -> GatewayResult:
         """The order code (merchant-presented QR): a pay whose U PAYMENT_IN_PROCESS answer carries the
@@ -360,16 +362,13 @@ class AmsGateway:
             return Unknown(f"answer is for another {echo_field}")
         code = str(info.get("resultCode") or "")
         message = str(info.get("resultMessage") or "")
-        data = dict(body)
-        if isinstance(body.get("paymentId"), str):
-            data.setdefault("acquirementId", body["paymentId"])
         if status == "S":
-            return Succeeded(data, code or "SUCCESS")
+            return read_ids(Succeeded(dict(body), code or "SUCCESS"), body)
         if status == "F":
-            return Failed(code, message, "", data)
+            return read_ids(Failed(code, message, ""), body)
         if status == "U":
             # The body too: an "in process" answer names the payment, and an order code's carries the code.
-            return Unknown("gateway answered U", code or None, data=data)
+            return read_ids(Unknown("gateway answered U", code or None, data=dict(body)), body)
         return Unknown(f"unknown resultStatus {status!r}", code or None)
 
     def _log(self, operation: str, business_id: str, result: GatewayResult, code_hint: str | None) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown
 from pos.gateway.ams.client import request_time
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
-from pos.gateway.ams.status import PAYMENT_STATUS, customer_amount
+from pos.gateway.ams.status import PAYMENT_STATUS, customer_amount, read_ids
+from pos.gateway.fields import id_text, wire_money
 from pos.gateway.signing import compact_json
 from pos.gateway.strict_json import loads_strict
 
@@ -41,13 +42,11 @@ def notification_body_result(body: Mapping[str, Any]) -> GatewayResult:
     if not isinstance(info, dict):
         return Unknown("notification lacks result")
     status, code = info.get("resultStatus"), str(info.get("resultCode") or "")
-    data = dict(body)
-    if isinstance(body.get("paymentId"), str):
-        data.setdefault("acquirementId", body["paymentId"])
     if status == "S":
-        return customer_amount(Succeeded(data, code or "SUCCESS", query=PAYMENT_STATUS["SUCCESS"]))
+        paid = Succeeded(dict(body), code or "SUCCESS", query=PAYMENT_STATUS["SUCCESS"])
+        return customer_amount(read_ids(paid, body), body)
     if status == "F":
-        return Failed(code, str(info.get("resultMessage") or ""), "", data, query=QueryOutcome.CLOSED)
+        return read_ids(Failed(code, str(info.get("resultMessage") or ""), "", query=QueryOutcome.CLOSED), body)
     return Unknown("notification says U", code or None)
 
 
@@ -69,7 +68,9 @@ def refund_body_result(body: Mapping[str, Any]) -> GatewayResult:
 
     Antom's notifyRefund reference: `refundStatus` (SUCCESS | FAIL) says how the refund
     ended and `result` carries its code; a body whose `result.resultStatus` says
-    otherwise than its `refundStatus` is read as unknown (it settles nothing).
+    otherwise than its `refundStatus` is read as unknown (it settles nothing). The
+    `refundAmount` it names is `refund_amount` (the runner matches it with the
+    journaled refund); `refundId` is `refund_gateway_id`.
     """
     info = body.get("result")
     if not isinstance(info, dict):
@@ -78,11 +79,16 @@ def refund_body_result(body: Mapping[str, Any]) -> GatewayResult:
     refund_status = body.get("refundStatus")
     if refund_status is None:
         refund_status = {"S": "SUCCESS", "F": "FAIL"}.get(str(status))
-    data = dict(body)
+    named = body.get("refundAmount")
+    amount = wire_money(named)
+    if named is not None and amount is None:
+        # It names an amount we cannot read: not one we can match with the refund journaled.
+        return Unknown(f"notification names an unreadable refundAmount {named!r}"[:200], code or None)
     if refund_status == "SUCCESS" and status in ("S", None):
-        return Succeeded(data, code or "SUCCESS")
+        return Succeeded(dict(body), code or "SUCCESS", refund_gateway_id=id_text(body.get("refundId")),
+                         refund_amount=amount)
     if refund_status == "FAIL" and status in ("F", None):
-        return Failed(code or "REFUND_FAIL", str(info.get("resultMessage") or ""), "", data)
+        return Failed(code or "REFUND_FAIL", str(info.get("resultMessage") or ""), "", refund_amount=amount)
     return Unknown(f"notification says refundStatus {refund_status!r}, resultStatus {status!r}", code or None)
 
 

@@ -4,16 +4,22 @@
 state is `paymentStatus` (SUCCESS, FAIL, PROCESSING, CANCELLED, PENDING:
 Antom's inquiryPayment reference). A not-found code says the payment was not
 created (yet); any other F on an inquiry says nothing about the payment.
+
+The ids and amounts the engine keeps are read here from the v1 field names
+(`paymentId`, `refundId`, `actualPaymentAmount`, `paymentQuote`) into the
+outcomes' typed fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown
+from pos.gateway.fields import id_text, wire_money
 
-__all__ = ["PAYMENT_STATUS", "REFUND_STATUS", "read_inquiry", "customer_amount"]
+__all__ = ["PAYMENT_STATUS", "REFUND_STATUS", "read_inquiry", "customer_amount", "read_ids"]
 
 PAYMENT_STATUS: dict[str, QueryOutcome] = {
     "SUCCESS": QueryOutcome.PAID,
@@ -29,8 +35,8 @@ PAYMENT_STATUS: dict[str, QueryOutcome] = {
 REFUND_STATUS = ("SUCCESS", "PROCESSING", "FAIL")
 
 
-def customer_amount(result: GatewayResult) -> GatewayResult:
-    """What the customer paid in the wallet's currency, named as the core reads it (payAmount, conversionRate).
+def customer_amount(result: GatewayResult, body: Mapping[str, Any]) -> GatewayResult:
+    """`result` with what the customer paid in the wallet's currency set (customer_amount, conversion_rate).
 
     Antom's inquiryPayment reference (in-store): `actualPaymentAmount` is the amount the
     customer actually paid (the payment amount times the payment quote; equal to it when
@@ -38,24 +44,26 @@ def customer_amount(result: GatewayResult) -> GatewayResult:
     and that currency (`quoteCurrencyPair` "SGD/CNY", `quotePrice`; absent when none).
     The pay answer and notifyPayment carry the same fields (the SDK's response models).
     """
-    return _paid_amount(result) if isinstance(result, Succeeded) else result
+    return _paid_amount(result, body) if isinstance(result, Succeeded) else result
 
 
-def _paid_amount(result: Succeeded) -> Succeeded:
-    if "payAmount" in result.data:
-        return result
-    actual = result.data.get("actualPaymentAmount")
+def _paid_amount(result: Succeeded, body: Mapping[str, Any]) -> Succeeded:
+    actual = body.get("actualPaymentAmount")
     if not isinstance(actual, dict):
         return result
-    data = dict(result.data)
-    data["payAmount"] = actual
-    quote = result.data.get("paymentQuote")
+    rate = None
+    quote = body.get("paymentQuote")
     if isinstance(quote, dict) and isinstance(quote.get("quotePrice"), (str, int, float)):
-        pair = str(quote.get("quoteCurrencyPair") or "")
-        source, _, target = pair.partition("/")
-        data["conversionRate"] = {"sourceCurrency": source, "targetCurrency": target,
-                                  "rate": str(quote["quotePrice"])}
-    return replace(result, data=data)
+        rate = str(quote["quotePrice"]) or None
+    return replace(result, customer_amount=wire_money(actual), conversion_rate=rate)
+
+
+def read_ids(result: GatewayResult, body: Mapping[str, Any]) -> GatewayResult:
+    """`result` with Alipay's ids its answer body names: paymentId (gateway_id) and refundId."""
+    gateway_id = id_text(body.get("paymentId"))
+    if isinstance(result, Succeeded):
+        return replace(result, gateway_id=gateway_id, refund_gateway_id=id_text(body.get("refundId")))
+    return replace(result, gateway_id=gateway_id)
 
 
 def read_inquiry(result: GatewayResult, not_found_codes: Iterable[str]) -> GatewayResult:
@@ -68,4 +76,4 @@ def read_inquiry(result: GatewayResult, not_found_codes: Iterable[str]) -> Gatew
     status = result.data.get("paymentStatus")
     outcome = PAYMENT_STATUS.get(status.upper(), QueryOutcome.UNKNOWN) if isinstance(status, str) else \
         QueryOutcome.UNKNOWN
-    return replace(_paid_amount(result), query=outcome)
+    return replace(_paid_amount(result, result.data), query=outcome)

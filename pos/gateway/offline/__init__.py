@@ -3,6 +3,8 @@
 - `client.py`: `OfflineGateway`, the HTTPS client (pay, payQuery, payCancel,
   refund), its function/path table and its time format;
 - `status.py`: payQuery's status words read as core `QueryOutcome`s;
+- `answer.py`: the ids and amounts of an answer (acquirementId, refundId,
+  payAmount, conversionRate) read into the outcomes' typed fields;
 - `codes.py`: the protocol's result-code table.
 
 The shared parts (RSA2 signing, key files, notify) stay in pos/gateway/.

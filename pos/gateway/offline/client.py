@@ -23,6 +23,7 @@ from pos.core.money import Money
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
 from pos.gateway.client import GatewayHealth
+from pos.gateway.offline.answer import read_fields
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND, read_query
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
 from pos.gateway.store import put_store
@@ -250,11 +251,12 @@ class OfflineGateway:
             # Paid means Alipay's id for the payment (§6.2: required on SUCCESS); without one, ask again.
             return Unknown("paid answer without a usable acquirementId", code or None)
         if status == "S":
-            return Succeeded(body, code or "SUCCESS")
+            return read_fields(Succeeded(body, code or "SUCCESS"), body)
         if status == "F":
-            return Failed(code, str(info.get("resultMsg") or ""), str(info.get("resultCodeId") or ""), body)
+            return read_fields(Failed(code, str(info.get("resultMsg") or ""), str(info.get("resultCodeId") or "")),
+                               body)
         if status == "U":
-            return Unknown("gateway answered U", code or None, data=body)
+            return read_fields(Unknown("gateway answered U", code or None, data=body), body)
         return Unknown(f"unknown resultStatus {status!r}", code or None)
 
     def _log(self, function: str, business_id: str, req_msg_id: str, result: GatewayResult,

@@ -46,8 +46,7 @@ def query_outcome(result: GatewayResult, not_found_codes: Iterable[str]) -> Quer
             break
     if status in table["paid"]:
         # Paid needs Alipay's id for the payment (the client drops an unusable one): without it, ask again.
-        acq = result.data.get("acquirementId")
-        return QueryOutcome.PAID if isinstance(acq, str) and acq else QueryOutcome.UNKNOWN
+        return QueryOutcome.PAID if result.gateway_id else QueryOutcome.UNKNOWN
     if status in table["pending"]:
         return QueryOutcome.PENDING
     if status in table["closed"]:
