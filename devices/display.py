@@ -23,7 +23,10 @@ A display fault never reaches the caller: the driver logs it, drops the port
 and reopens it on the next `show`. A write waits at most `write_timeout`
 (0.5 s) for a display that does not read (a pole display that stopped, a USB
 cable pulled mid-frame); `DisplayWriter` feeds a display from its own thread
-so that even that wait is never the caller's.
+so that even that wait is never the caller's. A display whose writes have no
+timeout of their own (the console: a stdout nobody reads blocks for ever) is
+watched by its writer: a write that has not returned within `STALL_AFTER`
+seconds is reported like a serial write that timed out, until it returns.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import contextlib
 import logging
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -50,6 +54,7 @@ __all__ = [
     "fit_line",
     "encode_line",
     "COLUMNS",
+    "STALL_AFTER",
     "ESC_INIT",
     "CLEAR",
     "HOME",
@@ -63,6 +68,8 @@ LINES = 2
 ESC_INIT = b"\x1b\x40"
 CLEAR = b"\x0c"
 HOME = b"\x0b"
+# A write still under way after this many seconds: the display is reported as not reading.
+STALL_AFTER = 2.0
 
 
 def position(column: int, line: int) -> bytes:
@@ -111,6 +118,8 @@ class Display(ABC):
     columns = COLUMNS
     # Why the last show() did not reach the device (None: it did); kept by displays that can fail.
     last_error: str | None = None
+    # What to do about a display whose write does not return (DisplayWriter's stall report).
+    stall_hint = "check that it is powered and its cable"
 
     @abstractmethod
     def show(self, line1: str, line2: str) -> None:
@@ -207,17 +216,25 @@ class DisplayWriter(Display):
     itself, never a sale, the other display or the till interface. While the
     device fails, the writer sends the latest screen again every `retry`
     seconds, so a display that reads again shows the current screen.
+    A write that has not returned after `stall_after` seconds (a console whose
+    stdout nobody reads has no write timeout) is noticed by a watcher thread and
+    reported the same way until it returns.
     `last_error` names the display; `on_change` is called (from the writer's
-    thread) whenever it changes.
+    or the watcher's thread, one call at a time) whenever it changes.
     """
 
-    def __init__(self, device: Display, name: str, *, retry: float = 1.0,
+    def __init__(self, device: Display, name: str, *, retry: float = 1.0, stall_after: float = STALL_AFTER,
                  on_change: Callable[[], None] | None = None) -> None:
         self.device = device
         self.name = name
         self.columns = device.columns
         self._retry = retry
+        self._stall_after = stall_after
         self._on_change = on_change
+        self._notify_lock = threading.Lock()           # on_change calls, one at a time
+        self._busy_since: float | None = None           # monotonic start of the write under way
+        self._stalled = False                           # that write was reported as stalled
+        self._watcher: threading.Thread | None = None
         self._cond = threading.Condition()
         self._screen: tuple[str, str] | None = None     # the latest screen asked for
         self._text: tuple[str, str] | None = None       # a show_text still to write, under that screen
@@ -249,7 +266,35 @@ class DisplayWriter(Display):
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"display-{self.name}", daemon=True)
             self._thread.start()
-        self._cond.notify()
+            self._watcher = threading.Thread(target=self._watch, name=f"display-{self.name}-watch", daemon=True)
+            self._watcher.start()
+        self._cond.notify_all()     # the writer and the watcher wait on the same condition
+
+    def _changed(self) -> None:
+        """Tell on_change; one call at a time, each reading the state as it is when it runs."""
+        if self._on_change is not None:
+            with self._notify_lock:
+                self._on_change()
+
+    def _watch(self) -> None:
+        """Report a write that has not returned after stall_after seconds (until it returns)."""
+        while True:
+            with self._cond:
+                if self._closed and self._busy_since is None:
+                    return
+                if self._busy_since is None or self._stalled:
+                    self._cond.wait(None if not self._closed else self._stall_after)
+                    continue
+                left = self._busy_since + self._stall_after - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._stalled = True
+                error = (f"{self.name} display: a write has not returned for {self._stall_after:g} s: the display "
+                         f"does not read: {self.device.stall_hint}")
+                self.last_error = error
+            log.warning("display not taking data name=%s error=%s", self.name, error)
+            self._changed()
 
     def _run(self) -> None:
         while True:
@@ -262,6 +307,8 @@ class DisplayWriter(Display):
                     return        # what was asked before close() is written first
                 screen, text = self._screen, self._text
                 self._text, self._dirty = None, False
+                self._busy_since, self._stalled = time.monotonic(), False
+                self._cond.notify_all()   # the watcher times this write
             error: str | None
             try:
                 if screen is not None:
@@ -274,20 +321,22 @@ class DisplayWriter(Display):
                 error = str(exc) or type(exc).__name__
             if error is not None:
                 error = f"{self.name} display: {error}"
-            if error != self.last_error:
+            with self._cond:
+                self._busy_since = None   # from here on the watcher reports nothing for this write
+                changed = error != self.last_error
                 self.last_error = error
+            if changed:
                 if error is not None:
                     log.warning("display not taking data name=%s error=%s", self.name, error)
                 else:
                     log.info("display back name=%s", self.name)
-                if self._on_change is not None:
-                    self._on_change()
+                self._changed()
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the writer (waiting at most `timeout` for a write under way), then release the device."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -295,7 +344,13 @@ class DisplayWriter(Display):
 
 
 class ConsoleDisplay(Display):
-    """The display drawn as a framed 2x20 box on a text stream (development, `pos demo`)."""
+    """The display drawn as a framed 2x20 box on a text stream (development, `pos demo`).
+
+    A write has no timeout: a stream nobody reads (a full pipe, a stopped terminal) blocks it, and
+    its DisplayWriter reports that."""
+
+    stall_hint = ("nothing reads its output (standard output, or the pipe or terminal it goes to): "
+                  "check what reads the daemon's output")
 
     def __init__(self, stream: TextIO | None = None, *, title: str = "display") -> None:
         self._stream = stream

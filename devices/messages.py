@@ -122,6 +122,12 @@ class Catalogue:
             elif key in ("code", "refusal"):   # [code.<RESULT_CODE>], [refusal.<reason>]
                 for code, sub in table.items():
                     add(f"{key}.{code}", sub)
+            elif key == "qr":   # [qr.code.<RESULT_CODE>]: a QR sale's own text for a code
+                codes = table.get("code") if isinstance(table, dict) and set(table) == {"code"} else None
+                if not isinstance(codes, dict):
+                    raise CatalogueError(f"{path}: [qr]: expected only [qr.code.<RESULT_CODE>] tables")
+                for code, sub in codes.items():
+                    add(f"qr.code.{code}", sub)
             else:
                 add(key, table)
         return cls(language, entries, receipt)
@@ -139,6 +145,10 @@ class Catalogue:
         try:
             return self._entries[key]
         except KeyError:
+            # A QR sale's own text for a result code (qr.code.*) where there is one,
+            # else the code's general text.
+            if key.startswith("qr.code."):
+                return self._entry(key[len("qr."):])
             # A result code the table does not know yet is a generic decline:
             # the engine only asks for code.* texts on a final F answer.
             if key.startswith("code.") and "declined" in self._entries:

@@ -5,9 +5,16 @@ keeps the jobs on disk so a receipt survives a crash or a printer pulled
 mid-receipt. The terminal's store is its journal file
 (pos/journal/print_jobs.py `JournalPrintJobs`); devices know nothing of it.
 
-A store must make each call durable before it returns, and must let another
-process add jobs that `next_pending` then returns (`pos reprint` queues a
-receipt while the daemon's worker prints).
+A store must make `add` and `mark_failed` durable before they return, and
+must let another process add jobs that `next_pending` then returns (`pos
+reprint` queues a receipt while the daemon's worker prints). `mark_done` need
+not be: printing is at least once already (a crash between "the printer took
+the bytes" and "marked done" prints the receipt again on restart), so a
+"printed" mark lost with the power only risks that same reprint.
+
+A job added with empty `data` and its receipt as JSON in `record` is rendered
+by the queue when it prints (the terminal queues a sale's receipt inside the
+journal transaction that records the outcome, where rendering has no place).
 """
 
 from __future__ import annotations
@@ -33,11 +40,12 @@ class PrintJob:
 
 @dataclass(frozen=True)
 class NextJob:
-    """The oldest pending job and the bytes to send for it."""
+    """The oldest pending job and the bytes to send for it (empty: render `record`, the receipt as JSON)."""
 
     job_id: int
     job_key: str
     data: bytes
+    record: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,8 @@ class PrintJobStore(Protocol):
         ...
 
     def mark_done(self, job_id: int, printed_at: float) -> None:
-        """The printer accepted every byte of the job: it never prints again."""
+        """The printer accepted every byte of the job: it never prints again (need not be durable:
+        lost, the job prints once more after a restart)."""
         ...
 
     def mark_failed(self, job_id: int, error: str) -> None:

@@ -6,7 +6,9 @@ the sale it belongs to.
 
 - `enqueue(job_key, receipt)` is idempotent on job_key ("sale:<id>:final"):
   a second call with the same key changes nothing. It only writes to SQLite,
-  so a printer fault never blocks the caller or changes a payment.
+  so a printer fault never blocks the caller or changes a payment. With
+  `render_later` it stores the receipt's JSON only and the worker renders it
+  when it prints.
 - A worker thread prints pending jobs oldest first and marks a job done only
   after the printer accepted all of its bytes (`ReceiptPrinter.send`
   returned). On a fault the job stays pending; the worker retries every
@@ -27,11 +29,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from devices.print_jobs import PrintJob, PrintJobStore
 from devices.printer import PrinterError, ReceiptPrinter, load_escpos, quiet_stdout
-from devices.receipt import ReceiptData, encode_text, render_receipt
+from devices.receipt import Paper, ReceiptData, encode_text, render_receipt
 
 __all__ = ["PrintQueue", "PrintJob", "PrintJobStore", "UnknownJob"]
 
@@ -76,10 +79,22 @@ class PrintQueue:
         one = render_receipt(data, self._settings, self._catalogue)
         return one * int(getattr(self._settings, "copies", 1))
 
-    def enqueue(self, job_key: str, receipt: bytes | ReceiptData, *, reprint_of: str | None = None) -> bool:
-        """Queue a receipt once per job_key. Returns False if the key was already queued."""
+    def enqueue(self, job_key: str, receipt: bytes | ReceiptData, *, reprint_of: str | None = None,
+                render_later: bool = False, wake: bool = True) -> bool:
+        """Queue a receipt once per job_key. Returns False if the key was already queued.
+
+        render_later: store a ReceiptData as its JSON only; the worker renders it when it prints
+        (no python-escpos, no rendering in the caller: the terminal queues a sale's receipt inside
+        the journal transaction that records its outcome). wake=False: the worker is not woken
+        now but by `wake()` (the terminal wakes it once the outcome is on the displays) or its
+        next look every retry_interval."""
         if isinstance(receipt, ReceiptData):
-            data, record = self._render(receipt), json.dumps(receipt.to_dict(), ensure_ascii=False)
+            if render_later and (self._settings is None or self._catalogue is None):
+                raise ValueError("PrintQueue needs printer_settings and catalogue to print a ReceiptData")
+            if self._settings is not None:   # kept with the paper it is printed on: its picture is laid out so
+                receipt = replace(receipt, paper=Paper.of(self._settings))
+            record = json.dumps(receipt.to_dict(), ensure_ascii=False)
+            data = b"" if render_later else self._render(receipt)
         elif isinstance(receipt, (bytes, bytearray)):
             data, record = bytes(receipt), None
         else:
@@ -87,8 +102,13 @@ class PrintQueue:
         added = self.store.add(job_key, data, record=record, reprint_of=reprint_of, created_at=self._clock())
         if added:
             log.info("receipt queued job=%s bytes=%d", job_key, len(data))
-            self._wake.set()
+            if wake:
+                self._wake.set()
         return added
+
+    def wake(self) -> None:
+        """Have the worker look for pending jobs now."""
+        self._wake.set()
 
     def reprint(self, job_key: str) -> str:
         """Queue a copy of job_key marked REPRINT; returns the new job's key."""
@@ -98,7 +118,7 @@ class PrintQueue:
         new_key = f"{job_key}:reprint:{self.store.reprint_count(job_key) + 1}"
         if stored.record is not None:
             self.enqueue(new_key, ReceiptData.from_dict(json.loads(stored.record)).as_reprint(),
-                         reprint_of=job_key)
+                         reprint_of=job_key, render_later=True)
         else:
             self.enqueue(new_key, self._reprint_banner() + stored.data, reprint_of=job_key)
         return new_key
@@ -134,7 +154,7 @@ class PrintQueue:
             if job is None:
                 return printed
             try:
-                self.printer.send(job.data)
+                self.printer.send(job.data or self._render_stored(job.job_key, job.record))
             except PrinterError as exc:
                 self.store.mark_failed(job.job_id, str(exc))
                 if not self.printer_away:
@@ -150,6 +170,17 @@ class PrintQueue:
                 log.info("printer back")
                 self._status("printer_back")
         return printed
+
+    def _render_stored(self, job_key: str, record: str | None) -> bytes:
+        """The bytes of a job queued with render_later. A receipt that cannot be rendered now (no
+        python-escpos, say) waits like one the printer did not take."""
+        try:
+            if record is None:
+                raise ValueError("the job has neither bytes nor a receipt")
+            return self._render(ReceiptData.from_dict(json.loads(record)))
+        except Exception as exc:
+            log.exception("receipt not rendered job=%s", job_key)
+            raise PrinterError(f"receipt {job_key} cannot be rendered: {exc}") from exc
 
     def _status(self, key: str) -> None:
         if self._on_status is not None:

@@ -228,14 +228,21 @@ _PRINTER_STATUS = b"\x10\x04\x01"
 
 
 class NetworkPrinter(ReceiptPrinter):
-    """A raw TCP printer (escpos Network), one connection per job.
+    """A raw TCP printer (port 9100): one connection kept open and reused for every job.
 
-    After the bytes we ask for the printer's status (DLE EOT 1) and half-close:
-    its status byte can only come once every byte before the question has
-    reached it, so the job is delivered; a reset instead means it dropped the
-    job part way (the bytes only reached our kernel), which sendall alone would
-    not tell us. A printer that keeps the connection open costs no wait (it
-    answers), and one that neither answers nor closes costs `drain_timeout`.
+    After a job's bytes we ask for the printer's status (DLE EOT 1): its status
+    byte can only come once every byte before the question has reached it, so
+    the job is delivered; a reset instead means it dropped the job part way
+    (the bytes only reached our kernel), which sendall alone would not tell us.
+
+    A raw port takes job after job on one connection, so the connection stays
+    open while the printer answers the status question on it: no connect and
+    close per receipt. Before a job the kept connection is checked (a printer
+    that closed it while idle is reconnected to); a job that fails on a kept
+    connection is sent once more on a fresh one (a receipt may then print
+    twice, never not at all: the queue is at least once already). A printer
+    that does not answer the status question gets a connection per job, as
+    before: the job, then a half-close, then its close (or `drain_timeout`).
     """
 
     def __init__(self, host: str, port: int = 9100, *, timeout: float = 5.0,
@@ -244,6 +251,9 @@ class NetworkPrinter(ReceiptPrinter):
         self.timeout, self.drain_timeout = timeout, drain_timeout
         self.profile = profile
         self.description = f"network printer {host}:{port}"
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None      # kept open between jobs
+        self._answers: bool | None = None            # answers DLE EOT 1 on a job's connection (None: not known)
 
     def _printer(self) -> Any:
         escpos = load_escpos()
@@ -252,25 +262,93 @@ class NetworkPrinter(ReceiptPrinter):
             p.open()
         return p
 
-    def send(self, data: bytes) -> None:
+    def _connect(self) -> socket.socket:
         try:
-            p = self._printer()
-        except Exception as exc:  # DeviceNotFoundError and OSError
-            raise PrinterError(f"{self.description}: cannot connect: {exc}") from None
-        try:
-            with contained_root_logging():
-                p._raw(data + _PRINTER_STATUS)  # escpos's own write (sendall)
-                sock: socket.socket = p.device
-                sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(self.drain_timeout)
-                # The status byte (everything before it arrived), or the close; a timeout:
-                # still open but no reset, so the printer kept the bytes.
-                with contextlib.suppress(TimeoutError):
-                    sock.recv(1024)
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
-            raise PrinterError(f"{self.description}: connection lost while printing: {exc}") from None
-        finally:
-            _close_quietly(p)
+            raise PrinterError(f"{self.description}: cannot connect: {exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    @staticmethod
+    def _still_open(sock: socket.socket) -> bool:
+        """Whether a kept connection is still usable (the printer may have closed it while idle);
+        a late status byte left on it is read away."""
+        try:
+            sock.setblocking(False)     # a timeout would make recv wait for data first
+            while True:
+                waiting = sock.recv(1024)
+                if not waiting:
+                    return False            # closed by the printer
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def _drop(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            if self._sock is not None:
+                if self._still_open(self._sock):
+                    try:
+                        self._job_on_kept(self._sock, data)
+                        return
+                    except OSError:
+                        pass        # the printer went away since: a fresh connection, the job again
+                self._drop()
+            sock = self._connect()
+            try:
+                self._job_on_fresh(sock, data)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                raise PrinterError(f"{self.description}: connection lost while printing: {exc}") from None
+
+    def _job_on_kept(self, sock: socket.socket, data: bytes) -> None:
+        """The job on a kept connection: delivered when the status byte comes back; anything else
+        (a reset, a close, no answer) raises OSError."""
+        sock.settimeout(self.timeout)
+        sock.sendall(data + _PRINTER_STATUS)
+        sock.settimeout(self.drain_timeout)
+        if not sock.recv(1):
+            raise ConnectionResetError("the printer closed the connection")
+
+    def _job_on_fresh(self, sock: socket.socket, data: bytes) -> None:
+        if self._answers is False:
+            # No status answers: one connection per job, the job confirmed by the printer's close.
+            sock.sendall(data + _PRINTER_STATUS)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(self.drain_timeout)
+            # The status byte, or the close; a timeout: still open but no reset, so the printer
+            # kept the bytes.
+            with contextlib.suppress(TimeoutError):
+                sock.recv(1024)
+            sock.close()
+            return
+        sock.sendall(data + _PRINTER_STATUS)
+        sock.settimeout(self.drain_timeout)
+        try:
+            answer = sock.recv(1)
+        except TimeoutError:
+            answer = None
+        if answer:                      # delivered, and the connection can take the next job
+            self._answers = True
+            self._sock = sock
+            return
+        # Closed after the job (delivered), or no answer and no reset (kept, as with the
+        # half-close): either way not a connection to keep.
+        if answer is None:
+            self._answers = False
+        sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
 
     def status(self) -> PrinterStatus:
         try:

@@ -1,14 +1,26 @@
 """Receipts: built from a record (`ReceiptData`), never from free text.
 
-`receipt_layout(data, catalogue, width, print_qr)` lays a receipt out once:
-the lines and blocks in print order with their styles (`ReceiptLayout`):
-header, the sale's lines, a QR code (or a Code 128 barcode with print_qr =
-false) carrying the merchantTransId (`devices.receipt_code`) so a manager can
-scan the receipt to refund it, and a cut. Two back ends draw that one layout:
+`receipt_layout(data, catalogue, paper)` lays a receipt out once: the lines
+and blocks in print order with their styles (`ReceiptLayout`): header, the
+sale's lines, a QR code (or a Code 128 barcode with print_qr = false)
+carrying the merchantTransId (`devices.receipt_code`) so a manager can scan
+the receipt to refund it, and a cut. Long lines wrap at spaces (text with
+none, such as an id or Chinese, where the line ends). Two back ends draw that
+one layout:
 `render_layout` here (ESC/POS bytes made with python-escpos's `Dummy`
 printer; `render_receipt(data, printer_settings, catalogue)` does both steps)
 and the receipt picture (devices/receipt_image.py), so every line on paper is
 in the picture.
+
+The paper shapes the layout (`Paper`: columns, dots per line, QR or
+barcode); the print queue stamps each receipt it keeps with its printer's
+paper (`ReceiptData.paper`), so a picture drawn later, at headquarters too,
+is laid out as that receipt was printed. The barcode's bar width (GS w) and
+code sets (Code 128 set C packs digit pairs) are chosen to fit the paper's
+dots (`paper_dots`), the bar no narrower than the printer takes
+(`Paper.narrowest_bar`, `[printer] narrowest_bar`: 2 dots, as Epson documents
+GS w on many models); a code that cannot fit even at that width is printed as
+a QR code instead, with a warning in the log.
 
 Text is sent in the printer's configured encoding: for GB18030 and Big5,
 runs of Chinese text are wrapped in FS & / FS . (enter / leave the Chinese
@@ -26,6 +38,7 @@ receipt builder (pos/terminal/receipts.py), which owns how money is written.
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -59,12 +72,81 @@ __all__ = [
     "MASKED_CODE_STARS",
     "wrap_to_width",
     "cut_to_width",
+    "wrap_words",
+    "Paper",
+    "DEFAULT_PAPER",
+    "paper_dots",
+    "bar_width",
+    "WIDEST_BAR",
+    "NARROWEST_BAR",
+    "code128_modules",
+    "escpos_code128",
 ]
+
+log = logging.getLogger(__name__)
 
 MASKED_CODE_STARS = 14  # "**************1234": the width of a typical 18-digit code
 _FS_KANJI_ON = b"\x1c\x26"   # FS &
 _FS_KANJI_OFF = b"\x1c\x2e"  # FS .
 _ENCODINGS = {"GB18030": "gb18030", "BIG5": "big5", "UTF-8": "utf-8", "ASCII": "ascii"}
+
+
+def paper_dots(columns: int) -> int:
+    """The dots a print line has, for a printer of `columns` columns in its font A (12 dots a character).
+
+    58 mm paper: 384 dots, 32 columns. 80 mm paper: 576 dots at 203 dpi (48 columns), 512 at
+    180 dpi (Epson's TM-T88 family, 42 columns): 42 columns count as 512, which fits both."""
+    return 384 if columns <= 32 else 512 if columns <= 42 else 576
+
+
+WIDEST_BAR = 3     # dots: python-escpos's default bar width, wide enough for any scanner
+# The narrowest bar (GS w) a printer takes unless its manual says otherwise: Epson's ESC/POS
+# reference gives GS w 2..6 on many models, and a printer that does not take 1 ignores it and
+# prints at its default width (3), wider than the paper: clipped, unscannable.
+NARROWEST_BAR = 2
+
+
+@dataclass(frozen=True)
+class Paper:
+    """What shapes a receipt's layout: columns, the dots of a line, a QR code or a barcode, and the
+    narrowest bar (GS w, dots) the printer takes for that barcode."""
+
+    columns: int = 42
+    dots: int = 512
+    print_qr: bool = True
+    narrowest_bar: int = NARROWEST_BAR
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.narrowest_bar <= WIDEST_BAR:
+            raise ValueError(f"narrowest_bar {self.narrowest_bar}: expected 1..{WIDEST_BAR} dots")
+
+    @classmethod
+    def of(cls, printer_settings: Any) -> Paper:
+        """The paper of a `[printer]` section (width, dots, print_qr, narrowest_bar); dots 0 (or none) means
+        `paper_dots(width)`."""
+        columns = int(printer_settings.width)
+        dots = int(getattr(printer_settings, "dots", 0) or 0) or paper_dots(columns)
+        narrowest = int(getattr(printer_settings, "narrowest_bar", NARROWEST_BAR))
+        return cls(columns, dots, bool(printer_settings.print_qr), narrowest)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "dots": self.dots, "print_qr": self.print_qr,
+                "narrowest_bar": self.narrowest_bar}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Paper:
+        columns = int(d["columns"])
+        # A record kept before the paper carried its narrowest bar was printed when the bar went down to
+        # 1 dot (GS w 1 was sent where the code needed it): 1 lays it out as it was printed, so its picture
+        # (the terminal's, headquarters') keeps showing the receipt the printer was given, whether or not that
+        # printer honoured GS w 1. The setting's default (2) would turn those barcodes into QR codes that were
+        # never printed.
+        return cls(columns, int(d.get("dots") or paper_dots(columns)), bool(d["print_qr"]),
+                   int(d.get("narrowest_bar", 1)))
+
+
+# Receipts kept before they carried their paper are drawn on the printer's defaults.
+DEFAULT_PAPER = Paper()
 
 
 class ReceiptKind(StrEnum):
@@ -125,6 +207,7 @@ class ReceiptData:
     pay_amount: ReceiptAmount | None = None   # what the customer paid, when in another currency
     conversion_rate: str = ""           # the rate between the two, as the gateway gave it
     pay_qr: str = ""                    # QR_SLIP: what the code the customer scans carries
+    paper: Paper | None = None          # the paper it was printed on (set by the print queue)
 
     def __post_init__(self) -> None:
         if len(self.code_last4) > 4 or not (self.code_last4 == "" or self.code_last4.isdigit()):
@@ -154,7 +237,7 @@ class ReceiptData:
             "report_lines": [list(r) for r in self.report_lines],
             "store_id": self.store_id, "store_address": self.store_address,
             "pay_amount": money(self.pay_amount), "conversion_rate": self.conversion_rate,
-            "pay_qr": self.pay_qr,
+            "pay_qr": self.pay_qr, "paper": None if self.paper is None else self.paper.to_dict(),
         }
 
     @classmethod
@@ -175,6 +258,7 @@ class ReceiptData:
             store_id=str(d.get("store_id") or ""), store_address=str(d.get("store_address") or ""),
             pay_amount=money(d.get("pay_amount")), conversion_rate=str(d.get("conversion_rate") or ""),
             pay_qr=str(d.get("pay_qr") or ""),
+            paper=Paper.from_dict(d["paper"]) if d.get("paper") else None,
         )
 
 
@@ -235,15 +319,69 @@ def _wrap_to_width(text: str, width: int) -> list[str]:
     return lines or [""]
 
 
+def _tokens(text: str) -> list[str]:
+    """Runs of spaces, words, and each wide (CJK) character on its own: a line may break around those."""
+    out: list[str] = []
+    for ch in text:
+        if out and text_width(ch) < 2 and text_width(out[-1][-1]) < 2 and (ch == " ") == (out[-1][-1] == " "):
+            out[-1] += ch
+        else:
+            out.append(ch)
+    return out
+
+
+def wrap_words(text: str, width: int) -> list[str]:
+    """`text` over as many lines of `width` columns as it needs, broken at spaces where it has them.
+
+    Chinese may break between any two characters; a word longer than a line (an id) is broken where
+    the line ends, never cut. The spaces where a line breaks are dropped."""
+    lines: list[str] = []
+    line, used, gap = "", 0, ""
+
+    def end_line() -> None:
+        nonlocal line, used
+        lines.append(line)
+        line, used = "", 0
+
+    for token in _tokens(text):
+        if token[0] == " ":
+            gap += token
+            continue
+        tw, gw = text_width(token), text_width(gap)
+        if used + gw + tw <= width:          # on this line
+            line, used = line + gap + token, used + gw + tw
+        elif tw <= width:                    # on a line of its own
+            if line:
+                end_line()
+            line, used = token, tw
+        else:                                # longer than a line: broken where each line ends
+            if line and used + gw < width:
+                line, used = line + gap, used + gw
+            elif line:
+                end_line()
+            rest = token
+            while rest:
+                head = _cut_to_width(rest, width - used) or ("" if line else rest[0])
+                if not head:
+                    end_line()
+                    continue
+                line, used, rest = line + head, used + text_width(head), rest[len(head):]
+                if rest:
+                    end_line()
+        gap = ""
+    lines.append(line)
+    return lines
+
+
 def _pair(label: str, value: str, width: int) -> list[str]:
     """'label      value' on one line, or the label, then the value right-aligned (wrapped when longer)."""
     lw, vw = text_width(label), text_width(value)
     if lw + 1 + vw <= width:
         return [label + " " * (width - lw - vw) + value]
-    chunks = _wrap_to_width(value, width)
+    chunks = wrap_words(value, width)
     if len(chunks) == 1:
         chunks = [" " * (width - text_width(chunks[0])) + chunks[0]]
-    return [*_wrap_to_width(label, width), *chunks]
+    return [*wrap_words(label, width), *chunks]
 
 
 # -- the layout: one list of blocks, drawn by the printer (below) and by the picture (receipt_image.py) ----
@@ -288,7 +426,8 @@ class Qr:
 
 @dataclass(frozen=True)
 class Barcode:
-    content: str     # Code 128, code set B
+    content: str     # Code 128 (code sets as `escpos_code128` chooses them)
+    module: int      # dots per bar (GS w), chosen so the code fits the paper (`bar_width`)
     style: Style
 
 
@@ -321,7 +460,8 @@ class _Layout:
                            self.style.size if size is None else size)
 
     def line(self, text: str = "") -> None:
-        self.blocks.append(Line(printable(text), self.style))
+        for part in wrap_words(printable(text), self.width):
+            self.blocks.append(Line(part, self.style))
 
     def pair(self, name: str, value: str) -> None:
         for text in _pair(name, value, self.width):
@@ -330,8 +470,8 @@ class _Layout:
     def qr(self, content: str, module: int) -> None:
         self.blocks.append(Qr(content, module, self.style))
 
-    def barcode(self, content: str) -> None:
-        self.blocks.append(Barcode(content, self.style))
+    def barcode(self, content: str, module: int) -> None:
+        self.blocks.append(Barcode(content, module, self.style))
 
     def cut(self) -> None:
         self.blocks.append(Cut())
@@ -368,8 +508,12 @@ def _qr_slip_layout(data: ReceiptData, catalogue: Catalogue, width: int) -> Rece
     return p.done()
 
 
-def receipt_layout(data: ReceiptData, catalogue: Catalogue, width: int = 42, print_qr: bool = True) -> ReceiptLayout:
-    """The receipt's lines and blocks with their styles, in the order the printer prints them."""
+def receipt_layout(data: ReceiptData, catalogue: Catalogue, paper: Paper | None = None) -> ReceiptLayout:
+    """The receipt's lines and blocks with their styles, in the order the printer prints them.
+
+    On `paper`; without one, on the paper the receipt was printed on (`data.paper`), else `DEFAULT_PAPER`."""
+    paper = paper or data.paper or DEFAULT_PAPER
+    width = paper.columns
     if data.kind is ReceiptKind.QR_SLIP:
         return _qr_slip_layout(data, catalogue, width)
     label = catalogue.receipt
@@ -379,8 +523,8 @@ def receipt_layout(data: ReceiptData, catalogue: Catalogue, width: int = 42, pri
     p.set(align="center", bold=False, size=Size.NORMAL)
     if data.store_name:
         p.line(_cut_to_width(data.store_name, width))
-    for text in _wrap_to_width(data.store_address, width) if data.store_address else []:
-        p.line(text)
+    if data.store_address:
+        p.line(data.store_address)
     if data.reprint:
         p.set(align="center", bold=True, size=Size.NORMAL)
         p.line(label("reprint"))
@@ -430,10 +574,11 @@ def receipt_layout(data: ReceiptData, catalogue: Catalogue, width: int = 42, pri
         code = receipt_code(data.merchant_trans_id)
         p.line()
         p.set(align="center", bold=False, size=Size.NORMAL)
-        if print_qr:
+        module = None if paper.print_qr else bar_width(code, paper.dots, narrowest=paper.narrowest_bar)
+        if module is None:
             p.qr(code, 6)
         else:
-            p.barcode(code)
+            p.barcode(code, module)
         p.line(label("scan_to_refund"))
     p.set(align="center", bold=False, size=Size.NORMAL)
     p.line()
@@ -441,6 +586,61 @@ def receipt_layout(data: ReceiptData, catalogue: Catalogue, width: int = 42, pri
     p.set(align="left", size=Size.NORMAL)
     p.cut()
     return p.done()
+
+
+# -- the receipt code as Code 128 ---------------------------------------------------------------------
+
+def code128_modules(content: str) -> int:
+    """How many modules (narrowest bars) the Code 128 barcode of `content` spans, start to stop."""
+    from barcode import Code128
+
+    return len(Code128(content).build()[0])
+
+
+def bar_width(content: str, dots: int, *, narrowest: int) -> int | None:
+    """The widest bar (GS w: `narrowest`..WIDEST_BAR dots) at which `content`'s barcode fits `dots`;
+    None if none does (the receipt then carries a QR code)."""
+    modules = code128_modules(content)
+    return next((w for w in range(WIDEST_BAR, narrowest - 1, -1) if modules * w <= dots), None)
+
+
+def escpos_code128(content: str) -> str:
+    """The data of GS k 73 (Code 128) for `content`: code sets as python-barcode chooses them
+    (set C packs two digits in one symbol where a run of digits makes it shorter), each set
+    named with python-escpos's `{A`/`{B`/`{C`, set C's digit pairs as one byte each."""
+    from barcode import Code128
+
+    symbols = Code128(content).encoded
+    start = {103: "A", 104: "B", 105: "C"}[symbols[0]]
+    out, code_set = ["{" + start], start
+    switch = {"A": {99: "C", 100: "B"}, "B": {99: "C", 101: "A"}, "C": {100: "B", 101: "A"}}
+    for value in symbols[1:]:
+        if code_set == "C" and value < 100:
+            out.append(chr(value))
+        elif code_set != "C" and value < 96:
+            ch = chr(value + 32) if code_set == "B" or value < 64 else chr(value - 64)
+            out.append("{{" if ch == "{" else ch)
+        elif value in switch[code_set]:
+            code_set = switch[code_set][value]
+            out.append("{" + code_set)
+        else:
+            raise ValueError(f"{content!r}: Code 128 symbol {value} in code set {code_set} has no ESC/POS form")
+    return "".join(out)
+
+
+def _barcode_bytes(content: str, module: int) -> bytes:
+    """GS h, GS w, HRI off, GS k 73: the barcode as python-escpos sends it, but for the bar width,
+    which may be 1 dot where `[printer] narrowest_bar = 1` says the printer takes it (python-escpos
+    accepts 2..6, as Epson documents GS w on many models; some printers take 1..6)."""
+    escpos = load_escpos()
+    from escpos import constants
+
+    data = escpos_code128(content)
+    if not escpos.Dummy.check_barcode("CODE128", data):
+        raise ValueError(f"{content!r} cannot be printed as Code 128")
+    return bytes(constants.BARCODE_HEIGHT + bytes([64]) + constants.BARCODE_WIDTH + bytes([module])
+            + constants.BARCODE_FONT_A + constants.BARCODE_TXT_OFF + constants.BARCODE_TYPE_B["CODE128"]
+            + bytes([len(data)]) + data.encode("ascii"))
 
 
 # -- the ESC/POS back end ----------------------------------------------------------------------------
@@ -465,7 +665,7 @@ def render_layout(layout: ReceiptLayout, printer_settings: Any) -> bytes:
                 # native: the printer draws the QR (GS ( k), no image library needed
                 p.qr(block.content, native=True, size=block.module, center=False)
             elif isinstance(block, Barcode):
-                p.barcode("{B" + block.content, "CODE128", function_type="B", pos="OFF", align_ct=False)
+                p._raw(_barcode_bytes(block.content, block.module))
             else:
                 p.cut()
     return bytes(p.output)
@@ -473,15 +673,21 @@ def render_layout(layout: ReceiptLayout, printer_settings: Any) -> bytes:
 
 def render_qr_slip(data: ReceiptData, printer_settings: Any, catalogue: Catalogue) -> bytes:
     """ESC/POS bytes of a "scan to pay" slip: the amount and the wallet's code, drawn by the printer."""
-    return render_layout(_qr_slip_layout(data, catalogue, int(printer_settings.width)), printer_settings)
+    return render_layout(_qr_slip_layout(data, catalogue, Paper.of(printer_settings).columns), printer_settings)
 
 
 def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogue) -> bytes:
-    """ESC/POS bytes of one receipt (python-escpos Dummy)."""
-    return render_layout(receipt_layout(data, catalogue, int(printer_settings.width), printer_settings.print_qr),
-                         printer_settings)
+    """ESC/POS bytes of one receipt (python-escpos Dummy), laid out on the printer's paper."""
+    paper = Paper.of(printer_settings)
+    layout = receipt_layout(data, catalogue, paper)
+    if not paper.print_qr and any(isinstance(b, Qr) for b in layout.blocks) and data.kind is not ReceiptKind.QR_SLIP:
+        log.warning("receipt code of %s printed as a QR code: its Code 128 barcode (%d modules) is wider than "
+                    "the paper's %d dots even at %d dot(s) a bar ([printer] narrowest_bar)", data.merchant_trans_id,
+                    code128_modules(receipt_code(data.merchant_trans_id)), paper.dots, paper.narrowest_bar)
+    return render_layout(layout, printer_settings)
 
 
 # Columns as on paper, for the receipt picture (devices/receipt_image.py): a Hanzi takes two.
+# wrap_to_width breaks where the line ends, as a printer wraps a line longer than the paper.
 wrap_to_width = _wrap_to_width
 cut_to_width = _cut_to_width

@@ -9,7 +9,10 @@ The picture is drawn from the printer's own layout (`devices.receipt.
 receipt_layout`): the same lines in the same order with the same styles (bold,
 double height, centred), the QR code as a real QR image (qrcode) and the
 Code 128 barcode as bars (python-barcode), the cut as a dashed edge, so every
-line the printer prints is in the picture by construction. `render_picture`
+line the printer prints is in the picture by construction. The picture is laid
+out on the paper the receipt was printed on (`ReceiptData.paper`: its columns,
+QR code or barcode and bar width), the printer's defaults for receipts kept
+before they carried it. `render_picture`
 returns the PNG with what it drew (`Drawn` rows), which tests hold against
 the printer's bytes. Lines are drawn on a white strip the printer's width in
 characters. Columns are counted as the printer counts them (wcwidth:
@@ -40,6 +43,7 @@ from devices.receipt import (
     Barcode,
     Cut,
     Line,
+    Paper,
     Qr,
     ReceiptData,
     ReceiptLayout,
@@ -54,7 +58,6 @@ __all__ = ["receipt_lines", "receipt_png", "render_picture", "picture_rows", "Pi
 
 log = logging.getLogger(__name__)
 
-WIDTH = 42
 SIZE = 16           # pixels: the font size
 LINE_H = SIZE + 6   # pixels from one line's top to the next
 MARGIN = 16
@@ -152,8 +155,7 @@ def _fonts() -> _Fonts | None:
 
 
 DOTS_PER_COLUMN = 12   # the printer's font A is 12 dots wide: QR modules and bars are given in dots
-BARCODE_BAR_DOTS = 3     # python-escpos's default barcode width and height, in dots
-BARCODE_HEIGHT_DOTS = 64
+BARCODE_HEIGHT_DOTS = 64   # the barcode's height as printed (GS h), in dots
 QUIET = 4               # pixels of white above and below a QR code or barcode
 
 
@@ -166,6 +168,7 @@ class Drawn:
     style: Style
     column: int                      # text: the column its first character is in
     box: tuple[int, int, int, int]   # pixels: left, top, right, bottom
+    module: int = 0                  # qr / barcode: the printer's dots per module (QR size, GS w)
 
     @property
     def shown(self) -> str:
@@ -205,10 +208,13 @@ def _rows(layout: ReceiptLayout, cell: float) -> list[Drawn]:
     rows: list[Drawn] = []
     top = MARGIN
 
-    def add(kind: str, text: str, style: Style, column: int, span: float, height: int) -> None:
+    def add(kind: str, text: str, style: Style, column: int, span: float, height: int, module: int = 0) -> None:
         nonlocal top
-        left = MARGIN + (column * cell if kind == "text" else (strip - span) / 2 if style.align == "center" else 0)
-        rows.append(Drawn(kind, text, style, column, (math.floor(left), top, math.ceil(left + span), top + height)))
+        # A code wider than the strip (bars of one dot are drawn one pixel wide) starts at the margin.
+        left = MARGIN + (column * cell if kind == "text" else max(0.0, (strip - span) / 2)
+                         if style.align == "center" else 0)
+        rows.append(Drawn(kind, text, style, column, (math.floor(left), top, math.ceil(left + span), top + height),
+                          module))
         top += height
 
     for block in layout.blocks:
@@ -221,10 +227,11 @@ def _rows(layout: ReceiptLayout, cell: float) -> list[Drawn]:
                 add("text", text, block.style, column, used * cell, height)
         elif isinstance(block, Qr):
             side = len(_qr_matrix(block.content)) * _dots(block.module, cell)
-            add("qr", block.content, block.style, 0, side, side + 2 * QUIET)
+            add("qr", block.content, block.style, 0, side, side + 2 * QUIET, block.module)
         elif isinstance(block, Barcode):
-            span = len(_code128_bars(block.content)) * _bar(block.content, cell, strip)
-            add("barcode", block.content, block.style, 0, span, _dots(BARCODE_HEIGHT_DOTS, cell) + 2 * QUIET)
+            span = len(_code128_bars(block.content)) * _bar_pixels(block.module, cell)
+            add("barcode", block.content, block.style, 0, span, _dots(BARCODE_HEIGHT_DOTS, cell) + 2 * QUIET,
+                block.module)
         elif isinstance(block, Cut):
             add("cut", "", Style(), 0, strip, LINE_H)
     return rows
@@ -235,9 +242,10 @@ def _dots(dots: int, cell: float) -> int:
     return max(1, round(dots * cell / DOTS_PER_COLUMN))
 
 
-def _bar(content: str, cell: float, strip: float) -> int:
-    """Pixels per barcode module: the printer's, or narrower where the code would be wider than the paper."""
-    return max(1, min(_dots(BARCODE_BAR_DOTS, cell), int(strip // len(_code128_bars(content)))))
+def _bar_pixels(dots: int, cell: float) -> int:
+    """Pixels per barcode module: the printer's dots scaled down (never up), so the bars fit the strip
+    as they fit the paper; at least one."""
+    return max(1, math.floor(dots * cell / DOTS_PER_COLUMN))
 
 
 def _draw_code(draw: ImageDraw.ImageDraw, row: Drawn, cell: float) -> None:
@@ -261,27 +269,27 @@ def _draw_code(draw: ImageDraw.ImageDraw, row: Drawn, cell: float) -> None:
             draw.line((x, middle, min(x + 4, row.box[2]), middle), fill="gray")
 
 
-def receipt_lines(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH) -> list[tuple[str, bool]]:
+def receipt_lines(data: ReceiptData, catalogue: Catalogue) -> list[tuple[str, bool]]:
     """(text, bold) rows of the receipt's picture, padded to their columns; codes as [QR: ...]; no cut."""
-    return [(row.shown, row.style.bold) for row in picture_rows(data, catalogue, width) if row.kind != "cut"]
+    return [(row.shown, row.style.bold) for row in picture_rows(data, catalogue) if row.kind != "cut"]
 
 
 def _cell(fonts: _Fonts | None) -> float:
     return fonts.cell if fonts else ImageFont.load_default().getlength("M")
 
 
-def picture_rows(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH, print_qr: bool = True) -> list[Drawn]:
-    """The rows the picture of the receipt has, laid out as the printer lays it out."""
-    return _rows(receipt_layout(data, catalogue, width, print_qr), _cell(_fonts()))
+def picture_rows(data: ReceiptData, catalogue: Catalogue, paper: Paper | None = None) -> list[Drawn]:
+    """The rows the picture of the receipt has, laid out as the printer lays it out (on `data.paper`)."""
+    return _rows(receipt_layout(data, catalogue, paper), _cell(_fonts()))
 
 
-def undrawable(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH) -> str:
+def undrawable(data: ReceiptData, catalogue: Catalogue) -> str:
     """The characters of the receipt's picture no installed font can draw (shown as boxes), in order, once each."""
     fonts = _fonts()
     if fonts is None:
         return ""
     seen: dict[str, None] = {}
-    for row in picture_rows(data, catalogue, width):
+    for row in picture_rows(data, catalogue):
         for ch in row.text if row.kind == "text" else "":
             if not _draws(fonts.pick(ch, row.style.bold), ch):
                 seen[ch] = None
@@ -342,18 +350,22 @@ def _draw_line(draw: ImageDraw.ImageDraw, fonts: _Fonts, text: str, strong: bool
         _warn_boxes(missing)
 
 
-def render_picture(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH, print_qr: bool = True) -> Picture:
+def render_picture(data: ReceiptData, catalogue: Catalogue, paper: Paper | None = None) -> Picture:
     """The receipt as a PNG picture, with the rows drawn in it, in order.
 
-    The picture takes the printer's defaults (42 columns, a QR code): headquarters does not know a
-    terminal's printer settings, and the terminal's picture is the dashboard's."""
+    On the paper the receipt was printed on (`data.paper`, which the print queue keeps and ships to
+    headquarters with it), so the terminal's picture and the dashboard's are the paper's; `paper`
+    lays it out on another."""
     fonts = _fonts()
     default = ImageFont.load_default() if fonts is None else None   # no DejaVu: Pillow's own font, Latin only
     cell = _cell(fonts)
-    rows = _rows(receipt_layout(data, catalogue, width, print_qr), cell)
+    layout = receipt_layout(data, catalogue, paper)
+    width = layout.width
+    rows = _rows(layout, cell)
     drawn: list[Drawn] = []
-    img = Image.new("RGB", (math.ceil(cell * width) + 2 * MARGIN, (rows[-1].box[3] if rows else 0) + MARGIN),
-                    "white")
+    # As wide as the paper's columns, or as its widest code with a margin of white either side.
+    img = Image.new("RGB", (max([math.ceil(cell * width) + MARGIN, *(row.box[2] for row in rows)]) + MARGIN,
+                            (rows[-1].box[3] if rows else 0) + MARGIN), "white")
     draw = ImageDraw.Draw(img)
     for row in rows:
         drawn.append(row)
@@ -376,6 +388,6 @@ def render_picture(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH, 
     return Picture(buf.getvalue(), tuple(drawn))
 
 
-def receipt_png(data: ReceiptData, catalogue: Catalogue, width: int = WIDTH) -> bytes:
+def receipt_png(data: ReceiptData, catalogue: Catalogue) -> bytes:
     """The receipt as a PNG picture: what `pos receipt show --png` writes and the dashboard shows."""
-    return render_picture(data, catalogue, width).png
+    return render_picture(data, catalogue).png

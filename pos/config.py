@@ -257,9 +257,22 @@ class PrinterSection(_Section):
     profile: str = "default"
     encoding: Literal["GB18030", "BIG5", "UTF-8", "ASCII"] = "GB18030"
     width: Annotated[int, Field(ge=24, le=64)] = 42
+    dots: Annotated[int, Field(ge=0, le=2048)] = 0   # dots a line has; 0: from width (devices.receipt.paper_dots)
     print_qr: bool = True
+    # print_qr = false: the narrowest Code 128 bar (GS w, dots) the printer takes; 1 only where its manual says so
+    narrowest_bar: int = 2
     copies: Annotated[int, Field(ge=1, le=3)] = 1
     retry_interval: Seconds = 5.0
+
+
+    @field_validator("narrowest_bar")
+    @classmethod
+    def _narrowest_bar(cls, v: int) -> int:
+        if not 1 <= v <= 3:
+            raise ValueError("expected 1, 2 or 3 (dots): the narrowest barcode bar (GS w) the printer takes; "
+                             "2 suits most printers (Epson documents GS w as 2..6 on many models), 1 only if "
+                             "the printer's manual says GS w accepts 1")
+        return v
 
 
 class DisplaySection(_Section):

@@ -53,6 +53,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pos.core.money import Money
+from pos.core.outcomes import Cause
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.redact import mask_code
 from pos.journal.journal import Journal
@@ -68,7 +69,7 @@ __all__ = ["TERMINAL_ID", "TIMEZONE", "BUILD", "CACHE", "build", "cached_journal
 TERMINAL_ID = "DEMO01"          # config/sandbox.toml's terminal: the daemon opens the copy as its own
 TIMEZONE = "Asia/Singapore"
 CURRENCY = "SGD"
-BUILD = 3                       # bump when what the builder writes changes: the cache is rebuilt
+BUILD = 4                       # bump when what the builder writes changes: the cache is rebuilt
 CACHE = Path(__file__).resolve().parents[1] / ".pos-state" / "bench"
 DAY = 86_400.0
 _FINAL_MIX = [SaleState.PAID] * 90 + [SaleState.DECLINED] * 5 + [SaleState.CANCELLED] * 4 + [SaleState.REVERSED]
@@ -134,6 +135,7 @@ def _records(layout: _Layout, seed: int, refunds: list[RefundRecord], today: lis
             result_code={SaleState.PAID: "SUCCESS", SaleState.REVERSED: "SUCCESS",
                          SaleState.DECLINED: "USER_BALANCE_NOT_ENOUGH", SaleState.CANCELLED: "SUCCESS",
                          SaleState.QUERYING: "USER_PAYING"}[state],
+            result_cause=None if final else Cause.CUSTOMER_CONFIRMING,
             next_request=None if final else "query", next_at=None if final else at + 5.0,
             finished_at=at + 0.3 if final else None)
         if state is SaleState.PAID and sale_id % 50 == 0:

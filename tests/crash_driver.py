@@ -4,7 +4,8 @@
 
 Recovers the journal, waits until recovery is done, then runs one sale per
 CODE (1.00 USD each) to the cashier's end; with POS_CRASH_REFUND=1, each PAID sale
-is then refunded 0.40 to the manager's end. With POS_CRASH_AT set (see
+is then refunded 0.40 to the manager's end. Receipts are queued as the daemon
+queues them (in the transaction of the outcome they print; nothing prints them). With POS_CRASH_AT set (see
 pos/journal.py) the process kills itself at that commit. Prints one line per
 sale ("<sale_id> <state>"); exit 0 when everything ran.
 """
@@ -15,12 +16,18 @@ import os
 import sys
 from pathlib import Path
 
+from devices.messages import Catalogue
+from devices.print_queue import PrintQueue
+from devices.printer import NullPrinter
 from pos.config import Config, GatewaySection, PaymentSection
 from pos.core.money import Money
 from pos.gateway.factory import open_gateway
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
 from pos.journal.journal import Journal
+from pos.journal.print_jobs import JournalPrintJobs
 from pos.payments.runner import PaymentRunner
+from pos.terminal.displays import new_device_board
+from pos.terminal.receipts import Receipts
 
 # Seed 003's shape on a 100x shorter time scale, so a run takes about a second.
 FAST = PaymentSection(query_first_delay=0.02, query_interval_min=0.05, query_interval_max=0.07,
@@ -37,6 +44,11 @@ def main(argv: list[str]) -> int:
                                    payment=FAST))
     journal = Journal.open(journal_file)
     service = PaymentRunner(journal, gateway, FAST)
+    cfg = Config()
+    queue = PrintQueue(JournalPrintJobs(journal), NullPrinter(), printer_settings=cfg.printer,
+                       catalogue=Catalogue.load("en"))
+    receipts = Receipts(cfg, journal, queue, new_device_board(), service.clock.now)
+    service.write_receipts(receipts.queue_with_outcome)
     try:
         service.recover()
         if not service.wait_recovered(timeout=30):

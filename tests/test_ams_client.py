@@ -15,7 +15,7 @@ import pytest
 
 from pos.config import GatewaySection
 from pos.core.money import Money
-from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown, query_outcome_of
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown, query_outcome_of
 from pos.gateway.ams import AmsGateway
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
 from pos.gateway.transport import Reply, Transport
@@ -205,6 +205,23 @@ def test_10_customer_confirms_in_the_wallet(gw: AmsGateway, sandbox_clock: FakeC
     assert status(gw, t) is QueryOutcome.PENDING
     sandbox_clock.advance(3.0)
     assert status(gw, t) is QueryOutcome.PAID
+
+
+def test_the_client_classifies_its_result_codes_as_causes(gw: AmsGateway, sandbox_clock: FakeClock) -> None:
+    """The engine's rules read a cause, never a code: the v1 client classifies the v1 codes
+    (pos/data/ams_result_codes.csv, column cause)."""
+    _, confirming = pay(gw, "10")
+    assert isinstance(confirming, Unknown) and confirming.code == "PAYMENT_IN_PROCESS"
+    assert confirming.cause is Cause.CUSTOMER_CONFIRMING
+    _, busy = pay(gw, "13")       # a system error is not the customer confirming: a neutral "checking"
+    assert isinstance(busy, Unknown) and busy.code == "UNKNOWN_EXCEPTION" and busy.cause is None
+    _, declined = pay(gw, "01")
+    assert isinstance(declined, Failed) and declined.cause is None
+    t, paid = pay(gw, "00")
+    assert isinstance(paid, Succeeded)
+    sandbox_clock.advance(2 * 86400.0)   # past the cancel window, whichever the sandbox keeps
+    late = gw.cancel(merchant_trans_id=t)
+    assert isinstance(late, Failed) and late.code == "CANCEL_EXPIRED" and late.cause is Cause.TOO_LATE_TO_CANCEL
 
 
 def test_11_and_12_timeouts(gw: AmsGateway, ams_server: SandboxServer, sandbox_clock: FakeClock) -> None:

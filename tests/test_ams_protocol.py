@@ -87,6 +87,31 @@ def test_inquiry_status_words() -> None:
     assert read_inquiry(Failed("PROCESS_FAIL"), ["ORDER_NOT_EXIST"]).query is QueryOutcome.UNKNOWN  # type: ignore[union-attr]
 
 
+def test_a_closed_payment_s_failure_code_is_read_into_the_typed_fields() -> None:
+    body = {"paymentStatus": "FAIL", "paymentResultCode": "ORDER_IS_CLOSED",
+            "paymentResultMessage": "the order code expired at 2027-01-15T10:05:00+08:00 unpaid"}
+    read = read_inquiry(Succeeded(body), ["ORDER_NOT_EXIST"])
+    assert isinstance(read, Succeeded) and read.query is QueryOutcome.CLOSED and read.code == "SUCCESS"
+    assert read.result_code == "ORDER_IS_CLOSED" and read.result_message.startswith("the order code expired")
+    # Only a closed payment names a failure; an unreadable code is left out.
+    for other in ({**body, "paymentStatus": "PROCESSING"}, {**body, "paymentResultCode": 7},
+                  {**body, "paymentResultCode": " "}, {"paymentStatus": "FAIL"}):
+        read = read_inquiry(Succeeded(other), ["ORDER_NOT_EXIST"])
+        assert isinstance(read, Succeeded) and read.result_code == "" and read.result_message == ""
+
+
+def test_offline_payquery_names_why_a_closed_payment_failed_when_it_says() -> None:
+    from pos.gateway.offline.status import read_query
+    closed = read_query(Succeeded({"acquirementStatus": "CLOSED", "paymentResultCode": "RISK_REJECT",
+                                   "paymentResultMessage": "risk"}))
+    assert isinstance(closed, Succeeded) and closed.query is QueryOutcome.CLOSED
+    assert (closed.result_code, closed.result_message) == ("RISK_REJECT", "risk")
+    silent = read_query(Succeeded({"acquirementStatus": "CLOSED"}))
+    assert isinstance(silent, Succeeded) and silent.query is QueryOutcome.CLOSED and silent.result_code == ""
+    paid = read_query(Succeeded({"acquirementStatus": "SUCCESS", "paymentResultCode": "X"}, gateway_id="A1"))
+    assert isinstance(paid, Succeeded) and paid.query is QueryOutcome.PAID and paid.result_code == ""
+
+
 def test_result_code_table() -> None:
     codes = result_codes()
     for code, status in [("SUCCESS", "S"), ("PAYMENT_IN_PROCESS", "U"), ("UNKNOWN_EXCEPTION", "U"),

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from devices.messages import Catalogue
 from pos.config import GatewaySection, PaymentSection
 from pos.core.engine import PrintReceipt, Show
 from pos.core.money import Money
@@ -144,6 +145,8 @@ def test_an_order_code_nobody_pays_expires_closed_and_cannot_be_paid(gw, ams_ser
     assert isinstance(result, Succeeded) and query_outcome_of(result) is QueryOutcome.CLOSED
     assert result.data["paymentStatus"] == "FAIL" and result.data["paymentResultCode"] == "ORDER_IS_CLOSED"
     assert "expired" in result.data["paymentResultMessage"]
+    # ... read into the typed fields the engine keeps (it never reads the body's field names).
+    assert result.result_code == "ORDER_IS_CLOSED" and "expired" in result.result_message
     # The wallet refuses: the page says it expired, has no buttons, and Pay changes nothing.
     page = requests.get(answer.qr, timeout=5).text
     assert "data-expired='true'" in page and "Expired at" in page and "id='pay'" not in page
@@ -162,7 +165,8 @@ def test_an_order_code_nobody_pays_expires_closed_and_cannot_be_paid(gw, ams_ser
 def test_the_terminal_s_qr_sale_ends_declined_when_its_code_expires(sandbox_keys, tmp_path):
     """The runner and engine over the real v1 sandbox: nobody scans, the code expires before the query
     deadline, the next inquiry reads FAIL and the sale ends DECLINED like a declined code sale: no
-    receipt, no cancel needed (nothing was paid), "Payment declined" on the displays."""
+    receipt, no cancel needed (nothing was paid). The inquiry's paymentResultCode is the sale's
+    result, and the displays say why in plain words: the QR code expired."""
     server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
                            alipay_private_key=sandbox_keys.alipay_private,
                            options=SandboxOptions(order_code_expiry=1.5), protocol="ams").start()
@@ -184,13 +188,18 @@ def test_the_terminal_s_qr_sale_ends_declined_when_its_code_expires(sandbox_keys
         assert sale is not None and sale.state is SaleState.DECLINED, sale
         assert sale.acquirement_id and sale.finished_at is not None
         assert sale.finished_at - sale.created_at < 10          # ended by the expiry, not the 30 s deadline
+        assert sale.result_code == "ORDER_IS_CLOSED" and "expired" in sale.result_message
         triggers = [e.trigger for e in journal.events("sale", sale_id)]
         assert "query_closed" in triggers and not any("cancel" in t for t in triggers)
         deadline = time.monotonic() + 5                      # subscribers hear on the notifier thread
-        while "declined" not in [c.key for c in seen if isinstance(c, Show)] and time.monotonic() < deadline:
+        final = "qr.code.ORDER_IS_CLOSED"
+        while final not in [c.key for c in seen if isinstance(c, Show)] and time.monotonic() < deadline:
             time.sleep(0.05)
         shown = [c.key for c in seen if isinstance(c, Show)]
-        assert "scan_qr" in shown and shown[-1] == "declined"
+        assert "scan_qr" in shown and shown[-1] == final
+        en, zh = Catalogue.load("en"), Catalogue.load("zh-CN")
+        assert en.cashier(final)[0] == "QR code expired" and en.customer(final)[0] == "QR code expired"
+        assert zh.customer(final)[0] == "二维码已过期"
         assert not [c for c in seen if isinstance(c, PrintReceipt)]
         ledger = requests.get(server.url + "/sandbox/ledger", timeout=5).json()
         mine = [p for p in ledger["payments"] if p["merchantTransId"] == sale.merchant_trans_id]

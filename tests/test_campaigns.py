@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -301,6 +302,32 @@ def test_till_requests_beyond_the_schema_never_give_a_500(till_server: Any, meth
         assert str(status) in operation["responses"], (method, path, status, answer[:300])
     else:   # no such operation: the token and size guard answers first, then the router
         assert status in (307, 401, 404, 405, 413), (method, path, status)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "allow", "says"), [
+    ("GET", "/v1/foo", 404, None, "No such endpoint: GET /v1/foo"),
+    ("POST", "/v1/sales/S1/refund", 404, None, "No such endpoint: POST /v1/sales/S1/refund"),
+    ("GET", "/nothing-here", 404, None, "No such endpoint: GET /nothing-here"),
+    ("DELETE", "/v1/sales", 405, "POST", "/v1/sales does not take DELETE: use POST"),
+    ("PUT", "/v1/health", 405, "GET", "/v1/health does not take PUT: use GET"),
+    ("GET", "/v1/refunds", 405, "POST", "/v1/refunds does not take GET: use POST"),
+    ("POST", "/openapi.json", 405, "GET, HEAD", "/openapi.json does not take POST: use GET or HEAD"),
+    ("DELETE", "/v1/sales/S1/customs-declarations", 405, "GET, POST",   # two routes, one path
+     "/v1/sales/S1/customs-declarations does not take DELETE: use GET or POST"),
+])
+def test_the_router_answers_unknown_paths_and_wrong_methods_with_a_problem(
+        till_server: Any, method: str, path: str, status: int, allow: str | None, says: str) -> None:
+    answer = requests.request(method, f"http://127.0.0.1:{till_server.port}{path}", timeout=10,
+                              headers={"Authorization": "Bearer " + "t" * 32}, allow_redirects=False)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert {m.strip() for m in answer.headers.get("allow", "").split(",") if m} == set((allow or "").split(", ")) - {""}
+    problem = answer.json()
+    assert problem["status"] == status and problem["title"] in ("No such endpoint", "Method not allowed")
+    assert problem["detail"].startswith(says) and "/openapi.json" in problem["detail"], problem
+    # The statuses the router answers are the README's (404 and 405), and 404 is declared on every operation.
+    if status == 404:
+        assert all("404" in op["responses"] for ops in _openapi()["paths"].values() for op in ops.values())
 
 
 @functools.cache

@@ -60,6 +60,8 @@ BROKEN = [
     ("[scanner]\nbaudrate = true\n", ["baudrate = true", "whole number"]),
     ("[scanner]\nterminator = \"TAB\"\n", ['terminator = "TAB"', "'CR'"]),
     ("[printer]\nkind = \"laser\"\n", ['[printer] kind = "laser"', "expected one of"]),
+    ("[printer]\nnarrowest_bar = 0\n", ["[printer] narrowest_bar = 0", "expected 1, 2 or 3", "GS w"]),
+    ("[printer]\nnarrowest_bar = 4\n", ["[printer] narrowest_bar = 4", "2 suits most printers"]),
     ("[payment]\ncancel_retries = 0\n", ["cancel_retries = 0", "at least 1"]),
     # issue 17: accepted before, though the wallet closes an unconfirmed payment after ~3 minutes
     ("[payment]\nquery_deadline = 400\n", ["query_deadline = 400 s is too long", "wallet closes",
@@ -88,6 +90,32 @@ def test_broken_config_gets_one_clear_line_and_status_2(tmp_path, capsys, text, 
     for word in words:
         assert word in lines[0], lines[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("printer, warned", [
+    ("print_qr = false\nwidth = 32\n", "needs 686 dots at narrowest_bar = 2 and the paper has 384"),
+    ("print_qr = false\nwidth = 48\n", "needs 686 dots at narrowest_bar = 2 and the paper has 576"),
+    ("print_qr = false\nwidth = 32\nnarrowest_bar = 1\n", None),   # 343 dots at 1 dot a bar
+    ("print_qr = false\nwidth = 48\ndots = 700\n", None),
+    ("print_qr = true\nwidth = 32\n", None),
+])
+def test_a_barcode_receipt_code_that_would_print_as_a_qr_code_is_warned_of(tmp_path, capsys, printer, warned):
+    """print_qr = false on paper too narrow for this terminal's receipt ids: every receipt would carry a QR code."""
+    from pos.config import Config
+    from pos.ops.device_checks import check_receipt_code
+
+    path = tmp_path / "terminal.toml"
+    path.write_text(f'[terminal]\nterminal_id = "POS01"\n[printer]\n{printer}')
+    code, out, err = run_check(path, capsys)
+    assert code == 0 and "valid" in out
+    lines = [x for x in err.splitlines() if "receipt code" in x]
+    result = check_receipt_code(Config.model_validate({"printer": load_config(path).config.printer.model_dump()}))
+    if warned is None:
+        assert lines == [] and result.level.name == "OK", result
+        return
+    assert len(lines) == 1 and warned in lines[0] and "POS:POS01-20240501-VE6E99-000001: 343 modules" in lines[0]
+    assert "set print_qr = true" in lines[0] and "narrowest_bar = 1 if the printer's manual says" in lines[0]
+    assert result.level.name == "WARN" and warned in result.detail
 
 
 def test_missing_and_unreadable_files(tmp_path, capsys):

@@ -21,6 +21,7 @@ import pytest
 
 from pos.core.records import REFUND_SETTLED_FOR_MANAGER, SALE_SETTLED_FOR_CASHIER, RefundState, SaleState
 from pos.journal.journal import Journal
+from pos.journal.print_jobs import JournalPrintJobs
 from pos.sandbox.ledger import as_datetime
 from pos.sandbox.server import SandboxServer
 from tests.sandbox_fixtures import *  # noqa: F403  (sandbox_server, sandbox_keys, ...)
@@ -70,6 +71,22 @@ def check_against_ledger(journal_file: Path, server: SandboxServer, clock_now: o
         journal.close()
 
 
+def check_receipts_queued(journal_file: Path) -> None:
+    """Every PAID sale and REFUNDED refund has its receipt's print job, whatever commit the
+    process died at: the job is committed in the very transaction of the outcome."""
+    journal = Journal.open(journal_file)
+    try:
+        jobs = JournalPrintJobs(journal)
+        for sale in journal.list_sales():
+            if sale.state is SaleState.PAID:
+                assert jobs.job(f"sale:{sale.sale_id}") is not None, sale
+        for refund in journal.list_refunds():
+            if refund.state is RefundState.REFUNDED:
+                assert jobs.job(f"refund:{refund.refund_id}") is not None, refund
+    finally:
+        journal.close()
+
+
 def test_kill_at_every_commit_then_recover(tmp_path: Path, sandbox_server: SandboxServer,
                                            sandbox_keys: SandboxKeys, sandbox_clock: object) -> None:
     crashed = 0
@@ -84,10 +101,12 @@ def test_kill_at_every_commit_then_recover(tmp_path: Path, sandbox_server: Sandb
                 break                                   # the run had fewer than n commits
             assert first.returncode == -signal.SIGKILL, err
             crashed += 1
+            check_receipts_queued(journal)
             second = driver(journal, sandbox_server, sandbox_keys, [])
             _, err2 = second.communicate(timeout=60)
             assert second.returncode == 0, err2
             check_against_ledger(journal, sandbox_server, sandbox_clock)
+            check_receipts_queued(journal)
         else:
             continue
         break
@@ -121,8 +140,10 @@ def test_kill_at_every_commit_of_a_sale_and_its_refund(tmp_path: Path, sandbox_s
             break                                       # the run had fewer than n commits
         assert first.returncode == -signal.SIGKILL, err
         crashed += 1
+        check_receipts_queued(journal)
         second = driver(journal, sandbox_server, sandbox_keys, [])
         _, err2 = second.communicate(timeout=60)
         assert second.returncode == 0, err2
         check_against_ledger(journal, sandbox_server, sandbox_clock)
+        check_receipts_queued(journal)
     assert crashed >= 4                                # the sale's and the refund's commits were hit

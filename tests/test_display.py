@@ -156,3 +156,57 @@ def test_the_writer_shows_a_long_text_under_its_screen_and_drops_it_with_the_scr
     writer.close()                    # waits for the writer: everything asked before is written
     text = out.getvalue()
     assert "|Scan the QR" in text and text.index("|Scan the QR") < text.index("QR: https://qr.example/1")
+
+
+def test_a_console_display_whose_output_nobody_reads_is_reported_until_it_is_read_again() -> None:
+    import os
+    import threading
+
+    from devices.display import STALL_AFTER
+    from pos.terminal.displays import Displays, new_device_board
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:                              # fill the pipe: nobody reads it, so the next write blocks
+        while True:
+            os.write(write_end, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    stream = os.fdopen(write_end, "w")
+    board = new_device_board()
+    displays = Displays(RecordingDisplay(), ConsoleDisplay(stream, title="customer"), Catalogue.load("en"),
+                        Catalogue.load("en"), board)
+
+    def drain() -> None:              # until the write end is closed
+        while os.read(read_end, 65536):
+            pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    try:
+        started = time.monotonic()
+        displays.show("ready")        # returns at once: the write blocks on the writer's thread only
+        assert time.monotonic() - started < 0.2
+        deadline = time.monotonic() + 10
+        while board["display"].ok and time.monotonic() < deadline:
+            time.sleep(0.05)
+        error = board["display"].last_error or ""
+        assert not board["display"].ok, "health never named the console display nobody reads"
+        assert error.startswith(f"customer display: a write has not returned for {STALL_AFTER:g} s")
+        assert "does not read" in error and "output" in error and "cashier display" not in error
+        assert time.monotonic() - started < STALL_AFTER + 1.5
+        assert displays.customer.current == displays.customer_text.customer("ready")
+
+        reader.start()                # it is read again: the write returns, and health says so
+        deadline = time.monotonic() + 10
+        while not board["display"].ok and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert board["display"].ok and board["display"].last_error is None
+        assert displays.customer.writes == 1
+    finally:
+        if reader.ident is None:      # not started: the test failed before
+            reader.start()
+        displays.close()
+        stream.close()
+        reader.join(timeout=5)
+        os.close(read_end)

@@ -23,7 +23,7 @@ from pos.core.engine import (
     Show,
 )
 from pos.core.money import Money
-from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown
 from pos.core.records import RefundState, SaleState
 from pos.core.rules import check_refund
 from tests.engine_harness import CODE, T0, Harness, refund_record, sale_record
@@ -287,7 +287,7 @@ def test_a_sale_keeps_the_acquirement_id_an_unknown_answer_named() -> None:
     """Issue 17: a MANUAL_REVIEW sale kept no acquirementId although the U answers carried one."""
     h = Harness()
     h.start()
-    h.answer(Unknown("gateway answered U", "USER_PAYING", gateway_id=ACQ))
+    h.answer(Unknown("gateway answered U", "USER_PAYING", cause=Cause.CUSTOMER_CONFIRMING, gateway_id=ACQ))
     h.abort()
     h.answer(Failed("CANCEL_NOT_ALLOWED"))
     assert h.state() is SaleState.MANUAL_REVIEW and h.records[1].acquirement_id == ACQ
@@ -297,7 +297,7 @@ def test_a_cancel_too_late_is_reversed_by_a_full_refund_committed_first() -> Non
     """Issue 17: CANCEL_EXPIRED, then the payment is found SUCCESS: the money goes back."""
     h = Harness(background_interval=300.0)
     cancelling(h)
-    h.answer(Failed("CANCEL_EXPIRED"))
+    h.answer(Failed("CANCEL_EXPIRED", cause=Cause.TOO_LATE_TO_CANCEL))
     assert h.state() is SaleState.MANUAL_REVIEW
     h.advance()
     h.answer(PENDING_Q)        # keeps querying until the payment's fate is known
@@ -501,7 +501,7 @@ def test_every_trigger_is_exercised_by_this_file() -> None:
 def test_only_user_paying_asks_the_customer_to_confirm_in_the_app() -> None:
     h = Harness()
     h.start()
-    out = h.answer(Unknown("gateway answered U", "USER_PAYING"))
+    out = h.answer(Unknown("gateway answered U", "USER_PAYING", cause=Cause.CUSTOMER_CONFIRMING))
     assert [c.key for c in h.of(Show, out)] == ["confirm_in_app"]
     h = Harness()
     h.start()
@@ -534,7 +534,8 @@ def test_the_first_query_after_a_pay_with_no_answer_goes_within_first_query_afte
     assert h.sent(SendQuery)[0].due <= T0 + 5.0
     h = Harness(query_first_delay=2.0, first_query_after=5.0)
     h.start()
-    h.answer(Unknown("gateway answered U", "USER_PAYING"), after=0.3)   # answered at once: the usual delay
+    # answered at once: the usual delay
+    h.answer(Unknown("gateway answered U", "USER_PAYING", cause=Cause.CUSTOMER_CONFIRMING), after=0.3)
     h.advance()
     assert h.sent(SendQuery)[0].due == T0 + 2.3
 
@@ -631,7 +632,7 @@ def test_a_paid_late_sale_waits_for_the_manager_across_a_restart() -> None:
 def test_a_cancel_too_late_keeps_querying_on_the_query_schedule() -> None:
     h = Harness(background_interval=300.0)
     cancelling(h)
-    h.answer(Failed("CANCEL_EXPIRED"))
+    h.answer(Failed("CANCEL_EXPIRED", cause=Cause.TOO_LATE_TO_CANCEL))
     refused_at = h.now
     assert h.state() is SaleState.MANUAL_REVIEW
     times = []
@@ -652,7 +653,7 @@ def test_a_cancel_too_late_goes_to_the_background_pace_once_the_wallet_has_decid
     deadline) a payment still not known (the gateway unreachable) is the background corrector's."""
     h = Harness(background_interval=300.0)
     cancelling(h)
-    h.answer(Failed("CANCEL_EXPIRED"))
+    h.answer(Failed("CANCEL_EXPIRED", cause=Cause.TOO_LATE_TO_CANCEL))
     last = h.now
     while True:
         h.advance()

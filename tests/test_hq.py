@@ -79,6 +79,7 @@ class Till:
         self.runner.recover()
         self.alarms: list[str] = []
         self.codes: list[str] = []
+        self.printer: Any = None   # the printer print_receipt printed on
         self.shipper = HqShipper(self.journal.db, HqSection(url=hq_url, interval=0.05, backoff_max=0.2,
                                                             timeout=2.0, batch_size=7, backlog_alarm=100),
                                  token=token, terminal_id=terminal_id, install_id=self.journal.install_id,
@@ -101,8 +102,9 @@ class Till:
         self.journal.close()
 
 
-def print_receipt(till: Till) -> SaleRecord:
-    """The till's first sale's receipt printed through its print queue (job sale:ID, as the terminal names it)."""
+def print_receipt(till: Till, printer_settings: Any = None) -> SaleRecord:
+    """The till's first sale's receipt printed through its print queue (job sale:ID, as the terminal names it),
+    on a printer with `printer_settings` (a [printer] section; the defaults without)."""
     from devices.messages import Catalogue
     from devices.print_queue import PrintQueue
     from devices.printer import DummyPrinter
@@ -112,7 +114,8 @@ def print_receipt(till: Till) -> SaleRecord:
 
     paid = till.journal.list_sales()[0]
     printer = DummyPrinter()
-    queue = PrintQueue(JournalPrintJobs(till.journal), printer, printer_settings=PrinterSection(),
+    till.printer = printer
+    queue = PrintQueue(JournalPrintJobs(till.journal), printer, printer_settings=printer_settings or PrinterSection(),
                        catalogue=Catalogue.load("en"))
     assert queue.enqueue(f"sale:{paid.sale_id}", receipt_for(Config(), till.journal, paid))
     assert queue.print_pending() == 1 and printer.jobs
@@ -476,6 +479,7 @@ def test_a_journal_from_before_the_outbox_ships_its_history(tmp_path: Path) -> N
     journal.create_sale(amount=Money(800, "USD"), code=make_code("00"), scanned_at=START, now=START)
     # Back to the schema before the outbox (the migration before the last): no table, no triggers.
     later = [f"ALTER TABLE {table} DROP COLUMN goods" for table in ("sales", "till_sales")]   # migration 8
+    later.append("ALTER TABLE sales DROP COLUMN result_cause")   # migration 10
     for sql in ("DROP TRIGGER hq_outbox_event", "DROP TRIGGER hq_outbox_print", "DROP TABLE hq_outbox", *later,
                 f"UPDATE schema_version SET version = {OUTBOX_MIGRATION - 1}"):
         journal._conn.execute(sql)
@@ -488,3 +492,49 @@ def test_a_journal_from_before_the_outbox_ships_its_history(tmp_path: Path) -> N
         assert [e.seq for e in outbox.pending(journal.db, 10)] == [1, 2, 3]
     finally:
         journal.close()
+
+
+def test_unknown_paths_and_wrong_methods_get_a_problem_or_a_page_never_an_empty_body(
+        hq: HqService, hq_dsn: str) -> None:
+    # The API (/v1/...) answers problem details; the dashboard answers a plain page a person can read.
+    for method, path, status, says in [("GET", "/v1/nope", 404, "No such endpoint: GET /v1/nope"),
+                                       ("GET", "/v1/ingest", 405, "/v1/ingest does not take GET: use POST"),
+                                       ("DELETE", "/v1/health", 405, "/v1/health does not take DELETE: use GET")]:
+        answer = requests.request(method, hq.url + path, timeout=10)
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        problem = answer.json()
+        assert problem["status"] == status and problem["detail"].startswith(says), problem
+        assert "POST /v1/ingest" in problem["detail"]
+    HqDB(hq_dsn).add_user("ana", "battery staple", "viewer")
+    web = requests.Session()
+    assert web.post(f"{hq.url}/login", data={"name": "ana", "password": "battery staple"}, timeout=10).ok
+    for method, path, status, says in [("GET", "/nope", 404, "No such page: GET /nope"),
+                                       ("PUT", "/login", 405, "/login does not take PUT: use GET or POST"),
+                                       ("GET", "/logout", 405, "/logout does not take GET: use POST"),
+                                       ("GET", "/item/POS99/S-1", 404, "no sale or refund S-1 from terminal POS99"),
+                                       ("GET", "/receipt/POS99/I1/x.png", 422, "path.seq: ")]:
+        answer = web.request(method, hq.url + path, timeout=10, allow_redirects=False)
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "<!doctype html>" in answer.text and "Traceback" not in answer.text
+        assert says in answer.text.replace("&#x27;", "'"), answer.text
+        assert "href='/'" in answer.text
+
+
+def test_the_database_unreachable_is_a_problem_on_the_api_and_a_page_on_the_dashboard() -> None:
+    from pos.hq.app import create_app
+    from pos.httpserver import ThreadedServer
+
+    server = ThreadedServer(create_app(HqDB("postgresql://pos_hq@127.0.0.1:1/pos_hq?connect_timeout=2"))).start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        api = requests.get(url + "/v1/health", timeout=20)
+        assert api.status_code == 503 and api.headers["content-type"].startswith("application/problem+json")
+        assert api.json()["title"] == "Database unavailable" and "PostgreSQL is running" in api.json()["detail"]
+        page = requests.get(url + "/", cookies={"pos_hq_session": "x"}, timeout=20, allow_redirects=False)
+        assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+        assert "Database unavailable" in page.text and "PostgreSQL is running" in page.text
+        assert "Traceback" not in page.text
+    finally:
+        server.stop()

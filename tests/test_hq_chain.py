@@ -231,6 +231,68 @@ def test_the_receipt_picture_is_the_same_on_the_terminal_and_at_headquarters(
     assert web.get(f"{hq.url}{src}?lang=xx", timeout=10).status_code == 422
 
 
+def test_a_58mm_barcode_terminals_receipt_picture_is_its_paper_at_headquarters_too(
+        tmp_path: Path, hq: HqService, hq_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: every picture was laid out on 42 columns with a QR code, whatever the terminal printed."""
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    from devices.emulated import escpos_to_text
+    from devices.emulated.escpos_text import CUT_LINE
+    from devices.messages import Catalogue
+    from devices.receipt import ReceiptData
+    from devices.receipt_image import render_picture
+    from pos.config import PrinterSection
+
+    db = HqDB(hq_dsn)
+    db.add_user("maria", "correct horse", "viewer")
+    state = tmp_path / "state"
+    state.mkdir()
+    till = Till(tmp_path, "POS01", db.add_terminal("POS01", "S1", "Harbour"), hq.url,
+                journal_file=state / "journal.db")
+    # A printer whose manual says GS w takes 1: the terminal's id (343 modules) fits 384 dots at 1 dot a bar.
+    settings = PrinterSection(encoding="UTF-8", width=32, print_qr=False, narrowest_bar=1)
+    try:
+        till.sell("00", amount=4200, title="Iced lemon tea with extra honey, large")
+        sale = print_receipt(till, settings)
+        paper = escpos_to_text(till.printer.jobs[0], "UTF-8")[:-1].split("\n")
+        ship_all(till)
+    finally:
+        till.close()
+    web = requests.Session()
+    web.post(f"{hq.url}/login", data={"name": "maria", "password": "correct horse"}, timeout=10)
+    item = web.get(f"{hq.url}/item/POS01/{sale.merchant_trans_id}", timeout=10).text
+    src = item.split("class='receipt' ")[1].split("src='")[1].split("'")[0]
+    at_hq = web.get(f"{hq.url}{src}", timeout=10).content
+
+    # The receipt data headquarters holds is laid out as the paper was printed, line for line.
+    shipped = ReceiptData.from_dict(HqDB(hq_dsn).receipt("POS01", src.split("/")[3], int(src.split("/")[4][:-4]))
+                                    or {})
+    assert shipped.paper is not None and shipped.paper.narrowest_bar == 1
+    picture = render_picture(shipped, Catalogue.load("en"))
+    assert picture.png == at_hq
+    drawn = [{"text": row.text, "cut": CUT_LINE}.get(row.kind) or row.shown for row in picture.drawn]
+    assert drawn == paper
+    assert f"[BARCODE: POS:{sale.merchant_trans_id}]" in paper and all(
+        len(line) <= 32 for line in paper if not line.startswith("["))
+    code = next(row for row in picture.drawn if row.kind == "barcode")
+    assert code.module == till.printer.jobs[0][till.printer.jobs[0].rindex(b"\x1dw") + 2] == 1   # GS w: bar dots
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(at_hq)))
+    assert [(c.format.name, c.text) for c in found] == [("Code128", f"POS:{sale.merchant_trans_id}")]
+
+    # The terminal draws the same picture, though its config now says 42 columns and QR codes.
+    cfg = terminal_config(state)
+    png = tmp_path / "receipt.png"
+    assert main(["receipt", "show", sale.merchant_trans_id, "--png", str(png), "--config", str(cfg)]) == 0
+    assert png.read_bytes() == at_hq
+    capsys.readouterr()
+    assert main(["receipt", "show", sale.merchant_trans_id, "--config", str(cfg)]) == 0
+    assert [x.strip() for x in capsys.readouterr().out.splitlines() if x.strip()] == \
+        [x.strip() for x in paper if x.strip() and x != CUT_LINE]
+
+
 def test_receipt_show_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pos.core.money import Money
     from pos.journal.journal import Journal

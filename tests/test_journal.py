@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from pos.cli.main import main
 from pos.core.engine import Record
 from pos.core.money import Money
+from pos.core.outcomes import Cause
 from pos.core.records import RefundState, SaleState
 from pos.journal.journal import Journal, JournalError
 from pos.journal.schema import MIGRATIONS, SCHEMA_VERSION
@@ -36,6 +38,30 @@ def test_open_creates_wal_full_and_schema(tmp_path: Path) -> None:
     again = Journal.open(tmp_path / "state" / "journal.db")
     assert again.install_id == install and again.schema_version() == SCHEMA_VERSION
     again.close()
+
+
+def test_an_answers_cause_is_kept_and_an_older_journal_gets_it_from_its_codes(tmp_path: Path) -> None:
+    """The sale keeps its last answer's cause (the engine reads it after a restart). A journal written
+    before causes were kept is given them from the codes it kept, so its open sales behave as before."""
+    path = tmp_path / "journal.db"
+    j = Journal.open(path)
+    waiting, late, declined = new_sale(j), new_sale(j), new_sale(j)
+    j.record(Record(sales=(
+        replace(waiting, state=SaleState.QUERYING, result_code="USER_PAYING",
+                result_cause=Cause.CUSTOMER_CONFIRMING),
+        replace(late, state=SaleState.MANUAL_REVIEW, result_code="CANCEL_EXPIRED",
+                result_cause=Cause.TOO_LATE_TO_CANCEL),
+        replace(declined, state=SaleState.DECLINED, result_code="RISK_REJECT"))))
+    assert [s.result_cause for s in j.list_sales()] == [Cause.CUSTOMER_CONFIRMING, Cause.TOO_LATE_TO_CANCEL, None]
+    j._conn.execute("ALTER TABLE sales DROP COLUMN result_cause")   # as before migration 10
+    j._conn.execute("UPDATE schema_version SET version = 9")
+    j.close()
+    j = Journal.open(path)
+    try:
+        assert [s.result_cause for s in j.list_sales()] == [Cause.CUSTOMER_CONFIRMING, Cause.TOO_LATE_TO_CANCEL,
+                                                            None]
+    finally:
+        j.close()
 
 
 def test_merchant_trans_ids_unique_across_restarts_and_reinstalls(tmp_path: Path) -> None:

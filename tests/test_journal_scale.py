@@ -170,6 +170,49 @@ def test_a_paid_sale_and_its_refund_are_two_durable_commits_each(tmp_path: Path)
         rig.close()
 
 
+def test_a_receipt_is_queued_in_the_transaction_of_the_outcome_it_prints(tmp_path: Path) -> None:
+    """PAID (REFUNDED) and its receipt's print job are one commit: no crash can fall between them,
+    and the receipt costs no durable commit of its own."""
+    from devices.messages import Catalogue
+    from devices.print_queue import PrintQueue
+    from devices.printer import DummyPrinter
+    from pos.config import Config
+    from pos.core.engine import PrintReceipt
+    from pos.journal.print_jobs import JournalPrintJobs
+    from pos.terminal.displays import new_device_board
+    from pos.terminal.receipts import Receipts
+
+    rig = Rig(tmp_path)
+    cfg = Config()
+    queue = PrintQueue(JournalPrintJobs(rig.journal), DummyPrinter(), printer_settings=cfg.printer,
+                       catalogue=Catalogue.load("en"))
+    receipts = Receipts(cfg, rig.journal, queue, new_device_board(), rig.clock.now)
+    assert receipts.in_outcome_transaction
+    inside: list[tuple[bool, str]] = []
+
+    def writer(command: PrintReceipt) -> None:
+        inside.append((rig.journal.db.conn.in_transaction, rig.journal.get_sale(command.sale_id).state.value))
+        receipts.queue_with_outcome(command)
+
+    rig.service.write_receipts(writer)
+    rig.service.recover()
+    try:
+        before = _commits(rig.journal)
+        sale_id = rig.sale("00")
+        assert rig.service.wait(sale_id, timeout=10).state is SaleState.PAID
+        rig.service.wait_idle(timeout=10)
+        assert _commits(rig.journal) - before == 2
+        assert inside == [(True, "PAID")]     # the writer saw the outcome, its transaction still open
+        assert queue.job(f"sale:{sale_id}") is not None
+        refund_id = rig.service.refund(sale_id, Money(500, "USD"), "part")
+        assert rig.service.wait_refund(refund_id, timeout=10).state is RefundState.REFUNDED
+        assert queue.job(f"refund:{refund_id}") is not None
+        assert not [c for c in rig.notes if isinstance(c, PrintReceipt)]   # not handed out twice
+        assert queue.print_pending() == 2
+    finally:
+        rig.close()
+
+
 def test_the_pay_leaves_after_the_sale_is_on_disk_as_paying(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     seen: list[tuple[str, int]] = []
@@ -222,10 +265,11 @@ def test_migration_9_indexes_what_grows(tmp_path: Path) -> None:
         for name in ("sales_created", "refunds_created", "sales_state", "refunds_state", "till_sales_waiting"):
             conn.execute(f"DROP INDEX {name}")
         conn.execute("CREATE INDEX sales_state ON sales (state)")
+        conn.execute("ALTER TABLE sales DROP COLUMN result_cause")   # added by migration 10, after these
         conn.execute("UPDATE schema_version SET version = 8")
     journal = Journal.open(path)
     try:
-        assert journal.schema_version() == len(MIGRATIONS) == 9
+        assert journal.schema_version() == len(MIGRATIONS) >= 9
 
         def plan(sql: str, params: tuple[Any, ...] = ()) -> str:
             return " | ".join(str(r["detail"]) for r in journal.db.rows("EXPLAIN QUERY PLAN " + sql, params))

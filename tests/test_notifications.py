@@ -12,7 +12,7 @@ import json
 from pos.core.engine import PrintReceipt, Record, SendQuery, SendRefund, Show
 from pos.core.events import Notified, RefundNotified
 from pos.core.money import Money
-from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown
 from pos.core.records import RefundState, SaleState
 from pos.gateway.ams.notify import acknowledgement, read_notification
 from pos.gateway.ams.signing import parse_signature_header, sign, sign_content, signature_header, verify
@@ -28,7 +28,7 @@ PATH = "/notify/ams/payment"
 
 def querying(h: Harness) -> None:
     h.start()
-    h.answer(Unknown("gateway answered U", "PAYMENT_IN_PROCESS"), after=0.5)
+    h.answer(Unknown("gateway answered U", "PAYMENT_IN_PROCESS", cause=Cause.CUSTOMER_CONFIRMING), after=0.5)
     assert h.state() is SaleState.QUERYING
 
 
@@ -66,6 +66,46 @@ def test_notifications_that_settle_nothing_change_nothing() -> None:
         assert h.state() is SaleState.QUERYING
     h.feed(Notified(99, PAID, h.now))                # a sale the engine does not hold
     assert h.state() is SaleState.QUERYING
+
+
+def test_a_failure_notification_is_a_hint_the_next_query_goes_now() -> None:
+    # In-store notifyPayment is documented for the final success only: a FAIL is not taken as a
+    # verdict (never "declined" while money may have moved); the query it triggers decides.
+    h = Harness(query_first_delay=30.0)
+    querying(h)
+    failed = Failed("ORDER_IS_CLOSED", "the order code expired", query=QueryOutcome.CLOSED)
+    out = h.feed(Notified(1, failed, h.now + 1))
+    assert h.state() is SaleState.QUERYING and h.of(Show, out) == []
+    assert isinstance(out[0], Record) and out[0].log[0].trigger == "notified"   # the hint is journaled
+    query = h.of(SendQuery, out)
+    assert len(query) == 1 and query[0].due == h.now + 1                        # now, not in 30 s
+    again = h.feed(Notified(1, failed, h.now + 1))                              # one query at a time
+    assert h.of(SendQuery, again) == []
+    h.answer(Succeeded(query=QueryOutcome.CLOSED, result_code="ORDER_IS_CLOSED"))
+    assert h.state() is SaleState.DECLINED and h.records[1].result_code == "ORDER_IS_CLOSED"
+
+
+def test_a_failure_notification_hurries_the_background_check_of_a_sale_in_review() -> None:
+    h = Harness(background_interval=300.0)
+    querying(h)
+    h.abort()
+    h.advance()
+    h.answer(Failed("CANCEL_NOT_ALLOWED"))
+    assert h.state() is SaleState.MANUAL_REVIEW and h.inflight == []
+    h.advance()                                                  # the corrector's first query ...
+    h.answer(Succeeded(query=QueryOutcome.PENDING))              # ... finds it open: the next is 300 s away
+    out = h.feed(Notified(1, Failed("ORDER_IS_CLOSED", query=QueryOutcome.CLOSED), h.now))
+    assert h.state() is SaleState.MANUAL_REVIEW and len(h.of(SendQuery, out)) == 1
+    h.answer(Succeeded(query=QueryOutcome.CLOSED, result_code="ORDER_IS_CLOSED"))
+    assert h.state() is SaleState.CANCELLED
+
+
+def test_a_failure_notification_then_a_paid_query_ends_paid() -> None:
+    h = Harness(query_first_delay=30.0)
+    querying(h)
+    h.feed(Notified(1, Failed("ORDER_IS_CLOSED", query=QueryOutcome.CLOSED), h.now))
+    h.answer(PAID)
+    assert h.state() is SaleState.PAID
 
 
 def signed(keys: SandboxKeys, body: dict[str, object], *, client: str = CLIENT, path: str = PATH,
@@ -120,7 +160,7 @@ def test_acknowledgement_is_the_documented_success_signed_by_us(sandbox_keys: Sa
 
 # ---- refunds (v1 notifyRefund)
 
-REFUNDED = Succeeded(refund_gateway_id="RF-1")
+REFUNDED = Succeeded(code="SUCCESS", refund_gateway_id="RF-1")   # as notifyRefund is read
 U_REFUND = Unknown("gateway answered U", "REFUND_IN_PROCESS")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from pos.core.money import Money
-from pos.core.outcomes import QueryOutcome, Succeeded
-from pos.gateway.notify import NOTIFY_FUNCTION, handle_notify, paid_result
+from pos.core.outcomes import Failed, QueryOutcome, Succeeded
+from pos.gateway.notify import NOTIFY_FUNCTION, failed_result, handle_notify, paid_result
 from pos.gateway.signing import build_signed, split_signed, verify
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys
@@ -48,6 +48,19 @@ def test_a_paid_notification_is_read_into_the_typed_fields(sandbox_keys: Sandbox
     assert isinstance(result, Succeeded) and result.query is QueryOutcome.PAID and result.code == "SUCCESS"
     assert (result.gateway_id, result.customer_amount, result.conversion_rate) == (
         "2024050111", Money(6712, "CNY"), "5.3696")
+
+
+def test_a_failure_notification_is_read_as_closed_with_its_code(sandbox_keys: SandboxKeys) -> None:
+    # The engine takes it as a hint to query at once (tests/test_notifications.py), never as the decline.
+    body = {"resultInfo": {"resultStatus": "F", "resultCodeId": "12005100", "resultCode": "ORDER_IS_CLOSED",
+                           "resultMsg": "closed"}, "merchantTransId": "POS01-1"}
+    out = handle_notify(build_signed("request", HEAD, body, sandbox_keys.alipay_private),
+                        alipay_public_key=sandbox_keys.alipay_public,
+                        merchant_private_key=sandbox_keys.merchant_private)
+    assert out.notification is not None and out.notification.result_status == "F"
+    result = failed_result(out.notification)
+    assert isinstance(result, Failed) and result.query is QueryOutcome.CLOSED
+    assert (result.code, result.message) == ("ORDER_IS_CLOSED", "closed")
 
 
 def test_bad_signature_is_rejected(sandbox_keys: SandboxKeys) -> None:

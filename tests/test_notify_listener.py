@@ -127,7 +127,7 @@ class Shop:
 def shop_factory(sandbox_keys: SandboxKeys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     opened: list[Shop] = []
 
-    def make(refund_settles_after: float) -> Shop:
+    def make(refund_settles_after: float, payment: PaymentSection | None = None) -> Shop:
         tmp = tmp_path_factory.mktemp("notify-listener")
         sandbox = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
                                 alipay_private_key=sandbox_keys.alipay_private,
@@ -138,7 +138,8 @@ def shop_factory(sandbox_keys: SandboxKeys, tmp_path_factory: pytest.TempPathFac
         path = tmp / "state" / "journal.db"
         journal = Journal.open(path, terminal_id="POS01", timezone="Asia/Singapore")
         runner = PaymentRunner(journal, AmsGateway.from_config(cfg),
-                               PaymentSection(refund_retries=1, refund_interval=0.2, background_interval=300.0))
+                               payment or PaymentSection(refund_retries=1, refund_interval=0.2,
+                                                         background_interval=300.0))
         runner.recover()
         app = build_notify_app(runner, cfg, alipay_public_key=sandbox_keys.alipay_public,
                                merchant_private_key=sandbox_keys.merchant_private)
@@ -171,6 +172,65 @@ def refund_note(merchant_refund_id: str, **extra: Any) -> dict[str, Any]:
     return {"notifyType": "REFUND_RESULT", "refundStatus": "SUCCESS", "refundRequestId": merchant_refund_id,
             "refundId": "RF-TEST", "refundAmount": {"currency": "SGD", "value": "200"},
             "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."}, **extra}
+
+
+# ---- the sandbox's failure notifyPayment: a hint that queries at once -----------------------------
+
+def test_the_sandbox_failure_notification_makes_the_terminal_query_at_once(shop_factory: Any) -> None:
+    """The customer cancels the order code in the wallet: the sandbox sends a signed F notifyPayment
+    (ORDER_IS_CLOSED), acknowledged once; the terminal does not decline on it but queries at once
+    (its own next query is 30 s away), and that inquiry's FAIL ends the sale DECLINED with the cause."""
+    slow = PaymentSection(query_first_delay=30.0, first_query_after=30.0, query_interval_min=20.0,
+                          query_interval_max=25.0, query_deadline=90.0, background_interval=300.0)
+    shop: Shop = shop_factory(1.0, slow)
+    started = time.monotonic()
+    sale_id = shop.runner.start_sale(Money(640, "SGD"), "", time.time(), "Tea", qr=True)
+    sale = shop.journal.get_sale(sale_id)
+    deadline = time.monotonic() + 10
+    while sale is not None and sale.state is not SaleState.QUERYING and time.monotonic() < deadline:
+        time.sleep(0.05)
+        sale = shop.journal.get_sale(sale_id)
+    assert sale is not None and sale.state is SaleState.QUERYING and sale.acquirement_id
+    page = requests.post(f"{shop.sandbox.url}/sandbox/cashier/{sale.acquirement_id}/cancel", timeout=5)
+    assert page.status_code == 200 and "data-status='CLOSED'" in page.text
+    done = shop.runner.wait(sale_id, timeout=15)
+    assert done is not None and done.state is SaleState.DECLINED, done
+    assert time.monotonic() - started < 20                       # not the 30 s schedule
+    assert done.result_code == "ORDER_IS_CLOSED" and done.result_message
+    events = shop.journal.events("sale", sale_id)
+    triggers = [e.trigger for e in events]
+    # The notification was a hint (no state change), the inquiry it triggered decided.
+    assert triggers.index("notified") < triggers.index("query_closed") and "cancel_succeeded" not in triggers
+    hint = events[triggers.index("notified")]
+    assert hint.source == hint.dest == "QUERYING" and "F ORDER_IS_CLOSED" in hint.detail
+    notices = [n for n in shop.ledger()["notifications"] if n.get("paymentRequestId") == done.merchant_trans_id]
+    assert notices == [{"paymentRequestId": done.merchant_trans_id, "kind": "payment",
+                        "url": shop.url + PAYMENT_PATH, "attempts": 1, "acknowledged": True}]
+
+    # A verified F notification replayed for the now final sale changes nothing.
+    before = shop.snapshot()
+    note = {"notifyType": "PAYMENT_RESULT", "paymentRequestId": done.merchant_trans_id,
+            "paymentId": done.acquirement_id,
+            "result": {"resultCode": "ORDER_IS_CLOSED", "resultStatus": "F", "resultMessage": "closed"}}
+    raw = json.dumps(note).encode()
+    replay = post(shop, PAYMENT_PATH, raw, signed_v1(shop.keys, raw, PAYMENT_PATH))
+    assert replay.status_code == 200 and replay.json()["result"]["resultStatus"] == "S"
+    assert shop.snapshot() == before
+
+
+def test_a_failure_notification_for_a_paid_sale_changes_nothing(shop_factory: Any) -> None:
+    shop: Shop = shop_factory(1.0)
+    sale_id = shop.paid_sale()
+    sale = shop.journal.get_sale(sale_id)
+    assert sale is not None
+    before = shop.snapshot()
+    note = {"notifyType": "PAYMENT_RESULT", "paymentRequestId": sale.merchant_trans_id,
+            "paymentId": sale.acquirement_id,
+            "result": {"resultCode": "PROCESS_FAIL", "resultStatus": "F", "resultMessage": "failed"}}
+    raw = json.dumps(note).encode()
+    answer = post(shop, PAYMENT_PATH, raw, signed_v1(shop.keys, raw, PAYMENT_PATH))
+    assert answer.status_code == 200 and answer.json()["result"]["resultStatus"] == "S"
+    assert shop.snapshot() == before
 
 
 # ---- the sandbox's notifyRefund settles a pending refund ------------------------------------------
@@ -413,5 +473,27 @@ def test_offline_duplicate_keys_and_other_bytes_are_refused(target: tuple[Shop, 
     surrogate = b'{"request":{"head":{"reqMsgId":"\\ud800","function":"x"},"body":{}},"signature":"x"}'
     assert offline_refused(post(shop, OFFLINE_PATH, surrogate)) == "MSG_PARSE_ERROR"
     assert post(shop, OFFLINE_PATH, b"x" * (MAX_NOTIFICATION + 1)).status_code == 413
+    assert shop.snapshot() == before
+    still_serving(shop, mrid)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "says"), [
+    ("POST", "/notify/nothing", 404, "No such endpoint: POST /notify/nothing"),
+    ("GET", "/", 404, "No such endpoint: GET /"),
+    ("GET", "/notify/offline", 405, "/notify/offline does not take GET: use POST"),
+    ("PUT", PAYMENT_PATH, 405, f"{PAYMENT_PATH} does not take PUT: use POST"),
+])
+def test_unknown_paths_and_wrong_methods_get_a_problem_and_change_nothing(
+        target: tuple[Shop, str, str], method: str, path: str, status: int, says: str) -> None:
+    shop, _, mrid = target
+    before = shop.snapshot()
+    answer = requests.request(method, shop.url + path, data=b"{}", timeout=10)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    if status == 405:
+        assert answer.headers["allow"] == "POST"
+    problem = answer.json()
+    assert problem["status"] == status and problem["title"] in ("No such endpoint", "Method not allowed")
+    assert problem["detail"].startswith(says) and "/notify/offline" in problem["detail"], problem
     assert shop.snapshot() == before
     still_serving(shop, mrid)

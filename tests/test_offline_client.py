@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pos.core.money import Money
-from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown, query_outcome_of
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown, query_outcome_of
 from pos.gateway.offline import FUNCTIONS, OfflineGateway
 from pos.gateway.offline.status import query_outcome
 from pos.gateway.signing import build_signed, split_signed
@@ -186,6 +186,25 @@ def test_14_cancel_unknown_twice_then_success(rig: Rig) -> None:
     assert isinstance(rig.gateway.cancel(merchant_trans_id=t), Succeeded)
     assert status(rig, t) is QueryOutcome.CLOSED
     assert charged(rig) == 0
+
+
+def test_the_client_classifies_its_result_codes_as_causes(rig: Rig) -> None:
+    """The engine's rules read a cause, never a code: the client (and the in-process gateway) classify
+    the offline codes (pos/data/result_codes.csv, column cause)."""
+    _, confirming = pay(rig, "10")
+    assert isinstance(confirming, Unknown) and confirming.code == "USER_PAYING"
+    assert confirming.cause is Cause.CUSTOMER_CONFIRMING
+    _, busy = pay(rig, "13")      # a system error is not the customer confirming: a neutral "checking"
+    assert isinstance(busy, Unknown) and busy.code == "SYSTEM_ERROR" and busy.cause is None
+    _, declined = pay(rig, "01")
+    assert isinstance(declined, Failed) and declined.cause is None
+    t, paid = pay(rig, "00")
+    assert isinstance(paid, Succeeded)
+    refused = rig.gateway.cancel(merchant_trans_id=pay(rig, "15")[0])
+    assert isinstance(refused, Failed) and refused.code == "CANCEL_NOT_ALLOWED" and refused.cause is None
+    rig.clock.advance(2 * 86400.0)   # past the cancel window, whichever the sandbox keeps
+    late = rig.gateway.cancel(merchant_trans_id=t)
+    assert isinstance(late, Failed) and late.code == "CANCEL_EXPIRED" and late.cause is Cause.TOO_LATE_TO_CANCEL
 
 
 def test_15_cancel_not_allowed(rig: Rig) -> None:

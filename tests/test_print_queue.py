@@ -81,6 +81,70 @@ def test_table_lives_in_the_journal_file_with_wal_and_full_sync(tmp_path: Path) 
     assert {"sales", "print_jobs"} <= names
 
 
+def test_a_receipt_queued_to_render_later_prints_the_same_bytes_and_reprints(tmp_path: Path) -> None:
+    now, later = DummyPrinter(), DummyPrinter()
+    with make_queue(tmp_path / "a.db", now) as q:
+        q.enqueue("sale:1", receipt(1))
+        q.print_pending()
+    with make_queue(tmp_path / "b.db", later) as q:
+        assert q.enqueue("sale:1", receipt(1), render_later=True) is True
+        assert q.enqueue("sale:1", receipt(1), render_later=True) is False
+        assert q.store.receipt_of("sale:1").data == b""   # type: ignore[union-attr]  # only the record
+        assert q.print_pending() == 1
+        copy = q.reprint("sale:1")
+        assert q.print_pending() == 1 and q.job(copy).state == "done"  # type: ignore[union-attr]
+    assert later.jobs[0] == now.jobs[0]
+    assert "REPRINT" in escpos_to_text(later.jobs[1]).upper()
+
+
+def test_a_receipt_that_cannot_be_rendered_waits_like_one_the_printer_refused(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.db")
+    try:
+        store = JournalPrintJobs(journal)
+        store.add("sale:1", b"", record="{not json", reprint_of=None, created_at=1.0)
+        seen: list[str] = []
+        q = PrintQueue(store, DummyPrinter(), printer_settings=SETTINGS, catalogue=Catalogue.load("en"),
+                       on_status=seen.append)
+        assert q.print_pending() == 0
+        job = q.job("sale:1")
+        assert job is not None and job.state == "pending" and "cannot be rendered" in (job.last_error or "")
+        assert seen == ["printer_away"]
+    finally:
+        journal.close()
+
+
+def test_marking_a_job_printed_leaves_the_journal_durable_for_what_follows(tmp_path: Path) -> None:
+    """The "printed" mark is written without waiting for the disk (a lost one only reprints);
+    every other write of the journal still commits with synchronous=FULL."""
+    with make_queue(tmp_path / "journal.db", DummyPrinter()) as q:
+        q.enqueue("sale:1", receipt(1))
+        assert q.print_pending() == 1
+        conn = q.store._db.conn   # type: ignore[attr-defined]
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL again
+        assert q.job("sale:1").state == "done"  # type: ignore[union-attr]
+        conn.execute("PRAGMA synchronous=OFF")          # a bulk builder's choice is left as it is
+        q.enqueue("sale:2", receipt(2))
+        assert q.print_pending() == 1 and conn.execute("PRAGMA synchronous").fetchone()[0] == 0
+    with make_queue(tmp_path / "journal.db", DummyPrinter()) as again:
+        assert again.pending() == [] and again.job("sale:1").state == "done"  # type: ignore[union-attr]
+
+
+def test_a_job_added_inside_a_journal_transaction_commits_with_it(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.db")
+    try:
+        store = JournalPrintJobs(journal)
+        assert store.writes_through(journal)
+        with pytest.raises(RuntimeError), journal.db.transaction():
+            store.add("sale:1", b"x", record=None, reprint_of=None, created_at=1.0)
+            raise RuntimeError("the step failed")
+        assert store.job("sale:1") is None                  # rolled back with the step
+        with journal.db.transaction():
+            store.add("sale:2", b"x", record=None, reprint_of=None, created_at=1.0)
+        assert store.job("sale:2") is not None
+    finally:
+        journal.close()
+
+
 def test_jobs_of_a_journal_from_before_the_print_jobs_migration_are_kept(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
     Journal.open(db).close()
@@ -91,6 +155,7 @@ def test_jobs_of_a_journal_from_before_the_print_jobs_migration_are_kept(tmp_pat
         old.execute(f"ALTER TABLE sales DROP COLUMN {column}")
     for table in ("sales", "till_sales"):   # added by migration 8 (the till's line items)
         old.execute(f"ALTER TABLE {table} DROP COLUMN goods")
+    old.execute("ALTER TABLE sales DROP COLUMN result_cause")   # added by migration 10 (the answer's cause)
     old.execute("DROP TABLE print_jobs")
     old.execute("CREATE TABLE print_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, job_key TEXT NOT NULL UNIQUE, "
                 "created_at REAL NOT NULL, data BLOB NOT NULL, record TEXT, reprint_of TEXT, "
@@ -235,3 +300,45 @@ def test_stop_by_default_prints_the_receipts_still_pending(tmp_path: Path) -> No
         q._wake.set()
         q.stop()
         assert len(printer.jobs) == 5 and q.pending() == []
+
+
+def test_the_queue_keeps_each_receipt_with_the_paper_it_prints_on(tmp_path: Path) -> None:
+    """The receipt picture (the terminal's and headquarters') is laid out from what the queue keeps."""
+    import json
+
+    from devices.receipt import DEFAULT_PAPER, Paper
+    from devices.receipt_image import picture_rows
+
+    printer = DummyPrinter()
+    narrow = PrinterSection(encoding="UTF-8", width=32, print_qr=False, retry_interval=0.05)
+    journal = Journal.open(tmp_path / "journal.sqlite")
+    try:
+        with PrintQueue(JournalPrintJobs(journal), printer, printer_settings=narrow,
+                        catalogue=Catalogue.load("en")) as q:
+            assert q.enqueue("sale:1", receipt(1))
+            assert q.print_pending() == 1
+            record = json.loads(JournalPrintJobs(journal).receipt_of("sale:1").record)  # type: ignore[union-attr,arg-type]
+    finally:
+        journal.close()
+    assert record["paper"] == {"columns": 32, "dots": 384, "print_qr": False, "narrowest_bar": 2}
+    kept = ReceiptData.from_dict(record)
+    paper = escpos_to_text(printer.jobs[0], "UTF-8")
+    assert "[BARCODE: POS:POS01-T0001]" in paper and "-" * 32 + "\n" in paper
+    drawn = "\n".join(row.shown for row in picture_rows(kept, Catalogue.load("en")))
+    assert "[BARCODE: POS:POS01-T0001]" in drawn and "-" * 33 not in drawn
+    # A receipt kept before receipts carried their paper is drawn on the printer's defaults: 42 columns, a QR code.
+    del record["paper"]
+    old = ReceiptData.from_dict(record)
+    assert old.paper is None and Paper(42, 512, True) == DEFAULT_PAPER
+    drawn = "\n".join(row.shown for row in picture_rows(old, Catalogue.load("en")))
+    assert "[QR: POS:POS01-T0001]" in drawn and "-" * 42 in drawn
+    # A receipt kept before the paper carried its narrowest bar was printed when bars went down to 1 dot:
+    # it is drawn as printed (a barcode at 1 dot a bar), not as today's default (2) would print it (a QR code).
+    typical = "POS01-20240501-VE6E99-000001"   # 343 modules: 384 dots hold it at 1 dot a bar only
+    before = {**record, "merchant_trans_id": typical, "paper": {"columns": 32, "dots": 384, "print_qr": False}}
+    rows = picture_rows(ReceiptData.from_dict(before), Catalogue.load("en"))
+    assert [(r.shown, r.module) for r in rows if r.kind == "barcode"] == [(f"[BARCODE: POS:{typical}]", 1)]
+    now = {**before, "paper": {**before["paper"], "narrowest_bar": 2}}
+    assert ReceiptData.from_dict(now).paper == Paper(32, 384, False, 2)
+    assert f"[QR: POS:{typical}]" in "\n".join(r.shown for r in picture_rows(ReceiptData.from_dict(now),
+                                                                             Catalogue.load("en")))

@@ -61,7 +61,8 @@ def test_other_encodings(encoding: str, codec: str) -> None:
 def test_english_receipt_with_barcode_and_refunds_and_quiet_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     refund = RefundLine("R-1", ReceiptAmount(1000, "SGD", "10.00 SGD"), "status_refunded", WHEN)
     data = sale(refunds=(refund,), reprint=True)
-    out = render_receipt(data, PrinterSection(encoding="ASCII", print_qr=False, width=32), Catalogue.load("en"))
+    out = render_receipt(data, PrinterSection(encoding="ASCII", print_qr=False, width=32, narrowest_bar=1),
+                         Catalogue.load("en"))
     text = escpos_to_text(out, "ASCII")
     assert "[BARCODE: POS:POS01-20240501-0001]" in text
     assert "*** REPRINT ***" in text and "REFUNDED" in text and "R-1" in text
@@ -118,6 +119,31 @@ def test_a_printer_that_keeps_the_connection_open_costs_no_wait_per_job() -> Non
         took = time.monotonic() - started
         assert emu.wait_for_jobs(3) and emu.texts() == ["job 0\n", "job 1\n", "job 2\n"]
         assert took < 1.5, f"3 jobs took {took:.1f} s"
+
+
+def test_jobs_share_one_connection_and_a_printer_that_went_away_since_is_reconnected_to() -> None:
+    with EmulatedNetworkPrinter() as emu:
+        p = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=2)
+        for n in range(3):
+            p.send(b"\x1b@job %d\n" % n)
+        assert emu.wait_for_jobs(3) and emu.connections == 1      # one connection for every job
+        emu.switch_off()                                          # the kept connection is reset
+        emu.switch_on()
+        p.send(b"\x1b@after\n")                                  # noticed before sending: a new one
+        assert emu.wait_for_jobs(4) and emu.texts()[3] == "after\n" and emu.connections == 2
+        p.close()
+        emu.switch_off()
+        with pytest.raises(PrinterError, match="cannot connect"):
+            p.send(b"x")                                          # away: the job waits in the queue
+
+
+def test_a_printer_that_does_not_answer_status_gets_a_connection_per_job() -> None:
+    with EmulatedNetworkPrinter(answer_status=False) as emu:
+        p = NetworkPrinter(emu.host, emu.port, timeout=2, drain_timeout=0.3)
+        for n in range(3):
+            p.send(b"\x1b@job %d\n" % n)
+        assert emu.wait_for_jobs(3) and emu.texts() == ["job 0\n", "job 1\n", "job 2\n"]
+        assert emu.connections == 3
 
 
 def test_unanswered_status_is_unknown_not_no_paper() -> None:
@@ -273,3 +299,120 @@ def test_a_refund_receipt_keeps_the_whole_merchant_refund_id() -> None:
     text = escpos_to_text(render_receipt(data, PrinterSection(encoding="ASCII", width=32), Catalogue.load("en")),
                           "ASCII")
     assert mrid in [x.strip() for x in text.splitlines()], text
+
+
+# -- the receipt code as a barcode: it must fit the paper, or it cannot be scanned for a refund ---------
+
+def printed_barcode(out: bytes) -> tuple[int, list[int]]:
+    """The bar width (GS w n) and the Code 128 symbols (start, data, code set changes) the bytes print."""
+    bar = out[out.rindex(b"\x1dw") + 2]
+    at = out.index(b"\x1dkI")
+    data = out[at + 4:at + 4 + out[at + 3]]
+    starts, switches = {"A": 103, "B": 104, "C": 105}, {"A": 101, "B": 100, "C": 99}
+    symbols: list[int] = []
+    code_set, i = "", 0
+    while i < len(data):
+        if data[i:i + 1] == b"{" and data[i + 1:i + 2] in (b"A", b"B", b"C"):
+            code_set = chr(data[i + 1])
+            symbols.append(switches[code_set] if symbols else starts[code_set])
+            i += 2
+            continue
+        assert symbols, "Code 128 data must start with {A, {B or {C"
+        symbols.append(data[i] if code_set == "C" else data[i] - 32)
+        i += 1
+    return bar, symbols
+
+
+def bars_of(symbols: list[int]) -> str:
+    """The printer's bars for these symbols: each 11 modules, the check symbol, the 13-module stop."""
+    from barcode.charsets import code128
+
+    check = (symbols[0] + sum(i * v for i, v in enumerate(symbols[1:], start=1))) % 103
+    return "".join(code128.CODES[v] for v in [*symbols, check]) + code128.STOP + "11"
+
+
+SHORT_ID, TYPICAL_ID = "POS01-20240501-0001", "POS01-20240501-VE6E99-000001"   # 255 and 343 modules
+
+
+@pytest.mark.parametrize("trans_id, narrowest, bars", [
+    # the bar width on (576, 512, 384) dots; None: the code does not fit, a QR code is printed
+    (SHORT_ID, 1, (2, 2, 1)),
+    (TYPICAL_ID, 1, (1, 1, 1)),
+    (SHORT_ID, 2, (2, 2, None)),          # [printer] narrowest_bar's default: no bar under 2 dots
+    (TYPICAL_ID, 2, (None, None, None)),
+    (SHORT_ID, 3, (None, None, None)),
+])
+@pytest.mark.parametrize("width, dots", [(48, 576), (42, 512), (32, 384)])
+def test_the_receipt_barcode_fits_the_paper_and_scans(width: int, dots: int, trans_id: str, narrowest: int,
+                                                       bars: tuple[int | None, ...],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Before: Code 128 set B at python-escpos's 3 dots a bar, 864 dots or more: wider than any paper.
+    Then: bars of 1 dot, which a printer that takes GS w 2..6 only (as Epson documents many) ignores,
+    printing at its default 3 dots: clipped again. The bar is never narrower than `narrowest_bar`."""
+    import zxingcpp
+    from PIL import Image
+
+    out = render_receipt(sale(merchant_trans_id=trans_id),
+                         PrinterSection(width=width, print_qr=False, narrowest_bar=narrowest), Catalogue.load("en"))
+    expected = bars[[576, 512, 384].index(dots)]
+    if expected is None:   # the QR fallback, with a warning saying why
+        assert f"[QR: POS:{trans_id}]" in escpos_to_text(out) and b"\x1dkI" not in out and b"\x1dw" not in out
+        assert any("printed as a QR code" in r.getMessage() and f"at {narrowest} dot(s) a bar" in r.getMessage()
+                   for r in caplog.records if r.levelname == "WARNING")
+        return
+    bar, symbols = printed_barcode(out)
+    bars_ = bars_of(symbols)
+    assert bar == expected and narrowest <= bar and len(bars_) * bar <= dots, (bar, len(bars_))
+    assert len(bars_) * (bar + 1) > dots or bar == 3   # as wide as the paper allows
+    assert not caplog.records
+    # Digit runs in code set C: fewer modules than set B alone.
+    assert 105 in symbols or 99 in symbols
+    # The bars the printer draws from these bytes scan as the receipt code.
+    quiet = 10 * bar
+    img = Image.new("L", (len(bars_) * bar + 2 * quiet, 64), 255)
+    for x, dark in enumerate(bars_):
+        if dark == "1":
+            img.paste(0, (quiet + x * bar, 0, quiet + (x + 1) * bar, 64))
+    assert [c.text for c in zxingcpp.read_barcodes(img)] == [f"POS:{trans_id}"]
+    assert f"[BARCODE: POS:{trans_id}]" in escpos_to_text(out)
+
+
+def test_a_receipt_code_too_wide_for_the_paper_prints_as_a_qr_code_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The default config on 58 mm paper: a terminal's id (343 modules) needs 686 dots at 2 dots a bar.
+    out = render_receipt(sale(merchant_trans_id=TYPICAL_ID), PrinterSection(width=32, print_qr=False),
+                         Catalogue.load("en"))
+    assert f"[QR: POS:{TYPICAL_ID}]" in escpos_to_text(out) and b"\x1dkI" not in out
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"receipt code of {TYPICAL_ID} printed as a QR code: its Code 128 barcode (343 modules) is wider than "
+        "the paper's 384 dots even at 2 dot(s) a bar ([printer] narrowest_bar)"]
+    caplog.clear()
+    long_id = "POS01-" + "ABCDEFGH" * 7   # 62 characters: 800 modules at one dot a bar
+    out = render_receipt(sale(merchant_trans_id=long_id), PrinterSection(width=32, print_qr=False, narrowest_bar=1),
+                         Catalogue.load("en"))
+    assert f"[QR: POS:{long_id}]" in escpos_to_text(out) and b"\x1dkI" not in out
+    assert any("printed as a QR code" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    # The same code fits wider paper with dots to spare, where the printer takes 1-dot bars.
+    caplog.clear()
+    out = render_receipt(sale(merchant_trans_id=long_id),
+                         PrinterSection(width=48, dots=1000, print_qr=False, narrowest_bar=1), Catalogue.load("en"))
+    assert f"[BARCODE: POS:{long_id}]" in escpos_to_text(out) and not caplog.records
+    assert printed_barcode(out)[0] == 1
+
+
+def test_long_lines_wrap_at_spaces() -> None:
+    """Before: 'Singap' / 'ore 238801': lines were cut where the paper ended, mid-word."""
+    address = "1 Orchard Road, #01-23 Ion Orchard, Singapore 238801"
+    title = "Iced lemon tea with extra honey, large"
+    out = render_receipt(sale(store_address=address, order_title=title),
+                         PrinterSection(encoding="ASCII", width=32), Catalogue.load("en"))
+    lines = [x.strip() for x in escpos_to_text(out, "ASCII").splitlines()]
+    assert "1 Orchard Road, #01-23 Ion" in lines and "Orchard, Singapore 238801" in lines
+    assert "Iced lemon tea with extra honey," in lines and "large" in lines
+    words = {w for x in lines for w in x.split()}
+    assert set(address.split()) <= words and set(title.split()) <= words
+    # Chinese has no spaces: it still fills each line (two columns a character).
+    zh = "上海市黄浦区人民大道100号一楼101室靠近地铁站出口"
+    text = escpos_to_text(render_receipt(sale(store_address=zh), PrinterSection(encoding="UTF-8", width=32),
+                                         Catalogue.load("zh-CN")), "UTF-8")
+    assert "上海市黄浦区人民大道100号一楼101" in text and "室靠近地铁站出口" in text

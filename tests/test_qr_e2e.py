@@ -91,3 +91,28 @@ def test_the_cashier_takes_a_qr_sale_on_the_keypad_and_cancels_it(stage):
     assert mine and mine[0]["status"] == "CANCELLED" and mine[0]["paymentTime"] is None
     # The wallet can no longer pay it.
     assert "data-status='CANCELLED'" in requests.post(url + "/pay", timeout=5).text
+
+
+def test_a_qr_code_nobody_pays_expires_and_the_displays_say_so():
+    """Nobody scans: the sandbox's order code expires (3 s) long before the terminal's first query (40 s).
+    The sandbox's signed F notification (ORDER_IS_CLOSED) is acknowledged once and is only a hint: the
+    terminal queries at once, the inquiry's FAIL ends the sale DECLINED, and both displays and the till
+    say in plain words that the QR code expired; nothing is printed but the slip."""
+    with Stage(protocol="ams", notify=True,
+               payment={"query_first_delay": 40.0, "first_query_after": 40.0, "query_interval_min": 40.0,
+                        "query_interval_max": 40.0, "query_deadline": 55.0},
+               sandbox_options=SandboxOptions(order_code_expiry=3.0)) as stage:
+        sale = stage.start_sale("4.20", method="qr", orderTitle="Lemon tea")
+        slip_code(stage)
+        started = time.monotonic()
+        done = stage.wait_sale(sale["id"], 30)
+        assert done["state"] == "DECLINED" and time.monotonic() - started < 25   # not the 40 s schedule
+        assert done["message"]["cashier"] == ["QR code expired", "or cancelled: unpaid"]
+        stage.wait_display(lambda lines: lines == ("QR code expired", "or cancelled: unpaid"))
+        stage.wait_display(lambda lines: lines[0] == "二维码已过期", who="customer")
+        mtid = done["merchantTransId"]
+        notices = [n for n in stage.ledger()["notifications"] if n["paymentRequestId"] == mtid]
+        assert len(notices) == 1 and notices[0]["acknowledged"] and notices[0]["attempts"] == 1
+        log = stage.daemon_log()
+        assert f"notification protocol=ams merchantTransId={mtid} outcome=queried" in log
+        assert len(stage.printer.texts()) == stage.receipts_seen   # the slip only: no receipt

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pos.core.engine import Finished, Notified, Record, SendCancel, SendPay, SendQuery, Show, ShowQr, StartSale
-from pos.core.outcomes import Failed, QueryOutcome, Succeeded, Unknown
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown
 from pos.core.records import QR_SALE_MARK, SaleState
 from pos.core.sale import SALE_TRANSITIONS
 from tests.engine_harness import T0, Harness, sale_record
 
 URL = "http://127.0.0.1:8080/sandbox/cashier/2027011511121280010016000000000007"
-IN_PROCESS = Unknown("gateway answered U", "PAYMENT_IN_PROCESS", gateway_id="2027011511121280010016000000000007",
-                     qr=URL)
+IN_PROCESS = Unknown("gateway answered U", "PAYMENT_IN_PROCESS", cause=Cause.CUSTOMER_CONFIRMING,
+                     gateway_id="2027011511121280010016000000000007", qr=URL)
 PAID_Q = Succeeded(query=QueryOutcome.PAID, gateway_id="2027011511121280010016000000000007")
 PENDING_Q = Succeeded(query=QueryOutcome.PENDING)
 CLOSED_Q = Succeeded(query=QueryOutcome.CLOSED)
@@ -90,6 +90,40 @@ def test_the_customer_cancelling_in_the_wallet_is_declined() -> None:
     h.advance()
     h.answer(CLOSED_Q)
     assert h.state() is SaleState.DECLINED and h.sent(SendCancel) == []
+
+
+def test_a_query_that_names_why_it_closed_shows_the_cause() -> None:
+    # inquiryPayment FAIL with paymentResultCode ORDER_IS_CLOSED (the order code expired): the
+    # code is the sale's result, and the QR sale's own text says the QR code expired.
+    h = Harness()
+    waiting(h)
+    h.advance()
+    expired = replace(CLOSED_Q, result_code="ORDER_IS_CLOSED", result_message="the order code expired")
+    out = h.answer(expired)
+    assert h.state() is SaleState.DECLINED
+    assert (h.records[1].result_code, h.records[1].result_message) == ("ORDER_IS_CLOSED", "the order code expired")
+    shown = h.of(Show, out)
+    assert [s.key for s in shown] == ["qr.code.ORDER_IS_CLOSED"] and shown[0].params["code"] == "ORDER_IS_CLOSED"
+    assert h.of(Finished, out) == [Finished("sale", 1, "DECLINED")]
+
+
+def test_a_code_sale_closed_by_a_query_shows_the_code_s_general_text() -> None:
+    h = Harness()
+    h.start()
+    h.answer(Unknown("gateway answered U", "USER_PAYING"))
+    h.advance()
+    out = h.answer(replace(CLOSED_Q, result_code="RISK_REJECT"))
+    assert h.state() is SaleState.DECLINED and h.records[1].result_code == "RISK_REJECT"
+    assert [s.key for s in h.of(Show, out)] == ["code.RISK_REJECT"]
+
+
+def test_a_query_closed_without_a_code_stays_the_generic_decline() -> None:
+    # The query's own SUCCESS must never be shown as the sale's cause ("Done").
+    h = Harness()
+    waiting(h)
+    h.advance()
+    out = h.answer(CLOSED_Q)
+    assert [s.key for s in h.of(Show, out)] == ["declined"] and h.records[1].result_code == "SUCCESS"
 
 
 def test_nobody_scans_until_the_deadline_then_it_is_cancelled() -> None:

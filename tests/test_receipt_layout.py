@@ -17,6 +17,7 @@ from devices.emulated import escpos_to_text
 from devices.emulated.escpos_text import CUT_LINE
 from devices.messages import Catalogue
 from devices.receipt import (
+    Paper,
     ReceiptAmount,
     ReceiptData,
     ReceiptKind,
@@ -77,6 +78,7 @@ RECEIPTS = {
     "declined": sale(status_key="status_declined", acquirement_id=""),
     "cancelled": sale(status_key="status_cancelled", acquirement_id=""),
     "reprint": sale(**STORE, reprint=True),
+    "printed on 58 mm paper with a barcode": sale(**STORE, paper=Paper(32, 384, False, narrowest_bar=1)),
     "Chinese": sale(merchant_name="上海小笼包", store_name="人民广场店", order_title="小笼包 x2",
                     store_address="上海市黄浦区人民大道100号一楼101室靠近地铁站出口", **CNY),
     "control characters in the title": sale(order_title="Tea\x1bp\x00\x19\x1dV\x00x2\x85"),
@@ -112,10 +114,9 @@ def test_the_receipts_cover_every_kind_field_and_status() -> None:
     assert set(RECEIPT_STATUS.values()) <= statuses
 
 
-def paper_lines(data: ReceiptData, lang: str, width: int, print_qr: bool, encoding: str) -> list[str]:
+def paper_lines(data: ReceiptData, lang: str, settings: PrinterSection) -> list[str]:
     """The printer's bytes read back as lines: text as printed, [QR: ...], [BARCODE: ...], the cut."""
-    settings = PrinterSection(encoding=encoding, width=width, print_qr=print_qr)
-    text = escpos_to_text(render_receipt(data, settings, Catalogue.load(lang)), encoding)
+    text = escpos_to_text(render_receipt(data, settings, Catalogue.load(lang)), settings.encoding)
     assert text.endswith("\n")
     return text[:-1].split("\n")
 
@@ -127,13 +128,17 @@ def as_paper(row: Drawn) -> str:
 @pytest.mark.parametrize("case", RECEIPTS)
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
 def test_every_printed_line_is_drawn_in_the_picture(case: str, lang: str) -> None:
-    data = RECEIPTS[case]
-    for width, print_qr, encoding in [(42, True, "GB18030"), (42, False, "UTF-8"), (32, True, "UTF-8")]:
-        picture = render_picture(data, Catalogue.load(lang), width, print_qr)
+    for width, print_qr, encoding, narrowest in [(42, True, "GB18030", 2), (42, False, "UTF-8", 2),
+                                                 (32, True, "UTF-8", 2), (32, False, "UTF-8", 2),
+                                                 (32, False, "UTF-8", 1), (48, False, "GB18030", 1)]:
+        settings = PrinterSection(encoding=encoding, width=width, print_qr=print_qr, narrowest_bar=narrowest)
+        # The receipt as the print queue keeps it: with the paper it was printed on.
+        data = dataclasses.replace(RECEIPTS[case], paper=Paper.of(settings))
+        picture = render_picture(data, Catalogue.load(lang))
         drawn = [as_paper(row) for row in picture.drawn]
-        assert drawn == paper_lines(data, lang, width, print_qr, encoding), (width, print_qr, encoding)
+        assert drawn == paper_lines(data, lang, settings), (width, print_qr, encoding, narrowest)
         # The same bold, centring and size: the style each line was printed with is the one it was drawn with.
-        layout = receipt_layout(data, Catalogue.load(lang), width, print_qr)
+        layout = receipt_layout(data, Catalogue.load(lang))
         styles = [b.style for b in layout.blocks if not isinstance(b, SetStyle) and hasattr(b, "style")]
         assert [row.style for row in picture.drawn if row.kind != "cut"] == styles
 
@@ -143,7 +148,7 @@ def test_what_the_printer_prints_about_money_and_ids_is_in_the_picture() -> None
     data = sale(**STORE, **CNY, status_key="status_reversed",
                 refunds=(refund(REVERSAL, 1000, "status_reversed", "2024050222001400000000000009"),))
     drawn = "\n".join(row.text for row in render_picture(data, Catalogue.load("en")).drawn)
-    for text in ("2188000000000001", "1 Orchard Road", "ore 238801", "You paid", "72.13 CNY", "7.2130",
+    for text in ("2188000000000001", "1 Orchard Road", "Singapore 238801", "You paid", "72.13 CNY", "7.2130",
                  REVERSAL, "Alipay refund ID", "2024050222001400000000000009", "REVERSED: REFUNDED"):
         assert text in drawn
     reprint = render_picture(data.as_reprint(), Catalogue.load("zh-CN")).drawn
@@ -161,8 +166,14 @@ def test_the_codes_in_the_picture_scan() -> None:
     assert read_codes(paid.png) == [("QRCode", "POS:POS01-20240501-0001")]
     slip = render_picture(RECEIPTS["scan-to-pay slip"], en)
     assert read_codes(slip.png) == [("QRCode", "https://qr.alipay.com/bax01234567890abcdef")]
-    barcode = render_picture(RECEIPTS["sale"], en, print_qr=False)
+    barcode = render_picture(RECEIPTS["sale"], en, Paper(print_qr=False))
     assert read_codes(barcode.png) == [("Code128", "POS:POS01-20240501-0001")]
+    # 58 mm: 1-dot bars where the printer takes them (bars one pixel wide); at the default 2, a QR code.
+    thin = render_picture(RECEIPTS["sale"], en, Paper(32, 384, False, narrowest_bar=1))
+    assert [row.module for row in thin.drawn if row.kind == "barcode"] == [1]
+    assert read_codes(thin.png) == [("Code128", "POS:POS01-20240501-0001")]
+    assert read_codes(render_picture(RECEIPTS["sale"], en, Paper(32, 384, False)).png) == \
+        [("QRCode", "POS:POS01-20240501-0001")]
     assert read_codes(render_picture(RECEIPTS["X report"], en).png) == []
 
 

@@ -356,3 +356,25 @@ def test_pos_sandbox_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert pos_main(["sandbox"]) == 2
     assert pos_main(["sandbox", "--port", "0", "--keys", str(tmp_path)]) == 1
     assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("method", "path", "allow", "says"), [
+    ("GET", "/nothing-here", {"POST"}, "/nothing-here does not take GET: use POST"),
+    ("PUT", "/alipay/intl/acquiring/offline/pay.htm", {"POST"},
+     "/alipay/intl/acquiring/offline/pay.htm does not take PUT: use POST"),
+    # a POST there would be a gateway call: the sandbox takes it too
+    ("DELETE", "/sandbox/ledger", {"GET", "HEAD", "POST"},
+     "/sandbox/ledger does not take DELETE: use GET, HEAD or POST"),
+    ("PATCH", "/sandbox/health", {"GET", "HEAD", "POST"},
+     "/sandbox/health does not take PATCH: use GET, HEAD or POST"),
+])
+def test_wrong_methods_get_a_problem_naming_the_routes(sandbox_server: Any, method: str, path: str,
+                                                        allow: set[str], says: str) -> None:
+    # Every path takes POST (a gateway call; an unknown one gets the protocol's own answer): no 404 here.
+    answer = requests.request(method, sandbox_server.url + path, timeout=10)
+    assert answer.status_code == 405, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert {m.strip() for m in answer.headers["allow"].split(",")} == allow
+    problem = answer.json()
+    assert problem["status"] == 405 and problem["title"] == "Method not allowed"
+    assert problem["detail"].startswith(says) and "GET /sandbox/ledger" in problem["detail"], problem

@@ -153,6 +153,117 @@ def test_scanner_lost_and_back_are_told_and_reported(rig):
     assert rig.terminal.health()["devices"]["scanner"]["ok"]
 
 
+def test_health_answers_while_a_sale_holds_the_locks(rig):
+    """/v1/health never waits for a sale: it takes neither the terminal's lock, nor the runner's,
+    nor the journal's, and its open-item count is the journal's."""
+    import threading
+
+    sale = rig.terminal.create_sale(Money(700, "SGD"), "r1", "")
+    rig.terminal.on_scanner_event(Scan(make_code("15")))     # manual review: open, needs a manager
+    assert rig.settle(sale["id"])["state"] == "MANUAL_REVIEW"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with rig.terminal._lock, rig.payments._lock, rig.journal.db.lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    answers: list[dict] = []
+    try:
+        assert held.wait(5)
+        asker = threading.Thread(target=lambda: answers.append(rig.terminal.health()), daemon=True)
+        asker.start()
+        asker.join(5)
+        assert answers, "health waited for the locks a sale holds"
+    finally:
+        release.set()
+        holder.join(5)
+    health = answers[0]
+    assert health["open_items"] == rig.journal.open_counts().open_items == 1
+    assert health["status"] == "degraded"      # a sale waits for the manager
+    path = rig.journal.path   # the file and its -wal and -shm (a step may have grown the -wal since)
+    assert path.stat().st_size < health["journal_bytes"] <= sum(p.stat().st_size
+                                                                 for p in path.parent.glob(path.name + "*"))
+
+
+def test_a_receipt_a_dead_daemon_owed_is_queued_after_recovery(tmp_path):
+    """A PAID sale without its print job (a version that queued receipts after the outcome, killed
+    in between) gets its receipt once the terminal has recovered, off the start path."""
+    import sqlite3
+
+    first = Rig(tmp_path)
+    try:
+        sale = first.terminal.create_sale(Money(700, "SGD"), "r1", "")
+        first.terminal.on_scanner_event(Scan(make_code("00")))
+        paid = first.settle(sale["id"])
+        assert paid["state"] == "PAID"
+    finally:
+        first.close()
+    with sqlite3.connect(journal_path(tmp_path)) as db:
+        assert db.execute("DELETE FROM print_jobs").rowcount == 1
+    again = Rig(tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while not again.printer.jobs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert again.printer.jobs and paid["merchantTransId"].encode() in again.printer.jobs[0]
+    finally:
+        again.close()
+
+
+def test_a_till_wait_reads_the_sale_once_however_often_the_terminal_changes(rig, monkeypatch):
+    """The long poll wakes on the terminal's changes and checks the runner's state in memory:
+    the journal's sale and refunds are read for the answer, not each time round."""
+    import threading
+
+    sale = rig.terminal.create_sale(Money(780, "SGD"), "r1", "")
+    reads: list[str] = []
+    real = rig.journal.list_refunds
+
+    def list_refunds(*args, **kwargs):
+        reads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rig.journal, "list_refunds", list_refunds)
+    answer: list[dict] = []
+    waiter = threading.Thread(target=lambda: answer.append(rig.settle(sale["id"])), name="till-wait")
+    waiter.start()
+    rig.terminal.on_scanner_event(Scan(make_code("10")))     # the customer confirms in the wallet
+    for _ in range(30):                                      # the terminal changes, again and again
+        with rig.terminal._changed:
+            rig.terminal._changed.notify_all()
+        time.sleep(0.01)
+    waiter.join(15)
+    assert answer and answer[0]["state"] == "PAID"
+    assert reads.count("till-wait") == 1
+
+
+def test_the_till_view_asks_the_customer_to_confirm_as_the_display_does(tmp_path):
+    """The till's message for a sale being queried follows the answer's cause, as the displays do:
+    the customer confirming in the wallet (the client's Cause, kept in the journal) is asked to look at
+    the app; a system error gets the neutral "checking"."""
+    rig = Rig(tmp_path, ledger=Ledger(SandboxOptions(wallet_confirm_after=60.0, query_errors=10_000)))
+    try:
+        confirming = rig.terminal.create_sale(Money(510, "SGD"), "till-c", "Tea")
+        rig.terminal.on_scanner_event(Scan(make_code("10")))   # the customer confirms in the wallet
+        assert rig.customer_pty.wait_for(lambda lines: lines == ("请在支付宝中", "确认付款"))
+        view = rig.terminal.get_sale(confirming["id"])
+        assert view["state"] == "QUERYING" and view["message"]["customer"] == ["请在支付宝中", "确认付款"]
+        rig.keys("C")
+        assert rig.cashier(lambda lines: lines == rig.terminal.cashier_text.cashier("cancelled"))
+        busy = rig.terminal.create_sale(Money(520, "SGD"), "till-s", "Tea")
+        rig.terminal.on_scanner_event(Scan(make_code("13")))   # SYSTEM_ERROR (and every query too)
+        checking = rig.terminal.customer_text.customer("checking", amount="SGD 5.20")
+        assert rig.customer_pty.wait_for(lambda lines: lines == checking)
+        view = rig.terminal.get_sale(busy["id"])
+        assert view["state"] == "QUERYING" and view["message"]["customer"] == list(checking)
+        rig.keys("C")
+    finally:
+        rig.close()
+
+
 def test_till_sale_and_a_second_one_is_refused(rig):
     view = rig.terminal.create_sale(Money(1000, "SGD"), "r1", "Lunch")
     assert view["state"] == "CREATED" and view["final"] is False
@@ -385,11 +496,11 @@ class QrDirect:
     def qr_pay(self, *, merchant_trans_id, amount, order_title):
         from datetime import UTC, datetime
 
-        from pos.core.outcomes import Unknown
+        from pos.core.outcomes import Cause, Unknown
         reply = self.inner.ledger.order_code(self.inner.merchant_id, merchant_trans_id, amount, order_title,
                                              datetime.now(UTC))
-        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", gateway_id=reply.body["acquirementId"],
-                       qr=f"https://wallet.example/{reply.body['acquirementId']}")
+        return Unknown("gateway answered U", "PAYMENT_IN_PROCESS", cause=Cause.CUSTOMER_CONFIRMING,
+                       gateway_id=reply.body["acquirementId"], qr=f"https://wallet.example/{reply.body['acquirementId']}")
 
 
 def test_a_qr_sale_prints_the_slip_and_ends_paid_when_the_wallet_pays(tmp_path):

@@ -20,6 +20,26 @@ _FS_PARAMS = {0x26: 0, 0x2E: 0, 0x21: 1, 0x43: 1, 0x57: 1, 0x2D: 1}
 CUT_LINE = "-------- cut --------"
 
 
+def _code128_text(content: bytes) -> str:
+    """What a Code 128 barcode's GS k data carries: `{A`/`{B`/`{C` choose the code set, a byte of
+    set C is two digits, `{{` is a '{', other `{x` are function codes (shown as nothing)."""
+    out: list[str] = []
+    code_set, i = "B", 0
+    while i < len(content):
+        b = content[i]
+        if b == 0x7B and i + 1 < len(content):
+            nxt = content[i + 1]
+            if nxt in b"ABC":
+                code_set = chr(nxt)
+            elif nxt == 0x7B:
+                out.append("{")
+            i += 2
+        else:
+            out.append(f"{b:02d}" if code_set == "C" else chr(b))
+            i += 1
+    return "".join(out)
+
+
 def escpos_to_text(data: bytes, encoding: str = "GB18030") -> str:
     codec = _CODECS.get(encoding.upper(), encoding)
     out: list[str] = []
@@ -68,8 +88,8 @@ def escpos_to_text(data: bytes, encoding: str = "GB18030") -> str:
                     end = n if end < 0 else end
                     content = data[i + 3:end]
                     i = end + 1
-                shown = content[2:] if content[:1] == b"{" else content
-                marker(f"[BARCODE: {shown.decode('ascii', errors='replace')}]")
+                shown = _code128_text(content) if m == 73 else content.decode("ascii", errors="replace")
+                marker(f"[BARCODE: {shown}]")
             elif nxt == 0x56:  # GS V m [n]: cut
                 m = data[i + 2] if i + 2 < n else 0
                 i += 4 if m in (65, 66, 97, 98, 103, 104) else 3

@@ -1,13 +1,18 @@
 """An emulated network (raw TCP, port-9100 style) receipt printer on 127.0.0.1.
 
-It records each connection's bytes as one job, can be switched off (the port
-refuses connections) and on again (same port), can cut the next job after N
-bytes and go away (the paper-jam / pulled-cable case: the connection is reset
-with the rest unread), and answers DLE EOT status queries unless told not to.
+It records each job's bytes: a connection carries one job, or several, each
+ended by the DLE EOT 1 status question the terminal's driver sends after a
+job (a raw port-9100 printer takes job after job on one connection). It can be
+switched off (the port refuses connections and open ones are reset) and on
+again (same port), can cut the next job after N bytes and go away (the
+paper-jam / pulled-cable case: the connection is reset with the rest unread),
+and answers DLE EOT status queries unless told not to. Each connection is
+served on its own thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -41,6 +46,8 @@ class EmulatedNetworkPrinter:
         self._changed = threading.Condition(self._lock)
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+        self.connections = 0            # how many connections were accepted
         self.switch_on()
 
     # -- power -----------------------------------------------------------
@@ -62,9 +69,20 @@ class EmulatedNetworkPrinter:
         self._thread.start()
 
     def switch_off(self) -> None:
-        srv, self._server = self._server, None
+        srv = self._server
         if srv is not None:
+            with contextlib.suppress(OSError):
+                srv.shutdown(socket.SHUT_RDWR)     # wakes the accepting thread at once
             srv.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)    # the listening socket is gone before `on` turns false
+        self._server = None
+        with self._lock:
+            live, self._conns = set(self._conns), set()
+        for conn in live:   # power off: what was open is reset (its thread wakes, closes it with RST)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.shutdown(socket.SHUT_RD)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
         self._thread = None
@@ -106,20 +124,28 @@ class EmulatedNetworkPrinter:
                 continue
             except OSError:
                 return
-            if self.hold_open:
-                threading.Thread(target=self._handle_and_close, args=(conn,), daemon=True).start()
-                continue
-            with conn:
-                self._handle(conn)
+            with self._lock:
+                self._conns.add(conn)
+                self.connections += 1
+            threading.Thread(target=self._handle_and_close, args=(conn,), daemon=True).start()
 
     def _handle_and_close(self, conn: socket.socket) -> None:
         with conn:
             self._handle(conn)
+        with self._lock:
+            self._conns.discard(conn)
+
+    def _job_done(self, job: bytes) -> None:
+        printable = job.replace(_STATUS_QUERY + b"\x01", b"").replace(_STATUS_QUERY + b"\x04", b"")
+        if printable:
+            with self._changed:
+                self.jobs.append(job)
+                self._changed.notify_all()
 
     def _handle(self, conn: socket.socket) -> None:
-        conn.settimeout(5.0)
-        received = bytearray()
-        limit = self._fail_after
+        # An idle kept connection stays open (a raw port waits for the next job); switch_off resets it.
+        conn.settimeout(None)
+        received = bytearray()         # the job being received
         while True:
             try:
                 chunk = conn.recv(4096)
@@ -128,6 +154,7 @@ class EmulatedNetworkPrinter:
             if not chunk:
                 break
             received += chunk
+            limit = self._fail_after
             if limit is not None and len(received) >= limit:
                 self._fail_after = None
                 with self._changed:
@@ -137,13 +164,13 @@ class EmulatedNetworkPrinter:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 threading.Thread(target=self.switch_off, daemon=True).start()
                 return
+            # A job ends with the status question: it is printed, then answered (the answer
+            # tells the sender every byte before the question arrived).
+            while (end := received.find(_STATUS_QUERY + b"\x01")) >= 0:
+                job, received = bytes(received[:end + 3]), received[end + 3:]
+                self._job_done(job)
             self._answer_status(conn, chunk)
-        job = bytes(received)
-        printable = job.replace(_STATUS_QUERY + b"\x01", b"").replace(_STATUS_QUERY + b"\x04", b"")
-        if printable:
-            with self._changed:
-                self.jobs.append(job)
-                self._changed.notify_all()
+        self._job_done(bytes(received))
         if self.hold_open:
             time.sleep(self.hold_open)   # the client's FIN is read; the printer's side stays open
 

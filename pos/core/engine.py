@@ -307,9 +307,20 @@ class Engine:
         self._fire(item, trigger, ev.now, detail, result=ev.result)
 
     def _notified(self, ev: Notified) -> None:
-        """A verified notification: a PAID reading settles a sale that is being queried, now."""
+        """A verified notification: a PAID reading settles a sale that is being queried, now.
+
+        A CLOSED reading (a notification that says the payment failed) is a hint, not a verdict:
+        in-store notifyPayment is documented for the final success only, so the sale is not
+        declined on it (money may have moved); its next query is sent now instead, and that
+        query's answer decides (README "Payment notifications")."""
         sale = self._sales.get(ev.sale_id)
-        if sale is None or reading_of("query", ev.result) is not QueryOutcome.PAID:
+        if sale is None:
+            return
+        reading = reading_of("query", ev.result)
+        if reading is QueryOutcome.CLOSED:
+            self._query_now(sale, ev)
+            return
+        if reading is not QueryOutcome.PAID:
             return
         trigger = SALE_ANSWERS.get(("query", SaleState(sale.state), QueryOutcome.PAID))
         if trigger is None:
@@ -318,6 +329,17 @@ class Engine:
         sale.awaiting = None
         sale.unplan()
         self._fire(sale, trigger, ev.now, f"notification: {describe(ev.result)}", result=ev.result)
+
+    def _query_now(self, sale: SaleItem, ev: Notified) -> None:
+        """A failure notification's hint: a sale whose queries are running is queried at once
+        (unless a query is in flight already: its answer is on the way). Nothing else changes."""
+        state = SaleState(sale.state)
+        if state not in (SaleState.QUERYING, SaleState.MANUAL_REVIEW) or sale.awaiting is not None \
+                or sale.next_request != "query":
+            return
+        sale.plan("query", ev.now)
+        self._log.append(LogEntry(ev.now, "sale", sale.item_id, "notified", state.value, state.value,
+                                  f"failure notification, a hint: query now; {describe(ev.result)}"))
 
     def _refund_notified(self, ev: RefundNotified) -> None:
         """A verified refund notification: S or F settles a refund that is being sent or pending, now."""

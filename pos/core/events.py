@@ -59,7 +59,9 @@ class Notified:
 
     `result` carries the protocol-neutral reading in `query` (the listener sets
     it). Only a PAID reading resolves a sale, and only one that is still being
-    queried; anything else changes nothing (the schedule's queries decide).
+    queried. A CLOSED reading (a failure notification) is a hint: the sale's next
+    query is sent at once, and its answer decides. Anything else changes nothing
+    (the schedule's queries decide).
     """
 
     sale_id: int

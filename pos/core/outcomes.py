@@ -14,9 +14,19 @@ What the engine keeps of an answer arrives in typed fields, filled by the
 protocol's client from its own field names: `gateway_id` (Alipay's id for the
 payment: the offline acquirementId, the v1 paymentId), `refund_gateway_id`
 (Alipay's refundId), `customer_amount` and `conversion_rate` (what the customer
-paid in the wallet's currency, and at which rate). The engine never reads an
+paid in the wallet's currency, and at which rate), and on a query that finds the
+payment closed, `result_code` / `result_message`: why it failed (the v1
+inquiryPayment's paymentResultCode, e.g. ORDER_IS_CLOSED for an expired order
+code), so a decline found by a query explains itself. The engine never reads an
 answer's body: `data` keeps it (S and U answers) for the protocol's own readers
 (the query reading, the back office) and for tests.
+
+Nor does the engine know a protocol's result codes: where a rule depends on why
+an F or U answer came (the customer is confirming in the wallet; the cancel came
+too late), the protocol's client classifies its own code as a `Cause` (each
+protocol's result-code table, pos/data/*result_codes.csv, column `cause`) and
+the engine reads only that. A code is still kept, as text, for the journal and
+the cashier's plain-words text of a decline (the message catalogue's code.<CODE>).
 """
 
 from __future__ import annotations
@@ -29,19 +39,20 @@ from pos.core.money import Money
 
 __all__ = [
     "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway", "QueryOutcome", "query_outcome_of",
-    "CUSTOMER_CONFIRMING", "CANCEL_TOO_LATE", "QrGateway", "qr_text_of",
+    "Cause", "cause_of", "QrGateway", "qr_text_of",
 ]
 
 
-# The result codes with which a gateway says the customer is confirming the payment in
-# the wallet (offline: USER_PAYING; the v1 API: PAYMENT_IN_PROCESS, or USER_PAYING): the
-# only cause for which the customer is asked to look at their app. A system error or a
-# timeout gets a neutral "checking".
-CUSTOMER_CONFIRMING = frozenset({"USER_PAYING", "PAYMENT_IN_PROCESS"})
+class Cause(StrEnum):
+    """Why an F or U answer came, where one of the engine's rules depends on it. Each protocol's
+    client fills it from its own result code; an answer with no such cause has None."""
 
-# The cancel codes that say the cancel window has passed (both protocols: "refund instead").
-# The payment's fate is then asked for on the query schedule, not the background corrector's.
-CANCEL_TOO_LATE = frozenset({"CANCEL_EXPIRED"})
+    # The customer is confirming the payment in the wallet: the only cause for which the
+    # customer is asked to look at their app. A system error or a timeout gets a neutral "checking".
+    CUSTOMER_CONFIRMING = "CUSTOMER_CONFIRMING"
+    # A cancel refused because its window has passed ("refund instead"): the payment's fate is
+    # then asked for on the query schedule, not the background corrector's.
+    TOO_LATE_TO_CANCEL = "TOO_LATE_TO_CANCEL"
 
 
 class QueryOutcome(StrEnum):
@@ -57,7 +68,7 @@ class Succeeded:
     """A final S answer whose signature verified. `data` is the response body (never read by the engine)."""
 
     data: dict[str, Any] = field(default_factory=dict)
-    code: str = "SUCCESS"
+    code: str = ""                      # the protocol's result code, as it came
     request_id: str = ""
     query: QueryOutcome | None = None   # set on query answers by the protocol
     req_msg_id: str = ""                # the HTTP request's own id (head.reqMsgId): Alipay's support asks for it
@@ -66,6 +77,10 @@ class Succeeded:
     customer_amount: Money | None = None   # what the customer paid, in the wallet's currency, when named
     conversion_rate: str | None = None     # the rate from the order's currency to customer_amount's, when named
     refund_amount: Money | None = None     # the amount a refund notification names, when it names one
+    # A query answer that finds the payment closed or failed: the payment's own failure code and
+    # why (not the answer's `code`, which says only that the query worked); "" when it names none.
+    result_code: str = ""
+    result_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class Failed:
     req_msg_id: str = ""
     gateway_id: str = ""                # an F answer may name the payment too: Alipay's id for it
     refund_amount: Money | None = None  # the amount a refund notification names, when it names one
+    cause: Cause | None = None          # why, where a rule depends on it (the client classifies its code)
 
 
 @dataclass(frozen=True)
@@ -95,14 +111,21 @@ class Unknown:
     # The body of a signed U answer (never read by the engine); empty otherwise.
     data: dict[str, Any] = field(default_factory=dict)
     req_msg_id: str = ""
-    # A signed U answer may name the payment (USER_PAYING does): Alipay's id for it; "" otherwise.
+    # A signed U answer may name the payment (the customer-confirming one does): Alipay's id for it; "" otherwise.
     gateway_id: str = ""
     # A merchant-presented QR pay's signed "in process" answer: the text of the QR code the
     # customer scans (read from the protocol's own fields by its client); empty otherwise.
     qr: str = ""
+    # Why, where a rule depends on it (the client classifies its code): CUSTOMER_CONFIRMING.
+    cause: Cause | None = None
 
 
 GatewayResult = Succeeded | Failed | Unknown
+
+
+def cause_of(result: GatewayResult | None) -> Cause | None:
+    """The classified cause of an F or U answer; None for an S answer, no answer, or no such cause."""
+    return None if result is None or isinstance(result, Succeeded) else result.cause
 
 
 def qr_text_of(result: GatewayResult | None) -> str:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Literal
 
 from pos.core.money import Money
+from pos.core.outcomes import Cause
 from pos.core.redact import mask_code  # the stored form; re-exported for the records' users
 
 __all__ = [
@@ -95,11 +96,13 @@ class SaleRecord:
     pay_sent_at: float | None = None
     querying_since: float | None = None
     query_count: int = 0
-    not_found_count: int = 0    # consecutive ORDER_NOT_EXIST answers
+    not_found_count: int = 0    # consecutive not-found answers to payQuery
     cancel_attempts: int = 0
     acquirement_id: str | None = None
     result_code: str | None = None
     result_message: str = ""
+    # The last answer's cause, as its protocol's client classified its code (pos/core/outcomes.py).
+    result_cause: Cause | None = None
     abort_requested: bool = False
     next_request: Request | None = None   # what the engine will send next
     next_at: float | None = None      # when (epoch seconds)

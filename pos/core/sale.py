@@ -29,11 +29,11 @@ from pos.core.items import (
     now_of,
     result_of,
 )
-from pos.core.outcomes import CANCEL_TOO_LATE, CUSTOMER_CONFIRMING, Failed, QueryOutcome, Succeeded, qr_text_of
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, cause_of, qr_text_of
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
 
-__all__ = ["SALE_STATES", "SALE_TRANSITIONS", "SALE_ANSWERS"]
+__all__ = ["SALE_STATES", "SALE_TRANSITIONS", "SALE_ANSWERS", "declined_key"]
 
 S = SaleState
 Q = QueryOutcome
@@ -57,7 +57,7 @@ def _show_checking(ev: EventData) -> None:
     sale = _sale(ev)
     if sale.record.is_qr and qr_text_of(result_of(ev)):
         key = "scan_qr"   # the customer scans the slip's code; the queries and the notification decide
-    elif sale.record.result_code in CUSTOMER_CONFIRMING:
+    elif sale.record.result_cause is Cause.CUSTOMER_CONFIRMING:
         key = "confirm_in_app"
     else:
         key = "checking"
@@ -118,13 +118,17 @@ def _reset_not_found(ev: EventData) -> None:
 
 
 def _store_result(ev: EventData) -> None:
-    """Keep what the gateway told us: acquirementId on success, the code on failure."""
+    """Keep what the gateway told us: acquirementId on success, the code (and its cause) on failure."""
     sale = _sale(ev)
     result = result_of(ev)
     if result is None:
         return
     code, message = code_and_message(result)
-    sale.record = replace(sale.record, result_code=code, result_message=message)
+    if isinstance(result, Succeeded) and result.result_code:
+        # A query that finds the payment closed names why (e.g. ORDER_IS_CLOSED: an order code
+        # expired): that is the sale's result, not the query's own SUCCESS.
+        code, message = result.result_code, result.result_message
+    sale.record = replace(sale.record, result_code=code, result_message=message, result_cause=cause_of(result))
     _keep_acquirement_id(ev)
 
 
@@ -135,7 +139,7 @@ def _keep_acquirement_id(ev: EventData) -> None:
     if result is None:
         return
     if result.gateway_id:
-        # An F or U answer may name the payment too (USER_PAYING does): the manager's
+        # An F or U answer may name the payment too (the customer-confirming U does): the manager's
         # list needs it for Alipay's support even when the sale never settles.
         sale.record = replace(sale.record, acquirement_id=result.gateway_id)
     if isinstance(result, Succeeded):
@@ -170,13 +174,25 @@ def _enter_paid(ev: EventData) -> None:
     sale.ctx.emit(Finished("sale", sale.item_id, S.PAID.value))
 
 
+def declined_key(result_code: str | None, *, qr: bool, explained: bool) -> str:
+    """The catalogue key a DECLINED sale shows: code.<RESULT_CODE> (one plain-words text per
+    result code; the catalogue falls back to "declined" for a code it does not know), or
+    qr.code.<RESULT_CODE> for a QR sale (its own text where the code means something else for
+    a QR code, e.g. ORDER_IS_CLOSED: the code expired; else code.<RESULT_CODE>). Only an
+    explained decline (an F answer, or a query naming the closed payment's failure code) shows
+    its code: a payQuery that reports CLOSED answers S with code SUCCESS, whose text ("Done")
+    would tell the cashier to hand over the goods."""
+    if not explained or not result_code:
+        return "declined"
+    return f"qr.code.{result_code}" if qr else f"code.{result_code}"
+
+
 def _enter_declined(ev: EventData) -> None:
-    code = _sale(ev).record.result_code or "UNKNOWN"
-    # The catalogue has one plain-words text per result code (code.<RESULT_CODE>);
-    # "declined" is the fallback for a code it does not know. Only an F answer's
-    # code explains a decline: a payQuery that reports CLOSED answers S with code
-    # SUCCESS, whose text ("Done") would tell the cashier to hand over the goods.
-    key = f"code.{code}" if isinstance(result_of(ev), Failed) else "declined"
+    rec = _sale(ev).record
+    code = rec.result_code or "UNKNOWN"
+    result = result_of(ev)
+    explained = isinstance(result, Failed) or (isinstance(result, Succeeded) and bool(result.result_code))
+    key = declined_key(rec.result_code, qr=rec.is_qr, explained=explained)
     sale = _finish(ev, key, {"code": code, "fallback": "declined"})
     sale.ctx.emit(Finished("sale", sale.item_id, S.DECLINED.value))
 
@@ -217,7 +233,7 @@ def _keep_reversal_answer(ev: EventData) -> None:
     if result is None:
         return
     code, message = code_and_message(result)
-    sale.record = replace(sale.record, result_code=code, result_message=message)
+    sale.record = replace(sale.record, result_code=code, result_message=message, result_cause=cause_of(result))
     if isinstance(result, Succeeded) and result.refund_gateway_id:
         sale.record = replace(sale.record, reversal_gateway_id=result.refund_gateway_id)
 
@@ -292,11 +308,11 @@ def _enter_manual_review(ev: EventData) -> None:
 
 
 def _late_query_left(ev: EventData) -> bool:
-    """Condition: the cancel was refused as too late (CANCEL_EXPIRED) and the wallet may still be
+    """Condition: the cancel was refused as too late (Cause.TOO_LATE_TO_CANCEL) and the wallet may still be
     settling the payment: its fate is asked for on the query schedule, not the background's."""
     sale = _sale(ev)
     rec = sale.record
-    if rec.result_code not in CANCEL_TOO_LATE:
+    if rec.result_cause is not Cause.TOO_LATE_TO_CANCEL:
         return False
     since = rec.pay_sent_at if rec.pay_sent_at is not None else rec.created_at
     schedule = sale.ctx.schedule

@@ -15,14 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from pos.core.money import AmountError, CurrencyError, Money
-from pos.core.outcomes import GatewayResult, QueryOutcome, Succeeded
+from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded
 from pos.gateway.offline.answer import read_fields
 from pos.gateway.offline.client import rfc3339
 from pos.gateway.offline.codes import result_codes
 from pos.gateway.signing import build_signed, split_signed, verify
 from pos.gateway.strict_json import loads_strict
 
-__all__ = ["NOTIFY_FUNCTION", "Notification", "NotifyOutcome", "handle_notify", "build_notify_reply", "paid_result"]
+__all__ = ["NOTIFY_FUNCTION", "Notification", "NotifyOutcome", "handle_notify", "build_notify_reply", "paid_result",
+           "failed_result"]
 
 NOTIFY_FUNCTION = "alipay.intl.acquiring.offline.notify.pay"
 
@@ -44,6 +45,14 @@ def paid_result(note: Notification) -> GatewayResult:
     """A paid notification (result_status S) as the engine reads it: a payQuery answer saying PAID."""
     body = dict(note.body)
     return read_fields(Succeeded(body, note.result_code or "SUCCESS", query=QueryOutcome.PAID), body)
+
+
+def failed_result(note: Notification) -> GatewayResult:
+    """A failure notification (result_status F) as the engine reads it: closed, with its code.
+    The engine takes it as a hint (it queries at once), never as the decline itself."""
+    info = note.body.get("resultInfo")
+    message = str(info.get("resultMsg") or "")[:256] if isinstance(info, dict) else ""
+    return Failed(note.result_code or "PROCESS_FAIL", message, query=QueryOutcome.CLOSED)
 
 
 @dataclass(frozen=True)

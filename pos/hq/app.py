@@ -28,10 +28,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pos import __version__
 from pos.hq import views
 from pos.hq.db import HqDB, HqError, Terminal
+from pos.httpserver import router_problem
 
 __all__ = ["create_app"]
 
@@ -60,9 +62,23 @@ class Problem(Exception):
         self.status, self.title, self.detail = status, title, detail
 
 
-def _problem(status: int, title: str, detail: str = "") -> JSONResponse:
+def _problem(status: int, title: str, detail: str = "", headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"type": "about:blank", "title": title, "status": status, "detail": detail},
-                        status_code=status, media_type=PROBLEM)
+                        status_code=status, media_type=PROBLEM, headers=headers)
+
+
+# What a terminal (API) or a person (dashboard) can do about a request no route takes.
+_API_HELP = "the terminals' API is POST /v1/ingest and GET /v1/health (README 'The chain')"
+_DASHBOARD_HELP = "open the dashboard at / (README 'The chain')"
+
+
+def _answer(request: Request, status: int, title: str, detail: str,
+            headers: dict[str, str] | None = None) -> Response:
+    """An error as the caller reads it: problem details for the API (/v1/...), a plain page for the
+    dashboard. Never an empty body, never a traceback."""
+    if request.url.path.startswith("/v1/"):
+        return _problem(status, title, detail, headers)
+    return HTMLResponse(views.error_page(title, detail), status_code=status, headers=headers)
 
 
 def create_app(db: HqDB) -> FastAPI:
@@ -70,18 +86,35 @@ def create_app(db: HqDB) -> FastAPI:
     bearer = HTTPBearer(auto_error=False)
 
     @app.exception_handler(Problem)
-    async def _on_problem(_: Request, exc: Problem) -> JSONResponse:
-        return _problem(exc.status, exc.title, exc.detail)
+    async def _on_problem(request: Request, exc: Problem) -> Response:
+        return _answer(request, exc.status, exc.title, exc.detail)
 
     @app.exception_handler(HqError)
-    async def _on_db(_: Request, exc: HqError) -> JSONResponse:
-        return _problem(503, "Database unavailable", str(exc))
+    async def _on_db(request: Request, exc: HqError) -> Response:
+        return _answer(request, 503, "Database unavailable", f"{exc}; then try again")
 
     @app.exception_handler(RequestValidationError)
-    async def _on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _problem(422, "Invalid request", f"{where}: {first.get('msg', 'invalid')}")
+        return _answer(request, 422, "Invalid request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        api = request.url.path.startswith("/v1/")
+        body, headers = router_problem(request.scope, app.router.routes, exc.status_code, exc.detail,
+                                       _API_HELP if api else _DASHBOARD_HELP)
+        title, detail = body["title"], body["detail"]
+        if exc.status_code == 404 and not api:
+            title, detail = "No such page", detail.replace("No such endpoint", "No such page", 1)
+        return _answer(request, exc.status_code, title, detail, headers or dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _on_bug(request: Request, exc: Exception) -> Response:
+        # Logged with its traceback by the server; the caller gets a message, not the traceback.
+        return _answer(request, 500, "Internal error",
+                       f"headquarters could not answer ({type(exc).__name__}); the service log "
+                       "('journalctl -u pos-hq' or the terminal running 'pos hq serve') says why")
 
     def terminal(request: Request,
                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Terminal:

@@ -87,6 +87,11 @@ def _revoke_cell(t: dict[str, Any], who: tuple[str, str]) -> str:
             f"<button class='revoke'>Revoke</button></form></td>")
 
 
+def error_page(title: str, detail: str) -> str:
+    """A dashboard request that could not be answered: what is wrong and what to do, as a plain page."""
+    return _page(title, f"<h1>{_e(title)}</h1><p>{_e(detail)}</p><p><a href='/'>Back to the dashboard</a></p>")
+
+
 def forbidden_page(who: tuple[str, str]) -> str:
     return _page("Not allowed", "<h1>Not allowed</h1><p>Only a manager may do this; your login is read-only.</p>"
                  "<p><a href='/'>Back</a></p>", who)

@@ -154,11 +154,30 @@ class JournalDB:
         if self._crash and self._crash == ("after", self._commits):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """One statement, committed on its own; returns the number of rows it changed."""
+    def write(self, sql: str, params: Sequence[Any] = (), *, durable: bool = True) -> int:
+        """One statement, committed on its own; returns the number of rows it changed.
+
+        Run inside a `transaction()` this thread holds, it is part of that transaction
+        instead (the lock is reentrant and the connection is the same): the terminal
+        queues a receipt that way, with the outcome it prints.
+
+        durable=False: committed without waiting for the disk (synchronous=NORMAL
+        for this one statement: in WAL mode it reaches the disk with the next
+        durable commit or checkpoint; a process crash keeps it, a power loss may
+        not). Only for marks whose loss is harmless (a receipt marked printed)."""
         with self.lock:
             try:
-                return self.conn.execute(sql, params).rowcount
+                before = None
+                if not durable and not self.conn.in_transaction and not self.read_only:
+                    level = int(self.conn.execute("PRAGMA synchronous").fetchone()[0])
+                    if level > 1:   # FULL or EXTRA (a bulk builder may have set OFF: left as it is)
+                        before = level
+                        self.conn.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    return self.conn.execute(sql, params).rowcount
+                finally:
+                    if before is not None:
+                        self.conn.execute(f"PRAGMA synchronous={before}")
             except sqlite3.Error as exc:
                 raise JournalError(f"cannot write the journal {self.path}: {exc}",
                                    exit_code=EXIT_UNAVAILABLE) from None

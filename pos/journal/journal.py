@@ -222,10 +222,16 @@ class Journal(JournalReads):
             raise JournalError(f"item {item_id} was written but cannot be read back")
         return dict(zip([d[0] for d in cur.description], row, strict=True))
 
-    def record(self, rec: Record) -> None:
-        """Commit one engine step: the new records and their log lines, in one transaction."""
+    def record(self, rec: Record, *, then: Callable[[], None] | None = None) -> None:
+        """Commit one engine step: the new records and their log lines, in one transaction.
+
+        `then` runs inside that transaction, after the step's writes (which it reads back):
+        what it writes through this journal on this thread (a receipt's print job) commits
+        with the step or not at all."""
         with self._db.transaction() as conn:
             self._write(conn, rec)
+            if then is not None:
+                then()
 
     def _write(self, conn: sqlite3.Connection, rec: Record | None) -> None:
         """An engine step's records and log lines, inside the caller's transaction."""

@@ -4,9 +4,18 @@ of devices/print_jobs.py over table `print_jobs` (pos/journal/schema.py, migrati
 It writes through the journal's own connection and lock, so a daemon has one
 connection for every write. Each call is one statement, committed on its own
 (durable with synchronous=FULL) and not counted by the POS_CRASH_AT hook,
-which steps through the engine's commits only. Jobs another process adds to
-the file (`pos reprint`) are seen by the next `next_pending`: WAL readers see
-every commit made before their read began.
+which steps through the engine's commits only, with two exceptions:
+
+- `add` called inside a journal transaction on the same thread is part of that
+  transaction: the terminal queues a PAID sale's or REFUNDED refund's receipt in
+  the very transaction that records the outcome (PaymentRunner.write_receipts),
+  so no crash can leave the outcome without its receipt;
+- `mark_done` does not wait for the disk: a "printed" mark lost with the power
+  only prints the receipt once more after the restart, which a crash between
+  the printer taking the bytes and the mark already does (at least once).
+
+Jobs another process adds to the file (`pos reprint`) are seen by the next
+`next_pending`: WAL readers see every commit made before their read began.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ class JournalPrintJobs:
     def __init__(self, journal: Journal) -> None:
         self._db = journal.db
 
+    def writes_through(self, journal: Journal) -> bool:
+        """Whether this store writes through `journal`'s connection (so `add` can join its transaction)."""
+        return self._db is journal.db
+
     def add(self, job_key: str, data: bytes, *, record: str | None, reprint_of: str | None,
             created_at: float) -> bool:
         return self._db.write(
@@ -47,12 +60,14 @@ class JournalPrintJobs:
             f"SELECT {_JOB_COLUMNS} FROM print_jobs WHERE state = 'pending' ORDER BY id")]
 
     def next_pending(self) -> NextJob | None:
-        row = self._db.one("SELECT id, job_key, data FROM print_jobs WHERE state = 'pending' ORDER BY id LIMIT 1")
-        return NextJob(row["id"], row["job_key"], bytes(row["data"])) if row else None
+        row = self._db.one("SELECT id, job_key, data, record FROM print_jobs WHERE state = 'pending' "
+                           "ORDER BY id LIMIT 1")
+        return NextJob(row["id"], row["job_key"], bytes(row["data"]), row["record"]) if row else None
 
     def mark_done(self, job_id: int, printed_at: float) -> None:
+        # Not durable on purpose (see the module docstring): at worst a reprint after a power loss.
         self._db.write("UPDATE print_jobs SET state = 'done', attempts = attempts + 1, last_error = NULL, "
-                       "printed_at = ? WHERE id = ?", (printed_at, job_id))
+                       "printed_at = ? WHERE id = ?", (printed_at, job_id), durable=False)
 
     def mark_failed(self, job_id: int, error: str) -> None:
         self._db.write("UPDATE print_jobs SET attempts = attempts + 1, last_error = ? WHERE id = ?",

@@ -1,8 +1,8 @@
 """How sale and refund records map to the journal's rows, both ways.
 
 The columns of `sales` and `refunds` are the records' fields (pos/core/records.py)
-with the amount split into `amount_minor` and `currency`, states stored by
-value and flags as 0/1.
+with the amount split into `amount_minor` and `currency`, states (and a sale's
+result cause) stored by value and flags as 0/1.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from pos.core.money import Money
+from pos.core.outcomes import Cause
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.redact import redact
 from pos.journal.db import Row
@@ -26,6 +27,7 @@ REFUND_FIELDS = [f.name for f in fields(RefundRecord) if f.name != "amount"]
 def to_sale(row: Row) -> SaleRecord:
     values = {n: row[n] for n in SALE_FIELDS}
     values["state"] = SaleState(row["state"])
+    values["result_cause"] = Cause(row["result_cause"]) if row["result_cause"] else None
     for b in SALE_BOOLS:
         values[b] = bool(row[b])
     return SaleRecord(amount=Money(row["amount_minor"], row["currency"]), **values)
@@ -44,7 +46,7 @@ def column_values(record: SaleRecord | RefundRecord, columns: list[str], bools: 
     values: list[Any] = []
     for n in columns:
         v = getattr(record, n)
-        if n == "state":
+        if n in ("state", "result_cause") and v is not None:
             v = v.value
         elif n in bools:
             v = int(bool(v))

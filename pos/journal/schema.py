@@ -146,6 +146,17 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS refunds_state ON refunds (state, updated_at)",
         "CREATE INDEX IF NOT EXISTS till_sales_waiting ON till_sales (state) WHERE sale_id IS NULL",
     ],
+    # 10: the last answer's cause, as its protocol's client classified its result code
+    # (pos/core/outcomes.py Cause). Rows written before kept only the code: these are the
+    # codes both protocols classified so when this step was written (a sale asking the
+    # customer to confirm, a cancel refused as too late), so an upgraded open sale behaves
+    # as it did.
+    [
+        "ALTER TABLE sales ADD COLUMN result_cause TEXT",
+        "UPDATE sales SET result_cause = 'CUSTOMER_CONFIRMING' "
+        "WHERE result_code IN ('USER_PAYING', 'PAYMENT_IN_PROCESS')",
+        "UPDATE sales SET result_cause = 'TOO_LATE_TO_CANCEL' WHERE result_code = 'CANCEL_EXPIRED'",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

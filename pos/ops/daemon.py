@@ -130,9 +130,6 @@ class Daemon:
         open_count = payments.recover()
         log.info("recovery started", extra={"kv": {"open_items": open_count}})
         self.notifier.status(f"recovering {open_count} open items")
-        if queue is not None:
-            queue.start()
-            self._parts.append(("print queue", queue.stop))
 
         scanner = open_scanner(cfg.scanner, terminal.on_scanner_event)
         if scanner is not None:
@@ -178,6 +175,11 @@ class Daemon:
                 return
         log.info("ready", extra={"kv": {"resumed": open_count}})
         self.notifier.ready(f"ready; resumed {open_count} open items")
+        if queue is not None:
+            # After READY: the first receipt's rendering (python-escpos's import) and printing
+            # never delay the start; receipts queued meanwhile (recovered sales) print now.
+            queue.start()
+            self._parts.append(("print queue", queue.stop))
 
     def _start_notify_listener(self, cfg: Any, payments: Any) -> None:
         """[notify] listen: Alipay's notifications, verified, fed to the payments runner."""

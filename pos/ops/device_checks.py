@@ -16,7 +16,7 @@ from pos.ops.checks import ok as _ok
 from pos.ops.checks import warn as _warn
 
 __all__ = ["check_scanner", "check_display", "check_cashier_display", "check_keypad", "check_printer",
-           "check_receipt_font"]
+           "check_receipt_font", "check_receipt_code", "receipt_code_problem"]
 
 # ESC/POS real-time status (DLE EOT n): n=1 printer status, n=4 paper sensor.
 DLE_EOT_PRINTER = b"\x10\x04\x01"
@@ -129,6 +129,51 @@ def check_receipt_font(cfg: Config) -> CheckResult:
         return _warn(name, "no font with Chinese characters: receipt pictures would draw Chinese text (zh-CN "
                            f"labels, order titles, store names) as boxes — run 'apt-get install {CJK_PACKAGE}'")
     return _ok(name, f"Chinese characters drawn with {found.path}")
+
+
+# A merchantTransId as the journal makes them (terminal, local date, install id, sequence), for sizing its code.
+TYPICAL_ID = "{terminal}-20240501-VE6E99-000001"
+
+
+def receipt_code_problem(cfg: Config) -> str | None:
+    """What is wrong with `[printer] print_qr = false` for this terminal, or None: its receipt codes
+    (a typical merchantTransId) do not fit the paper as Code 128 at `narrowest_bar`, so every receipt
+    would carry a QR code instead (devices.receipt falls back to one, with a warning in the log)."""
+    from devices.receipt import Paper, bar_width, code128_modules
+    from devices.receipt_code import receipt_code
+
+    p = cfg.printer
+    if p.print_qr or p.kind == "none":
+        return None
+    paper = Paper.of(p)
+    code = receipt_code(TYPICAL_ID.format(terminal=cfg.terminal.terminal_id))
+    if bar_width(code, paper.dots, narrowest=paper.narrowest_bar) is not None:
+        return None
+    modules = code128_modules(code)
+    todo = "set print_qr = true (the default: a scanner that reads Alipay codes from phones reads QR codes)"
+    if paper.narrowest_bar > 1:
+        todo += ", or narrowest_bar = 1 if the printer's manual says GS w accepts 1"
+    return (f"[printer] print_qr = false, but this terminal's receipt code (such as {code}: {modules} modules) "
+            f"needs {modules * paper.narrowest_bar} dots at narrowest_bar = {paper.narrowest_bar} and the paper "
+            f"has {paper.dots}: receipts will carry a QR code instead — {todo}")
+
+
+def check_receipt_code(cfg: Config) -> CheckResult:
+    """The receipt code a manager scans to refund: a QR code, or a Code 128 barcode that fits the paper."""
+    name = "receipt code"
+    problem = receipt_code_problem(cfg)
+    if problem is not None:
+        return _warn(name, problem)
+    if cfg.printer.print_qr:
+        return _ok(name, "QR code (print_qr = true)")
+    from devices.receipt import Paper, bar_width
+    from devices.receipt_code import receipt_code
+
+    paper = Paper.of(cfg.printer)
+    code = receipt_code(TYPICAL_ID.format(terminal=cfg.terminal.terminal_id))
+    bar = bar_width(code, paper.dots, narrowest=paper.narrowest_bar)
+    return _ok(name, f"Code 128 (print_qr = false): {code} prints at {bar} dot{'s' if bar != 1 else ''} a bar "
+                     f"on the {paper.dots}-dot paper")
 
 
 def check_printer(cfg: Config, *, timeout: float = 0.5) -> CheckResult:

@@ -20,11 +20,13 @@ nothing and is acknowledged (so Alipay stops retrying) and logged.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -34,7 +36,8 @@ from pos.config import Config
 from pos.gateway.ams.backoffice import REGISTRATION_NOTIFY_PATH, read_registration_notification
 from pos.gateway.ams.client import NOTIFY_PATHS
 from pos.gateway.ams.notify import acknowledgement, read_notification, refusal
-from pos.gateway.notify import handle_notify, paid_result
+from pos.gateway.notify import failed_result, handle_notify, paid_result
+from pos.httpserver import router_problem
 from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.db import JournalError
 from pos.payments.runner import PaymentRunner
@@ -44,11 +47,16 @@ __all__ = ["build_notify_app", "MAX_NOTIFICATION"]
 log = logging.getLogger("pos.notify")
 
 MAX_NOTIFICATION = 64 * 1024
+# The paths the listener answers (each takes POST only).
+NOTIFY_ROUTES = ("/notify/offline", NOTIFY_PATHS["payment"], NOTIFY_PATHS["refund"], REGISTRATION_NOTIFY_PATH)
 _JSON = "application/json; charset=UTF-8"
 _TOO_LARGE = (b'{"result":{"resultCode":"PARAM_ILLEGAL","resultStatus":"F",'
               b'"resultMessage":"body larger than 65536 bytes"}}')
 _UNAVAILABLE = (b'{"result":{"resultCode":"UNKNOWN_EXCEPTION","resultStatus":"U",'
                 b'"resultMessage":"not applied now: send it again later"}}')
+
+
+_WHERE = f"Alipay posts notifications to {', '.join(NOTIFY_ROUTES)} (README 'Payment notifications')"
 
 
 def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key: Any,
@@ -82,6 +90,9 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
             return Response(answer.reply, status_code=200, media_type=_JSON)
         if note.result_status == "S":
             apply("offline", note.merchant_trans_id, paid_result(note))
+        elif note.result_status == "F":
+            # A failure: a hint that queries the sale at once (README "Payment notifications").
+            apply("offline", note.merchant_trans_id, failed_result(note))
         else:
             log.info("notification protocol=offline merchantTransId=%s status=%s: nothing to settle",
                      note.merchant_trans_id, note.result_status)
@@ -141,9 +152,17 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
                 return Response(_UNAVAILABLE, status_code=503, media_type=_JSON)
         return run
 
-    return Starlette(routes=[
-        Route("/notify/offline", guarded(offline), methods=["POST"]),
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        """No such path, or a method the path does not take: a problem saying which paths there are."""
+        assert isinstance(exc, HTTPException)
+        body, headers = router_problem(request.scope, app.routes, exc.status_code, exc.detail, _WHERE)
+        return Response(json.dumps(body), status_code=exc.status_code, media_type="application/problem+json",
+                        headers=headers or dict(exc.headers or {}))
+
+    app = Starlette(exception_handlers={HTTPException: not_routed}, routes=[
+        Route(NOTIFY_ROUTES[0], guarded(offline), methods=["POST"]),
         Route(NOTIFY_PATHS["payment"], guarded(ams), methods=["POST"]),
         Route(NOTIFY_PATHS["refund"], guarded(ams), methods=["POST"]),
         Route(REGISTRATION_NOTIFY_PATH, guarded(registration), methods=["POST"]),
     ])
+    return app

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol
 
 from pos.config import PaymentSection
@@ -44,6 +45,7 @@ from pos.core.engine import (
     Engine,
     Event,
     GatewayAnswer,
+    PrintReceipt,
     Record,
     Recover,
     Resolve,
@@ -61,9 +63,12 @@ from pos.core.events import ItemKind, Notified, RefundNotified, Send
 from pos.core.money import AmountError, Money, parse_amount
 from pos.core.outcomes import Gateway, GatewayResult, QrGateway, Unknown
 from pos.core.records import (
+    REFUND_FINAL,
     REFUND_SETTLED_FOR_MANAGER,
     SALE_ABORTABLE,
     SALE_ACTIVE,
+    SALE_FINAL,
+    SALE_NEEDS_MANAGER,
     SALE_SETTLED_FOR_CASHIER,
     RefundRecord,
     RefundState,
@@ -74,6 +79,7 @@ from pos.core.records import (
 )
 from pos.core.rules import Refusal, check_refund, check_sale_amount
 from pos.journal.journal import Journal
+from pos.journal.reads import OpenCounts
 
 __all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused", "RefundRefused", "ResolveRefused",
            "QR_UNAVAILABLE"]
@@ -81,6 +87,9 @@ __all__ = ["Clock", "SystemClock", "PaymentRunner", "Subscriber", "SaleRefused",
 log = logging.getLogger("pos.payments.runner")
 
 Subscriber = Callable[[Command], None]
+# Queues the receipt a PrintReceipt asks for, inside the journal transaction of the step
+# that asked (see PaymentRunner.write_receipts).
+ReceiptWriter = Callable[[PrintReceipt], None]
 
 # The display message each reason for refusing a sale is shown with (the
 # terminal's catalogue keys; "ready" sends the cashier back to the amount).
@@ -173,10 +182,15 @@ class PaymentRunner:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._subscribers: list[Subscriber] = []
+        self._receipt_writer: ReceiptWriter | None = None
         self._notes: queue.Queue[Command | None] = queue.Queue()   # None: stop
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="pos-gateway")
         self._sale_states: dict[int, SaleState] = {}
         self._refund_states: dict[int, RefundState] = {}
+        # Items not final -> whether only a manager can settle them; `_counts` is its summary,
+        # replaced (never changed) after every committed step, read without the lock (health).
+        self._open: dict[tuple[str, int], bool] = {}
+        self._counts = OpenCounts(0, 0)
         self._recovered = False
         self._recovering: set[int] = set()
         # Set when the engine was rebuilt after a failed commit, until its open sales settle:
@@ -192,7 +206,8 @@ class PaymentRunner:
     # ------------------------------------------------------------- public API
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call `callback(command)` for every Show, PrintReceipt, Alarm and Finished. Returns an unsubscribe."""
+        """Call `callback(command)` for every Show, PrintReceipt (but those a receipt writer queued:
+        write_receipts), Alarm and Finished. Returns an unsubscribe."""
         with self._lock:
             self._subscribers.append(callback)
 
@@ -202,6 +217,18 @@ class PaymentRunner:
                     self._subscribers.remove(callback)
         return unsubscribe
 
+    def write_receipts(self, writer: ReceiptWriter | None) -> None:
+        """Queue receipts in the outcome's own transaction: `writer(PrintReceipt)` is called inside
+        the journal transaction that commits the step asking for the receipt (PAID, REFUNDED...),
+        on the runner's thread, after the step's records are written. What it writes through the
+        runner's journal commits with the outcome, so no crash leaves a PAID sale or REFUNDED
+        refund without its print job, and no extra durable commit is made for it. The writer
+        must be quick (no rendering, no device) and must not raise for a printer problem: an
+        exception rolls the step back, as a failed commit does. A PrintReceipt handed to the
+        writer is not handed to subscribers. None: back to subscribers only."""
+        with self._lock:
+            self._receipt_writer = writer
+
     def recover(self) -> int:
         """Resume every open sale and refund in the journal; returns how many. Call once, before any sale."""
         with self._lock:
@@ -209,6 +236,7 @@ class PaymentRunner:
             sales = tuple(i for i in items if isinstance(i, SaleRecord))
             refunds = tuple(i for i in items if isinstance(i, RefundRecord))
             self._recovering = {s.sale_id for s in sales if s.state in SALE_ACTIVE}
+            self._count_open(sales, refunds, reset=True)
             self._handle(Recover(sales, refunds, self.clock.now()))
             self._recovered = True
             self._cond.notify_all()
@@ -216,9 +244,21 @@ class PaymentRunner:
 
     @property
     def recovering(self) -> bool:
-        """True until recover() ran and every sale it resumed has left CREATED..CANCELLING."""
-        with self._lock:
-            return not self._recovered or bool(self._recovering)
+        """True until recover() ran and every sale it resumed has left CREATED..CANCELLING.
+        Read without the lock (a sale holds it while it commits): two plain reads."""
+        return not self._recovered or bool(self._recovering)
+
+    def sale_state(self, sale_id: int) -> SaleState | None:
+        """The sale's state as last committed by this runner (None: not one it has seen since
+        start). Read without the lock."""
+        return self._sale_states.get(sale_id)
+
+    def open_counts(self) -> OpenCounts:
+        """Open sales and refunds (not final) and those needing a manager, as the journal's
+        `open_counts()` would count them, kept up to date by every committed step: read
+        without the runner's lock and without the journal (`/v1/health`); before recover()
+        ran, the journal's count."""
+        return self._counts if self._recovered else self.journal.open_counts()
 
     @property
     def journal_ok(self) -> bool:
@@ -267,6 +307,7 @@ class PaymentRunner:
                 self._step_failed(step)
                 raise
             self._sale_states[record.sale_id] = record.state
+            self._count_open((record,), ())
             self._carry_out(step.commands, step.committed)
             return record.sale_id
 
@@ -274,16 +315,20 @@ class PaymentRunner:
         """Alipay's verified notification about a payment, fed to the engine as one more answer.
 
         Returns "applied" (the sale changed state, committed to the journal before
-        anything else ran), "unchanged" (final already, a repeat, or a reading that
-        settles nothing) or "unknown" (no sale has this merchantTransId).
+        anything else ran), "queried" (a failure notification, a hint: the sale's next
+        query was sent at once, its answer decides), "unchanged" (final already, a repeat,
+        or a reading that settles nothing) or "unknown" (no sale has this merchantTransId).
         """
         with self._lock:
             sale = self.journal.get_sale(merchant_trans_id)
             if sale is None or sale.merchant_trans_id != merchant_trans_id:
                 return "unknown"
             before = self._sale_states.get(sale.sale_id, sale.state)
-            self._handle(Notified(sale.sale_id, result, self.clock.now()))
-            return "applied" if self._sale_states.get(sale.sale_id, before) != before else "unchanged"
+            commands = self._handle(Notified(sale.sale_id, result, self.clock.now()))
+            if self._sale_states.get(sale.sale_id, before) != before:
+                return "applied"
+            queried = any(isinstance(c, SendQuery) and c.sale_id == sale.sale_id for c in commands)
+            return "queried" if queried else "unchanged"
 
     def refund_notified(self, merchant_refund_id: str, result: GatewayResult) -> str:
         """Alipay's verified notification about a refund (v1 notifyRefund), fed to the engine as one more answer.
@@ -337,6 +382,7 @@ class PaymentRunner:
                 self._step_failed(step)
                 raise
             self._refund_states[record.refund_id] = record.state
+            self._count_open((), (record,))
             self._carry_out(step.commands, step.committed)
             return record.refund_id
 
@@ -432,11 +478,13 @@ class PaymentRunner:
             max_amount = None
         return check_sale_amount(amount, max_amount) or self.engine.admit_sale(scanned_at=scanned_at, now=now)
 
-    def _handle(self, event: Event) -> None:
-        """Feed the engine (lock held) and carry out its commands in order."""
+    def _handle(self, event: Event) -> list[Command]:
+        """Feed the engine (lock held) and carry out its commands in order; returns them."""
         if self._broken and not isinstance(event, Recover):
-            return   # an answer for the engine that is being rebuilt: recovery asks again
-        self._carry_out(self.engine.handle(event))
+            return []   # an answer for the engine that is being rebuilt: recovery asks again
+        commands = self.engine.handle(event)
+        self._carry_out(commands)
+        return commands
 
     def _step_failed(self, step: _FirstStep) -> None:
         """An item's creation did not commit (lock held): an engine that took its first step is
@@ -454,22 +502,50 @@ class PaymentRunner:
                 self._recovering.discard(sale.sale_id)
         for refund in command.refunds:
             self._refund_states[refund.refund_id] = refund.state
+        self._count_open(command.sales, command.refunds)
+
+    def _count_open(self, sales: tuple[SaleRecord, ...], refunds: tuple[RefundRecord, ...], *,
+                    reset: bool = False) -> None:
+        """Keep the open-item counts (lock held) after records were committed or read back."""
+        if reset:
+            self._open = {}
+        for sale in sales:
+            if sale.state in SALE_FINAL:
+                self._open.pop(("sale", sale.sale_id), None)
+            else:
+                self._open[("sale", sale.sale_id)] = sale.state in SALE_NEEDS_MANAGER
+        for refund in refunds:
+            if refund.state in REFUND_FINAL:
+                self._open.pop(("refund", refund.refund_id), None)
+            else:
+                self._open[("refund", refund.refund_id)] = refund.state is RefundState.REFUND_PENDING
+        self._counts = OpenCounts(len(self._open), sum(self._open.values()))
 
     def _carry_out(self, commands: list[Command], committed: Record | None = None) -> None:
         """Carry out the engine's commands in order (lock held); `committed`: their Record,
         already committed with the item it is the first step of."""
         if committed is not None:
             self._recorded(committed)
+        writer = self._receipt_writer
+        receipts = [c for c in commands if isinstance(c, PrintReceipt)] if writer is not None else []
+        written: list[PrintReceipt] = []
         for command in commands:
             if isinstance(command, Record):
-                # Write before you send: committed before any later command runs.
+                # Write before you send: committed before any later command runs. The receipts
+                # this step asks for are queued in its transaction (write_receipts).
+                then: Callable[[], None] | None = None
+                if receipts and writer is not None:
+                    then = partial(_write_each, writer, receipts)
+                    written, receipts = receipts, []
                 try:
-                    self.journal.record(command)
+                    self.journal.record(command, then=then)
                 except Exception:
                     self._broken = True
                     self._cond.notify_all()
                     raise
                 self._recorded(command)
+            elif isinstance(command, PrintReceipt) and command in written:
+                continue   # queued with its outcome
             elif isinstance(command, (SendPay, SendQuery, SendCancel, SendRefund, SendReverse)):
                 if self._stopping:
                     # Left scheduled on disk; the next start's recover() picks it up.
@@ -559,6 +635,7 @@ class PaymentRunner:
             sales = tuple(i for i in items if isinstance(i, SaleRecord))
             refunds = tuple(i for i in items if isinstance(i, RefundRecord))
             self._recovering = {s.sale_id for s in sales if s.state in SALE_ACTIVE}
+            self._count_open(sales, refunds, reset=True)
             self._handle(Recover(sales, refunds, self.clock.now()))
             self._broken = False
             self._resumed_after_fault = True
@@ -602,6 +679,11 @@ class _FirstStep:
             self.committed, commands = first, commands[1:]
         self.commands = commands
         return self.committed
+
+
+def _write_each(writer: ReceiptWriter, receipts: list[PrintReceipt]) -> None:
+    for receipt in receipts:
+        writer(receipt)
 
 
 def _answers(command: Send) -> tuple[ItemKind, int, Request]:

@@ -16,7 +16,8 @@ The order code (merchant-presented QR; paymentFactor.inStorePaymentScenario
 OrderCode) answers PAYMENT_IN_PROCESS with orderCodeForm.codeDetails naming
 the sandbox's own wallet "cashier page" (`cashier_page`): a plain HTML page
 where a tester presses Pay (the payment succeeds and the signed notifyPayment
-goes out, retried until acknowledged) or Cancel (the payment closes unpaid).
+goes out, retried until acknowledged) or Cancel (the payment closes unpaid, and
+a signed F notifyPayment goes out the same way, as it does when the code expires).
 
 Every answer is signed (`signature`, `response-time`, `client-id` headers, in
 lower case) over `POST <path>\\n<client-id>.<response-time>.<body>`; a request
@@ -128,6 +129,16 @@ def _china_extra(extend: Any) -> dict[str, str]:
     return {k: info[k] for k in ("businessType", "goodsInfo", "totalQuantity")}
 
 
+def _failure_message(payment: Payment) -> str:
+    """Why a closed payment failed, in words (inquiryPayment's paymentResultMessage, and the
+    failure notification's resultMessage)."""
+    if payment.expired and payment.expires_at:
+        return f"the order code expired at {request_time(payment.expires_at)} unpaid"
+    if payment.scenario == ORDER_CODE_SCENARIO:
+        return "the customer cancelled in the wallet"
+    return f"payment failed: {payment.decline}"
+
+
 def _loopback_url(url: str) -> bool:
     parts = urllib.parse.urlsplit(url)
     return parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost", "::1")
@@ -195,8 +206,8 @@ class AmsSandbox:
                     acknowledged = self._send_refund_notice(notice, refund)
                 else:
                     payment = self.ledger.payment(notice.request_id, self.now(), notice.merchant)
-                    if payment is None or payment.status != "SUCCESS":
-                        continue
+                    if payment is None or (payment.status != "SUCCESS" and not payment.decline):
+                        continue   # not final yet, or cancelled by the merchant itself
                     acknowledged = self._send_notice(notice, payment)
                 with self._notice_lock:
                     notice.attempts += 1
@@ -204,8 +215,16 @@ class AmsSandbox:
                     notice.next_at = time.monotonic() + min(0.5 * 2 ** notice.attempts, 30.0)
 
     def _send_notice(self, notice: _Notice, payment: Payment) -> bool:
-        body = {"notifyType": "PAYMENT_RESULT",
-                "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."},
+        """notifyPayment once the payment is final: S SUCCESS when it succeeded; F with the
+        failure's code (ORDER_IS_CLOSED for an expired or wallet-cancelled order code) when it
+        closed or failed (Antom's online notifyPayment reference: "a final state of success or
+        failure"; for in-store payments a failure notification is inferred)."""
+        if payment.status == "SUCCESS":
+            result = {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."}
+        else:
+            code = _CODES.get(payment.decline or "", payment.decline or "PROCESS_FAIL")
+            result = {"resultCode": code, "resultStatus": "F", "resultMessage": _failure_message(payment)}
+        body = {"notifyType": "PAYMENT_RESULT", "result": result,
                 "paymentRequestId": payment.merchant_trans_id, "paymentId": payment.acquirement_id,
                 "paymentAmount": payment.amount.wire(), "paymentCreateTime": request_time(payment.created_at)}
         if payment.paid_at is not None:
@@ -384,11 +403,7 @@ class AmsSandbox:
             if out["paymentStatus"] == "FAIL" and payment is not None and payment.decline:
                 # inquiryPayment's paymentResultCode / paymentResultMessage: why the payment failed
                 out["paymentResultCode"] = _CODES.get(payment.decline, payment.decline)
-                out["paymentResultMessage"] = (
-                    f"the order code expired at {request_time(payment.expires_at)} unpaid"
-                    if payment.expired and payment.expires_at else
-                    "the customer cancelled in the wallet" if payment.scenario == ORDER_CODE_SCENARIO
-                    else f"payment failed: {payment.decline}")
+                out["paymentResultMessage"] = _failure_message(payment)
         return self._result(code, out, reply.message, status=None if code != reply.code else reply.status)
 
     def cashier_url(self, payment_id: str) -> str:

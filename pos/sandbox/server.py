@@ -21,11 +21,12 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pos.httpserver import ThreadedServer
+from pos.httpserver import ThreadedServer, router_problem
 from pos.sandbox.ams import AmsSandbox
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.offline import Clock, OfflineSandbox
@@ -77,6 +78,10 @@ _DAY = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 
 # The POSTs that are not gateway calls: a reconciliation day, a cashier page's Pay and Cancel buttons.
 _NOT_GATEWAY = re.compile(r"^/sandbox/(reconciliation/[^/]+|cashier/[^/]+/[^/]+)$")
+
+
+_ROUTES = ("POST any other path (a gateway call), GET /sandbox/ledger, GET /sandbox/health, "
+           "POST /sandbox/reconciliation/YYYY-MM-DD, GET /sandbox/cashier/PAYMENT_ID; README 'Gateway and sandbox'")
 
 
 def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any:
@@ -156,7 +161,15 @@ def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 422)
 
-    rest = Starlette(routes=[
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        """No such path, or a method the path does not take: a problem saying what the sandbox answers."""
+        assert isinstance(exc, HTTPException)
+        body, headers = router_problem(request.scope, rest.routes, exc.status_code, exc.detail,
+                                       f"the sandbox answers {_ROUTES}")
+        return JSONResponse(body, exc.status_code, headers=headers or exc.headers,
+                            media_type="application/problem+json")
+
+    rest = Starlette(exception_handlers={HTTPException: not_routed}, routes=[
         Route("/sandbox/ledger", ledger, methods=["GET"]),
         Route("/sandbox/reconciliation/{day}", reconciliation, methods=["POST"]),
         Route("/sandbox/health", health, methods=["GET"]),

@@ -276,7 +276,7 @@ class CashierFlow:
             # you send), and no sale may start until a person has looked.
             self.journal_failed(exc)
             return None
-        c.pending, c.current_sale, c.mode = None, sale_id, Mode.SALE
+        c.pending, c.current_sale, c.current_till, c.mode = None, sale_id, pending.till_id, Mode.SALE
         c.shown_sale, c.shown_refund = sale_id, None
         if qr:
             log.info("QR sale started", extra={"kv": {"sale_id": sale_id, "amount": pending.amount.receipt()}})

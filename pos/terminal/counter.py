@@ -88,6 +88,7 @@ class Counter:
     buffer: str = ""                       # digits typed so far (amount, PIN, sale number)
     pending: TillSale | None = None        # the sale waiting for the customer's code
     current_sale: int | None = None        # the journal sale being paid
+    current_till: str | None = None        # the till sale it was started for
     # Whose texts may reach the displays: a sale, or a refund the manager started.
     # Cleared as soon as the cashier moves on (types an amount, opens the manager
     # menu), so a late text of a finished sale never covers what is done now.

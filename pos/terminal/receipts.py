@@ -12,14 +12,15 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from devices.print_queue import PrintQueue
-from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
+from devices.receipt import Paper, ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
 from pos.config import Config, store_identity
+from pos.core.engine import PrintReceipt
 from pos.core.errors import UserError
 from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.reports import Report, report_rows
 from pos.journal.journal import Journal
-from pos.journal.print_jobs import missing_receipts
+from pos.journal.print_jobs import JournalPrintJobs, missing_receipts
 from pos.terminal.displays import DeviceBoard, DeviceHealth
 
 __all__ = ["RECEIPT_STATUS", "RECEIPT_CATCH_UP", "receipt_amount", "receipt_for", "Receipts"]
@@ -78,11 +79,14 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
         status_key=RECEIPT_STATUS.get((refund.state if refund else sale.state).value, "status_declined"),
         merchant_trans_id=sale.merchant_trans_id, acquirement_id=sale.acquirement_id or "",
         code_last4=sale.code_last4, order_title=sale.order_title,
-        refunds=refunds, reprint=reprint)
+        refunds=refunds, reprint=reprint, paper=Paper.of(cfg.printer))
 
 
 class Receipts:
-    """Sale, refund and report receipts into the print queue. A printer fault never changes a payment."""
+    """Sale, refund and report receipts into the print queue. A printer fault never changes a payment.
+
+    Receipts are queued as records and rendered by the print queue's worker when it prints: the
+    caller (a sale's transaction, a Z report over the till API) never waits for python-escpos."""
 
     def __init__(self, cfg: Config, journal: Journal, print_queue: PrintQueue | None, devices: DeviceBoard,
                  clock: Callable[[], float]) -> None:
@@ -94,24 +98,47 @@ class Receipts:
         self._tz = ZoneInfo(cfg.terminal.timezone)
         self._owed = False
 
-    def print_outcome(self, sale_id: int, refund_id: int | None) -> None:
+    @property
+    def in_outcome_transaction(self) -> bool:
+        """Whether receipts can be queued inside the journal's transactions (queue_with_outcome):
+        the queue stores its jobs through this very journal connection."""
+        store = self.queue.store if self.queue is not None else None
+        return isinstance(store, JournalPrintJobs) and store.writes_through(self._journal)
+
+    def queue_with_outcome(self, command: PrintReceipt) -> None:
+        """The receipt of a PrintReceipt, queued inside the journal transaction that records the
+        outcome it prints (PaymentRunner.write_receipts; on the runner's thread): the outcome and
+        its print job are committed together. Only the receipt's record is stored; the print
+        queue renders it when it prints, so nothing slow runs while the transaction is open."""
+        self.print_outcome(command.sale_id, command.refund_id, render_later=True, wake=False)
+
+    def wake_printer(self) -> None:
+        """Print what queue_with_outcome queued (called once the outcome is on the displays: the
+        customer sees PAID before the printer's work competes with the display's)."""
+        if self.queue is not None:
+            self.queue.wake()
+
+    def print_outcome(self, sale_id: int, refund_id: int | None, *, render_later: bool = False,
+                      wake: bool = True) -> None:
         """The receipt the engine asked for (PrintReceipt): a sale's, or one of its refunds'.
 
         A receipt that could not be queued (the journal full, say) is owed: it is queued with
         the next receipt, and at the next start (queue_missing)."""
         if self._owed:
             self.queue_missing()
-        if not self._enqueue(sale_id, refund_id):
+        if not self._enqueue(sale_id, refund_id, render_later=render_later, wake=wake):
             self._owed = True
 
-    def _enqueue(self, sale_id: int, refund_id: int | None) -> bool:
+    def _enqueue(self, sale_id: int, refund_id: int | None, *, render_later: bool = False,
+                 wake: bool = True) -> bool:
         sale = self._journal.get_sale(sale_id)
         if sale is None or self.queue is None:
             return True
         refund = self._journal.get_refund(refund_id) if refund_id is not None else None
         job = f"refund:{refund_id}" if refund_id is not None else f"sale:{sale_id}"
         try:
-            self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund))
+            self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund), render_later=render_later,
+                               wake=wake)
             return True
         except Exception as exc:  # a printer fault never changes a payment
             self._devices["printer"] = DeviceHealth(False, str(exc))
@@ -131,7 +158,7 @@ class Receipts:
             return 0
         for sale_id, refund_id in owed:
             log.warning("owed receipt queued", extra={"kv": {"sale_id": sale_id, "refund_id": refund_id}})
-            if not self._enqueue(sale_id, refund_id):
+            if not self._enqueue(sale_id, refund_id, render_later=True):
                 self._owed = True
                 break
         return len(owed)
@@ -144,7 +171,7 @@ class Receipts:
         if self.queue.job(job) is not None:
             return str(self.queue.reprint(job))
         new = f"sale:{sale.sale_id}:reprint:{int(self._clock() * 1000)}"
-        self.queue.enqueue(new, receipt_for(self._cfg, self._journal, sale, reprint=True))
+        self.queue.enqueue(new, receipt_for(self._cfg, self._journal, sale, reprint=True), render_later=True)
         return new
 
     def print_qr_slip(self, sale: SaleRecord, qr_text: str) -> None:
@@ -160,7 +187,7 @@ class Receipts:
                            order_title=sale.order_title, pay_qr=qr_text)
         job = f"qr:{sale.sale_id}"
         try:
-            self.queue.enqueue(job, data)
+            self.queue.enqueue(job, data, render_later=True)
         except Exception as exc:  # a printer fault never changes a payment
             self._devices["printer"] = DeviceHealth(False, str(exc))
             log.error("QR slip not queued", extra={"kv": {"job": job, "error": str(exc)}})
@@ -175,6 +202,6 @@ class Receipts:
                            report_lines=tuple(report_rows(report)))
         job = f"report:{report.kind}:{report.business_day}:{int(self._clock() * 1000)}"
         try:
-            self.queue.enqueue(job, data)
+            self.queue.enqueue(job, data, render_later=True)
         except Exception as exc:  # a printer fault never changes a payment
             log.error("report not queued", extra={"kv": {"error": str(exc)}})

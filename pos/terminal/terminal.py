@@ -81,7 +81,14 @@ class Terminal:
         self._displays = displays = Displays(cashier_display, customer_display, cashier_catalogue,
                                              customer_catalogue, self.devices)
         self.receipts = Receipts(config, journal, print_queue, self.devices, clock)
-        self.receipts.queue_missing()  # before recovery resumes anything: only what a dead daemon owed
+        if self.receipts.in_outcome_transaction:
+            # A PAID sale's or REFUNDED refund's receipt is queued in the transaction of its outcome.
+            payments.write_receipts(self.receipts.queue_with_outcome)
+        # Receipts owed by a daemon that died between an outcome and its receipt (a version that
+        # queued them apart) are looked for once recovery is over: start-up never waits for it.
+        self._closing = threading.Event()
+        self._owed = threading.Thread(target=self._queue_owed, name="pos-receipts-owed", daemon=True)
+        self._owed.start()
         day = BusinessDay(journal, links, self.receipts, ZoneInfo(config.terminal.timezone), clock)
         sales = SaleDesk(config, journal, links, payments)
         self.cashier = CashierFlow(cfg=config, journal=journal, links=links, payments=payments, displays=displays,
@@ -173,6 +180,9 @@ class Terminal:
                 elif isinstance(command, Finished):
                     self.cashier.on_finished(command)
                     self._changed.notify_all()
+                    # Its receipt was queued with the outcome (queue_with_outcome); the outcome is
+                    # on the displays now (the Show came first): print it.
+                    self.receipts.wake_printer()
             except Exception:  # a notification must never take the terminal down
                 log.exception("payment notification failed")
 
@@ -232,8 +242,19 @@ class Terminal:
     def customs_declarations(self, sale_id: str) -> list[dict[str, Any]]:
         return self.customs.declarations(self._paid_sale_id(sale_id))
 
+    def _queue_owed(self) -> None:
+        while not self.payments.wait_recovered(timeout=0.2):
+            if self._closing.is_set():
+                return
+        if not self._closing.is_set():
+            self.receipts.queue_missing()
+
     def close(self) -> None:
         self._unsubscribe()
+        if self.receipts.in_outcome_transaction:
+            self.payments.write_receipts(None)
+        self._closing.set()
+        self._owed.join(5.0)
         # Under the lock: a notification being handled on the runner's thread finishes first.
         with self._lock:
             self._closed = True

@@ -9,10 +9,12 @@ which the interface sends as RFC 9457 problem details.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from pos import __version__
 from pos.config import Config
 from pos.core.goods import GoodsLine, check_goods, goods_info
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
-from pos.core.outcomes import CUSTOMER_CONFIRMING
+from pos.core.outcomes import Cause
 from pos.core.records import RefundRecord, RefundState, Resolution, SaleRecord, SaleState
 from pos.core.rules import Refusal
 from pos.gateway.client import GatewayClient, GatewayHealth
@@ -147,7 +149,7 @@ class TillService:
         key = STATE_MESSAGE[state]
         if state == "QUERYING" and sale and sale.is_qr:
             key = "scan_qr"          # the customer scans the slip's code
-        elif state == "QUERYING" and sale and sale.result_code in CUSTOMER_CONFIRMING:
+        elif state == "QUERYING" and sale and sale.result_cause is Cause.CUSTOMER_CONFIRMING:
             key = "confirm_in_app"   # the engine's rule: only then is the customer asked to confirm
         # Only an F code explains a decline (a payQuery CLOSED status comes with code
         # SUCCESS, whose text "Done" would be a lie): the same rule as the engine's display.
@@ -155,6 +157,8 @@ class TillService:
         if (state == "DECLINED" and sale and code_row is not None and code_row.status == "F"
                 and self._displays.has(f"code.{sale.result_code}")):
             key = f"code.{sale.result_code}"
+            if sale.is_qr and self._displays.has(f"qr.code.{sale.result_code}"):
+                key = f"qr.code.{sale.result_code}"   # e.g. the slip's QR code expired
         return {
             "id": till.till_id, "state": state, "final": state in FINAL_FOR_TILL,
             "merchantTransId": sale.merchant_trans_id if sale else None,
@@ -251,16 +255,41 @@ class TillService:
             return None if till is None else self._view(till)
 
     def wait_sale(self, sale_id: str, timeout: float) -> dict[str, Any] | None:
+        """The till's long poll: the sale's view once it is final for the till, or when the time is up.
+
+        The journal is read when the wait starts, once when the sale leaves the wait for its scan
+        (to learn its journal sale) and for the answer: each wake-up in between (the terminal's
+        changes: a scan taken, a sale finished, a cancel) is checked against what the counter
+        and the payment runner hold in memory."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while True:
-                view = self.get_sale(sale_id)
-                if view is None or view["final"]:
-                    return view
+            till = self._till_sale(sale_id)
+            while till is not None and not self._over(till):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return view
+                    break
                 self._changed.wait(min(left, 1.0))
+                if till.sale_id is None and not self._awaits_scan(till):
+                    c = self._counter
+                    if c.current_till == till.till_id and c.current_sale is not None:
+                        till = replace(till, sale_id=c.current_sale)   # scanned: its sale started
+                    else:
+                        till = self._links.get(till.till_id) or till   # cancelled, or moved on
+            return None if till is None else self._view(till)
+
+    def _awaits_scan(self, till: TillSale) -> bool:
+        pending = self._counter.pending
+        return pending is not None and pending.till_id == till.till_id
+
+    def _over(self, till: TillSale) -> bool:
+        """Whether the till sale is final for the till, from memory when the runner knows its sale."""
+        if till.sale_id is None:
+            return till.state in FINAL_FOR_TILL
+        state = self._payments.sale_state(till.sale_id)
+        if state is None:   # not one the runner has seen: the journal says
+            sale = self._journal.get_sale(till.sale_id)
+            return sale is None or sale.state.value in FINAL_FOR_TILL
+        return state.value in FINAL_FOR_TILL
 
     def cancel_sale(self, sale_id: str) -> dict[str, Any]:
         with self._lock:
@@ -376,33 +405,37 @@ class TillService:
         return rec.as_json()
 
     def health(self) -> dict[str, Any]:
-        with self._lock:
-            counts = self._journal.open_counts()   # indexed counts: never a scan of the history
-            path = Path(self._journal.path)
-            try:
-                journal_bytes = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
-            except OSError:
-                journal_bytes = 0
-            link = self._gateway.health() if self._gateway is not None else GatewayHealth()
-            latency, gateway_error = link.last_latency, link.last_error
-            degraded = (not all(d.ok for d in self._devices.values()) or gateway_error is not None
-                        or counts.needing_manager > 0)
-            sales_refused = self._cashier.sales_refusal()
-            degraded = degraded or sales_refused is not None
-            status = "starting" if self._payments.recovering else ("degraded" if degraded else "ok")
-            return {
-                "status": status,
-                "version": __version__,
-                "uptime_s": round(self._clock() - self.started_at, 3),
-                "gateway": {"latency_ms": None if latency is None else round(latency * 1000, 1),
-                            "last_error": gateway_error},
-                "devices": {name: {"ok": d.ok, "last_error": d.last_error} for name, d in self._devices.items()},
-                "open_items": counts.open_items,
-                "journal_bytes": journal_bytes,
-                "mode": self._counter.mode.value,
-                "last_alarm": self.last_alarm,
-                "sales_refused": sales_refused,
-            }
+        """Answered without the terminal's lock and without the runner's or the journal's (a sale
+        holds them while it commits): the runner's open-item counts kept by every step, the
+        devices' and the gateway's last known health (each an immutable value), a stat of the
+        journal's three files."""
+        counts = self._payments.open_counts()
+        path = Path(self._journal.path)
+        journal_bytes = 0
+        for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(OSError):   # no -wal/-shm once the journal is closed
+                journal_bytes += part.stat().st_size
+        link = self._gateway.health() if self._gateway is not None else GatewayHealth()
+        latency, gateway_error = link.last_latency, link.last_error
+        devices = dict(self._devices)
+        degraded = (not all(d.ok for d in devices.values()) or gateway_error is not None
+                    or counts.needing_manager > 0)
+        sales_refused = self._cashier.sales_refusal()
+        degraded = degraded or sales_refused is not None
+        status = "starting" if self._payments.recovering else ("degraded" if degraded else "ok")
+        return {
+            "status": status,
+            "version": __version__,
+            "uptime_s": round(self._clock() - self.started_at, 3),
+            "gateway": {"latency_ms": None if latency is None else round(latency * 1000, 1),
+                        "last_error": gateway_error},
+            "devices": {name: {"ok": d.ok, "last_error": d.last_error} for name, d in devices.items()},
+            "open_items": counts.open_items,
+            "journal_bytes": journal_bytes,
+            "mode": self._counter.mode.value,
+            "last_alarm": self.last_alarm,
+            "sales_refused": sales_refused,
+        }
 
 
 _RESOLVE_PROBLEMS: dict[str, tuple[int, str]] = {

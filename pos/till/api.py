@@ -4,7 +4,7 @@ A till starts a sale with an amount, then reads its result (long-polling
 `?wait=SECONDS` for a final state). Refunds and the Z report need the
 manager's token. Errors are RFC 9457 problem details. The OpenAPI document is
 served at /openapi.json and kept in the repository (pos/data/openapi.json; a
-test fails when they drift: regenerate with `pos ecr openapi`).
+test fails when they drift: regenerate with `python -m pos.till.api > pos/data/openapi.json`).
 
 The app is built on FastAPI (request validation and the OpenAPI document come
 from the same models) and knows nothing about devices or the gateway: it calls
@@ -35,6 +35,7 @@ from pos.backoffice.customs import CustomsRequest
 from pos.core.goods import MAX_LINES, MAX_NAME, MAX_QUANTITY, GoodsLine
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.records import RESOLUTIONS, RefundState, Resolution, SaleState
+from pos.httpserver import router_problem
 from pos.terminal.till_service import TillError
 
 __all__ = ["TillBackend", "TillError", "create_app", "ensure_token", "read_token"]
@@ -387,6 +388,9 @@ _NOT_JSON_CAUSES: dict[type[BaseException], str] = {
 }
 
 
+_ENDPOINTS = "the endpoints are listed at /openapi.json and in README 'The till interface'"
+
+
 def _not_json(why: str) -> JSONResponse:
     return _problem(400, "Body is not JSON",
                     f"the request body is not valid JSON ({why}): send one JSON object in UTF-8 with "
@@ -455,10 +459,11 @@ def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WA
         return _problem(422, "Invalid request", "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.__cause__ is not None:   # FastAPI could not parse the body
             return _not_json(_NOT_JSON_CAUSES.get(type(exc.__cause__), type(exc.__cause__).__name__))
-        return _problem(exc.status_code, str(exc.detail))
+        body, headers = router_problem(request.scope, app.router.routes, exc.status_code, exc.detail, _ENDPOINTS)
+        return _problem(exc.status_code, body["title"], body["detail"], headers=headers or dict(exc.headers or {}))
 
     def _money(text: str, currency: str | None) -> Money:
         try:

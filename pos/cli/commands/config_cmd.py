@@ -31,6 +31,10 @@ def run_check(args: argparse.Namespace) -> int:
         raise ConfigError(f"{loaded.path}: " + "; ".join(problems))
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    from pos.ops.device_checks import receipt_code_problem
+    receipt_code = receipt_code_problem(loaded.config)
+    if receipt_code:
+        print(f"warning: {receipt_code}", file=sys.stderr)
     if not loaded.config.store.id and not loaded.config.gateway.sandbox:
         print("warning: [store] id is empty: pays carry no storeId (Alipay's go-live checks look for it); "
               "set it from your onboarding pack", file=sys.stderr)

@@ -34,6 +34,7 @@ from pos.core.goods import check_goods, goods_info, parse_goods_info, total_quan
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
 from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
+from pos.gateway.ams.codes import classified
 from pos.gateway.ams.signing import (
     header,
     parse_signature_header,
@@ -365,11 +366,11 @@ class AmsGateway:
         if status == "S":
             return read_ids(Succeeded(dict(body), code or "SUCCESS"), body)
         if status == "F":
-            return read_ids(Failed(code, message, ""), body)
+            return read_ids(classified(Failed(code, message, "")), body)
         if status == "U":
             # The body too: an "in process" answer names the payment, and an order code's carries the code.
-            return read_ids(Unknown("gateway answered U", code or None, data=dict(body)), body)
-        return Unknown(f"unknown resultStatus {status!r}", code or None)
+            return read_ids(classified(Unknown("gateway answered U", code or None, data=dict(body))), body)
+        return classified(Unknown(f"unknown resultStatus {status!r}", code or None))
 
     def _log(self, operation: str, business_id: str, result: GatewayResult, code_hint: str | None) -> None:
         if isinstance(result, Succeeded):

@@ -18,6 +18,7 @@ from typing import Any
 
 from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown
 from pos.gateway.ams.client import request_time
+from pos.gateway.ams.codes import classified
 from pos.gateway.ams.signing import header, parse_signature_header, sign, sign_content, signature_header, verify
 from pos.gateway.ams.status import PAYMENT_STATUS, customer_amount, read_ids
 from pos.gateway.fields import id_text, wire_money
@@ -46,8 +47,9 @@ def notification_body_result(body: Mapping[str, Any]) -> GatewayResult:
         paid = Succeeded(dict(body), code or "SUCCESS", query=PAYMENT_STATUS["SUCCESS"])
         return customer_amount(read_ids(paid, body), body)
     if status == "F":
-        return read_ids(Failed(code, str(info.get("resultMessage") or ""), "", query=QueryOutcome.CLOSED), body)
-    return Unknown("notification says U", code or None)
+        failed = Failed(code, str(info.get("resultMessage") or ""), "", query=QueryOutcome.CLOSED)
+        return read_ids(classified(failed), body)
+    return classified(Unknown("notification says U", code or None))
 
 
 # Reasons that start with this are about a signed body we cannot read (HTTP 400);
@@ -83,13 +85,15 @@ def refund_body_result(body: Mapping[str, Any]) -> GatewayResult:
     amount = wire_money(named)
     if named is not None and amount is None:
         # It names an amount we cannot read: not one we can match with the refund journaled.
-        return Unknown(f"notification names an unreadable refundAmount {named!r}"[:200], code or None)
+        return classified(Unknown(f"notification names an unreadable refundAmount {named!r}"[:200], code or None))
     if refund_status == "SUCCESS" and status in ("S", None):
         return Succeeded(dict(body), code or "SUCCESS", refund_gateway_id=id_text(body.get("refundId")),
                          refund_amount=amount)
     if refund_status == "FAIL" and status in ("F", None):
-        return Failed(code or "REFUND_FAIL", str(info.get("resultMessage") or ""), "", refund_amount=amount)
-    return Unknown(f"notification says refundStatus {refund_status!r}, resultStatus {status!r}", code or None)
+        return classified(Failed(code or "REFUND_FAIL", str(info.get("resultMessage") or ""), "",
+                                 refund_amount=amount))
+    return classified(Unknown(f"notification says refundStatus {refund_status!r}, resultStatus {status!r}",
+                              code or None))
 
 
 def verified_body(path: str, raw: bytes, headers: Mapping[str, str], *, alipay_public_key: Any,

@@ -19,7 +19,7 @@ from typing import Any
 from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown
 from pos.gateway.fields import id_text, wire_money
 
-__all__ = ["PAYMENT_STATUS", "REFUND_STATUS", "read_inquiry", "customer_amount", "read_ids"]
+__all__ = ["PAYMENT_STATUS", "REFUND_STATUS", "read_inquiry", "customer_amount", "read_ids", "failure_of"]
 
 PAYMENT_STATUS: dict[str, QueryOutcome] = {
     "SUCCESS": QueryOutcome.PAID,
@@ -76,4 +76,16 @@ def read_inquiry(result: GatewayResult, not_found_codes: Iterable[str]) -> Gatew
     status = result.data.get("paymentStatus")
     outcome = PAYMENT_STATUS.get(status.upper(), QueryOutcome.UNKNOWN) if isinstance(status, str) else \
         QueryOutcome.UNKNOWN
-    return replace(_paid_amount(result, result.data), query=outcome)
+    read = replace(_paid_amount(result, result.data), query=outcome)
+    return failure_of(read, result.data) if outcome is QueryOutcome.CLOSED else read
+
+
+def failure_of(result: Succeeded, body: Mapping[str, Any]) -> Succeeded:
+    """A closed payment's own failure code and why: inquiryPayment's `paymentResultCode` and
+    `paymentResultMessage` (Antom's inquiryPayment reference: returned when paymentStatus is FAIL),
+    as `result_code` / `result_message`. An unreadable or absent code leaves them empty."""
+    code, message = body.get("paymentResultCode"), body.get("paymentResultMessage")
+    if not isinstance(code, str) or not code.strip() or len(code) > 64:
+        return result
+    return replace(result, result_code=code.strip(),
+                   result_message=message[:256] if isinstance(message, str) else "")

@@ -4,7 +4,9 @@ The core's outcomes carry typed fields (pos/core/outcomes.py); this is the one
 place that knows where the offline protocol puts them: `acquirementId` (Alipay's
 id for the payment), `refundId`, `payAmount` (what the customer paid in the
 wallet's currency) and `conversionRate` (an object with `rate`, or a bare value).
-Used by the client, the in-process sandbox gateway and the notify.pay reading.
+An F or U answer's code is classified here too (its `cause`, from the result-code
+table: pos/gateway/offline/codes.py). Used by the client, the in-process sandbox
+gateway and the notify.pay reading.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from pos.core.outcomes import GatewayResult, Succeeded
 from pos.gateway.fields import id_text, wire_money
+from pos.gateway.offline.codes import classified
 
 __all__ = ["read_fields", "conversion_rate"]
 
@@ -27,10 +30,10 @@ def conversion_rate(value: Any) -> str | None:
 
 
 def read_fields(result: GatewayResult, body: Mapping[str, Any]) -> GatewayResult:
-    """`result` with the ids and amounts its answer body names set in its typed fields."""
+    """`result` with the ids and amounts its answer body names, and its code's cause, set in its typed fields."""
     gateway_id = id_text(body.get("acquirementId"))
     if not isinstance(result, Succeeded):
-        return replace(result, gateway_id=gateway_id)
+        return classified(replace(result, gateway_id=gateway_id))
     return replace(result, gateway_id=gateway_id, refund_gateway_id=id_text(body.get("refundId")),
                    customer_amount=wire_money(body.get("payAmount")),
                    conversion_rate=conversion_rate(body.get("conversionRate")))

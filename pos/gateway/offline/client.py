@@ -24,6 +24,7 @@ from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
 from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.answer import read_fields
+from pos.gateway.offline.codes import classified
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND, read_query
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
 from pos.gateway.store import put_store
@@ -249,7 +250,7 @@ class OfflineGateway:
             return Unknown("answer is for another merchantTransId")
         if status == "S" and function == FUNCTIONS["pay"].name and "acquirementId" not in body:
             # Paid means Alipay's id for the payment (§6.2: required on SUCCESS); without one, ask again.
-            return Unknown("paid answer without a usable acquirementId", code or None)
+            return classified(Unknown("paid answer without a usable acquirementId", code or None))
         if status == "S":
             return read_fields(Succeeded(body, code or "SUCCESS"), body)
         if status == "F":
@@ -257,7 +258,7 @@ class OfflineGateway:
                                body)
         if status == "U":
             return read_fields(Unknown("gateway answered U", code or None, data=body), body)
-        return Unknown(f"unknown resultStatus {status!r}", code or None)
+        return classified(Unknown(f"unknown resultStatus {status!r}", code or None))
 
     def _log(self, function: str, business_id: str, req_msg_id: str, result: GatewayResult,
              code_hint: str | None) -> None:

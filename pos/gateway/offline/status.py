@@ -15,7 +15,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Unknown
+from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, Unknown
 
 __all__ = ["DEFAULT_NOT_FOUND", "query_outcome", "read_query"]
 
@@ -55,7 +55,25 @@ def query_outcome(result: GatewayResult, not_found_codes: Iterable[str]) -> Quer
 
 
 def read_query(result: GatewayResult, not_found_codes: Iterable[str] = DEFAULT_NOT_FOUND) -> GatewayResult:
-    """A payQuery answer with what it says about the payment set in `query`."""
+    """A payQuery answer with what it says about the payment set in `query` (and, for a closed
+    payment that names why, its failure code in `result_code`)."""
     if isinstance(result, Unknown):
         return result
-    return replace(result, query=query_outcome(result, frozenset(not_found_codes)))
+    outcome = query_outcome(result, frozenset(not_found_codes))
+    read = replace(result, query=outcome)
+    if outcome is QueryOutcome.CLOSED and isinstance(read, Succeeded):
+        return _failure_of(read)
+    return read
+
+
+def _failure_of(result: Succeeded) -> Succeeded:
+    """The closed payment's failure code, from the first field of `failure_code_fields` that names one
+    (and its message from `failure_message_fields`); unpublished for this gateway, so data."""
+    table = _status_table()
+    for name in table.get("failure_code_fields", []):
+        code = result.data.get(name)
+        if isinstance(code, str) and code.strip() and len(code) <= 64:
+            message = next((result.data[m] for m in table.get("failure_message_fields", [])
+                            if isinstance(result.data.get(m), str)), "")
+            return replace(result, result_code=code.strip(), result_message=message[:256])
+    return result
