@@ -90,7 +90,7 @@ def test_inquiry_status_words() -> None:
 def test_a_closed_payment_s_failure_code_is_read_into_the_typed_fields() -> None:
     body = {"paymentStatus": "FAIL", "paymentResultCode": "ORDER_IS_CLOSED",
             "paymentResultMessage": "the order code expired at 2027-01-15T10:05:00+08:00 unpaid"}
-    read = read_inquiry(Succeeded(body), ["ORDER_NOT_EXIST"])
+    read = read_inquiry(Succeeded(body, code="SUCCESS"), ["ORDER_NOT_EXIST"])   # the answer's own code, as read
     assert isinstance(read, Succeeded) and read.query is QueryOutcome.CLOSED and read.code == "SUCCESS"
     assert read.result_code == "ORDER_IS_CLOSED" and read.result_message.startswith("the order code expired")
     # Only a closed payment names a failure; an unreadable code is left out.

@@ -21,7 +21,7 @@ IN_PROCESS = Unknown("gateway answered U", "PAYMENT_IN_PROCESS", cause=Cause.CUS
                      gateway_id="2027011511121280010016000000000007", qr=URL)
 PAID_Q = Succeeded(query=QueryOutcome.PAID, gateway_id="2027011511121280010016000000000007")
 PENDING_Q = Succeeded(query=QueryOutcome.PENDING)
-CLOSED_Q = Succeeded(query=QueryOutcome.CLOSED)
+CLOSED_Q = Succeeded(query=QueryOutcome.CLOSED, code="SUCCESS")   # the query itself succeeded
 
 
 def start_qr(h: Harness) -> list:

@@ -16,7 +16,7 @@ payment: the offline acquirementId, the v1 paymentId), `refund_gateway_id`
 (Alipay's refundId), `customer_amount` and `conversion_rate` (what the customer
 paid in the wallet's currency, and at which rate), and on a query that finds the
 payment closed, `result_code` / `result_message`: why it failed (the v1
-inquiryPayment's paymentResultCode, e.g. ORDER_IS_CLOSED for an expired order
+inquiryPayment's paymentResultCode, such as the code for an expired order
 code), so a decline found by a query explains itself. The engine never reads an
 answer's body: `data` keeps it (S and U answers) for the protocol's own readers
 (the query reading, the back office) and for tests.

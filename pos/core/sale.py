@@ -178,9 +178,9 @@ def declined_key(result_code: str | None, *, qr: bool, explained: bool) -> str:
     """The catalogue key a DECLINED sale shows: code.<RESULT_CODE> (one plain-words text per
     result code; the catalogue falls back to "declined" for a code it does not know), or
     qr.code.<RESULT_CODE> for a QR sale (its own text where the code means something else for
-    a QR code, e.g. ORDER_IS_CLOSED: the code expired; else code.<RESULT_CODE>). Only an
+    a QR code, such as the v1 code for an expired order code; else code.<RESULT_CODE>). Only an
     explained decline (an F answer, or a query naming the closed payment's failure code) shows
-    its code: a payQuery that reports CLOSED answers S with code SUCCESS, whose text ("Done")
+    its code: a payQuery that reports CLOSED answers S with the success code, whose text ("Done")
     would tell the cashier to hand over the goods."""
     if not explained or not result_code:
         return "declined"

@@ -189,19 +189,7 @@ class AmsGateway:
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
             order_title: str, goods: str = "") -> GatewayResult:
-        body: dict[str, Any] = {
-            "productCode": PRODUCT_CODE,
-            "paymentRequestId": merchant_trans_id,
-            "order": {
-                "referenceOrderId": merchant_trans_id,
-                "orderDescription": order_title,
-                "orderAmount": amount.wire(),
-                "merchant": {"referenceMerchantId": self._s.merchant_id},
-            },
-            "paymentAmount": amount.wire(),
-            "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": identity_code},
-            "paymentFactor": {"inStorePaymentScenario": PAYMENT_CODE},
-        }
+        body = self._pay_body(merchant_trans_id, amount, order_title, PAYMENT_CODE, identity_code)
         refused = self._complete_pay(body, amount, merchant_trans_id, goods)
         if refused is not None:
             return refused
@@ -211,19 +199,7 @@ class AmsGateway:
     def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str, goods: str = "") -> GatewayResult:
         """The order code (merchant-presented QR): a pay whose U PAYMENT_IN_PROCESS answer carries the
         code the customer scans, as `Unknown.qr`. The sale then waits on inquiryPayment and notifyPayment."""
-        body: dict[str, Any] = {
-            "productCode": PRODUCT_CODE,
-            "paymentRequestId": merchant_trans_id,
-            "order": {
-                "referenceOrderId": merchant_trans_id,
-                "orderDescription": order_title,
-                "orderAmount": amount.wire(),
-                "merchant": {"referenceMerchantId": self._s.merchant_id},
-            },
-            "paymentAmount": amount.wire(),
-            "paymentMethod": {"paymentMethodType": "CONNECT_WALLET"},
-            "paymentFactor": {"inStorePaymentScenario": ORDER_CODE},
-        }
+        body = self._pay_body(merchant_trans_id, amount, order_title, ORDER_CODE)
         refused = self._complete_pay(body, amount, merchant_trans_id, goods)
         if refused is not None:
             return refused
@@ -233,6 +209,27 @@ class AmsGateway:
         log.info("order code paymentRequestId=%s code_received=%s", merchant_trans_id,
                  "yes" if isinstance(result, Unknown) and result.qr else "no")
         return result
+
+    def _pay_body(self, merchant_trans_id: str, amount: Money, order_title: str, scenario: str,
+                  identity_code: str = "") -> dict[str, Any]:
+        """The pay both in-store scenarios send: the customer's code (PAYMENT_CODE, with the code as
+        paymentMethodId) or the merchant's order code (ORDER_CODE: the wallet is chosen by the customer)."""
+        method = {"paymentMethodType": "CONNECT_WALLET"}
+        if identity_code:
+            method["paymentMethodId"] = identity_code
+        return {
+            "productCode": PRODUCT_CODE,
+            "paymentRequestId": merchant_trans_id,
+            "order": {
+                "referenceOrderId": merchant_trans_id,
+                "orderDescription": order_title,
+                "orderAmount": amount.wire(),
+                "merchant": {"referenceMerchantId": self._s.merchant_id},
+            },
+            "paymentAmount": amount.wire(),
+            "paymentMethod": method,
+            "paymentFactor": {"inStorePaymentScenario": scenario},
+        }
 
     def _complete_pay(self, body: dict[str, Any], amount: Money, merchant_trans_id: str,
                       goods: str) -> Failed | None:
