@@ -5,7 +5,7 @@ The table (README "Performance"; printed last, and written as JSON to
 (tests/bench_daemon.py: `pos run` with pty twins, `pos sandbox` on 127.0.0.1
 with no think time), its floor measured piece by piece after every sale
 (tests/bench_floor.py), a large journal built once and cached
-(tests/bench_journal_build.py), the sandbox's throughput against a stdlib
+(tests/bench_journal.py), the sandbox's throughput against a stdlib
 server (tests/bench_throughput.py), and the v1 client beside Alipay's
 official SDK (tests/bench_ams.py).
 
@@ -27,6 +27,8 @@ passes it through); `python -m tests.bench --help` lists them.
 from __future__ import annotations
 
 import argparse
+import compileall
+import contextlib
 import os
 import random
 import tempfile
@@ -48,15 +50,15 @@ from pos.sandbox.scenarios import make_code
 from tests import bench_ams, bench_gateway, bench_hq
 from tests.bench_daemon import DaemonBench, SandboxProcess
 from tests.bench_floor import Floor, StdlibServer
-from tests.bench_journal_build import cached_journal
-from tests.bench_table import Figure, render_table, write_json
+from tests.bench_journal import cached_journal
+from tests.bench_table import Figure, LoadWatch, render_header, render_table, write_json
 from tests.bench_throughput import measure
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("components", "hq", "sales", "startup", "throughput", "ams")
 
 
-def bench_journal(seconds: float = 3.0) -> None:
+def bench_commits(seconds: float = 3.0) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal.open(Path(tmp) / "journal.db", terminal_id="BENCH")
         n, start = 0, time.perf_counter()
@@ -70,8 +72,8 @@ def bench_journal(seconds: float = 3.0) -> None:
           f"({elapsed / n * 1000:.2f} ms each)")
 
 
-def bench_engine(count: int = 5000) -> None:
-    engine = Engine(PaymentSection().schedule(), rng=random.Random(0))
+def bench_engine(count: int = 5000, seed: int = 0) -> None:
+    engine = Engine(PaymentSection().schedule(), rng=random.Random(seed))
     paid = Succeeded(query=QueryOutcome.PAID, gateway_id="A1")
     now = 1_800_000_000.0
     start = time.perf_counter()
@@ -122,6 +124,8 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
                    help="sales of the reported business day [BENCH_DAY_SALES, 10000]")
     p.add_argument("--open", type=int, default=int(env("BENCH_OPEN", "100")),
                    help="open sales in the large journal [BENCH_OPEN, 100]")
+    p.add_argument("--seed", type=int, default=int(env("BENCH_SEED", "0")),
+                   help="random seed of the large journal's amounts and the engine's jitter [BENCH_SEED, 0]")
     p.add_argument("--throughput-seconds", type=float, default=float(env("BENCH_THROUGHPUT_SECONDS", "10")),
                    help="seconds of pays against each server [BENCH_THROUGHPUT_SECONDS, 10]")
     p.add_argument("--json", type=Path, default=Path(env("BENCH_JSON", str(REPO / ".pos-state" / "bench.json"))),
@@ -168,24 +172,36 @@ def _ams() -> Figure:
 def main(argv: list[str] | None = None) -> None:
     args = _options(argv)
     started = time.perf_counter()
-    if "components" in args.parts:
-        bench_gateway.main()
-        bench_journal()
-        bench_engine()
-        bench_sales()
-    if "hq" in args.parts:
-        bench_hq.main()
+    load = LoadWatch()
     figures: list[Figure] = []
     context: dict[str, Any] = {"options": {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set)
                                                else v) for k, v in vars(args).items()}}
-    with tempfile.TemporaryDirectory(prefix="pos-bench-") as tmp:
+    print(f"make bench: seed {args.seed}; load average {' '.join(f'{x:.2f}' for x in load.start)} at the start",
+          flush=True)
+    # As installed: systemd/install.sh compiles the byte code (the unit sets PYTHONDONTWRITEBYTECODE=1,
+    # as this environment may), so a start measured here compiles nothing either.
+    for part in ("pos", "devices"):
+        compileall.compile_dir(str(REPO / part), quiet=1)
+    context["byte_code"] = "pos and devices compiled first (python -m compileall), as systemd/install.sh does"
+    if "components" in args.parts:
+        bench_gateway.main()
+        bench_commits()
+        bench_engine(seed=args.seed)
+        bench_sales()
+    if "hq" in args.parts:
+        bench_hq.main()
+    # Every process started here is stopped whatever fails (an orphaned server would hold the output pipe).
+    with tempfile.TemporaryDirectory(prefix="pos-bench-") as tmp, contextlib.ExitStack() as stack:
         keys = Path(tmp) / "keys"
         generate_key_folder(keys)
         stdlib = StdlibServer(keys)
-        floor = Floor(keys, stdlib.port)
-        sandbox = SandboxProcess(keys)
-        daemon = DaemonBench(keys, floor, sandbox)
-        try:
+        stack.callback(stdlib.stop)
+        with contextlib.ExitStack() as daemon_parts:
+            floor = Floor(keys, stdlib.port)
+            daemon_parts.callback(floor.close)
+            sandbox = SandboxProcess(keys)
+            daemon_parts.callback(sandbox.stop)
+            daemon = DaemonBench(keys, floor, sandbox)
             if "sales" in args.parts:
                 print(f"daemon: {args.sales:,} till sales and {args.unknown} of each unknown path ...", flush=True)
                 daemon.sales(args.sales, args.unknown, rss_at=min(1000, args.sales))
@@ -194,26 +210,24 @@ def main(argv: list[str] | None = None) -> None:
                 if args.journal_sales > 0:
                     journal, info = cached_journal(sales=args.journal_sales, day_sales=min(args.day_sales,
                                                                                            args.journal_sales),
-                                                   open_sales=args.open)
+                                                   open_sales=args.open, seed=args.seed)
+                    context["journal"] = info
                 print("daemon: start-up, reports and health ...", flush=True)
                 daemon.startup(args.starts, journal, info, big_runs=args.big_starts)
             figures += daemon.figures
             context["daemon"] = daemon.extra
             context["floor_pieces_interleaved_ms"] = floor.interleaved_pieces()
             context["floor_pieces_ms"] = floor.pieces()
-        finally:
-            sandbox.stop()
-            floor.close()
-        try:
-            if "throughput" in args.parts:
-                print("sandbox throughput ...", flush=True)
-                figures.append(_throughput(keys, stdlib, args.throughput_seconds))
-        finally:
-            stdlib.stop()
+        if "throughput" in args.parts:
+            print("sandbox throughput ...", flush=True)
+            figures.append(_throughput(keys, stdlib, args.throughput_seconds))
     if "ams" in args.parts:
         figures.append(_ams())
     context["seconds"] = round(time.perf_counter() - started, 1)
+    context["load_average"] = load.stop()
     write_json(args.json, figures, **context)
+    print()
+    print(render_header(context))
     if figures:
         print()
         print(render_table(figures, markdown=args.markdown))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from pos.gateway.factory import open_gateway
 from pos.journal.journal import Journal
 from pos.sandbox.scenarios import make_code
 from tests.bench_floor import Floor
-from tests.bench_journal_build import TERMINAL_ID, TIMEZONE
+from tests.bench_journal import TERMINAL_ID, TIMEZONE
 from tests.bench_table import Figure, median, percentile
 
 __all__ = ["SandboxProcess", "BenchStage", "DaemonBench", "FAST_PAYMENT", "WAIT", "five_libraries"]
@@ -107,31 +108,73 @@ class _External:
 
 
 class DisplayReader:
-    """The cashier display's pty, read directly (no polling interval): what it shows since the last reset."""
+    """A display's pty, always drained: what it shows since the last reset.
+
+    A display nobody reads fills its pty and stalls the daemon's next write, so a
+    thread reads it every 50 ms from the moment the pty exists until `close`
+    (before the pty is closed). While the benchmark waits for a line (`wait`) it
+    reads the pty itself, on its own thread, so the time a sale ends is taken
+    when its outcome arrives, not when a reader thread passes it on."""
+
+    POLL = 0.05
+    KEEP = 1 << 20          # bytes kept when nobody waits (the oldest are dropped)
 
     def __init__(self, display: EmulatedDisplay) -> None:
         assert display.master is not None
         self.fd = display.master
         self.buf = bytearray()
+        self.drained = 0                    # bytes read by the background thread
+        self._lock = threading.Lock()       # one reader at a time: the thread or a waiter
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name=f"drain-{display.path}", daemon=True)
+        self._thread.start()
+
+    def _read_ready(self, timeout: float) -> bool:
+        """Read what the pty holds into buf (waiting up to `timeout` for it); False at end of file."""
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return True
+        data = os.read(self.fd, 65536)
+        self.buf += data
+        return bool(data)
+
+    def _pump(self) -> None:
+        while not self._stop.wait(self.POLL):
+            with self._lock:
+                try:
+                    size = len(self.buf)
+                    more = self._read_ready(0)
+                    self.drained += len(self.buf) - size
+                except OSError:
+                    return
+                if len(self.buf) > self.KEEP:
+                    del self.buf[:-self.KEEP]
+                if not more:
+                    return
+
+    def close(self) -> None:
+        """Stop reading (call before the pty is closed: its descriptor number may be reused)."""
+        self._stop.set()
+        self._thread.join(5)
 
     def drain(self) -> None:
-        while select.select([self.fd], [], [], 0)[0]:
-            if not os.read(self.fd, 65536):
-                break
-        self.buf.clear()
+        with self._lock:
+            while select.select([self.fd], [], [], 0)[0]:
+                if not os.read(self.fd, 65536):
+                    break
+            self.buf.clear()
 
     def wait(self, predicate: Callable[[tuple[str, str]], bool], timeout: float = 30.0) -> tuple[str, str]:
         deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                raise TimeoutError(f"the display never showed what was expected; it shows "
-                                   f"{decode_display_bytes(bytes(self.buf))}")
-            self.buf += os.read(self.fd, 65536)
-            lines = decode_display_bytes(bytes(self.buf))
-            if predicate(lines):
-                self.buf.clear()
-                return lines
+        with self._lock:
+            while True:
+                lines = decode_display_bytes(bytes(self.buf))
+                if predicate(lines):
+                    self.buf.clear()
+                    return lines
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                    raise TimeoutError(f"the display never showed what was expected; it shows {lines}")
+                self.buf += os.read(self.fd, 65536)
 
 
 class BenchStage(Stage):
@@ -146,6 +189,22 @@ class BenchStage(Stage):
         self.daemon_env = {"NOTIFY_SOCKET": str(self.notify_path)}
         self.sandbox = _External(sandbox_url)   # type: ignore[assignment]
         self.ready_seconds = 0.0
+        self.display: DisplayReader | None = None
+        self.customer_reader: DisplayReader | None = None
+
+    def stop(self) -> None:
+        """Stop the daemon first (its last writes drained), then the readers, then close the ptys."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for reader in (self.display, self.customer_reader):
+            if reader is not None:
+                reader.close()
+        super().stop()
 
     def start(self) -> None:
         devdir = self.dir / "dev"
@@ -156,6 +215,9 @@ class BenchStage(Stage):
         self.cashier = EmulatedDisplay("cashier-display", devdir)
         self.keypad = EmulatedKeypad("keypad", devdir)
         self.printer = EmulatedNetworkPrinter()
+        # Both displays are drained from now on, start-up included: see DisplayReader.
+        self.display = DisplayReader(self.cashier)
+        self.customer_reader = DisplayReader(self.customer)
         self.ecr_port = _free_port()
         self.config_path = self.dir / "terminal.toml"
         self.config_path.write_text(self._config_text(self.keys))
@@ -170,8 +232,6 @@ class BenchStage(Stage):
             self.ready_seconds = time.perf_counter() - start
         finally:
             notify.close()
-        self.display = DisplayReader(self.cashier)
-        self.customer_reader = DisplayReader(self.customer)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {self.till_token_path().read_text().strip()}"
 
@@ -202,6 +262,7 @@ class BenchStage(Stage):
             time.sleep(0.005)   # the previous sale's last step is still being committed
         else:
             raise RuntimeError(f"POST /v1/sales kept answering 409: {r.text}")
+        assert self.display is not None and self.customer_reader is not None
         self.display.wait(lambda lines: lines[0].startswith("Scan customer code"))
         self.customer_reader.drain()
         code = make_code(scenario)

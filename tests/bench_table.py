@@ -15,12 +15,14 @@ import math
 import os
 import platform
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Figure", "percentile", "median", "fmt", "render_table", "machine", "read_json", "write_json"]
+__all__ = ["Figure", "percentile", "median", "fmt", "render_table", "render_header", "machine", "LoadWatch",
+           "read_json", "read_context", "write_json"]
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -123,6 +125,69 @@ def machine() -> dict[str, Any]:
             "platform": f"{os.uname().sysname} {os.uname().release}"}
 
 
+class LoadWatch:
+    """The machine's load average (1 minute) at the start, every `every` seconds, and at the end of a run:
+    the figures of a shared machine are read beside it."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.start = list(os.getloadavg())
+        self.samples: list[float] = [self.start[0]]
+        self.end: list[float] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), name="loadavg", daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(5)
+        self.end = list(os.getloadavg())
+        self.samples.append(self.end[0])
+        return self.as_json()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"start": [round(x, 2) for x in self.start],
+                "end": None if self.end is None else [round(x, 2) for x in self.end],
+                "during_1min": {"min": round(min(self.samples), 2), "median": round(median(self.samples), 2),
+                                "max": round(max(self.samples), 2), "samples": len(self.samples)}}
+
+
+def render_header(context: dict[str, Any]) -> str:
+    """What a run's figures depend on, printed above its table: the machine, its load, the seed and sizes."""
+    m = context.get("machine") or machine()
+    lines = [f"machine: nproc {m.get('nproc')}, {m.get('cpu')}, Python {m.get('python')}, {m.get('platform')}"]
+    load = context.get("load_average")
+    if load:
+        def three(v: list[float] | None) -> str:
+            return " ".join(f"{x:.2f}" for x in v) if v else "-"
+        during = load.get("during_1min") or {}
+        lines.append(f"load average (1, 5, 15 min): {three(load.get('start'))} at the start, "
+                     f"{three(load.get('end'))} at the end; 1-minute load during the run "
+                     f"{during.get('min', '-')}..{during.get('max', '-')} (median {during.get('median', '-')})")
+    options = context.get("options") or {}
+    sizes = {k: v for k, v in options.items() if k not in ("json", "only", "parts", "markdown", "seed")}
+    if options:
+        lines.append(f"seed {options.get('seed', '-')}; sizes: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                     + f"; parts: {options.get('only', '-')}")
+    if context.get("journal"):
+        j = context["journal"]
+        lines.append(f"large journal: {j.get('sales', 0):,} sales ({j.get('day_sales', 0):,} in the open day, "
+                     f"{j.get('open_sales', 0)} open, {j.get('refunds', 0):,} refunds, {j.get('print_jobs', 0):,} "
+                     f"print jobs), seed {j.get('seed')}, {j.get('bytes', 0) / 1e6:,.0f} MB, "
+                     f"{'cached' if j.get('cached') else 'built in ' + str(j.get('build_seconds')) + ' s'}")
+    if "seconds" in context:
+        lines.append(f"run: {context['seconds']:.0f} s in all")
+    return "\n".join(lines)
+
+
+def read_context(path: Path) -> dict[str, Any]:
+    """Everything but the figures of a run, as write_json left it."""
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "figures"}
+
+
 def read_json(path: Path) -> list[Figure]:
     """The figures of a run, as write_json left them."""
     doc = json.loads(path.read_text())
@@ -136,5 +201,7 @@ def write_json(path: Path, figures: Sequence[Figure], **context: Any) -> None:
 
 
 if __name__ == "__main__":
-    print(render_table(read_json(Path(sys.argv[1] if len(sys.argv) > 1 else ".pos-state/bench.json")),
-                       markdown=True))
+    _path = Path(sys.argv[1] if len(sys.argv) > 1 else ".pos-state/bench.json")
+    print(render_header(read_context(_path)))
+    print()
+    print(render_table(read_json(_path), markdown=True))

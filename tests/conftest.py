@@ -66,6 +66,7 @@ LAYER_OF_FILE = {
     "test_ams_sdk.py": "integration",
     "test_backoffice.py": "integration",
     "test_bench_table.py": "unit",
+    "test_bench_journal.py": "integration",
     "test_notifications.py": "unit",
     "test_notify_e2e.py": "e2e",
     "test_notify_listener.py": "integration",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.bench_table import Figure, fmt, median, percentile, read_json, render_table, write_json
+from tests.bench_table import Figure, fmt, median, percentile, read_json, render_header, render_table, write_json
 
 
 def test_percentile_is_nearest_rank_and_a_measured_value():
@@ -75,3 +75,19 @@ def test_json_holds_the_machine_and_every_figure_with_its_ratio(tmp_path, monkey
     assert doc["options"] == {"sales": 10}
     assert doc["figures"][0]["ratio"] == 3.0 and doc["figures"][0]["extra"] == {"starts_s": [1.2]}
     assert [f.as_json() for f in read_json(out)] == doc["figures"]   # the table can be printed again from it
+
+
+def test_header_names_the_machine_its_load_the_seed_and_the_sizes():
+    context = {"machine": {"nproc": 2, "cpu": "AMD EPYC", "python": "3.11.7", "platform": "Linux 6"},
+               "load_average": {"start": [1.5, 2.0, 2.5], "end": [3.0, 2.5, 2.0],
+                                "during_1min": {"min": 1.5, "median": 2.2, "max": 3.1, "samples": 9}},
+               "options": {"sales": 10000, "unknown": 200, "seed": 7, "json": "x.json", "only": "sales"},
+               "journal": {"sales": 1000100, "day_sales": 10000, "open_sales": 100, "refunds": 20000,
+                           "print_jobs": 9190, "seed": 7, "bytes": 324e6, "cached": True},
+               "seconds": 412.0}
+    text = render_header(context)
+    assert "nproc 2, AMD EPYC, Python 3.11.7" in text
+    assert "1.50 2.00 2.50 at the start, 3.00 2.50 2.00 at the end" in text and "1.5..3.1 (median 2.2)" in text
+    assert "seed 7; sizes: sales 10000, unknown 200; parts: sales" in text
+    assert "1,000,100 sales (10,000 in the open day, 100 open" in text and "cached" in text
+    assert "412 s" in text

@@ -9,7 +9,9 @@ token paths with `python -m pos.ops.installer`).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -151,3 +153,30 @@ def test_the_dry_run_works_exactly_as_readme_shows_it(tmp_path):
     result = subprocess.run(["systemd/install.sh", "--no-venv"], cwd=SCRIPT.parents[1], env=bad,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "set POS_PYTHON" in result.stderr
+
+
+def test_install_compiles_the_byte_code_a_start_would_otherwise_compile_every_time(tmp_path):
+    """The unit sets PYTHONDONTWRITEBYTECODE=1, so the install writes every .pyc (--no-venv runs the
+    program from its checkout: a copy here, so this checkout is left as it is); a second run rewrites none."""
+    src = tmp_path / "src"
+    for part in ("pos", "devices", "config", "systemd"):
+        shutil.copytree(REPO / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", src / "pyproject.toml")
+    env = dict(os.environ, DESTDIR=str(tmp_path / "root"), POS_PYTHON=sys.executable, PYTHONDONTWRITEBYTECODE="1")
+
+    def install() -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["bash", str(src / "systemd" / "install.sh"), "--no-venv"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    result = install()
+    assert "byte code compiled" in result.stdout
+    sources = [p for part in ("pos", "devices") for p in (src / part).rglob("*.py")]
+    assert len(sources) > 50
+    cached = {p: Path(importlib.util.cache_from_source(str(p))) for p in sources}
+    missing = [str(p.relative_to(src)) for p, pyc in cached.items() if not pyc.exists()]
+    assert missing == []
+    stamps = {pyc: pyc.stat().st_mtime_ns for pyc in cached.values()}
+    install()
+    assert {pyc: pyc.stat().st_mtime_ns for pyc in cached.values()} == stamps

@@ -188,6 +188,9 @@ class Ledger:
         self._refunds: dict[tuple[str, str], Refund] = {}
         self._used_codes: set[str] = set()                             # sha256 of used codes, never the codes
         self._in_flight: list[_InFlightPay] = []
+        # Payments that time can still change (a settle_at or an expires_at was set while PROCESSING):
+        # _advance walks these, not every payment, so a request costs the same after 10,000 pays.
+        self._timed: dict[tuple[str, str], Payment] = {}
         self._seq = 0
 
     # -- reading ---------------------------------------------------------------
@@ -310,6 +313,7 @@ class Ledger:
                 scenario=ORDER_CODE_SCENARIO, created_at=now, status="PROCESSING", store=dict(store or {}),
                 expires_at=now + timedelta(seconds=self.options.order_code_expiry))
             self._payments[key] = payment
+            self._timed[key] = payment
             self._by_acquirement[payment.acquirement_id] = payment
             return self._pay_status(payment)
 
@@ -345,6 +349,7 @@ class Ledger:
             p.status, p.paid_at = "SUCCESS", now
         elif s.settles_after:
             p.settle_at = now + timedelta(seconds=getattr(self.options, s.settles_after))
+            self._timed[(p.merchant_id, p.merchant_trans_id)] = p
         p.query_errors_left = self.options.query_errors if s.query_errors else 0
         p.cancel_errors_left = self.options.cancel_errors if s.cancel_errors else 0
         p.cancel_allowed = s.cancel_allowed
@@ -506,13 +511,15 @@ class Ledger:
         for flight in due:
             self._in_flight.remove(flight)
             self._pay_now(*flight.args, now=flight.arrives_at, store=flight.store)
-        for p in self._payments.values():
+        for key, p in list(self._timed.items()):
             if p.status == "PROCESSING" and p.settle_at is not None and p.settle_at <= now:
                 p.status, p.paid_at, p.settle_at = "SUCCESS", p.settle_at, None
             if p.status == "PROCESSING" and p.expires_at is not None and p.expires_at <= now:
                 # An order code nobody paid by its expireTime: the payment closes unpaid, as at Alipay
                 # (pay's paymentExpiryTime: "after which the payment will not succeed").
                 p.status, p.decline, p.expired = "CLOSED", "ORDER_IS_CLOSED", True
+            if p.status != "PROCESSING":
+                del self._timed[key]
 
     # -- files -------------------------------------------------------------------------
 
