@@ -40,7 +40,7 @@ from pos.sandbox.server import SandboxServer
 
 __all__ = [
     "FakeClock", "SandboxKeys", "make_code", "short_options",
-    "sandbox_keys", "sandbox_clock", "sandbox_options", "sandbox_server", "gateway_settings",
+    "sandbox_keys", "sandbox_clock", "sandbox_options", "sandbox_server", "ams_server", "gateway_settings",
     "offline_gateway", "direct_gateway",
 ]
 
@@ -106,6 +106,20 @@ def sandbox_server(sandbox_keys: SandboxKeys, sandbox_clock: FakeClock,
     server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
                            alipay_private_key=sandbox_keys.alipay_private,
                            options=sandbox_options, clock=sandbox_clock)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ams_server(sandbox_keys: SandboxKeys, sandbox_clock: FakeClock,
+               sandbox_options: SandboxOptions) -> Iterator[SandboxServer]:
+    """The sandbox speaking Alipay's v1 API (protocol "ams") on 127.0.0.1."""
+    server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
+                           alipay_private_key=sandbox_keys.alipay_private,
+                           options=sandbox_options, clock=sandbox_clock, protocol="ams")
     server.start()
     try:
         yield server

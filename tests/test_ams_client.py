@@ -19,7 +19,6 @@ from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown, q
 from pos.gateway.ams import AmsGateway
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
 from pos.gateway.transport import Reply, Transport
-from pos.sandbox.scenarios import SandboxOptions
 from pos.sandbox.server import SandboxServer
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import FakeClock, SandboxKeys, make_code
@@ -31,19 +30,6 @@ _ids = iter(range(10**9))
 
 def rid() -> str:
     return f"POS01-A-{next(_ids):06d}"
-
-
-@pytest.fixture
-def ams_server(sandbox_keys: SandboxKeys, sandbox_clock: FakeClock,
-               sandbox_options: SandboxOptions) -> Iterator[SandboxServer]:
-    server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
-                           alipay_private_key=sandbox_keys.alipay_private,
-                           options=sandbox_options, clock=sandbox_clock, protocol="ams")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

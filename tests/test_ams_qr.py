@@ -31,7 +31,7 @@ from pos.payments.runner import PaymentRunner
 from pos.sandbox.scenarios import SandboxOptions
 from pos.sandbox.server import SandboxServer
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
-from tests.sandbox_fixtures import FakeClock, SandboxKeys, make_code
+from tests.sandbox_fixtures import SandboxKeys, make_code
 
 SGD = lambda minor: Money(minor, "SGD")  # noqa: E731
 CLIENT_ID = "SANDBOX_POS0001"
@@ -40,19 +40,6 @@ _ids = iter(range(10**9))
 
 def rid() -> str:
     return f"POS01-Q-{next(_ids):06d}"
-
-
-@pytest.fixture
-def ams_server(sandbox_keys: SandboxKeys, sandbox_clock: FakeClock,
-               sandbox_options: SandboxOptions) -> Iterator[SandboxServer]:
-    server = SandboxServer(merchant_public_key=sandbox_keys.merchant_public,
-                           alipay_private_key=sandbox_keys.alipay_private,
-                           options=sandbox_options, clock=sandbox_clock, protocol="ams")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
