@@ -30,6 +30,7 @@ from pos.hq.service import HqService
 from pos.journal import outbox
 from pos.journal.journal import Journal
 from pos.journal.outbox import OUTBOX_TABLES
+from pos.journal.print_jobs import JournalPrintJobs
 from pos.journal.schema import MIGRATIONS
 from pos.ops.hq_shipper import HqShipper, ShipError
 from pos.payments.runner import PaymentRunner
@@ -490,6 +491,45 @@ def test_a_journal_from_before_the_outbox_ships_its_history(tmp_path: Path) -> N
         assert [(e.body["event_id"], e.body["amount_minor"]) for e in pending] == [(1, 700), (2, 800)]
         journal.create_sale(amount=Money(900, "USD"), code=make_code("00"), scanned_at=START, now=START)
         assert [e.seq for e in outbox.pending(journal.db, 10)] == [1, 2, 3]
+    finally:
+        journal.close()
+
+
+def test_a_terminal_that_ships_nowhere_writes_no_outbox_and_resumes_in_order(tmp_path: Path) -> None:
+    """[hq] off (the default): the outbox's triggers are off, so it does not grow for ever nor cost
+    each commit a row; turned on again it first takes the events written meanwhile, each once."""
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="POS01")
+    try:
+        journal.create_sale(amount=Money(700, "USD"), code=make_code("00"), scanned_at=START, now=START)
+        shipped = [e.body["event_id"] for e in outbox.pending(journal.db, 100)]
+        assert shipped == [1] and outbox.set_writing(journal.db, True) == 0   # on already: nothing to do
+        assert outbox.set_writing(journal.db, False) == 0 and outbox.set_writing(journal.db, False) == 0
+        for minor in (800, 900):
+            journal.create_sale(amount=Money(minor, "USD"), code=make_code("00"), scanned_at=START, now=START)
+        jobs = JournalPrintJobs(journal)
+        assert jobs.add("sale:2", b"receipt", record=None, reprint_of=None, created_at=START)
+        job = jobs.next_pending()
+        assert job is not None
+        jobs.mark_done(job.job_id, START)
+        assert outbox.backlog(journal.db) == 1          # nothing written while off, print outcomes included
+        assert outbox.set_writing(journal.db, True) == 2
+        pending = outbox.pending(journal.db, 100)
+        assert [(e.body["event_id"], e.body["amount_minor"]) for e in pending] == [(1, 700), (2, 800), (3, 900)]
+        assert outbox.set_writing(journal.db, True) == 0   # no second copy
+        journal.create_sale(amount=Money(1000, "USD"), code=make_code("00"), scanned_at=START, now=START)
+        assert [e.body["event_id"] for e in outbox.pending(journal.db, 100)] == [1, 2, 3, 4]
+    finally:
+        journal.close()
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="POS01")   # the switch is kept in the journal
+    try:
+        outbox.set_writing(journal.db, False)
+        journal.create_sale(amount=Money(1100, "USD"), code=make_code("00"), scanned_at=START, now=START)
+    finally:
+        journal.close()
+    journal = Journal.open(tmp_path / "journal.db", terminal_id="POS01")
+    try:
+        assert outbox.backlog(journal.db) == 4 and outbox.set_writing(journal.db, True) == 1
+        assert [e.body["event_id"] for e in outbox.pending(journal.db, 100)] == [1, 2, 3, 4, 5]
     finally:
         journal.close()
 

@@ -10,6 +10,12 @@ once: shipping is at-least-once, the store exactly-once.
 
 Rows are deleted once headquarters has acknowledged them; the event log itself
 keeps everything. Bodies carry what the journal holds: masked codes only.
+
+A terminal that ships nowhere ([hq] off, the default) writes no outbox rows: the
+daemon turns the triggers off (`set_writing`), remembering the last event the
+outbox had, so that nothing grows without end and no commit pays for rows nobody
+reads. Turned on again, the outbox first takes the events written meanwhile,
+each once, in order (print outcomes of that time are not shipped).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from pos.journal.db import JournalDB
 
-__all__ = ["OUTBOX_TABLES", "OutboxEvent", "acknowledge", "backlog", "pending"]
+__all__ = ["OUTBOX_TABLES", "OUTBOX_SWITCH", "OutboxEvent", "acknowledge", "backlog", "pending", "set_writing"]
 
 _SALE = "(SELECT {col} FROM sales WHERE sale_id = {e}.item_id)"
 _REFUND = "(SELECT {col} FROM refunds WHERE refund_id = {e}.item_id)"
@@ -67,6 +73,51 @@ OUTBOX_TABLES: tuple[str, ...] = (
                         'reprint_of', NEW.reprint_of, 'receipt', json(NEW.record)));
     END""",
 )
+
+
+_WRITING = "(SELECT writing FROM hq_outbox_switch WHERE id = 1) = 1"
+
+# Migration 11: the switch, and the triggers again, each firing only while the switch is on.
+# A journal starts with it on (as before the switch); the daemon sets it from [hq] at every start.
+OUTBOX_SWITCH: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS hq_outbox_switch (
+        id               INTEGER PRIMARY KEY CHECK (id = 1),
+        writing          INTEGER NOT NULL,
+        off_after_event  INTEGER
+    )""",
+    "INSERT OR IGNORE INTO hq_outbox_switch (id, writing) VALUES (1, 1)",
+    "DROP TRIGGER IF EXISTS hq_outbox_event",
+    f"""CREATE TRIGGER hq_outbox_event AFTER INSERT ON events WHEN {_WRITING} BEGIN
+        INSERT INTO hq_outbox (at, kind, body) VALUES (NEW.at, 'event', {_event_body('NEW')});
+    END""",
+    "DROP TRIGGER IF EXISTS hq_outbox_print",
+    f"""CREATE TRIGGER hq_outbox_print AFTER UPDATE OF state ON print_jobs
+       WHEN NEW.state != OLD.state AND {_WRITING} BEGIN
+        INSERT INTO hq_outbox (at, kind, body) VALUES (COALESCE(NEW.printed_at, NEW.created_at), 'print',
+            json_object('job_key', NEW.job_key, 'state', NEW.state, 'attempts', NEW.attempts,
+                        'reprint_of', NEW.reprint_of, 'receipt', json(NEW.record)));
+    END""",
+)
+
+
+def set_writing(db: JournalDB, on: bool) -> int:
+    """Turn the outbox's triggers on (the terminal ships to headquarters) or off (it does not).
+
+    Off remembers the last event written so far; on first copies every event written since
+    then into the outbox, in order, in the same transaction. Returns how many it copied."""
+    with db.transaction() as conn:
+        row = conn.execute("SELECT writing, off_after_event FROM hq_outbox_switch WHERE id = 1").fetchone()
+        if row is None or bool(row[0]) == on:
+            return 0
+        if not on:
+            conn.execute("UPDATE hq_outbox_switch SET writing = 0, off_after_event = "
+                         "(SELECT COALESCE(MAX(event_id), 0) FROM events) WHERE id = 1")
+            return 0
+        copied = conn.execute(
+            f"INSERT INTO hq_outbox (at, kind, body) SELECT e.at, 'event', {_event_body('e')} FROM events e "
+            "WHERE e.event_id > ? ORDER BY e.event_id", (int(row[1] or 0),)).rowcount
+        conn.execute("UPDATE hq_outbox_switch SET writing = 1, off_after_event = NULL WHERE id = 1")
+        return int(copied)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import secrets
 
 from pos.journal.backoffice import BACKOFFICE_TABLES
 from pos.journal.db import JournalDB, JournalError
-from pos.journal.outbox import OUTBOX_TABLES
+from pos.journal.outbox import OUTBOX_SWITCH, OUTBOX_TABLES
 from pos.journal.reconcile_files import RECONCILE_TABLES
 from pos.journal.till import TILL_TABLES
 
@@ -157,6 +157,8 @@ MIGRATIONS: list[list[str]] = [
         "WHERE result_code IN ('USER_PAYING', 'PAYMENT_IN_PROCESS')",
         "UPDATE sales SET result_cause = 'TOO_LATE_TO_CANCEL' WHERE result_code = 'CANCEL_EXPIRED'",
     ],
+    # 11: the outbox's switch: a terminal that ships nowhere writes no outbox rows (pos/journal/outbox.py)
+    list(OUTBOX_SWITCH),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

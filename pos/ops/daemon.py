@@ -90,6 +90,7 @@ class Daemon:
         from devices.scanner import open_scanner
         from pos.gateway.factory import open_gateway
         from pos.httpserver import ThreadedServer
+        from pos.journal import outbox
         from pos.journal.journal import Journal, journal_path
         from pos.journal.print_jobs import JournalPrintJobs
         from pos.payments.runner import PaymentRunner
@@ -160,6 +161,10 @@ class Daemon:
             self._parts.append(("reconcile", scheduler.stop))
             log.info("reconciliation scheduled", extra={"kv": {"fetch_at": cfg.reconcile.fetch_at}})
 
+        # The outbox is written only while the terminal ships somewhere: off, it would grow for ever.
+        copied = outbox.set_writing(journal.db, bool(cfg.hq.url))
+        if copied:
+            log.info("outbox resumed", extra={"kv": {"events_since_it_was_off": copied}})
         if cfg.hq.url:
             from pos.ops.hq_shipper import HqShipper, read_hq_token
             token = None if cfg.hq.cert_file else read_hq_token(cfg.hq.token_file)
