@@ -471,6 +471,10 @@ def test_wrong_pin_locks_after_max_attempts():
                                    timeout=5)
         assert shown[0] != "Scan receipt code", f"the manager menu opened while locked: {shown}"
         stage.press(Key.CANCEL)
+        # The key travels through the keypad's pty: health (which waits for no key) may answer first.
+        deadline = time.monotonic() + 5
+        while stage.till("GET", "/v1/health").json()["mode"] not in ("IDLE", "RESULT") and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert stage.till("GET", "/v1/health").json()["mode"] in ("IDLE", "RESULT")
         lock = json.loads((stage.dir / "state" / "pin-lock.json").read_text())
         assert lock["locked_until"] > time.time() + 500
