@@ -29,7 +29,7 @@ from pos.core.items import (
     now_of,
     result_of,
 )
-from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, cause_of, qr_text_of
+from pos.core.outcomes import Cause, Failed, GatewayResult, QueryOutcome, Succeeded, cause_of, qr_text_of
 from pos.core.records import SaleState
 from pos.core.schedule import Retried
 
@@ -123,13 +123,18 @@ def _store_result(ev: EventData) -> None:
     result = result_of(ev)
     if result is None:
         return
+    _keep_code(sale, result)
+    _keep_acquirement_id(ev)
+
+
+def _keep_code(sale: SaleItem, result: GatewayResult) -> None:
+    """The answer's result code, message and cause become the sale's."""
     code, message = code_and_message(result)
     if isinstance(result, Succeeded) and result.result_code:
         # A query that finds the payment closed names why (e.g. ORDER_IS_CLOSED: an order code
         # expired): that is the sale's result, not the query's own SUCCESS.
         code, message = result.result_code, result.result_message
     sale.record = replace(sale.record, result_code=code, result_message=message, result_cause=cause_of(result))
-    _keep_acquirement_id(ev)
 
 
 def _keep_acquirement_id(ev: EventData) -> None:
@@ -232,8 +237,7 @@ def _keep_reversal_answer(ev: EventData) -> None:
     result = result_of(ev)
     if result is None:
         return
-    code, message = code_and_message(result)
-    sale.record = replace(sale.record, result_code=code, result_message=message, result_cause=cause_of(result))
+    _keep_code(sale, result)
     if isinstance(result, Succeeded) and result.refund_gateway_id:
         sale.record = replace(sale.record, reversal_gateway_id=result.refund_gateway_id)
 

@@ -98,47 +98,44 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
                      note.merchant_trans_id, note.result_status)
         return Response(answer.reply, status_code=200, media_type=_JSON)
 
-    async def ams(request: Request) -> Response:
+    async def signed_v1(request: Request, read: Callable[..., Any], act: Callable[[Any], None]) -> Response:
+        """A v1 notification: bounded body, signature and fields read by `read`, refused with the
+        reason, else `act` on it and answer the signed acknowledgement."""
         path = request.url.path
         raw = await body_of(request)
         if raw is None:
             return Response(_TOO_LARGE, status_code=413, media_type=_JSON)
-        note = read_notification(path, raw, request.headers, alipay_public_key=alipay_public_key,
-                                 client_id=client_id)
+        note = read(path, raw, request.headers, alipay_public_key=alipay_public_key, client_id=client_id)
         if isinstance(note, str):
             log.warning("notification refused protocol=ams path=%s reason=%r", path, note)
             status, body = refusal(note)
             return Response(body, status_code=status, media_type=_JSON)
-        if note.kind == "payment":
-            apply("ams", note.request_id, note.result)
-        else:
-            outcome = runner.refund_notified(note.request_id, note.result)
-            level = logging.WARNING if outcome in ("unknown", "mismatch") else logging.INFO
-            log.log(level, "notification protocol=ams refundRequestId=%s refundStatus=%s outcome=%s",
-                    note.request_id, note.body.get("refundStatus"), outcome)
+        act(note)
         raw_ack, headers = acknowledgement(path, client_id, merchant_private_key,
                                            key_version=config.gateway.key_version)
         return Response(raw_ack, status_code=200, media_type=_JSON, headers=headers)
+
+    def settle_payment_or_refund(note: Any) -> None:
+        if note.kind == "payment":
+            apply("ams", note.request_id, note.result)
+            return
+        outcome = runner.refund_notified(note.request_id, note.result)
+        level = logging.WARNING if outcome in ("unknown", "mismatch") else logging.INFO
+        log.log(level, "notification protocol=ams refundRequestId=%s refundStatus=%s outcome=%s",
+                note.request_id, note.body.get("refundStatus"), outcome)
+
+    async def ams(request: Request) -> Response:
+        return await signed_v1(request, read_notification, settle_payment_or_refund)
 
     store = BackOfficeJournal(runner.journal.db, runner.journal.install_id)
 
-    async def registration(request: Request) -> Response:
-        path = request.url.path
-        raw = await body_of(request)
-        if raw is None:
-            return Response(_TOO_LARGE, status_code=413, media_type=_JSON)
-        note = read_registration_notification(path, raw, request.headers, alipay_public_key=alipay_public_key,
-                                              client_id=client_id)
-        if isinstance(note, str):
-            log.warning("notification refused protocol=ams path=%s reason=%r", path, note)
-            status, body = refusal(note)
-            return Response(body, status_code=status, media_type=_JSON)
+    def settle_registration(note: Any) -> None:
         outcome = apply_notification(store, note)
         log.info("notification protocol=ams registrationRequestId=%s status=%s outcome=%s",
                  note.registration_request_id, note.status, outcome)
-        raw_ack, headers = acknowledgement(path, client_id, merchant_private_key,
-                                           key_version=config.gateway.key_version)
-        return Response(raw_ack, status_code=200, media_type=_JSON, headers=headers)
+
+    async def registration(request: Request) -> Response:
+        return await signed_v1(request, read_registration_notification, settle_registration)
 
     def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """No traceback and no HTTP 500 for Alipay: a notification we could not apply now (the journal
