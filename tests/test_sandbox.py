@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pos.cli.main import main as pos_main
 from pos.config import load_config
 from pos.core.money import Money
+from pos.core.outcomes import Succeeded
 from pos.gateway.keys import ensure_sandbox_keys, generate_key_folder
 from pos.gateway.offline import FUNCTIONS
 from pos.gateway.signing import build_signed, sign_text, split_signed, verify
@@ -152,6 +153,35 @@ def test_oversized_body_is_refused_and_server_stays_up(sandbox_server: Any, sand
     assert status == 413 and result(env) == "PARAM_ILLEGAL"
     status, env = post(sandbox_server, sandbox_keys, PAY.path, signed(sandbox_keys, PAY.name, pay_body()))
     assert status == 200 and result(env) == "SUCCESS"
+
+
+def test_stats_count_each_gateway_call_and_its_time_and_nothing_else(sandbox_server: Any,
+                                                                     offline_gateway: Any) -> None:
+    url = sandbox_server.url
+
+    def stats() -> dict[str, Any]:
+        answer = requests.get(url + "/sandbox/stats", timeout=5)
+        assert answer.status_code == 200
+        return answer.json()  # type: ignore[no-any-return]
+
+    start = stats()
+    assert start == {"gateway_calls": 0, "gateway_seconds": 0.0}
+    # Paths that are not gateway calls move nothing: the ledger, health, the stats themselves,
+    # a reconciliation day and a cashier page's button (both POSTs, answered 404 here).
+    requests.get(url + "/sandbox/ledger", timeout=5).raise_for_status()
+    requests.get(url + "/sandbox/health", timeout=5).raise_for_status()
+    assert requests.post(url + "/sandbox/reconciliation/2024-05-01", timeout=5).status_code == 404
+    assert requests.post(url + "/sandbox/cashier/P1/pay", timeout=5).status_code == 404
+    assert stats() == start
+    outcome = offline_gateway.pay(merchant_trans_id="T-STATS-1", identity_code=make_code("00"),
+                                  amount=SGD(250), order_title="x")
+    assert isinstance(outcome, Succeeded)
+    after = stats()
+    assert after["gateway_calls"] == 1 and after["gateway_seconds"] > 0
+    assert after == sandbox_server.stats.as_json()   # the same counters in process
+    requests.get(url + "/sandbox/ledger", timeout=5).raise_for_status()
+    requests.get(url + "/sandbox/health", timeout=5).raise_for_status()
+    assert stats() == after
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -367,6 +397,8 @@ def test_pos_sandbox_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
      "/sandbox/ledger does not take DELETE: use GET, HEAD or POST"),
     ("PATCH", "/sandbox/health", {"GET", "HEAD", "POST"},
      "/sandbox/health does not take PATCH: use GET, HEAD or POST"),
+    ("PUT", "/sandbox/stats", {"GET", "HEAD", "POST"},
+     "/sandbox/stats does not take PUT: use GET, HEAD or POST"),
 ])
 def test_wrong_methods_get_a_problem_naming_the_routes(sandbox_server: Any, method: str, path: str,
                                                         allow: set[str], says: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -33,7 +34,7 @@ from pos.sandbox.offline import Clock, OfflineSandbox
 from pos.sandbox.protocol import Answer, SandboxProtocol
 from pos.sandbox.scenarios import SandboxOptions
 
-__all__ = ["Answer", "PROTOCOLS", "build_app", "SandboxServer"]
+__all__ = ["Answer", "GatewayStats", "PROTOCOLS", "build_app", "SandboxServer"]
 
 _JSON = "application/json; charset=UTF-8"
 _JSON_BYTES = _JSON.encode("latin-1")
@@ -80,15 +81,46 @@ _DAY = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 _NOT_GATEWAY = re.compile(r"^/sandbox/(reconciliation/[^/]+|cashier/[^/]+/[^/]+)$")
 
 
-_ROUTES = ("POST any other path (a gateway call), GET /sandbox/ledger, GET /sandbox/health, "
+_ROUTES = ("POST any other path (a gateway call), GET /sandbox/ledger, GET /sandbox/health, GET /sandbox/stats, "
            "POST /sandbox/reconciliation/YYYY-MM-DD, GET /sandbox/cashier/PAYMENT_ID; README 'Gateway and sandbox'")
 
 
-def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any:
+class GatewayStats:
+    """How many gateway calls this sandbox answered and the time it spent thinking about them (GET /sandbox/stats).
+
+    Counted: the protocol's handling of each gateway POST (`SandboxProtocol.handle`: reading the
+    request body, verifying its signature, the ledger, building and signing the answer), including a
+    refusal of a body that is too large, timed with time.perf_counter (wall time, so a moment the
+    process waited for a core counts too). Not counted: the HTTP parsing and the socket work
+    (uvicorn, httptools), reading the body from the connection, a scripted hold (`Answer.hold`,
+    the artificial think time), sending the answer, notifications the protocol sends on its own
+    thread, and every other path (ledger, health, stats,
+    reconciliation files, cashier pages). Kept by the event loop's thread only, so no lock.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seconds = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"gateway_calls": self.calls, "gateway_seconds": self.seconds}
+
+
+def build_app(protocol: SandboxProtocol, files: FileWriter | None = None, stats: GatewayStats | None = None) -> Any:
     max_body = protocol.max_body
+    counted = stats if stats is not None else GatewayStats()
+
+    def handle(path: str, raw: bytes, headers: Headers) -> Answer:
+        """The protocol's answer, counted in `counted` (see GatewayStats for what the time covers)."""
+        start = time.perf_counter()
+        try:
+            return protocol.handle(path, raw, headers)
+        finally:
+            counted.seconds += time.perf_counter() - start
+            counted.calls += 1
 
     def refused(path: str, headers: Headers) -> Answer:
-        return protocol.handle(path, b"x" * (max_body + 1), headers)
+        return handle(path, b"x" * (max_body + 1), headers)
 
     async def gateway(scope: Any, receive: Any, send: Any) -> None:
         """A gateway call: the protocol's answer to the POST body (read at most max_body bytes of it).
@@ -118,7 +150,7 @@ def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any
                     break
                 chunks.append(chunk)
             if answer is None:
-                answer = protocol.handle(path, b"".join(chunks), headers)
+                answer = handle(path, b"".join(chunks), headers)
                 status = answer.http_status
                 if answer.hold > 0:
                     await asyncio.sleep(answer.hold)
@@ -134,6 +166,9 @@ def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
+
+    async def stats_json(request: Request) -> Response:
+        return JSONResponse(counted.as_json())
 
     async def cashier(request: Request) -> Response:
         """The wallet's cashier page of a merchant-presented QR (the v1 order code): GET shows it,
@@ -173,6 +208,7 @@ def build_app(protocol: SandboxProtocol, files: FileWriter | None = None) -> Any
         Route("/sandbox/ledger", ledger, methods=["GET"]),
         Route("/sandbox/reconciliation/{day}", reconciliation, methods=["POST"]),
         Route("/sandbox/health", health, methods=["GET"]),
+        Route("/sandbox/stats", stats_json, methods=["GET"]),
         Route("/sandbox/cashier/{payment_id}", cashier, methods=["GET"]),
         Route("/sandbox/cashier/{payment_id}/{action}", cashier, methods=["GET", "POST"]),
         # Reached only by other methods (405, as any path takes a POST): POSTs go straight to `gateway`.
@@ -218,8 +254,9 @@ class SandboxServer(ThreadedServer):
         self.protocol = PROTOCOLS[protocol](self.ledger, merchant_public_key, alipay_private_key, clock)
         self.files_dir = files_dir
         self.merchant_id = merchant_id
+        self.stats = GatewayStats()
         writer = self.write_files if files_dir is not None else None
-        super().__init__(build_app(self.protocol, writer), host, port, name="pos-sandbox",
+        super().__init__(build_app(self.protocol, writer, self.stats), host, port, name="pos-sandbox",
                          ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, http="httptools")
         if isinstance(self.protocol, AmsSandbox):   # its cashier pages (the order code) name this server
             self.protocol.public_url = self.url
