@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+import requests
 
 from pos.config import GatewaySection
 from pos.core.money import Money
@@ -137,6 +138,15 @@ def test_the_ids_and_amounts_of_an_answer_land_in_the_typed_fields(gw: AmsGatewa
     assert isinstance(shown, Unknown) and shown.gateway_id and shown.qr
     _, declined = pay(gw, "01")
     assert isinstance(declined, Failed) and declined.gateway_id == ""
+
+
+def test_sandbox_stats_count_v1_calls(gw: AmsGateway, ams_server: SandboxServer) -> None:
+    # The sandbox's host counts gateway calls whatever the protocol: one pay, one call, a positive time.
+    assert ams_server.stats.as_json() == {"gateway_calls": 0, "gateway_seconds": 0.0}
+    _, res = pay(gw, "00")
+    assert isinstance(res, Succeeded)
+    stats = requests.get(ams_server.url + "/sandbox/stats", timeout=5).json()
+    assert stats["gateway_calls"] == 1 and stats["gateway_seconds"] > 0
 
 
 def test_production_client_ids_use_the_production_path(ams_settings: GatewaySection, ams_server: SandboxServer,
