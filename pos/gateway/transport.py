@@ -86,7 +86,12 @@ class _Deadlines:
     """One thread that expires the watches of calls past their deadline.
 
     A thread per call (threading.Timer) cost about 0.15 ms of CPU a call; this one
-    sleeps until the soonest deadline of the calls in flight (a few at most).
+    sleeps until the soonest deadline of the calls in flight (a few at most), and a
+    call wakes it only when its deadline comes before the moment the thread already
+    sleeps until. A disarmed deadline does not wake it either: the thread wakes then
+    as planned and finds nothing due. So a call answered in time costs no thread
+    switch in the common case (calls seconds apart from deadlines seconds long wake
+    it about once per deadline, not once per call).
     """
 
     def __init__(self) -> None:
@@ -94,6 +99,7 @@ class _Deadlines:
         self._armed: dict[int, tuple[float, _Watch]] = {}
         self._next = 0
         self._thread: threading.Thread | None = None
+        self._wakes_at: float | None = None   # when the thread wakes next on its own (None: never)
 
     def arm(self, seconds: float, watch: _Watch) -> int:
         when = time.monotonic() + seconds
@@ -102,9 +108,9 @@ class _Deadlines:
                 self._thread = threading.Thread(target=self._run, name="pos-gateway-deadlines", daemon=True)
                 self._thread.start()
             self._next += 1
-            soonest = min((w for w, _ in self._armed.values()), default=None)
             self._armed[self._next] = (when, watch)
-            if soonest is None or when < soonest:
+            if self._wakes_at is None or when < self._wakes_at:
+                self._wakes_at = when
                 self._cond.notify()
             return self._next
 
@@ -120,8 +126,8 @@ class _Deadlines:
                     if when <= now:
                         del self._armed[token]
                         watch.expire()
-                soonest = min((w for w, _ in self._armed.values()), default=None)
-                self._cond.wait(None if soonest is None else max(soonest - now, 0.0))
+                self._wakes_at = min((w for w, _ in self._armed.values()), default=None)
+                self._cond.wait(None if self._wakes_at is None else max(self._wakes_at - now, 0.0))
 
 
 _deadlines = _Deadlines()
