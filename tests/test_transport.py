@@ -163,6 +163,32 @@ def test_concurrent_trickled_calls_each_end_at_their_deadline_and_the_pool_recov
         server.server_close()
 
 
+def test_a_call_armed_after_one_answered_in_time_still_ends_at_its_own_deadline() -> None:
+    """The deadline thread, woken by a first call and left sleeping towards that call's (disarmed)
+    deadline, is not woken by a later call whose deadline comes after it: it still ends that call
+    at its own deadline, neither at the first call's nor never."""
+    from tests.fault_proxy import FaultProxy
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with FaultProxy(f"http://127.0.0.1:{server.server_address[1]}", trickle_interval=0.3) as proxy:
+            transport = Transport(proxy.url)
+            proxy.fault = "pass"
+            quick = transport.post(proxy.url + "/pay", b"{}", {}, (0.4, 0.4))   # deadline 0.8 s, answered now
+            assert isinstance(quick, Reply) and quick.status == 200
+            proxy.fault = "trickle"
+            started = time.monotonic()
+            slow = transport.post(proxy.url + "/pay", b"{}", {}, (0.5, 1.0))   # deadline 1.5 s
+            took = time.monotonic() - started
+            assert isinstance(slow, Unknown) and "deadline" in slow.reason and slow.no_answer
+            assert 1.4 <= took < 3.0, took
+            transport.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_an_answer_too_large_is_cut_and_its_connection_not_reused() -> None:
     from pos.gateway.transport import MAX_ANSWER
 
