@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check unit bench soak system-deps clean
+.PHONY: demo test check unit bench profile soak system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ unit: $(STAMP)
 # (python -m tests.bench --help lists them all). The large journal is built once and cached.
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# Where a sale's time goes inside `pos run`: py-spy samples the daemon during PROFILE_SALES benchmark
+# sales; prints CPU per sale by thread and the busiest functions on the sale's path (README "Performance").
+PROFILE_SALES ?= 2000
+profile: $(STAMP)
+	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet -e '.[profile]'
+	$(BIN)/python -m tests.bench_profile --sales $(PROFILE_SALES)
 
 # The full soak: sales and refunds through a fault proxy to the sandbox with random faults,
 # first through the payment runner, then through `pos run` as a process SIGKILLed at random
