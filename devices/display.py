@@ -32,7 +32,9 @@ seconds is reported like a serial write that timed out, until it returns.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import queue
 import sys
 import threading
 import time
@@ -88,6 +90,16 @@ def fit_line(text: str, columns: int = COLUMNS, encoding: str | None = None) -> 
     Control characters become '?', and with an encoding, characters it cannot
     carry become '?' repeated to keep their width.
     """
+    if text.isascii() and text.isprintable():
+        # The common case (prompts, amounts): one column a character, as the loop below would count. An
+        # encoding that cannot carry one of them (cp864 has no '%') takes the loop, which writes '?'.
+        cut = text[:columns]
+        try:
+            if encoding is not None:
+                cut.encode(encoding)
+            return cut + " " * (columns - len(cut))
+        except UnicodeEncodeError:
+            pass
     out: list[str] = []
     used = 0
     for ch in text:
@@ -108,6 +120,7 @@ def fit_line(text: str, columns: int = COLUMNS, encoding: str | None = None) -> 
     return "".join(out) + " " * (columns - used)
 
 
+@functools.lru_cache(maxsize=256)  # a sale shows the same lines again and again (prompts, its amount)
 def encode_line(text: str, encoding: str, columns: int = COLUMNS) -> bytes:
     return fit_line(text, columns, encoding).encode(encoding)
 
@@ -218,9 +231,19 @@ class DisplayWriter(Display):
     seconds, so a display that reads again shows the current screen.
     A write that has not returned after `stall_after` seconds (a console whose
     stdout nobody reads has no write timeout) is noticed by a watcher thread and
-    reported the same way until it returns.
+    reported the same way until it returns; the report comes `stall_after`
+    seconds after the write started (plus the moment the watcher takes to be
+    scheduled), as it would from a thread woken at every write.
     `last_error` names the display; `on_change` is called (from the writer's
     or the watcher's thread, one call at a time) whenever it changes.
+
+    Cost per screen (a sale shows several on each display): `show` wakes the
+    writer only when it sleeps; a screen asked for while a write is under way
+    is picked up after it without a wake. The watcher is not woken per write:
+    it sleeps until the deadline of the write it saw under way, or for
+    `stall_after` after it saw writes, and sleeps until the next write starts
+    only once a whole `stall_after` passed without one; so on a busy display it
+    wakes about once per `stall_after` seconds, on a quiet one never.
     """
 
     def __init__(self, device: Display, name: str, *, retry: float = 1.0, stall_after: float = STALL_AFTER,
@@ -232,43 +255,59 @@ class DisplayWriter(Display):
         self._stall_after = stall_after
         self._on_change = on_change
         self._notify_lock = threading.Lock()           # on_change calls, one at a time
-        self._busy_since: float | None = None           # monotonic start of the write under way
-        self._stalled = False                           # that write was reported as stalled
-        self._watcher: threading.Thread | None = None
-        self._cond = threading.Condition()
+        # Everything below is read and written under _lock, held for a few lines and never across a write
+        # or a wait. Each thread sleeps on its own bell (a SimpleQueue: a ring is never lost, even one
+        # rung before its thread gets to wait), and is rung only when its flag says it sleeps on it.
+        self._lock = threading.Lock()
         self._screen: tuple[str, str] | None = None     # the latest screen asked for
         self._text: tuple[str, str] | None = None       # a show_text still to write, under that screen
         self._dirty = False
         self._closed = False
+        self._writer_asleep = False                     # the writer waits on _writer_bell
+        self._writer_bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._busy_since: float | None = None           # monotonic start of the write under way
+        self._stalled = False                           # that write was reported as stalled
+        self._started = 0                               # writes started so far (the watcher's "any since?")
+        self._watcher_asleep = False                    # the watcher waits, with no deadline, on _watcher_bell
+        self._watcher_bell: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
         self.last_error: str | None = None
         self.writes = 0                                 # screens handed to the device (for tests and bench)
 
     def show(self, line1: str, line2: str) -> None:
-        with self._cond:
+        with self._lock:
             self._screen, self._text, self._dirty = (line1, line2), None, True
-            self._wake()
+            ring = self._writer_to_ring()
+        if ring:        # after the lock is released: the writer, once woken, takes it at once
+            self._writer_bell.put(None)
 
     def show_text(self, label: str, text: str) -> None:
-        with self._cond:
+        with self._lock:
             self._text, self._dirty = (label, text), True
-            self._wake()
+            ring = self._writer_to_ring()
+        if ring:
+            self._writer_bell.put(None)
 
     @property
     def current(self) -> tuple[str, str] | None:
         """The screen the display shows, or will show once it reads."""
-        with self._cond:
+        with self._lock:
             return self._screen
 
-    def _wake(self) -> None:
+    def _writer_to_ring(self) -> bool:
+        """Under _lock, after new work: whether the writer must be woken (it sleeps, and is now counted awake).
+        A writer that is awake needs no wake: it looks at the slot before it sleeps again."""
         if self._closed:
-            return
-        if self._thread is None:
+            return False
+        if self._thread is None:     # the first screen: the threads start, and the writer finds it
             self._thread = threading.Thread(target=self._run, name=f"display-{self.name}", daemon=True)
             self._thread.start()
             self._watcher = threading.Thread(target=self._watch, name=f"display-{self.name}-watch", daemon=True)
             self._watcher.start()
-        self._cond.notify_all()     # the writer and the watcher wait on the same condition
+            return False
+        ring, self._writer_asleep = self._writer_asleep, False
+        return ring
 
     def _changed(self) -> None:
         """Tell on_change; one call at a time, each reading the state as it is when it runs."""
@@ -278,37 +317,71 @@ class DisplayWriter(Display):
 
     def _watch(self) -> None:
         """Report a write that has not returned after stall_after seconds (until it returns)."""
+        seen = -1           # the writes started when the watcher last looked
         while True:
-            with self._cond:
-                if self._closed and self._busy_since is None:
-                    return
-                if self._busy_since is None or self._stalled:
-                    self._cond.wait(None if not self._closed else self._stall_after)
-                    continue
-                left = self._busy_since + self._stall_after - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                self._stalled = True
-                error = (f"{self.name} display: a write has not returned for {self._stall_after:g} s: the display "
-                         f"does not read: {self.device.stall_hint}")
-                self.last_error = error
-            log.warning("display not taking data name=%s error=%s", self.name, error)
-            self._changed()
+            error = None
+            with self._lock:
+                wait: float | None
+                if self._busy_since is None:
+                    if self._closed:
+                        return
+                    if self._started != seen:       # writes since the last look: the next may start any moment
+                        seen, wait = self._started, self._stall_after
+                    else:                           # a quiet stall_after: the next write to start rings
+                        self._watcher_asleep, wait = True, None
+                elif self._stalled:                 # reported; its return is the writer's to report
+                    seen = self._started
+                    self._watcher_asleep, wait = True, None
+                else:
+                    seen = self._started
+                    wait = self._busy_since + self._stall_after - time.monotonic()
+                    if wait <= 0:
+                        self._stalled = True
+                        error = (f"{self.name} display: a write has not returned for {self._stall_after:g} s: "
+                                 f"the display does not read: {self.device.stall_hint}")
+                        self.last_error = error
+            if error is not None:
+                log.warning("display not taking data name=%s error=%s", self.name, error)
+                self._changed()
+                continue
+            # Every timed wait ends at most stall_after from now, so a write that starts during it is looked
+            # at before its own deadline; a wait with none ends only by a ring.
+            with contextlib.suppress(queue.Empty):
+                self._watcher_bell.get(timeout=wait)
+
+    def _take(self) -> tuple[tuple[str, str] | None, tuple[str, str] | None] | None:
+        """Wait for something to write and mark its write as started; None once closed with nothing left."""
+        job: tuple[tuple[str, str] | None, tuple[str, str] | None] | None = None
+        timed_out = False
+        while True:
+            with self._lock:
+                self._writer_asleep = False
+                if timed_out:       # still failing after `retry`: try the latest screen again
+                    self._dirty = self._dirty or self._screen is not None
+                if self._dirty:     # what was asked before close() is written first
+                    job = self._screen, self._text
+                    self._text, self._dirty = None, False
+                    self._busy_since, self._stalled = time.monotonic(), False
+                    self._started += 1
+                    ring_watcher, self._watcher_asleep = self._watcher_asleep, False
+                    break
+                if self._closed:
+                    ring_watcher = True     # it ends too, whatever it waits for
+                    break
+                self._writer_asleep = True
+                wait = self._retry if self.last_error is not None else None
+            try:
+                self._writer_bell.get(timeout=wait)
+                timed_out = False
+            except queue.Empty:
+                timed_out = True
+        if ring_watcher:
+            self._watcher_bell.put(None)
+        return job
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._dirty and not self._closed:
-                    failing = self.last_error is not None
-                    if not self._cond.wait(self._retry if failing else None) and failing:
-                        self._dirty = self._screen is not None   # try the latest screen again
-                if self._closed and not self._dirty:
-                    return        # what was asked before close() is written first
-                screen, text = self._screen, self._text
-                self._text, self._dirty = None, False
-                self._busy_since, self._stalled = time.monotonic(), False
-                self._cond.notify_all()   # the watcher times this write
+        while (job := self._take()) is not None:
+            screen, text = job
             error: str | None
             try:
                 if screen is not None:
@@ -321,7 +394,7 @@ class DisplayWriter(Display):
                 error = str(exc) or type(exc).__name__
             if error is not None:
                 error = f"{self.name} display: {error}"
-            with self._cond:
+            with self._lock:
                 self._busy_since = None   # from here on the watcher reports nothing for this write
                 changed = error != self.last_error
                 self.last_error = error
@@ -334,10 +407,12 @@ class DisplayWriter(Display):
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the writer (waiting at most `timeout` for a write under way), then release the device."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            ring, self._writer_asleep = self._writer_asleep, False
             thread = self._thread
+        if ring:
+            self._writer_bell.put(None)
         if thread is not None:
             thread.join(timeout)
         self.device.close()

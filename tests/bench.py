@@ -16,6 +16,7 @@ Before the table, the component figures printed as before:
 - the pure engine: sales through the state machine alone (pay unknown, a
   query, paid), no journal, no gateway;
 - a whole sale through the runner against the in-process sandbox ledger;
+- a display's writer threads: CPU and wakes per screen over a real pty;
 - headquarters: events ingested per second from 100 simulated terminals and
   the chain-wide reconciliation of a day, beside PostgreSQL's COPY rate
   (tests/bench_hq.py).
@@ -32,10 +33,13 @@ import contextlib
 import os
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from devices.display import DisplayWriter, SerialDisplay
+from devices.emulated import EmulatedDisplay
 from pos.config import PaymentSection
 from pos.core.engine import Engine, GatewayAnswer, SendPay, SendQuery, StartSale, Tick
 from pos.core.money import Money
@@ -105,6 +109,44 @@ def bench_sales(count: int = 200) -> None:
         journal.close()
     print(f"sales paid end to end (runner + journal + in-process ledger): {count / elapsed:6.0f} /s "
           f"({elapsed / count * 1000:.1f} ms each)")
+
+
+def bench_display(screens: int = 10000) -> None:
+    """A customer display's threads (DisplayWriter over a SerialDisplay on a real pty): CPU and sleeps per
+    screen, each screen read back off the pty before the next is shown, as a sale's screens follow one
+    another. A sleep is a voluntary context switch; each is a wake later (a futex hand-off and the GIL)."""
+    with tempfile.TemporaryDirectory() as tmp, EmulatedDisplay("customer", tmp) as twin:
+        writer = DisplayWriter(SerialDisplay(twin.path), "customer")
+        assert twin.master is not None
+        received = bytearray()
+
+        def show_and_read(line2: str) -> None:
+            writer.show("Scan customer code", line2)
+            frame_end = line2.encode() + b" " * (20 - len(line2))
+            while (at := received.find(frame_end)) < 0:
+                received.extend(os.read(twin.master, 65536))   # type: ignore[arg-type]
+            del received[: at + len(frame_end)]
+
+        def threads() -> tuple[int, int]:
+            cpu = sleeps = 0
+            for t in threading.enumerate():
+                if t.name.startswith("display-") and t.ident is not None:
+                    cpu += time.clock_gettime_ns(time.pthread_getcpuclockid(t.ident))
+                    status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
+                    sleeps += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+            return cpu, sleeps
+
+        show_and_read("warm-up")                                  # threads started, port open
+        cpu0, sleeps0 = threads()
+        start = time.perf_counter()
+        for n in range(screens):
+            show_and_read(f"{n:08d}")
+        elapsed = time.perf_counter() - start
+        cpu1, sleeps1 = threads()
+        writer.close()
+    print(f"display writer threads per screen (2x20 over a pty, {screens:,} screens): "
+          f"{(cpu1 - cpu0) / screens / 1000:5.1f} us CPU, {(sleeps1 - sleeps0) / screens:.2f} wakes "
+          f"({elapsed / screens * 1e6:.0f} us from show to the frame read back)")
 
 
 def _options(argv: list[str] | None) -> argparse.Namespace:
@@ -188,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_commits()
         bench_engine(seed=args.seed)
         bench_sales()
+        bench_display()
     if "hq" in args.parts:
         bench_hq.main()
     # Every process started here is stopped whatever fails (an orphaned server would hold the output pipe).

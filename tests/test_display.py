@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import threading
 import time
 from types import SimpleNamespace
 
@@ -156,6 +159,69 @@ def test_the_writer_shows_a_long_text_under_its_screen_and_drops_it_with_the_scr
     writer.close()                    # waits for the writer: everything asked before is written
     text = out.getvalue()
     assert "|Scan the QR" in text and text.index("|Scan the QR") < text.index("QR: https://qr.example/1")
+
+
+def test_a_closed_writer_ends_its_threads_at_once() -> None:
+    before = set(threading.enumerate())
+    writer = DisplayWriter(RecordingDisplay(), "cashier", stall_after=60)
+    writer.show("Ready", "")
+    started = set(threading.enumerate()) - before
+    assert {t.name for t in started} == {"display-cashier", "display-cashier-watch"}
+    deadline = time.monotonic() + 5
+    while writer.writes < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)                     # both threads wait now: the writer for a screen, the watcher for 60 s
+    writer.close()
+    for thread in started:              # the watcher, timing the first write for 60 s, is woken to end
+        thread.join(timeout=5)
+        assert not thread.is_alive(), f"{thread.name} still runs after close()"
+    assert writer.device.shown == [("Ready", "")]   # type: ignore[attr-defined]
+
+
+def _fill(fd: int) -> None:
+    """Fill a pipe nobody reads, so that the next write to it blocks."""
+    os.set_blocking(fd, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(fd, b"x" * 65536)
+    os.set_blocking(fd, True)
+
+
+def test_a_write_that_blocks_after_a_quiet_spell_is_reported_after_stall_after() -> None:
+    """The watcher sleeps through a quiet display instead of waking at every write; the first write
+    after the quiet spell is timed all the same, and reported stall_after seconds after it started."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    writer = DisplayWriter(ConsoleDisplay(stream, title="customer"), "customer", stall_after=0.3)
+    reader = threading.Thread(target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")],
+                              daemon=True)
+    try:
+        writer.show("first", "")
+        deadline = time.monotonic() + 5
+        while writer.writes < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.writes == 1 and writer.last_error is None
+        time.sleep(1.0)                 # over two stall_after with no write: the watcher waits for the next one
+        _fill(write_end)
+        started = time.monotonic()
+        writer.show("second", "")       # blocks on the writer's thread
+        while writer.last_error is None and time.monotonic() < started + 10:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        assert (writer.last_error or "").startswith("customer display: a write has not returned for 0.3 s")
+        assert 0.3 <= elapsed < 0.3 + 1.5
+        reader.start()                  # read again: the write returns and the writer says so
+        deadline = time.monotonic() + 10
+        while writer.last_error is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.last_error is None and writer.writes == 2
+    finally:
+        if reader.ident is None:
+            reader.start()
+        writer.close()
+        stream.close()
+        reader.join(timeout=5)
+        os.close(read_end)
 
 
 def test_a_console_display_whose_output_nobody_reads_is_reported_until_it_is_read_again() -> None:
