@@ -14,7 +14,7 @@ from pos.cli.main import main
 from pos.core.engine import Record
 from pos.core.money import Money
 from pos.core.outcomes import Cause
-from pos.core.records import RefundState, SaleState
+from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.journal.journal import Journal, JournalError
 from pos.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from pos.sandbox.scenarios import make_code
@@ -113,6 +113,56 @@ def test_lists_filters_and_lookups(tmp_path: Path) -> None:
     assert {type(i).__name__ for i in j.open_items()} == {"SaleRecord", "RefundRecord"}
     assert j.list_refunds(sale_id=a.sale_id, open_only=True)[0].state is RefundState.REFUND_CREATED
     assert j.integrity_check() == "ok"
+    j.close()
+
+
+def test_a_new_item_is_handed_back_as_the_journal_reads_it(tmp_path: Path) -> None:
+    """create_sale / create_refund build the new record without reading the row back: it is the same
+    record get_sale / get_refund read, given to the first step and returned (whole-second times too)."""
+    from pos.journal.till import TillLinks
+
+    j = Journal.open(tmp_path / "j.db", timezone="Asia/Singapore")
+    seen: list[tuple[object, object]] = []
+
+    def first(created: SaleRecord | RefundRecord) -> None:   # inside the creating transaction
+        read = j.get_sale(created.sale_id) if isinstance(created, SaleRecord) else j.get_refund(created.refund_id)
+        seen.append((created, read))
+
+    till = TillLinks(j).new_sale(Money(700, "SGD"), "R-1", "Tea", 1_714_521_600)
+    sales = [j.create_sale(amount=Money(700, "SGD"), code="281800000000004321", scanned_at=1_714_521_599,
+                           now=1_714_521_600, order_title="Tea", reference="R-1", till_id=till.till_id,
+                           goods="tea|1|700", first_step=first),
+             j.create_sale(amount=Money(1, "SGD"), code="", scanned_at=NOW, now=NOW, qr=True, first_step=first)]
+    for sale in sales:
+        assert sale == j.get_sale(sale.sale_id)
+    j.record(Record(sales=(replace(sales[0], state=SaleState.PAID, acquirement_id="ACQ9"),)))
+    refund = j.create_refund(sale=j.get_sale(sales[0].sale_id), amount=Money(300, "SGD"), reason="part",
+                             now=1_714_521_700, first_step=first)
+    assert refund == j.get_refund(refund.refund_id) and refund.acquirement_id == "ACQ9"
+    assert len(seen) == 3 and all(created == read for created, read in seen)
+    j.close()
+
+
+def test_a_step_that_changes_what_was_fixed_at_creation_is_refused(tmp_path: Path) -> None:
+    """A step writes only what a step can change; a record whose amount, merchantTransId... differ from
+    the row's is refused whole (JournalError), never half written."""
+    j = Journal.open(tmp_path / "j.db")
+    sale = new_sale(j)
+    for changed in (replace(sale, amount=Money(1, "USD"), state=SaleState.PAID),
+                    replace(sale, merchant_trans_id="OTHER", state=SaleState.PAID),
+                    replace(sale, goods="x", state=SaleState.PAID),
+                    replace(sale, sale_id=999, state=SaleState.PAID)):
+        with pytest.raises(JournalError, match="fixed when it was created"):
+            j.record(Record(sales=(changed,)))
+    assert j.get_sale(sale.sale_id) == sale
+    assert [e.trigger for e in j.events("sale", sale.sale_id)] == ["create"]
+    paid = replace(sale, state=SaleState.PAID, acquirement_id="A1", result_code="SUCCESS", updated_at=NOW + 1)
+    j.record(Record(sales=(paid,)))
+    assert j.get_sale(sale.sale_id) == paid
+    refund = j.create_refund(sale=paid, amount=Money(100, "USD"), reason="r", now=NOW + 2)
+    with pytest.raises(JournalError, match="fixed when it was created"):
+        j.record(Record(refunds=(replace(refund, reason="other", state=RefundState.REFUNDED),)))
+    assert j.get_refund(refund.refund_id) == refund
     j.close()
 
 

@@ -46,9 +46,19 @@ from pos.core.events import Record
 from pos.core.money import Money
 from pos.core.records import QR_SALE_MARK, RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.redact import mask_code, redact
-from pos.journal.db import CRASH_ENV, JournalDB, JournalError, Row, unreadable
+from pos.journal.db import CRASH_ENV, JournalDB, JournalError, unreadable
 from pos.journal.reads import JournalReads
-from pos.journal.rows import REFUND_BOOLS, REFUND_FIELDS, SALE_BOOLS, SALE_FIELDS, column_values, to_refund, to_sale
+from pos.journal.rows import (
+    REFUND_BOOLS,
+    REFUND_FIELDS,
+    REFUND_FIXED,
+    REFUND_STEP_FIELDS,
+    SALE_BOOLS,
+    SALE_FIELDS,
+    SALE_FIXED,
+    SALE_STEP_FIELDS,
+    column_values,
+)
 from pos.journal.schema import migrate
 from pos.journal.till import link_till_sale
 
@@ -60,6 +70,16 @@ _T = TypeVar("_T")
 # Given the item a create_* call just wrote, the engine's first step for it (or None),
 # committed in the same transaction.
 FirstStep = Callable[[_T], Record | None]
+
+
+def _step_update(table: str, key: str, step: list[str], fixed: list[str]) -> str:
+    """An engine step's UPDATE: the columns a step may change, for the row whose fixed columns match."""
+    return (f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in step)} "
+            f"WHERE {key} = ? AND {' AND '.join(f'{c} = ?' for c in fixed)}")
+
+
+_SALE_UPDATE = _step_update("sales", "sale_id", SALE_STEP_FIELDS, SALE_FIXED)
+_REFUND_UPDATE = _step_update("refunds", "refund_id", REFUND_STEP_FIELDS, REFUND_FIXED)
 
 
 def journal_path(state_dir: str | os.PathLike[str]) -> Path:
@@ -158,7 +178,12 @@ class Journal(JournalReads):
                         f"{amount.receipt()} code {masked}")
             if till_id is not None:
                 link_till_sale(conn, till_id, sale_id, now)
-            created = to_sale(self._row(conn, "SELECT * FROM sales WHERE sale_id = ?", sale_id))
+            # The row just inserted, as get_sale would read it (the other columns hold their defaults,
+            # which are the record's: tests/test_journal.py checks both ways).
+            created = SaleRecord(sale_id=sale_id, merchant_trans_id=mtid, amount=amount, code_masked=masked,
+                                 order_title=order_title, reference=reference, state=SaleState.CREATED,
+                                 created_at=float(now), updated_at=float(now), local_date=local_date,
+                                 scanned_at=float(scanned_at), goods=goods)
             if first_step is not None:
                 self._write(conn, first_step(created))
         return created
@@ -189,7 +214,10 @@ class Journal(JournalReads):
             refund_id = int(cur.lastrowid or 0)
             self._event(conn, now, "refund", refund_id, "create", "", RefundState.REFUND_CREATED.value,
                         f"{amount.receipt()} on sale {sale.sale_id}")
-            created = to_refund(self._row(conn, "SELECT * FROM refunds WHERE refund_id = ?", refund_id))
+            created = RefundRecord(refund_id=refund_id, sale_id=sale.sale_id, merchant_refund_id=mrid,
+                                   acquirement_id=sale.acquirement_id or "", amount=amount, reason=reason,
+                                   state=RefundState.REFUND_CREATED, created_at=float(now), updated_at=float(now),
+                                   local_date=local_date)
             if first_step is not None:
                 self._write(conn, first_step(created))
         return created
@@ -213,15 +241,6 @@ class Journal(JournalReads):
                              f"SELECT ?, COALESCE(MAX({key}), 0) FROM {table} WHERE true "
                              "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)", (name,))
 
-    @staticmethod
-    def _row(conn: sqlite3.Connection, sql: str, item_id: int) -> Row:
-        """A row just written, read back inside its own transaction."""
-        cur = conn.execute(sql, (item_id,))
-        row = cur.fetchone()
-        if row is None:  # pragma: no cover - inserted by this very transaction
-            raise JournalError(f"item {item_id} was written but cannot be read back")
-        return dict(zip([d[0] for d in cur.description], row, strict=True))
-
     def record(self, rec: Record, *, then: Callable[[], None] | None = None) -> None:
         """Commit one engine step: the new records and their log lines, in one transaction.
 
@@ -238,23 +257,22 @@ class Journal(JournalReads):
         if rec is None:
             return
         for sale in rec.sales:
-            self._update(conn, "sales", "sale_id", SALE_FIELDS, sale, SALE_BOOLS)
+            self._update(conn, _SALE_UPDATE, "sales", sale.sale_id, sale, SALE_STEP_FIELDS, SALE_FIXED, SALE_BOOLS)
         for refund in rec.refunds:
-            self._update(conn, "refunds", "refund_id", REFUND_FIELDS, refund, REFUND_BOOLS)
+            self._update(conn, _REFUND_UPDATE, "refunds", refund.refund_id, refund, REFUND_STEP_FIELDS,
+                         REFUND_FIXED, REFUND_BOOLS)
         for entry in rec.log:
             self._event(conn, entry.at, entry.item_kind, entry.item_id, entry.trigger, entry.source,
                         entry.dest, entry.detail)
 
     @staticmethod
-    def _update(conn: sqlite3.Connection, table: str, key: str, names: list[str],
-                record: SaleRecord | RefundRecord, bools: frozenset[str]) -> None:
-        cols = [n for n in names if n != key]
-        sets = ", ".join(f"{c} = ?" for c in cols)
-        item_id = record.sale_id if isinstance(record, SaleRecord) else record.refund_id
-        cur = conn.execute(f"UPDATE {table} SET {sets} WHERE {key} = ?",
-                           (*column_values(record, cols, bools), item_id))
+    def _update(conn: sqlite3.Connection, sql: str, table: str, item_id: int, record: SaleRecord | RefundRecord,
+                step: list[str], fixed: list[str], bools: frozenset[str]) -> None:
+        """One item's row as a step left it: only the columns a step may change are set (rows.py)."""
+        cur = conn.execute(sql, (*column_values(record, step, bools), item_id, *column_values(record, fixed, bools)))
         if cur.rowcount != 1:
-            raise JournalError(f"{table} {item_id} is not in the journal")
+            raise JournalError(f"{table} {item_id} is not in the journal, or this record changes what was fixed "
+                               f"when it was created ({', '.join(fixed)})")
 
     @staticmethod
     def _event(conn: sqlite3.Connection, at: float, kind: str, item_id: int, trigger: str, source: str,
