@@ -6,8 +6,10 @@ A till sale (`--till`: linked to a till row, as a sale over the till API is) is
 paid through the real PaymentRunner and journal file with the sandbox's ledger
 in process (DirectGateway) and the terminal's receipt writer (Receipts queuing
 the receipt in the outcome's transaction, the print queue's worker not started).
-Every journal transaction is metered: BEGIN..COMMIT time, the COMMIT alone,
-statements, and WAL frames (the -wal file's growth with autocheckpoint off,
+Every journal transaction is metered: BEGIN..COMMIT time, the part before the
+COMMIT (Python and SQL) and the COMMIT alone, statements (BEGIN and COMMIT
+counted; "triggered": a trigger's statements, the outbox's, which the trace
+reports again), and WAL frames (the -wal file's growth with autocheckpoint off,
 4096-byte pages + 24-byte frame headers). After each sale the floor (one
 INSERT of a 3-column row, same pragmas) commits once, so both see the same load.
 The outbox is off unless `--outbox` (a terminal without [hq] url writes none).
