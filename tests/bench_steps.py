@@ -1,6 +1,6 @@
 """What one paid sale's journal transactions cost, step by step, beside the floor's commit.
 
-    python -m tests.bench_steps [--sales 300] [--warmup 50] [--till] [--outbox] [--trace]
+    python -m tests.bench_steps [--sales 300] [--warmup 50] [--till] [--outbox] [--trace] [--history N]
 
 A till sale (`--till`: linked to a till row, as a sale over the till API is) is
 paid through the real PaymentRunner and journal file with the sandbox's ledger
@@ -42,6 +42,7 @@ from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import make_code
 from pos.terminal.receipts import Receipts
+from tests import bench_journal
 
 FRAME = 4096 + 24
 
@@ -53,6 +54,7 @@ class Step:
     commit_seconds: float
     frames: float
     statements: list[str] = field(default_factory=list)
+    wal_span: tuple[int, int] = (0, 0)   # where its frames are in the -wal file
 
 
 class Meter:
@@ -74,8 +76,8 @@ class Meter:
                 yield conn
             t1 = time.perf_counter()
             stmts, self._open = self._open or [], None
-            self.steps.append(Step(_kind(stmts), t1 - self._t0, t1 - self._tc,
-                                   (self.wal.stat().st_size - w0) / FRAME, stmts))
+            w1 = self.wal.stat().st_size
+            self.steps.append(Step(_kind(stmts), t1 - self._t0, t1 - self._tc, (w1 - w0) / FRAME, stmts, (w0, w1)))
 
         self.db.transaction = transaction  # type: ignore[method-assign]
 
@@ -125,9 +127,12 @@ class Floor:
         self.frames.append((self.wal.stat().st_size - w0) / FRAME)
 
 
-def run(sales: int, warmup: int, till: bool, with_outbox: bool, trace: bool) -> None:
+def run(sales: int, warmup: int, till: bool, with_outbox: bool, trace: bool, history: int = 0) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config.model_validate({"terminal": {"terminal_id": "BENCH", "state_dir": tmp}})
+        if history:   # past sales, so the indexes have the shape of a store's journal
+            bench_journal.build(Path(tmp) / "journal.db", sales=history, day_sales=min(history, 10_000),
+                                open_sales=0, progress=False)
         journal = Journal.open(Path(tmp) / "journal.db", terminal_id="BENCH")
         outbox.set_writing(journal.db, with_outbox)
         journal.db.conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -156,11 +161,12 @@ def run(sales: int, warmup: int, till: bool, with_outbox: bool, trace: bool) -> 
             payments.wait_idle(10)
             floor.commit(i)
         payments.stop()
+        pages = _pages_written(journal, meter) if trace and meter is not None else {}
         journal.close()
     assert meter is not None
     ms = 1000.0
     print(f"{sales} paid sales after {warmup} warm-up ({'till sales' if till else 'keypad sales'}, "
-          f"outbox {'on' if with_outbox else 'off'}); times in ms")
+          f"outbox {'on' if with_outbox else 'off'}, {history:,} past sales); times in ms")
     print(f"{'transaction':<12} {'n':>4} {'BEGIN..COMMIT':>13} {'p90':>6} {'before COMMIT':>13} {'COMMIT':>7} "
           f"{'frames':>7} {'statements':>10} {'triggered':>9}")
     for kind in ("create", "outcome", "till", "other"):
@@ -178,9 +184,24 @@ def run(sales: int, warmup: int, till: bool, with_outbox: bool, trace: bool) -> 
         if trace:
             for sql in _own(steps[len(steps) // 2].statements):
                 print(f"    {sql}")
+            print(f"    pages written: {', '.join(pages.get(kind, []))}")
     ft = sorted(floor.times)
     print(f"{'floor':<12} {len(ft):>4} {statistics.median(ft) * ms:>13.3f} {ft[int(len(ft) * 0.9)] * ms:>6.3f} "
           f"{'':>13} {'':>7} {statistics.mean(floor.frames):>7.2f} {3:>10} {0:>9}")
+
+
+def _pages_written(journal: Journal, meter: Meter) -> dict[str, list[str]]:
+    """The b-tree (table or index) of every page the middle transaction of each kind wrote (dbstat)."""
+    owner = dict(journal.db.conn.execute("SELECT pageno, name FROM dbstat").fetchall())
+    wal = meter.wal.read_bytes()
+    found: dict[str, list[str]] = {}
+    for kind in ("create", "outcome"):
+        steps = [s for s in meter.steps if s.kind == kind]
+        if steps:
+            w0, w1 = steps[len(steps) // 2].wal_span
+            found[kind] = [str(owner.get(int.from_bytes(wal[at:at + 4], "big"), "?"))
+                           for at in range(w0, w1, FRAME)]
+    return found
 
 
 def _own(statements: list[str]) -> list[str]:
@@ -195,8 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--till", action="store_true", help="till sales (each linked to a till row)")
     p.add_argument("--outbox", action="store_true", help="the outbox on (a terminal with [hq] url)")
     p.add_argument("--trace", action="store_true", help="print one transaction's statements of each kind")
+    p.add_argument("--history", type=int, default=0,
+                   help="past sales in the journal first (tests/bench_journal.py's layout), e.g. 200000")
     a = p.parse_args(argv)
-    run(a.sales, a.warmup, a.till, a.outbox, a.trace)
+    run(a.sales, a.warmup, a.till, a.outbox, a.trace, a.history)
 
 
 if __name__ == "__main__":
