@@ -90,7 +90,7 @@ class Meter:
         elif sql.startswith("COMMIT"):
             self._tc = now
         if self._open is not None:
-            self._open.append(" ".join(sql.split())[:110])
+            self._open.append(sql)
 
 
 def _kind(stmts: list[str]) -> str:
@@ -183,7 +183,7 @@ def run(sales: int, warmup: int, till: bool, with_outbox: bool, trace: bool, his
               f"{statistics.mean(s.frames for s in steps):>7.2f} {own:>10} {fired:>9}")
         if trace:
             for sql in _own(steps[len(steps) // 2].statements):
-                print(f"    {sql}")
+                print(f"    {' '.join(sql.split())[:110]}")
             print(f"    pages written: {', '.join(pages.get(kind, []))}")
     ft = sorted(floor.times)
     print(f"{'floor':<12} {len(ft):>4} {statistics.median(ft) * ms:>13.3f} {ft[int(len(ft) * 0.9)] * ms:>6.3f} "
