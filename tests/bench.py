@@ -17,6 +17,8 @@ Before the table, the component figures printed as before:
   query, paid), no journal, no gateway;
 - a whole sale through the runner against the in-process sandbox ledger;
 - a display's writer threads: CPU and wakes per screen over a real pty;
+- each journal transaction of a paid till sale beside the floor's commit
+  (tests/bench_steps.py);
 - headquarters: events ingested per second from 100 simulated terminals and
   the chain-wide reconciliation of a day, beside PostgreSQL's COPY rate
   (tests/bench_hq.py).
@@ -51,7 +53,7 @@ from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import make_code
-from tests import bench_ams, bench_gateway, bench_hq
+from tests import bench_ams, bench_gateway, bench_hq, bench_steps
 from tests.bench_daemon import DaemonBench, SandboxProcess
 from tests.bench_floor import Floor, StdlibServer
 from tests.bench_journal import cached_journal
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_engine(seed=args.seed)
         bench_sales()
         bench_display()
+        bench_steps.run(sales=200, warmup=30, till=True, with_outbox=False, trace=False)
     if "hq" in args.parts:
         bench_hq.main()
     # Every process started here is stopped whatever fails (an orphaned server would hold the output pipe).

@@ -14,7 +14,7 @@ from pos.cli.main import main
 from pos.core.engine import Record
 from pos.core.money import Money
 from pos.core.outcomes import Cause
-from pos.core.records import RefundState, SaleState
+from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.journal.journal import Journal, JournalError
 from pos.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from pos.sandbox.scenarios import make_code
@@ -113,6 +113,79 @@ def test_lists_filters_and_lookups(tmp_path: Path) -> None:
     assert {type(i).__name__ for i in j.open_items()} == {"SaleRecord", "RefundRecord"}
     assert j.list_refunds(sale_id=a.sale_id, open_only=True)[0].state is RefundState.REFUND_CREATED
     assert j.integrity_check() == "ok"
+    j.close()
+
+
+def test_a_new_item_is_written_once_as_its_first_step_leaves_it(tmp_path: Path) -> None:
+    """create_sale / create_refund hand the first step the new record (CREATED, with the id AUTOINCREMENT
+    gives, never one used before) and write the row as that step leaves it, after the "create" line;
+    without a first step the record returned is the one get_sale / get_refund read."""
+    from pos.core.events import LogEntry
+    from pos.journal.till import TillLinks
+
+    j = Journal.open(tmp_path / "j.db", timezone="Asia/Singapore")
+    given: list[SaleRecord | RefundRecord] = []
+
+    def first(created: SaleRecord | RefundRecord) -> Record:
+        given.append(created)
+        if isinstance(created, SaleRecord):
+            step = replace(created, state=SaleState.PAYING, pay_sent_at=created.created_at, next_request="pay")
+            return Record(sales=(step,), log=(LogEntry(created.created_at, "sale", created.sale_id, "send_pay",
+                                                       "CREATED", "PAYING", "pay queued"),))
+        rstep = replace(created, state=RefundState.REFUNDING, attempts=1)
+        return Record(refunds=(rstep,), log=(LogEntry(created.created_at, "refund", created.refund_id,
+                                                      "send_refund", "REFUND_CREATED", "REFUNDING"),))
+
+    plain = j.create_sale(amount=Money(1, "SGD"), code="", scanned_at=NOW, now=NOW, qr=True)
+    assert plain == j.get_sale(plain.sale_id) and plain.state is SaleState.CREATED
+    j._conn.execute("DELETE FROM sales WHERE sale_id = ?", (plain.sale_id,))
+    till = TillLinks(j).new_sale(Money(700, "SGD"), "R-1", "Tea", 1_714_521_600)
+    sale = j.create_sale(amount=Money(700, "SGD"), code="281800000000004321", scanned_at=1_714_521_599,
+                         now=1_714_521_600, order_title="Tea", reference="R-1", till_id=till.till_id,
+                         goods="tea|1|700", first_step=first)
+    assert sale.sale_id == plain.sale_id + 1                    # a deleted sale's id is not given again
+    assert given == [sale] and sale.state is SaleState.CREATED
+    assert j.get_sale(sale.sale_id) == replace(sale, state=SaleState.PAYING, pay_sent_at=sale.created_at,
+                                               next_request="pay")
+    assert [(e.trigger, e.dest) for e in j.events("sale", sale.sale_id)] == [("create", "CREATED"),
+                                                                            ("send_pay", "PAYING")]
+    assert TillLinks(j).get(till.till_id).sale_id == sale.sale_id
+    j.record(Record(sales=(replace(j.get_sale(sale.sale_id), state=SaleState.PAID, acquirement_id="ACQ9"),)))
+    refund = j.create_refund(sale=j.get_sale(sale.sale_id), amount=Money(300, "SGD"), reason="part",
+                             now=1_714_521_700, first_step=first)
+    assert given[-1] == refund and refund.acquirement_id == "ACQ9"
+    assert j.get_refund(refund.refund_id) == replace(refund, state=RefundState.REFUNDING, attempts=1)
+    assert [e.trigger for e in j.events("refund", refund.refund_id)] == ["create", "send_refund"]
+    plain_refund = j.create_refund(sale=j.get_sale(sale.sale_id), amount=Money(100, "SGD"), reason="x",
+                                   now=1_714_521_800)
+    assert plain_refund == j.get_refund(plain_refund.refund_id)
+    j.close()
+
+
+def test_a_step_that_changes_what_was_fixed_at_creation_is_refused(tmp_path: Path) -> None:
+    """A step writes only what a step can change; a record whose amount, merchantTransId... differ from
+    the row's is refused whole (JournalError), never half written."""
+    j = Journal.open(tmp_path / "j.db")
+    sale = new_sale(j)
+    for changed in (replace(sale, amount=Money(1, "USD"), state=SaleState.PAID),
+                    replace(sale, merchant_trans_id="OTHER", state=SaleState.PAID),
+                    replace(sale, goods="x", state=SaleState.PAID),
+                    replace(sale, sale_id=999, state=SaleState.PAID)):
+        with pytest.raises(JournalError, match="fixed when it was created"):
+            j.record(Record(sales=(changed,)))
+    assert j.get_sale(sale.sale_id) == sale
+    assert [e.trigger for e in j.events("sale", sale.sale_id)] == ["create"]
+    paid = replace(sale, state=SaleState.PAID, acquirement_id="A1", result_code="SUCCESS", updated_at=NOW + 1)
+    j.record(Record(sales=(paid,)))
+    assert j.get_sale(sale.sale_id) == paid
+    refund = j.create_refund(sale=paid, amount=Money(100, "USD"), reason="r", now=NOW + 2)
+    with pytest.raises(JournalError, match="fixed when it was created"):
+        j.record(Record(refunds=(replace(refund, reason="other", state=RefundState.REFUNDED),)))
+    assert j.get_refund(refund.refund_id) == refund
+    with pytest.raises(JournalError, match="fixed when it is created"):   # nor may a new item's first step
+        j.create_sale(amount=Money(100, "USD"), code="281800000000001111", scanned_at=NOW, now=NOW,
+                      first_step=lambda created: Record(sales=(replace(created, amount=Money(1, "USD")),)))
+    assert [s.sale_id for s in j.list_sales()] == [sale.sale_id]
     j.close()
 
 

@@ -88,10 +88,25 @@ __all__ = [
 ]
 
 
+class _Machine(Machine):
+    """A Machine that gives each item only `trigger(name, ...)`, the one method the engine calls.
+
+    transitions also binds, per item, a method and a `may_` method for every trigger and an `is_`
+    method for every state: the larger part of a new sale's first step, which runs inside the
+    journal transaction creating the sale. The items define no `on_enter_`/`on_exit_` methods for
+    the per-state binding to find."""
+
+    def _add_trigger_to_model(self, trigger: str, model: object) -> None:
+        pass
+
+    def _add_model_to_state(self, state: object, model: object) -> None:
+        pass
+
+
 def _machine(states: list[StateRow], transitions: list[Row]) -> Machine:
-    return Machine(model=None, states=[dict(s) for s in states], transitions=[dict(t) for t in transitions],
-                   initial=states[0]["name"], auto_transitions=False, send_event=True,
-                   ignore_invalid_triggers=False)
+    return _Machine(model=None, states=[dict(s) for s in states], transitions=[dict(t) for t in transitions],
+                    initial=states[0]["name"], auto_transitions=False, send_event=True,
+                    ignore_invalid_triggers=False)
 
 
 class Engine:

@@ -36,7 +36,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -46,9 +48,19 @@ from pos.core.events import Record
 from pos.core.money import Money
 from pos.core.records import QR_SALE_MARK, RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.redact import mask_code, redact
-from pos.journal.db import CRASH_ENV, JournalDB, JournalError, Row, unreadable
+from pos.journal.db import CRASH_ENV, JournalDB, JournalError, unreadable
 from pos.journal.reads import JournalReads
-from pos.journal.rows import REFUND_BOOLS, REFUND_FIELDS, SALE_BOOLS, SALE_FIELDS, column_values, to_refund, to_sale
+from pos.journal.rows import (
+    REFUND_BOOLS,
+    REFUND_FIELDS,
+    REFUND_FIXED,
+    REFUND_STEP_FIELDS,
+    SALE_BOOLS,
+    SALE_FIELDS,
+    SALE_FIXED,
+    SALE_STEP_FIELDS,
+    column_values,
+)
 from pos.journal.schema import migrate
 from pos.journal.till import link_till_sale
 
@@ -57,9 +69,37 @@ __all__ = ["Journal", "JournalError", "journal_path", "CRASH_ENV"]
 JOURNAL_FILE = "journal.db"
 
 _T = TypeVar("_T")
-# Given the item a create_* call just wrote, the engine's first step for it (or None),
-# committed in the same transaction.
+# Given the item a create_* call is writing (its id taken, its row not yet written), the
+# engine's first step for it (or None): the row is written as that step leaves it, in the
+# same transaction.
 FirstStep = Callable[[_T], Record | None]
+
+
+def _step_update(table: str, key: str, step: list[str], fixed: list[str]) -> str:
+    """An engine step's UPDATE: the columns a step may change, for the row whose fixed columns match."""
+    return (f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in step)} "
+            f"WHERE {key} = ? AND {' AND '.join(f'{c} = ?' for c in fixed)}")
+
+
+_SALE_COLUMNS = ["amount_minor", "currency", *SALE_FIELDS]
+_REFUND_COLUMNS = ["amount_minor", "currency", *REFUND_FIELDS]
+_SALE_INSERT = f"INSERT INTO sales ({', '.join(_SALE_COLUMNS)}) VALUES ({', '.join('?' * len(_SALE_COLUMNS))})"
+_REFUND_INSERT = (f"INSERT INTO refunds ({', '.join(_REFUND_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * len(_REFUND_COLUMNS))})")
+_SALE_UPDATE = _step_update("sales", "sale_id", SALE_STEP_FIELDS, SALE_FIXED)
+_REFUND_UPDATE = _step_update("refunds", "refund_id", REFUND_STEP_FIELDS, REFUND_FIXED)
+
+
+def _split(created: SaleRecord | RefundRecord, step: Record | None) -> tuple[SaleRecord | RefundRecord, Record | None]:
+    """A new item as its first step leaves it, and the rest of that step."""
+    if step is None:
+        return created, None
+    if isinstance(created, SaleRecord):
+        sales = [s for s in step.sales if s.sale_id == created.sale_id]
+        return (sales[-1] if sales else created), replace(step, sales=tuple(s for s in step.sales if s not in sales))
+    refunds = [r for r in step.refunds if r.refund_id == created.refund_id]
+    return (refunds[-1] if refunds else created), replace(step, refunds=tuple(r for r in step.refunds
+                                                                              if r not in refunds))
 
 
 def journal_path(state_dir: str | os.PathLike[str]) -> Path:
@@ -123,10 +163,39 @@ class Journal(JournalReads):
 
     # ------------------------------------------------------------ writing
 
-    def _next(self, conn: sqlite3.Connection, name: str) -> int:
-        row = conn.execute("INSERT INTO sequences (name, value) VALUES (?, 1) "
-                           "ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value", (name,)).fetchone()
-        return int(row[0])
+    @staticmethod
+    def _next(conn: sqlite3.Connection, name: str, table: str, key: str) -> tuple[int, int]:
+        """The next number of the `name` sequence (merchantTransId, merchantRefundId), and the id
+        the next row of `table` takes: as AUTOINCREMENT picks it, one above both the largest id
+        ever given (sqlite_sequence) and the largest id in the table. Inside the caller's
+        transaction (BEGIN IMMEDIATE), so no other writer can take either."""
+        row = conn.execute(
+            "INSERT INTO sequences (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1 "
+            "RETURNING value, MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
+            f"COALESCE((SELECT MAX({key}) FROM {table}), 0)) + 1", (name, table)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _create(self, conn: sqlite3.Connection, created: SaleRecord | RefundRecord,
+                first_step: FirstStep[Any] | None, detail: str, then: Callable[[], None] | None = None) -> None:
+        """Write a new item as its first step leaves it (PAYING, REFUNDING: the request queued), so
+        its row and indexes are written once; then its "create" log line, `then`, and the step's
+        log lines (and any other record of the step)."""
+        step = first_step(created) if first_step is not None else None
+        row, rest = _split(created, step)
+        if isinstance(created, SaleRecord):
+            kind, item_id, sql, cols, fixed, bools = ("sale", created.sale_id, _SALE_INSERT, _SALE_COLUMNS,
+                                                      SALE_FIXED, SALE_BOOLS)
+        else:
+            kind, item_id, sql, cols, fixed, bools = ("refund", created.refund_id, _REFUND_INSERT, _REFUND_COLUMNS,
+                                                      REFUND_FIXED, REFUND_BOOLS)
+        if column_values(row, fixed, bools) != column_values(created, fixed, bools):
+            raise JournalError(f"the first step of {kind} {item_id} changes what is fixed when it is created "
+                               f"({', '.join(fixed)})")
+        conn.execute(sql, column_values(row, cols, bools))
+        self._event(conn, created.created_at, kind, item_id, "create", "", created.state.value, detail)
+        if then is not None:
+            then()
+        self._write(conn, rest)
 
     def _local_date(self, now: float) -> str:
         return datetime.fromtimestamp(now, tz=UTC).astimezone(self._tz).date().isoformat()
@@ -145,22 +214,16 @@ class Journal(JournalReads):
         local_date = self._local_date(now)
         masked = QR_SALE_MARK if qr else mask_code(code)
         with self._db.transaction() as conn:
-            seq = self._next(conn, "sale")
+            seq, sale_id = self._next(conn, "sale", "sales", "sale_id")
             mtid = f"{self.terminal_id}-{local_date.replace('-', '')}-{self.install_id}-{seq:06d}"
-            cur = conn.execute(
-                "INSERT INTO sales (merchant_trans_id, amount_minor, currency, code_masked, order_title, "
-                "reference, state, created_at, updated_at, local_date, scanned_at, goods) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (mtid, amount.minor, amount.currency, masked, order_title, reference,
-                 SaleState.CREATED.value, now, now, local_date, scanned_at, goods))
-            sale_id = int(cur.lastrowid or 0)
-            self._event(conn, now, "sale", sale_id, "create", "", SaleState.CREATED.value,
-                        f"{amount.receipt()} code {masked}")
-            if till_id is not None:
-                link_till_sale(conn, till_id, sale_id, now)
-            created = to_sale(self._row(conn, "SELECT * FROM sales WHERE sale_id = ?", sale_id))
-            if first_step is not None:
-                self._write(conn, first_step(created))
+            # The new sale, as get_sale reads it once written without a first step (the columns not
+            # named hold their defaults, which are the record's: tests/test_journal.py checks it).
+            created = SaleRecord(sale_id=sale_id, merchant_trans_id=mtid, amount=amount, code_masked=masked,
+                                 order_title=order_title, reference=reference, state=SaleState.CREATED,
+                                 created_at=float(now), updated_at=float(now), local_date=local_date,
+                                 scanned_at=float(scanned_at), goods=goods)
+            self._create(conn, created, first_step, f"{amount.receipt()} code {masked}",
+                         None if till_id is None else partial(link_till_sale, conn, till_id, sale_id, now))
         return created
 
     def create_refund(self, *, sale: SaleRecord, amount: Money, reason: str, now: float,
@@ -179,48 +242,26 @@ class Journal(JournalReads):
             if taken + amount.minor > sale.amount.minor:
                 raise JournalError(f"refund of {amount.receipt()} would take refunds on "
                                    f"{sale.merchant_trans_id} above its amount {sale.amount.receipt()}")
-            seq = self._next(conn, "refund")
+            seq, refund_id = self._next(conn, "refund", "refunds", "refund_id")
             mrid = f"{self.terminal_id}-{local_date.replace('-', '')}-{self.install_id}-R{seq:06d}"
-            cur = conn.execute(
-                "INSERT INTO refunds (sale_id, merchant_refund_id, acquirement_id, amount_minor, currency, "
-                "reason, state, created_at, updated_at, local_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (sale.sale_id, mrid, sale.acquirement_id or "", amount.minor, amount.currency, reason,
-                 RefundState.REFUND_CREATED.value, now, now, local_date))
-            refund_id = int(cur.lastrowid or 0)
-            self._event(conn, now, "refund", refund_id, "create", "", RefundState.REFUND_CREATED.value,
-                        f"{amount.receipt()} on sale {sale.sale_id}")
-            created = to_refund(self._row(conn, "SELECT * FROM refunds WHERE refund_id = ?", refund_id))
-            if first_step is not None:
-                self._write(conn, first_step(created))
+            created = RefundRecord(refund_id=refund_id, sale_id=sale.sale_id, merchant_refund_id=mrid,
+                                   acquirement_id=sale.acquirement_id or "", amount=amount, reason=reason,
+                                   state=RefundState.REFUND_CREATED, created_at=float(now), updated_at=float(now),
+                                   local_date=local_date)
+            self._create(conn, created, first_step, f"{amount.receipt()} on sale {sale.sale_id}")
         return created
 
     def bulk_insert(self, sales: Iterable[SaleRecord], refunds: Iterable[RefundRecord] = ()) -> None:
         """Insert whole records as they are (their ids included), in one transaction and without
         events: for building large journals (tests/bench_journal.py), not for sales being made.
         The sequences move past the largest ids so new sales and refunds never repeat one."""
-        sale_cols = ["amount_minor", "currency", *SALE_FIELDS]
-        refund_cols = ["amount_minor", "currency", *REFUND_FIELDS]
         with self._db.transaction(crash_point=False) as conn:
-            conn.executemany(
-                f"INSERT INTO sales ({', '.join(sale_cols)}) VALUES ({', '.join('?' * len(sale_cols))})",
-                ((s.amount.minor, s.amount.currency, *column_values(s, SALE_FIELDS, SALE_BOOLS)) for s in sales))
-            conn.executemany(
-                f"INSERT INTO refunds ({', '.join(refund_cols)}) VALUES ({', '.join('?' * len(refund_cols))})",
-                ((r.amount.minor, r.amount.currency, *column_values(r, REFUND_FIELDS, REFUND_BOOLS))
-                 for r in refunds))
+            conn.executemany(_SALE_INSERT, (column_values(s, _SALE_COLUMNS, SALE_BOOLS) for s in sales))
+            conn.executemany(_REFUND_INSERT, (column_values(r, _REFUND_COLUMNS, REFUND_BOOLS) for r in refunds))
             for name, table, key in (("sale", "sales", "sale_id"), ("refund", "refunds", "refund_id")):
                 conn.execute("INSERT INTO sequences (name, value) "
                              f"SELECT ?, COALESCE(MAX({key}), 0) FROM {table} WHERE true "
                              "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)", (name,))
-
-    @staticmethod
-    def _row(conn: sqlite3.Connection, sql: str, item_id: int) -> Row:
-        """A row just written, read back inside its own transaction."""
-        cur = conn.execute(sql, (item_id,))
-        row = cur.fetchone()
-        if row is None:  # pragma: no cover - inserted by this very transaction
-            raise JournalError(f"item {item_id} was written but cannot be read back")
-        return dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def record(self, rec: Record, *, then: Callable[[], None] | None = None) -> None:
         """Commit one engine step: the new records and their log lines, in one transaction.
@@ -238,23 +279,22 @@ class Journal(JournalReads):
         if rec is None:
             return
         for sale in rec.sales:
-            self._update(conn, "sales", "sale_id", SALE_FIELDS, sale, SALE_BOOLS)
+            self._update(conn, _SALE_UPDATE, "sales", sale.sale_id, sale, SALE_STEP_FIELDS, SALE_FIXED, SALE_BOOLS)
         for refund in rec.refunds:
-            self._update(conn, "refunds", "refund_id", REFUND_FIELDS, refund, REFUND_BOOLS)
+            self._update(conn, _REFUND_UPDATE, "refunds", refund.refund_id, refund, REFUND_STEP_FIELDS,
+                         REFUND_FIXED, REFUND_BOOLS)
         for entry in rec.log:
             self._event(conn, entry.at, entry.item_kind, entry.item_id, entry.trigger, entry.source,
                         entry.dest, entry.detail)
 
     @staticmethod
-    def _update(conn: sqlite3.Connection, table: str, key: str, names: list[str],
-                record: SaleRecord | RefundRecord, bools: frozenset[str]) -> None:
-        cols = [n for n in names if n != key]
-        sets = ", ".join(f"{c} = ?" for c in cols)
-        item_id = record.sale_id if isinstance(record, SaleRecord) else record.refund_id
-        cur = conn.execute(f"UPDATE {table} SET {sets} WHERE {key} = ?",
-                           (*column_values(record, cols, bools), item_id))
+    def _update(conn: sqlite3.Connection, sql: str, table: str, item_id: int, record: SaleRecord | RefundRecord,
+                step: list[str], fixed: list[str], bools: frozenset[str]) -> None:
+        """One item's row as a step left it: only the columns a step may change are set (rows.py)."""
+        cur = conn.execute(sql, (*column_values(record, step, bools), item_id, *column_values(record, fixed, bools)))
         if cur.rowcount != 1:
-            raise JournalError(f"{table} {item_id} is not in the journal")
+            raise JournalError(f"{table} {item_id} is not in the journal, or this record changes what was fixed "
+                               f"when it was created ({', '.join(fixed)})")
 
     @staticmethod
     def _event(conn: sqlite3.Connection, at: float, kind: str, item_id: int, trigger: str, source: str,

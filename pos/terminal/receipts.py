@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from devices.print_queue import PrintQueue
 from devices.receipt import Paper, ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
 from pos.config import Config, store_identity
-from pos.core.engine import PrintReceipt
+from pos.core.engine import PrintReceipt, Record
 from pos.core.errors import UserError
 from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
@@ -105,12 +105,16 @@ class Receipts:
         store = self.queue.store if self.queue is not None else None
         return isinstance(store, JournalPrintJobs) and store.writes_through(self._journal)
 
-    def queue_with_outcome(self, command: PrintReceipt) -> None:
+    def queue_with_outcome(self, command: PrintReceipt, step: Record | None = None) -> None:
         """The receipt of a PrintReceipt, queued inside the journal transaction that records the
         outcome it prints (PaymentRunner.write_receipts; on the runner's thread): the outcome and
         its print job are committed together. Only the receipt's record is stored; the print
-        queue renders it when it prints, so nothing slow runs while the transaction is open."""
-        self.print_outcome(command.sale_id, command.refund_id, render_later=True, wake=False)
+        queue renders it when it prints, so nothing slow runs while the transaction is open.
+
+        `step`: the Record that transaction just wrote; the sale and refund it holds are taken
+        as they are instead of being read back (a receipt uses none of the columns the journal
+        stores otherwise than the record holds them: only a gateway's message is redacted)."""
+        self.print_outcome(command.sale_id, command.refund_id, render_later=True, wake=False, step=step)
 
     def wake_printer(self) -> None:
         """Print what queue_with_outcome queued (called once the outcome is on the displays: the
@@ -119,22 +123,30 @@ class Receipts:
             self.queue.wake()
 
     def print_outcome(self, sale_id: int, refund_id: int | None, *, render_later: bool = False,
-                      wake: bool = True) -> None:
+                      wake: bool = True, step: Record | None = None) -> None:
         """The receipt the engine asked for (PrintReceipt): a sale's, or one of its refunds'.
 
         A receipt that could not be queued (the journal full, say) is owed: it is queued with
         the next receipt, and at the next start (queue_missing)."""
         if self._owed:
             self.queue_missing()
-        if not self._enqueue(sale_id, refund_id, render_later=render_later, wake=wake):
+        if not self._enqueue(sale_id, refund_id, render_later=render_later, wake=wake, step=step):
             self._owed = True
 
     def _enqueue(self, sale_id: int, refund_id: int | None, *, render_later: bool = False,
-                 wake: bool = True) -> bool:
-        sale = self._journal.get_sale(sale_id)
-        if sale is None or self.queue is None:
+                 wake: bool = True, step: Record | None = None) -> bool:
+        if self.queue is None:
             return True
-        refund = self._journal.get_refund(refund_id) if refund_id is not None else None
+        sale = next((s for s in step.sales if s.sale_id == sale_id), None) if step is not None else None
+        if sale is None:
+            sale = self._journal.get_sale(sale_id)
+            if sale is None:
+                return True
+        refund: RefundRecord | None = None
+        if refund_id is not None:
+            refund = next((r for r in step.refunds if r.refund_id == refund_id), None) if step is not None else None
+            if refund is None:
+                refund = self._journal.get_refund(refund_id)
         job = f"refund:{refund_id}" if refund_id is not None else f"sale:{sale_id}"
         try:
             self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund), render_later=render_later,
