@@ -34,6 +34,7 @@ import compileall
 import contextlib
 import os
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -222,11 +223,14 @@ def main(argv: list[str] | None = None) -> None:
                                                else v) for k, v in vars(args).items()}}
     print(f"make bench: seed {args.seed}; load average {' '.join(f'{x:.2f}' for x in load.start)} at the start",
           flush=True)
-    # As installed: systemd/install.sh compiles the byte code (the unit sets PYTHONDONTWRITEBYTECODE=1,
-    # as this environment may), so a start measured here compiles nothing either.
-    for part in ("pos", "devices"):
-        compileall.compile_dir(str(REPO / part), quiet=1)
-    context["byte_code"] = "pos and devices compiled first (python -m compileall), as systemd/install.sh does"
+    # As installed: systemd/install.sh compiles the byte code of pos, devices and the venv's libraries
+    # (the unit sets PYTHONDONTWRITEBYTECODE=1, as this environment may), so a start measured here
+    # compiles nothing either. A venv whose caches were removed would otherwise compile every library
+    # at every start: about 0.3 s more to READY and 11 MB more RSS (the compiler's leftovers).
+    for folder in (REPO / "pos", REPO / "devices", Path(sys.prefix) / "lib"):
+        compileall.compile_dir(str(folder), quiet=2, workers=os.cpu_count() or 1)
+    context["byte_code"] = ("pos, devices and the venv's libraries compiled first (python -m compileall), "
+                            "as systemd/install.sh does")
     if "components" in args.parts:
         bench_gateway.main()
         bench_commits()
