@@ -296,3 +296,22 @@ def test_migration_9_indexes_what_grows(tmp_path: Path) -> None:
             "AND +state IN ('PAID') GROUP BY currency, state")
     finally:
         journal.close()
+
+
+def test_migration_12_finds_a_days_refunds_by_their_date_without_a_scan(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = Journal.open(path)
+    journal.close()
+    # A journal at version 11 (as written before the index) is brought up to date on open.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX refunds_date")
+        conn.execute("UPDATE schema_version SET version = 11")
+    journal = Journal.open(path)
+    try:
+        assert journal.schema_version() == len(MIGRATIONS) >= 12
+        # What list_refunds(date=...) asks (reconciliation by day, `pos journal list --date`).
+        detail = " | ".join(str(r["detail"]) for r in journal.db.rows(
+            "EXPLAIN QUERY PLAN SELECT * FROM refunds WHERE local_date = ? ORDER BY refund_id", ("2026-11-30",)))
+        assert "SCAN refunds" not in detail and "refunds_date" in detail, detail
+    finally:
+        journal.close()

@@ -159,6 +159,10 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 11: the outbox's switch: a terminal that ships nowhere writes no outbox rows (pos/journal/outbox.py)
     list(OUTBOX_SWITCH),
+    # 12: a day's refunds by their local date (reconciliation by day, `pos journal list --date`), as
+    # sales_date finds its sales: without it each such read scanned every refund ever made. A step
+    # never rewrites it (local_date is fixed at creation: pos/journal/rows.py REFUND_FIXED).
+    ["CREATE INDEX IF NOT EXISTS refunds_date ON refunds (local_date)"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
