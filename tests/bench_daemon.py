@@ -32,7 +32,6 @@ import json
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -262,13 +261,7 @@ class BenchStage(Stage):
 
     def stop(self) -> None:
         """Stop the daemon first (its last writes drained), then the readers, then close the ptys."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.stop_daemon()
         for reader in (self.display, self.customer_reader):
             if reader is not None:
                 reader.close()

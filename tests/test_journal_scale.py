@@ -265,23 +265,34 @@ def test_a_sale_that_cannot_be_recorded_sends_nothing_and_leaves_no_trace(tmp_pa
         rig.close()
 
 
-def test_migration_9_indexes_what_grows(tmp_path: Path) -> None:
-    path = tmp_path / "journal.db"
-    journal = Journal.open(path)
-    journal.close()
-    # A journal at version 8 (as written before the indexes) is brought up to date on open.
+def _journal_upgraded_from(path: Path, version: int, *back: str) -> Journal:
+    """A new journal taken back to `version` by the statements `back` (undoing the later
+    migrations), then opened again: the migrations after `version` run on it."""
+    Journal.open(path).close()
     with sqlite3.connect(path) as conn:
-        for name in ("sales_created", "refunds_created", "sales_state", "refunds_state", "till_sales_waiting"):
-            conn.execute(f"DROP INDEX {name}")
-        conn.execute("CREATE INDEX sales_state ON sales (state)")
-        conn.execute("ALTER TABLE sales DROP COLUMN result_cause")   # added by migration 10, after these
-        conn.execute("UPDATE schema_version SET version = 8")
+        for sql in back:
+            conn.execute(sql)
+        conn.execute("UPDATE schema_version SET version = ?", (version,))
     journal = Journal.open(path)
-    try:
-        assert journal.schema_version() == len(MIGRATIONS) >= 9
+    assert journal.schema_version() == len(MIGRATIONS) > version
+    return journal
 
-        def plan(sql: str, params: tuple[Any, ...] = ()) -> str:
-            return " | ".join(str(r["detail"]) for r in journal.db.rows("EXPLAIN QUERY PLAN " + sql, params))
+
+def _plan(journal: Journal, sql: str, params: tuple[Any, ...] = ()) -> str:
+    return " | ".join(str(r["detail"]) for r in journal.db.rows("EXPLAIN QUERY PLAN " + sql, params))
+
+
+def test_migration_9_indexes_what_grows(tmp_path: Path) -> None:
+    # A journal at version 8 (as written before the indexes) is brought up to date on open.
+    journal = _journal_upgraded_from(
+        tmp_path / "journal.db", 8,
+        *(f"DROP INDEX {name}" for name in ("sales_created", "refunds_created", "sales_state", "refunds_state",
+                                            "till_sales_waiting")),
+        "CREATE INDEX sales_state ON sales (state)",
+        "ALTER TABLE sales DROP COLUMN result_cause")   # added by migration 10, after these
+    try:
+        def plan(sql: str) -> str:
+            return _plan(journal, sql)
 
         # Open items, their counts and a day's totals: searched over an index, never a scan of the table.
         for sql in ("SELECT * FROM sales WHERE state IN ('PAYING', 'QUERYING')",
@@ -299,19 +310,11 @@ def test_migration_9_indexes_what_grows(tmp_path: Path) -> None:
 
 
 def test_migration_12_finds_a_days_refunds_by_their_date_without_a_scan(tmp_path: Path) -> None:
-    path = tmp_path / "journal.db"
-    journal = Journal.open(path)
-    journal.close()
     # A journal at version 11 (as written before the index) is brought up to date on open.
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP INDEX refunds_date")
-        conn.execute("UPDATE schema_version SET version = 11")
-    journal = Journal.open(path)
+    journal = _journal_upgraded_from(tmp_path / "journal.db", 11, "DROP INDEX refunds_date")
     try:
-        assert journal.schema_version() == len(MIGRATIONS) >= 12
         # What list_refunds(date=...) asks (reconciliation by day, `pos journal list --date`).
-        detail = " | ".join(str(r["detail"]) for r in journal.db.rows(
-            "EXPLAIN QUERY PLAN SELECT * FROM refunds WHERE local_date = ? ORDER BY refund_id", ("2026-11-30",)))
+        detail = _plan(journal, "SELECT * FROM refunds WHERE local_date = ? ORDER BY refund_id", ("2026-11-30",))
         assert "SCAN refunds" not in detail and "refunds_date" in detail, detail
     finally:
         journal.close()

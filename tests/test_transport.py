@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 import time
@@ -127,66 +128,65 @@ class _Gateway(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_concurrent_trickled_calls_each_end_at_their_deadline_and_the_pool_recovers() -> None:
+@contextlib.contextmanager
+def _gateway_behind_fault_proxy() -> Iterator[Any]:
+    """A `_Gateway` on loopback behind a fault proxy that trickles an answer a byte per 0.3 s when told to."""
     from tests.fault_proxy import FaultProxy
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with FaultProxy(f"http://127.0.0.1:{server.server_address[1]}", trickle_interval=0.3) as proxy:
-            proxy.fault = "trickle"
-            transport = Transport(proxy.url)
-            answers: dict[float, Any] = {}
-            ended: dict[float, float] = {}
-
-            def call(read: float) -> None:
-                started = time.monotonic()
-                answers[read] = transport.post(proxy.url + "/pay", b"{}", {}, (0.5, read))
-                ended[read] = time.monotonic() - started
-
-            workers = [threading.Thread(target=call, args=(read,), daemon=True) for read in (0.5, 1.5, 2.5)]
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join(timeout=15)
-            for read in (0.5, 1.5, 2.5):
-                answer = answers[read]
-                assert isinstance(answer, Unknown) and "deadline" in answer.reason and answer.no_answer
-                # Each at its own deadline (connect + read), not at the others'.
-                assert 0.5 + read - 0.1 <= ended[read] < 0.5 + read + 1.5, (read, ended[read])
-            proxy.fault = "pass"
-            reply = transport.post(proxy.url + "/pay", b"{}", {}, (1.0, 1.0))
-            assert isinstance(reply, Reply) and reply.status == 200 and reply.body.startswith(b'{"answer"')
-            transport.close()
+            yield proxy
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_concurrent_trickled_calls_each_end_at_their_deadline_and_the_pool_recovers() -> None:
+    with _gateway_behind_fault_proxy() as proxy:
+        proxy.fault = "trickle"
+        transport = Transport(proxy.url)
+        answers: dict[float, Any] = {}
+        ended: dict[float, float] = {}
+
+        def call(read: float) -> None:
+            started = time.monotonic()
+            answers[read] = transport.post(proxy.url + "/pay", b"{}", {}, (0.5, read))
+            ended[read] = time.monotonic() - started
+
+        workers = [threading.Thread(target=call, args=(read,), daemon=True) for read in (0.5, 1.5, 2.5)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=15)
+        for read in (0.5, 1.5, 2.5):
+            answer = answers[read]
+            assert isinstance(answer, Unknown) and "deadline" in answer.reason and answer.no_answer
+            # Each at its own deadline (connect + read), not at the others'.
+            assert 0.5 + read - 0.1 <= ended[read] < 0.5 + read + 1.5, (read, ended[read])
+        proxy.fault = "pass"
+        reply = transport.post(proxy.url + "/pay", b"{}", {}, (1.0, 1.0))
+        assert isinstance(reply, Reply) and reply.status == 200 and reply.body.startswith(b'{"answer"')
+        transport.close()
 
 
 def test_a_call_armed_after_one_answered_in_time_still_ends_at_its_own_deadline() -> None:
     """The deadline thread, woken by a first call and left sleeping towards that call's (disarmed)
     deadline, is not woken by a later call whose deadline comes after it: it still ends that call
     at its own deadline, neither at the first call's nor never."""
-    from tests.fault_proxy import FaultProxy
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with FaultProxy(f"http://127.0.0.1:{server.server_address[1]}", trickle_interval=0.3) as proxy:
-            transport = Transport(proxy.url)
-            proxy.fault = "pass"
-            quick = transport.post(proxy.url + "/pay", b"{}", {}, (0.4, 0.4))   # deadline 0.8 s, answered now
-            assert isinstance(quick, Reply) and quick.status == 200
-            proxy.fault = "trickle"
-            started = time.monotonic()
-            slow = transport.post(proxy.url + "/pay", b"{}", {}, (0.5, 1.0))   # deadline 1.5 s
-            took = time.monotonic() - started
-            assert isinstance(slow, Unknown) and "deadline" in slow.reason and slow.no_answer
-            assert 1.4 <= took < 3.0, took
-            transport.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _gateway_behind_fault_proxy() as proxy:
+        transport = Transport(proxy.url)
+        proxy.fault = "pass"
+        quick = transport.post(proxy.url + "/pay", b"{}", {}, (0.4, 0.4))   # deadline 0.8 s, answered now
+        assert isinstance(quick, Reply) and quick.status == 200
+        proxy.fault = "trickle"
+        started = time.monotonic()
+        slow = transport.post(proxy.url + "/pay", b"{}", {}, (0.5, 1.0))   # deadline 1.5 s
+        took = time.monotonic() - started
+        assert isinstance(slow, Unknown) and "deadline" in slow.reason and slow.no_answer
+        assert 1.4 <= took < 3.0, took
+        transport.close()
 
 
 def test_an_answer_too_large_is_cut_and_its_connection_not_reused() -> None:

@@ -218,7 +218,8 @@ class Stage:
             time.sleep(0.1)
         raise RuntimeError(f"pos run did not become ready in {timeout} s:\n{self.daemon_log()}")
 
-    def stop(self) -> None:
+    def stop_daemon(self) -> None:
+        """SIGTERM to `pos run` (its last writes drained), SIGKILL after 20 s."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -226,6 +227,9 @@ class Stage:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def stop(self) -> None:
+        self.stop_daemon()
         for name in ("scanner", "customer", "cashier", "keypad", "printer"):
             part = getattr(self, name, None)
             if part is not None:
