@@ -216,3 +216,298 @@ def test_an_answer_too_large_is_cut_and_its_connection_not_reused() -> None:
         transport.close()
         server.shutdown()
         server.server_close()
+
+
+# -- the direct connection (http.client): what it must guarantee itself ---------------------------
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
+
+
+class _Scripted:
+    """A gateway on loopback speaking raw HTTP: `handler(conn, sock, request)` answers each request
+    (`conn` counts connections from 0) and returns False to stop serving that connection."""
+
+    def __init__(self, handler: Any) -> None:
+        import socket
+
+        self.handler = handler
+        self.requests: list[tuple[int, bytes]] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            conn, self.connections = self.connections, self.connections + 1
+            threading.Thread(target=self._serve, args=(conn, sock), daemon=True).start()
+
+    def _serve(self, conn: int, sock: Any) -> None:
+        from tests.fault_proxy import _read_http
+
+        with sock:
+            while request := _read_http(sock):
+                self.requests.append((conn, request))
+                if not self.handler(conn, sock, request):
+                    return
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_connection_the_gateway_closed_while_idle_is_left_before_anything_is_written_on_it() -> None:
+    """The gateway's idle timeout: its FIN is seen before the next request is written, so the request
+    goes once, on a new connection; nothing is written on the closed one."""
+    import socket
+
+    closed = threading.Event()
+    after_close: list[bytes] = []
+
+    def handler(conn: int, sock: socket.socket, request: bytes) -> bool:
+        sock.sendall(_OK)
+        if conn == 0:   # keep-alive answer, then the gateway closes its side and listens on
+            sock.shutdown(socket.SHUT_WR)
+            closed.set()
+            rest = b""
+            while chunk := sock.recv(65536):
+                rest += chunk
+            after_close.append(rest)
+            return False
+        return True
+
+    server = _Scripted(handler)
+    transport = Transport(server.url)
+    try:
+        first = transport.post(server.url + "/pay", b'{"n":1}', {}, (2.0, 2.0))
+        assert isinstance(first, Reply) and first.status == 200
+        assert closed.wait(5)
+        time.sleep(0.1)   # the FIN crosses loopback
+        second = transport.post(server.url + "/pay", b'{"n":2}', {}, (2.0, 2.0))
+        assert isinstance(second, Reply) and second.status == 200 and second.body == b'{"ok":true}'
+    finally:
+        transport.close()
+    deadline = time.monotonic() + 5
+    while not after_close and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert after_close == [b""]   # the closed connection carried nothing more: it was left, not written on
+    assert [(conn, request.endswith(body)) for (conn, request), body in
+            zip(server.requests, (b'{"n":1}', b'{"n":2}'), strict=True)] == [(0, True), (1, True)]
+    server.close()
+
+
+def test_a_request_that_may_have_reached_the_gateway_is_never_sent_again() -> None:
+    """The gateway reads the second request on a kept connection and closes without answering:
+    Unknown (no answer), and the request is not repeated on a new connection."""
+    import socket
+
+    def handler(conn: int, sock: socket.socket, request: bytes) -> bool:
+        if len(server.requests) == 2:
+            return False   # read, never answered: the connection is closed
+        sock.sendall(_OK)
+        return True
+
+    server = _Scripted(handler)
+    transport = Transport(server.url)
+    try:
+        assert isinstance(transport.post(server.url + "/pay", b"{}", {}, (2.0, 2.0)), Reply)
+        lost = transport.post(server.url + "/pay", b'{"pay":2}', {}, (2.0, 2.0))
+        assert isinstance(lost, Unknown) and lost.no_answer and "transport error" in lost.reason
+        time.sleep(0.2)
+        assert len(server.requests) == 2 and server.connections == 1   # no second attempt anywhere
+        third = transport.post(server.url + "/pay", b"{}", {}, (2.0, 2.0))   # a new call: a new connection
+        assert isinstance(third, Reply) and server.connections == 2
+    finally:
+        transport.close()
+        server.close()
+
+
+def test_headers_and_body_leave_in_one_write() -> None:
+    """One write a request: a second segment would wake the gateway twice (and meet delayed ACKs)."""
+    import socket
+
+    server = _Scripted(lambda conn, sock, request: sock.sendall(_OK) or True)
+    transport = Transport(server.url)
+    writes: list[bytes] = []
+
+    class Recorded:
+        def __init__(self, sock: socket.socket) -> None:
+            self._sock = sock
+
+        def sendall(self, data: bytes) -> None:
+            writes.append(bytes(data))
+            self._sock.sendall(data)
+
+        def send(self, data: bytes) -> int:
+            writes.append(bytes(data))
+            return self._sock.send(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._sock, name)
+
+    direct: Any = transport._direct
+    connect = direct._connect
+    direct._connect = lambda *args: Recorded(connect(*args))
+    try:
+        for body in (b'{"first":1}', b'{"second":2}'):
+            reply = transport.post(server.url + "/pay", body, {"Content-Type": "application/json"}, (2.0, 2.0))
+            assert isinstance(reply, Reply) and reply.status == 200
+    finally:
+        transport.close()
+        server.close()
+    assert [w.startswith(b"POST /pay HTTP/1.1\r\n") for w in writes] == [True, True]
+    assert [w.partition(b"\r\n\r\n")[2] for w in writes] == [b'{"first":1}', b'{"second":2}']
+    assert server.connections == 1 and [r for _, r in server.requests] == writes
+    head = writes[0].partition(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert f"Host: {server.url.removeprefix('http://')}" in head and "Content-Length: 11" in head
+    assert any(line.startswith("User-Agent: pos-terminal/") for line in head)
+
+
+def test_threads_sharing_a_client_each_get_their_own_answer() -> None:
+    """Several gateway workers share one client: a connection carries one call at a time."""
+    import socket
+
+    def echo(conn: int, sock: socket.socket, request: bytes) -> bool:
+        body = request.partition(b"\r\n\r\n")[2]
+        time.sleep(0.002)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        return True
+
+    server = _Scripted(echo)
+    transport = Transport(server.url)
+    wrong: list[Any] = []
+
+    def worker(n: int) -> None:
+        for i in range(20):
+            body = f'{{"worker":{n},"call":{i}}}'.encode()
+            reply = transport.post(server.url + "/pay", body, {}, (2.0, 2.0))
+            if not (isinstance(reply, Reply) and reply.body == body):
+                wrong.append(reply)
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+    transport.close()
+    server.close()
+    assert wrong == [] and len(server.requests) == 80
+    assert server.connections <= 4   # kept and reused, never more than the calls in flight
+
+
+@pytest.mark.parametrize("answer,reused", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n", True),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\n{\"a\":1}", False),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}", False),
+])
+def test_an_answer_read_whole_keeps_its_connection_only_when_the_gateway_keeps_it(answer: bytes,
+                                                                                    reused: bool) -> None:
+    import socket
+
+    def handler(conn: int, sock: socket.socket, request: bytes) -> bool:
+        sock.sendall(answer)
+        return b"Connection: close" not in answer and b"HTTP/1.0" not in answer
+
+    server = _Scripted(handler)
+    transport = Transport(server.url)
+    try:
+        for _ in range(2):
+            reply = transport.post(server.url + "/pay", b"{}", {}, (2.0, 2.0))
+            assert isinstance(reply, Reply) and reply.status == 200 and reply.body == b'{"a":1}'
+    finally:
+        transport.close()
+        server.close()
+    assert server.connections == (1 if reused else 2)
+
+
+def test_a_truncated_answer_is_unknown_and_its_connection_dropped() -> None:
+    import socket
+
+    def handler(conn: int, sock: socket.socket, request: bytes) -> bool:
+        if conn == 0:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut\":")
+            return False
+        sock.sendall(_OK)
+        return True
+
+    server = _Scripted(handler)
+    transport = Transport(server.url)
+    try:
+        cut = transport.post(server.url + "/pay", b"{}", {}, (2.0, 2.0))
+        assert isinstance(cut, Unknown) and cut.no_answer and cut.reason == "transport error: IncompleteRead"
+        whole = transport.post(server.url + "/pay", b"{}", {}, (2.0, 2.0))
+        assert isinstance(whole, Reply) and whole.body == b'{"ok":true}'
+    finally:
+        transport.close()
+        server.close()
+
+
+def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """certifi does not know the test CA: refused; REQUESTS_CA_BUNDLE names it: answered, the connection kept;
+    a name the certificate does not carry (localhost for a certificate of 127.0.0.1): refused."""
+    import ssl
+
+    from tests.sdk import support
+
+    ca, cert, key = support.tls_files(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    connections: list[int] = []
+
+    class Handler(_Gateway):
+        def setup(self) -> None:
+            connections.append(1)
+            super().setup()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    try:
+        untrusted = Transport(f"https://127.0.0.1:{port}")
+        refused = untrusted.post(f"https://127.0.0.1:{port}/pay", b"{}", {}, (2.0, 2.0))
+        untrusted.close()
+        assert isinstance(refused, Unknown) and refused.no_answer and refused.reason.startswith("connection error")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        trusted = Transport(f"https://127.0.0.1:{port}")
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")   # chosen at start: a later change is not read
+        connections.clear()
+        for _ in range(2):
+            reply = trusted.post(f"https://127.0.0.1:{port}/pay", b"{}", {}, (2.0, 2.0))
+            assert isinstance(reply, Reply) and reply.status == 200 and reply.body.startswith(b'{"answer"')
+        assert len(connections) == 1
+        trusted.close()
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        other_name = Transport(f"https://localhost:{port}")
+        wrong = other_name.post(f"https://localhost:{port}/pay", b"{}", {}, (2.0, 2.0))
+        other_name.close()
+        assert isinstance(wrong, Unknown) and wrong.reason.startswith("connection error")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_compressed_answer_is_decoded_as_urllib3_decoded_it() -> None:
+    import gzip
+    import socket
+
+    packed = gzip.compress(b'{"a":1}')
+
+    def handler(conn: int, sock: socket.socket, request: bytes) -> bool:
+        assert b"\r\nAccept-Encoding: identity\r\n" in request
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(packed) + packed)
+        return True
+
+    server = _Scripted(handler)
+    transport = Transport(server.url)
+    try:
+        reply = transport.post(server.url + "/pay", b"{}", {}, (2.0, 2.0))
+        assert isinstance(reply, Reply) and reply.body == b'{"a":1}' and reply.headers["Content-Encoding"] == "gzip"
+    finally:
+        transport.close()
+        server.close()
