@@ -511,3 +511,108 @@ def test_a_compressed_answer_is_decoded_as_urllib3_decoded_it() -> None:
     finally:
         transport.close()
         server.close()
+
+
+def _tls_for(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A test CA and a certificate for the DNS name `name` signed by it: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pos test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_an_https_gateway_through_a_proxy_is_reached_by_connect_and_verified(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real CONNECT proxy on loopback carries the TLS connection to gateway.example (the gateway's
+    certificate checked for that name, against the bundle chosen at start), with the proxy's credentials;
+    the tunnel is kept for the next call."""
+    import socket
+    import ssl
+
+    ca, cert, key = _tls_for(tmp_path, "gateway.example")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    gateway = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    gateway.socket = context.wrap_socket(gateway.socket, server_side=True)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    connects: list[list[str]] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def tunnel(client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        connects.append(head.partition(b"\r\n\r\n")[0].decode().split("\r\n"))
+        upstream = socket.create_connection(("127.0.0.1", gateway.server_address[1]))   # whatever was asked for
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=tunnel, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    proxy = f"http://store:s3cret@127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    transport = Transport("https://gateway.example", proxy=proxy)
+    try:
+        for _ in range(2):
+            reply = transport.post("https://gateway.example/api/pay.htm", b"{}", {}, (2.0, 2.0))
+            assert isinstance(reply, Reply) and reply.status == 200 and reply.body.startswith(b'{"answer"')
+        transport.close()
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")   # certifi's bundle does not know the test CA
+        transport = Transport("https://gateway.example", proxy=proxy)
+        refused = transport.post("https://gateway.example/api/pay.htm", b"{}", {}, (2.0, 2.0))
+        assert isinstance(refused, Unknown) and refused.no_answer and refused.reason.startswith("connection error")
+    finally:
+        transport.close()
+        listener.close()
+        gateway.shutdown()
+        gateway.server_close()
+    assert len(connects) == 2 and connects[0][0].startswith("CONNECT gateway.example:443 HTTP/1.")
+    assert "Proxy-Authorization: Basic c3RvcmU6czNjcmV0" in connects[0]
+
+
+@pytest.mark.parametrize("headers", [{"X-Note": "a\r\nHost: evil.example"}, {"Bad Name": "x"}, {"Content-Length": "1"},
+                                     {"X-Note": "caf\u00e9 \u2615"}])
+def test_a_header_that_would_change_the_request_is_refused_and_nothing_is_sent(headers: dict[str, str]) -> None:
+    server = _Scripted(lambda conn, sock, request: sock.sendall(_OK) or True)
+    transport = Transport(server.url)
+    try:
+        refused = transport.post(server.url + "/pay", b"{}", headers, (2.0, 2.0))
+        assert isinstance(refused, Unknown) and refused.reason.startswith("transport error")
+        assert isinstance(transport.post(server.url + "/pay", b"{}", {}, (2.0, 2.0)), Reply)
+    finally:
+        transport.close()
+        server.close()
+    assert len(server.requests) == 1

@@ -260,7 +260,7 @@ def _pool(proxy: str, ca: str, maxsize: int) -> urllib3.PoolManager:
 # -- direct: one kept connection per call in flight, on the standard library ------
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_BAD_VALUE = re.compile(r"[\r\n\0]|^\s|\s$")
+_BAD_VALUE = re.compile(r"[\r\n\0]")   # a value that would end the header early
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _SET_BY_US = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
