@@ -235,9 +235,11 @@ class SerialDisplay(Display):
 
     def clear(self) -> None:
         with self._lock:
+            self._rest = b""   # a half-written frame is cleared with the rest of the screen
             try:
                 if self._port is None:
                     self._port = self._open()
+                    self._fd = _nonblocking_fd(self._port)
                 self._port.write(CLEAR)
             except (serial.SerialException, OSError, ValueError) as exc:
                 log.warning("display clear failed url=%s error=%s", self.url, exc)

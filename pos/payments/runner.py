@@ -219,7 +219,10 @@ class PaymentRunner:
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(command)` for every Show, PrintReceipt (but those a receipt writer queued:
-        write_receipts), Alarm and Finished. Returns an unsubscribe."""
+        write_receipts), Alarm and Finished. Returns an unsubscribe. Callbacks run outside the
+        runner's lock, one note at a time, in the engine's order: a gateway answer's on the gateway
+        worker that fed it, the others on the notifier thread. A callback may call the runner; it
+        must not wait long (it holds up that worker), and an exception it raises is only logged."""
         with self._lock:
             self._subscribers = (*self._subscribers, callback)
 
