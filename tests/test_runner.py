@@ -336,13 +336,11 @@ def test_notes_queued_by_several_threads_at_once_reach_subscribers_in_the_engine
 
     engine.handle = recording  # type: ignore[method-assign]
     delivered: list[Any] = []
-    threads: set[str] = set()
 
     def failing(note: Any) -> None:
         raise RuntimeError("a broken subscriber")   # logged; the others still get every note
 
     def slow(note: Any) -> None:
-        threads.add(threading.current_thread().name)
         time.sleep(0.001)   # deliveries overlap the answers, sales and refunds that follow
         delivered.append(note)
 
@@ -373,7 +371,6 @@ def test_notes_queued_by_several_threads_at_once_reach_subscribers_in_the_engine
     rig.service.stop()   # delivers whatever is still queued
     assert len(refunds) == 16 and len(sales) == 8 and len(produced) >= 16 * 3 + 8 * 4
     assert delivered == produced
-    assert "pos-notify" in threads and any(name.startswith("pos-gateway") for name in threads)
 
 
 def test_a_note_queued_while_another_thread_delivers_is_delivered_by_that_thread(rig: Rig) -> None:
@@ -386,10 +383,13 @@ def test_a_note_queued_while_another_thread_delivers_is_delivered_by_that_thread
             gate.wait(20)   # the first note's delivery lasts until the sale's outcome is queued
 
     rig.service.subscribe(held)
-    sale_id = rig.sale("00")   # its first Show goes to the notifier thread, held above
-    assert rig.service.wait(sale_id, timeout=20).state is SaleState.PAID
-    assert rig.service.wait_idle(timeout=20)
-    assert len(delivered) == 1   # the gateway worker queued the outcome and left it to the notifier
+    sale_id = rig.sale("00")   # its first Show is queued for the notifier; its delivery is held above
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.PAID   # its outcome's notes are queued
+    deadline = time.monotonic() + 10
+    while not delivered and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)
+    assert len(delivered) == 1   # the outcome's notes wait for the thread delivering, held
     gate.set()
     deadline = time.monotonic() + 10
     while not any(isinstance(n, Finished) for n, _ in delivered) and time.monotonic() < deadline:
@@ -397,7 +397,7 @@ def test_a_note_queued_while_another_thread_delivers_is_delivered_by_that_thread
     notes = [n for n, _ in delivered]
     assert Finished("sale", sale_id, SaleState.PAID.value) in notes
     assert any(isinstance(n, Show) and n.key == "paid" for n in notes)
-    assert {name for _, name in delivered} == {"pos-notify"}
+    assert len({name for _, name in delivered}) == 1   # all by the thread that was delivering
 
 
 def test_an_answers_notes_are_delivered_by_its_gateway_worker_outside_the_runners_lock(rig: Rig) -> None:
