@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import queue
 import sys
 import threading
@@ -138,6 +139,12 @@ class Display(ABC):
     def show(self, line1: str, line2: str) -> None:
         """Show two lines, each cut or padded to the display width."""
 
+    def show_at_once(self, line1: str, line2: str) -> bool:
+        """Show two lines only if the device takes the whole frame at once, without waiting (a
+        non-blocking write); False: it would wait, or took part of the frame (then the next `show`
+        sends the rest first), or cannot be written this way (the default): call `show`."""
+        return False
+
     def show_text(self, label: str, text: str) -> None:  # noqa: B027 - a default: a 2x20 display has no room
         """A text longer than two lines (a QR code's content), where the display can show it whole:
         the console draws it under its box; a 2x20 device shows nothing more."""
@@ -163,6 +170,8 @@ class SerialDisplay(Display):
         self.encoding = encoding
         self._write_timeout = write_timeout
         self._port: serial.SerialBase | None = None
+        self._fd: int | None = None   # the open port's descriptor when it is non-blocking (show_at_once)
+        self._rest = b""              # the part of a frame show_at_once could not write: sent first
         self._lock = threading.Lock()
         self.last: tuple[str, str] | None = None
         # Why the last write failed (None after a good one): for health checks.
@@ -182,10 +191,14 @@ class SerialDisplay(Display):
     def show(self, line1: str, line2: str) -> None:
         data = self.frame(line1, line2)
         with self._lock:
+            if self._rest:   # the frame show_at_once began is finished first (only its rest, if it is this one)
+                data = self._rest if self.last == (line1, line2) else self._rest + data
+                self._rest = b""
             self.last = (line1, line2)
             try:
                 if self._port is None:
                     self._port = self._open()
+                    self._fd = _nonblocking_fd(self._port)
                 # No flush(): tcdrain has no timeout, and a display whose handshake line is down would
                 # hold it for ever. write() returns once the kernel holds the frame, or after write_timeout.
                 self._port.write(data)
@@ -200,17 +213,40 @@ class SerialDisplay(Display):
                 self.last_error = str(exc)
                 self._drop()
 
+    def show_at_once(self, line1: str, line2: str) -> bool:
+        # Never waits: not for the lock (a show under way), not for the device (EAGAIN: it is full).
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._fd is None or self._rest or self.last_error is not None:
+                return False
+            data = self.frame(line1, line2)
+            try:
+                written = os.write(self._fd, data)
+            except OSError:   # full (EAGAIN), or a fault: show() meets it and reports it
+                return False
+            self.last = (line1, line2)
+            if written < len(data):
+                self._rest = data[written:]
+                return False
+            return True
+        finally:
+            self._lock.release()
+
     def clear(self) -> None:
         with self._lock:
+            self._rest = b""   # a half-written frame is cleared with the rest of the screen
             try:
                 if self._port is None:
                     self._port = self._open()
+                    self._fd = _nonblocking_fd(self._port)
                 self._port.write(CLEAR)
             except (serial.SerialException, OSError, ValueError) as exc:
                 log.warning("display clear failed url=%s error=%s", self.url, exc)
                 self._drop()
 
     def _drop(self) -> None:
+        self._fd, self._rest = None, b""   # a reopened port starts with ESC @: no half frame to finish
         if self._port is not None:
             with contextlib.suppress(Exception):  # the device is already gone
                 self._port.close()
@@ -223,6 +259,14 @@ class SerialDisplay(Display):
 
 class DisplayWriter(Display):
     """Feeds a display from its own thread: `show` never waits for the device.
+
+    A screen asked for while the writer has nothing to do is written by the caller
+    itself when the device takes the whole frame at once without waiting
+    (`Display.show_at_once`: a non-blocking write to a serial port or pty): no
+    thread is woken for it. Otherwise (the device would wait, took part of the
+    frame, or is failing) the screen goes to the writer thread as below, which
+    sends what was not written first; the two never write at the same time, so
+    screens reach the device in the order they were asked for.
 
     One slot holds the screen still to be written, and a newer screen replaces it
     (the latest screen wins): a display that stops reading holds back only
@@ -256,8 +300,9 @@ class DisplayWriter(Display):
         self._on_change = on_change
         self._notify_lock = threading.Lock()           # on_change calls, one at a time
         # Everything below is read and written under _lock, held for a few lines and never across a write
-        # or a wait. Each thread sleeps on its own bell (a SimpleQueue: a ring is never lost, even one
-        # rung before its thread gets to wait), and is rung only when its flag says it sleeps on it.
+        # that may wait, or a wait (show_at_once's non-blocking write is made under it). Each thread sleeps
+        # on its own bell (a SimpleQueue: a ring is never lost, even one rung before its thread gets to
+        # wait), and is rung only when its flag says it sleeps on it.
         self._lock = threading.Lock()
         self._screen: tuple[str, str] | None = None     # the latest screen asked for
         self._text: tuple[str, str] | None = None       # a show_text still to write, under that screen
@@ -274,9 +319,16 @@ class DisplayWriter(Display):
         self._watcher: threading.Thread | None = None
         self.last_error: str | None = None
         self.writes = 0                                 # screens handed to the device (for tests and bench)
+        self.direct_writes = 0                          # of which written by show's caller (show_at_once)
 
     def show(self, line1: str, line2: str) -> None:
         with self._lock:
+            if (not self._dirty and self._busy_since is None and self.last_error is None and not self._closed
+                    and self.device.show_at_once(line1, line2)):
+                self._screen, self._text = (line1, line2), None
+                self.writes += 1
+                self.direct_writes += 1
+                return
             self._screen, self._text, self._dirty = (line1, line2), None, True
             ring = self._writer_to_ring()
         if ring:        # after the lock is released: the writer, once woken, takes it at once
@@ -416,6 +468,17 @@ class DisplayWriter(Display):
         if thread is not None:
             thread.join(timeout)
         self.device.close()
+
+
+def _nonblocking_fd(port: serial.SerialBase) -> int | None:
+    """The descriptor of a port opened non-blocking (pyserial's POSIX ports are), else None."""
+    fd = getattr(port, "fd", None)
+    if not isinstance(fd, int):
+        return None
+    try:
+        return None if os.get_blocking(fd) else fd
+    except OSError:
+        return None
 
 
 class ConsoleDisplay(Display):

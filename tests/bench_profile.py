@@ -9,8 +9,9 @@ wait release the GIL and are not in them) and the kernel's CPU accounting per
 thread (/proc/PID/task/TID/stat) read before and after.
 
 It prints:
-- CPU per sale of each of the daemon's threads (all the work a sale cycle
-  causes: the till's POST, the scan, the pay, the receipt, both displays);
+- CPU and sleeps (voluntary context switches) per sale of each of the
+  daemon's threads (all the work a sale cycle causes: the till's POST, the
+  scan, the pay, the receipt, both displays);
 - the daemon's busiest functions, inclusive, as a share of the samples of
   the threads that carry a sale (the scanner's, the gateway worker's, the
   notifier's and the displays'), and the same for each of those threads.
@@ -56,6 +57,18 @@ def thread_cpu(pid: int) -> dict[int, float]:
         except OSError:
             continue   # the thread ended
         out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_sleeps(pid: int) -> dict[int, int]:
+    """Voluntary context switches (sleeps: each a wake later) of each thread of a process, by thread id."""
+    out: dict[int, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue   # the thread ended
+        out[int(tid)] = int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
     return out
 
 
@@ -124,11 +137,11 @@ def main(argv: list[str] | None = None) -> None:
                     why = recorder.stderr.read() if recorder.stderr else ""
                     sys.exit(f"py-spy could not attach to pos run: {why}\n(is tracing one's own child processes "
                              "allowed here? /proc/sys/kernel/yama/ptrace_scope)")
-                before = thread_cpu(st.proc.pid)
+                before, slept = thread_cpu(st.proc.pid), thread_sleeps(st.proc.pid)
                 start = time.perf_counter()
                 took = sorted(st.sale("00", "PAID")[0] for _ in range(opts.sales))
                 wall = time.perf_counter() - start
-                after = thread_cpu(st.proc.pid)
+                after, sleeps = thread_cpu(st.proc.pid), thread_sleeps(st.proc.pid)
                 recorder.send_signal(signal.SIGINT)
                 recorder.wait(timeout=60)
         finally:
@@ -137,13 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     n = opts.sales
     print(f"{n:,} paid till sales in {wall:.1f} s ({wall / n * 1000:.2f} ms a cycle); scan -> PAID median "
           f"{took[len(took) // 2] * 1000:.2f} ms (sampled: py-spy slows the daemon a little)")
-    print("\nCPU per sale, by thread (kernel accounting, all of a cycle's work):")
-    rows = sorted(((after[t] - before.get(t, 0.0)) / n * 1000, names.get(t, str(t))) for t in after)
-    total = sum(ms for ms, _ in rows)
-    for ms, name in reversed(rows):
-        if ms >= 0.005:
-            print(f"  {ms:6.3f} ms  {name}")
-    print(f"  {total:6.3f} ms  in all")
+    print("\nCPU and sleeps (voluntary context switches: each a wake later) per sale, by thread (kernel "
+          "accounting, all of a cycle's work):")
+    rows = sorted(((after[t] - before.get(t, 0.0)) / n * 1000, (sleeps.get(t, 0) - slept.get(t, 0)) / n,
+                   names.get(t, str(t))) for t in after)
+    total = sum(ms for ms, _, _ in rows)
+    for ms, woke, name in sorted(rows, key=lambda row: (row[0], row[1]), reverse=True):
+        if ms >= 0.005 or woke >= 0.05:
+            print(f"  {ms:6.3f} ms  {woke:5.1f} sleeps  {name}")
+    print(f"  {total:6.3f} ms  {sum(w for _, w, _ in rows):5.1f} sleeps  in all")
     path_total = sum(per_thread[t] for t in SALE_PATH)
     path_counts: Counter[str] = Counter()
     for t in SALE_PATH:

@@ -276,3 +276,66 @@ def test_a_console_display_whose_output_nobody_reads_is_reported_until_it_is_rea
         stream.close()
         reader.join(timeout=5)
         os.close(read_end)
+
+
+def _wait_idle(writer: DisplayWriter) -> None:
+    """Until the writer thread sleeps with nothing to write."""
+    deadline = time.monotonic() + 5
+    while not writer._writer_asleep and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert writer._writer_asleep
+
+
+def test_a_screen_for_an_idle_display_is_written_by_the_caller_without_waking_the_writer(
+        emulated: EmulatedDisplay) -> None:
+    writer = DisplayWriter(SerialDisplay(emulated.path), "cashier")
+    try:
+        writer.show("first", "")          # opens the port: on the writer's thread
+        assert emulated.wait_for(lambda shown: shown[0] == "first")[0] == "first"
+        _wait_idle(writer)
+        writer.show("PAID", "SGD 1.00")
+        assert (writer.writes, writer.direct_writes) == (2, 1)   # written before show() returned
+        assert writer._writer_asleep and writer._writer_bell.empty()   # and nobody rang the writer
+        assert emulated.wait_for(lambda shown: shown == ("PAID", "SGD 1.00")) == ("PAID", "SGD 1.00")
+        for n in range(30):
+            writer.show(f"screen {n}", "")
+        assert writer.direct_writes == 31 and writer.current == ("screen 29", "")
+        assert emulated.wait_for(lambda shown: shown[0] == "screen 29")[0] == "screen 29"
+        at = [bytes(emulated.received).index(f"screen {n} ".encode()) for n in range(30)]
+        assert at == sorted(at)           # in the order they were asked for
+        assert writer.last_error is None
+    finally:
+        writer.close()
+
+
+def test_a_display_that_takes_no_frame_gets_it_from_the_writer_and_a_stuck_write_is_reported(
+        emulated: EmulatedDisplay) -> None:
+    writer = DisplayWriter(SerialDisplay(emulated.path, write_timeout=30), "customer", stall_after=0.3)
+    try:
+        writer.show("first", "")
+        assert emulated.wait_for(lambda shown: shown[0] == "first")[0] == "first"
+        _wait_idle(writer)
+        emulated.stop_reading()           # the pty's buffer is full: a non-blocking write takes nothing
+        started = time.monotonic()
+        writer.show("second", "")
+        assert writer.direct_writes == 0  # handed to the writer, whose write waits for the display
+        while writer.last_error is None and time.monotonic() < started + 10:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        assert (writer.last_error or "").startswith("customer display: a write has not returned for 0.3 s")
+        assert 0.3 <= elapsed < 0.3 + 1.5
+        writer.show("third", "")          # the writer is busy: this one waits for it too
+        assert writer.direct_writes == 0
+        assert emulated.wait_for(lambda shown: shown[0] == "third", timeout=10)[0] == "third"
+        deadline = time.monotonic() + 10
+        while writer.last_error is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.last_error is None
+        data = bytes(emulated.received)
+        assert data.rindex(b"second ") < data.rindex(b"third ")
+        _wait_idle(writer)
+        writer.show("fourth", "")         # reads again and the writer is idle: written at once
+        assert writer.direct_writes == 1
+        assert emulated.wait_for(lambda shown: shown[0] == "fourth")[0] == "fourth"
+    finally:
+        writer.close()

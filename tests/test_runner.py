@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pos.config import PaymentSection
-from pos.core.engine import Alarm, Finished, Show
+from pos.core.engine import Alarm, Finished, PrintReceipt, Show, ShowQr
 from pos.core.money import Money
 from pos.core.records import RefundState, SaleState
 from pos.journal.journal import Journal
@@ -314,3 +314,137 @@ def test_refund_above_the_limit_is_refused_with_its_reason(rig: Rig) -> None:
     with pytest.raises(RefundRefused, match="refund_limit") as refused:
         rig.service.refund(sale_id, Money(600, "USD"), "", limit=Money(500, "USD"))
     assert refused.value.refusal.reason == "over_refund_limit" and rig.journal.list_refunds() == []
+
+
+NOTES = (Show, ShowQr, PrintReceipt, Alarm, Finished)
+
+
+def test_notes_queued_by_several_threads_at_once_reach_subscribers_in_the_engines_order(rig: Rig) -> None:
+    """Sales started from one thread (their first Show goes through the notifier) while refunds run
+    from two others (their answers' notes are delivered by gateway workers): every note is delivered
+    once, in the order the engine produced them, whichever thread queued it."""
+    paid = rig.sale("00", amount=1000)
+    assert rig.service.wait(paid, timeout=20).state is SaleState.PAID
+    produced: list[Any] = []
+    engine = rig.service.engine
+    handle = engine.handle
+
+    def recording(event: Any) -> Any:   # called under the runner's lock: the engine's own order
+        commands = handle(event)
+        produced.extend(c for c in commands if isinstance(c, NOTES))
+        return commands
+
+    engine.handle = recording  # type: ignore[method-assign]
+    delivered: list[Any] = []
+
+    def failing(note: Any) -> None:
+        raise RuntimeError("a broken subscriber")   # logged; the others still get every note
+
+    def slow(note: Any) -> None:
+        time.sleep(0.001)   # deliveries overlap the answers, sales and refunds that follow
+        delivered.append(note)
+
+    rig.service.subscribe(failing)
+    rig.service.subscribe(slow)
+    refunds: list[int] = []
+    sales: list[int] = []
+    start = threading.Barrier(3)
+
+    def refund() -> None:
+        start.wait()
+        for _ in range(8):
+            refunds.append(rig.service.refund(paid, Money(10, "USD"), "one"))
+
+    def sell() -> None:
+        start.wait()
+        for _ in range(8):
+            sales.append(rig.sale("00", amount=100))
+            assert rig.service.wait(sales[-1], timeout=20).state is SaleState.PAID
+
+    workers = [threading.Thread(target=refund), threading.Thread(target=refund), threading.Thread(target=sell)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    for refund_id in refunds:
+        assert rig.service.wait_refund(refund_id, timeout=20).state is RefundState.REFUNDED
+    rig.service.stop()   # delivers whatever is still queued
+    assert len(refunds) == 16 and len(sales) == 8 and len(produced) >= 16 * 3 + 8 * 4
+    assert delivered == produced
+
+
+def test_a_note_queued_while_another_thread_delivers_is_delivered_by_that_thread(rig: Rig) -> None:
+    gate = threading.Event()
+    delivered: list[tuple[Any, str]] = []
+
+    def held(note: Any) -> None:
+        delivered.append((note, threading.current_thread().name))
+        if len(delivered) == 1:
+            gate.wait(20)   # the first note's delivery lasts until the sale's outcome is queued
+
+    rig.service.subscribe(held)
+    sale_id = rig.sale("00")   # its first Show is queued for the notifier; its delivery is held above
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.PAID   # its outcome's notes are queued
+    deadline = time.monotonic() + 10
+    while not delivered and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)
+    assert len(delivered) == 1   # the outcome's notes wait for the thread delivering, held
+    gate.set()
+    deadline = time.monotonic() + 10
+    while not any(isinstance(n, Finished) for n, _ in delivered) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    notes = [n for n, _ in delivered]
+    assert Finished("sale", sale_id, SaleState.PAID.value) in notes
+    assert any(isinstance(n, Show) and n.key == "paid" for n in notes)
+    assert len({name for _, name in delivered}) == 1   # all by the thread that was delivering
+
+
+def test_an_answers_notes_are_delivered_by_its_gateway_worker_outside_the_runners_lock(rig: Rig) -> None:
+    """No hand-off to the notifier for a gateway answer's outcome; a subscriber may call back into
+    the runner (here: a refund on the sale's Finished), and the notes that call queues follow in order."""
+    seen: list[tuple[Any, str, bool]] = []
+    refunds: list[int] = []
+
+    def subscriber(note: Any) -> None:
+        other = threading.Thread(target=rig.service.busy)   # takes the runner's lock
+        other.start()
+        other.join(5)
+        seen.append((note, threading.current_thread().name, not other.is_alive()))
+        if isinstance(note, Finished) and note.kind == "sale" and not refunds:
+            refunds.append(rig.service.refund(note.item_id, Money(100, "USD"), "from a subscriber"))
+
+    direct = rig.service.gateway
+    first_delivered = threading.Event()
+
+    class AfterTheFirstNote:
+        """The pay answers once the sale's first Show has been delivered (by the notifier)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(direct, name)
+
+        def pay(self, **kw: Any) -> Any:
+            first_delivered.wait(10)
+            deadline = time.monotonic() + 10
+            while rig.service._delivering and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return direct.pay(**kw)
+
+    rig.service.gateway = AfterTheFirstNote()  # type: ignore[assignment]
+    rig.service.subscribe(subscriber)
+    rig.service.subscribe(lambda note: first_delivered.set())
+    sale_id = rig.sale("00")
+    assert rig.service.wait(sale_id, timeout=20).state is SaleState.PAID
+    deadline = time.monotonic() + 10
+    while not refunds and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert refunds and rig.service.wait_refund(refunds[0], timeout=20).state is RefundState.REFUNDED
+    rig.service.stop()
+    assert all(outside for _, _, outside in seen), "a subscriber ran under the runner's lock"
+    outcome = [name for note, name, _ in seen if isinstance(note, Show) and note.sale_id == sale_id
+               and note.key == "paid"]
+    finished = [name for note, name, _ in seen if note == Finished("sale", sale_id, SaleState.PAID.value)]
+    assert outcome and finished and all(n.startswith("pos-gateway") for n in outcome + finished)
+    notes = [note for note, _, _ in seen]
+    at = notes.index(Finished("sale", sale_id, SaleState.PAID.value))
+    assert Finished("refund", refunds[0], RefundState.REFUNDED.value) in notes[at + 1:]

@@ -8,7 +8,10 @@ on disk; a new sale's or refund's first Record is committed in the very
 transaction that creates it: one durable commit before its request
 leaves), requests go to a small thread pool (one in flight per sale or
 refund, the engine sees to that), and Show / PrintReceipt / Alarm / Finished
-are handed to subscribers on a notifier thread, outside every lock.
+are handed to subscribers outside every lock of the runner, in the order the
+engine produced them: those of a gateway answer by the gateway worker that
+fed it, once it has left the runner's lock (the outcome reaches the displays
+without a hand-off to another thread), all others by a notifier thread.
 
 Time comes only from the injected clock (`Clock.now()`, epoch seconds) and
 every wait goes through `Clock.wait`, so tests may run a scaled clock.
@@ -28,6 +31,7 @@ is on disk and is resumed by the next `recover()`.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -181,9 +185,17 @@ class PaymentRunner:
         self._broken = False
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._subscribers: list[Subscriber] = []
+        # Replaced, never changed in place (under the lock): delivery reads it without the lock.
+        self._subscribers: tuple[Subscriber, ...] = ()
         self._receipt_writer: ReceiptWriter | None = None
-        self._notes: queue.Queue[Command | None] = queue.Queue()   # None: stop
+        # Notes for subscribers, in the engine's order: appended under the runner's lock, delivered
+        # by one thread at a time (_deliver). _notes_lock guards _notes and _delivering only, held for
+        # a few lines, never while a subscriber runs.
+        self._notes: collections.deque[Command] = collections.deque()
+        self._notes_lock = threading.Lock()
+        self._delivering = False
+        self._deliver_here = False   # (lock held) the thread feeding the engine delivers its notes itself
+        self._notifier_bell: queue.SimpleQueue[bool] = queue.SimpleQueue()   # True: stop
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="pos-gateway")
         self._sale_states: dict[int, SaleState] = {}
         self._refund_states: dict[int, RefundState] = {}
@@ -207,14 +219,19 @@ class PaymentRunner:
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(command)` for every Show, PrintReceipt (but those a receipt writer queued:
-        write_receipts), Alarm and Finished. Returns an unsubscribe."""
+        write_receipts), Alarm and Finished. Returns an unsubscribe. Callbacks run outside the
+        runner's lock, one note at a time, in the engine's order: a gateway answer's on the gateway
+        worker that fed it, the others on the notifier thread. A callback may call the runner; it
+        must not wait long (it holds up that worker), and an exception it raises is only logged."""
         with self._lock:
-            self._subscribers.append(callback)
+            self._subscribers = (*self._subscribers, callback)
 
         def unsubscribe() -> None:
             with self._lock:
                 if callback in self._subscribers:
-                    self._subscribers.remove(callback)
+                    left = list(self._subscribers)
+                    left.remove(callback)
+                    self._subscribers = tuple(left)
         return unsubscribe
 
     def write_receipts(self, writer: ReceiptWriter | None) -> None:
@@ -444,7 +461,7 @@ class PaymentRunner:
             self._cond.notify_all()
         self._pool.shutdown(wait=True)
         self._loop.join(timeout)
-        self._notes.put(None)
+        self._notifier_bell.put(True)   # it delivers what is still queued, then ends
         self._notifier.join(timeout)
 
     # -------------------------------------------------------------- internals
@@ -530,6 +547,7 @@ class PaymentRunner:
         writer = self._receipt_writer
         receipts = [c for c in commands if isinstance(c, PrintReceipt)] if writer is not None else []
         written: list[PrintReceipt] = []
+        noted = False
         for command in commands:
             if isinstance(command, Record):
                 # Write before you send: committed before any later command runs. The receipts
@@ -555,7 +573,11 @@ class PaymentRunner:
                 self._inflight += 1
                 self._pool.submit(self._call, command)
             else:
-                self._notes.put(command)
+                with self._notes_lock:
+                    self._notes.append(command)
+                noted = True
+        if noted and not self._deliver_here:
+            self._notifier_bell.put(False)
         self._cond.notify_all()
 
     def _send(self, command: Send) -> GatewayResult:
@@ -590,12 +612,17 @@ class PaymentRunner:
         kind, item, request = _answers(command)
         with self._lock:
             self._inflight -= 1
+            # The answer's notes (its outcome's Show, Finished...) are delivered by this thread, below.
+            self._deliver_here = True
             try:
                 self._handle(GatewayAnswer(kind, item, request, command.seq, result, self.clock.now()))
             except Exception:  # a journal failure: nothing more is sent until the engine is rebuilt
                 log.exception("could not record a gateway answer")
                 self._broken = True
                 self._cond.notify_all()
+            finally:
+                self._deliver_here = False
+        self._deliver()
 
     def _run_loop(self) -> None:
         """Ticks the engine when its next schedule or alarm is due (the background corrector)."""
@@ -647,17 +674,40 @@ class PaymentRunner:
         self._cond.notify_all()
 
     def _run_notifier(self) -> None:
+        """Delivers the notes of every thread but the gateway workers (which deliver their own)."""
         while True:
-            note = self._notes.get()
-            if note is None:   # stop()
+            stop = self._notifier_bell.get()
+            self._deliver()
+            if stop:
                 return
-            with self._lock:
-                subscribers = list(self._subscribers)
-            for callback in subscribers:
-                try:
-                    callback(note)
-                except Exception:
-                    log.exception("subscriber failed on %s", type(note).__name__)
+
+    def _deliver(self) -> None:
+        """Hand the queued notes to the subscribers, in order; called outside the runner's lock by a
+        thread that queued notes. One thread delivers at a time: a thread that finds another
+        delivering leaves its notes to it (the deliverer looks at the queue again before it stops,
+        under the same lock the notes are queued under, so none is left behind), and so does a
+        subscriber calling back into the runner from a delivery (its notes follow, in order)."""
+        with self._notes_lock:
+            if self._delivering or not self._notes:
+                return
+            self._delivering = True
+        try:
+            while True:
+                with self._notes_lock:
+                    if not self._notes:
+                        self._delivering = False
+                        return
+                    note = self._notes.popleft()
+                for callback in self._subscribers:
+                    try:
+                        callback(note)
+                    except Exception:
+                        log.exception("subscriber failed on %s", type(note).__name__)
+        except BaseException:   # not a subscriber's error (those are logged): the notifier takes over
+            with self._notes_lock:
+                self._delivering = False
+            self._notifier_bell.put(False)
+            raise
 
 
 class _FirstStep:

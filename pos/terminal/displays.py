@@ -6,6 +6,8 @@ sale: it is recorded in the device health the till reads (GET /v1/health).
 Each display is fed by its own writer thread (devices.display.DisplayWriter),
 so a display that stops reading delays nothing but itself: not a sale, not the
 other display, not the till interface, which all run under the terminal's lock.
+A screen for an idle display that takes the frame at once (a non-blocking
+write) is written by the thread that shows it, with no hand-off.
 """
 
 from __future__ import annotations
