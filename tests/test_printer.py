@@ -249,7 +249,8 @@ from devices.messages import Catalogue
 from devices.receipt import render_receipt
 from pos.config import PrinterSection
 from test_printer import sale
-out = [render_receipt(sale(), PrinterSection(profile=sys.argv[3], encoding=enc, print_qr=qr), Catalogue.load("en")).hex()
+en = Catalogue.load("en")
+out = [render_receipt(sale(), PrinterSection(profile=sys.argv[3], encoding=enc, print_qr=qr), en).hex()
        for enc in ("GB18030", "ASCII") for qr in (True, False)]
 import escpos.capabilities as caps
 print(json.dumps({"out": out, "file": os.environ.get("ESCPOS_CAPABILITIES_FILE"), "pickle": caps.pickle_path,
