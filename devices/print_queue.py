@@ -33,7 +33,7 @@ from dataclasses import replace
 from typing import Any
 
 from devices.print_jobs import PrintJob, PrintJobStore
-from devices.printer import PrinterError, ReceiptPrinter, load_escpos, quiet_stdout
+from devices.printer import PrinterError, ReceiptPrinter, escpos_buffer, quiet_stdout
 from devices.receipt import Paper, ReceiptData, encode_text, render_receipt
 
 __all__ = ["PrintQueue", "PrintJob", "PrintJobStore", "UnknownJob"]
@@ -124,8 +124,7 @@ class PrintQueue:
         return new_key
 
     def _reprint_banner(self) -> bytes:
-        escpos = load_escpos()
-        p = escpos.Dummy()
+        p = escpos_buffer()
         encoding = getattr(self._settings, "encoding", "GB18030")
         text = self._catalogue.receipt("reprint") if self._catalogue is not None else "*** REPRINT ***"
         with quiet_stdout():

@@ -7,23 +7,37 @@ every byte; any fault raises `PrinterError` (the print queue keeps the job).
 
 | kind      | back end                                                          |
 | --------- | ----------------------------------------------------------------- |
-| network   | escpos `Network` (raw TCP, usually port 9100)                      |
-| file      | escpos `File` (a device node such as /dev/usb/lp0, or a plain file)|
+| network   | raw TCP (usually port 9100), one connection kept between jobs      |
+| file      | a device node such as /dev/usb/lp0, or a plain file                |
 | usb       | escpos `Usb` (needs pyusb, `pip install pyusb`)                    |
 | serial    | `serial.serial_for_url(url)` - NOT escpos `Serial`, which opens    |
 |           | `serial.Serial(port=...)` itself so pyserial URLs never reach it   |
-| dummy     | escpos `Dummy`: keeps every job in memory (demo, tests)            |
+| dummy     | keeps every job in memory (demo, tests)                            |
 | none      | no printer: jobs wait in the queue                                 |
+
+Receipts are rendered by python-escpos's encoder (`escpos.escpos.Escpos`)
+into `escpos_buffer()`, an Escpos that keeps what it is given, as escpos's
+`Dummy` does. Only the USB printer imports `escpos.printer`: that package
+imports every back end it has (pyusb, CUPS, lp, win32, serial, network,
+file) at once, about 1.5 MB the other kinds never use. The network, file
+and serial printers send rendered bytes over their own links.
 
 python-escpos 3.1 traps, contained by `load_escpos()` (the only place that
 imports escpos):
 
-1. `escpos.capabilities` parses its 3 MB capabilities file at import
-   (~200 ms) unless `ESCPOS_CAPABILITIES_PICKLE_DIR` names a folder that
-   keeps the pickle between runs. We set it (if unset) to a persistent cache
-   folder before the import: `configure_escpos_cache(dir)` (the daemon passes
+1. `escpos.capabilities` parses its capabilities file (35 printer profiles)
+   with PyYAML at import (~100 ms, 3 MB more memory than a pickled one)
+   unless `ESCPOS_CAPABILITIES_PICKLE_DIR` names a folder that keeps the
+   pickle between runs. We set it (if unset) to a persistent cache folder
+   before the import: `configure_escpos_cache(dir)` (the daemon passes
    <state_dir>/cache/escpos), else $POS_CACHE_DIR, else
    $XDG_CACHE_HOME/pos-terminal/escpos (~/.cache/pos-terminal/escpos).
+   Given the profiles in use (`configure_escpos_cache(dir, profiles=...)`,
+   as the daemon does), the cache folder gets a capabilities file of
+   those profiles only ("default" always: escpos builds it at import),
+   taken verbatim from the library's file, and escpos reads it through its
+   documented `ESCPOS_CAPABILITIES_FILE` variable (unless the environment
+   sets that already): a 10 KB file instead of 96 KB.
 2. It calls `tempfile.mkdtemp()` on every import even when the variable is
    set (the default argument of `environ.get` is evaluated first), leaving
    an empty folder in /tmp each start. We record the folders made during the
@@ -43,15 +57,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
 import threading
 import types
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +86,7 @@ __all__ = [
     "NullPrinter",
     "open_printer",
     "load_escpos",
+    "escpos_buffer",
     "configure_escpos_cache",
     "default_escpos_cache_dir",
     "contained_root_logging",
@@ -80,8 +97,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ESCPOS_PICKLE_ENV = "ESCPOS_CAPABILITIES_PICKLE_DIR"
+ESCPOS_FILE_ENV = "ESCPOS_CAPABILITIES_FILE"
 _escpos_lock = threading.RLock()
 _escpos: types.ModuleType | None = None
+_buffer_class: Any = None
+# The capabilities file of the profiles in use, written before escpos is imported (trap 1).
+_profiles_file: Path | None = None
+_profiles: tuple[str, ...] = ()
 
 
 class PrinterError(Exception):
@@ -108,21 +130,53 @@ def default_escpos_cache_dir() -> Path:
     return Path(base) / "pos-terminal" / "escpos"
 
 
-def configure_escpos_cache(directory: str | os.PathLike[str]) -> bool:
+def configure_escpos_cache(directory: str | os.PathLike[str], profiles: Iterable[str] = ()) -> bool:
     """Keep escpos's capabilities pickle in directory. Call before load_escpos().
 
+    With `profiles` (the printer profiles this process renders for), escpos
+    loads a capabilities file of those profiles only (and "default"), kept in
+    a folder of directory named after them, with its pickle beside it.
     Returns False (and changes nothing) if escpos is already imported or the
     variable is already set by the environment.
     """
+    global _profiles_file, _profiles
     if _escpos is not None or os.environ.get(ESCPOS_PICKLE_ENV):
         return False
     path = Path(directory)
+    names = tuple(sorted({"default", *profiles}))
+    subset = bool(profiles) and not os.environ.get(ESCPOS_FILE_ENV)
+    if subset:
+        path = path / ("profiles-" + "+".join(re.sub(r"[^A-Za-z0-9_.-]", "_", n) for n in names))
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         log.warning("escpos cache folder not usable path=%s error=%s", path, exc)
         return False
     os.environ[ESCPOS_PICKLE_ENV] = str(path)
+    if subset:
+        _profiles_file, _profiles = path / "capabilities.json", names
+    return True
+
+
+def _write_profiles_file(target: Path, names: tuple[str, ...]) -> bool:
+    """The library's capabilities with only the profiles `names` (each verbatim) and every
+    encoding; rewritten only when the library's file is newer (an upgrade). False if it cannot
+    be written: escpos then reads its own file."""
+    import importlib.resources
+
+    source = importlib.resources.files("escpos") / "capabilities.json"
+    try:
+        with importlib.resources.as_file(source) as source_path:
+            if target.exists() and target.stat().st_mtime >= source_path.stat().st_mtime:
+                return True
+            data = json.loads(source_path.read_text(encoding="utf-8"))
+        data["profiles"] = {name: data["profiles"][name] for name in names if name in data["profiles"]}
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        os.replace(partial, target)     # newer than any pickle of an older file: escpos rebuilds it
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("escpos capabilities of the profiles in use not written path=%s error=%s", target, exc)
+        return False
     return True
 
 
@@ -142,9 +196,9 @@ def contained_root_logging() -> Iterator[None]:
 
 
 def load_escpos() -> types.ModuleType:
-    """Import python-escpos once, with its import-time side effects contained.
+    """Import python-escpos's encoder once, with its import-time side effects contained.
 
-    Returns the `escpos.printer` module.
+    Returns the `escpos.escpos` module (the `Escpos` class: every command a receipt is made of).
     """
     global _escpos
     with _escpos_lock:
@@ -152,6 +206,9 @@ def load_escpos() -> types.ModuleType:
             return _escpos
         if not os.environ.get(ESCPOS_PICKLE_ENV):
             configure_escpos_cache(default_escpos_cache_dir())
+        if _profiles_file is not None and not os.environ.get(ESCPOS_FILE_ENV) \
+                and _write_profiles_file(_profiles_file, _profiles):
+            os.environ[ESCPOS_FILE_ENV] = str(_profiles_file)
         made: list[str] = []
         real_mkdtemp = tempfile.mkdtemp
 
@@ -163,16 +220,54 @@ def load_escpos() -> types.ModuleType:
         tempfile.mkdtemp = recording_mkdtemp  # type: ignore[assignment]
         try:
             with contained_root_logging():
-                import escpos.printer as printer_module  # import on purpose, late
+                import escpos.escpos as escpos_module  # import on purpose, late
         finally:
             tempfile.mkdtemp = real_mkdtemp
         for path in made:
             # Without the variable the pickle went there; it is read only at import.
             shutil.rmtree(path, ignore_errors=True)
         # python-escpos ships no type information: its module is typed here, once.
-        module: types.ModuleType = printer_module
+        module: types.ModuleType = escpos_module
         _escpos = module
         return module
+
+
+def escpos_buffer(profile: str | None = None) -> Any:
+    """A python-escpos printer that keeps the bytes of every command it is given (`.output`),
+    as escpos's `Dummy` does, without importing `escpos.printer` and its back ends."""
+    global _buffer_class
+    escpos = load_escpos()
+    with _escpos_lock:
+        if _buffer_class is None:
+
+            class EscposBuffer(escpos.Escpos):  # type: ignore[name-defined,misc]
+                """Escpos writing into memory."""
+
+                def __init__(self, profile: str | None = None) -> None:
+                    super().__init__(profile=profile)
+                    self._output_list: list[bytes] = []
+
+                def _raw(self, msg: bytes) -> None:
+                    self._output_list.append(msg)
+
+                @property
+                def output(self) -> bytes:
+                    return b"".join(self._output_list)
+
+                def close(self) -> None:
+                    return None
+
+            _buffer_class = EscposBuffer
+        return _buffer_class(profile=profile)
+
+
+def _escpos_printers() -> types.ModuleType:
+    """escpos's printer classes (`escpos.printer`: imports pyusb, CUPS and the rest); USB only."""
+    load_escpos()
+    with _escpos_lock, contained_root_logging():
+        import escpos.printer as printer_module
+    module: types.ModuleType = printer_module
+    return module
 
 
 def read_status(device: Any) -> PrinterStatus:
@@ -180,7 +275,7 @@ def read_status(device: Any) -> PrinterStatus:
 
     Unlike escpos's is_online()/paper_status(), no answer means unknown.
     """
-    from escpos import constants as c  # loaded by load_escpos first
+    from escpos import constants as c  # the command bytes only: no profiles, no back end
 
     def query(mode: bytes) -> int | None:
         try:
@@ -254,13 +349,6 @@ class NetworkPrinter(ReceiptPrinter):
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None      # kept open between jobs
         self._answers: bool | None = None            # answers DLE EOT 1 on a job's connection (None: not known)
-
-    def _printer(self) -> Any:
-        escpos = load_escpos()
-        with contained_root_logging():
-            p = escpos.Network(self.host, self.port, timeout=self.timeout, profile=self.profile)
-            p.open()
-        return p
 
     def _connect(self) -> socket.socket:
         try:
@@ -352,24 +440,30 @@ class NetworkPrinter(ReceiptPrinter):
 
     def status(self) -> PrinterStatus:
         try:
-            p = self._printer()
-        except Exception:  # cannot connect: the printer is away
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError:  # cannot connect: the printer is away
             return PrinterStatus(False, None)
         try:
-            p.device.settimeout(min(self.timeout, 1.0))
-            return read_status(p)
+            sock.settimeout(min(self.timeout, 1.0))
+            return read_status(_SocketLink(sock))
         finally:
-            _close_quietly(p)
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
-def _close_quietly(p: Any) -> None:
-    """Close an escpos connection that may already be dead."""
-    with contained_root_logging(), contextlib.suppress(OSError):
-        p.close()
+class _SocketLink:
+    """The one call read_status needs, over a TCP connection to the printer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def query_status(self, mode: bytes) -> bytes:
+        self.sock.sendall(mode)
+        return self.sock.recv(16)
 
 
 class FilePrinter(ReceiptPrinter):
-    """escpos File: a device node (/dev/usb/lp0) or a file, opened per job."""
+    """A device node (/dev/usb/lp0) or a file, opened per job."""
 
     def __init__(self, path: str, *, profile: str | None = None) -> None:
         self.path = path
@@ -377,22 +471,20 @@ class FilePrinter(ReceiptPrinter):
         self.description = f"file printer {path}"
 
     def send(self, data: bytes) -> None:
-        escpos = load_escpos()
-        with contained_root_logging():
-            p = escpos.File(self.path, profile=self.profile)
+        try:
+            device = open(self.path, "wb")  # noqa: SIM115 - closed below, where its flush can fail too
+        except OSError as exc:
+            raise PrinterError(f"{self.description}: cannot open: {exc}") from None
+        try:
+            device.write(data)
+            device.flush()
+        except OSError as exc:
+            raise PrinterError(f"{self.description}: write failed: {exc}") from None
+        finally:
             try:
-                p.open()
-            except Exception as exc:  # DeviceNotFoundError
-                raise PrinterError(f"{self.description}: cannot open: {exc}") from None
-            try:
-                p._raw(data)
-            except OSError as exc:
+                device.close()
+            except OSError as exc:  # flush at close can fail too
                 raise PrinterError(f"{self.description}: write failed: {exc}") from None
-            finally:
-                try:
-                    p.close()
-                except OSError as exc:  # flush at close can fail too
-                    raise PrinterError(f"{self.description}: write failed: {exc}") from None
 
     def status(self) -> PrinterStatus:
         # A file link is one-way: only "is the device there" is known.
@@ -409,8 +501,8 @@ class UsbPrinter(ReceiptPrinter):
 
     def _open(self) -> Any:
         if self._p is None:
-            escpos = load_escpos()
             try:
+                escpos = _escpos_printers()
                 with contained_root_logging():
                     p = escpos.Usb(self.vendor, self.product, profile=self.profile)
                     p.open()
@@ -443,7 +535,7 @@ class UsbPrinter(ReceiptPrinter):
 
 
 class SerialPrinter(ReceiptPrinter):
-    """A serial printer on any pyserial URL (bytes rendered by escpos Dummy)."""
+    """A serial printer on any pyserial URL (bytes rendered by python-escpos's encoder)."""
 
     def __init__(self, url: str, *, baudrate: int = 19200, write_timeout: float = 10.0,
                  status_timeout: float = 0.5) -> None:
@@ -476,7 +568,7 @@ class SerialPrinter(ReceiptPrinter):
         except PrinterError:
             return PrinterStatus(False, None)
 
-        class _Link:  # the two calls read_status needs, over our pyserial port
+        class _Link:  # the call read_status needs, over our pyserial port
             @staticmethod
             def query_status(mode: bytes) -> bytes:
                 port.reset_input_buffer()
@@ -484,7 +576,6 @@ class SerialPrinter(ReceiptPrinter):
                 return bytes(port.read(1))
 
         try:
-            load_escpos()
             return read_status(_Link())
         finally:
             port.close()

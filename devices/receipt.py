@@ -7,8 +7,8 @@ carrying the merchantTransId (`devices.receipt_code`) so a manager can scan
 the receipt to refund it, and a cut. Long lines wrap at spaces (text with
 none, such as an id or Chinese, where the line ends). Two back ends draw that
 one layout:
-`render_layout` here (ESC/POS bytes made with python-escpos's `Dummy`
-printer; `render_receipt(data, printer_settings, catalogue)` does both steps)
+`render_layout` here (ESC/POS bytes made by python-escpos's encoder into
+`devices.printer.escpos_buffer()`; `render_receipt(data, printer_settings, catalogue)` does both steps)
 and the receipt picture (devices/receipt_image.py), so every line on paper is
 in the picture.
 
@@ -46,7 +46,7 @@ from enum import StrEnum
 from typing import Any
 
 from devices.messages import Catalogue, text_width
-from devices.printer import load_escpos, quiet_stdout
+from devices.printer import escpos_buffer, load_escpos, quiet_stdout
 from devices.receipt_code import receipt_code
 
 __all__ = [
@@ -636,7 +636,7 @@ def _barcode_bytes(content: str, module: int) -> bytes:
     from escpos import constants
 
     data = escpos_code128(content)
-    if not escpos.Dummy.check_barcode("CODE128", data):
+    if not escpos.Escpos.check_barcode("CODE128", data):
         raise ValueError(f"{content!r} cannot be printed as Code 128")
     return bytes(constants.BARCODE_HEIGHT + bytes([64]) + constants.BARCODE_WIDTH + bytes([module])
             + constants.BARCODE_FONT_A + constants.BARCODE_TXT_OFF + constants.BARCODE_TYPE_B["CODE128"]
@@ -646,11 +646,10 @@ def _barcode_bytes(content: str, module: int) -> bytes:
 # -- the ESC/POS back end ----------------------------------------------------------------------------
 
 def render_layout(layout: ReceiptLayout, printer_settings: Any) -> bytes:
-    """ESC/POS bytes of a laid-out receipt (python-escpos Dummy), in the printer's encoding."""
-    escpos = load_escpos()
+    """ESC/POS bytes of a laid-out receipt (python-escpos's encoder), in the printer's encoding."""
     encoding = printer_settings.encoding
     profile = None if printer_settings.profile == "default" else printer_settings.profile
-    p = escpos.Dummy(profile=profile)
+    p = escpos_buffer(profile)
     with quiet_stdout():
         p.hw("INIT")
         for block in layout.blocks:
@@ -677,7 +676,7 @@ def render_qr_slip(data: ReceiptData, printer_settings: Any, catalogue: Catalogu
 
 
 def render_receipt(data: ReceiptData, printer_settings: Any, catalogue: Catalogue) -> bytes:
-    """ESC/POS bytes of one receipt (python-escpos Dummy), laid out on the printer's paper."""
+    """ESC/POS bytes of one receipt (python-escpos's encoder), laid out on the printer's paper."""
     paper = Paper.of(printer_settings)
     layout = receipt_layout(data, catalogue, paper)
     if not paper.print_qr and any(isinstance(b, Qr) for b in layout.blocks) and data.kind is not ReceiptKind.QR_SLIP:

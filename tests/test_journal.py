@@ -33,6 +33,7 @@ def test_open_creates_wal_full_and_schema(tmp_path: Path) -> None:
     assert j._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert j._conn.execute("PRAGMA synchronous").fetchone()[0] == 2        # FULL
     assert j._conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert j._conn.execute("PRAGMA cache_size").fetchone()[0] == -512      # KiB, not SQLite's 2 MB
     install = j.install_id
     j.close()
     again = Journal.open(tmp_path / "state" / "journal.db")

@@ -238,6 +238,52 @@ def test_escpos_import_leaves_no_temp_dir_no_root_handler_and_keeps_its_pickle(t
     assert list(tmp.iterdir()) == []
 
 
+_RENDER = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+import devices.printer as dp
+if sys.argv[2]:
+    dp.configure_escpos_cache(sys.argv[2], profiles=[sys.argv[3]])
+from devices.messages import Catalogue
+from devices.receipt import render_receipt
+from pos.config import PrinterSection
+from test_printer import sale
+en = Catalogue.load("en")
+out = [render_receipt(sale(), PrinterSection(profile=sys.argv[3], encoding=enc, print_qr=qr), en).hex()
+       for enc in ("GB18030", "ASCII") for qr in (True, False)]
+import escpos.capabilities as caps
+print(json.dumps({"out": out, "file": os.environ.get("ESCPOS_CAPABILITIES_FILE"), "pickle": caps.pickle_path,
+                  "profiles": sorted(caps.CAPABILITIES["profiles"]),
+                  "back_ends": sorted(m for m in sys.modules if m.startswith(("escpos.printer", "usb")))}))
+"""
+
+
+@pytest.mark.parametrize("profile", ["default", "TM-T88V"])
+def test_the_daemon_loads_only_its_printer_profile_and_prints_the_same_bytes(tmp_path: Path, profile: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCPOS_")}
+    env["POS_CACHE_DIR"] = str(tmp_path / "all")
+    repo = str(Path(__file__).resolve().parents[1])
+
+    def render(cache: str) -> dict[str, object]:
+        out = subprocess.run([sys.executable, "-c", _RENDER, repo, cache, profile], env=env, capture_output=True,
+                             text=True, check=True)
+        return json.loads(out.stdout)
+
+    every = render("")                            # escpos's own file: every profile
+    assert every["file"] is None and len(every["profiles"]) > 2  # type: ignore[arg-type]
+    cache = tmp_path / "cache"
+    first = render(str(cache))
+    folder = Path(str(first["file"])).parent
+    assert folder.parent == cache and first["profiles"] == sorted({"default", profile})
+    assert Path(str(first["pickle"])).parent == folder and Path(str(first["pickle"])).exists()
+    assert first["out"] == every["out"]           # byte for byte what escpos makes with its whole database
+    assert first["back_ends"] == [] == every["back_ends"]   # a receipt imports no printer back end
+    mtime = Path(str(first["file"])).stat().st_mtime_ns
+    again = render(str(cache))
+    assert again["out"] == every["out"] and Path(str(first["file"])).stat().st_mtime_ns == mtime   # kept
+
+
 def test_usb_printer_that_is_not_there_is_a_clear_printer_error():
     from devices.printer import PrinterError, UsbPrinter
     printer = UsbPrinter(0x04B8, 0x0E15)  # an Epson TM-T20 id; no such device on a test machine

@@ -109,6 +109,24 @@ def test_a_sale_keeps_what_the_customer_paid_in_their_currency(rig: Rig) -> None
     assert (sale.pay_amount_minor, sale.pay_currency, sale.conversion_rate) == (8888, "CNY", "7.1100")
 
 
+def test_the_runner_keeps_only_the_last_final_sales_and_the_journal_answers_for_older_ones(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays flat however many sales the terminal makes: a final sale's state is dropped
+    from memory after KEPT_FINAL more have become final; every question about it still has its answer."""
+    import pos.payments.runner as runner_module
+    monkeypatch.setattr(runner_module, "KEPT_FINAL", 2)
+    sales = []
+    for scenario in ("00", "05", "00", "00"):
+        sales.append(rig.sale(scenario))
+        rig.service.wait(sales[-1], timeout=20)
+    first, second = sales[0], sales[1]
+    assert [rig.service.sale_state(s) for s in sales] == [None, None, SaleState.PAID, SaleState.PAID]
+    assert rig.service.wait(first, timeout=0).state is SaleState.PAID              # from the journal, at once
+    assert rig.service.wait(second, timeout=0).state is SaleState.DECLINED
+    assert rig.service.abort(first) is False
+    assert len(rig.service._sale_states) == 2
+
+
 def test_second_scan_is_refused_while_a_sale_is_open(rig: Rig) -> None:
     first = rig.sale("10")
     with pytest.raises(SaleRefused) as busy:

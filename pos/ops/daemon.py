@@ -78,9 +78,10 @@ class Daemon:
 
         self._lock_state_dir(state_dir)
 
-        # python-escpos must find its cache before it is first imported (issue 6 trap).
+        # python-escpos must find its cache before it is first imported (issue 6 trap), and loads
+        # the capabilities of the configured printer profile only.
         from devices.printer import configure_escpos_cache
-        configure_escpos_cache(state_dir / "cache" / "escpos")
+        configure_escpos_cache(state_dir / "cache" / "escpos", profiles=(cfg.printer.profile,))
 
         from devices.display import open_display
         from devices.keypad import open_keypad

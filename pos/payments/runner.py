@@ -110,6 +110,24 @@ SALE_REFUSAL_KEYS: dict[str, str] = {
 }
 
 
+# Final sales (and refunds) whose last state the runner keeps in memory after they settle; older
+# ones are read from the journal (a till asking about a sale long finished), so the runner's memory
+# does not grow with every sale the terminal has made since it started.
+KEPT_FINAL = 1000
+
+
+def _keep(states: dict[int, Any], final: dict[int, None], key: int, state: Any, is_final: bool) -> None:
+    """states[key] = state; `final` lists the final keys, oldest first, at most KEPT_FINAL of them."""
+    states[key] = state
+    final.pop(key, None)
+    if is_final:
+        final[key] = None
+        if len(final) > KEPT_FINAL:
+            oldest = next(iter(final))
+            del final[oldest]
+            states.pop(oldest, None)
+
+
 QR_UNAVAILABLE = ("the configured gateway protocol offers no merchant-presented QR: only [gateway] "
                   "protocol = \"ams\" (Alipay's v1 API, its order code) does; scan the customer's code instead")
 
@@ -197,8 +215,12 @@ class PaymentRunner:
         self._deliver_here = False   # (lock held) the thread feeding the engine delivers its notes itself
         self._notifier_bell: queue.SimpleQueue[bool] = queue.SimpleQueue()   # True: stop
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="pos-gateway")
+        # The last committed state of each sale and refund not final, and of the last KEPT_FINAL
+        # final ones of each (oldest dropped first: the journal keeps every one, memory stays flat).
         self._sale_states: dict[int, SaleState] = {}
         self._refund_states: dict[int, RefundState] = {}
+        self._final_sales: dict[int, None] = {}     # final, in the order they became final
+        self._final_refunds: dict[int, None] = {}
         # Items not final -> whether only a manager can settle them; `_counts` is its summary,
         # replaced (never changed) after every committed step, read without the lock (health).
         self._open: dict[tuple[str, int], bool] = {}
@@ -268,7 +290,8 @@ class PaymentRunner:
 
     def sale_state(self, sale_id: int) -> SaleState | None:
         """The sale's state as last committed by this runner (None: not one it has seen since
-        start). Read without the lock."""
+        start, or one of more than KEPT_FINAL sales final since: the journal has it). Read without
+        the lock."""
         return self._sale_states.get(sale_id)
 
     def open_counts(self) -> OpenCounts:
@@ -324,7 +347,7 @@ class PaymentRunner:
             except Exception:
                 self._step_failed(step)
                 raise
-            self._sale_states[record.sale_id] = record.state
+            self._keep_sale_state(record.sale_id, record.state)
             self._count_open((record,), ())
             self._carry_out(step.commands, step.committed)
             return record.sale_id
@@ -399,7 +422,7 @@ class PaymentRunner:
             except Exception:
                 self._step_failed(step)
                 raise
-            self._refund_states[record.refund_id] = record.state
+            self._keep_refund_state(record.refund_id, record.state)
             self._count_open((), (record,))
             self._carry_out(step.commands, step.committed)
             return record.refund_id
@@ -515,12 +538,20 @@ class PaymentRunner:
     def _recorded(self, command: Record) -> None:
         """What the runner keeps of a committed Record (lock held)."""
         for sale in command.sales:
-            self._sale_states[sale.sale_id] = sale.state
+            self._keep_sale_state(sale.sale_id, sale.state)
             if sale.state not in SALE_ACTIVE:
                 self._recovering.discard(sale.sale_id)
         for refund in command.refunds:
-            self._refund_states[refund.refund_id] = refund.state
+            self._keep_refund_state(refund.refund_id, refund.state)
         self._count_open(command.sales, command.refunds)
+
+    def _keep_sale_state(self, sale_id: int, state: SaleState) -> None:
+        """Note a sale's committed state (lock held); of final sales only the last KEPT_FINAL stay."""
+        _keep(self._sale_states, self._final_sales, sale_id, state, state in SALE_FINAL)
+
+    def _keep_refund_state(self, refund_id: int, state: RefundState) -> None:
+        """Note a refund's committed state (lock held); of final refunds only the last KEPT_FINAL stay."""
+        _keep(self._refund_states, self._final_refunds, refund_id, state, state in REFUND_FINAL)
 
     def _count_open(self, sales: tuple[SaleRecord, ...], refunds: tuple[RefundRecord, ...], *,
                     reset: bool = False) -> None:
