@@ -513,35 +513,6 @@ def test_a_compressed_answer_is_decoded_as_urllib3_decoded_it() -> None:
         server.close()
 
 
-def _tls_for(folder: Path, name: str) -> tuple[Path, Path, Path]:
-    """A test CA and a certificate for the DNS name `name` signed by it: (ca.pem, cert.pem, key.pem)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pos test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
-
-
 def test_an_https_gateway_through_a_proxy_is_reached_by_connect_and_verified(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A real CONNECT proxy on loopback carries the TLS connection to gateway.example (the gateway's
@@ -550,7 +521,9 @@ def test_an_https_gateway_through_a_proxy_is_reached_by_connect_and_verified(tmp
     import socket
     import ssl
 
-    ca, cert, key = _tls_for(tmp_path, "gateway.example")
+    from tests.sdk import support
+
+    ca, cert, key = support.tls_files(tmp_path, "gateway.example")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     gateway = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)

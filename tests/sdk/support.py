@@ -43,8 +43,9 @@ def sdk_python() -> Path:
     return python
 
 
-def tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+def tls_files(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """A test CA and a certificate for `host` (an IP address or a DNS name) signed by it:
+    (ca.pem, cert.pem, key.pem)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pos test CA")])
@@ -55,11 +56,10 @@ def tls_files(folder: Path) -> tuple[Path, Path, Path]:
           .sign(ca_key, hashes.SHA256()))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
+            .add_extension(x509.SubjectAlternativeName([_alt_name(host)]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -68,6 +68,13 @@ def tls_files(folder: Path) -> tuple[Path, Path, Path]:
                                            serialization.NoEncryption()))
     os.chmod(paths[2], 0o600)
     return paths
+
+
+def _alt_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def pkcs1_pem(private_key: rsa.RSAPrivateKey) -> str:
