@@ -16,6 +16,7 @@ answers are committed; exit 0. What was still open is resumed on next start.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -101,6 +102,8 @@ class Daemon:
         journal = Journal.open(journal_path(state_dir), terminal_id=cfg.terminal.terminal_id,
                                timezone=cfg.terminal.timezone)
         self._parts.append(("journal", journal.close))
+        # WAL checkpoints on a thread of their own, not inside a sale's commit (pos/journal/db.py).
+        journal.db.start_checkpoints()
         log.info("journal open", extra={"kv": {"path": str(journal.path)}})
 
         gateway = open_gateway(cfg)
@@ -181,6 +184,15 @@ class Daemon:
                 return
         log.info("ready", extra={"kv": {"resumed": open_count}})
         self.notifier.ready(f"ready; resumed {open_count} open items")
+        # Start-up's objects (FastAPI's, pydantic's, the modules': about 75,000 of the 82,000 the
+        # collector tracks) move to the permanent generation: a full collection then walks about
+        # 8,000, not 82,000. Measured with 2,000 benchmark sales: a full collection came every
+        # 1,000-2,000 sales and held the interpreter 30-50 ms (a scan arriving then waits that
+        # long); frozen, none came in 2,000 sales. No effect on the sale's median or p99 (no
+        # collection of any generation fell inside a timed sale). The collection before it
+        # (20-50 ms, after READY) keeps start-up's garbage from being frozen with it.
+        gc.collect()
+        gc.freeze()
         if queue is not None:
             # After READY: the first receipt's rendering (python-escpos's import) and printing
             # never delay the start; receipts queued meanwhile (recovered sales) print now.
