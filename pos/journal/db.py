@@ -11,11 +11,11 @@ only a process crash); `secure_delete` zeroes freed pages.
 Checkpoints: SQLite copies the WAL back into the database file every 1,000
 pages by default, inside whichever commit crosses that size: in the daemon,
 about one sale in 35 had a commit that also ran the checkpoint (1.2 ms
-instead of 0.3 ms typically, up to 8-11 ms with the disk busy), the slowest
-sales' commonest cause besides the disk itself. A long-running process calls
-`start_checkpoints()`: a thread of its own, on a connection of its own,
-checkpoints (PASSIVE: it never blocks a writer, and no writer waits for it)
-every `CHECKPOINT_EVERY` commits, and the writing connection's own automatic
+instead of 0.3 ms typically, up to 8-11 ms with the disk busy), one of the
+things the slowest sales waited for (README, Performance). A long-running
+process calls `start_checkpoints()`: a thread of its own, on a connection of
+its own, checkpoints (PASSIVE: it never blocks a writer, and no writer waits
+for it) every `CHECKPOINT_EVERY` commits, and the writing connection's own automatic
 checkpoint stays only as a backstop at `BACKSTOP_PAGES`. Short-lived users
 (the CLI, tests) keep SQLite's default.
 
@@ -156,6 +156,7 @@ class JournalDB:
         WAL reaches BACKSTOP_PAGES). Idempotent; `close()` stops the thread."""
         if self.read_only or self._checkpointer is not None:
             return
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0)
             conn.execute("PRAGMA synchronous=FULL")   # the database file synced after each checkpoint
@@ -163,6 +164,8 @@ class JournalDB:
             with self.lock:
                 self.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
             raise JournalError(f"cannot open the journal {self.path} for checkpoints: {exc}",
                                exit_code=EXIT_UNAVAILABLE) from None
         self._checkpoint_stop = False
