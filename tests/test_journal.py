@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from pos.core.engine import Record
 from pos.core.money import Money
 from pos.core.outcomes import Cause
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
+from pos.journal.db import BACKSTOP_PAGES, CHECKPOINT_EVERY
 from pos.journal.journal import Journal, JournalError
 from pos.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from pos.sandbox.scenarios import make_code
@@ -38,6 +41,47 @@ def test_open_creates_wal_full_and_schema(tmp_path: Path) -> None:
     j.close()
     again = Journal.open(tmp_path / "state" / "journal.db")
     assert again.install_id == install and again.schema_version() == SCHEMA_VERSION
+    again.close()
+
+
+def _in_database_file(path: Path, key: str) -> bool:
+    """Whether `key` is in the meta table of the database file itself, the WAL ignored (immutable):
+    true once a checkpoint copied it back (a new file's tables too are only in the WAL until then)."""
+    conn = sqlite3.connect(path.resolve().as_uri() + "?immutable=1", uri=True)
+    try:
+        return conn.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is not None
+    except sqlite3.OperationalError:     # no such table: not checkpointed yet
+        return False
+    finally:
+        conn.close()
+
+
+def test_background_checkpoints_copy_the_wal_back_so_the_writer_need_not(tmp_path: Path) -> None:
+    """The daemon's journal checkpoints on a thread of its own every CHECKPOINT_EVERY commits; its
+    writing connection keeps SQLite's automatic checkpoint only as a backstop."""
+    path = tmp_path / "journal.db"
+    j = Journal.open(path)
+    db = j.db
+    assert j._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000      # SQLite's default
+    db.start_checkpoints()
+    db.start_checkpoints()                                                          # once is enough
+    assert j._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == BACKSTOP_PAGES
+    assert [t.name for t in threading.enumerate()].count("journal-checkpoint") == 1
+    for n in range(CHECKPOINT_EVERY - 1):
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (f"k{n}",))
+    time.sleep(0.2)
+    assert db.checkpoints == 0 and not _in_database_file(path, "k0")    # still only in the WAL
+    db.write("INSERT INTO meta (key, value) VALUES ('last', 'x')")      # a lone write counts too
+    deadline = time.monotonic() + 10
+    while db.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert db.checkpoints == 1
+    assert _in_database_file(path, "k0") and _in_database_file(path, "last")
+    j.close()
+    assert "journal-checkpoint" not in [t.name for t in threading.enumerate()]
+    again = Journal.open(path)
+    assert again.db.value("SELECT COUNT(*) FROM meta WHERE value = 'x'") == CHECKPOINT_EVERY
     again.close()
 
 
