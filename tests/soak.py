@@ -253,6 +253,10 @@ class FaultRig:
             if exc.refusal.reason == "busy" and self.figures.refusals["busy"] == 1:
                 active = self.runner.engine.active_sale()
                 print("BUSY", active, file=sys.stderr)
+            if exc.refusal.reason in ("journal", "recovering"):
+                # "Wait a moment and scan again": a moment, not the next sale at once (a burst of refused
+                # sales while the runner rebuilds itself would leave the soak with too few sales).
+                time.sleep(0.05)
             return None
         except UserError:   # the journal could not record: nothing was sent
             if self._newest_sale() == newest:

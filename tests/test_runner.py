@@ -127,6 +127,28 @@ def test_the_runner_keeps_only_the_last_final_sales_and_the_journal_answers_for_
     assert len(rig.service._sale_states) == 2
 
 
+def test_the_engine_loop_sleeps_through_paid_sales_and_wakes_for_a_query_it_owes(rig: Rig) -> None:
+    """A step that leaves the engine's next schedule where it was wakes no thread: the loop sleeps
+    through whole paid sales. A step that brings the schedule earlier (an unknown answer: a query is
+    due) rings it, and the query goes on time."""
+    woke: list[float] = []
+    sleep = rig.clock.wait
+
+    def counted(condition: threading.Condition, timeout: float | None) -> None:
+        if threading.current_thread().name == "pos-engine":
+            woke.append(time.monotonic())
+        sleep(condition, timeout)
+
+    rig.clock.wait = counted   # type: ignore[method-assign]
+    for _ in range(10):
+        sale = rig.service.wait(rig.sale("00"), timeout=20)
+        assert sale is not None and sale.state is SaleState.PAID
+        assert rig.service.wait_idle(10)
+    assert len(woke) <= 2, f"the engine loop woke {len(woke)} times for 10 paid sales"
+    unknown = rig.service.wait(rig.sale("11"), timeout=20)   # timed out, charged: found by payQuery
+    assert unknown is not None and unknown.state is SaleState.PAID
+
+
 def test_second_scan_is_refused_while_a_sale_is_open(rig: Rig) -> None:
     first = rig.sale("10")
     with pytest.raises(SaleRefused) as busy:

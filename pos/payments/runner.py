@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import random
 import threading
@@ -202,7 +203,13 @@ class PaymentRunner:
         # Nothing is sent and no sale starts until the engine is rebuilt from the journal.
         self._broken = False
         self._lock = threading.RLock()
+        # Waiters for a state (a sale settled, the runner idle...) wait on _cond, notified after every
+        # step. The engine's loop sleeps on a bell of its own until its next schedule, rung only when a
+        # step brings that schedule earlier, or to stop or rebuild: a step that leaves it as it was (most
+        # of a sale's) wakes no thread that would only go back to sleep.
         self._cond = threading.Condition(self._lock)
+        self._tick_bell = threading.Condition(self._lock)
+        self._loop_until: float | None = None   # (lock held) what the loop sleeps until; None: it runs
         # Replaced, never changed in place (under the lock): delivery reads it without the lock.
         self._subscribers: tuple[Subscriber, ...] = ()
         self._receipt_writer: ReceiptWriter | None = None
@@ -280,6 +287,7 @@ class PaymentRunner:
             self._handle(Recover(sales, refunds, self.clock.now()))
             self._recovered = True
             self._cond.notify_all()
+            self._wake_loop()
             return len(items)
 
     @property
@@ -482,6 +490,7 @@ class PaymentRunner:
         with self._lock:
             self._stopping = True
             self._cond.notify_all()
+            self._wake_loop(now=True)
         self._pool.shutdown(wait=True)
         self._loop.join(timeout)
         self._notifier_bell.put(True)   # it delivers what is still queued, then ends
@@ -534,6 +543,7 @@ class PaymentRunner:
         if step.ran:
             self._broken = True
             self._cond.notify_all()
+            self._wake_loop(now=True)
 
     def _recorded(self, command: Record) -> None:
         """What the runner keeps of a committed Record (lock held)."""
@@ -592,6 +602,7 @@ class PaymentRunner:
                 except Exception:
                     self._broken = True
                     self._cond.notify_all()
+                    self._wake_loop(now=True)
                     raise
                 self._recorded(command)
             elif isinstance(command, PrintReceipt) and command in written:
@@ -610,6 +621,17 @@ class PaymentRunner:
         if noted and not self._deliver_here:
             self._notifier_bell.put(False)
         self._cond.notify_all()
+        self._wake_loop()
+
+    def _wake_loop(self, *, now: bool = False) -> None:
+        """Ring the engine loop's bell (lock held) if it sleeps and must not sleep on: `now` (stop, a
+        failed commit), or the engine's next schedule comes before the moment it sleeps until."""
+        until = self._loop_until
+        if until is None:
+            return   # it runs, and reads the schedule before it sleeps again
+        wake = self.engine.next_wakeup()
+        if now or (wake is not None and wake < until):
+            self._tick_bell.notify()
 
     def _send(self, command: Send) -> GatewayResult:
         extra = {"goods": command.goods} if isinstance(command, SendPay) and command.goods else {}
@@ -643,6 +665,8 @@ class PaymentRunner:
         kind, item, request = _answers(command)
         with self._lock:
             self._inflight -= 1
+            if self._broken and not self._inflight:
+                self._wake_loop(now=True)   # the rebuild waited for the calls in flight: the last is back
             # The answer's notes (its outcome's Show, Finished...) are delivered by this thread, below.
             self._deliver_here = True
             try:
@@ -651,6 +675,7 @@ class PaymentRunner:
                 log.exception("could not record a gateway answer")
                 self._broken = True
                 self._cond.notify_all()
+                self._wake_loop(now=True)
             finally:
                 self._deliver_here = False
         self._deliver()
@@ -664,7 +689,7 @@ class PaymentRunner:
                 if self._broken:
                     self._rebuild()
                     if self._broken:
-                        self._cond.wait(1.0)
+                        self._sleep_until(math.inf, 1.0)
                     continue
                 now = self.clock.now()
                 wake = self.engine.next_wakeup()
@@ -675,7 +700,15 @@ class PaymentRunner:
                         log.exception("engine tick failed")
                         self._broken = True
                     continue
-                self.clock.wait(self._cond, None if wake is None else wake - now)
+                self._sleep_until(math.inf if wake is None else wake, None if wake is None else wake - now)
+
+    def _sleep_until(self, until: float, timeout: float | None) -> None:
+        """The loop sleeps on its bell (lock held) for `timeout` seconds of the clock at most."""
+        self._loop_until = until
+        try:
+            self.clock.wait(self._tick_bell, timeout)
+        finally:
+            self._loop_until = None
 
     def _idle_for_resync(self) -> bool:
         """No call in flight, no sale in progress, no refund being made (lock held): a wall clock step
