@@ -133,8 +133,7 @@ def test_the_writer_keeps_only_the_latest_screen_for_a_display_that_does_not_rea
         emulated: EmulatedDisplay) -> None:
     writer = DisplayWriter(SerialDisplay(emulated.path, write_timeout=0.3), "customer", retry=0.2)
     try:
-        writer.show("first", "")
-        assert emulated.wait_for(lambda shown: shown[0] == "first")[0] == "first"
+        _show_and_see(writer, emulated, "first")
         emulated.stop_reading()
         for n in range(200):          # returns at once: 200 screens at 0.3 s each would take a minute
             writer.show(f"screen {n}", "")
@@ -278,6 +277,12 @@ def test_a_console_display_whose_output_nobody_reads_is_reported_until_it_is_rea
         os.close(read_end)
 
 
+def _show_and_see(writer: DisplayWriter, emulated: EmulatedDisplay, line: str) -> None:
+    """Show `line` and read it back on the display's other side."""
+    writer.show(line, "")
+    assert emulated.wait_for(lambda shown: shown[0] == line)[0] == line
+
+
 def _wait_idle(writer: DisplayWriter) -> None:
     """Until the writer thread sleeps with nothing to write."""
     deadline = time.monotonic() + 5
@@ -312,8 +317,7 @@ def test_a_display_that_takes_no_frame_gets_it_from_the_writer_and_a_stuck_write
         emulated: EmulatedDisplay) -> None:
     writer = DisplayWriter(SerialDisplay(emulated.path, write_timeout=30), "customer", stall_after=0.3)
     try:
-        writer.show("first", "")
-        assert emulated.wait_for(lambda shown: shown[0] == "first")[0] == "first"
+        _show_and_see(writer, emulated, "first")
         _wait_idle(writer)
         emulated.stop_reading()           # the pty's buffer is full: a non-blocking write takes nothing
         started = time.monotonic()
