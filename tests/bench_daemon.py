@@ -108,27 +108,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def five_libraries() -> tuple[float, float]:
-    """(seconds, RSS MB) of a fresh interpreter that imports the five libraries and nothing else."""
-    code = ("import " + ", ".join(FIVE_LIBRARIES) + "\n"
-            "print([l for l in open('/proc/self/status') if l.startswith('VmRSS:')][0].split()[1])")
+_RSS_KB = "print([l for l in open('/proc/self/status') if l.startswith('VmRSS:')][0].split()[1])"
+
+
+def _fresh_interpreter(code: str) -> tuple[float, float]:
+    """(seconds, RSS MB) of a fresh interpreter that runs `code` and then prints its RSS."""
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, int(out.stdout.strip()) / 1024
+    return time.perf_counter() - start, int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def five_libraries() -> tuple[float, float]:
+    """(seconds, RSS MB) of a fresh interpreter that imports the five libraries and nothing else."""
+    return _fresh_interpreter("import " + ", ".join(FIVE_LIBRARIES) + "\n" + _RSS_KB)
 
 
 def sale_libraries_mb() -> float:
     """RSS MB of a fresh interpreter that imports what a paid sale runs on (SALE_LIBRARIES and
     python-escpos's encoder, as the daemon loads it) and nothing else."""
-    code = ("import tempfile\n"
-            "import " + ", ".join(SALE_LIBRARIES) + "\n"
-            "from devices.printer import configure_escpos_cache, load_escpos\n"
-            "with tempfile.TemporaryDirectory(prefix='pos-bench-escpos-') as cache:\n"
-            "    configure_escpos_cache(cache, profiles=['default'])\n"
-            "    load_escpos()\n"
-            "    print([l for l in open('/proc/self/status') if l.startswith('VmRSS:')][0].split()[1])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    return _fresh_interpreter(
+        "import tempfile\n"
+        "import " + ", ".join(SALE_LIBRARIES) + "\n"
+        "from devices.printer import configure_escpos_cache, load_escpos\n"
+        "with tempfile.TemporaryDirectory(prefix='pos-bench-escpos-') as cache:\n"
+        "    configure_escpos_cache(cache, profiles=['default'])\n"
+        "    load_escpos()\n"
+        "    " + _RSS_KB)[1]
 
 
 class SandboxProcess:

@@ -541,9 +541,14 @@ class PaymentRunner:
         ahead of the journal and is rebuilt from it, as after any failed commit; one that did not
         is untouched."""
         if step.ran:
-            self._broken = True
-            self._cond.notify_all()
-            self._wake_loop(now=True)
+            self._journal_failed()
+
+    def _journal_failed(self) -> None:
+        """A commit failed (lock held): the engine may be a step ahead of the journal. Nothing is
+        sent and no sale starts until the loop has rebuilt it from the journal; woken for that now."""
+        self._broken = True
+        self._cond.notify_all()
+        self._wake_loop(now=True)
 
     def _recorded(self, command: Record) -> None:
         """What the runner keeps of a committed Record (lock held)."""
@@ -600,9 +605,7 @@ class PaymentRunner:
                 try:
                     self.journal.record(command, then=then)
                 except Exception:
-                    self._broken = True
-                    self._cond.notify_all()
-                    self._wake_loop(now=True)
+                    self._journal_failed()
                     raise
                 self._recorded(command)
             elif isinstance(command, PrintReceipt) and command in written:
@@ -673,9 +676,7 @@ class PaymentRunner:
                 self._handle(GatewayAnswer(kind, item, request, command.seq, result, self.clock.now()))
             except Exception:  # a journal failure: nothing more is sent until the engine is rebuilt
                 log.exception("could not record a gateway answer")
-                self._broken = True
-                self._cond.notify_all()
-                self._wake_loop(now=True)
+                self._journal_failed()
             finally:
                 self._deliver_here = False
         self._deliver()
