@@ -64,12 +64,13 @@ FAST_PAYMENT = {"query_first_delay": WAIT, "first_query_after": 5.0, "query_inte
                 "query_interval_max": WAIT, "query_deadline": WAIT, "cancel_interval": WAIT,
                 "refund_interval": WAIT, "background_interval": 3600.0}
 # What a sale cannot do without: the serial ports, the gateway's HTTP client and signatures, the
-# journal, the till interface. Their import, in a fresh interpreter, is the start-up reference.
-FIVE_LIBRARIES = ("serial", "requests", "cryptography.hazmat.primitives.asymmetric.rsa", "sqlite3", "fastapi")
+# journal, the till interface's validation (pydantic; FastAPI until the till interface left it).
+# Their import, in a fresh interpreter, is the start-up reference.
+FIVE_LIBRARIES = ("serial", "requests", "cryptography.hazmat.primitives.asymmetric.rsa", "sqlite3", "pydantic")
 # What a paid sale runs on beyond those: the engine's state machine, the till interface's server and
 # python-escpos's encoder for its receipt (loaded as the daemon loads it: the default profile's
 # capabilities only). Their import together is the memory reference: the floor of the card's libraries.
-SALE_LIBRARIES = (*FIVE_LIBRARIES, "transitions", "uvicorn")
+SALE_LIBRARIES = (*FIVE_LIBRARIES, "transitions", "cheroot.wsgi")
 
 
 def rss_mb(pid: int) -> float:

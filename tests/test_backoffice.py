@@ -449,14 +449,12 @@ def test_store_file_errors_name_the_key(shop: Shop, tmp_path: Path, capsys: pyte
 # -- [merchant] registration_required: sales closed until approved -------------------------
 
 def test_registration_required_closes_sales_until_approved(tmp_path: Path) -> None:
-    from pos.httpserver import ThreadedServer
     from pos.terminal.till_service import TillError
-    from pos.till.api import Tokens, create_app
+    from pos.till.api import Tokens, till_server
     from tests.test_terminal import Rig
 
     rig = Rig(tmp_path, sections={"merchant": {"registration_required": True}})
-    server = ThreadedServer(create_app(rig.terminal, Tokens("till-token", "manager-token")), "127.0.0.1", 0,
-                            name="test-till").start()
+    server = till_server(rig.terminal, Tokens("till-token", "manager-token")).start()
     auth = {"Authorization": "Bearer till-token"}
     try:
         over_http = requests.get(server.url + "/v1/health", headers=auth, timeout=5).json()
@@ -493,14 +491,12 @@ def test_registration_required_closes_sales_until_approved(tmp_path: Path) -> No
 
 def test_till_declares_at_checkout(tmp_path: Path, shop: Shop) -> None:
     from devices.scanner import Scan
-    from pos.httpserver import ThreadedServer
-    from pos.till.api import Tokens, create_app
+    from pos.till.api import Tokens, till_server
     from tests.test_terminal import Rig
 
     gateway = AmsGateway(shop.settings)
     rig = Rig(tmp_path / "till", sections={"gateway": {"protocol": "ams"}}, wrap_gateway=lambda _direct: gateway)
-    server = ThreadedServer(create_app(rig.terminal, Tokens("till-token", "manager-token")), "127.0.0.1", 0,
-                            name="test-till").start()
+    server = till_server(rig.terminal, Tokens("till-token", "manager-token")).start()
     auth = {"Authorization": "Bearer till-token"}
     try:
         view = rig.terminal.create_sale(Money(500, "SGD"), "till-1", "Tea")

@@ -246,12 +246,12 @@ def test_every_config_key_with_bad_values_is_a_clear_error_or_accepted(tmp_path:
 
 @pytest.fixture(scope="module")
 def till_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from pos.httpserver import ThreadedServer
-    from pos.till.api import Tokens, create_app
+    from pos.till.api import Tokens
+    from pos.till.api import till_server as serve
     from tests.test_terminal import Rig
 
     rig = Rig(tmp_path_factory.mktemp("till"))
-    server = ThreadedServer(create_app(rig.terminal, Tokens("t" * 32, "m" * 32), max_wait=1.0)).start()
+    server = serve(rig.terminal, Tokens("t" * 32, "m" * 32), max_wait=1.0).start()
     yield server
     server.stop()
     rig.close()
@@ -349,7 +349,7 @@ def test_every_status_the_till_code_can_answer_is_documented() -> None:
     for source in [*(root / "pos" / "till").glob("*.py"), *(root / "pos" / "terminal").glob("*.py")]:
         text = source.read_text()
         statuses |= {int(n) for n in re.findall(r"(?:TillError|_problem)\(\s*(\d{3})", text)}
-    statuses.add(400)   # FastAPI's answer to a body that is not JSON
+    statuses.add(400)   # the answer to a body that is not JSON (pos/till/web.py)
     assert {400, 401, 403, 404, 409, 413, 422, 503} <= statuses
     kept = json.loads((root / "pos" / "data" / "openapi.json").read_text())
     assert kept == _openapi(), "regenerate: python -m pos.till.api > pos/data/openapi.json"

@@ -30,10 +30,9 @@ from pos.core.money import Money
 from pos.core.outcomes import Failed, Unknown
 from pos.gateway.ams import AmsGateway
 from pos.gateway.offline import OfflineGateway
-from pos.httpserver import ThreadedServer
 from pos.journal.journal import Journal
 from pos.ops.daemon import Daemon
-from pos.till.api import Tokens, create_app
+from pos.till.api import Tokens, till_server
 from tests.fault_proxy import FaultProxy
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys, make_code
@@ -194,7 +193,7 @@ def test_5_a_real_pin_hash_is_accepted(tmp_path: Path) -> None:
 @pytest.fixture
 def till(tmp_path: Path) -> Any:
     rig = Rig(tmp_path)
-    server = ThreadedServer(create_app(rig.terminal, Tokens(TILL, MANAGER), max_wait=5.0)).start()
+    server = till_server(rig.terminal, Tokens(TILL, MANAGER), max_wait=5.0).start()
     try:
         yield SimpleNamespace(rig=rig, url=server.url, port=server.port)
     finally:
@@ -395,7 +394,7 @@ def test_a_display_that_stops_reading_delays_no_sale_no_display_and_no_health(tm
     # Each write to the stuck display waits 4 s before it gives up: a sale that waited for the display
     # (at least two screens: "scan", then the outcome) would take 8 s or more.
     rig = Rig(tmp_path, display_write_timeout=4.0)
-    server = ThreadedServer(create_app(rig.terminal, Tokens(TILL, MANAGER), max_wait=15.0)).start()
+    server = till_server(rig.terminal, Tokens(TILL, MANAGER), max_wait=15.0).start()
     try:
         rig.customer_pty.wait_for(lambda lines: lines != ("", ""))
         assert rig.customer_pty.stop_reading() > 0     # its pty's buffer is full: every write would block

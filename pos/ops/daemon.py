@@ -94,13 +94,12 @@ class Daemon:
         from devices.printer import open_printer
         from devices.scanner import open_scanner
         from pos.gateway.factory import open_gateway
-        from pos.httpserver import ThreadedServer
         from pos.journal import outbox
         from pos.journal.journal import Journal, journal_path
         from pos.journal.print_jobs import JournalPrintJobs
         from pos.payments.runner import PaymentRunner
         from pos.terminal.terminal import Terminal
-        from pos.till.api import Tokens, create_app
+        from pos.till.api import Tokens, till_server
 
         journal = Journal.open(journal_path(state_dir), terminal_id=cfg.terminal.terminal_id,
                                timezone=cfg.terminal.timezone)
@@ -152,8 +151,7 @@ class Daemon:
             tokens = Tokens(self._token(cfg.ecr.token_file), self._token(cfg.ecr.manager_token_file))
             host, _, port = cfg.ecr.listen.rpartition(":")
             try:
-                self.server = ThreadedServer(create_app(terminal, tokens, max_wait=cfg.ecr.max_wait),
-                                             host.strip("[]"), int(port), name="pos-ecr")
+                self.server = till_server(terminal, tokens, host.strip("[]"), int(port), max_wait=cfg.ecr.max_wait)
             except OSError as exc:
                 raise UserError(f"[ecr] listen = {cfg.ecr.listen}: {exc}: another program uses that address; "
                                 "stop it or change [ecr] listen", exit_code=EXIT_UNAVAILABLE) from None
@@ -187,7 +185,7 @@ class Daemon:
                 return
         log.info("ready", extra={"kv": {"resumed": open_count}})
         self.notifier.ready(f"ready; resumed {open_count} open items")
-        # Start-up's objects (FastAPI's, pydantic's, the modules': about 75,000 of the 82,000 the
+        # Start-up's objects (pydantic's, the modules': about 75,000 of the 82,000 the
         # collector tracks) move to the permanent generation, so a full collection walks about
         # 8,000. Measured in the daemon during benchmark sales (gc.callbacks; 6,000 sales each
         # way): a full collection came once in a few thousand sales and held the interpreter

@@ -6,48 +6,43 @@ manager's token. Errors are RFC 9457 problem details. The OpenAPI document is
 served at /openapi.json and kept in the repository (pos/data/openapi.json; a
 test fails when they drift: regenerate with `python -m pos.till.api > pos/data/openapi.json`).
 
-The app is built on FastAPI (request validation and the OpenAPI document come
-from the same models) and knows nothing about devices or the gateway: it calls
+The app is a table of routes (pos/till/web.py: request validation and the
+OpenAPI document come from the same routes and pydantic models), served by a
+threaded WSGI server (pos/wsgiserver.py). It knows nothing about devices or the gateway: it calls
 a `TillBackend` (the terminal's till service, pos/terminal/till_service.py),
 whose refusals are `TillError`s, sent as problem details.
 """
 
 
 import hmac
+import json
 import os
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-import anyio
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pos import __version__
 from pos.backoffice.customs import CustomsRequest
 from pos.core.goods import MAX_LINES, MAX_NAME, MAX_QUANTITY, GoodsLine
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.records import RESOLUTIONS, RefundState, Resolution, SaleState
-from pos.httpserver import router_problem
 from pos.terminal.till_service import TillError
+from pos.till.web import BODY_READ, Answer, Param, Route, Routes, problem_answer
+from pos.wsgiserver import WsgiServer
 
-__all__ = ["TillBackend", "TillError", "create_app", "ensure_token", "read_token"]
+__all__ = ["TillBackend", "TillError", "create_app", "ensure_token", "read_token", "till_server"]
 
-PROBLEM = "application/problem+json"
 # The states the till may see, in the order the OpenAPI document lists them: the core's enums.
 SALE_STATES = tuple(state.value for state in SaleState)
 REFUND_STATES = tuple(state.value for state in RefundState)
 MAX_WAIT = 60.0
 # Long-polls waiting at once; one more is answered at once with the sale as it is. They wait
-# on threads of their own, so they can never take the threads sales run on (health runs on the
-# event loop itself).
+# on the server's threads, which has room beside them for sales, reports and health (SERVER_THREADS).
 MAX_WAITERS = 32
 # The largest request body: a sale or refund is a few hundred bytes.
 MAX_BODY = 64 * 1024
@@ -320,267 +315,220 @@ def same_token(given: str | bytes, expected: str) -> bool:
     return hmac.compare_digest(given, expected.encode("utf-8"))
 
 
-class _Guard:
-    """ASGI middleware in front of /v1/: the token is checked, and the body's size bounded,
-    before a byte of the body is read. A 100 MB upload without a token costs nothing."""
+def _guard(tokens: Tokens, max_body: int = MAX_BODY) -> Callable[[dict[str, Any]], Answer | tuple[str, bytes]]:
+    """In front of /v1/: the token is checked, and the body's size bounded, before a byte of the
+    body is read. A 100 MB upload without a token costs nothing. Returns the token and the body."""
 
-    def __init__(self, app: Any, tokens: Tokens, max_body: int = MAX_BODY) -> None:
-        self.app, self.tokens, self.max_body = app, tokens, max_body
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        scheme, _, given = bytes(headers.get(b"authorization", b"")).strip().partition(b" ")
+    def guard(environ: dict[str, Any]) -> Answer | tuple[str, bytes]:
+        header = str(environ.get("HTTP_AUTHORIZATION", "")).encode("latin-1")
+        scheme, _, given = header.strip().partition(b" ")
         given = given.strip()
         # Both compared, always: the time taken says nothing about which one was close.
-        good = [same_token(given, self.tokens.till), same_token(given, self.tokens.manager)]
+        good = [same_token(given, tokens.till), same_token(given, tokens.manager)]
         if scheme.lower() != b"bearer" or not given:
-            await _problem(401, "Missing bearer token",
-                           "send 'Authorization: Bearer <token>' with the token from [ecr] token_file",
-                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
-            return
+            return _problem(401, "Missing bearer token",
+                            "send 'Authorization: Bearer <token>' with the token from [ecr] token_file",
+                            headers={"WWW-Authenticate": "Bearer"})
         if not any(good):
-            await _problem(401, "Wrong bearer token", "use the token from [ecr] token_file",
-                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
-            return
-        length = headers.get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_body:
-            await _problem(413, "Request too large", f"a request body is at most {self.max_body} bytes")(
-                scope, receive, send)
-            return
-        body, more = bytearray(), True
-        while more:  # at most max_body bytes, whatever the framing (chunked bodies have no length)
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, receive, send)
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body:
-                await _problem(413, "Request too large", f"a request body is at most {self.max_body} bytes")(
-                    scope, receive, send)
-                return
-        replayed = False
+            return _problem(401, "Wrong bearer token", "use the token from [ecr] token_file",
+                            headers={"WWW-Authenticate": "Bearer"})
+        too_large = _problem(413, "Request too large", f"a request body is at most {max_body} bytes")
+        chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+        length = str(environ.get("CONTENT_LENGTH", "") or "0")
+        if not chunked and (not length.isdigit() or int(length) > max_body):
+            return too_large
+        stream = environ["wsgi.input"]
+        # At most max_body bytes, whatever the framing (chunked bodies have no length).
+        body = stream.read(max_body + 1) if chunked else stream.read(int(length)) if int(length) else b""
+        if len(body) > max_body:
+            return too_large
+        environ[BODY_READ] = True
+        return given.decode("latin-1"), body
 
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+    return guard
 
 
 # ---------------------------------------------------------------- app
 
 def _problem(status: int, title: str, detail: str = "", kind: str = "about:blank",
-             headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"type": kind, "title": title, "status": status, "detail": detail}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
-
-
-# Why a body could not be parsed (the exception under FastAPI's 400), in words a till developer acts on.
-_NOT_JSON_CAUSES: dict[type[BaseException], str] = {
-    UnicodeDecodeError: "its bytes are not UTF-8 text",
-    RecursionError: "it is nested too deeply",
-}
+             headers: dict[str, str] | None = None) -> Answer:
+    return problem_answer(status, title, detail, kind, headers)
 
 
 _ENDPOINTS = "the endpoints are listed at /openapi.json and in README 'The till interface'"
 
 
-def _not_json(why: str) -> JSONResponse:
+def _not_json(why: str) -> Answer:
     return _problem(400, "Body is not JSON",
                     f"the request body is not valid JSON ({why}): send one JSON object in UTF-8 with "
                     'Content-Type: application/json, such as {"amount": "12.50"}')
 
 
-_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {PROBLEM: {}}, "description": text}
-    for code, text in {400: "the body is not JSON", 401: "missing or wrong token", 403: "needs the manager token",
-                       404: "no such sale", 409: "conflicts with the terminal's state",
-                       413: f"request body above {MAX_BODY // 1024} KiB", 422: "invalid request",
-                       503: "terminal not ready"}.items()
-}
+# Declared on every operation of the OpenAPI document (status: what it means).
+_PROBLEMS = {400: "the body is not JSON", 401: "missing or wrong token", 403: "needs the manager token",
+             404: "no such sale", 409: "conflicts with the terminal's state",
+             413: f"request body above {MAX_BODY // 1024} KiB", 422: "invalid request", 503: "terminal not ready"}
+_TITLE = "pos-terminal till interface"
+_DESCRIPTION = ("Start sales and read their results; refunds, settling a late charge (resolve) and Z reports need "
+                "the manager token. Amounts are sent as decimal strings in major units and returned in minor units.")
+OPENAPI_FILE = Path(__file__).resolve().parent.parent / "data" / "openapi.json"
+
+SaleId = Annotated[str, Field(max_length=64, pattern=SALE_ID_PATTERN)]
+_SALE_ID = Param("sale_id", "path", SaleId)
 
 
-def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WAIT) -> FastAPI:
-    app = FastAPI(
-        title="pos-terminal till interface",
-        version=__version__,
-        description="Start sales and read their results; refunds, settling a late charge (resolve) and Z "
-                    "reports need the manager token. "
-                    "Amounts are sent as decimal strings in major units and returned in minor units.",
-        responses=_PROBLEM_RESPONSES,
-    )
-    bearer = HTTPBearer(auto_error=False)
-    app.add_middleware(_Guard, tokens=tokens)
-    waiters = anyio.CapacityLimiter(MAX_WAITERS)
+def _routes(service: TillBackend, tokens: Tokens, max_wait: float) -> list[Route]:
+    # Long-polls waiting at once: one more is answered at once with the sale as it is.
+    waiters = threading.BoundedSemaphore(MAX_WAITERS)
 
-    def _token(creds: HTTPAuthorizationCredentials | None) -> str:
-        if creds is None or creds.scheme.lower() != "bearer":
-            raise TillError(401, "Missing bearer token",
-                               "send 'Authorization: Bearer <token>' with the token from [ecr] token_file")
-        return creds.credentials
-
-    async def till(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        token = _token(creds)
+    def till(token: str) -> None:
         if not any([same_token(token, tokens.till), same_token(token, tokens.manager)]):
             raise TillError(401, "Wrong bearer token", "use the token from [ecr] token_file")
 
-    async def manager(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        token = _token(creds)
+    def manager(token: str) -> None:
         if same_token(token, tokens.manager):
             return
         if same_token(token, tokens.till):
             raise TillError(403, "Manager token required",
-                               "refunds, settling a PAID_LATE sale and Z reports need the token from "
-                               "[ecr] manager_token_file")
+                            "refunds, settling a PAID_LATE sale and Z reports need the token from "
+                            "[ecr] manager_token_file")
         raise TillError(401, "Wrong bearer token", "use the token from [ecr] manager_token_file")
 
-    @app.exception_handler(TillError)
-    async def _service_error(_: Request, exc: TillError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _problem(exc.status, exc.title, exc.detail, exc.kind, headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        bad_json = next((err for err in exc.errors() if err.get("type") == "json_invalid"), None)
-        if bad_json is not None:
-            where = bad_json.get("loc", ("body", "?"))[-1]
-            why = (bad_json.get("ctx") or {}).get("error") or "JSON decode error"
-            return _not_json(f"{why} at character {where}")
-        parts = []
-        for err in exc.errors()[:3]:
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-        return _problem(422, "Invalid request", "; ".join(parts))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and exc.__cause__ is not None:   # FastAPI could not parse the body
-            return _not_json(_NOT_JSON_CAUSES.get(type(exc.__cause__), type(exc.__cause__).__name__))
-        body, headers = router_problem(request.scope, app.router.routes, exc.status_code, exc.detail, _ENDPOINTS)
-        return _problem(exc.status_code, body["title"], body["detail"], headers=headers or dict(exc.headers or {}))
-
-    def _money(text: str, currency: str | None) -> Money:
+    def money(text: str, currency: str | None) -> Money:
         try:
             return parse_amount(text, currency or service.default_currency)
         except (AmountError, CurrencyError) as exc:
             raise TillError(422, "Invalid amount", str(exc)) from None
 
-    def _sale_or_404(sale: dict[str, Any] | None, sale_id: str) -> dict[str, Any]:
+    def sale_or_404(sale: dict[str, Any] | None, sale_id: str) -> dict[str, Any]:
         if sale is None:
             raise TillError(404, "No such sale", f"no sale with id {sale_id!r}")
         return sale
 
-    @app.post("/v1/sales", status_code=201, response_model=SaleOut, dependencies=[Depends(till)],
-              summary="Start a sale: the terminal asks the cashier to scan the customer's code, or "
-                      "(method qr) prints its own code for the customer to scan")
     def create_sale(body: SaleIn) -> dict[str, Any]:
         goods = [GoodsLine(item.name, item.quantity) for item in body.items or []]
-        return service.create_sale(_money(body.amount, body.currency), body.reference, body.orderTitle,
+        return service.create_sale(money(body.amount, body.currency), body.reference, body.orderTitle,
                                    body.method, goods)
 
-    @app.get("/v1/sales/{sale_id}", response_model=SaleOut, dependencies=[Depends(till)],
-             summary="Read a sale; with wait, block up to that many seconds for a final state")
-    async def get_sale(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)],
-                       wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> dict[str, Any]:
-        if wait > 0 and waiters.available_tokens > 0:
-            sale = await anyio.to_thread.run_sync(service.wait_sale, sale_id, min(wait, max_wait),
-                                                  limiter=waiters)
-        else:  # no wait asked, or too many waiting already: the sale as it is now
-            sale = await anyio.to_thread.run_sync(service.get_sale, sale_id)
-        return _sale_or_404(sale, sale_id)
+    def get_sale(sale_id: str, wait: float) -> dict[str, Any]:
+        if wait > 0 and waiters.acquire(blocking=False):
+            try:
+                return sale_or_404(service.wait_sale(sale_id, min(wait, max_wait)), sale_id)
+            finally:
+                waiters.release()
+        # no wait asked, or too many waiting already: the sale as it is now
+        return sale_or_404(service.get_sale(sale_id), sale_id)
 
-    @app.post("/v1/sales/{sale_id}/cancel", response_model=SaleOut, dependencies=[Depends(till)],
-              summary="Cancel a sale that is not final (payCancel if the pay may have been sent)")
-    def cancel_sale(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)]) -> dict[str, Any]:
-        _sale_or_404(service.get_sale(sale_id), sale_id)
+    def cancel_sale(sale_id: str) -> dict[str, Any]:
+        sale_or_404(service.get_sale(sale_id), sale_id)
         return service.cancel_sale(sale_id)
 
-    @app.post("/v1/sales/{sale_id}/resolve", response_model=SaleOut, dependencies=[Depends(manager)],
-              summary="Settle a sale charged after the cashier said 'No goods' (PAID_LATE; manager token)")
-    def resolve(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)],
-                body: ResolveIn) -> dict[str, Any]:
-        _sale_or_404(service.get_sale(sale_id), sale_id)
+    def resolve(sale_id: str, body: ResolveIn) -> dict[str, Any]:
+        sale_or_404(service.get_sale(sale_id), sale_id)
         return service.resolve(sale_id, body.action, body.by)
 
-    @app.post("/v1/refunds", status_code=201, response_model=RefundOut, dependencies=[Depends(manager)],
-              summary="Refund all or part of a paid sale (manager token)")
-    def refund(body: RefundIn, idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", min_length=1, max_length=64, pattern=SALE_ID_PATTERN,
-                               description="send the same key when retrying after a timeout: the refund is "
-                                           "made once")] = None) -> dict[str, Any]:
-        sale = _sale_or_404(service.get_sale(body.saleId), body.saleId)
-        amount = _money(body.amount, sale["amount"]["currency"]) if body.amount is not None else None
+    def refund(body: RefundIn, idempotency_key: str | None) -> dict[str, Any]:
+        sale = sale_or_404(service.get_sale(body.saleId), body.saleId)
+        amount = money(body.amount, sale["amount"]["currency"]) if body.amount is not None else None
         return service.refund(body.saleId, amount, body.reason, idempotency_key)
 
-    @app.get("/v1/reports/x", response_model=ReportOut, dependencies=[Depends(till)],
-             summary="Running totals of the business day (X report)")
-    def x_report() -> dict[str, Any]:
-        return service.x_report()
-
-    @app.post("/v1/reports/z", response_model=ReportOut, dependencies=[Depends(manager)],
-              summary="Close the business day (Z report; manager token)")
-    def z_report() -> dict[str, Any]:
-        return service.z_report()
-
-    @app.get("/v1/reconciliation/{date}", response_model=ReconciliationOut, response_model_by_alias=True,
-             dependencies=[Depends(till)],
-             summary="Alipay's files of a day matched against the journal (after 'pos reconcile report')")
-    def reconciliation(date: Annotated[str, PathParam(pattern=r"^\d{4}-\d{2}-\d{2}$",
-                                                       description="YYYY-MM-DD")]) -> dict[str, Any]:
-        return service.reconciliation(date)
-
-    @app.post("/v1/sales/{sale_id}/customs-declarations", status_code=201, response_model=DeclarationOut,
-              dependencies=[Depends(till)],
-              summary="Declare a PAID AlipayCN sale to customs (v1 API); 200 when it is declared already")
-    def declare_customs(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)],
-                        body: CustomsIn, response: Response) -> dict[str, Any]:
+    def declare_customs(sale_id: str, body: CustomsIn) -> tuple[dict[str, Any], int]:
         request = CustomsRequest(body.customs, body.merchantCustomsCode, body.merchantCustomsName,
                                  body.amount or "", body.split)
         view, sent = service.declare_customs(sale_id, request)
-        if not sent:
-            response.status_code = 200
-        return view
+        return view, 201 if sent else 200
 
-    @app.get("/v1/sales/{sale_id}/customs-declarations", response_model=list[DeclarationOut],
-             dependencies=[Depends(till)],
-             summary="The sale's customs declarations, with customs' status asked from Alipay")
-    def customs_declarations(sale_id: Annotated[str, PathParam(max_length=64, pattern=SALE_ID_PATTERN)]
-                             ) -> list[dict[str, Any]]:
+    def customs_declarations(sale_id: str) -> list[dict[str, Any]]:
         return service.customs_declarations(sale_id)
 
-    @app.get("/v1/health", response_model=HealthOut, dependencies=[Depends(till)],
-             summary="Uptime, gateway latency, device errors, open items, journal size")
-    async def health() -> dict[str, Any]:
-        # Answered on the server's event loop, not on a worker thread: health reads the runner's
-        # counters, immutable device and gateway values and three file sizes, and takes no lock
-        # (with [merchant] registration_required, one indexed read of the journal, which waits at
-        # most for a commit in progress). The hop to a worker and back was more than half its
-        # cost (0.5 -> 0.2 ms of CPU a call), paid by every monitor's poll in the interpreter the
-        # sales run in. The token checks (till, manager) are async for the same reason: with one
-        # sync part the request hops anyway.
+    def reconciliation(date: str) -> dict[str, Any]:
+        return service.reconciliation(date)
+
+    def x_report() -> dict[str, Any]:
+        return service.x_report()
+
+    def z_report() -> dict[str, Any]:
+        return service.z_report()
+
+    def health() -> dict[str, Any]:
+        # Reads the runner's counters, immutable device and gateway values and three file sizes, and
+        # takes no lock (with [merchant] registration_required, one indexed read of the journal, which
+        # waits at most for a commit in progress).
         return service.health()
 
-    return app
+    wait = Param("wait", "query", Annotated[float, Field(ge=0, le=MAX_WAIT)], default=0)
+    key = Param("idempotency_key", "header", Annotated[str | None, Field(min_length=1, max_length=64,
+                                                                         pattern=SALE_ID_PATTERN)],
+                default=None, alias="Idempotency-Key",
+                description="send the same key when retrying after a timeout: the refund is made once")
+    date = Param("date", "path", Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")], description="YYYY-MM-DD")
+    return [
+        Route("POST", "/v1/sales", create_sale, "Start a sale: the terminal asks the cashier to scan the customer's "
+              "code, or (method qr) prints its own code for the customer to scan", SaleOut, 201, body=SaleIn,
+              check=till),
+        Route("GET", "/v1/sales/{sale_id}", get_sale, "Read a sale; with wait, block up to that many seconds for a "
+              "final state", SaleOut, params=(_SALE_ID, wait), check=till),
+        Route("POST", "/v1/sales/{sale_id}/cancel", cancel_sale, "Cancel a sale that is not final (payCancel if the "
+              "pay may have been sent)", SaleOut, params=(_SALE_ID,), check=till),
+        Route("POST", "/v1/sales/{sale_id}/resolve", resolve, "Settle a sale charged after the cashier said 'No "
+              "goods' (PAID_LATE; manager token)", SaleOut, params=(_SALE_ID,), body=ResolveIn, check=manager),
+        Route("POST", "/v1/refunds", refund, "Refund all or part of a paid sale (manager token)", RefundOut, 201,
+              params=(key,), body=RefundIn, check=manager),
+        Route("GET", "/v1/reports/x", x_report, "Running totals of the business day (X report)", ReportOut,
+              check=till),
+        Route("POST", "/v1/reports/z", z_report, "Close the business day (Z report; manager token)", ReportOut,
+              check=manager),
+        Route("GET", "/v1/reconciliation/{date}", reconciliation, "Alipay's files of a day matched against the "
+              "journal (after 'pos reconcile report')", ReconciliationOut, params=(date,), check=till),
+        Route("POST", "/v1/sales/{sale_id}/customs-declarations", declare_customs, "Declare a PAID AlipayCN sale to "
+              "customs (v1 API); 200 when it is declared already", DeclarationOut, 201, params=(_SALE_ID,),
+              body=CustomsIn, check=till),
+        Route("GET", "/v1/sales/{sale_id}/customs-declarations", customs_declarations, "The sale's customs "
+              "declarations, with customs' status asked from Alipay", list[DeclarationOut], params=(_SALE_ID,),
+              check=till),
+        Route("GET", "/v1/health", health, "Uptime, gateway latency, device errors, open items, journal size",
+              HealthOut, check=till),
+    ]
+
+
+def _till_error(exc: Exception) -> Answer | None:
+    if not isinstance(exc, TillError):
+        return None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _problem(exc.status, exc.title, exc.detail, exc.kind, headers)
+
+
+def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WAIT) -> Routes:
+    """The till interface as a WSGI app. /openapi.json is the kept document (pos/data/openapi.json),
+    which a test keeps equal to these routes."""
+    return Routes(_routes(service, tokens, max_wait), guard=_guard(tokens), errors=_till_error, not_json=_not_json,
+                  where=_ENDPOINTS, documents={"/openapi.json": OPENAPI_FILE.read_bytes})
+
+
+# Threads of the till's server: every long-poll that may wait at once, and room for sales, reports
+# and health beside them.
+SERVER_THREADS = MAX_WAITERS + 8
+
+
+def till_server(service: TillBackend, tokens: Tokens, host: str = "127.0.0.1", port: int = 0, *,
+                max_wait: float = MAX_WAIT) -> WsgiServer:
+    """The till interface on its own server, bound (OSError if the address is taken), not started."""
+    return WsgiServer(create_app(service, tokens, max_wait=max_wait), host, port, name="pos-ecr",
+                      threads=SERVER_THREADS)
 
 
 def openapi_document() -> dict[str, Any]:
-    """The till interface's OpenAPI document (kept in pos/data/openapi.json)."""
+    """The till interface's OpenAPI document, generated from the routes (kept in pos/data/openapi.json)."""
 
     class _NoService:
         default_currency = "USD"
 
-    return create_app(_NoService(), Tokens("x" * 16, "y" * 16)).openapi()  # type: ignore[arg-type]
+    app = create_app(_NoService(), Tokens("x" * 16, "y" * 16))  # type: ignore[arg-type]
+    return app.openapi(title=_TITLE, version=__version__, description=_DESCRIPTION, problems=_PROBLEMS,
+                       problem_model=Problem)
 
 
 if __name__ == "__main__":  # regenerate: python -m pos.till.api > pos/data/openapi.json
-    import json
     import sys
 
     json.dump(openapi_document(), sys.stdout, indent=2, sort_keys=True)

@@ -1,0 +1,106 @@
+"""Serve a WSGI app with cheroot in a background thread, on a socket bound first.
+
+The till interface runs in the daemon beside every sale, so it is served by a
+threaded WSGI server: cheroot (CherryPy's production server, pure Python) costs
+the daemon about 1.5 MB, where uvicorn with asyncio and anyio cost about 8 MB
+before a framework. Idle keep-alive connections wait in cheroot's selector, not
+on a thread; a request runs on one of a fixed pool of threads, so the pool is
+sized by the caller for everything that may wait at once (the till's
+long-polls) plus room for the rest.
+
+Binding before starting means port 0 gives a free port that is known (`.port`)
+before the first request, and a port already in use is reported as one clear
+error instead of a log line from inside the server.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cheroot import server, wsgi
+
+__all__ = ["WsgiApp", "WsgiServer"]
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _Request(server.HTTPRequest):
+    """cheroot's request, closing the connection when the app's answer says `Connection: close`.
+
+    cheroot otherwise reads what is left of a request's body before it answers, to keep the
+    connection; an app that refuses a request before reading its body (no token, 100 MB declared)
+    says `Connection: close` and is answered at once (RFC 9112 9.6 lets a server close so)."""
+
+    def send_headers(self) -> None:
+        if any(key.lower() == b"connection" and value.lower() == b"close" for key, value in self.outheaders):
+            self.close_connection = True
+        super().send_headers()
+
+
+class _Connection(server.HTTPConnection):
+    RequestHandlerClass = _Request
+
+
+class _BoundServer(wsgi.Server):
+    """cheroot's server on a socket bound by the caller (never one from the environment)."""
+
+    def __init__(self, sock: socket.socket, app: WsgiApp, **options: Any) -> None:
+        super().__init__(sock.getsockname()[:2], app, **options)
+        self._bound = sock
+        self.ConnectionClass = _Connection
+
+    def prepare(self) -> None:
+        # cheroot takes fd 3 when LISTEN_PID is set (socket activation); this server's socket is its own.
+        self.bind_addr = self._bound.getsockname()[:2]
+        super().prepare()
+
+    def bind(self, family: int, type: int, proto: int = 0) -> socket.socket:
+        self.socket = self._bound
+        return self._bound
+
+
+class WsgiServer:
+    def __init__(self, app: WsgiApp, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
+                 threads: int = 10) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Each answer goes out at once, not after a delayed ACK (Nagle).
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.host, self.port = host, self._sock.getsockname()[1]
+        # numthreads = max: a fixed pool (cheroot does not grow it on its own).
+        self._server = _BoundServer(self._sock, app, numthreads=threads, max=threads, server_name=name,
+                                    request_queue_size=128, timeout=10, shutdown_timeout=1)
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> WsgiServer:
+        self._server.prepare()   # listening, and the pool's threads started, before the first request
+        self._thread = threading.Thread(target=self._server.serve, name=self._name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> WsgiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
