@@ -4,9 +4,9 @@ The till interface runs in the daemon beside every sale, so it is served by a
 threaded WSGI server: cheroot (CherryPy's production server, pure Python) costs
 the daemon about 1.5 MB, where uvicorn with asyncio and anyio cost about 8 MB
 before a framework. Idle keep-alive connections wait in cheroot's selector, not
-on a thread; a request runs on one of a fixed pool of threads, so the pool is
-sized by the caller for everything that may wait at once (the till's
-long-polls) plus room for the rest.
+on a thread; a request runs on one of a pool of threads, which starts small and
+grows, up to a size the caller gives for everything that may wait at once (the
+till's long-polls) plus room for the rest.
 
 Binding before starting means port 0 gives a free port that is known (`.port`)
 before the first request, and a port already in use is reported as one clear
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from cheroot import server, wsgi
+from cheroot.workers import threadpool
 
 __all__ = ["WsgiApp", "WsgiServer"]
 
@@ -44,6 +45,22 @@ class _Connection(server.HTTPConnection):
     RequestHandlerClass = _Request
 
 
+class _GrowingPool(threadpool.ThreadPool):
+    """cheroot's pool of request threads, one more thread (up to `max`) when a connection would
+    otherwise wait in the queue for one, started at once.
+
+    cheroot keeps its pool at `min` unless told to grow, and its own `grow` waits for each new
+    thread in 0.1 s steps on the thread that accepts connections. An idle thread costs about
+    45 KB; the till's pool needs 40 only while 32 long-polls wait, so it starts small."""
+
+    def put(self, obj: Any) -> None:
+        # Called only by the server's accepting thread, so two calls never race each other.
+        pool: Any = self   # the pool's queue and threads, which cheroot's type stubs leave out
+        if pool._queue.qsize() >= self.idle and len(pool._threads) < self.max:
+            pool._threads.append(pool._spawn_worker())
+        super().put(obj)
+
+
 class _BoundServer(wsgi.Server):
     """cheroot's server on a socket bound by the caller (never one from the environment)."""
 
@@ -51,6 +68,7 @@ class _BoundServer(wsgi.Server):
         super().__init__(sock.getsockname()[:2], app, **options)
         self._bound = sock
         self.ConnectionClass = _Connection
+        self.requests = _GrowingPool(self, min=options["numthreads"], max=options["max"])
 
     def prepare(self) -> None:
         # cheroot takes fd 3 when LISTEN_PID is set (socket activation); this server's socket is its own.
@@ -64,7 +82,7 @@ class _BoundServer(wsgi.Server):
 
 class WsgiServer:
     def __init__(self, app: WsgiApp, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
-                 threads: int = 10) -> None:
+                 threads: int = 10, min_threads: int = 4) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -76,9 +94,11 @@ class WsgiServer:
             self._sock.close()
             raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         self.host, self.port = host, self._sock.getsockname()[1]
-        # numthreads = max: a fixed pool (cheroot does not grow it on its own).
-        self._server = _BoundServer(self._sock, app, numthreads=threads, max=threads, server_name=name,
+        # min_threads at start, growing to `threads` as requests need them (_GrowingPool).
+        self._server = _BoundServer(self._sock, app, numthreads=min(min_threads, threads), max=threads,
+                                    server_name=name,
                                     request_queue_size=128, timeout=10, shutdown_timeout=1)
+        self._server.max_request_header_size = 64 * 1024   # the request line and headers (431 above)
         self._name = name
         self._thread: threading.Thread | None = None
 
