@@ -315,6 +315,10 @@ def same_token(given: str | bytes, expected: str) -> bool:
     return hmac.compare_digest(given, expected.encode("utf-8"))
 
 
+def _too_large(max_body: int) -> Answer:
+    return _problem(413, "Request too large", f"a request body is at most {max_body} bytes")
+
+
 def _guard(tokens: Tokens, max_body: int = MAX_BODY) -> Callable[[dict[str, Any]], Answer | tuple[str, bytes]]:
     """In front of /v1/: the token is checked, and the body's size bounded, before a byte of the
     body is read. A 100 MB upload without a token costs nothing. Returns the token and the body."""
@@ -332,16 +336,15 @@ def _guard(tokens: Tokens, max_body: int = MAX_BODY) -> Callable[[dict[str, Any]
         if not any(good):
             return _problem(401, "Wrong bearer token", "use the token from [ecr] token_file",
                             headers={"WWW-Authenticate": "Bearer"})
-        too_large = _problem(413, "Request too large", f"a request body is at most {max_body} bytes")
         chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
         length = str(environ.get("CONTENT_LENGTH", "") or "0")
         if not chunked and (not length.isdigit() or int(length) > max_body):
-            return too_large
+            return _too_large(max_body)
         stream = environ["wsgi.input"]
         # At most max_body bytes, whatever the framing (chunked bodies have no length).
         body = stream.read(max_body + 1) if chunked else stream.read(int(length)) if int(length) else b""
         if len(body) > max_body:
-            return too_large
+            return _too_large(max_body)
         environ[BODY_READ] = True
         return given.decode("latin-1"), body
 
