@@ -51,11 +51,28 @@ imports escpos):
 5. `is_online()` returns False and `paper_status()` returns 2 ("paper
    adequate") when the printer does not answer; `read_status` reads the raw
    status byte and reports an unanswered query as unknown (None).
+6. `escpos.escpos` imports at module level what only images, software QR
+   codes and software barcodes use: Pillow's drawing, font and image
+   operations, qrcode, and (through python-barcode's writers) xml.dom.minidom;
+   `escpos.capabilities` imports PyYAML, used only when it rebuilds its
+   pickle. Our receipts use none of them (the printer draws the QR code,
+   GS ( k; the barcode is GS k; see devices/receipt.py), about 3.3 MB. Before
+   the import those modules are set up to load on first use
+   (`importlib.util.LazyLoader`, the standard library's lazy import, as the
+   Python documentation's "Implementing lazy imports" shows): a software QR
+   code or an image still works, its libraries loading then. `PIL.Image`
+   itself loads at once (escpos.image evaluates `Image.Image` in a signature).
+   Python 3.11's LazyLoader is not safe against two threads touching the
+   same module first at the same moment (3.12.3 adds a lock): escpos uses
+   them while rendering, under this module's lock (`quiet_stdout`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import io
 import json
 import logging
@@ -63,11 +80,12 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import types
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +122,8 @@ _buffer_class: Any = None
 # The capabilities file of the profiles in use, written before escpos is imported (trap 1).
 _profiles_file: Path | None = None
 _profiles: tuple[str, ...] = ()
+# What escpos imports at module level that receipts drawn by the printer never use (trap 6).
+ESCPOS_LAZY_MODULES = ("PIL.ImageDraw", "PIL.ImageFont", "PIL.ImageOps", "qrcode", "yaml", "xml.dom.minidom")
 
 
 class PrinterError(Exception):
@@ -195,6 +215,28 @@ def contained_root_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
+class _LazyFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules named, as the import system's path finder does, and gives them a loader
+    that runs their code at their first attribute access (`importlib.util.LazyLoader`). In
+    sys.meta_path only while escpos is imported: the `import qrcode` in escpos makes a module
+    that stays empty until a software QR code needs it. (A module put in sys.modules beforehand,
+    as the lazy-import recipe of the Python documentation does, would load at once: an `import`
+    statement of a module already in sys.modules reads its `__spec__`.)"""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec     # not there (the import fails as it would have), or not a loader LazyLoader takes
+        spec.loader = importlib.util.LazyLoader(spec.loader)  # type: ignore[arg-type]
+        return spec
+
+
 def load_escpos() -> types.ModuleType:
     """Import python-escpos's encoder once, with its import-time side effects contained.
 
@@ -218,10 +260,13 @@ def load_escpos() -> types.ModuleType:
             return path
 
         tempfile.mkdtemp = recording_mkdtemp  # type: ignore[assignment]
+        lazy = _LazyFinder(ESCPOS_LAZY_MODULES)
+        sys.meta_path.insert(0, lazy)
         try:
             with contained_root_logging():
                 import escpos.escpos as escpos_module  # import on purpose, late
         finally:
+            sys.meta_path.remove(lazy)
             tempfile.mkdtemp = real_mkdtemp
         for path in made:
             # Without the variable the pickle went there; it is read only at import.
