@@ -37,7 +37,8 @@ imports escpos):
    those profiles only ("default" always: escpos builds it at import),
    taken verbatim from the library's file, and escpos reads it through its
    documented `ESCPOS_CAPABILITIES_FILE` variable (unless the environment
-   sets that already): a 10 KB file instead of 96 KB.
+   sets that already): a 10 KB file instead of 96 KB. The pickle of that file
+   is written beside it too, so PyYAML is not needed even at the first start.
 2. It calls `tempfile.mkdtemp()` on every import even when the variable is
    set (the default argument of `environ.get` is evaluated first), leaving
    an empty folder in /tmp each start. We record the folders made during the
@@ -77,6 +78,8 @@ import io
 import json
 import logging
 import os
+import pickle
+import platform
 import re
 import shutil
 import socket
@@ -181,13 +184,14 @@ def configure_escpos_cache(directory: str | os.PathLike[str], profiles: Iterable
 def _write_profiles_file(target: Path, names: tuple[str, ...]) -> bool:
     """The library's capabilities with only the profiles `names` (each verbatim) and every
     encoding; rewritten only when the library's file is newer (an upgrade). False if it cannot
-    be written: escpos then reads its own file."""
+    be written: escpos then reads its own file. Its pickle is written beside it (trap 1)."""
     import importlib.resources
 
     source = importlib.resources.files("escpos") / "capabilities.json"
     try:
         with importlib.resources.as_file(source) as source_path:
             if target.exists() and target.stat().st_mtime >= source_path.stat().st_mtime:
+                _write_pickle(target, None)
                 return True
             data = json.loads(source_path.read_text(encoding="utf-8"))
         data["profiles"] = {name: data["profiles"][name] for name in names if name in data["profiles"]}
@@ -197,7 +201,30 @@ def _write_profiles_file(target: Path, names: tuple[str, ...]) -> bool:
     except (OSError, ValueError, KeyError) as exc:
         log.warning("escpos capabilities of the profiles in use not written path=%s error=%s", target, exc)
         return False
+    _write_pickle(target, data)
     return True
+
+
+def _write_pickle(capabilities: Path, data: dict[str, Any] | None) -> None:
+    """The pickle escpos would make of `capabilities` at its import, made here from the same JSON, so
+    that escpos loads it instead of parsing the file with PyYAML (which then never loads: 0.7 MB and
+    its parse). Where escpos 3.1 looks for it (`escpos.capabilities.pickle_path`: the pickle folder,
+    the Python version) and what it holds (the file's content, pickle protocol 2; YAML reads this
+    JSON as the same dict, which a test checks). Kept while it is not older than the file; any
+    failure leaves escpos to make it."""
+    if os.environ.get(ESCPOS_PICKLE_ENV) != str(capabilities.parent):
+        return
+    target = capabilities.parent / f"{platform.python_version()}.capabilities.pickle"
+    try:
+        if target.exists() and target.stat().st_mtime >= capabilities.stat().st_mtime:
+            return
+        if data is None:
+            data = json.loads(capabilities.read_text(encoding="utf-8"))
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(pickle.dumps(data, protocol=2))
+        os.replace(partial, target)
+    except (OSError, ValueError) as exc:
+        log.warning("escpos capabilities pickle not written path=%s error=%s", target, exc)
 
 
 @contextlib.contextmanager

@@ -253,8 +253,14 @@ en = Catalogue.load("en")
 out = [render_receipt(sale(), PrinterSection(profile=sys.argv[3], encoding=enc, print_qr=qr), en).hex()
        for enc in ("GB18030", "ASCII") for qr in (True, False)]
 import escpos.capabilities as caps
+import types
+yaml_loaded = type(sys.modules.get("yaml")) is types.ModuleType
+import yaml
+with open(caps.capabilities_path, encoding="utf-8") as f:
+    as_escpos_parses_it = yaml.safe_load(f)
 print(json.dumps({"out": out, "file": os.environ.get("ESCPOS_CAPABILITIES_FILE"), "pickle": caps.pickle_path,
-                  "profiles": sorted(caps.CAPABILITIES["profiles"]),
+                  "profiles": sorted(caps.CAPABILITIES["profiles"]), "yaml": yaml_loaded,
+                  "parsed": caps.CAPABILITIES == as_escpos_parses_it,
                   "back_ends": sorted(m for m in sys.modules if m.startswith(("escpos.printer", "usb")))}))
 """
 
@@ -278,10 +284,15 @@ def test_the_daemon_loads_only_its_printer_profile_and_prints_the_same_bytes(tmp
     assert folder.parent == cache and first["profiles"] == sorted({"default", profile})
     assert Path(str(first["pickle"])).parent == folder and Path(str(first["pickle"])).exists()
     assert first["out"] == every["out"]           # byte for byte what escpos makes with its whole database
+    # escpos parsed its own file with PyYAML; the file of the profiles in use came with its pickle, the same
+    # capabilities as PyYAML reads from that file, and PyYAML stayed unloaded
+    assert every["yaml"] is True and every["parsed"] is True
+    assert first["yaml"] is False and first["parsed"] is True
     assert first["back_ends"] == [] == every["back_ends"]   # a receipt imports no printer back end
     mtime = Path(str(first["file"])).stat().st_mtime_ns
     again = render(str(cache))
     assert again["out"] == every["out"] and Path(str(first["file"])).stat().st_mtime_ns == mtime   # kept
+    assert again["yaml"] is False and again["parsed"] is True
 
 
 _DRAWN = """
