@@ -57,15 +57,17 @@ imports escpos):
    operations, qrcode, and (through python-barcode's writers) xml.dom.minidom;
    `escpos.capabilities` imports PyYAML, used only when it rebuilds its
    pickle. Our receipts use none of them (the printer draws the QR code,
-   GS ( k; the barcode is GS k; see devices/receipt.py), about 3.3 MB. Before
-   the import those modules are set up to load on first use
-   (`importlib.util.LazyLoader`, the standard library's lazy import, as the
-   Python documentation's "Implementing lazy imports" shows): a software QR
-   code or an image still works, its libraries loading then. `PIL.Image`
-   itself loads at once (escpos.image evaluates `Image.Image` in a signature).
-   Python 3.11's LazyLoader is not safe against two threads touching the
-   same module first at the same moment (3.12.3 adds a lock): escpos uses
-   them while rendering, under this module's lock (`quiet_stdout`).
+   GS ( k; the barcode is GS k; see devices/receipt.py): 3.2 MB. While
+   escpos is imported, a finder gives those modules the standard library's
+   lazy loader (`importlib.util.LazyLoader`, see the Python documentation's
+   "Implementing lazy imports"; `_LazyFinder`): each is a module that runs
+   its code at its first attribute access, so a software QR code or an
+   image still works, its libraries loading then (a test prints both).
+   `PIL.Image` itself loads at once (escpos.image evaluates `Image.Image` in
+   a signature). Python 3.11's LazyLoader is not safe against two threads
+   touching the same module first at the same moment (3.12.3 adds a lock):
+   escpos uses them while rendering, under this module's lock
+   (`quiet_stdout`).
 """
 
 from __future__ import annotations
@@ -242,6 +244,9 @@ def contained_root_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
+_PYTHON_CODE_LOADERS = (importlib.machinery.SourceFileLoader, importlib.machinery.SourcelessFileLoader)
+
+
 class _LazyFinder(importlib.abc.MetaPathFinder):
     """Finds the modules named, as the import system's path finder does, and gives them a loader
     that runs their code at their first attribute access (`importlib.util.LazyLoader`). In
@@ -258,9 +263,9 @@ class _LazyFinder(importlib.abc.MetaPathFinder):
         if fullname not in self.names:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or not hasattr(spec.loader, "exec_module"):
-            return spec     # not there (the import fails as it would have), or not a loader LazyLoader takes
-        spec.loader = importlib.util.LazyLoader(spec.loader)  # type: ignore[arg-type]
+        if spec is None or not isinstance(spec.loader, _PYTHON_CODE_LOADERS):
+            return spec     # not there (the import fails as it would have), or not Python code (left eager)
+        spec.loader = importlib.util.LazyLoader(spec.loader)
         return spec
 
 
