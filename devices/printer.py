@@ -197,7 +197,7 @@ def _write_profiles_file(target: Path, names: tuple[str, ...]) -> bool:
                 return True
             data = json.loads(source_path.read_text(encoding="utf-8"))
         data["profiles"] = {name: data["profiles"][name] for name in names if name in data["profiles"]}
-        partial = target.with_name(target.name + ".partial")
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")   # one per process
         partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         os.replace(partial, target)     # newer than any pickle of an older file: escpos rebuilds it
     except (OSError, ValueError, KeyError) as exc:
@@ -222,7 +222,7 @@ def _write_pickle(capabilities: Path, data: dict[str, Any] | None) -> None:
             return
         if data is None:
             data = json.loads(capabilities.read_text(encoding="utf-8"))
-        partial = target.with_name(target.name + ".partial")
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")   # one per process
         partial.write_bytes(pickle.dumps(data, protocol=2))
         os.replace(partial, target)
     except (OSError, ValueError) as exc:
