@@ -15,7 +15,7 @@ generic "ESC/POS" clones) share this command set, sent through
 `show(line1, line2)` writes each line at its own position, padded with spaces
 to 20 columns, so old text is overwritten without a clear (no flicker). Text
 is encoded in the configured encoding (GB18030 by default: Chinese displays
-take two bytes and two columns per Hanzi); widths are measured with wcwidth
+take two bytes and two columns per Hanzi); widths are wcwidth's (`devices.messages.char_width`)
 (CJK = 2 columns), lines are cut at 20 columns without splitting a wide
 character, and a character the encoding cannot carry becomes '?' per column.
 
@@ -44,7 +44,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import serial
-from wcwidth import wcwidth
+
+from devices.messages import char_width
 
 __all__ = [
     "Display",
@@ -81,7 +82,7 @@ def position(column: int, line: int) -> bytes:
 
 
 def _char_width(ch: str) -> int:
-    w = wcwidth(ch)
+    w = char_width(ch)
     return w if w > 0 else (0 if w == 0 else 1)
 
 

@@ -2,7 +2,8 @@
 
 Texts live in `config/messages/<language>.toml` (en, zh-CN), so they can be
 translated without touching code and checked by tests to fit the 2x20 display
-(CJK characters count two columns, measured with wcwidth). Each key has
+(CJK characters count two columns, as wcwidth measures them: `char_width`,
+`text_width`). Each key has
 separate cashier and customer lines; `code.<RESULT_CODE>` entries exist for
 every row of pos/data/result_codes.csv. `[receipt]` holds printed labels.
 
@@ -19,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wcwidth import wcswidth
-
 __all__ = [
     "Catalogue",
     "CatalogueError",
     "DISPLAY_COLUMNS",
     "LANGUAGES",
     "MESSAGE_PARAMS",
+    "char_width",
     "messages_dir",
     "text_width",
 ]
@@ -52,12 +52,61 @@ def messages_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "config" / "messages"
 
 
+# Columns without wcwidth: printable ASCII and Latin-1 (1), and the blocks Chinese text is written in
+# (2: CJK punctuation, kana, the ideographs, Hangul syllables, full-width forms). wcwidth's answer for
+# every one of them, alone and in any string of them (tests/test_messages.py checks both); a
+# character outside them is measured by wcwidth itself, imported then. wcwidth's package imports its
+# grapheme, wrapping and terminal-sequence modules with it (1.2 MB), which a display of Chinese and
+# ASCII never needs.
+_NARROW = ((0x20, 0x7E), (0xA0, 0xFF))
+_WIDE = ((0x3000, 0x3029), (0x3041, 0x3096), (0x30A1, 0x30FA), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
+         (0xAC00, 0xD7A3), (0xFF01, 0xFF60), (0xFFE0, 0xFFE6))
+
+
+def _known_width(ch: str) -> int:
+    """1 or 2 for a character of the ranges above, 0 for any other."""
+    code = ord(ch)
+    if code <= 0xFF:
+        return 1 if 0x20 <= code <= 0x7E or code >= 0xA0 else 0
+    for low, high in _WIDE:
+        if code < low:
+            return 0
+        if code <= high:
+            return 2
+    return 0
+
+
+def char_width(ch: str) -> int:
+    """wcwidth's columns for one character: 1 or 2; 0 for a combining mark, -1 for a control character."""
+    width = _known_width(ch)
+    if width:
+        return width
+    from wcwidth import wcwidth  # the rare character outside the ranges above
+
+    return int(wcwidth(ch))
+
+
 def text_width(text: str) -> int:
     """Display columns of text (CJK = 2); a non-printable character counts as 1."""
-    width = wcswidth(text)
+    if text.isascii() and text.isprintable():
+        return len(text)
+    width = 0
+    for ch in text:
+        known = _known_width(ch)
+        if not known:
+            return _wcwidth_text_width(text)
+        width += known
+    return width
+
+
+def _wcwidth_text_width(text: str) -> int:
+    """text_width by wcwidth itself (grapheme clusters: emoji sequences, combining marks, ...)."""
+    from wcwidth import wcswidth
+
+    width = int(wcswidth(text))
     if width >= 0:
         return width
-    return sum(max(wcswidth(ch), 1) for ch in text)
+    return sum(max(int(wcswidth(ch)), 1) for ch in text)
 
 
 @dataclass(frozen=True)

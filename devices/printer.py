@@ -37,7 +37,8 @@ imports escpos):
    those profiles only ("default" always: escpos builds it at import),
    taken verbatim from the library's file, and escpos reads it through its
    documented `ESCPOS_CAPABILITIES_FILE` variable (unless the environment
-   sets that already): a 10 KB file instead of 96 KB.
+   sets that already): a 10 KB file instead of 96 KB. The pickle of that file
+   is written beside it too, so PyYAML is not needed even at the first start.
 2. It calls `tempfile.mkdtemp()` on every import even when the variable is
    set (the default argument of `environ.get` is evaluated first), leaving
    an empty folder in /tmp each start. We record the folders made during the
@@ -51,23 +52,45 @@ imports escpos):
 5. `is_online()` returns False and `paper_status()` returns 2 ("paper
    adequate") when the printer does not answer; `read_status` reads the raw
    status byte and reports an unanswered query as unknown (None).
+6. `escpos.escpos` imports at module level what only images, software QR
+   codes and software barcodes use: Pillow's drawing, font and image
+   operations, qrcode, and (through python-barcode's writers) xml.dom.minidom;
+   `escpos.capabilities` imports PyYAML, used only when it rebuilds its
+   pickle. Our receipts use none of them (the printer draws the QR code,
+   GS ( k; the barcode is GS k; see devices/receipt.py): 3.2 MB. While
+   escpos is imported, a finder gives those modules the standard library's
+   lazy loader (`importlib.util.LazyLoader`, see the Python documentation's
+   "Implementing lazy imports"; `_LazyFinder`): each is a module that runs
+   its code at its first attribute access, so a software QR code or an
+   image still works, its libraries loading then (a test prints both).
+   `PIL.Image` itself loads at once (escpos.image evaluates `Image.Image` in
+   a signature). Python 3.11's LazyLoader is not safe against two threads
+   touching the same module first at the same moment (3.12.3 adds a lock):
+   escpos uses them while rendering, under this module's lock
+   (`quiet_stdout`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import io
 import json
 import logging
 import os
+import pickle
+import platform
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import types
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +127,8 @@ _buffer_class: Any = None
 # The capabilities file of the profiles in use, written before escpos is imported (trap 1).
 _profiles_file: Path | None = None
 _profiles: tuple[str, ...] = ()
+# What escpos imports at module level that receipts drawn by the printer never use (trap 6).
+ESCPOS_LAZY_MODULES = ("PIL.ImageDraw", "PIL.ImageFont", "PIL.ImageOps", "qrcode", "yaml", "xml.dom.minidom")
 
 
 class PrinterError(Exception):
@@ -161,23 +186,47 @@ def configure_escpos_cache(directory: str | os.PathLike[str], profiles: Iterable
 def _write_profiles_file(target: Path, names: tuple[str, ...]) -> bool:
     """The library's capabilities with only the profiles `names` (each verbatim) and every
     encoding; rewritten only when the library's file is newer (an upgrade). False if it cannot
-    be written: escpos then reads its own file."""
+    be written: escpos then reads its own file. Its pickle is written beside it (trap 1)."""
     import importlib.resources
 
     source = importlib.resources.files("escpos") / "capabilities.json"
     try:
         with importlib.resources.as_file(source) as source_path:
             if target.exists() and target.stat().st_mtime >= source_path.stat().st_mtime:
+                _write_pickle(target, None)
                 return True
             data = json.loads(source_path.read_text(encoding="utf-8"))
         data["profiles"] = {name: data["profiles"][name] for name in names if name in data["profiles"]}
-        partial = target.with_name(target.name + ".partial")
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")   # one per process
         partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         os.replace(partial, target)     # newer than any pickle of an older file: escpos rebuilds it
     except (OSError, ValueError, KeyError) as exc:
         log.warning("escpos capabilities of the profiles in use not written path=%s error=%s", target, exc)
         return False
+    _write_pickle(target, data)
     return True
+
+
+def _write_pickle(capabilities: Path, data: dict[str, Any] | None) -> None:
+    """The pickle escpos would make of `capabilities` at its import, made here from the same JSON, so
+    that escpos loads it instead of parsing the file with PyYAML (which then never loads: 0.7 MB and
+    its parse). Where escpos 3.1 looks for it (`escpos.capabilities.pickle_path`: the pickle folder,
+    the Python version) and what it holds (the file's content, pickle protocol 2; YAML reads this
+    JSON as the same dict, which a test checks). Kept while it is not older than the file; any
+    failure leaves escpos to make it."""
+    if os.environ.get(ESCPOS_PICKLE_ENV) != str(capabilities.parent):
+        return
+    target = capabilities.parent / f"{platform.python_version()}.capabilities.pickle"
+    try:
+        if target.exists() and target.stat().st_mtime >= capabilities.stat().st_mtime:
+            return
+        if data is None:
+            data = json.loads(capabilities.read_text(encoding="utf-8"))
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")   # one per process
+        partial.write_bytes(pickle.dumps(data, protocol=2))
+        os.replace(partial, target)
+    except (OSError, ValueError) as exc:
+        log.warning("escpos capabilities pickle not written path=%s error=%s", target, exc)
 
 
 @contextlib.contextmanager
@@ -193,6 +242,31 @@ def contained_root_logging() -> Iterator[None]:
             if handler not in before:
                 root.removeHandler(handler)
         root.setLevel(level)
+
+
+_PYTHON_CODE_LOADERS = (importlib.machinery.SourceFileLoader, importlib.machinery.SourcelessFileLoader)
+
+
+class _LazyFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules named, as the import system's path finder does, and gives them a loader
+    that runs their code at their first attribute access (`importlib.util.LazyLoader`). In
+    sys.meta_path only while escpos is imported: the `import qrcode` in escpos makes a module
+    that stays empty until a software QR code needs it. (A module put in sys.modules beforehand,
+    as the lazy-import recipe of the Python documentation does, would load at once: an `import`
+    statement of a module already in sys.modules reads its `__spec__`.)"""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not isinstance(spec.loader, _PYTHON_CODE_LOADERS):
+            return spec     # not there (the import fails as it would have), or not Python code (left eager)
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
 
 
 def load_escpos() -> types.ModuleType:
@@ -218,10 +292,13 @@ def load_escpos() -> types.ModuleType:
             return path
 
         tempfile.mkdtemp = recording_mkdtemp  # type: ignore[assignment]
+        lazy = _LazyFinder(ESCPOS_LAZY_MODULES)
+        sys.meta_path.insert(0, lazy)
         try:
             with contained_root_logging():
                 import escpos.escpos as escpos_module  # import on purpose, late
         finally:
+            sys.meta_path.remove(lazy)
             tempfile.mkdtemp = real_mkdtemp
         for path in made:
             # Without the variable the pickle went there; it is read only at import.

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
+from wcwidth import wcswidth, wcwidth
 
-from devices.messages import DISPLAY_COLUMNS, LANGUAGES, Catalogue, CatalogueError, messages_dir, text_width
+from devices.messages import (
+    DISPLAY_COLUMNS,
+    LANGUAGES,
+    Catalogue,
+    CatalogueError,
+    char_width,
+    messages_dir,
+    text_width,
+)
 from pos.core.money import Money
 from pos.gateway.ams.codes import result_codes as ams_result_codes
 from pos.gateway.offline.codes import result_codes
@@ -33,6 +43,35 @@ def catalogue(request: pytest.FixtureRequest) -> Catalogue:
 def test_text_width_counts_cjk_as_two() -> None:
     assert text_width("谢谢") == 4
     assert text_width("Ready") == 5
+
+
+def _wcwidth_text_width(text: str) -> int:
+    """What text_width answered when it was wcwidth's alone."""
+    width = wcswidth(text)
+    return width if width >= 0 else sum(max(wcswidth(ch), 1) for ch in text)
+
+
+def test_widths_are_wcwidths_for_every_character() -> None:
+    # Every code point: the ranges measured without wcwidth, and wcwidth's own answer (0 combining,
+    # -1 control) for the rest.
+    differ = [hex(code) for code in range(0x110000) if char_width(chr(code)) != wcwidth(chr(code))]
+    assert differ == []
+
+
+def test_text_widths_are_wcwidths() -> None:
+    # Each character a display or a receipt is given alone, beside ASCII, beside itself and beside a
+    # Hanzi: the ranges text_width measures itself hold no character that wcwidth joins to its neighbour.
+    for code in [*range(0x20, 0x7F), *range(0xA0, 0x3100), *range(0x3400, 0xA000), *range(0xAC00, 0xD7A4),
+                 *range(0xFF00, 0xFFF0)]:
+        ch = chr(code)
+        for text in (ch, f"a{ch}{ch}b", f"{ch}中{ch}"):
+            assert text_width(text) == _wcwidth_text_width(text), (hex(code), text)
+    rng = random.Random(12)
+    alphabet = [*"aZ 9.:-", *"中文，。（）：、", "\u00e9", "\u00a5", "\u0301", "\u200d", "\U0001f600", "\ufe0f",
+                "\x00", "\x1b", "\u1161", "\uac00"]
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert text_width(text) == _wcwidth_text_width(text), repr(text)
 
 
 def test_required_keys_and_every_result_code(catalogue: Catalogue) -> None:

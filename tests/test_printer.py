@@ -253,8 +253,14 @@ en = Catalogue.load("en")
 out = [render_receipt(sale(), PrinterSection(profile=sys.argv[3], encoding=enc, print_qr=qr), en).hex()
        for enc in ("GB18030", "ASCII") for qr in (True, False)]
 import escpos.capabilities as caps
+import types
+yaml_loaded = type(sys.modules.get("yaml")) is types.ModuleType
+import yaml
+with open(caps.capabilities_path, encoding="utf-8") as f:
+    as_escpos_parses_it = yaml.safe_load(f)
 print(json.dumps({"out": out, "file": os.environ.get("ESCPOS_CAPABILITIES_FILE"), "pickle": caps.pickle_path,
-                  "profiles": sorted(caps.CAPABILITIES["profiles"]),
+                  "profiles": sorted(caps.CAPABILITIES["profiles"]), "yaml": yaml_loaded,
+                  "parsed": caps.CAPABILITIES == as_escpos_parses_it,
                   "back_ends": sorted(m for m in sys.modules if m.startswith(("escpos.printer", "usb")))}))
 """
 
@@ -278,10 +284,65 @@ def test_the_daemon_loads_only_its_printer_profile_and_prints_the_same_bytes(tmp
     assert folder.parent == cache and first["profiles"] == sorted({"default", profile})
     assert Path(str(first["pickle"])).parent == folder and Path(str(first["pickle"])).exists()
     assert first["out"] == every["out"]           # byte for byte what escpos makes with its whole database
+    # escpos parsed its own file with PyYAML; the file of the profiles in use came with its pickle, the same
+    # capabilities as PyYAML reads from that file, and PyYAML stayed unloaded
+    assert every["yaml"] is True and every["parsed"] is True
+    assert first["yaml"] is False and first["parsed"] is True
     assert first["back_ends"] == [] == every["back_ends"]   # a receipt imports no printer back end
     mtime = Path(str(first["file"])).stat().st_mtime_ns
     again = render(str(cache))
     assert again["out"] == every["out"] and Path(str(first["file"])).stat().st_mtime_ns == mtime   # kept
+    assert again["yaml"] is False and again["parsed"] is True
+
+
+_DRAWN = """
+import json, os, sys, types
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+from devices.messages import Catalogue
+from test_printer import sale
+out = {}
+if sys.argv[2] == "daemon":     # as the daemon loads escpos, and a receipt first
+    import devices.printer as dp
+    from devices.receipt import render_receipt
+    from pos.config import PrinterSection
+    for qr in (True, False):
+        render_receipt(sale(), PrinterSection(print_qr=qr), Catalogue.load("en"))
+    out["loaded"] = sorted(n for n in dp.ESCPOS_LAZY_MODULES if type(sys.modules.get(n)) is types.ModuleType)
+    printer = dp.escpos_buffer()
+else:                           # escpos as its documentation shows it, nothing of ours before it
+    from escpos.printer import Dummy
+    printer = Dummy()
+from PIL import Image, ImageDraw
+picture = Image.new("RGB", (64, 24), "white")
+ImageDraw.Draw(picture).rectangle((8, 4, 40, 20), fill="black")
+printer.qr("POS01-20240501-0001", native=False, size=4)   # a software QR code: qrcode and Pillow
+printer.image(picture)
+printer.barcode("4006381333931", "EAN13", force_software=True)   # python-barcode's image writer
+out["escpos"] = printer.output.hex()
+from devices.receipt_image import receipt_png
+out["png"] = receipt_png(sale(), Catalogue.load("en")).hex()
+print(json.dumps(out))
+"""
+
+
+def test_images_software_qr_codes_and_pictures_still_work_after_the_daemon_loads_escpos(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCPOS_")}
+    env["POS_CACHE_DIR"] = str(tmp_path / "cache")
+    env["ESCPOS_CAPABILITIES_PICKLE_DIR"] = str(tmp_path)
+    repo = str(Path(__file__).resolve().parents[1])
+
+    def run(how: str) -> dict[str, object]:
+        out = subprocess.run([sys.executable, "-c", _DRAWN, repo, how], env=env, capture_output=True,
+                             text=True, check=True)
+        return json.loads(out.stdout.splitlines()[-1])    # escpos says which barcode renderer it uses
+
+    first, daemon, plain = run("daemon"), run("daemon"), run("plain")
+    assert first["loaded"] == ["yaml"]     # PyYAML reads escpos's capabilities once, to make their pickle
+    assert daemon["loaded"] == []          # then receipts, QR code or barcode, load none of those libraries
+    assert first["escpos"] == daemon["escpos"]
+    assert daemon["escpos"] == plain["escpos"] and len(str(plain["escpos"])) > 1000
+    assert daemon["png"] == plain["png"]
 
 
 def test_usb_printer_that_is_not_there_is_a_clear_printer_error():
