@@ -13,11 +13,12 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from http import HTTPStatus
 from typing import Any, Literal
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from pos.web import route_problem
 
 __all__ = ["ThreadedServer", "router_problem"]
 
@@ -102,27 +103,10 @@ class ThreadedServer:
 
 def router_problem(scope: Mapping[str, Any], routes: Iterable[Any], status: int, detail: object,
                    where: str) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """Problem details (RFC 9457) for an answer of the router itself, saying what is wrong and what to
-    do (`where`: the endpoints there are), never an empty detail: no such path (404), a method the path
-    does not take (405, with every method its routes take in Allow), any other HTTPException.
-    Returns the body and the headers to send."""
+    """`pos.web.route_problem` for a Starlette router's HTTPException: the methods a 405 allows are
+    those of every route whose path matches. Returns the body and the headers to send."""
     from starlette.routing import Match
 
-    method, path = str(scope.get("method", "")), str(scope.get("path", ""))
-    shown = path if len(path) <= 80 else path[:77] + "..."
-    headers: dict[str, str] | None = None
-    if status == 404:
-        title = "No such endpoint"
-        text = f"No such endpoint: {method} {shown}; {where}"
-    elif status == 405:
-        allowed = sorted({m for route in routes if route.matches(scope)[0] is Match.PARTIAL
-                          for m in (getattr(route, "methods", None) or ())})
-        headers = {"Allow": ", ".join(allowed)} if allowed else None
-        title = "Method not allowed"
-        use = " or ".join([", ".join(allowed[:-1]), allowed[-1]] if len(allowed) > 2 else allowed)
-        text = f"{shown} does not take {method}: use {use or 'another method'}; {where}"
-    else:
-        title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-        said = "" if str(detail or title) == title else f"{detail}; "
-        text = f"{method} {shown} was refused ({status} {title}); {said}{where}"
-    return {"type": "about:blank", "title": title, "status": status, "detail": text}, headers
+    allowed = [m for route in routes if route.matches(scope)[0] is Match.PARTIAL
+               for m in (getattr(route, "methods", None) or ())] if status == 405 else []
+    return route_problem(str(scope.get("method", "")), str(scope.get("path", "")), status, where, allowed, detail)

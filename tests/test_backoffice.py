@@ -266,8 +266,7 @@ class Listener:
     def __init__(self, shop: Shop, tmp_path: Path) -> None:
         from pos.config import load_config
         from pos.gateway.signing import load_private_key, load_public_key
-        from pos.httpserver import ThreadedServer
-        from pos.ops.notify_listener import build_notify_app
+        from pos.ops.notify_listener import build_notify_app, notify_server
         from pos.payments.runner import PaymentRunner
 
         cfg = load_config(shop.config).config
@@ -275,7 +274,7 @@ class Listener:
         self.runner = PaymentRunner(self.journal, AmsGateway(shop.settings), cfg.payment)
         app = build_notify_app(self.runner, cfg, alipay_public_key=load_public_key(cfg.gateway.alipay_public_key),
                                merchant_private_key=load_private_key(cfg.gateway.private_key))
-        self.server = ThreadedServer(app, "127.0.0.1", 0, name="test-notify")
+        self.server = notify_server(app)
         self.server.start()
         self.plain_config = shop.config        # no [notify]: the sandbox sends no notification
         shop.config = write_config(tmp_path, shop.server, shop.keys,

@@ -349,7 +349,7 @@ def test_every_status_the_till_code_can_answer_is_documented() -> None:
     for source in [*(root / "pos" / "till").glob("*.py"), *(root / "pos" / "terminal").glob("*.py")]:
         text = source.read_text()
         statuses |= {int(n) for n in re.findall(r"(?:TillError|_problem)\(\s*(\d{3})", text)}
-    statuses.add(400)   # the answer to a body that is not JSON (pos/till/web.py)
+    statuses.add(400)   # the answer to a body that is not JSON (pos/web.py)
     assert {400, 401, 403, 404, 409, 413, 422, 503} <= statuses
     kept = json.loads((root / "pos" / "data" / "openapi.json").read_text())
     assert kept == _openapi(), "regenerate: python -m pos.till.api > pos/data/openapi.json"

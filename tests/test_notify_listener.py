@@ -34,11 +34,11 @@ from pos.gateway.ams.signing import sign, sign_content, signature_header
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
 from pos.gateway.notify import NOTIFY_FUNCTION
 from pos.gateway.signing import build_signed
-from pos.httpserver import ThreadedServer
 from pos.journal.journal import Journal
-from pos.ops.notify_listener import MAX_NOTIFICATION, build_notify_app
+from pos.ops.notify_listener import MAX_NOTIFICATION, build_notify_app, notify_server
 from pos.payments.runner import PaymentRunner
 from pos.sandbox.server import SandboxServer
+from pos.wsgiserver import WsgiServer
 from tests.sandbox_fixtures import *  # noqa: F403 - fixtures
 from tests.sandbox_fixtures import SandboxKeys, make_code, short_options
 
@@ -90,7 +90,7 @@ class Shop:
     journal: Journal
     journal_path: Path
     runner: PaymentRunner
-    listener: ThreadedServer
+    listener: WsgiServer
     keys: SandboxKeys
 
     @property
@@ -143,7 +143,7 @@ def shop_factory(sandbox_keys: SandboxKeys, tmp_path_factory: pytest.TempPathFac
         runner.recover()
         app = build_notify_app(runner, cfg, alipay_public_key=sandbox_keys.alipay_public,
                                merchant_private_key=sandbox_keys.merchant_private)
-        listener = ThreadedServer(app, "127.0.0.1", port, name="test-notify").start()
+        listener = notify_server(app, "127.0.0.1", port).start()
         shop = Shop(sandbox, journal, path, runner, listener, sandbox_keys)
         opened.append(shop)
         return shop

@@ -213,14 +213,13 @@ class Daemon:
     def _start_notify_listener(self, cfg: Any, payments: Any) -> None:
         """[notify] listen: Alipay's notifications, verified, fed to the payments runner."""
         from pos.gateway.signing import load_private_key, load_public_key
-        from pos.httpserver import ThreadedServer
-        from pos.ops.notify_listener import build_notify_app
+        from pos.ops.notify_listener import build_notify_app, notify_server
 
         app = build_notify_app(payments, cfg, alipay_public_key=load_public_key(cfg.gateway.alipay_public_key),
                                merchant_private_key=load_private_key(cfg.gateway.private_key))
         host, _, port = cfg.notify.listen.rpartition(":")
         try:
-            server = ThreadedServer(app, host.strip("[]"), int(port), name="pos-notify")
+            server = notify_server(app, host.strip("[]"), int(port))
         except OSError as exc:
             raise UserError(f"[notify] listen = {cfg.notify.listen}: {exc}: another program uses that address; "
                             "stop it or change [notify] listen", exit_code=EXIT_UNAVAILABLE) from None

@@ -20,16 +20,9 @@ nothing and is acknowledged (so Alipay stops retrying) and logged.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
-
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from pos.backoffice.registration import apply_notification
 from pos.config import Config
@@ -37,41 +30,44 @@ from pos.gateway.ams.backoffice import REGISTRATION_NOTIFY_PATH, read_registrati
 from pos.gateway.ams.client import NOTIFY_PATHS
 from pos.gateway.ams.notify import acknowledgement, read_notification, refusal
 from pos.gateway.notify import failed_result, handle_notify, paid_result
-from pos.httpserver import router_problem
 from pos.journal.backoffice import BackOfficeJournal
 from pos.journal.db import JournalError
 from pos.payments.runner import PaymentRunner
+from pos.web import Answer, Route, Routes, read_body
+from pos.wsgiserver import WsgiServer
 
-__all__ = ["build_notify_app", "MAX_NOTIFICATION"]
+__all__ = ["build_notify_app", "MAX_NOTIFICATION", "notify_server"]
 
 log = logging.getLogger("pos.notify")
 
 MAX_NOTIFICATION = 64 * 1024
 # The paths the listener answers (each takes POST only).
 NOTIFY_ROUTES = ("/notify/offline", NOTIFY_PATHS["payment"], NOTIFY_PATHS["refund"], REGISTRATION_NOTIFY_PATH)
+# Notifications come one at a time, retried by Alipay when not acknowledged.
+SERVER_THREADS = 4
 _JSON = "application/json; charset=UTF-8"
-_TOO_LARGE = (b'{"result":{"resultCode":"PARAM_ILLEGAL","resultStatus":"F",'
-              b'"resultMessage":"body larger than 65536 bytes"}}')
-_UNAVAILABLE = (b'{"result":{"resultCode":"UNKNOWN_EXCEPTION","resultStatus":"U",'
-                b'"resultMessage":"not applied now: send it again later"}}')
+_TOO_LARGE = Answer(413, b'{"result":{"resultCode":"PARAM_ILLEGAL","resultStatus":"F",'
+                         b'"resultMessage":"body larger than 65536 bytes"}}', _JSON)
+_UNAVAILABLE = Answer(503, b'{"result":{"resultCode":"UNKNOWN_EXCEPTION","resultStatus":"U",'
+                           b'"resultMessage":"not applied now: send it again later"}}', _JSON)
 
 
 _WHERE = f"Alipay posts notifications to {', '.join(NOTIFY_ROUTES)} (README 'Payment notifications')"
 
 
-def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key: Any,
-                     merchant_private_key: Any) -> Starlette:
-    client_id = config.gateway.client_id
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers, lower-case names (the v1 API's signature is in them)."""
+    found = {key[5:].replace("_", "-").lower(): str(value) for key, value in environ.items()
+             if key.startswith("HTTP_")}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            found[key.replace("_", "-").lower()] = str(environ[key])
+    return found
 
-    async def body_of(request: Request) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_NOTIFICATION:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key: Any,
+                     merchant_private_key: Any) -> Routes:
+    client_id = config.gateway.client_id
 
     def apply(protocol: str, request_id: str, result: Any) -> str:
         outcome = runner.notified(request_id, result)
@@ -79,15 +75,15 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
         log.log(level, "notification protocol=%s merchantTransId=%s outcome=%s", protocol, request_id, outcome)
         return outcome
 
-    async def offline(request: Request) -> Response:
-        raw = await body_of(request)
+    def offline(environ: dict[str, Any]) -> Answer:
+        raw = read_body(environ, MAX_NOTIFICATION)
         if raw is None:
-            return Response(_TOO_LARGE, status_code=413, media_type=_JSON)
+            return _TOO_LARGE
         answer = handle_notify(raw, alipay_public_key=alipay_public_key, merchant_private_key=merchant_private_key)
         note = answer.notification
         if note is None:
             log.warning("notification refused protocol=offline reason=%r", answer.error)
-            return Response(answer.reply, status_code=200, media_type=_JSON)
+            return Answer(200, answer.reply, _JSON)
         if note.result_status == "S":
             apply("offline", note.merchant_trans_id, paid_result(note))
         elif note.result_status == "F":
@@ -96,24 +92,27 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
         else:
             log.info("notification protocol=offline merchantTransId=%s status=%s: nothing to settle",
                      note.merchant_trans_id, note.result_status)
-        return Response(answer.reply, status_code=200, media_type=_JSON)
+        return Answer(200, answer.reply, _JSON)
 
-    async def signed_v1(request: Request, read: Callable[..., Any], act: Callable[[Any], None]) -> Response:
+    def signed_v1(path: str, read: Callable[..., Any], act: Callable[[Any], None]) -> Callable[..., Answer]:
         """A v1 notification: bounded body, signature and fields read by `read`, refused with the
         reason, else `act` on it and answer the signed acknowledgement."""
-        path = request.url.path
-        raw = await body_of(request)
-        if raw is None:
-            return Response(_TOO_LARGE, status_code=413, media_type=_JSON)
-        note = read(path, raw, request.headers, alipay_public_key=alipay_public_key, client_id=client_id)
-        if isinstance(note, str):
-            log.warning("notification refused protocol=ams path=%s reason=%r", path, note)
-            status, body = refusal(note)
-            return Response(body, status_code=status, media_type=_JSON)
-        act(note)
-        raw_ack, headers = acknowledgement(path, client_id, merchant_private_key,
-                                           key_version=config.gateway.key_version)
-        return Response(raw_ack, status_code=200, media_type=_JSON, headers=headers)
+
+        def handle(environ: dict[str, Any]) -> Answer:
+            raw = read_body(environ, MAX_NOTIFICATION)
+            if raw is None:
+                return _TOO_LARGE
+            note = read(path, raw, _headers(environ), alipay_public_key=alipay_public_key, client_id=client_id)
+            if isinstance(note, str):
+                log.warning("notification refused protocol=ams path=%s reason=%r", path, note)
+                status, body = refusal(note)
+                return Answer(status, body, _JSON)
+            act(note)
+            raw_ack, headers = acknowledgement(path, client_id, merchant_private_key,
+                                               key_version=config.gateway.key_version)
+            return Answer(200, raw_ack, _JSON, tuple(headers.items()))
+
+        return handle
 
     def settle_payment_or_refund(note: Any) -> None:
         if note.kind == "payment":
@@ -124,9 +123,6 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
         log.log(level, "notification protocol=ams refundRequestId=%s refundStatus=%s outcome=%s",
                 note.request_id, note.body.get("refundStatus"), outcome)
 
-    async def ams(request: Request) -> Response:
-        return await signed_v1(request, read_notification, settle_payment_or_refund)
-
     store = BackOfficeJournal(runner.journal.db, runner.journal.install_id)
 
     def settle_registration(note: Any) -> None:
@@ -134,32 +130,24 @@ def build_notify_app(runner: PaymentRunner, config: Config, *, alipay_public_key
         log.info("notification protocol=ams registrationRequestId=%s status=%s outcome=%s",
                  note.registration_request_id, note.status, outcome)
 
-    async def registration(request: Request) -> Response:
-        return await signed_v1(request, read_registration_notification, settle_registration)
-
-    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def not_applied(exc: Exception) -> Answer:
         """No traceback and no HTTP 500 for Alipay: a notification we could not apply now (the journal
         failed, or anything unforeseen) is answered 503, changes nothing, and Alipay sends it again."""
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as exc:
-                log.error("notification not applied path=%s: %s: %s (Alipay will send it again)",
-                          request.url.path, type(exc).__name__, exc, exc_info=not isinstance(exc, JournalError))
-                return Response(_UNAVAILABLE, status_code=503, media_type=_JSON)
-        return run
+        log.error("notification not applied: %s: %s (Alipay will send it again)", type(exc).__name__, exc,
+                  exc_info=not isinstance(exc, JournalError))
+        return _UNAVAILABLE
 
-    async def not_routed(request: Request, exc: Exception) -> Response:
-        """No such path, or a method the path does not take: a problem saying which paths there are."""
-        assert isinstance(exc, HTTPException)
-        body, headers = router_problem(request.scope, app.routes, exc.status_code, exc.detail, _WHERE)
-        return Response(json.dumps(body), status_code=exc.status_code, media_type="application/problem+json",
-                        headers=headers or dict(exc.headers or {}))
+    return Routes([
+        Route("POST", NOTIFY_ROUTES[0], offline, raw=True),
+        Route("POST", NOTIFY_PATHS["payment"], signed_v1(NOTIFY_PATHS["payment"], read_notification,
+                                                          settle_payment_or_refund), raw=True),
+        Route("POST", NOTIFY_PATHS["refund"], signed_v1(NOTIFY_PATHS["refund"], read_notification,
+                                                         settle_payment_or_refund), raw=True),
+        Route("POST", REGISTRATION_NOTIFY_PATH, signed_v1(REGISTRATION_NOTIFY_PATH, read_registration_notification,
+                                                          settle_registration), raw=True),
+    ], errors=not_applied, where=_WHERE)
 
-    app = Starlette(exception_handlers={HTTPException: not_routed}, routes=[
-        Route(NOTIFY_ROUTES[0], guarded(offline), methods=["POST"]),
-        Route(NOTIFY_PATHS["payment"], guarded(ams), methods=["POST"]),
-        Route(NOTIFY_PATHS["refund"], guarded(ams), methods=["POST"]),
-        Route(REGISTRATION_NOTIFY_PATH, guarded(registration), methods=["POST"]),
-    ])
-    return app
+
+def notify_server(app: Routes, host: str = "127.0.0.1", port: int = 0) -> WsgiServer:
+    """The listener on its own server, bound (OSError if the address is taken), not started."""
+    return WsgiServer(app, host, port, name="pos-notify-listener", threads=SERVER_THREADS, min_threads=1)

@@ -6,7 +6,7 @@ manager's token. Errors are RFC 9457 problem details. The OpenAPI document is
 served at /openapi.json and kept in the repository (pos/data/openapi.json; a
 test fails when they drift: regenerate with `python -m pos.till.api > pos/data/openapi.json`).
 
-The app is a table of routes (pos/till/web.py: request validation and the
+The app is a table of routes (pos/web.py: request validation and the
 OpenAPI document come from the same routes and pydantic models), served by a
 threaded WSGI server (pos/wsgiserver.py). It knows nothing about devices or the gateway: it calls
 a `TillBackend` (the terminal's till service, pos/terminal/till_service.py),
@@ -32,7 +32,7 @@ from pos.core.goods import MAX_LINES, MAX_NAME, MAX_QUANTITY, GoodsLine
 from pos.core.money import AmountError, CurrencyError, Money, parse_amount
 from pos.core.records import RESOLUTIONS, RefundState, Resolution, SaleState
 from pos.terminal.till_service import TillError
-from pos.till.web import BODY_READ, Answer, Param, Route, Routes, problem_answer
+from pos.web import Answer, Param, Route, Routes, problem_answer, read_body
 from pos.wsgiserver import WsgiServer
 
 __all__ = ["TillBackend", "TillError", "create_app", "ensure_token", "read_token", "till_server"]
@@ -315,10 +315,6 @@ def same_token(given: str | bytes, expected: str) -> bool:
     return hmac.compare_digest(given, expected.encode("utf-8"))
 
 
-def _too_large(max_body: int) -> Answer:
-    return _problem(413, "Request too large", f"a request body is at most {max_body} bytes")
-
-
 def _guard(tokens: Tokens, max_body: int = MAX_BODY) -> Callable[[dict[str, Any]], Answer | tuple[str, bytes]]:
     """In front of /v1/: the token is checked, and the body's size bounded, before a byte of the
     body is read. A 100 MB upload without a token costs nothing. Returns the token and the body."""
@@ -336,16 +332,9 @@ def _guard(tokens: Tokens, max_body: int = MAX_BODY) -> Callable[[dict[str, Any]
         if not any(good):
             return _problem(401, "Wrong bearer token", "use the token from [ecr] token_file",
                             headers={"WWW-Authenticate": "Bearer"})
-        chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
-        length = str(environ.get("CONTENT_LENGTH", "") or "0")
-        if not chunked and (not length.isdigit() or int(length) > max_body):
-            return _too_large(max_body)
-        stream = environ["wsgi.input"]
-        # At most max_body bytes, whatever the framing (chunked bodies have no length).
-        body = stream.read(max_body + 1) if chunked else stream.read(int(length)) if int(length) else b""
-        if len(body) > max_body:
-            return _too_large(max_body)
-        environ[BODY_READ] = True
+        body = read_body(environ, max_body)
+        if body is None:
+            return _problem(413, "Request too large", f"a request body is at most {max_body} bytes")
         return given.decode("latin-1"), body
 
     return guard
@@ -504,8 +493,8 @@ def _till_error(exc: Exception) -> Answer | None:
 def create_app(service: TillBackend, tokens: Tokens, *, max_wait: float = MAX_WAIT) -> Routes:
     """The till interface as a WSGI app. /openapi.json is the kept document (pos/data/openapi.json),
     which a test keeps equal to these routes."""
-    return Routes(_routes(service, tokens, max_wait), guard=_guard(tokens), errors=_till_error, not_json=_not_json,
-                  where=_ENDPOINTS, documents={"/openapi.json": OPENAPI_FILE.read_bytes})
+    return Routes(_routes(service, tokens, max_wait), errors=_till_error, where=_ENDPOINTS, guard=_guard(tokens),
+                  not_json=_not_json, documents={"/openapi.json": OPENAPI_FILE.read_bytes})
 
 
 # Threads of the till's server: every long-poll that may wait at once, and room for sales, reports

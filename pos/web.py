@@ -1,7 +1,9 @@
-"""The till interface's web layer: routes as data, served as a WSGI app.
+"""The daemon's web layer: routes as data, served as a WSGI app (pos/wsgiserver.py).
 
-Each `Route` says its method, path, token, parameters, body model and answer
-model; from the same routes come the request handling (pydantic validates
+The till interface (pos/till/api.py) and the notification listener
+(pos/ops/notify_listener.py) are route tables here. A till `Route` says its
+method, path, token, parameters, body model and answer model; from the same
+routes come the request handling (pydantic validates
 what comes in and shapes what goes out) and the OpenAPI document
 (`openapi()`). The semantics are FastAPI's, which served this interface
 before, so the till sees the same API, the same errors and the same document:
@@ -16,8 +18,13 @@ before, so the till sees the same API, the same errors and the same document:
   405 with `Allow`, a path that matches with or without its last slash a 307
   to that path.
 
-Why not FastAPI itself: with Starlette, uvicorn, asyncio and anyio it cost
-the daemon about 13 MB of memory, a fifth of its budget, for eleven routes.
+A `raw` route (the notification listener's) gets the WSGI environ and answers
+as it likes; it reads its body with `read_body`, bounded.
+
+Why not FastAPI and Starlette: with uvicorn, asyncio and anyio they cost the
+daemon about 13 MB of memory, a fifth of its budget, for fifteen routes. The
+sandbox and headquarters, processes of their own, stay on them; the text of a
+router's 404 and 405 is `route_problem` for both.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ from urllib.parse import parse_qsl, unquote
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import GenerateJsonSchema
 
-__all__ = ["Answer", "BODY_READ", "NO_DEFAULT", "Param", "Route", "Routes", "problem_answer"]
+__all__ = ["Answer", "BODY_READ", "NO_DEFAULT", "Param", "Route", "Routes", "problem_answer", "read_body",
+           "route_problem"]
 
-log = logging.getLogger("pos.till")
+log = logging.getLogger("pos.web")
 
 PROBLEM = "application/problem+json"
 NO_DEFAULT: Any = object()
@@ -60,6 +68,45 @@ def problem_answer(status: int, title: str, detail: str = "", kind: str = "about
     return Answer(status, _json(body), PROBLEM, tuple((headers or {}).items()))
 
 
+def route_problem(method: str, path: str, status: int, where: str, allowed: Sequence[str] = (),
+                  detail: object = None) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """Problem details (RFC 9457) for an answer of a router itself, saying what is wrong and what to
+    do (`where`: the endpoints there are), never an empty detail: no such path (404), a method the
+    path does not take (405, with every method its routes take, `allowed`, in Allow), any other
+    refusal of the router (`detail`: what it said). Returns the body and the headers to send."""
+    shown = path if len(path) <= 80 else path[:77] + "..."
+    headers: dict[str, str] | None = None
+    if status == 404:
+        title = "No such endpoint"
+        text = f"No such endpoint: {method} {shown}; {where}"
+    elif status == 405:
+        allowed = sorted(set(allowed))
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
+        title = "Method not allowed"
+        use = " or ".join([", ".join(allowed[:-1]), allowed[-1]] if len(allowed) > 2 else allowed)
+        text = f"{shown} does not take {method}: use {use or 'another method'}; {where}"
+    else:
+        title = _phrase(status)
+        said = "" if str(detail or title) == title else f"{detail}; "
+        text = f"{method} {shown} was refused ({status} {title}); {said}{where}"
+    return {"type": "about:blank", "title": title, "status": status, "detail": text}, headers
+
+
+def read_body(environ: dict[str, Any], max_body: int) -> bytes | None:
+    """The request's body, or None when it is above `max_body` bytes (declared or sent: a chunked
+    body has no length), which is then not read further."""
+    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    length = str(environ.get("CONTENT_LENGTH", "") or "0")
+    if not chunked and (not length.isdigit() or int(length) > max_body):
+        return None
+    stream = environ["wsgi.input"]
+    body = stream.read(max_body + 1) if chunked else stream.read(int(length)) if int(length) else b""
+    if len(body) > max_body:
+        return None
+    environ[BODY_READ] = True
+    return bytes(body)
+
+
 @dataclass(frozen=True)
 class Param:
     """A path, query or header parameter: its name in the handler and its type (with pydantic's
@@ -81,18 +128,20 @@ class Param:
 class Route:
     """One operation. `handler` gets the parameters and `body` (the validated model) as keyword
     arguments and returns what `answer` describes, or `(that, status)` to answer another success
-    status; `check` gets the request's token and raises the handler's error when it may not."""
+    status; `check` gets the request's token and raises the handler's error when it may not.
+    A `raw` route's handler gets the WSGI environ and returns its `Answer`."""
 
     method: str
     path: str
     handler: Callable[..., Any]
-    summary: str
-    answer: Any
+    summary: str = ""
+    answer: Any = None
     status: int = 200
     params: tuple[Param, ...] = ()
     body: type[BaseModel] | None = None
     check: Callable[[str], None] | None = None
     name: str = ""
+    raw: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -108,14 +157,19 @@ class _Compiled:
     answer: TypeAdapter[Any] | None = None
 
 
-class Routes:
-    """A route table as a WSGI app. `guard(environ)` runs first on every request (the token and the
-    body's size, before a byte of the body is read) and returns either an `Answer` (refused) or the
-    request's token and body; `errors` maps an exception the handlers raise to its `Answer`."""
+Guard = Callable[[dict[str, Any]], "Answer | tuple[str, bytes]"]
 
-    def __init__(self, routes: Sequence[Route], *, guard: Callable[[dict[str, Any]], Answer | tuple[str, bytes]],
-                 errors: Callable[[Exception], Answer | None], not_json: Callable[[str], Answer],
-                 where: str, documents: Mapping[str, Callable[[], bytes]] = {}) -> None:
+
+class Routes:
+    """A route table as a WSGI app. `guard(environ)`, when given, runs first on every request under
+    /v1/ (the token and the body's size, before a byte of the body is read) and returns either an
+    `Answer` (refused) or the request's token and body; `errors` maps an exception the handlers raise
+    to its `Answer` (None: not one it knows, which is logged and answered 500); `where` says, in a
+    404 or 405, where the endpoints are listed."""
+
+    def __init__(self, routes: Sequence[Route], *, errors: Callable[[Exception], Answer | None], where: str,
+                 guard: Guard | None = None, not_json: Callable[[str], Answer] | None = None,
+                 documents: Mapping[str, Callable[[], bytes]] = {}) -> None:
         self._routes = [_compile(route) for route in routes]
         self._guard, self._errors, self._not_json, self._where = guard, errors, not_json, where
         # Documents served as they are (GET or HEAD), without the guard: /openapi.json.
@@ -151,7 +205,7 @@ class Routes:
             if path not in self._cache:
                 self._cache[path] = self._documents[path]()
             return Answer(200, self._cache[path])
-        guarded = self._guard(environ) if path.startswith("/v1/") else ("", b"")
+        guarded = self._guard(environ) if self._guard is not None and path.startswith("/v1/") else ("", b"")
         if isinstance(guarded, Answer):
             return guarded
         token, body = guarded
@@ -168,6 +222,9 @@ class Routes:
             return self._no_route(404, method, path, [])
         compiled, path_values = found
         try:
+            if compiled.route.raw:
+                raw_answer: Answer = compiled.route.handler(environ)
+                return raw_answer
             return self._call(compiled, path_values, environ, token, body)
         except Exception as exc:
             answer = self._errors(exc)
@@ -187,13 +244,8 @@ class Routes:
         return None, sorted(set(allowed))
 
     def _no_route(self, status: int, method: str, path: str, allowed: list[str]) -> Answer:
-        shown = path if len(path) <= 80 else path[:77] + "..."
-        if status == 404:
-            return problem_answer(404, "No such endpoint", f"No such endpoint: {method} {shown}; {self._where}")
-        use = " or ".join([", ".join(allowed[:-1]), allowed[-1]] if len(allowed) > 2 else allowed)
-        return problem_answer(405, "Method not allowed",
-                              f"{shown} does not take {method}: use {use or 'another method'}; {self._where}",
-                              headers={"Allow": ", ".join(allowed)} if allowed else None)
+        body, headers = route_problem(method, path, status, self._where, allowed)
+        return problem_answer(status, body["title"], body["detail"], headers=headers)
 
     def _call(self, compiled: _Compiled, path_values: dict[str, str], environ: dict[str, Any], token: str,
               raw: bytes) -> Answer:
@@ -203,6 +255,7 @@ class Routes:
             content_type = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
             if not content_type or (content_type.startswith("application/")
                                     and (content_type.endswith("/json") or content_type.endswith("+json"))):
+                assert self._not_json is not None, "a route with a JSON body needs not_json"
                 try:
                     body = json.loads(raw)
                 except json.JSONDecodeError as exc:
@@ -260,7 +313,8 @@ class Routes:
         """The OpenAPI 3.1 document of these routes, with `problems` (status -> what it means)
         declared on every operation as `problem_model` answers."""
         inputs: list[tuple[Any, Literal["validation", "serialization"], Any]] = []
-        for compiled in self._routes:
+        documented = [compiled for compiled in self._routes if not compiled.route.raw]
+        for compiled in documented:
             route = compiled.route
             if route.body is not None:
                 inputs.append((("body", route.body), "validation", TypeAdapter(route.body).core_schema))
@@ -273,7 +327,7 @@ class Routes:
         problem_responses = {str(status): {"content": {"application/json": {"schema": problem_ref}, PROBLEM: {}},
                                            "description": text} for status, text in problems.items()}
         paths: dict[str, dict[str, Any]] = {}
-        for compiled in self._routes:
+        for compiled in documented:
             route = compiled.route
             answer_schema = dict(refs[(("answer", route.path, route.method), "serialization")])
             if "$ref" not in answer_schema:   # a list or other non-model answer gets FastAPI's title
@@ -319,7 +373,7 @@ def _compile(route: Route) -> _Compiled:
     pattern = re.compile("".join(f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part)
                                  for part in re.split(r"(\{[a-z_]+\})", route.path)))
     adapters: dict[str, TypeAdapter[Any]] = {param.name: TypeAdapter(param.type) for param in route.params}
-    return _Compiled(route, pattern, adapters, TypeAdapter(route.answer))
+    return _Compiled(route, pattern, adapters, None if route.raw else TypeAdapter(route.answer))
 
 
 def _declares_body(environ: Mapping[str, Any]) -> bool:
