@@ -8,7 +8,6 @@ as one clear error instead of a log line from inside uvicorn.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import threading
 import time
@@ -19,6 +18,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pos.web import route_problem
+from pos.wsgiserver import listening_socket, server_url
 
 __all__ = ["ThreadedServer", "router_problem"]
 
@@ -43,16 +43,7 @@ class ThreadedServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
                  ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
                  client_ca: str | None = None, http: Literal["h11", "httptools"] = "h11") -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for
-        # such sockets; without it every answer waits ~40 ms for a delayed ACK (Nagle).
-        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self._sock = listening_socket(host, port)
         self._sock.listen(128)
         self.host, self.port = host, self._sock.getsockname()[1]
         # TLS (a certificate and its key) only where a client insists on HTTPS (the v1 SDK's interop test).
@@ -74,8 +65,7 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self._scheme}://{host}:{self.port}"
+        return server_url(self._scheme, self.host, self.port)
 
     def start(self, timeout: float = 10.0) -> ThreadedServer:
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},

@@ -23,9 +23,29 @@ from typing import Any
 from cheroot import server, wsgi
 from cheroot.workers import threadpool
 
-__all__ = ["WsgiApp", "WsgiServer"]
+__all__ = ["WsgiApp", "WsgiServer", "listening_socket", "server_url"]
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one, known before the first request), or one
+    OSError saying the address is taken. Nagle is off (TCP_NODELAY, which accepted connections
+    inherit): each answer goes out at once, not after a delayed ACK (40 ms)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def server_url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class _Request(server.HTTPRequest):
@@ -83,16 +103,7 @@ class _BoundServer(wsgi.Server):
 class WsgiServer:
     def __init__(self, app: WsgiApp, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
                  threads: int = 10, min_threads: int = 4) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Each answer goes out at once, not after a delayed ACK (Nagle).
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self._sock = listening_socket(host, port)
         self.host, self.port = host, self._sock.getsockname()[1]
         # min_threads at start, growing to `threads` as requests need them (_GrowingPool).
         self._server = _BoundServer(self._sock, app, numthreads=min(min_threads, threads), max=threads,
@@ -104,8 +115,7 @@ class WsgiServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return server_url("http", self.host, self.port)
 
     def start(self) -> WsgiServer:
         self._server.prepare()   # listening, and the pool's threads started, before the first request
