@@ -49,6 +49,7 @@ LAYER_OF_FILE = {
     "test_engine_property.py": "integration",
     "test_install.py": "integration",
     "test_hardening.py": "integration",
+    "test_web.py": "integration",
     "test_journal.py": "integration",
     "test_journal_scale.py": "integration",
     "test_keypad.py": "integration",
