@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,6 +27,8 @@ from cheroot.workers import threadpool
 __all__ = ["WsgiApp", "WsgiServer", "listening_socket", "server_url"]
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# cheroot's pool module as it is, past its type stubs (its worker class is untyped, its stop marker private).
+_THREADPOOL: Any = threadpool
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -67,11 +70,17 @@ class _Connection(server.HTTPConnection):
 
 class _GrowingPool(threadpool.ThreadPool):
     """cheroot's pool of request threads, one more thread (up to `max`) when a connection would
-    otherwise wait in the queue for one, started at once.
+    otherwise wait in the queue for one, started at once; and a stop that waits for no request
+    longer than its time.
 
     cheroot keeps its pool at `min` unless told to grow, and its own `grow` waits for each new
     thread in 0.1 s steps on the thread that accepts connections. An idle thread costs about
-    45 KB; the till's pool needs 40 only while 32 long-polls wait, so it starts small."""
+    45 KB; the till's pool needs 40 only while 32 long-polls wait, so it starts small.
+
+    cheroot's `stop`, once its time is up, closes a running request's connection and then waits
+    for the request to end however long it takes: a till's long-poll held a daemon's stop for up
+    to `[ecr] max_wait`. Here such a request is left to end on its own thread (a daemon thread,
+    so it never holds the process either), its connection closed."""
 
     def put(self, obj: Any) -> None:
         # Called only by the server's accepting thread, so two calls never race each other.
@@ -79,6 +88,23 @@ class _GrowingPool(threadpool.ThreadPool):
         if pool._queue.qsize() >= self.idle and len(pool._threads) < self.max:
             pool._threads.append(pool._spawn_worker())
         super().put(obj)
+
+    def _spawn_worker(self) -> threadpool.WorkerThread:
+        worker: threadpool.WorkerThread = _THREADPOOL.WorkerThread(self.server)
+        worker.name = f"{self.server.server_name} {worker.name}"
+        worker.daemon = True
+        worker.start()
+        return worker
+
+    def stop(self, timeout: float | None = 5) -> None:
+        pool: Any = self
+        for _ in pool._threads:
+            pool._queue.put(_THREADPOOL._SHUTDOWNREQUEST)
+        deadline = time.monotonic() + (timeout or 0.0)
+        for worker in pool._clear_threads():
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                pool._force_close(worker.conn)
 
 
 class _BoundServer(wsgi.Server):

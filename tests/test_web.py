@@ -171,3 +171,29 @@ def test_the_pool_grows_while_requests_wait_so_others_are_still_answered(server:
     for thread in waiting:
         thread.join(timeout=10)
     assert not any(thread.is_alive() for thread in waiting)
+
+
+def test_stop_does_not_wait_for_a_request_still_running() -> None:
+    """A long-poll in progress (here a handler waiting 30 s) holds neither the server's stop past its
+    grace time nor the process: its thread is a daemon thread and its connection is closed."""
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow() -> dict[str, Any]:
+        entered.set()
+        release.wait(30)
+        return {"name": "slow", "size": 1}
+
+    app = Routes([Route("GET", "/v1/slow", slow, "wait", ThingOut)], errors=lambda exc: None, where="-")
+    srv = WsgiServer(app, threads=2, min_threads=1).start()
+    poller = threading.Thread(target=lambda: _ask(srv, "GET", "/v1/slow"), daemon=True)
+    poller.start()
+    assert entered.wait(10)
+    stopping = threading.Thread(target=srv.stop)
+    stopping.start()
+    stopping.join(timeout=15)
+    try:
+        assert not stopping.is_alive(), "stop waited for the running request"
+        assert all(t.daemon for t in threading.enumerate() if t.name.startswith("http "))
+    finally:
+        release.set()
