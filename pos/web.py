@@ -183,7 +183,7 @@ class Routes:
         try:
             answer = self._answer(environ, method)
         except Exception:
-            log.exception("the till interface failed on %s %s", method, environ.get("PATH_INFO", ""))
+            log.exception("request failed method=%s path=%s", method, environ.get("PATH_INFO", ""))
             answer = problem_answer(500, "Internal error", "the terminal failed to answer; its log says why. "
                                     "Read the sale again before doing anything else")
         headers = [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
