@@ -492,6 +492,43 @@ def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monk
         server.server_close()
 
 
+def test_tls_is_verified_against_a_hashed_ca_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """REQUESTS_CA_BUNDLE naming a folder of roots hashed for OpenSSL (as /etc/ssl/certs is): OpenSSL finds
+    the root a handshake needs there (README "Performance": no bundle parsed whole); an empty folder: refused."""
+    import ssl
+    import subprocess
+
+    from tests.sdk import support
+
+    ca, cert, key = support.tls_files(tmp_path)
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(ca)], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+    roots, empty = tmp_path / "roots", tmp_path / "empty"
+    roots.mkdir()
+    empty.mkdir()
+    (roots / f"{subject_hash}.0").write_bytes(ca.read_bytes())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(roots))
+        trusted = Transport(f"https://127.0.0.1:{port}")
+        reply = trusted.post(f"https://127.0.0.1:{port}/pay", b"{}", {}, (2.0, 2.0))
+        trusted.close()
+        assert isinstance(reply, Reply) and reply.status == 200
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(empty))
+        untrusted = Transport(f"https://127.0.0.1:{port}")
+        refused = untrusted.post(f"https://127.0.0.1:{port}/pay", b"{}", {}, (2.0, 2.0))
+        untrusted.close()
+        assert isinstance(refused, Unknown) and refused.reason.startswith("connection error")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_compressed_answer_is_decoded_as_urllib3_decoded_it() -> None:
     import gzip
     import socket
