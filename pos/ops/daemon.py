@@ -208,8 +208,9 @@ class Daemon:
         gc.freeze()
         # A thread woken by its socket, pty or disk sync waits for the interpreter lock while
         # another thread runs Python, up to the switch interval (5 ms by default) before the
-        # holder is asked to let go; a sale runs on the scanner's thread, a gateway worker and
-        # the notifier, with the print queue, the checkpoints and the till's server beside them.
+        # holder is asked to let go; a sale runs on the scanner's thread (which sends the pay
+        # itself) and the notifier, with the print queue, the checkpoints and the till's server
+        # beside them.
         # 0.5 ms bounds that wait. Measured with `make bench` (1,000 sales a run, 8 interleaved
         # pairs): the sale's p99 4.03x the floor's median before, 3.76x after (lower in 5 of 8
         # pairs, 3 of 4 more pairs of 1,000 sales: 4.38x -> 3.90x); median and the daemon's CPU
