@@ -13,8 +13,9 @@ It prints:
   daemon's threads (all the work a sale cycle causes: the till's POST, the
   scan, the pay, the receipt, both displays);
 - the daemon's busiest functions, inclusive, as a share of the samples of
-  the threads that carry a sale (the scanner's, the gateway worker's, the
-  notifier's and the displays'), and the same for each of those threads.
+  the threads that carry a sale (the scanner's, which sends the pay itself,
+  the first gateway worker's, which sends a query or cancel, the notifier's
+  and the displays'), and the same for each of those threads.
 
 The raw samples are kept (`--raw PATH`, default .pos-state/profile.txt) in
 py-spy's raw format, which flamegraph tools read. Needs py-spy (the `profile`

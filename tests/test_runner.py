@@ -483,3 +483,93 @@ def test_an_answers_notes_are_delivered_by_its_gateway_worker_outside_the_runner
     notes = [note for note, _, _ in seen]
     at = notes.index(Finished("sale", sale_id, SaleState.PAID.value))
     assert Finished("refund", refunds[0], RefundState.REFUNDED.value) in notes[at + 1:]
+
+
+class _Watched:
+    """The rig's gateway, each pay first noting the thread it runs on, whether `held` is held then
+    and the sale's committed state; `fail` makes the pay raise instead of reaching the ledger."""
+
+    def __init__(self, rig: Rig, held: threading.Lock, *, fail: bool = False) -> None:
+        self.direct, self.rig, self.held, self.fail = rig.service.gateway, rig, held, fail
+        self.pays: list[tuple[threading.Thread, bool, SaleState | None]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.direct, name)
+
+    def pay(self, **kw: Any) -> Any:
+        sale = self.rig.journal.get_sale(kw["merchant_trans_id"])
+        self.pays.append((threading.current_thread(), self.held.locked(), None if sale is None else sale.state))
+        if self.fail:
+            raise ConnectionError("the line dropped")
+        return self.direct.pay(**kw)
+
+
+def test_a_pay_queued_in_pays_sent_here_leaves_from_the_calling_thread_when_the_context_exits(rig: Rig) -> None:
+    """Committed PAYING first; sent by this thread once it has left what it held inside the context;
+    answered, committed and delivered before the context returns."""
+    held = threading.Lock()
+    watched = _Watched(rig, held)
+    rig.service.gateway = watched  # type: ignore[assignment]
+    with rig.service.pays_sent_here():
+        with held:
+            sale_id = rig.sale("00")
+        assert watched.pays == []   # not sent inside the context
+        assert rig.journal.get_sale(sale_id).state is SaleState.PAYING
+    assert watched.pays == [(threading.current_thread(), False, SaleState.PAYING)]
+    assert rig.service.sale_state(sale_id) is SaleState.PAID   # the answer was committed on the way out
+    assert Finished("sale", sale_id, SaleState.PAID.value) in rig.notes
+    # Outside the context, a pay goes to a gateway worker as before.
+    second = rig.sale("00")
+    assert rig.service.wait(second, timeout=20).state is SaleState.PAID
+    assert watched.pays[1][0].name.startswith("pos-gateway")
+
+
+def test_a_pay_sent_here_leaves_even_if_the_context_raises_and_a_failed_send_is_unknown(rig: Rig) -> None:
+    """The pay is committed, so it is sent whatever the context's body does; an exception from the
+    gateway is an Unknown answer, as on a worker: the sale is queried, never paid again."""
+    watched = _Watched(rig, threading.Lock(), fail=True)
+    rig.service.gateway = watched  # type: ignore[assignment]
+    with pytest.raises(RuntimeError), rig.service.pays_sent_here():
+        sale_id = rig.sale("00")
+        raise RuntimeError("the caller failed after the sale started")
+    assert [(thread, state) for thread, _, state in watched.pays] == [(threading.current_thread(), SaleState.PAYING)]
+    done = rig.service.wait(sale_id, timeout=20)
+    assert done is not None and done.state is SaleState.CANCELLED   # never created: queried, then cancelled
+    assert len(watched.pays) == 1
+    assert rig.service.wait_idle(timeout=20)
+
+
+def test_stop_waits_for_a_pay_being_sent_on_its_callers_thread(rig: Rig) -> None:
+    release, entered = threading.Event(), threading.Event()
+    direct = rig.service.gateway
+
+    class Held:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(direct, name)
+
+        def pay(self, **kw: Any) -> Any:
+            entered.set()
+            release.wait(20)
+            return direct.pay(**kw)
+
+    rig.service.gateway = Held()  # type: ignore[assignment]
+    sale_ids: list[int] = []
+
+    def scan() -> None:
+        with rig.service.pays_sent_here():
+            sale_ids.append(rig.sale("00"))
+
+    caller = threading.Thread(target=scan)
+    caller.start()
+    assert entered.wait(10)
+    stopper = threading.Thread(target=rig.service.stop)
+    stopper.start()
+    stopper.join(0.3)
+    assert stopper.is_alive()   # the pay is in flight: its answer is let finish and committed
+    with pytest.raises(SaleRefused):
+        rig.sale("00")
+    release.set()
+    stopper.join(20)
+    caller.join(20)
+    assert not stopper.is_alive() and not caller.is_alive()
+    assert rig.journal.get_sale(sale_ids[0]).state is SaleState.PAID

@@ -6,22 +6,25 @@ ledger, called in-process (DirectGateway). tests/test_e2e.py runs the same
 flows through `pos run` as a separate process.
 """
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from devices.display import SerialDisplay
-from devices.emulated import EmulatedDisplay
+from devices.emulated import EmulatedDisplay, EmulatedScanner
 from devices.keypad import Key
 from devices.messages import Catalogue
 from devices.print_queue import PrintQueue
 from devices.printer import DummyPrinter
-from devices.scanner import ReceiptScan, Rejected, Scan, ScannerBack, ScannerLost
-from pos.config import Config
+from devices.scanner import ReceiptScan, Rejected, Scan, Scanner, ScannerBack, ScannerLost
+from pos.config import Config, ScannerSection
 from pos.core.money import Money
+from pos.core.records import SaleState
 from pos.journal.journal import Journal, journal_path
 from pos.journal.print_jobs import JournalPrintJobs
+from pos.ops.daemon import scanner_handler
 from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
@@ -614,3 +617,113 @@ def test_a_late_charge_waits_on_the_managers_list_until_settled(tmp_path):
         assert rig.terminal.x_report()["currencies"][0]["paidLate"]["count"] == 0
     finally:
         rig.close()
+
+
+class ScannerPays:
+    """The gateway as the sandbox's, each pay noting the thread it runs on, whether the terminal's
+    and the runner's locks are free then (another thread takes each) and the sale's committed
+    state; while `hold` is clear a pay waits for it (a slow gateway)."""
+
+    def __init__(self) -> None:
+        self.rig: Rig | None = None
+        self.direct = None
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        self.pays: list[tuple[str, bool, bool, SaleState]] = []
+
+    def wrap(self, gateway):
+        self.direct = gateway
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self.direct, name)
+
+    def pay(self, **kw):
+        rig = self.rig
+        sale = rig.journal.get_sale(kw["merchant_trans_id"])
+        self.pays.append((threading.current_thread().name, _free(rig.terminal._lock), _free(rig.payments._lock),
+                          sale.state))
+        self.entered.set()
+        self.hold.wait(20)
+        return self.direct.pay(**kw)
+
+
+def _free(lock) -> bool:
+    """Whether another thread can take `lock` (within 5 s: the notifier may hold it for a moment)."""
+    got = []
+
+    def take():
+        if lock.acquire(timeout=5):
+            got.append(True)
+            lock.release()
+
+    other = threading.Thread(target=take)
+    other.start()
+    other.join(10)
+    return bool(got)
+
+
+@pytest.fixture
+def scanner_rig(tmp_path):
+    """A rig whose scans come through a real Scanner on a pty, wired as the daemon wires it."""
+    pays = ScannerPays()
+    r = Rig(tmp_path, wrap_gateway=pays.wrap)
+    pays.rig = r
+    r.pays = pays
+    r.scanner_pty = EmulatedScanner("scanner", tmp_path)
+    r.scanner = Scanner(ScannerSection(url=r.scanner_pty.path), scanner_handler(r.payments, r.terminal)).start()
+    assert r.scanner.connected.wait(5)
+    yield r
+    pays.hold.set()
+    r.scanner.stop()
+    r.close()
+    r.scanner_pty.close()
+
+
+def test_a_scans_pay_is_sent_by_the_scanners_thread_once_the_terminals_lock_is_released(scanner_rig):
+    rig = scanner_rig
+    view = rig.terminal.create_sale(Money(725, "SGD"), "till-1", "Tea")
+    assert rig.cashier(lambda lines: "Scan" in lines[0])
+    rig.scanner_pty.scan(make_code("00"))
+    assert rig.settle(view["id"])["state"] == "PAID"
+    assert rig.pays.pays == [("scanner", True, True, SaleState.PAYING)]   # written before it was sent
+    assert rig.cashier(lambda lines: lines[0].startswith("PAID"))
+
+
+def test_a_scan_during_a_pay_waits_for_its_answer_then_is_handled_as_one_with_no_sale_waiting(scanner_rig):
+    rig = scanner_rig
+    text = rig.terminal.cashier_text
+    rig.pays.hold.clear()   # the gateway is slow to answer
+    view = rig.terminal.create_sale(Money(725, "SGD"), "till-1", "Tea")
+    assert rig.cashier(lambda lines: "Scan" in lines[0])
+    rig.scanner_pty.scan(make_code("00"))
+    assert rig.pays.entered.wait(10)
+    rig.scanner_pty.scan(make_code("00"))   # another code, while the pay is out
+    shown = rig.cashier_pty.wait_for(lambda lines: lines == text.cashier("busy"), timeout=0.5)
+    assert shown != text.cashier("busy")   # not read yet: it waits in the serial buffer
+    rig.pays.hold.set()
+    assert rig.settle(view["id"])["state"] == "PAID"
+    # Then read: no sale waits for a scan, so it asks for an amount and starts nothing.
+    assert rig.cashier(lambda lines: lines == text.cashier("enter_amount"))
+    assert len(rig.journal.list_sales()) == 1 and len(rig.pays.pays) == 1
+
+
+def test_stop_lets_a_pay_on_the_scanners_thread_finish_and_the_scanner_stops_after(scanner_rig):
+    rig = scanner_rig
+    rig.pays.hold.clear()
+    view = rig.terminal.create_sale(Money(725, "SGD"), "till-1", "Tea")
+    assert rig.cashier(lambda lines: "Scan" in lines[0])
+    rig.scanner_pty.scan(make_code("00"))
+    assert rig.pays.entered.wait(10)
+    stopper = threading.Thread(target=rig.payments.stop)
+    stopper.start()
+    stopper.join(0.3)
+    assert stopper.is_alive()   # as for a pay on a gateway worker: its answer is let finish
+    rig.pays.hold.set()
+    stopper.join(20)
+    assert not stopper.is_alive()
+    assert rig.terminal.get_sale(view["id"])["state"] == "PAID"
+    assert [sale.state for sale in rig.journal.list_sales()] == [SaleState.PAID]
+    rig.scanner.stop()
+    assert not any(t.name == "scanner" and t.is_alive() for t in threading.enumerate())

@@ -7,11 +7,14 @@ after it runs (so every request leaves after the state that leads to it is
 on disk; a new sale's or refund's first Record is committed in the very
 transaction that creates it: one durable commit before its request
 leaves), requests go to a small thread pool (one in flight per sale or
-refund, the engine sees to that), and Show / PrintReceipt / Alarm / Finished
-are handed to subscribers outside every lock of the runner, in the order the
-engine produced them: those of a gateway answer by the gateway worker that
-fed it, once it has left the runner's lock (the outcome reaches the displays
-without a hand-off to another thread), all others by a notifier thread.
+refund, the engine sees to that) but a scan's pay, which the scanner's own
+thread sends once it has left every lock (`pays_sent_here`: no hand-off on
+the sale's path), and Show / PrintReceipt / Alarm / Finished are handed to
+subscribers outside every lock of the runner, in the order the engine
+produced them: those of a gateway answer by the thread that sent the request
+and fed the answer, once it has left the runner's lock (the outcome reaches
+the displays without a hand-off to another thread), all others by a
+notifier thread.
 
 Time comes only from the injected clock (`Clock.now()`, epoch seconds) and
 every wait goes through `Clock.wait`, so tests may run a scaled clock.
@@ -25,20 +28,22 @@ customer may be gone - so it is closed as CANCELLED without a request.
 New scans are refused until no recovered sale is still in progress.
 
 Stop (SIGTERM): `stop()` refuses new sales and sends no new request; calls in
-flight are let finish and their answers committed. Whatever was scheduled
+flight (a gateway worker's or a caller's own, `pays_sent_here`) are let finish
+and their answers committed. Whatever was scheduled
 is on disk and is resumed by the next `recover()`.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol
@@ -222,6 +227,11 @@ class PaymentRunner:
         self._deliver_here = False   # (lock held) the thread feeding the engine delivers its notes itself
         self._notifier_bell: queue.SimpleQueue[bool] = queue.SimpleQueue()   # True: stop
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="pos-gateway")
+        # pays_sent_here(): the pays a thread's steps queued for it to send once it has left every
+        # lock (its `pays`, None outside the context), and how many such pays are queued or in
+        # flight on their callers' threads (lock held; stop() waits for them as for the pool's).
+        self._here = threading.local()
+        self._pays_here = 0
         # The last committed state of each sale and refund not final, and of the last KEPT_FINAL
         # final ones of each (oldest dropped first: the journal keeps every one, memory stays flat).
         self._sale_states: dict[int, SaleState] = {}
@@ -249,8 +259,9 @@ class PaymentRunner:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(command)` for every Show, PrintReceipt (but those a receipt writer queued:
         write_receipts), Alarm and Finished. Returns an unsubscribe. Callbacks run outside the
-        runner's lock, one note at a time, in the engine's order: a gateway answer's on the gateway
-        worker that fed it, the others on the notifier thread. A callback may call the runner; it
+        runner's lock, one note at a time, in the engine's order: a gateway answer's on the thread that
+        sent the request and fed the answer (a gateway worker, or the caller of pays_sent_here), the
+        others on the notifier thread. A callback may call the runner; it
         must not wait long (it holds up that worker), and an exception it raises is only logged."""
         with self._lock:
             self._subscribers = (*self._subscribers, callback)
@@ -275,6 +286,40 @@ class PaymentRunner:
         subscribers only."""
         with self._lock:
             self._receipt_writer = writer
+
+    @contextlib.contextmanager
+    def pays_sent_here(self) -> Iterator[None]:
+        """Within this context a sale's pay, queued by a step this thread feeds the engine
+        (start_sale), is not handed to a gateway worker: this thread sends it when the context
+        exits, after everything inside has returned (so after every lock taken inside is
+        released), reads the answer, commits the outcome and delivers its notes, as a worker
+        would. The pay is committed (PAYING) before the context exits, as always before it is
+        sent. Meanwhile this thread does nothing else: what it would read next waits (the
+        scanner's next line waits in its serial buffer). Must not be entered with the runner's
+        lock or any lock a subscriber takes held. Queries, cancels, refunds and every other
+        thread's pays keep the worker pool. Nested: the outermost context sends."""
+        if getattr(self._here, "pays", None) is not None:
+            yield
+            return
+        pays: list[SendPay] = []
+        self._here.pays = pays
+        try:
+            yield
+        finally:
+            self._here.pays = None
+            self._send_here(pays)
+
+    def _send_here(self, pays: list[SendPay]) -> None:
+        """Send the pays queued by pays_sent_here(), each answered and delivered like a worker's."""
+        for pay in pays:
+            try:
+                self._call(pay)
+            except Exception:   # _call logs and settles its own failures: this is a bug, not an answer
+                log.exception("sending a pay failed")
+            finally:
+                with self._lock:
+                    self._pays_here -= 1
+                    self._cond.notify_all()
 
     def recover(self) -> int:
         """Resume every open sale and refund in the journal; returns how many. Call once, before any sale."""
@@ -492,6 +537,8 @@ class PaymentRunner:
             self._cond.notify_all()
             self._wake_loop(now=True)
         self._pool.shutdown(wait=True)
+        with self._cond:   # pays sent by their callers' threads (pays_sent_here) are let finish too
+            self._cond.wait_for(lambda: self._pays_here == 0, timeout)
         self._loop.join(timeout)
         self._notifier_bell.put(True)   # it delivers what is still queued, then ends
         self._notifier.join(timeout)
@@ -616,7 +663,12 @@ class PaymentRunner:
                     log.info("shutting down: not sending %s", type(command).__name__)
                     continue
                 self._inflight += 1
-                self._pool.submit(self._call, command)
+                pays: list[SendPay] | None = getattr(self._here, "pays", None)
+                if pays is not None and isinstance(command, SendPay):
+                    self._pays_here += 1   # sent by this thread once it has left the locks (pays_sent_here)
+                    pays.append(command)
+                else:
+                    self._pool.submit(self._call, command)
             else:
                 with self._notes_lock:
                     self._notes.append(command)
