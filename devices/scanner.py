@@ -16,7 +16,10 @@ symbology identifier ("]" + letter + modifier, e.g. "]Q1" QR, "]E0" EAN,
   `ReceiptScan(merchant_trans_id)`.
 
 The same code twice within `dedupe_window` seconds counts once (scanners in
-continuous mode read a phone screen several times).
+continuous mode read a phone screen several times). The window runs from the
+end of the first one's handling: the daemon's handler sends a scan's pay on
+the reading thread, so a repeat read meanwhile waits in the serial buffer and
+is framed only after the pay's answer, however long that took.
 
 `Scanner` owns the port: `serial.serial_for_url(url)` so any pyserial URL
 works (device path, pty, socket://, rfc2217://, loop://). When the device goes
@@ -241,6 +244,11 @@ class ScanFramer:
             return Rejected("bad_length")
         return Rejected("bad_prefix")
 
+    def handled(self, event: ScannerEvent) -> None:
+        """`event`'s handling ended now: its repeats are counted from here (see the module's text)."""
+        if self._last is not None and self._last[0] == event:
+            self._last = (event, self._clock())
+
     def _dedupe(self, event: ScanEvent) -> ScanEvent | None:
         now = self._clock()
         if (self._last is not None and self._last[0] == event
@@ -257,7 +265,10 @@ def _describe(event: ScannerEvent) -> str:
 class Scanner:
     """Reads a serial scanner on a thread and hands events to `on_event`.
 
-    `on_event` runs on the reader thread; it should be quick (post to a queue).
+    `on_event` runs on the reader thread, which reads nothing more until it returns: what the
+    scanner sends meanwhile waits in the serial buffer (the daemon's handler sends a scan's pay
+    there, the sale's path without a hand-off). A repeat of a code handled meanwhile still
+    counts once (`ScanFramer.handled`).
     """
 
     def __init__(self, settings: Any, on_event: Callable[[ScannerEvent], None], *,
@@ -304,6 +315,7 @@ class Scanner:
             self._on_event(event)
         except Exception:  # a bad handler must not kill the reader
             log.exception("scanner event handler failed event=%s", _describe(event))
+        self._framer.handled(event)
 
     def _open(self) -> serial.SerialBase:
         s = self._settings

@@ -116,6 +116,20 @@ def test_dedupe_window_uses_the_clock() -> None:
     assert f.feed(CODE.encode() + b"\r") == [Scan(CODE)]
 
 
+def test_the_dedupe_window_runs_from_the_end_of_the_handling() -> None:
+    """A repeat read while the first scan's pay was being sent (5 s, a slow gateway) is framed after it:
+    still one scan; the window counts from the handling's end, not from the first read."""
+    f, clock = framer(dedupe_window=2.0)
+    assert f.feed(CODE.encode() + b"\r") == [Scan(CODE)]
+    clock.now += 5.0                      # the handler returns 5 s later
+    f.handled(Scan(CODE))
+    clock.now += 0.1
+    assert f.feed(CODE.encode() + b"\r") == []
+    f.handled(Scan(CODE2))                # another code's handling moves nothing
+    clock.now += 2.5
+    assert f.feed(CODE.encode() + b"\r") == [Scan(CODE)]
+
+
 def test_scan_repr_masks_the_code() -> None:
     assert CODE not in repr(Scan(CODE)) and repr(Scan(CODE)).endswith("3456')")
     assert "".join(ch for ch in repr(Scan(CODE)) if ch.isdigit()) == "3456"   # no other digit of the code

@@ -709,6 +709,28 @@ def test_a_scan_during_a_pay_waits_for_its_answer_then_is_handled_as_one_with_no
     assert len(rig.journal.list_sales()) == 1 and len(rig.pays.pays) == 1
 
 
+def test_the_same_code_read_again_during_a_slow_pay_counts_once_and_paid_stays_on_the_display(scanner_rig):
+    """A scanner reading the phone again while the pay is out (longer than the 2 s dedupe window): the
+    repeat waits in the serial buffer, is framed after the answer, and is still the same scan, so the
+    cashier keeps reading PAID, not "Enter amount"."""
+    rig = scanner_rig
+    text = rig.terminal.cashier_text
+    rig.pays.hold.clear()
+    view = rig.terminal.create_sale(Money(725, "SGD"), "till-1", "Tea")
+    assert rig.cashier(lambda lines: "Scan" in lines[0])
+    code = make_code("00")
+    rig.scanner_pty.scan(code)
+    assert rig.pays.entered.wait(10)
+    time.sleep(2.5)                       # past the dedupe window, counted from the first read
+    rig.scanner_pty.scan(code)
+    rig.pays.hold.set()
+    assert rig.settle(view["id"])["state"] == "PAID"
+    assert rig.cashier(lambda lines: lines[0].startswith("PAID"))
+    shown = rig.cashier_pty.wait_for(lambda lines: lines == text.cashier("enter_amount"), timeout=1.0)
+    assert shown != text.cashier("enter_amount") and shown[0].startswith("PAID")
+    assert len(rig.pays.pays) == 1
+
+
 def test_stop_lets_a_pay_on_the_scanners_thread_finish_and_the_scanner_stops_after(scanner_rig):
     rig = scanner_rig
     rig.pays.hold.clear()
