@@ -445,16 +445,25 @@ def test_a_truncated_answer_is_unknown_and_its_connection_dropped() -> None:
         server.close()
 
 
+def _tls_gateway(cert: Path, key: Path, handler: type[http.server.BaseHTTPRequestHandler] = _Gateway
+                 ) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """A gateway over TLS on 127.0.0.1 with `cert` (serving until shutdown()); and its port."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
 def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """certifi does not know the test CA: refused; REQUESTS_CA_BUNDLE names it: answered, the connection kept;
     a name the certificate does not carry (localhost for a certificate of 127.0.0.1): refused."""
-    import ssl
-
     from tests.sdk import support
 
     ca, cert, key = support.tls_files(tmp_path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
     connections: list[int] = []
 
     class Handler(_Gateway):
@@ -462,10 +471,7 @@ def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monk
             connections.append(1)
             super().setup()
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
+    server, port = _tls_gateway(cert, key, Handler)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     try:
@@ -495,7 +501,6 @@ def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monk
 def test_tls_is_verified_against_a_hashed_ca_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """REQUESTS_CA_BUNDLE naming a folder of roots hashed for OpenSSL (as /etc/ssl/certs is): OpenSSL finds
     the root a handshake needs there (README "Performance": no bundle parsed whole); an empty folder: refused."""
-    import ssl
     import subprocess
 
     from tests.sdk import support
@@ -507,12 +512,7 @@ def test_tls_is_verified_against_a_hashed_ca_folder(tmp_path: Path, monkeypatch:
     roots.mkdir()
     empty.mkdir()
     (roots / f"{subject_hash}.0").write_bytes(ca.read_bytes())
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
+    server, port = _tls_gateway(cert, key)
     try:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(roots))
         trusted = Transport(f"https://127.0.0.1:{port}")
@@ -556,16 +556,11 @@ def test_an_https_gateway_through_a_proxy_is_reached_by_connect_and_verified(tmp
     certificate checked for that name, against the bundle chosen at start), with the proxy's credentials;
     the tunnel is kept for the next call."""
     import socket
-    import ssl
 
     from tests.sdk import support
 
     ca, cert, key = support.tls_files(tmp_path, "gateway.example")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    gateway = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
-    gateway.socket = context.wrap_socket(gateway.socket, server_side=True)
-    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    gateway, _ = _tls_gateway(cert, key)
     connects: list[list[str]] = []
     listener = socket.create_server(("127.0.0.1", 0))
 
