@@ -458,6 +458,15 @@ def _tls_gateway(cert: Path, key: Path, handler: type[http.server.BaseHTTPReques
     return server, server.server_address[1]
 
 
+def _one_call(base: str) -> Any:
+    """One pay posted by a Transport made for `base` now (its CA bundle chosen then), then closed."""
+    transport = Transport(base)
+    try:
+        return transport.post(f"{base}/pay", b"{}", {}, (2.0, 2.0))
+    finally:
+        transport.close()
+
+
 def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """certifi does not know the test CA: refused; REQUESTS_CA_BUNDLE names it: answered, the connection kept;
     a name the certificate does not carry (localhost for a certificate of 127.0.0.1): refused."""
@@ -475,9 +484,7 @@ def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monk
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     try:
-        untrusted = Transport(f"https://127.0.0.1:{port}")
-        refused = untrusted.post(f"https://127.0.0.1:{port}/pay", b"{}", {}, (2.0, 2.0))
-        untrusted.close()
+        refused = _one_call(f"https://127.0.0.1:{port}")
         assert isinstance(refused, Unknown) and refused.no_answer and refused.reason.startswith("connection error")
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
         trusted = Transport(f"https://127.0.0.1:{port}")
@@ -489,9 +496,7 @@ def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monk
         assert len(connections) == 1
         trusted.close()
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
-        other_name = Transport(f"https://localhost:{port}")
-        wrong = other_name.post(f"https://localhost:{port}/pay", b"{}", {}, (2.0, 2.0))
-        other_name.close()
+        wrong = _one_call(f"https://localhost:{port}")
         assert isinstance(wrong, Unknown) and wrong.reason.startswith("connection error")
     finally:
         server.shutdown()
@@ -515,14 +520,10 @@ def test_tls_is_verified_against_a_hashed_ca_folder(tmp_path: Path, monkeypatch:
     server, port = _tls_gateway(cert, key)
     try:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(roots))
-        trusted = Transport(f"https://127.0.0.1:{port}")
-        reply = trusted.post(f"https://127.0.0.1:{port}/pay", b"{}", {}, (2.0, 2.0))
-        trusted.close()
+        reply = _one_call(f"https://127.0.0.1:{port}")
         assert isinstance(reply, Reply) and reply.status == 200
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(empty))
-        untrusted = Transport(f"https://127.0.0.1:{port}")
-        refused = untrusted.post(f"https://127.0.0.1:{port}/pay", b"{}", {}, (2.0, 2.0))
-        untrusted.close()
+        refused = _one_call(f"https://127.0.0.1:{port}")
         assert isinstance(refused, Unknown) and refused.reason.startswith("connection error")
     finally:
         server.shutdown()
