@@ -92,11 +92,16 @@ def route_problem(method: str, path: str, status: int, where: str, allowed: Sequ
     return {"type": "about:blank", "title": title, "status": status, "detail": text}, headers
 
 
+def _declared(environ: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether the request's body is chunked, and its Content-Length as sent ("0" when none)."""
+    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    return chunked, str(environ.get("CONTENT_LENGTH", "") or "0")
+
+
 def read_body(environ: dict[str, Any], max_body: int) -> bytes | None:
     """The request's body, or None when it is above `max_body` bytes (declared or sent: a chunked
     body has no length), which is then not read further."""
-    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
-    length = str(environ.get("CONTENT_LENGTH", "") or "0")
+    chunked, length = _declared(environ)
     if not chunked and (not length.isdigit() or int(length) > max_body):
         return None
     stream = environ["wsgi.input"]
@@ -377,8 +382,8 @@ def _compile(route: Route) -> _Compiled:
 
 
 def _declares_body(environ: Mapping[str, Any]) -> bool:
-    return (str(environ.get("CONTENT_LENGTH", "") or "0") != "0"
-            or "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower())
+    chunked, length = _declared(environ)
+    return chunked or length != "0"
 
 
 def _without_nulls(value: Any) -> Any:

@@ -108,18 +108,15 @@ class _GrowingPool(threadpool.ThreadPool):
 
 
 class _BoundServer(wsgi.Server):
-    """cheroot's server on a socket bound by the caller (never one from the environment)."""
+    """cheroot's server on a socket bound by the caller: `bind` hands cheroot that socket instead of
+    making one (cheroot would instead take fd 3 under systemd socket activation, LISTEN_PID, which
+    systemd/pos-terminal.service does not use)."""
 
     def __init__(self, sock: socket.socket, app: WsgiApp, **options: Any) -> None:
         super().__init__(sock.getsockname()[:2], app, **options)
         self._bound = sock
         self.ConnectionClass = _Connection
         self.requests = _GrowingPool(self, min=options["numthreads"], max=options["max"])
-
-    def prepare(self) -> None:
-        # cheroot takes fd 3 when LISTEN_PID is set (socket activation); this server's socket is its own.
-        self.bind_addr = self._bound.getsockname()[:2]
-        super().prepare()
 
     def bind(self, family: int, type: int, proto: int = 0) -> socket.socket:
         self.socket = self._bound
