@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check unit bench profile soak system-deps clean
+.PHONY: demo test check unit bench profile timeline soak system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ PROFILE_SALES ?= 2000
 profile: $(STAMP)
 	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet -e '.[profile]'
 	$(BIN)/python -m tests.bench_profile --sales $(PROFILE_SALES)
+
+# A paid sale's steps inside `pos run` in time order (each step's start, end and thread, the daemon
+# timed by a hook on its PYTHONPATH for this run only), beside the floor's pieces (README "Performance").
+TIMELINE_SALES ?= 1000
+timeline: $(STAMP)
+	$(BIN)/python -m tests.bench_timeline --sales $(TIMELINE_SALES)
 
 # The full soak: sales and refunds through a fault proxy to the sandbox with random faults,
 # first through the payment runner, then through `pos run` as a process SIGKILLed at random

@@ -1,0 +1,45 @@
+"""`make timeline`'s hook and reading (tests/timeline_hook, tests/bench_timeline.py): behaviour only, no speed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.bench_timeline import HOOK, _read, timeline
+
+
+def test_each_sales_steps_are_numbered_in_order_and_taken_from_the_code_written():
+    ms = 1_000_000
+    windows = [(0, 10 * ms), (100 * ms, 112 * ms)]
+    records = [
+        (-5 * ms, -4 * ms, "scanner", "COMMIT"),          # before the first window: not counted
+        (1 * ms, 2 * ms, "scanner", "COMMIT"),
+        (3 * ms, 4 * ms, "pos-notify", "display written"),
+        (6 * ms, 8 * ms, "scanner", "COMMIT"),
+        (101 * ms, 103 * ms, "scanner", "COMMIT"),
+        (104 * ms, 105 * ms, "pos-notify", "display written"),
+        (107 * ms, 111 * ms, "scanner", "COMMIT"),
+        (50 * ms, 51 * ms, "scanner", "engine step"),     # between the windows: not counted
+    ]
+    rows, took = timeline(sorted(records), windows)
+    assert took == [10.0, 12.0]
+    assert [(step, thread) for step, thread, *_ in rows] == [
+        ("COMMIT #1", "scanner"), ("display written #1", "pos-notify"), ("COMMIT #2", "scanner")]
+    first, _, second = rows
+    assert first[2:] == (1.0, 2.5, 2)     # starts 1 and 1 ms, ends 2 and 3 ms after the code: medians
+    assert second[2:] == (6.5, 9.5, 2)
+
+
+def test_the_hook_times_a_named_step_in_a_fresh_interpreter_and_writes_it_at_exit(tmp_path: Path):
+    out = tmp_path / "timeline.tsv"
+    code = ("from pos.gateway.signing import compact_json, sign_text, generate_keypair\n"
+            "key, _ = generate_keypair()\n"
+            "sign_text(compact_json({'a': 1}), key)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HOOK), str(Path.cwd())]), "POS_TIMELINE_OUT": str(out)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    rows = _read(out)
+    assert [(thread, step) for _, _, thread, step in rows] == [("MainThread", "RSA2 sign")]
+    start, end, _, _ = rows[0]
+    assert 0 < start <= end
