@@ -107,6 +107,9 @@ class Item(Generic[RecordT]):
         self.awaiting: tuple[Request, int] | None = None   # (request, seq) in flight
         self.next_request: Request | None = None
         self.next_at: float | None = record.next_at
+        # Kept here and put into the record by snapshot(), as state and next_at are: every step
+        # touches it, and a copy of the record per step for it alone costs.
+        self.updated_at = record.updated_at
         self.last: RecordT | None = None if new else record   # the last record handed out
 
     def plan(self, request: Request, at: float) -> None:
@@ -125,7 +128,7 @@ class Item(Generic[RecordT]):
         self.record = replace(self.record, alarmed=True)
 
     def touch(self, now: float) -> None:
-        self.record = replace(self.record, updated_at=now)
+        self.updated_at = now
 
     def deadline(self) -> float | None:
         """When retries bound by the query deadline stop; None: no deadline applies."""
@@ -150,7 +153,7 @@ class SaleItem(Item[SaleRecord]):
 
     def snapshot(self) -> SaleRecord:
         return replace(self.record, state=SaleState(self.state), next_request=self.next_request,
-                       next_at=self.next_at)
+                       next_at=self.next_at, updated_at=self.updated_at)
 
     def deadline(self) -> float:
         rec = self.record
@@ -175,7 +178,8 @@ class RefundItem(Item[RefundRecord]):
         return f"refund {self.record.merchant_refund_id}"
 
     def snapshot(self) -> RefundRecord:
-        return replace(self.record, state=RefundState(self.state), next_at=self.next_at)
+        return replace(self.record, state=RefundState(self.state), next_at=self.next_at,
+                       updated_at=self.updated_at)
 
 
 def now_of(ev: EventData) -> float:

@@ -8,7 +8,7 @@ waits in REFUND_PENDING, where the background corrector keeps sending it.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 from transitions import EventData
 
@@ -50,9 +50,10 @@ def _store_result(ev: EventData) -> None:
     if result is None:
         return
     code, message = code_and_message(result)
-    refund.record = replace(refund.record, result_code=code, result_message=message)
+    fields: dict[str, Any] = {"result_code": code, "result_message": message}
     if isinstance(result, Succeeded) and result.refund_gateway_id:
-        refund.record = replace(refund.record, gateway_refund_id=result.refund_gateway_id)
+        fields["gateway_refund_id"] = result.refund_gateway_id
+    refund.record = replace(refund.record, **fields)
 
 
 def _finish(ev: EventData, key: str) -> RefundItem:
