@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pos.gateway.keys import generate_key_folder
 from pos.sandbox.scenarios import make_code
-from tests.bench_daemon import SALE_FLOOR, BenchStage, SandboxProcess, SandboxStats
+from tests.bench_daemon import CANCEL_FLOOR, QUERY_FLOOR, SALE_FLOOR, WAIT, BenchStage, SandboxProcess, SandboxStats
 from tests.bench_floor import Floor, StdlibServer
 
 __all__ = ["main"]
@@ -39,7 +39,8 @@ HOOK = Path(__file__).resolve().parent / "timeline_hook"
 FLOOR_STEPS = ("COMMIT", "RSA2 sign", "RSA2 verify", "HTTP round trip")
 
 
-def _sale(st: BenchStage, before_scan: Callable[[], object] | None = None) -> tuple[int, int]:
+def _sale(st: BenchStage, before_scan: Callable[[], object] | None = None, scenario: str = "00",
+          done: str = "PAID") -> tuple[int, int]:
     """One till sale as the benchmark plays it; (code written, PAID read) on the monotonic clock.
     `before_scan` runs while the daemon waits for the code (the floor is timed there, as in `make bench`)."""
     r = st.session.post(st.url + "/v1/sales", json={"amount": "2.50"}, timeout=30)
@@ -51,12 +52,12 @@ def _sale(st: BenchStage, before_scan: Callable[[], object] | None = None) -> tu
     assert st.display is not None and st.customer_reader is not None
     st.display.wait(lambda lines: lines[0].startswith("Scan customer code"))
     st.customer_reader.drain()
-    code = make_code("00")
+    code = make_code(scenario)
     if before_scan is not None:
         before_scan()
     st.scanner.scan(code)
     written = time.monotonic_ns()
-    st.display.wait(lambda lines: lines[0].startswith("PAID"))
+    st.display.wait(lambda lines: lines[0].startswith(done))
     return written, time.monotonic_ns()
 
 
@@ -95,10 +96,40 @@ def timeline(records: list[tuple[int, int, str, str]], windows: list[tuple[int, 
     return rows, [(seen - written) / 1e6 for written, seen in windows]
 
 
+PATHS = {   # --path: the scenario, the outcome's first line, the floor, the waits (in WAIT) the path sleeps
+    "sale": ("00", "PAID", SALE_FLOOR, 0),
+    "query": ("10", "PAID", QUERY_FLOOR, 1),
+    "cancel": ("18", "Payment cancelled", CANCEL_FLOOR, 1),
+}
+
+
+def split(records: list[tuple[int, int, str, str]], windows: list[tuple[int, int]]) -> list[dict[str, float]]:
+    """Each sale's window (ms) and, summed over its threads, the ms of each of the floor's kinds of step."""
+    out = []
+    i = 0
+    for written, seen in windows:
+        while i < len(records) and records[i][0] < written:
+            i += 1
+        spent = dict.fromkeys(("window", *FLOOR_STEPS), 0.0)
+        spent["window"] = (seen - written) / 1e6
+        j = i
+        while j < len(records) and records[j][0] < seen:
+            start, end, _thread, step = records[j]
+            if step in FLOOR_STEPS:
+                spent[step] += (end - start) / 1e6
+            j += 1
+        out.append(spent)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tests.bench_timeline", description=__doc__.split("\n")[0])
     ap.add_argument("--sales", type=int, default=int(os.environ.get("TIMELINE_SALES", "1000")))
+    ap.add_argument("--path", choices=sorted(PATHS), default=os.environ.get("TIMELINE_PATH", "sale"),
+                    help="sale: paid at once; query: unknown -> query -> paid; cancel: unknown -> cancel "
+                         "(the waits are WAIT = 0.01 s, as in make bench)")
     opts = ap.parse_args(argv)
+    scenario, done, parts, waits = PATHS[opts.path]
     with tempfile.TemporaryDirectory(prefix="pos-timeline-") as tmp:
         keys = Path(tmp) / "keys"
         generate_key_folder(keys)
@@ -113,13 +144,19 @@ def main(argv: list[str] | None = None) -> None:
             stage.daemon_env["POS_TIMELINE_OUT"] = str(out)
             with stage as st:
                 for _ in range(50):   # warm-up: first receipt, first connections
-                    _sale(st)
-                calls, spent = stats.read()
-                floor_samples: list[float] = []
-                windows = [_sale(st, lambda: floor_samples.append(floor.sample(**SALE_FLOOR) * 1000))
-                           for _ in range(opts.sales)]
-                calls2, spent2 = stats.read()
-                floor_pieces = floor.interleaved_pieces()
+                    _sale(st, None, scenario, done)
+                floor_ms: list[float] = []
+                gateway_ms: list[float] = []
+                windows = []
+                for _ in range(opts.sales):
+                    before: list[float] = []
+
+                    def sample(before: list[float] = before) -> None:
+                        floor_ms.append(floor.sample(**parts) * 1000)
+                        before.append(stats.read()[1])   # the sandbox's own seconds so far, outside the window
+                    windows.append(_sale(st, sample, scenario, done))
+                    gateway_ms.append((stats.read()[1] - before[0]) * 1000)
+                pieces = floor.interleaved_pieces()
             # The daemon has stopped and written its records.
         finally:
             floor.close()
@@ -127,35 +164,39 @@ def main(argv: list[str] | None = None) -> None:
             stats.close()
             sandbox.stop()
         records = _read(out)
-    gateway_ms = (spent2 - spent) / max(calls2 - calls, 1) * 1000
     rows, took = timeline(records, windows)
-    sale_thread = next((thread for step, thread, *_ in rows if step.startswith("runner: sale started")), "")
     window = statistics.median(took)
-    print(f"{opts.sales:,} paid till sales; scan written -> PAID read: median {window:.3f} ms. "
-          f"The sale's thread: {sale_thread!r}.\n")
+    print(f"{opts.sales:,} till sales, path {opts.path!r} (scenario {scenario}); code written -> {done!r} read: "
+          f"median {window:.3f} ms{f', {waits} wait of {WAIT * 1000:g} ms in it' if waits else ''}.\n")
     print(f"{'ms after the code was written':>29}  {'took':>6}  thread")
     for step, thread, start, end, _n in rows:
         print(f"{start:8.3f} .. {end:8.3f} {'':9} {end - start:6.3f}  {thread:16} {step}")
-    print(f"{window:8.3f}   PAID read by the benchmark")
-    floor = {step: end - start for step, thread, start, end, _n in rows
-             if thread == sale_thread and step.split(" #")[0] in FLOOR_STEPS}
-    commits = sum(ms for step, ms in floor.items() if step.startswith("COMMIT"))
-    sign = sum(ms for step, ms in floor.items() if step.startswith("RSA2 sign"))
-    verify = sum(ms for step, ms in floor.items() if step.startswith("RSA2 verify"))
-    trip = sum(ms for step, ms in floor.items() if step.startswith("HTTP round trip"))
-    rest = window - commits - sign - verify - trip
-    alone = floor_pieces
-    print(f"\nThe window, {window:.3f} ms, as the sale ran it (medians of each step), beside the floor's pieces "
-          "timed before each scan:")
-    print(f"  {commits:6.3f} ms  the two COMMITs{'':32} floor: 2 commits {2 * alone['commit_ms']:.3f} ms")
-    print(f"  {sign:6.3f} ms  the RSA2 sign{'':34} floor: {alone['sign_ms']:.3f} ms")
-    print(f"  {verify:6.3f} ms  the RSA2 verify{'':32} floor: {alone['verify_ms']:.3f} ms")
-    print(f"  {trip - gateway_ms:6.3f} ms  the HTTP round trip less the sandbox's own time   "
-          f"floor: {alone['round_trip_ms']:.3f} ms (to an echo server)")
-    print(f"  {gateway_ms:6.3f} ms  the sandbox's own time on the pay (GET /sandbox/stats; not in the floor)")
-    print(f"  {rest:6.3f} ms  the rest: the daemon's Python between those, thread wake-ups and both pty hops   "
-          f"floor: 1 pty read {alone['pty_line_ms']:.3f} ms")
-    print(f"  floor in all, median of its samples: {statistics.median(floor_samples):.3f} ms")
+    print(f"{window:8.3f}   {done!r} read by the benchmark")
+    sales = split(records, windows)
+    for spent, gw in zip(sales, gateway_ms, strict=True):
+        spent["gateway"] = gw
+        spent["rest"] = spent["window"] - waits * WAIT * 1000 - sum(spent[step] for step in FLOOR_STEPS)
+    med = {key: statistics.median(s[key] for s in sales) for key in sales[0]}
+    n_trips = parts["round_trips"]
+    print("\nEach sale's window split, then the medians over the sales; beside them the floor's pieces as "
+          "timed before each scan (x the path's count):")
+    lines = [
+        ("COMMIT", "the COMMIT statements, on any thread", f"{parts['commits']} x {pieces['commit_ms']:.3f} "
+                                                           "(BEGIN, one INSERT, COMMIT)"),
+        ("RSA2 sign", "the RSA2 signs", f"{parts['signs']} x {pieces['sign_ms']:.3f}"),
+        ("RSA2 verify", "the RSA2 verifies", f"{parts['verifies']} x {pieces['verify_ms']:.3f}"),
+        ("HTTP round trip", "the HTTP round trips, the sandbox's own time in them",
+         f"{n_trips} x {pieces['round_trip_ms']:.3f} (to an echo server)"),
+        ("gateway", "  of which the sandbox's own time (not in the floor)", "-"),
+        ("rest", "the rest: the daemon's Python between those, wake-ups, the pty hops",
+         f"1 pty read {pieces['pty_line_ms']:.3f}"),
+    ]
+    for key, what, beside in lines:
+        print(f"  {med[key]:7.3f} ms  {what:70} floor: {beside}")
+    if waits:
+        print(f"  {waits * WAIT * 1000:7.3f} ms  the wait (query_first_delay), taken out as make bench does")
+    print(f"  {med['window']:7.3f} ms  the window; the floor in all, median of its samples: "
+          f"{statistics.median(floor_ms):.3f} ms")
 
 
 if __name__ == "__main__":
