@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bench_timeline import HOOK, _read, timeline
+from tests.bench_timeline import HOOK, _read, split, timeline
 
 
 def test_each_sales_steps_are_numbered_in_order_and_taken_from_the_code_written():
@@ -30,6 +30,20 @@ def test_each_sales_steps_are_numbered_in_order_and_taken_from_the_code_written(
     first, _, second = rows
     assert first[2:] == (1.0, 2.5, 2)     # starts 1 and 1 ms, ends 2 and 3 ms after the code: medians
     assert second[2:] == (6.5, 9.5, 2)
+
+
+def test_a_sales_floor_kinds_of_step_are_summed_over_its_threads_and_the_rest_left_out():
+    ms = 1_000_000
+    records = sorted([
+        (1 * ms, 2 * ms, "scanner", "COMMIT"),
+        (2 * ms, 4 * ms, "scanner", "RSA2 sign"),
+        (4 * ms, 7 * ms, "scanner", "HTTP round trip"),
+        (7 * ms, 8 * ms, "pos-gateway_0", "COMMIT"),
+        (3 * ms, 5 * ms, "pos-notify", "display written"),   # not one of the floor's kinds
+        (20 * ms, 21 * ms, "scanner", "COMMIT"),             # after the window
+    ])
+    (spent,) = split(records, [(0, 10 * ms)])
+    assert spent == {"window": 10.0, "COMMIT": 2.0, "RSA2 sign": 2.0, "RSA2 verify": 0.0, "HTTP round trip": 3.0}
 
 
 def test_the_hook_times_a_named_step_in_a_fresh_interpreter_and_writes_it_at_exit(tmp_path: Path):
