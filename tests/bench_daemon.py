@@ -55,6 +55,7 @@ from pos.journal.journal import Journal
 from pos.sandbox.scenarios import make_code
 from tests.bench_floor import Floor
 from tests.bench_journal import TERMINAL_ID, TIMEZONE
+from tests.bench_straight import StraightSale
 from tests.bench_table import Figure, median, percentile
 
 __all__ = ["SandboxProcess", "SandboxStats", "BenchStage", "DaemonBench", "FAST_PAYMENT", "WAIT", "five_libraries"]
@@ -379,6 +380,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Sales of the straight-line reference (tests/bench_straight.py), after the daemon's.
+STRAIGHT_SALES = 1000
 SALE_FLOOR = {"commits": 2, "signs": 1, "verifies": 1, "round_trips": 1, "reads": 1}
 QUERY_FLOOR = {"commits": 4, "signs": 2, "verifies": 2, "round_trips": 2, "reads": 1}
 # The cancel path the schedule takes: pay (U), one payQuery at the deadline, payCancel.
@@ -428,6 +431,26 @@ class DaemonBench:
         calls, seconds = stats.read()
         return took, whole, calls - before[0][0], seconds - before[0][1]
 
+    def _straight(self, stats: SandboxStats, count: int) -> tuple[list[float], list[float], list[float]]:
+        """The straight-line sale (tests/bench_straight.py) against the same sandbox, each after a floor
+        sample and less the sandbox's own time on its pay: (seconds, seconds less the gateway, floor)."""
+        straight = StraightSale(self.keys, self.sandbox.url)
+        took: list[float] = []
+        net: list[float] = []
+        floor_t: list[float] = []
+        try:
+            for _ in range(50):   # warm-up, as the daemon's
+                straight.sale()
+            for _ in range(count):
+                floor_t.append(self.floor.sample(**SALE_FLOOR))
+                before = stats.read()[1]
+                t = straight.sale()
+                took.append(t)
+                net.append(t - (stats.read()[1] - before))
+        finally:
+            straight.stop()
+        return took, net, floor_t
+
     def sales(self, count: int, unknown: int, rss_at: int = 1000) -> None:
         stats = SandboxStats(self.sandbox.url)
         try:
@@ -476,6 +499,7 @@ class DaemonBench:
                 c_gw.append(gw)
                 c_calls[str(calls)] = c_calls.get(str(calls), 0) + 1
             pieces = self.floor.pieces()
+        straight_t, straight_net, straight_floor = self._straight(stats, min(count, STRAIGHT_SALES))
         lib_s, five_mb = five_libraries()
         lib_mb = sale_libraries_mb()
         ms = 1000.0
@@ -509,6 +533,17 @@ class DaemonBench:
             Figure("successful sale overhead, the gateway's own time removed, p99", percentile(sale_net, 99) * ms,
                    "ms", median(floor_t) * ms, "the same floor's median", "<= 3x the floor median",
                    extra={"gateway_p99_ms": round(percentile(gw_t, 99) * ms, 3)}),
+        ]
+        self.figures += [
+            Figure("straight-line Python sale (a reference), the gateway's own time removed, median",
+                   median(straight_net) * ms, "ms", median(straight_floor) * ms, _label(SALE_FLOOR) + ", median",
+                   "- (what Python needs at the least)",
+                   note=f"{len(straight_t):,} sales of tests/bench_straight.py (the floor's pieces glued directly: "
+                        "no engine, runner, receipt, log or second display), timed as the daemon's",
+                   extra={"median_ms_with_gateway": round(median(straight_t) * ms, 3)}),
+            Figure("straight-line Python sale (a reference), the gateway's own time removed, p99",
+                   percentile(straight_net, 99) * ms, "ms", median(straight_floor) * ms, "the same floor's median",
+                   "- (what Python needs at the least)"),
         ]
         if unknown:
             q_net = [t - g for t, g in zip(q_t, q_gw, strict=True)]

@@ -69,6 +69,7 @@ LAYER_OF_FILE = {
     "test_bench_table.py": "unit",
     "test_bench_journal.py": "integration",
     "test_bench_timeline.py": "integration",
+    "test_bench_straight.py": "integration",
     "test_notifications.py": "unit",
     "test_notify_e2e.py": "e2e",
     "test_notify_listener.py": "integration",
