@@ -53,8 +53,9 @@ profile: $(STAMP)
 # A paid sale's steps inside `pos run` in time order (each step's start, end and thread, the daemon
 # timed by a hook on its PYTHONPATH for this run only), beside the floor's pieces (README "Performance").
 TIMELINE_SALES ?= 1000
+TIMELINE_PATH ?= sale
 timeline: $(STAMP)
-	$(BIN)/python -m tests.bench_timeline --sales $(TIMELINE_SALES)
+	$(BIN)/python -m tests.bench_timeline --sales $(TIMELINE_SALES) --path $(TIMELINE_PATH)
 
 # The full soak: sales and refunds through a fault proxy to the sandbox with random faults,
 # first through the payment runner, then through `pos run` as a process SIGKILLed at random
