@@ -290,6 +290,7 @@ class BenchStage(Stage):
         self.ready_seconds = 0.0
         self.display: DisplayReader | None = None
         self.customer_reader: DisplayReader | None = None
+        self.last_window = (0, 0)   # the last sale's code written and outcome read, time.monotonic_ns()
 
     def stop(self) -> None:
         """Stop the daemon first (its last writes drained), then the readers, then close the ptys."""
@@ -365,8 +366,11 @@ class BenchStage(Stage):
             posted += time.perf_counter() - t
         start = time.perf_counter()
         self.scanner.scan(code)
+        written = time.monotonic_ns()
         self.display.wait(lambda lines: lines[0].startswith(done))
         end = time.perf_counter()
+        # On the clock a process on this machine reads too (make timeline's hook in the daemon).
+        self.last_window = (written, time.monotonic_ns())
         return end - start, end - posted
 
     def rss_mb(self) -> float:
@@ -435,21 +439,10 @@ class DaemonBench:
         """The straight-line sale (tests/bench_straight.py) against the same sandbox, each after a floor
         sample and less the sandbox's own time on its pay: (seconds, seconds less the gateway, floor)."""
         straight = StraightSale(self.keys, self.sandbox.url)
-        took: list[float] = []
-        net: list[float] = []
-        floor_t: list[float] = []
         try:
-            for _ in range(50):   # warm-up, as the daemon's
-                straight.sale()
-            for _ in range(count):
-                floor_t.append(self.floor.sample(**SALE_FLOOR))
-                before = stats.read()[1]
-                t = straight.sale()
-                took.append(t)
-                net.append(t - (stats.read()[1] - before))
+            return straight.measure(count, self.floor, SALE_FLOOR, stats)
         finally:
             straight.stop()
-        return took, net, floor_t
 
     def sales(self, count: int, unknown: int, rss_at: int = 1000) -> None:
         stats = SandboxStats(self.sandbox.url)

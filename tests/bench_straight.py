@@ -33,6 +33,7 @@ import tty
 import uuid
 from http.client import HTTPConnection
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pos.gateway.keys import ALIPAY_PUBLIC
@@ -40,6 +41,10 @@ from pos.gateway.offline.client import function_url
 from pos.gateway.signing import build_signed, load_private_key, load_public_key, split_signed, verify
 from pos.journal.db import JournalDB
 from pos.sandbox.scenarios import make_code
+from tests.bench_floor import Floor
+
+if TYPE_CHECKING:
+    from tests.bench_daemon import SandboxStats
 
 __all__ = ["StraightSale"]
 
@@ -132,6 +137,24 @@ class StraightSale:
             raise RuntimeError(f"the straight-line sale was not paid: {got!r}")
         return took
 
+    def measure(self, count: int, floor: Floor, parts: dict[str, int], stats: SandboxStats
+                ) -> tuple[list[float], list[float], list[float]]:
+        """`count` sales after a warm-up, each after a floor sample (`parts`: the sale's floor) and less the
+        sandbox's own time on its pay (read around the sale, outside its window): (seconds, seconds less the
+        gateway, floor)."""
+        took: list[float] = []
+        net: list[float] = []
+        floor_t: list[float] = []
+        for _ in range(50):   # warm-up, as the daemon's
+            self.sale()
+        for _ in range(count):
+            floor_t.append(floor.sample(**parts))
+            before = stats.read()[1]
+            t = self.sale()
+            took.append(t)
+            net.append(t - (stats.read()[1] - before))
+        return took, net, floor_t
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.write(self.scanner, b"quit\r")
@@ -148,7 +171,7 @@ class StraightSale:
 def _standalone(sales: int) -> None:
     from pos.gateway.keys import generate_key_folder
     from tests.bench_daemon import SALE_FLOOR, SandboxProcess, SandboxStats
-    from tests.bench_floor import Floor, StdlibServer
+    from tests.bench_floor import StdlibServer
     from tests.bench_table import median, percentile
     with tempfile.TemporaryDirectory(prefix="pos-straight-keys-") as tmp:
         keys = Path(tmp) / "keys"
@@ -158,18 +181,8 @@ def _standalone(sales: int) -> None:
         stdlib = StdlibServer(keys)
         floor = Floor(keys, stdlib.port)
         straight = StraightSale(keys, sandbox.url)
-        took: list[float] = []
-        less_gateway: list[float] = []
-        floor_t: list[float] = []
         try:
-            for _ in range(50):
-                straight.sale()
-            for _ in range(sales):
-                floor_t.append(floor.sample(**SALE_FLOOR))
-                before = stats.read()[1]
-                t = straight.sale()
-                took.append(t)
-                less_gateway.append(t - (stats.read()[1] - before))
+            took, less_gateway, floor_t = straight.measure(sales, floor, SALE_FLOOR, stats)
         finally:
             straight.stop()
             floor.close()

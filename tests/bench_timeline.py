@@ -23,13 +23,11 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 from pos.gateway.keys import generate_key_folder
-from pos.sandbox.scenarios import make_code
 from tests.bench_daemon import CANCEL_FLOOR, QUERY_FLOOR, SALE_FLOOR, WAIT, BenchStage, SandboxProcess, SandboxStats
 from tests.bench_floor import Floor, StdlibServer
 
@@ -41,24 +39,10 @@ FLOOR_STEPS = ("COMMIT", "RSA2 sign", "RSA2 verify", "HTTP round trip")
 
 def _sale(st: BenchStage, before_scan: Callable[[], object] | None = None, scenario: str = "00",
           done: str = "PAID") -> tuple[int, int]:
-    """One till sale as the benchmark plays it; (code written, PAID read) on the monotonic clock.
-    `before_scan` runs while the daemon waits for the code (the floor is timed there, as in `make bench`)."""
-    r = st.session.post(st.url + "/v1/sales", json={"amount": "2.50"}, timeout=30)
-    while r.status_code == 409:   # the previous sale's last step is still being committed
-        time.sleep(0.005)
-        r = st.session.post(st.url + "/v1/sales", json={"amount": "2.50"}, timeout=30)
-    if r.status_code != 201:
-        raise RuntimeError(f"POST /v1/sales answered {r.status_code}: {r.text}")
-    assert st.display is not None and st.customer_reader is not None
-    st.display.wait(lambda lines: lines[0].startswith("Scan customer code"))
-    st.customer_reader.drain()
-    code = make_code(scenario)
-    if before_scan is not None:
-        before_scan()
-    st.scanner.scan(code)
-    written = time.monotonic_ns()
-    st.display.wait(lambda lines: lines[0].startswith(done))
-    return written, time.monotonic_ns()
+    """One till sale as the benchmark plays it (BenchStage.sale); (code written, outcome read) on the
+    monotonic clock the daemon's hook reads. `before_scan` runs while the daemon waits for the code."""
+    st.sale(scenario, done, before_scan=before_scan)
+    return st.last_window
 
 
 def _read(path: Path) -> list[tuple[int, int, str, str]]:
