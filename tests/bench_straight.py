@@ -130,7 +130,9 @@ class StraightSale:
         os.write(self.scanner, code)
         got = b""
         while b"\r\n" not in got:
-            select.select([self.display], [], [], 10.0)
+            if not select.select([self.display], [], [], 10.0)[0]:
+                raise RuntimeError(f"the straight-line sale showed no outcome in 10 s (exit code "
+                                   f"{self.proc.poll()}); the display got {got!r}")
             got += os.read(self.display, 256)
         took = time.perf_counter() - start
         if not got.startswith(b"\x0cPAID"):
