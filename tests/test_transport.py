@@ -445,9 +445,10 @@ def test_a_truncated_answer_is_unknown_and_its_connection_dropped() -> None:
         server.close()
 
 
+@contextlib.contextmanager
 def _tls_gateway(cert: Path, key: Path, handler: type[http.server.BaseHTTPRequestHandler] = _Gateway
-                 ) -> tuple[http.server.ThreadingHTTPServer, int]:
-    """A gateway over TLS on 127.0.0.1 with `cert` (serving until shutdown()); and its port."""
+                 ) -> Iterator[int]:
+    """A gateway over TLS on 127.0.0.1 with `cert`, serving within the context; its port."""
     import ssl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -455,7 +456,11 @@ def _tls_gateway(cert: Path, key: Path, handler: type[http.server.BaseHTTPReques
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, server.server_address[1]
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _one_call(base: str) -> Any:
@@ -480,10 +485,9 @@ def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monk
             connections.append(1)
             super().setup()
 
-    server, port = _tls_gateway(cert, key, Handler)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    try:
+    with _tls_gateway(cert, key, Handler) as port:
         refused = _one_call(f"https://127.0.0.1:{port}")
         assert isinstance(refused, Unknown) and refused.no_answer and refused.reason.startswith("connection error")
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
@@ -498,9 +502,6 @@ def test_tls_is_verified_against_the_bundle_chosen_at_start(tmp_path: Path, monk
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
         wrong = _one_call(f"https://localhost:{port}")
         assert isinstance(wrong, Unknown) and wrong.reason.startswith("connection error")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_tls_is_verified_against_a_hashed_ca_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -517,17 +518,13 @@ def test_tls_is_verified_against_a_hashed_ca_folder(tmp_path: Path, monkeypatch:
     roots.mkdir()
     empty.mkdir()
     (roots / f"{subject_hash}.0").write_bytes(ca.read_bytes())
-    server, port = _tls_gateway(cert, key)
-    try:
+    with _tls_gateway(cert, key) as port:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(roots))
         reply = _one_call(f"https://127.0.0.1:{port}")
         assert isinstance(reply, Reply) and reply.status == 200
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(empty))
         refused = _one_call(f"https://127.0.0.1:{port}")
         assert isinstance(refused, Unknown) and refused.reason.startswith("connection error")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_compressed_answer_is_decoded_as_urllib3_decoded_it() -> None:
@@ -561,50 +558,48 @@ def test_an_https_gateway_through_a_proxy_is_reached_by_connect_and_verified(tmp
     from tests.sdk import support
 
     ca, cert, key = support.tls_files(tmp_path, "gateway.example")
-    gateway, _ = _tls_gateway(cert, key)
-    connects: list[list[str]] = []
-    listener = socket.create_server(("127.0.0.1", 0))
+    with _tls_gateway(cert, key) as gateway_port:
+        connects: list[list[str]] = []
+        listener = socket.create_server(("127.0.0.1", 0))
 
-    def pipe(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
 
-    def tunnel(client: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += client.recv(4096)
-        connects.append(head.partition(b"\r\n\r\n")[0].decode().split("\r\n"))
-        upstream = socket.create_connection(("127.0.0.1", gateway.server_address[1]))   # whatever was asked for
-        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
-        pipe(client, upstream)
+        def tunnel(client: socket.socket) -> None:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(4096)
+            connects.append(head.partition(b"\r\n\r\n")[0].decode().split("\r\n"))
+            upstream = socket.create_connection(("127.0.0.1", gateway_port))   # whatever was asked for
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+            pipe(client, upstream)
 
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                threading.Thread(target=tunnel, args=(listener.accept()[0],), daemon=True).start()
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    threading.Thread(target=tunnel, args=(listener.accept()[0],), daemon=True).start()
 
-    threading.Thread(target=accept, daemon=True).start()
-    proxy = f"http://store:s3cret@127.0.0.1:{listener.getsockname()[1]}"
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
-    transport = Transport("https://gateway.example", proxy=proxy)
-    try:
-        for _ in range(2):
-            reply = transport.post("https://gateway.example/api/pay.htm", b"{}", {}, (2.0, 2.0))
-            assert isinstance(reply, Reply) and reply.status == 200 and reply.body.startswith(b'{"answer"')
-        transport.close()
-        monkeypatch.delenv("REQUESTS_CA_BUNDLE")   # certifi's bundle does not know the test CA
+        threading.Thread(target=accept, daemon=True).start()
+        proxy = f"http://store:s3cret@127.0.0.1:{listener.getsockname()[1]}"
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
         transport = Transport("https://gateway.example", proxy=proxy)
-        refused = transport.post("https://gateway.example/api/pay.htm", b"{}", {}, (2.0, 2.0))
-        assert isinstance(refused, Unknown) and refused.no_answer and refused.reason.startswith("connection error")
-    finally:
-        transport.close()
-        listener.close()
-        gateway.shutdown()
-        gateway.server_close()
+        try:
+            for _ in range(2):
+                reply = transport.post("https://gateway.example/api/pay.htm", b"{}", {}, (2.0, 2.0))
+                assert isinstance(reply, Reply) and reply.status == 200 and reply.body.startswith(b'{"answer"')
+            transport.close()
+            monkeypatch.delenv("REQUESTS_CA_BUNDLE")   # certifi's bundle does not know the test CA
+            transport = Transport("https://gateway.example", proxy=proxy)
+            refused = transport.post("https://gateway.example/api/pay.htm", b"{}", {}, (2.0, 2.0))
+            assert isinstance(refused, Unknown) and refused.no_answer and refused.reason.startswith("connection error")
+        finally:
+            transport.close()
+            listener.close()
     assert len(connects) == 2 and connects[0][0].startswith("CONNECT gateway.example:443 HTTP/1.")
     assert "Proxy-Authorization: Basic c3RvcmU6czNjcmV0" in connects[0]
 
