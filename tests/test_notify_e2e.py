@@ -54,7 +54,7 @@ def test_the_notification_settles_the_sale_long_before_any_query(stage):
     assert done["state"] == "PAID" and time.monotonic() - started < 20   # the first query is 40 s away
     assert done["acquirementId"]
     stage.new_receipts(1)
-    notices = [n for n in stage.ledger()["notifications"] if n["paymentRequestId"] == done["merchantTransId"]]
+    notices = stage.notifications("paymentRequestId", done["merchantTransId"])
     assert len(notices) == 1 and notices[0]["acknowledged"] and notices[0]["attempts"] == 1
     assert notices[0]["url"] == f"http://127.0.0.1:{stage.notify_port}{PATH}"
     log = stage.daemon_log()
@@ -102,7 +102,7 @@ def test_a_pending_refund_is_settled_by_the_refund_notification(stage):
         time.sleep(0.2)
     assert view["refunds"][0]["state"] == "REFUNDED" and view["refunded"]["value"] == 200
     stage.new_receipts(1)                            # the refund receipt, printed once
-    notices = [n for n in stage.ledger()["notifications"] if n.get("refundRequestId") == mrid]
+    notices = stage.notifications("refundRequestId", mrid)
     assert len(notices) == 1 and notices[0]["acknowledged"] and notices[0]["attempts"] == 1
     assert notices[0]["url"] == f"http://127.0.0.1:{stage.notify_port}/notify/ams/refund"
     log = stage.daemon_log()

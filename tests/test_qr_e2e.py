@@ -65,7 +65,7 @@ def test_the_customer_pays_the_slip_in_the_wallet_and_the_sale_ends_paid(stage):
     assert done["acquirementId"] and url.endswith("/" + done["acquirementId"])
     receipt = stage.new_receipts(1)[0]
     assert "PAID" in receipt and mtid in receipt and "****" not in receipt   # no customer code to mask
-    notices = [n for n in stage.ledger()["notifications"] if n["paymentRequestId"] == mtid]
+    notices = stage.notifications("paymentRequestId", mtid)
     assert len(notices) == 1 and notices[0]["acknowledged"] and notices[0]["attempts"] == 1
     log = stage.daemon_log()
     assert f"notification protocol=ams merchantTransId={mtid} outcome=applied" in log

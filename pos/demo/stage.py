@@ -319,3 +319,14 @@ class Stage:
     def ledger(self) -> dict[str, Any]:
         """The sandbox's ledger: the truth about what was charged and refunded."""
         return _json_object(requests.get(self.sandbox_url + "/sandbox/ledger", timeout=10))
+
+    def notifications(self, key: str, value: str, seconds: float = 10.0) -> list[dict[str, Any]]:
+        """The sandbox's notifications whose `key` is `value`, once all are acknowledged or `seconds`
+        passed: the sandbox marks one acknowledged when the daemon's answer is back, a moment after
+        the daemon committed what it says (so after the sale reads PAID on the till API)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            found = [n for n in self.ledger()["notifications"] if n.get(key) == value]
+            if (found and all(n["acknowledged"] for n in found)) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
