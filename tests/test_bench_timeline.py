@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.bench_timeline import HOOK, _read, split, timeline
+
+
+def _hook_steps() -> dict[str, list[tuple[str, str, str]]]:
+    """The hook's STEPS, read without installing it (it installs itself only with POS_TIMELINE_OUT set)."""
+    spec = importlib.util.spec_from_file_location("timeline_hook_steps", HOOK / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.STEPS)
+
+
+HOOK_STEPS = _hook_steps()
 
 
 def test_each_sales_steps_are_numbered_in_order_and_taken_from_the_code_written():
@@ -73,3 +89,11 @@ def test_the_hook_times_a_named_step_in_a_fresh_interpreter_and_writes_it_at_exi
     assert [(thread, step) for _, _, thread, step in rows] == [("MainThread", "RSA2 sign")]
     start, end, _, _ = rows[0]
     assert 0 < start <= end
+
+
+@pytest.mark.parametrize("module", sorted(HOOK_STEPS))
+def test_every_step_the_hook_names_is_a_function_of_the_product(module: str):
+    """A step renamed or moved in the product would leave the timeline without it, silently."""
+    loaded = importlib.import_module(module)
+    for owner, attr, _ in HOOK_STEPS[module]:
+        assert callable(getattr(getattr(loaded, owner) if owner else loaded, attr)), (module, owner, attr)
