@@ -13,8 +13,12 @@ the bytes" and "marked done" prints the receipt again on restart), so a
 "printed" mark lost with the power only risks that same reprint.
 
 A job added with empty `data` and its receipt as JSON in `record` is rendered
-by the queue when it prints (the terminal queues a sale's receipt inside the
-journal transaction that records the outcome, where rendering has no place).
+by the queue when it prints. A job added with neither is queued by its key
+alone: the queue builds its receipt when it takes the job, and the store keeps
+that receipt with the job's first outcome (`mark_done` or `mark_failed`), so
+every later attempt and reprint reads the receipt the first one built. The
+terminal queues a sale's receipt so, inside the journal transaction that
+records the outcome, where building and rendering have no place.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class PrintJob:
 
 @dataclass(frozen=True)
 class NextJob:
-    """The oldest pending job and the bytes to send for it (empty: render `record`, the receipt as JSON)."""
+    """The oldest pending job and the bytes to send for it (empty: render `record`, the receipt as JSON;
+    neither: the job was queued by its key alone and its receipt is built now)."""
 
     job_id: int
     job_key: str
@@ -72,13 +77,14 @@ class PrintJobStore(Protocol):
         """The oldest pending job, or None."""
         ...
 
-    def mark_done(self, job_id: int, printed_at: float) -> None:
+    def mark_done(self, job_id: int, printed_at: float, *, record: str | None = None) -> None:
         """The printer accepted every byte of the job: it never prints again (need not be durable:
-        lost, the job prints once more after a restart)."""
+        lost, the job prints once more after a restart). `record`: the receipt the queue built for
+        a job queued by its key alone, kept with the job from now on."""
         ...
 
-    def mark_failed(self, job_id: int, error: str) -> None:
-        """One attempt failed: the job stays pending."""
+    def mark_failed(self, job_id: int, error: str, *, record: str | None = None) -> None:
+        """One attempt failed: the job stays pending. `record` as for mark_done."""
         ...
 
     def receipt_of(self, job_key: str) -> StoredReceipt | None: ...

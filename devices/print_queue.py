@@ -9,13 +9,19 @@ the sale it belongs to.
   so a printer fault never blocks the caller or changes a payment. With
   `render_later` it stores the receipt's JSON only and the worker renders it
   when it prints.
+- `enqueue_key(job_key)` stores the key alone: the worker builds the receipt
+  (`receipt_of(job_key)`, the caller's) when it takes the job and the store
+  keeps it from that first attempt on. The terminal queues an outcome's
+  receipt so, in the outcome's own transaction: one INSERT there, and the
+  receipt is read from the journal once the outcome is on the displays.
 - A worker thread prints pending jobs oldest first and marks a job done only
   after the printer accepted all of its bytes (`ReceiptPrinter.send`
   returned). On a fault the job stays pending; the worker retries every
   retry_interval and the job prints when the printer is back, once.
   A crash between "printer accepted" and "marked done" prints it again on
   restart: a duplicate receipt is better than a lost one.
-- `reprint(job_key)` enqueues a copy marked REPRINT under a new key.
+- `reprint(job_key)` enqueues a copy marked REPRINT under a new key (of the
+  receipt built for it, or built now for a job the worker has not taken yet).
 - `on_status("printer_away" | "printer_back")` lets the terminal tell the
   cashier (message keys of the catalogue).
 - The worker also looks for new jobs every retry_interval while idle: another
@@ -41,6 +47,10 @@ __all__ = ["PrintQueue", "PrintJob", "PrintJobStore", "UnknownJob"]
 log = logging.getLogger(__name__)
 
 
+def _log_queued(job_key: str, size: int) -> None:
+    log.info("receipt queued job=%s bytes=%d", job_key, size)
+
+
 class UnknownJob(KeyError):
     """No print job with that key."""
 
@@ -56,7 +66,8 @@ class PrintQueue:
                  clock: Callable[[], float] = time.time, *,
                  printer_settings: Any = None, catalogue: Any = None,
                  retry_interval: float | None = None,
-                 on_status: Callable[[str], None] | None = None) -> None:
+                 on_status: Callable[[str], None] | None = None,
+                 receipt_of: Callable[[str], ReceiptData] | None = None) -> None:
         self.store = store
         self.printer = printer
         self._clock = clock
@@ -65,6 +76,7 @@ class PrintQueue:
         self._retry = retry_interval if retry_interval is not None else (
             printer_settings.retry_interval if printer_settings is not None else 5.0)
         self._on_status = on_status
+        self._receipt_of = receipt_of
         self._wake = threading.Event()
         self._stop = threading.Event()
         # Set by stop(): pending receipts are still printed until this monotonic time, then the worker ends.
@@ -79,6 +91,12 @@ class PrintQueue:
         one = render_receipt(data, self._settings, self._catalogue)
         return one * int(getattr(self._settings, "copies", 1))
 
+    def _record(self, receipt: ReceiptData) -> tuple[ReceiptData, str]:
+        """The receipt as it is kept, with the paper it is printed on (its picture is laid out so), and its JSON."""
+        if self._settings is not None:
+            receipt = replace(receipt, paper=Paper.of(self._settings))
+        return receipt, json.dumps(receipt.to_dict(), ensure_ascii=False)
+
     def enqueue(self, job_key: str, receipt: bytes | ReceiptData, *, reprint_of: str | None = None,
                 render_later: bool = False, wake: bool = True) -> bool:
         """Queue a receipt once per job_key. Returns False if the key was already queued.
@@ -91,9 +109,7 @@ class PrintQueue:
         if isinstance(receipt, ReceiptData):
             if render_later and (self._settings is None or self._catalogue is None):
                 raise ValueError("PrintQueue needs printer_settings and catalogue to print a ReceiptData")
-            if self._settings is not None:   # kept with the paper it is printed on: its picture is laid out so
-                receipt = replace(receipt, paper=Paper.of(self._settings))
-            record = json.dumps(receipt.to_dict(), ensure_ascii=False)
+            receipt, record = self._record(receipt)
             data = b"" if render_later else self._render(receipt)
         elif isinstance(receipt, (bytes, bytearray)):
             data, record = bytes(receipt), None
@@ -101,9 +117,21 @@ class PrintQueue:
             raise TypeError("receipt must be bytes or ReceiptData, not free text")
         added = self.store.add(job_key, data, record=record, reprint_of=reprint_of, created_at=self._clock())
         if added:
-            log.info("receipt queued job=%s bytes=%d", job_key, len(data))
+            _log_queued(job_key, len(data))
             if wake:
                 self._wake.set()
+        return added
+
+    def enqueue_key(self, job_key: str, *, wake: bool = True) -> bool:
+        """Queue a job by its key alone, once per job_key (False if it was already queued): the
+        worker builds its receipt with `receipt_of(job_key)` when it takes the job, and logs it as
+        queued then. One INSERT and nothing else: the terminal queues an outcome's receipt inside
+        the journal transaction that records the outcome. wake as for enqueue."""
+        if self._receipt_of is None or self._settings is None or self._catalogue is None:
+            raise ValueError("PrintQueue needs receipt_of, printer_settings and catalogue to queue a job by its key")
+        added = self.store.add(job_key, b"", record=None, reprint_of=None, created_at=self._clock())
+        if added and wake:
+            self._wake.set()
         return added
 
     def wake(self) -> None:
@@ -119,9 +147,18 @@ class PrintQueue:
         if stored.record is not None:
             self.enqueue(new_key, ReceiptData.from_dict(json.loads(stored.record)).as_reprint(),
                          reprint_of=job_key, render_later=True)
+        elif not stored.data:   # queued by its key, not taken by the worker yet: built as the worker builds it
+            self.enqueue(new_key, self._build(job_key).as_reprint(), reprint_of=job_key, render_later=True)
         else:
             self.enqueue(new_key, self._reprint_banner() + stored.data, reprint_of=job_key)
         return new_key
+
+    def _build(self, job_key: str) -> ReceiptData:
+        """The receipt of a job queued by its key alone (enqueue_key)."""
+        if self._receipt_of is None:
+            raise ValueError(f"job {job_key!r} was queued by its key, and this PrintQueue has no receipt_of to "
+                             "build its receipt")
+        return self._receipt_of(job_key)
 
     def _reprint_banner(self) -> bytes:
         p = escpos_buffer()
@@ -152,16 +189,19 @@ class PrintQueue:
             job = self.store.next_pending()
             if job is None:
                 return printed
+            built: str | None = None
             try:
-                self.printer.send(job.data or self._render_stored(job.job_key, job.record))
+                if not job.data and job.record is None:
+                    built = self._build_record(job.job_key)
+                self.printer.send(job.data or self._render_stored(job.job_key, built or job.record))
             except PrinterError as exc:
-                self.store.mark_failed(job.job_id, str(exc))
+                self.store.mark_failed(job.job_id, str(exc), record=built)
                 if not self.printer_away:
                     self.printer_away = True
                     log.warning("printer away job=%s error=%s (the receipt waits)", job.job_key, exc)
                     self._status("printer_away")
                 return printed
-            self.store.mark_done(job.job_id, self._clock())
+            self.store.mark_done(job.job_id, self._clock(), record=built)
             printed += 1
             log.info("receipt printed job=%s", job.job_key)
             if self.printer_away:
@@ -170,9 +210,21 @@ class PrintQueue:
                 self._status("printer_back")
         return printed
 
+    def _build_record(self, job_key: str) -> str:
+        """The JSON of the receipt of a job queued by its key alone, built now; kept with this attempt's
+        outcome, and printed from that JSON as every later attempt and reprint is. A receipt that
+        cannot be built now (the journal unreadable, say) waits like one the printer did not take."""
+        try:
+            record = self._record(self._build(job_key))[1]
+        except Exception as exc:
+            log.exception("receipt not built job=%s", job_key)
+            raise PrinterError(f"receipt {job_key} cannot be built: {exc}") from exc
+        _log_queued(job_key, 0)
+        return record
+
     def _render_stored(self, job_key: str, record: str | None) -> bytes:
-        """The bytes of a job queued with render_later. A receipt that cannot be rendered now (no
-        python-escpos, say) waits like one the printer did not take."""
+        """The bytes of a job queued with render_later or by its key. A receipt that cannot be
+        rendered now (no python-escpos, say) waits like one the printer did not take."""
         try:
             if record is None:
                 raise ValueError("the job has neither bytes nor a receipt")

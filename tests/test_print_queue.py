@@ -13,6 +13,7 @@ import pytest
 
 from devices.emulated import EmulatedNetworkPrinter, escpos_to_text
 from devices.messages import Catalogue
+from devices.print_jobs import StoredReceipt
 from devices.print_queue import PrintQueue, UnknownJob
 from devices.printer import DummyPrinter, NetworkPrinter, NullPrinter
 from devices.receipt import ReceiptAmount, ReceiptData, ReceiptKind
@@ -185,6 +186,73 @@ def test_a_job_queued_by_another_process_is_printed_by_the_running_worker(tmp_pa
         q.stop()
         assert q.job("sale:7:reprint").state == "done"  # type: ignore[union-attr]
     assert len(printer.jobs) == 1 and "POS01-T0007" in escpos_to_text(printer.jobs[0])
+
+
+class Builder:
+    """A receipt_of for jobs queued by their key ("sale:N"): counts what it was asked to build."""
+
+    def __init__(self) -> None:
+        self.built: list[str] = []
+
+    def __call__(self, job_key: str) -> ReceiptData:
+        self.built.append(job_key)
+        return receipt(int(job_key.split(":")[1]))
+
+
+def test_a_job_queued_by_its_key_is_built_once_when_the_worker_takes_it_and_prints_the_same_bytes(
+        tmp_path: Path) -> None:
+    """Queuing by key writes the key alone; the receipt is built when the worker first takes the job,
+    kept with that attempt (a failed one too), and printed byte for byte as the receipt queued whole."""
+    whole = DummyPrinter()
+    with make_queue(tmp_path / "a.db", whole) as q:
+        q.enqueue("sale:1", receipt(1), render_later=True)
+        q.print_pending()
+    printer, build, seen = DummyPrinter(), Builder(), []
+    with make_queue(tmp_path / "b.db", printer, receipt_of=build, on_status=seen.append) as q:
+        assert q.enqueue_key("sale:1", wake=False) is True
+        assert q.enqueue_key("sale:1") is False
+        assert q.store.receipt_of("sale:1") == StoredReceipt(b"", None) and build.built == []
+        printer.online = False                       # the printer is away when the worker first takes it
+        assert q.print_pending() == 0 and build.built == ["sale:1"]
+        kept = q.store.receipt_of("sale:1")
+        assert kept is not None and kept.record is not None and kept.data == b""
+        printer.online = True
+        assert q.print_pending() == 1 and build.built == ["sale:1"]   # the kept receipt, not a new one
+        assert q.store.receipt_of("sale:1") == kept
+        assert q.job("sale:1").state == "done"  # type: ignore[union-attr]
+        assert seen == ["printer_away", "printer_back"]
+    assert printer.jobs == whole.jobs
+
+
+def test_a_job_queued_by_its_key_reprints_before_the_worker_took_it(tmp_path: Path) -> None:
+    printer, build = DummyPrinter(), Builder()
+    with make_queue(tmp_path / "j.db", printer, receipt_of=build) as q:
+        q.enqueue_key("sale:1", wake=False)
+        assert q.reprint("sale:1") == "sale:1:reprint:1"
+        assert q.print_pending() == 2 and build.built == ["sale:1", "sale:1"]
+    original, copy = (escpos_to_text(j) for j in printer.jobs)
+    assert "REPRINT" not in original.upper() and "REPRINT" in copy.upper()
+    assert "POS01-T0001" in original and "POS01-T0001" in copy
+
+
+def test_a_job_whose_receipt_cannot_be_built_waits_like_one_the_printer_refused(tmp_path: Path) -> None:
+    def unreadable(job_key: str) -> ReceiptData:
+        raise OSError("the journal is unreadable")
+
+    printer = DummyPrinter()
+    with make_queue(tmp_path / "j.db", printer, receipt_of=unreadable) as q:
+        q.enqueue_key("sale:1")
+        assert q.print_pending() == 0 and printer.jobs == []
+        job = q.job("sale:1")
+        assert job is not None and job.state == "pending" and "cannot be built" in (job.last_error or "")
+        assert q.store.receipt_of("sale:1") == StoredReceipt(b"", None)   # built again at the next attempt
+
+
+def test_queuing_by_key_needs_a_way_to_build_the_receipt(tmp_path: Path) -> None:
+    with make_queue(tmp_path / "j.db", DummyPrinter()) as q:
+        with pytest.raises(ValueError, match="receipt_of"):
+            q.enqueue_key("sale:1")
+        assert q.job("sale:1") is None
 
 
 def test_printer_pulled_mid_receipt_each_receipt_prints_exactly_once_after_it_returns(tmp_path: Path) -> None:

@@ -64,14 +64,16 @@ class JournalPrintJobs:
                            "ORDER BY id LIMIT 1")
         return NextJob(row["id"], row["job_key"], bytes(row["data"]), row["record"]) if row else None
 
-    def mark_done(self, job_id: int, printed_at: float) -> None:
-        # Not durable on purpose (see the module docstring): at worst a reprint after a power loss.
+    def mark_done(self, job_id: int, printed_at: float, *, record: str | None = None) -> None:
+        # Not durable on purpose (see the module docstring): at worst a reprint after a power loss. A
+        # record kept here is lost only with the mark: the job is pending again and its receipt built again.
         self._db.write("UPDATE print_jobs SET state = 'done', attempts = attempts + 1, last_error = NULL, "
-                       "printed_at = ? WHERE id = ?", (printed_at, job_id), durable=False)
+                       "printed_at = ?, record = COALESCE(?, record) WHERE id = ?",
+                       (printed_at, record, job_id), durable=False)
 
-    def mark_failed(self, job_id: int, error: str) -> None:
-        self._db.write("UPDATE print_jobs SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                       (error, job_id))
+    def mark_failed(self, job_id: int, error: str, *, record: str | None = None) -> None:
+        self._db.write("UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, record = COALESCE(?, record) "
+                       "WHERE id = ?", (error, record, job_id))
 
     def receipt_of(self, job_key: str) -> StoredReceipt | None:
         row = self._db.one("SELECT data, record FROM print_jobs WHERE job_key = ?", (job_key,))
