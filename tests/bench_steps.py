@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from pos.payments.runner import PaymentRunner
 from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import make_code
-from pos.terminal.receipts import Receipts
+from pos.terminal.receipts import Receipts, outcome_receipt
 from tests import bench_journal
 
 FRAME = 4096 + 24
@@ -138,7 +139,7 @@ def run(sales: int, warmup: int, till: bool, with_outbox: bool, trace: bool, his
         journal.db.conn.execute("PRAGMA wal_autocheckpoint=0")
         payments = PaymentRunner(journal, DirectGateway(Ledger(), time.time), cfg.payment)
         queue = PrintQueue(JournalPrintJobs(journal), DummyPrinter(), printer_settings=cfg.printer,
-                           catalogue=Catalogue.load("en"))
+                           catalogue=Catalogue.load("en"), receipt_of=partial(outcome_receipt, cfg, journal))
         receipts = Receipts(cfg, journal, queue, {}, time.time)
         assert receipts.in_outcome_transaction
         payments.write_receipts(receipts.queue_with_outcome)

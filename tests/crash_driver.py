@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from devices.messages import Catalogue
@@ -27,7 +28,7 @@ from pos.journal.journal import Journal
 from pos.journal.print_jobs import JournalPrintJobs
 from pos.payments.runner import PaymentRunner
 from pos.terminal.displays import new_device_board
-from pos.terminal.receipts import Receipts
+from pos.terminal.receipts import Receipts, outcome_receipt
 
 # Seed 003's shape on a 100x shorter time scale, so a run takes about a second.
 FAST = PaymentSection(query_first_delay=0.02, query_interval_min=0.05, query_interval_max=0.07,
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
     service = PaymentRunner(journal, gateway, FAST)
     cfg = Config()
     queue = PrintQueue(JournalPrintJobs(journal), NullPrinter(), printer_settings=cfg.printer,
-                       catalogue=Catalogue.load("en"))
+                       catalogue=Catalogue.load("en"), receipt_of=partial(outcome_receipt, cfg, journal))
     receipts = Receipts(cfg, journal, queue, new_device_board(), service.clock.now)
     service.write_receipts(receipts.queue_with_outcome)
     try:

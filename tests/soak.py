@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from pos.sandbox.ledger import as_datetime
 from pos.sandbox.scenarios import make_code
 from pos.sandbox.server import SandboxServer
 from pos.terminal.displays import new_device_board
-from pos.terminal.receipts import Receipts
+from pos.terminal.receipts import Receipts, outcome_receipt
 from tests.crash_driver import FAST
 from tests.fault_proxy import FAULTS, FaultProxy
 from tests.sandbox_fixtures import short_options
@@ -176,10 +177,11 @@ class FaultRig:
         self.journal = Journal.open(folder / "journal.db", terminal_id="SOAK", timezone="Asia/Shanghai")
         self.printer = DummyPrinter()
         printer = PrinterSection()
-        self.queue = PrintQueue(JournalPrintJobs(self.journal), self.printer, printer_settings=printer,
-                                catalogue=Catalogue.load("en"), retry_interval=0.05).start()
         cfg = Config(terminal=TerminalSection(terminal_id="SOAK", currency="SGD", timezone="Asia/Shanghai"),
                      printer=printer)
+        self.queue = PrintQueue(JournalPrintJobs(self.journal), self.printer, printer_settings=printer,
+                                catalogue=Catalogue.load("en"), retry_interval=0.05,
+                                receipt_of=partial(outcome_receipt, cfg, self.journal)).start()
         self.receipts = Receipts(cfg, self.journal, self.queue, new_device_board(), time.time)
         self.figures = Figures()
         self.restarts = -1

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from pos.config import Config
 from pos.core.records import REFUND_SETTLED_FOR_MANAGER, SALE_SETTLED_FOR_CASHIER, RefundState, SaleState
 from pos.journal.journal import Journal
 from pos.journal.print_jobs import JournalPrintJobs
 from pos.sandbox.ledger import as_datetime
 from pos.sandbox.server import SandboxServer
+from pos.terminal.receipts import outcome_receipt
 from tests.sandbox_fixtures import *  # noqa: F403  (sandbox_server, sandbox_keys, ...)
 from tests.sandbox_fixtures import SandboxKeys, make_code
 
@@ -73,16 +75,23 @@ def check_against_ledger(journal_file: Path, server: SandboxServer, clock_now: o
 
 def check_receipts_queued(journal_file: Path) -> None:
     """Every PAID sale and REFUNDED refund has its receipt's print job, whatever commit the
-    process died at: the job is committed in the very transaction of the outcome."""
+    process died at: the job is committed in the very transaction of the outcome. The job holds
+    its key alone; the receipt the print queue builds from it is that sale's or refund's."""
     journal = Journal.open(journal_file)
     try:
         jobs = JournalPrintJobs(journal)
         for sale in journal.list_sales():
             if sale.state is SaleState.PAID:
                 assert jobs.job(f"sale:{sale.sale_id}") is not None, sale
+                receipt = outcome_receipt(Config(), journal, f"sale:{sale.sale_id}")
+                assert (receipt.merchant_trans_id, receipt.amount.minor) == (sale.merchant_trans_id,
+                                                                             sale.amount.minor)
         for refund in journal.list_refunds():
             if refund.state is RefundState.REFUNDED:
                 assert jobs.job(f"refund:{refund.refund_id}") is not None, refund
+                receipt = outcome_receipt(Config(), journal, f"refund:{refund.refund_id}")
+                assert receipt.amount.minor == refund.amount.minor
+                assert refund.merchant_refund_id in [line.merchant_refund_id for line in receipt.refunds]
     finally:
         journal.close()
 

@@ -172,20 +172,24 @@ def test_a_paid_sale_and_its_refund_are_two_durable_commits_each(tmp_path: Path)
 
 def test_a_receipt_is_queued_in_the_transaction_of_the_outcome_it_prints(tmp_path: Path) -> None:
     """PAID (REFUNDED) and its receipt's print job are one commit: no crash can fall between them,
-    and the receipt costs no durable commit of its own."""
+    and the receipt costs no durable commit of its own. The job holds its key alone; the print
+    queue builds the receipt from the journal when it takes the job."""
+    from functools import partial
+
     from devices.messages import Catalogue
+    from devices.print_jobs import StoredReceipt
     from devices.print_queue import PrintQueue
     from devices.printer import DummyPrinter
     from pos.config import Config
     from pos.core.engine import PrintReceipt, Record
     from pos.journal.print_jobs import JournalPrintJobs
     from pos.terminal.displays import new_device_board
-    from pos.terminal.receipts import Receipts, receipt_for
+    from pos.terminal.receipts import Receipts, outcome_receipt, receipt_for
 
     rig = Rig(tmp_path)
     cfg = Config()
     queue = PrintQueue(JournalPrintJobs(rig.journal), DummyPrinter(), printer_settings=cfg.printer,
-                       catalogue=Catalogue.load("en"))
+                       catalogue=Catalogue.load("en"), receipt_of=partial(outcome_receipt, cfg, rig.journal))
     receipts = Receipts(cfg, rig.journal, queue, new_device_board(), rig.clock.now)
     assert receipts.in_outcome_transaction
     inside: list[tuple[bool, str]] = []
@@ -195,7 +199,7 @@ def test_a_receipt_is_queued_in_the_transaction_of_the_outcome_it_prints(tmp_pat
         receipts.queue_with_outcome(command, step)
 
     def same_as_read_back(job: str, refund: RefundRecord | None = None) -> bool:
-        """The receipt queued from the records the step committed is the one the journal's rows give."""
+        """The receipt the print queue built and kept for the job is the one the journal's rows give."""
         sale = rig.journal.get_sale(int(job.split(":")[1]) if refund is None else refund.sale_id)
         queue.enqueue(f"{job}:check", receipt_for(cfg, rig.journal, sale, refund), render_later=True)
         return queue.store.receipt_of(job) == queue.store.receipt_of(f"{job}:check")
@@ -209,14 +213,16 @@ def test_a_receipt_is_queued_in_the_transaction_of_the_outcome_it_prints(tmp_pat
         rig.service.wait_idle(timeout=10)
         assert _commits(rig.journal) - before == 2
         assert inside == [(True, "PAID")]     # the writer saw the outcome, its transaction still open
-        assert queue.job(f"sale:{sale_id}") is not None
+        assert queue.store.receipt_of(f"sale:{sale_id}") == StoredReceipt(b"", None)   # its key alone
+        assert queue.print_pending() == 1
         assert same_as_read_back(f"sale:{sale_id}")
         refund_id = rig.service.refund(sale_id, Money(500, "USD"), "part")
         assert rig.service.wait_refund(refund_id, timeout=10).state is RefundState.REFUNDED
-        assert queue.job(f"refund:{refund_id}") is not None
+        assert queue.store.receipt_of(f"refund:{refund_id}") == StoredReceipt(b"", None)
         assert not [c for c in rig.notes if isinstance(c, PrintReceipt)]   # not handed out twice
+        assert queue.print_pending() == 2
         assert same_as_read_back(f"refund:{refund_id}", rig.journal.get_refund(refund_id))
-        assert queue.print_pending() == 4
+        assert queue.print_pending() == 1   # the refund's check
     finally:
         rig.close()
 

@@ -8,6 +8,7 @@ flows through `pos run` as a separate process.
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from pos.sandbox.direct import DirectGateway
 from pos.sandbox.ledger import Ledger
 from pos.sandbox.scenarios import SandboxOptions, make_code
 from pos.terminal.pin import hash_pin
+from pos.terminal.receipts import outcome_receipt
 from pos.terminal.terminal import Mode, Terminal
 from pos.terminal.till_service import TillError
 
@@ -59,8 +61,8 @@ class Rig:
         self.printer = DummyPrinter()
         text = Catalogue.load("en")
         self.queue = PrintQueue(JournalPrintJobs(self.journal), self.printer, printer_settings=self.cfg.printer,
-                                catalogue=text,
-                                retry_interval=0.05).start()
+                                catalogue=text, retry_interval=0.05,
+                                receipt_of=partial(outcome_receipt, self.cfg, self.journal)).start()
         self.terminal = Terminal(
             config=self.cfg, journal=self.journal, payments=self.payments,
             cashier_display=SerialDisplay(str(self.cashier_pty.path), write_timeout=display_write_timeout),
@@ -189,6 +191,95 @@ def test_health_answers_while_a_sale_holds_the_locks(rig):
     path = rig.journal.path   # the file and its -wal and -shm (a step may have grown the -wal since)
     assert path.stat().st_size < health["journal_bytes"] <= sum(p.stat().st_size
                                                                  for p in path.parent.glob(path.name + "*"))
+
+
+def _wait_printed(rig, count: int) -> list[bytes]:
+    deadline = time.monotonic() + 10
+    while len(rig.printer.jobs) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(rig.printer.jobs) == count
+    return rig.printer.jobs
+
+
+def _paid_sale(rig, minor: int, reference: str):
+    sale = rig.terminal.create_sale(Money(minor, "SGD"), reference, "")
+    rig.terminal.on_scanner_event(Scan(make_code("00")))
+    paid = rig.settle(sale["id"])
+    assert paid["state"] == "PAID"
+    return rig.journal.get_sale(paid["merchantTransId"])
+
+
+def test_an_outcomes_receipt_is_built_by_the_print_queue_as_it_read_when_the_outcome_committed(rig, caplog):
+    """The outcome's transaction writes its print job's key alone; the print queue's worker builds the
+    receipt (and logs it as queued) when it takes the job. With the printer away and an older receipt
+    ahead of it, a sale's job waits unbuilt: a refund made meanwhile is on the refund's receipt, not on
+    the sale's, which prints byte for byte as one built at PAID; a reprint queued meanwhile is that
+    same receipt marked REPRINT."""
+    import json
+    import logging
+
+    from devices.print_jobs import StoredReceipt
+    from devices.receipt import ReceiptData, render_receipt
+    from pos.core.records import RefundState
+    from pos.terminal.receipts import receipt_for
+
+    caplog.set_level(logging.INFO, logger="devices.print_queue")
+    rig.printer.online = False
+    _paid_sale(rig, 300, "r1")                               # its receipt waits for the printer
+    sale = _paid_sale(rig, 900, "r2")
+    at_paid = render_receipt(receipt_for(rig.cfg, rig.journal, sale), rig.cfg.printer, rig.terminal.cashier_text)
+    job = f"sale:{sale.sale_id}"
+    refund_id = rig.payments.refund(sale.sale_id, Money(400, "SGD"), "part")
+    assert rig.payments.wait_refund(refund_id, timeout=10).state is RefundState.REFUNDED
+    refund = rig.journal.get_refund(refund_id)
+    assert rig.queue.store.receipt_of(job) == StoredReceipt(b"", None)      # not taken by the worker yet
+    copy = rig.terminal.receipts.reprint(sale)
+    rig.printer.online = True
+    _, printed, refunded, reprinted = _wait_printed(rig, 4)
+    assert printed == at_paid
+    assert refund.merchant_refund_id.encode() not in printed and refund.merchant_refund_id.encode() in refunded
+    kept = [ReceiptData.from_dict(json.loads(rig.queue.store.receipt_of(key).record)) for key in (job, copy)]
+    assert kept[1] == kept[0].as_reprint() and b"REPRINT" in reprinted.upper()
+    queued = {r.getMessage().split()[2]: r.threadName for r in caplog.records
+              if r.getMessage().startswith("receipt queued job=")}
+    # The outcomes' lines come from the worker, none from the outcome's transaction; the copy's from reprint().
+    assert queued == {"job=sale:1": "print-queue", f"job={job}": "print-queue",
+                      f"job=refund:{refund_id}": "print-queue", f"job={copy}": "MainThread"}
+
+
+def test_pos_reprint_and_receipt_show_read_a_receipt_the_print_queue_has_not_built_yet(tmp_path, capsys):
+    """`pos reprint` (another process) and `pos receipt show` on a sale whose job holds its key alone:
+    the receipt is built as the print queue builds it."""
+    import json
+    from functools import partial
+
+    from devices.receipt import ReceiptData
+    from pos.cli.main import main
+
+    rig = Rig(tmp_path)
+    try:
+        rig.queue.stop()                   # the worker takes no job: the sale's keeps its key alone
+        sale = _paid_sale(rig, 900, "r1")
+    finally:
+        rig.close()
+    config = tmp_path / "terminal.toml"
+    config.write_text(f'[terminal]\nterminal_id = "T1"\ncurrency = "SGD"\nstate_dir = "{tmp_path}"\n'
+                      'timezone = "Asia/Singapore"\n[ecr]\nenabled = false\n')
+    assert main(["receipt", "show", sale.merchant_trans_id, "--config", str(config)]) == 0
+    shown = capsys.readouterr().out
+    assert sale.merchant_trans_id in shown and "9.00" in shown
+    assert main(["reprint", sale.merchant_trans_id, "--config", str(config)]) == 0
+    journal = Journal.open(journal_path(tmp_path))
+    try:
+        printer = DummyPrinter()
+        queue = PrintQueue(JournalPrintJobs(journal), printer, printer_settings=rig.cfg.printer,
+                           catalogue=Catalogue.load("en"), receipt_of=partial(outcome_receipt, rig.cfg, journal))
+        assert queue.print_pending() == 2
+        kept = [ReceiptData.from_dict(json.loads(queue.store.receipt_of(key).record))
+                for key in (f"sale:{sale.sale_id}", f"sale:{sale.sale_id}:reprint:1")]
+    finally:
+        journal.close()
+    assert kept[1] == kept[0].as_reprint()
 
 
 def test_a_receipt_a_dead_daemon_owed_is_queued_after_recovery(tmp_path):

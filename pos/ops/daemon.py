@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ class Daemon:
         from pos.journal.journal import Journal, journal_path
         from pos.journal.print_jobs import JournalPrintJobs
         from pos.payments.runner import PaymentRunner
+        from pos.terminal.receipts import outcome_receipt
         from pos.terminal.terminal import Terminal
         from pos.till.api import Tokens, till_server
 
@@ -137,7 +139,8 @@ class Daemon:
         if cfg.printer.kind != "none":
             # The queue writes through the journal's connection: one connection for the daemon's writes.
             queue = PrintQueue(JournalPrintJobs(journal), printer, printer_settings=cfg.printer,
-                               catalogue=cashier_text, on_status=printer_status)
+                               catalogue=cashier_text, on_status=printer_status,
+                               receipt_of=partial(outcome_receipt, cfg, journal))
         self.terminal = terminal = Terminal(
             config=cfg, journal=journal, payments=payments, cashier_display=cashier_display,
             customer_display=customer_display, cashier_catalogue=cashier_text, customer_catalogue=customer_text,

@@ -23,7 +23,8 @@ from pos.journal.journal import Journal
 from pos.journal.print_jobs import JournalPrintJobs, missing_receipts
 from pos.terminal.displays import DeviceBoard, DeviceHealth
 
-__all__ = ["RECEIPT_STATUS", "RECEIPT_CATCH_UP", "receipt_amount", "receipt_for", "Receipts"]
+__all__ = ["RECEIPT_STATUS", "RECEIPT_CATCH_UP", "receipt_amount", "receipt_for", "outcome_job", "outcome_receipt",
+           "Receipts"]
 
 # On start, receipts owed from this far back and never queued are queued (a daemon
 # killed between a PAID/REFUNDED commit and its print job); older ones are history.
@@ -45,8 +46,11 @@ def receipt_amount(m: Money) -> ReceiptAmount:
 
 
 def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundRecord | None = None, *,
-                reprint: bool = False) -> ReceiptData:
-    """A receipt built from the journal's record of a sale (and one of its refunds), never from free text."""
+                reprint: bool = False, as_of: float | None = None) -> ReceiptData:
+    """A receipt built from the journal's record of a sale (and one of its refunds), never from free text.
+
+    `as_of`: the refunds made after this time are left off (an outcome's receipt built after the
+    outcome lists the refunds it would have listed then)."""
     tz = ZoneInfo(cfg.terminal.timezone)
 
     def local(epoch: float) -> datetime:
@@ -58,7 +62,8 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
                    RECEIPT_STATUS.get(r.state.value, "status_refund_pending"), local(r.updated_at),
                    r.gateway_refund_id or "")
         for r in journal.list_refunds(sale_id=sale.sale_id)
-        if r.state != RefundState.REFUND_DECLINED or (refund and r.refund_id == refund.refund_id))
+        if (as_of is None or r.created_at <= as_of)
+        and (r.state != RefundState.REFUND_DECLINED or (refund and r.refund_id == refund.refund_id)))
     if sale.reversal_id and sale.state in (SaleState.REVERSING, SaleState.REVERSED, SaleState.PAID_LATE):
         # The full refund that gave back a charge made after "No goods" (PAID_LATE: it was declined).
         status = "status_refund_declined" if sale.state is SaleState.PAID_LATE else RECEIPT_STATUS[sale.state.value]
@@ -82,11 +87,34 @@ def receipt_for(cfg: Config, journal: Journal, sale: SaleRecord, refund: RefundR
         refunds=refunds, reprint=reprint, paper=Paper.of(cfg.printer))
 
 
+def outcome_job(sale_id: int, refund_id: int | None) -> str:
+    """The print job of the receipt a PrintReceipt asks for: a sale's, or one of its refunds'."""
+    return f"refund:{refund_id}" if refund_id is not None else f"sale:{sale_id}"
+
+
+def outcome_receipt(cfg: Config, journal: Journal, job_key: str) -> ReceiptData:
+    """The receipt of an outcome's print job (outcome_job), built from the journal when the print
+    queue takes the job (its `receipt_of`). The sale or refund is final (PAID, REVERSED, REFUNDED)
+    and the refunds made since are left off, so it reads as it did when its outcome committed."""
+    kind, _, number = job_key.partition(":")
+    refund = journal.get_refund(int(number)) if kind == "refund" else None
+    sale = None
+    if refund is not None:
+        sale = journal.get_sale(refund.sale_id)
+    elif kind == "sale":
+        sale = journal.get_sale(int(number))
+    if sale is None:
+        raise ValueError(f"print job {job_key!r} names no sale or refund in the journal")
+    return receipt_for(cfg, journal, sale, refund, as_of=refund.updated_at if refund else sale.updated_at)
+
+
 class Receipts:
     """Sale, refund and report receipts into the print queue. A printer fault never changes a payment.
 
-    Receipts are queued as records and rendered by the print queue's worker when it prints: the
-    caller (a sale's transaction, a Z report over the till API) never waits for python-escpos."""
+    A sale's or refund's receipt is queued by its job's key alone, and built from the journal and
+    rendered by the print queue's worker when it takes the job (outcome_receipt); other receipts
+    are queued as records and rendered by the worker. The caller (a sale's transaction, a Z report
+    over the till API) never waits for the receipt's building or for python-escpos."""
 
     def __init__(self, cfg: Config, journal: Journal, print_queue: PrintQueue | None, devices: DeviceBoard,
                  clock: Callable[[], float]) -> None:
@@ -108,13 +136,11 @@ class Receipts:
     def queue_with_outcome(self, command: PrintReceipt, step: Record | None = None) -> None:
         """The receipt of a PrintReceipt, queued inside the journal transaction that records the
         outcome it prints (PaymentRunner.write_receipts; on the runner's thread): the outcome and
-        its print job are committed together. Only the receipt's record is stored; the print
-        queue renders it when it prints, so nothing slow runs while the transaction is open.
-
-        `step`: the Record that transaction just wrote; the sale and refund it holds are taken
-        as they are instead of being read back (a receipt uses none of the columns the journal
-        stores otherwise than the record holds them: only a gateway's message is redacted)."""
-        self.print_outcome(command.sale_id, command.refund_id, render_later=True, wake=False, step=step)
+        its print job are committed together. Only the job's key is written; the print queue's
+        worker builds the receipt from the committed outcome when it takes the job, once the
+        outcome is on the displays (wake_printer), so nothing but one INSERT runs while the
+        transaction is open. `step` (the Record that transaction wrote) is not needed for it."""
+        self.print_outcome(command.sale_id, command.refund_id, wake=False)
 
     def wake_printer(self) -> None:
         """Print what queue_with_outcome queued (called once the outcome is on the displays: the
@@ -122,35 +148,22 @@ class Receipts:
         if self.queue is not None:
             self.queue.wake()
 
-    def print_outcome(self, sale_id: int, refund_id: int | None, *, render_later: bool = False,
-                      wake: bool = True, step: Record | None = None) -> None:
+    def print_outcome(self, sale_id: int, refund_id: int | None, *, wake: bool = True) -> None:
         """The receipt the engine asked for (PrintReceipt): a sale's, or one of its refunds'.
 
         A receipt that could not be queued (the journal full, say) is owed: it is queued with
         the next receipt, and at the next start (queue_missing)."""
         if self._owed:
             self.queue_missing()
-        if not self._enqueue(sale_id, refund_id, render_later=render_later, wake=wake, step=step):
+        if not self._queue_job(sale_id, refund_id, wake=wake):
             self._owed = True
 
-    def _enqueue(self, sale_id: int, refund_id: int | None, *, render_later: bool = False,
-                 wake: bool = True, step: Record | None = None) -> bool:
+    def _queue_job(self, sale_id: int, refund_id: int | None, *, wake: bool = True) -> bool:
         if self.queue is None:
             return True
-        sale = next((s for s in step.sales if s.sale_id == sale_id), None) if step is not None else None
-        if sale is None:
-            sale = self._journal.get_sale(sale_id)
-            if sale is None:
-                return True
-        refund: RefundRecord | None = None
-        if refund_id is not None:
-            refund = next((r for r in step.refunds if r.refund_id == refund_id), None) if step is not None else None
-            if refund is None:
-                refund = self._journal.get_refund(refund_id)
-        job = f"refund:{refund_id}" if refund_id is not None else f"sale:{sale_id}"
+        job = outcome_job(sale_id, refund_id)
         try:
-            self.queue.enqueue(job, receipt_for(self._cfg, self._journal, sale, refund), render_later=render_later,
-                               wake=wake)
+            self.queue.enqueue_key(job, wake=wake)
             return True
         except Exception as exc:  # a printer fault never changes a payment
             self._devices["printer"] = DeviceHealth(False, str(exc))
@@ -170,7 +183,7 @@ class Receipts:
             return 0
         for sale_id, refund_id in owed:
             log.warning("owed receipt queued", extra={"kv": {"sale_id": sale_id, "refund_id": refund_id}})
-            if not self._enqueue(sale_id, refund_id, render_later=True):
+            if not self._queue_job(sale_id, refund_id):
                 self._owed = True
                 break
         return len(owed)
@@ -179,7 +192,7 @@ class Receipts:
         """Print a sale's receipt again, marked REPRINT. Returns the print job key. Needs a print queue."""
         if self.queue is None:
             raise UserError("[printer] kind is none: nothing can be printed")
-        job = f"sale:{sale.sale_id}"
+        job = outcome_job(sale.sale_id, None)
         if self.queue.job(job) is not None:
             return str(self.queue.reprint(job))
         new = f"sale:{sale.sale_id}:reprint:{int(self._clock() * 1000)}"

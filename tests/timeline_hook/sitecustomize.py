@@ -33,7 +33,8 @@ STEPS: dict[str, list[tuple[str, str, str]]] = {
                                    ("OfflineGateway", "_log", "gateway call logged")],
     "pos.gateway.signing": [("", "sign_text", "RSA2 sign"), ("", "verify", "RSA2 verify")],
     "pos.gateway.transport": [("Transport", "post", "HTTP round trip")],
-    "pos.terminal.receipts": [("Receipts", "_enqueue", "receipt's print job")],
+    "pos.terminal.receipts": [("Receipts", "_queue_job", "receipt's print job")],
+    "devices.print_queue": [("PrintQueue", "_build_record", "receipt built by the print queue")],
     "devices.display": [("SerialDisplay", "show_at_once", "display written")],
     "logging": [("Logger", "handle", "log line")],
 }

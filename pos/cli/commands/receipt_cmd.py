@@ -34,17 +34,21 @@ def _show(args: argparse.Namespace) -> int:
     from pos.cli.commands.reprint_cmd import find_sale
     from pos.journal.journal import Journal, journal_path
     from pos.journal.print_jobs import JournalPrintJobs
-    from pos.terminal.receipts import receipt_for
+    from pos.terminal.receipts import outcome_job, outcome_receipt, receipt_for
 
     cfg = load_config(args.config).config
     journal = Journal.open(journal_path(cfg.terminal.state_dir), terminal_id=cfg.terminal.terminal_id,
                            timezone=cfg.terminal.timezone, create=False)
     try:
         sale = find_sale(journal, args.id.strip())
-        # The data the printer got (and the print outcome shipped to headquarters), else the journal's record.
-        stored = JournalPrintJobs(journal).receipt_of(f"sale:{sale.sale_id}")
+        # The data the printer got (and the print outcome shipped to headquarters), else the journal's record:
+        # as the print queue will build it for a job queued by its key and not printed yet.
+        job = outcome_job(sale.sale_id, None)
+        stored = JournalPrintJobs(journal).receipt_of(job)
         if stored is not None and stored.record:
             data = ReceiptData.from_dict(json.loads(stored.record))
+        elif stored is not None and not stored.data:
+            data = outcome_receipt(cfg, journal, job)
         else:
             data = receipt_for(cfg, journal, sale)
     finally:

@@ -42,12 +42,14 @@ def find_sale(journal: Journal, key: str) -> SaleRecord:
 
 
 def run(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from devices.messages import Catalogue
     from devices.print_queue import PrintQueue
     from devices.printer import NullPrinter
     from pos.journal.journal import Journal, journal_path
     from pos.journal.print_jobs import JournalPrintJobs
-    from pos.terminal.receipts import receipt_for
+    from pos.terminal.receipts import outcome_job, outcome_receipt, receipt_for
 
     cfg = load_config(args.config).config
     if cfg.printer.kind == "none":
@@ -58,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
         sale = find_sale(journal, args.id.strip())
         # The queue is only written here; the daemon's worker does the printing.
         queue = PrintQueue(JournalPrintJobs(journal), NullPrinter(), printer_settings=cfg.printer,
-                           catalogue=Catalogue.load(cfg.terminal.language))
+                           catalogue=Catalogue.load(cfg.terminal.language),
+                           receipt_of=partial(outcome_receipt, cfg, journal))
         try:
-            job = f"sale:{sale.sale_id}"
+            job = outcome_job(sale.sale_id, None)
             if queue.job(job) is not None:
                 new = queue.reprint(job)
             else:
