@@ -181,7 +181,7 @@ def test_a_receipt_is_queued_in_the_transaction_of_the_outcome_it_prints(tmp_pat
     from devices.print_queue import PrintQueue
     from devices.printer import DummyPrinter
     from pos.config import Config
-    from pos.core.engine import PrintReceipt, Record
+    from pos.core.engine import PrintReceipt
     from pos.journal.print_jobs import JournalPrintJobs
     from pos.terminal.displays import new_device_board
     from pos.terminal.receipts import Receipts, outcome_receipt, receipt_for
@@ -194,9 +194,9 @@ def test_a_receipt_is_queued_in_the_transaction_of_the_outcome_it_prints(tmp_pat
     assert receipts.in_outcome_transaction
     inside: list[tuple[bool, str]] = []
 
-    def writer(command: PrintReceipt, step: Record) -> None:
+    def writer(command: PrintReceipt) -> None:
         inside.append((rig.journal.db.conn.in_transaction, rig.journal.get_sale(command.sale_id).state.value))
-        receipts.queue_with_outcome(command, step)
+        receipts.queue_with_outcome(command)
 
     def same_as_read_back(job: str, refund: RefundRecord | None = None) -> bool:
         """The receipt the print queue built and kept for the job is the one the journal's rows give."""

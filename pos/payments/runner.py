@@ -99,8 +99,8 @@ log = logging.getLogger("pos.payments.runner")
 
 Subscriber = Callable[[Command], None]
 # Queues the receipt a PrintReceipt asks for, inside the journal transaction of the step
-# that asked (see PaymentRunner.write_receipts); given that step's Record, just written.
-ReceiptWriter = Callable[[PrintReceipt, Record], None]
+# that asked (see PaymentRunner.write_receipts).
+ReceiptWriter = Callable[[PrintReceipt], None]
 
 # The display message each reason for refusing a sale is shown with (the
 # terminal's catalogue keys; "ready" sends the cashier back to the amount).
@@ -286,15 +286,14 @@ class PaymentRunner:
         return unsubscribe
 
     def write_receipts(self, writer: ReceiptWriter | None) -> None:
-        """Queue receipts in the outcome's own transaction: `writer(PrintReceipt, Record)` is called
-        inside the journal transaction that commits the step asking for the receipt (PAID,
-        REFUNDED...), on the runner's thread, after the step's records (the Record given) are
-        written. What it writes through the runner's journal commits with the outcome, so no
-        crash leaves a PAID sale or REFUNDED refund without its print job, and no extra durable
-        commit is made for it. The writer must be quick (no rendering, no device) and must not
-        raise for a printer problem: an exception rolls the step back, as a failed commit does.
-        A PrintReceipt handed to the writer is not handed to subscribers. None: back to
-        subscribers only."""
+        """Queue receipts in the outcome's own transaction: `writer(PrintReceipt)` is called inside
+        the journal transaction that commits the step asking for the receipt (PAID, REFUNDED...), on the
+        runner's thread, after the step's records are written. What it writes through the runner's
+        journal commits with the outcome, so no crash leaves a PAID sale or REFUNDED refund without
+        its print job, and no extra durable commit is made for it. The writer must be quick (no
+        rendering, no device) and must not raise for a printer problem: an exception rolls the step
+        back, as a failed commit does. A PrintReceipt handed to the writer is not handed to
+        subscribers. None: back to subscribers only."""
         with self._lock:
             self._receipt_writer = writer
 
@@ -662,7 +661,7 @@ class PaymentRunner:
                 # it leads to are signed meanwhile (_sign_ahead), and sent after.
                 then: Callable[[], None] | None = None
                 if receipts and writer is not None:
-                    then = partial(_write_each, writer, receipts, command)
+                    then = partial(_write_each, writer, receipts)
                     written, receipts = receipts, []
                 self._sign_ahead(commands[at + 1:])
                 try:
@@ -887,9 +886,9 @@ class _FirstStep:
         return self.committed
 
 
-def _write_each(writer: ReceiptWriter, receipts: list[PrintReceipt], step: Record) -> None:
+def _write_each(writer: ReceiptWriter, receipts: list[PrintReceipt]) -> None:
     for receipt in receipts:
-        writer(receipt, step)
+        writer(receipt)
 
 
 def _request(command: Send) -> tuple[str, dict[str, Any]]:

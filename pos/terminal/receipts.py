@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from devices.print_queue import PrintQueue
 from devices.receipt import Paper, ReceiptAmount, ReceiptData, ReceiptKind, RefundLine
 from pos.config import Config, store_identity
-from pos.core.engine import PrintReceipt, Record
+from pos.core.engine import PrintReceipt
 from pos.core.errors import UserError
 from pos.core.money import Money
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
@@ -133,13 +133,13 @@ class Receipts:
         store = self.queue.store if self.queue is not None else None
         return isinstance(store, JournalPrintJobs) and store.writes_through(self._journal)
 
-    def queue_with_outcome(self, command: PrintReceipt, step: Record | None = None) -> None:
+    def queue_with_outcome(self, command: PrintReceipt) -> None:
         """The receipt of a PrintReceipt, queued inside the journal transaction that records the
         outcome it prints (PaymentRunner.write_receipts; on the runner's thread): the outcome and
         its print job are committed together. Only the job's key is written; the print queue's
         worker builds the receipt from the committed outcome when it takes the job, once the
         outcome is on the displays (wake_printer), so nothing but one INSERT runs while the
-        transaction is open. `step` (the Record that transaction wrote) is not needed for it."""
+        transaction is open."""
         self.print_outcome(command.sale_id, command.refund_id, wake=False)
 
     def wake_printer(self) -> None:
