@@ -28,7 +28,6 @@ from the modules it is made of.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 from transitions import Machine
 
@@ -267,7 +266,7 @@ class Engine:
         sale = self._sales.get(ev.sale_id)
         if sale is None or SaleState(sale.state) not in SALE_ABORTABLE:
             return
-        sale.record = replace(sale.record, abort_requested=True)
+        sale.change(abort_requested=True)
         # A query waiting for its time is dropped; a request in flight is let finish.
         sale.unplan()
         self._fire(sale, "abort", ev.now, "cashier abort")
@@ -399,17 +398,17 @@ class Engine:
             if request == "pay":
                 code = sale.identity_code or ""
                 sale.identity_code = None   # held in memory only until the pay is out
-                sale.record = replace(rec, pay_sent_at=now)
+                sale.change(pay_sent_at=now)
                 self._ctx.emit(SendPay(rec.sale_id, seq, due, rec.merchant_trans_id, rec.amount, rec.order_title,
                                        code, rec.goods, qr=rec.is_qr))
             elif request == "query":
-                sale.record = replace(rec, query_count=rec.query_count + 1)
+                sale.change(query_count=rec.query_count + 1)
                 self._ctx.emit(SendQuery(rec.sale_id, seq, due, rec.merchant_trans_id))
             elif request == "cancel":
-                sale.record = replace(rec, cancel_attempts=rec.cancel_attempts + 1)
+                sale.change(cancel_attempts=rec.cancel_attempts + 1)
                 self._ctx.emit(SendCancel(rec.sale_id, seq, due, rec.merchant_trans_id))
             elif request == "reverse":
-                sale.record = replace(rec, reversal_attempts=rec.reversal_attempts + 1)
+                sale.change(reversal_attempts=rec.reversal_attempts + 1)
                 self._ctx.emit(SendReverse(rec.sale_id, seq, due, rec.acquirement_id or "", rec.reversal_id or "",
                                            rec.amount))
         for refund in self._refunds.values():
@@ -419,7 +418,8 @@ class Engine:
             refund.unplan()
             seq = self._next_seq()
             refund.awaiting = ("refund", seq)
-            refund.record = rrec = replace(refund.record, attempts=refund.record.attempts + 1)
+            rrec = refund.record
+            refund.change(attempts=rrec.attempts + 1)
             self._ctx.emit(SendRefund(rrec.refund_id, seq, due, rrec.acquirement_id, rrec.merchant_refund_id,
                                       rrec.amount, rrec.reason))
 

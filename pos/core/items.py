@@ -3,6 +3,8 @@
 A `transitions` Machine drives each working copy (`state`, `trigger` are set
 by it); everything else the item knows is its journal record, replaced (never
 mutated) as it changes, so `snapshot()` is the record with the current state.
+A step's changes to the record are kept apart and copied into it at once, when
+it is next read or handed out: a record is about 30 fields, and each copy costs.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import random
 from collections.abc import Callable
 from dataclasses import replace
 from enum import StrEnum
-from typing import ClassVar, Generic, NotRequired, Required, TypeAlias, TypedDict, TypeVar, cast
+from typing import Any, ClassVar, Generic, NotRequired, Required, TypeAlias, TypedDict, TypeVar, cast
 
 from transitions import EventData
 
 from pos.core.events import Command, ItemKind, Request
+from pos.core.money import Money
 from pos.core.outcomes import Failed, GatewayResult, QueryOutcome, Succeeded, query_outcome_of
 from pos.core.records import RefundRecord, RefundState, SaleRecord, SaleState
 from pos.core.schedule import Retried, Retry, Schedule, retry_table
@@ -95,22 +98,50 @@ class Context:
 
 
 class Item(Generic[RecordT]):
-    """Mutable working copy of one record, driven by a `transitions` Machine."""
+    """Mutable working copy of one record, driven by a `transitions` Machine.
+
+    What never changes once the item is created (its id, its name, its amount: the journal refuses
+    a record whose fixed columns differ) is kept on the item too: reading it there copies no pending
+    change into the record."""
 
     kind: ClassVar[ItemKind]
     state: str                        # set by the Machine
     trigger: Callable[..., bool]      # added by Machine.add_model
+    item_id: int
+    name: str
 
     def __init__(self, ctx: Context, record: RecordT, *, new: bool) -> None:
         self.ctx = ctx
-        self.record: RecordT = record
+        self.amount: Money = record.amount
+        self._record: RecordT = record
+        self._changes: dict[str, Any] = {}   # fields set since the record was last copied
         self.awaiting: tuple[Request, int] | None = None   # (request, seq) in flight
         self.next_request: Request | None = None
         self.next_at: float | None = record.next_at
         # Kept here and put into the record by snapshot(), as state and next_at are: every step
-        # touches it, and a copy of the record per step for it alone costs.
+        # touches it, and reading the record in the same step would copy it for this alone.
         self.updated_at = record.updated_at
         self.last: RecordT | None = None if new else record   # the last record handed out
+        # When an alarm is due: checked at every step, so kept here rather than read from the record.
+        self.alarm_at: float | None = None if record.alarmed else record.created_at + ctx.schedule.alarm_after
+
+    @property
+    def record(self) -> RecordT:
+        """The record as it stands, every change made so far in it."""
+        if self._changes:
+            self._record = replace(self._record, **self._changes)
+            self._changes = {}
+        return self._record
+
+    def change(self, **fields: Any) -> None:
+        """Set fields of the record (copied into it when it is next read or handed out)."""
+        self._changes.update(fields)
+
+    def _fold(self, **machine_fields: Any) -> RecordT:
+        """The record with every change and `machine_fields` (what is kept on the item: state, plan, time)."""
+        self._record = replace(self._record, **self._changes, **machine_fields)
+        self._changes = {}
+        return self._record
 
     def plan(self, request: Request, at: float) -> None:
         self.next_request = request
@@ -120,12 +151,9 @@ class Item(Generic[RecordT]):
         self.next_request = None
         self.next_at = None
 
-    @property
-    def alarm_at(self) -> float | None:
-        return None if self.record.alarmed else self.record.created_at + self.ctx.schedule.alarm_after
-
     def mark_alarmed(self) -> None:
-        self.record = replace(self.record, alarmed=True)
+        self.alarm_at = None
+        self.change(alarmed=True)
 
     def touch(self, now: float) -> None:
         self.updated_at = now
@@ -140,20 +168,14 @@ class SaleItem(Item[SaleRecord]):
 
     def __init__(self, ctx: Context, record: SaleRecord, *, new: bool, identity_code: str | None = None) -> None:
         super().__init__(ctx, record, new=new)
+        self.item_id = record.sale_id
+        self.name = f"sale {record.merchant_trans_id}"
         self.identity_code = identity_code   # held in memory only until the pay is out
         self.next_request = record.next_request
 
-    @property
-    def item_id(self) -> int:
-        return self.record.sale_id
-
-    @property
-    def name(self) -> str:
-        return f"sale {self.record.merchant_trans_id}"
-
     def snapshot(self) -> SaleRecord:
-        return replace(self.record, state=SaleState(self.state), next_request=self.next_request,
-                       next_at=self.next_at, updated_at=self.updated_at)
+        return self._fold(state=SaleState(self.state), next_request=self.next_request, next_at=self.next_at,
+                          updated_at=self.updated_at)
 
     def deadline(self) -> float:
         rec = self.record
@@ -166,20 +188,13 @@ class RefundItem(Item[RefundRecord]):
 
     def __init__(self, ctx: Context, record: RefundRecord, *, new: bool) -> None:
         super().__init__(ctx, record, new=new)
+        self.item_id = record.refund_id
+        self.name = f"refund {record.merchant_refund_id}"
         if record.next_at is not None:
             self.next_request = "refund"
 
-    @property
-    def item_id(self) -> int:
-        return self.record.refund_id
-
-    @property
-    def name(self) -> str:
-        return f"refund {self.record.merchant_refund_id}"
-
     def snapshot(self) -> RefundRecord:
-        return replace(self.record, state=RefundState(self.state), next_at=self.next_at,
-                       updated_at=self.updated_at)
+        return self._fold(state=RefundState(self.state), next_at=self.next_at, updated_at=self.updated_at)
 
 
 def now_of(ev: EventData) -> float:

@@ -7,7 +7,6 @@ waits in REFUND_PENDING, where the background corrector keeps sending it.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, cast
 
 from transitions import EventData
@@ -53,14 +52,15 @@ def _store_result(ev: EventData) -> None:
     fields: dict[str, Any] = {"result_code": code, "result_message": message}
     if isinstance(result, Succeeded) and result.refund_gateway_id:
         fields["gateway_refund_id"] = result.refund_gateway_id
-    refund.record = replace(refund.record, **fields)
+    refund.change(**fields)
 
 
 def _finish(ev: EventData, key: str) -> RefundItem:
     refund = _refund(ev)
-    refund.record = rec = replace(refund.record, finished_at=now_of(ev))
+    refund.change(finished_at=now_of(ev))
     refund.unplan()
-    params = {"amount": rec.amount.display()}
+    rec = refund.record
+    params = {"amount": refund.amount.display()}
     if rec.result_code and key == "refund_declined":
         params["code"] = rec.result_code
     refund.ctx.emit(Show(key, params, sale_id=rec.sale_id, refund_id=refund.item_id))
@@ -80,7 +80,7 @@ def _enter_refund_declined(ev: EventData) -> None:
 
 def _enter_refund_pending(ev: EventData) -> None:
     refund = _refund(ev)
-    refund.ctx.emit(Show("refund_pending", {"amount": refund.record.amount.display()},
+    refund.ctx.emit(Show("refund_pending", {"amount": refund.amount.display()},
                          sale_id=refund.record.sale_id, refund_id=refund.item_id))
     refund.ctx.emit(Finished("refund", refund.item_id, R.REFUND_PENDING.value))
 

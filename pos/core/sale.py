@@ -8,7 +8,6 @@ in the engine's outbox.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, cast
 
 from transitions import EventData
@@ -47,7 +46,7 @@ def _sale(ev: EventData) -> SaleItem:
 def _show(key: str) -> Callback:
     def show(ev: EventData) -> None:
         sale = _sale(ev)
-        sale.ctx.emit(Show(key, {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
+        sale.ctx.emit(Show(key, {"amount": sale.amount.display()}, sale_id=sale.item_id))
     show.__name__ = f"show_{key}"
     return show
 
@@ -61,7 +60,7 @@ def _show_checking(ev: EventData) -> None:
         key = "confirm_in_app"
     else:
         key = "checking"
-    sale.ctx.emit(Show(key, {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
+    sale.ctx.emit(Show(key, {"amount": sale.amount.display()}, sale_id=sale.item_id))
 
 
 def _qr_without_code(ev: EventData) -> bool:
@@ -104,17 +103,17 @@ def _plan_now(request: Request) -> Callback:
 def _mark_querying_since(ev: EventData) -> None:
     sale = _sale(ev)
     if sale.record.querying_since is None:
-        sale.record = replace(sale.record, querying_since=now_of(ev))
+        sale.change(querying_since=now_of(ev))
 
 
 def _count_not_found(ev: EventData) -> None:
     sale = _sale(ev)
-    sale.record = replace(sale.record, not_found_count=sale.record.not_found_count + 1)
+    sale.change(not_found_count=sale.record.not_found_count + 1)
 
 
 def _reset_not_found(ev: EventData) -> None:
     sale = _sale(ev)
-    sale.record = replace(sale.record, not_found_count=0)
+    sale.change(not_found_count=0)
 
 
 def _store_result(ev: EventData) -> None:
@@ -123,8 +122,7 @@ def _store_result(ev: EventData) -> None:
     result = result_of(ev)
     if result is None:
         return
-    # One copy of the record for both (a record is about 30 fields: each copy costs).
-    sale.record = replace(sale.record, **_code_fields(result), **_payment_fields(sale.record, result))
+    sale.change(**_code_fields(result), **_payment_fields(sale.record, result))
 
 
 def _code_fields(result: GatewayResult) -> dict[str, Any]:
@@ -160,12 +158,12 @@ def _keep_acquirement_id(ev: EventData) -> None:
         return
     fields = _payment_fields(sale.record, result)
     if fields:
-        sale.record = replace(sale.record, **fields)
+        sale.change(**fields)
 
 
 def _mark_resolved(ev: EventData) -> None:
     sale = _sale(ev)
-    sale.record = replace(sale.record, resolved_by_corrector=True)
+    sale.change(resolved_by_corrector=True)
 
 
 def _alarm_resolved(ev: EventData) -> None:
@@ -175,9 +173,9 @@ def _alarm_resolved(ev: EventData) -> None:
 
 def _finish(ev: EventData, key: str, params: dict[str, str] | None = None) -> SaleItem:
     sale = _sale(ev)
-    sale.record = replace(sale.record, finished_at=now_of(ev))
+    sale.change(finished_at=now_of(ev))
     sale.unplan()
-    shown = {"amount": sale.record.amount.display(), **(params or {})}
+    shown = {"amount": sale.amount.display(), **(params or {})}
     sale.ctx.emit(Show(key, shown, sale_id=sale.item_id))
     return sale
 
@@ -230,7 +228,7 @@ def _name_reversal(ev: EventData) -> None:
     every retry sends the same one (reference §9). Till refunds end in -R<seq>, never -V."""
     sale = _sale(ev)
     if sale.record.reversal_id is None:
-        sale.record = replace(sale.record, reversal_id=f"{sale.record.merchant_trans_id}-V")
+        sale.change(reversal_id=f"{sale.record.merchant_trans_id}-V")
 
 
 def _alarm_reversing(ev: EventData) -> None:
@@ -249,18 +247,18 @@ def _keep_reversal_answer(ev: EventData) -> None:
     fields = _code_fields(result)
     if isinstance(result, Succeeded) and result.refund_gateway_id:
         fields["reversal_gateway_id"] = result.refund_gateway_id
-    sale.record = replace(sale.record, **fields)
+    sale.change(**fields)
 
 
 def _enter_reversing(ev: EventData) -> None:
     sale = _sale(ev)
-    sale.ctx.emit(Show("reversing", {"amount": sale.record.amount.display()}, sale_id=sale.item_id))
+    sale.ctx.emit(Show("reversing", {"amount": sale.amount.display()}, sale_id=sale.item_id))
 
 
 def _enter_reversed(ev: EventData) -> None:
     sale = _finish(ev, "reversed")
     sale.ctx.emit(PrintReceipt(sale.item_id))
-    sale.ctx.emit(Alarm(f"{sale.name} ({sale.record.amount.receipt()}) was charged too late and has been "
+    sale.ctx.emit(Alarm(f"{sale.name} ({sale.amount.receipt()}) was charged too late and has been "
                         f"refunded in full ({sale.record.reversal_id}): nothing is owed either way",
                         sale_id=sale.item_id))
     sale.ctx.emit(Finished("sale", sale.item_id, S.REVERSED.value))
@@ -300,7 +298,7 @@ def _fresh_reversal_id(ev: EventData) -> None:
         base = f"{rec.merchant_trans_id}-V"
         tail = rec.reversal_id[len(base):]
         fresh = f"{base}{(int(tail) if tail.isdigit() else 1) + 1}"
-    sale.record = replace(rec, reversal_id=fresh, reversal_gateway_id=None, reversal_attempts=0)
+    sale.change(reversal_id=fresh, reversal_gateway_id=None, reversal_attempts=0)
 
 
 def _alarm_manager_refund(ev: EventData) -> None:
