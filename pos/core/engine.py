@@ -88,21 +88,18 @@ __all__ = [
 
 
 class _Machine(Machine):
-    """A Machine that gives each item only `trigger(name, ...)`, the one method the engine calls.
+    """A Machine that holds no models: the engine sets an item's first state and fires its triggers here.
 
-    transitions also binds, per item, a method and a `may_` method for every trigger and an `is_`
-    method for every state: the larger part of a new sale's first step, which runs inside the
-    journal transaction creating the sale. The items define no `on_enter_`/`on_exit_` methods for
-    the per-state binding to find."""
+    transitions binds to every model it holds a `trigger` method, a `may_` method and one per
+    trigger and state, and drops the model from its list when it leaves: for a sale that lives two
+    steps, that is work its steps do not need, as the engine fires triggers by name only."""
 
-    def _add_trigger_to_model(self, trigger: str, model: object) -> None:
-        pass
-
-    def _add_model_to_state(self, state: object, model: object) -> None:
-        pass
+    def fire(self, item: SaleItem | RefundItem, trigger: str, **kwargs: object) -> bool:
+        """Fire `trigger` on `item`: True when a transition ran (False when no row's conditions held)."""
+        return bool(self.events[trigger].trigger(item, **kwargs))
 
 
-def _machine(states: list[StateRow], transitions: list[Row]) -> Machine:
+def _machine(states: list[StateRow], transitions: list[Row]) -> _Machine:
     return _Machine(model=None, states=[dict(s) for s in states], transitions=[dict(t) for t in transitions],
                     initial=states[0]["name"], auto_transitions=False, send_event=True,
                     ignore_invalid_triggers=False)
@@ -240,7 +237,8 @@ class Engine:
     def _fire(self, item: SaleItem | RefundItem, trigger: str, now: float, detail: str = "",
               result: GatewayResult | None = None, by: str | None = None) -> bool:
         before = item.state
-        ok = bool(item.trigger(trigger, now=now, result=result, by=by))
+        machine = self._sale_machine if isinstance(item, SaleItem) else self._refund_machine
+        ok = machine.fire(item, trigger, now=now, result=result, by=by)
         if ok:
             item.touch(now)
             self._log.append(LogEntry(now, item.kind, item.item_id, trigger, before, item.state, detail))
@@ -253,13 +251,13 @@ class Engine:
             raise ValueError("another sale is still open: ask admit_sale() before creating a sale")
         sale = SaleItem(self._ctx, ev.sale, new=True, identity_code=ev.identity_code)
         self._sales[sale.item_id] = sale
-        self._sale_machine.add_model(sale, initial=SaleState.CREATED.value)
+        self._sale_machine.set_state(SaleState.CREATED.value, model=sale)
         self._fire(sale, "send_pay", ev.now, "pay queued")
 
     def _start_refund(self, ev: StartRefund) -> None:
         refund = RefundItem(self._ctx, ev.refund, new=True)
         self._refunds[refund.item_id] = refund
-        self._refund_machine.add_model(refund, initial=RefundState.REFUND_CREATED.value)
+        self._refund_machine.set_state(RefundState.REFUND_CREATED.value, model=refund)
         self._fire(refund, "send_refund", ev.now, "refund queued")
 
     def _abort(self, ev: Abort) -> None:
@@ -286,7 +284,7 @@ class Engine:
                 continue
             sale = SaleItem(self._ctx, rec, new=False)
             self._sales[rec.sale_id] = sale
-            self._sale_machine.add_model(sale, initial=rec.state.value)
+            self._sale_machine.set_state(rec.state.value, model=sale)
             if rec.state is SaleState.CREATED:
                 # PAYING is committed before a pay is sent, so a CREATED sale's pay never
                 # left. It is not sent after a restart: the scan is stale, the customer may
@@ -299,7 +297,7 @@ class Engine:
                 continue
             refund = RefundItem(self._ctx, rrec, new=False)
             self._refunds[rrec.refund_id] = refund
-            self._refund_machine.add_model(refund, initial=rrec.state.value)
+            self._refund_machine.set_state(rrec.state.value, model=refund)
             self._fire(refund, "resume", ev.now, "restart")
 
     def _answer(self, ev: GatewayAnswer) -> None:
@@ -432,7 +430,6 @@ class Engine:
                 sales.append(snap)
                 sale.last = snap
             if snap.state in SALE_FINAL:
-                self._sale_machine.remove_model(sale)
                 del self._sales[sid]
         for rid, refund in list(self._refunds.items()):
             rsnap = refund.snapshot()
@@ -440,7 +437,6 @@ class Engine:
                 refunds.append(rsnap)
                 refund.last = rsnap
             if rsnap.state in REFUND_FINAL:
-                self._refund_machine.remove_model(refund)
                 del self._refunds[rid]
         commands: list[Command] = []
         if sales or refunds or self._log:

@@ -1,7 +1,7 @@
 """The engine's working copies of open sales and refunds, and what their callbacks share.
 
-A `transitions` Machine drives each working copy (`state`, `trigger` are set
-by it); everything else the item knows is its journal record, replaced (never
+A `transitions` Machine drives each working copy (`state` is set by it);
+everything else the item knows is its journal record, replaced (never
 mutated) as it changes, so `snapshot()` is the record with the current state.
 A step's changes to the record are kept apart and copied into it at once, when
 it is next read or handed out: a record is about 30 fields, and each copy costs.
@@ -106,7 +106,6 @@ class Item(Generic[RecordT]):
 
     kind: ClassVar[ItemKind]
     state: str                        # set by the Machine
-    trigger: Callable[..., bool]      # added by Machine.add_model
     item_id: int
     name: str
 
