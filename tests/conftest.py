@@ -46,6 +46,7 @@ LAYER_OF_FILE = {
     "test_engine.py": "unit",
     "test_engine_tables.py": "unit",
     "test_engine_items.py": "unit",
+    "test_engine_machine.py": "unit",
     "test_outcome_fields.py": "unit",
     "test_engine_property.py": "integration",
     "test_install.py": "integration",

@@ -16,7 +16,7 @@ the caller sends each Send* command at once.
 
 The whole state machine is data: the transition tables and the tables of
 which gateway answer fires which trigger (pos/core/sale.py,
-pos/core/refund.py; `transitions`, auto_transitions=False, callables only),
+pos/core/refund.py; run by `transitions`, pos/core/machine.py: callables only),
 and the retry table (pos/core/schedule.py). Seed 003 and reference §12 are
 behind every number; the numbers come in a `Schedule` (built from [payment]
 by the configuration; the engine never reads the configuration model).
@@ -28,9 +28,6 @@ from the modules it is made of.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
-
-from transitions import EventData, Machine
 
 from pos.core.events import (
     Abort,
@@ -57,7 +54,8 @@ from pos.core.events import (
     StartSale,
     Tick,
 )
-from pos.core.items import Context, RefundItem, Row, SaleItem, StateRow, Verdict, describe, reading_of
+from pos.core.items import Context, RefundItem, SaleItem, Verdict, describe, reading_of
+from pos.core.machine import TableMachine
 from pos.core.outcomes import GatewayResult, QueryOutcome
 from pos.core.records import (
     REFUND_FINAL,
@@ -86,31 +84,6 @@ __all__ = [
     "Engine", "Schedule", "Refusal", "SALE_STATES", "SALE_TRANSITIONS", "SALE_ANSWERS",
     "REFUND_STATES", "REFUND_TRANSITIONS", "REFUND_ANSWERS",
 ]
-
-
-class _Machine(Machine):
-    """A Machine that holds no models: the engine sets an item's first state and fires its triggers here.
-
-    transitions binds to every model it holds a `trigger` method, a `may_` method and one per
-    trigger and state, and drops the model from its list when it leaves: for a sale that lives two
-    steps, that is work its steps do not need, as the engine fires triggers by name only."""
-
-    def fire(self, item: SaleItem | RefundItem, trigger: str, **kwargs: object) -> bool:
-        """Fire `trigger` on `item`: True when a transition ran (False when no row's conditions held)."""
-        return bool(self.events[trigger].trigger(item, **kwargs))
-
-    def callbacks(self, funcs: Iterable[str | Callable[..., bool | None]], event_data: EventData) -> None:
-        """Call each callback. transitions' own puts each through a call to its lookup of callbacks
-        named by a string and an INFO log call ("Executed callback") that the daemon never shows; the
-        tables hold callables only (a test holds it), and a name would still be looked up as there."""
-        for func in funcs:
-            (self.resolve_callable(func, event_data) if isinstance(func, str) else func)(event_data)
-
-
-def _machine(states: list[StateRow], transitions: list[Row]) -> _Machine:
-    return _Machine(model=None, states=[dict(s) for s in states], transitions=[dict(t) for t in transitions],
-                    initial=states[0]["name"], auto_transitions=False, send_event=True,
-                    ignore_invalid_triggers=False)
 
 
 class Engine:
@@ -143,8 +116,8 @@ class Engine:
         self._ctx = Context(schedule, rng if rng is not None else random.Random())
         self._sales: dict[int, SaleItem] = {}
         self._refunds: dict[int, RefundItem] = {}
-        self._sale_machine = _machine(SALE_STATES, SALE_TRANSITIONS)
-        self._refund_machine = _machine(REFUND_STATES, REFUND_TRANSITIONS)
+        self._sale_machine = TableMachine(SALE_STATES, SALE_TRANSITIONS)
+        self._refund_machine = TableMachine(REFUND_STATES, REFUND_TRANSITIONS)
         self._log: list[LogEntry] = []
         self._seq = 0
 
