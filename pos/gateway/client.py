@@ -8,14 +8,12 @@ implements `GatewayClient`, so nothing reads a client's attributes by name.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from pos.core.money import Money
-from pos.core.outcomes import Gateway, GatewayResult, Prepared
+from pos.core.outcomes import Gateway
 
-__all__ = ["GatewayHealth", "GatewayClient", "PreparingClient"]
+__all__ = ["GatewayHealth", "GatewayClient"]
 
 
 @dataclass(frozen=True)
@@ -38,51 +36,3 @@ class GatewayClient(Gateway, Protocol):
     def health(self) -> GatewayHealth: ...
 
     def close(self) -> None: ...
-
-
-class PreparingClient(ABC):
-    """A protocol's client that builds and signs each call apart from sending it (SignsAhead,
-    pos/core/outcomes.py): each Gateway method is its prepared call, sent at once, and
-    `prepare(name, ...)` hands the prepared call back unsent. A client defines `_prepare_<name>`
-    for each name in OPERATIONS."""
-
-    OPERATIONS: frozenset[str] = frozenset({"pay", "query", "cancel", "refund"})
-
-    def prepare(self, operation: str, **fields: Any) -> Prepared:
-        """`operation` (one of OPERATIONS: a Gateway method's name and keywords) built and signed
-        now; the returned callable sends it and reads the answer."""
-        if operation not in self.OPERATIONS:
-            raise ValueError(f"{type(self).__name__} has no call {operation!r}")
-        build: Any = getattr(self, f"_prepare_{operation}")
-        prepared: Prepared = build(**fields)
-        return prepared
-
-    def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-            order_title: str, goods: str = "") -> GatewayResult:
-        return self._prepare_pay(merchant_trans_id=merchant_trans_id, identity_code=identity_code, amount=amount,
-                                 order_title=order_title, goods=goods)()
-
-    def query(self, *, merchant_trans_id: str) -> GatewayResult:
-        return self._prepare_query(merchant_trans_id=merchant_trans_id)()
-
-    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
-        return self._prepare_cancel(merchant_trans_id=merchant_trans_id)()
-
-    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
-               reason: str) -> GatewayResult:
-        return self._prepare_refund(acquirement_id=acquirement_id, merchant_refund_id=merchant_refund_id,
-                                    amount=amount, reason=reason)()
-
-    @abstractmethod
-    def _prepare_pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-                     order_title: str, goods: str = "") -> Prepared: ...
-
-    @abstractmethod
-    def _prepare_query(self, *, merchant_trans_id: str) -> Prepared: ...
-
-    @abstractmethod
-    def _prepare_cancel(self, *, merchant_trans_id: str) -> Prepared: ...
-
-    @abstractmethod
-    def _prepare_refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
-                        reason: str) -> Prepared: ...

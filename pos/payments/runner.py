@@ -5,17 +5,17 @@ call. It owns the only `Engine`, feeds it events and carries out its
 commands in order: a `Record` is committed to the journal before anything
 after it runs (so every request leaves after the state that leads to it is
 on disk; a new sale's or refund's first Record is committed in the very
-transaction that creates it: one durable commit before its request leaves; a
-protocol that signs ahead has the request built and signed on the signer's
-thread while that commit syncs, and sent after it), requests go to a small
-thread pool (one in flight per sale or refund, the engine sees to that) but
-a scan's pay, which the scanner's own thread sends once it has left every
-lock (`pays_sent_here`: no hand-off on the sale's path), and Show /
-PrintReceipt / Alarm / Finished are handed to subscribers outside every lock
-of the runner, in the order the engine produced them: those of a gateway
-answer by the thread that sent the request and fed the answer, once it has
-left the runner's lock (the outcome reaches the displays without a hand-off
-to another thread), all others by a notifier thread.
+transaction that creates it: one durable commit before its request
+leaves; a protocol that signs ahead has the request built and signed on
+the signer's thread while that commit syncs, and sent after it), requests go to a small thread pool (one in flight per sale or
+refund, the engine sees to that) but a scan's pay, which the scanner's own
+thread sends once it has left every lock (`pays_sent_here`: no hand-off on
+the sale's path), and Show / PrintReceipt / Alarm / Finished are handed to
+subscribers outside every lock of the runner, in the order the engine
+produced them: those of a gateway answer by the thread that sent the request
+and fed the answer, once it has left the runner's lock (the outcome reaches
+the displays without a hand-off to another thread), all others by a
+notifier thread.
 
 Time comes only from the injected clock (`Clock.now()`, epoch seconds) and
 every wait goes through `Clock.wait`, so tests may run a scaled clock.

@@ -44,7 +44,7 @@ from pos.gateway.ams.signing import (
     verify,
 )
 from pos.gateway.ams.status import customer_amount, read_ids, read_inquiry
-from pos.gateway.client import GatewayHealth, PreparingClient
+from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND
 from pos.gateway.signing import compact_json, load_private_key, load_public_key
 from pos.gateway.store import put_store
@@ -147,7 +147,7 @@ def _local_now() -> datetime:
     return datetime.now().astimezone()
 
 
-class AmsGateway(PreparingClient):
+class AmsGateway:
     """A `GatewayClient` (pos/gateway/client.py) over HTTPS to the v1 payments API."""
 
     @classmethod
@@ -187,13 +187,34 @@ class AmsGateway(PreparingClient):
 
     # -- the Gateway protocol ------------------------------------------------
 
-    OPERATIONS = PreparingClient.OPERATIONS | {"qr_pay"}
+    def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
+            order_title: str, goods: str = "") -> GatewayResult:
+        return self._prepare_pay(merchant_trans_id=merchant_trans_id, identity_code=identity_code, amount=amount,
+                                 order_title=order_title, goods=goods)()
 
     def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str, goods: str = "") -> GatewayResult:
         """The order code (merchant-presented QR): a pay whose U PAYMENT_IN_PROCESS answer carries the
         code the customer scans, as `Unknown.qr`. The sale then waits on inquiryPayment and notifyPayment."""
         return self._prepare_qr_pay(merchant_trans_id=merchant_trans_id, amount=amount, order_title=order_title,
                                     goods=goods)()
+
+    def query(self, *, merchant_trans_id: str) -> GatewayResult:
+        return self._prepare_query(merchant_trans_id=merchant_trans_id)()
+
+    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
+        return self._prepare_cancel(merchant_trans_id=merchant_trans_id)()
+
+    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
+               reason: str) -> GatewayResult:
+        return self._prepare_refund(acquirement_id=acquirement_id, merchant_refund_id=merchant_refund_id,
+                                    amount=amount, reason=reason)()
+
+    def prepare(self, operation: str, **fields: Any) -> Prepared:
+        """`operation` (pay, qr_pay, query, cancel, refund) built and signed now, sent when called (SignsAhead)."""
+        builders: dict[str, Callable[..., Prepared]] = {
+            "pay": self._prepare_pay, "qr_pay": self._prepare_qr_pay, "query": self._prepare_query,
+            "cancel": self._prepare_cancel, "refund": self._prepare_refund}
+        return builders[operation](**fields)
 
     def _prepare_pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
                      order_title: str, goods: str = "") -> Prepared:

@@ -22,7 +22,7 @@ from pos.config import Config, GatewaySection, store_identity
 from pos.core.money import Money
 from pos.core.outcomes import Failed, GatewayResult, Prepared, Succeeded, Unknown
 from pos.core.redact import mask_code
-from pos.gateway.client import GatewayHealth, PreparingClient
+from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.answer import read_fields
 from pos.gateway.offline.codes import classified
 from pos.gateway.offline.status import DEFAULT_NOT_FOUND, read_query
@@ -86,7 +86,7 @@ def _scrub(value: Any, secret: str) -> Any:
     return value
 
 
-class OfflineGateway(PreparingClient):
+class OfflineGateway:
     """A `GatewayClient` (pos/gateway/client.py) over HTTPS to the offline acquiring gateway.
 
     `settings` is the [gateway] config section. Keys are read from the
@@ -124,6 +124,29 @@ class OfflineGateway(PreparingClient):
         self._health = GatewayHealth()
 
     # -- the Gateway protocol ------------------------------------------------
+
+    def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
+            order_title: str, goods: str = "") -> GatewayResult:
+        return self._prepare_pay(merchant_trans_id=merchant_trans_id, identity_code=identity_code, amount=amount,
+                                 order_title=order_title, goods=goods)()
+
+    def query(self, *, merchant_trans_id: str) -> GatewayResult:
+        return self._prepare_query(merchant_trans_id=merchant_trans_id)()
+
+    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
+        return self._prepare_cancel(merchant_trans_id=merchant_trans_id)()
+
+    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
+               reason: str) -> GatewayResult:
+        return self._prepare_refund(acquirement_id=acquirement_id, merchant_refund_id=merchant_refund_id,
+                                    amount=amount, reason=reason)()
+
+    def prepare(self, operation: str, **fields: Any) -> Prepared:
+        """`operation` (pay, query, cancel, refund) built and signed now, sent when called (SignsAhead)."""
+        builders: dict[str, Callable[..., Prepared]] = {
+            "pay": self._prepare_pay, "query": self._prepare_query, "cancel": self._prepare_cancel,
+            "refund": self._prepare_refund}
+        return builders[operation](**fields)
 
     def _prepare_pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
                      order_title: str, goods: str = "") -> Prepared:
