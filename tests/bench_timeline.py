@@ -88,9 +88,7 @@ PATHS = {   # --path: the scenario, the outcome's first line, the floor, the wai
 
 
 def split(records: list[tuple[int, int, str, str]], windows: list[tuple[int, int]]) -> list[dict[str, float]]:
-    """Each sale's window (ms) and, summed over its threads, the ms of each of the floor's kinds of
-    step; "overlap": the ms the floor's steps ran at the same time as one another (a request
-    signed while the commit before it syncs), counted once in the sum and once here."""
+    """Each sale's window (ms) and, summed over its threads, the ms of each of the floor's kinds of step."""
     out = []
     i = 0
     for written, seen in windows:
@@ -98,30 +96,14 @@ def split(records: list[tuple[int, int, str, str]], windows: list[tuple[int, int
             i += 1
         spent = dict.fromkeys(("window", *FLOOR_STEPS), 0.0)
         spent["window"] = (seen - written) / 1e6
-        spans = []
         j = i
         while j < len(records) and records[j][0] < seen:
             start, end, _thread, step = records[j]
             if step in FLOOR_STEPS:
                 spent[step] += (end - start) / 1e6
-                spans.append((start, end))
             j += 1
-        spent["overlap"] = (sum(end - start for start, end in spans) - _covered(spans)) / 1e6
         out.append(spent)
     return out
-
-
-def _covered(spans: list[tuple[int, int]]) -> int:
-    """The time covered by at least one of the spans (ns)."""
-    covered, reach = 0, None
-    for start, end in sorted(spans):
-        if reach is None or start > reach:
-            covered += end - start
-            reach = end
-        elif end > reach:
-            covered += end - reach
-            reach = end
-    return covered
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,8 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     sales = split(records, windows)
     for spent, gw in zip(sales, gateway_ms, strict=True):
         spent["gateway"] = gw
-        spent["rest"] = (spent["window"] - waits * WAIT * 1000 - sum(spent[step] for step in FLOOR_STEPS)
-                         + spent["overlap"])
+        spent["rest"] = spent["window"] - waits * WAIT * 1000 - sum(spent[step] for step in FLOOR_STEPS)
     med = {key: statistics.median(s[key] for s in sales) for key in sales[0]}
     n_trips = parts["round_trips"]
     print("\nEach sale's window split, then the medians over the sales; beside them the floor's pieces as "
@@ -191,7 +172,6 @@ def main(argv: list[str] | None = None) -> None:
         ("HTTP round trip", "the HTTP round trips, the sandbox's own time in them",
          f"{n_trips} x {pieces['round_trip_ms']:.3f} (to an echo server)"),
         ("gateway", "  of which the sandbox's own time (not in the floor)", "-"),
-        ("overlap", "less the time those ran at once (a request signed as the commit syncs)", "-"),
         ("rest", "the rest: the daemon's Python between those, wake-ups, the pty hops",
          f"1 pty read {pieces['pty_line_ms']:.3f}"),
     ]
