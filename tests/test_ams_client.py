@@ -16,7 +16,7 @@ import requests
 
 from pos.config import GatewaySection
 from pos.core.money import Money
-from pos.core.outcomes import Cause, Failed, QueryOutcome, SignsAhead, Succeeded, Unknown, query_outcome_of
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown, query_outcome_of
 from pos.gateway.ams import AmsGateway
 from pos.gateway.keys import ALIPAY_PUBLIC, MERCHANT_PRIVATE, MERCHANT_PUBLIC
 from pos.gateway.transport import Reply, Transport
@@ -404,20 +404,3 @@ def test_pos_sandbox_speaks_the_v1_api_when_asked(tmp_path: Any, sandbox_keys: S
         proc.wait(timeout=15)
     assert pos_main(["sandbox", "--config", str(tmp_path / "t.toml"), "--protocol", "ams"]) == 2
     assert "--protocol goes with --port/--keys" in capsys.readouterr().err
-
-
-def test_a_prepared_call_is_signed_when_prepared_and_sent_only_when_called(
-        gw: AmsGateway, ams_server: SandboxServer, sandbox_clock: FakeClock, session: RecordingTransport) -> None:
-    """SignsAhead: what the payments runner signs while a step commits leaves only when it is called,
-    and then reads as the plain call does (the query's reading, the pay's customer amount)."""
-    assert isinstance(gw, SignsAhead)
-    t = rid()
-    pay_call = gw.prepare("pay", merchant_trans_id=t, identity_code=make_code("00"), amount=SGD(1250),
-                          order_title="Coffee x2")
-    query_call = gw.prepare("query", merchant_trans_id=t)
-    assert session.sent == [] and charged(ams_server, sandbox_clock) == 0    # signed, nothing sent
-    paid = pay_call()
-    assert isinstance(paid, Succeeded) and paid.request_id == t and paid.customer_amount is not None
-    assert query_outcome_of(query_call()) is QueryOutcome.PAID
-    assert [url.rsplit("/", 1)[-1] for url, _, _ in session.sent] == ["pay", "inquiryPayment"]
-    assert charged(ams_server, sandbox_clock) == 1250

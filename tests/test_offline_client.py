@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pos.core.money import Money
-from pos.core.outcomes import Cause, Failed, QueryOutcome, SignsAhead, Succeeded, Unknown, query_outcome_of
+from pos.core.outcomes import Cause, Failed, QueryOutcome, Succeeded, Unknown, query_outcome_of
 from pos.gateway.offline import FUNCTIONS, OfflineGateway
 from pos.gateway.offline.status import query_outcome
 from pos.gateway.signing import build_signed, split_signed
@@ -628,20 +628,3 @@ def test_pos_journal_show_names_alipays_refund_id(offline_gateway: OfflineGatewa
     assert main(["journal", "show", str(sale_id), "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert refund.merchant_refund_id in out and refund.gateway_refund_id in out
-
-
-def test_a_prepared_call_is_signed_when_prepared_and_sent_only_when_called(
-        offline_gateway: OfflineGateway, sandbox_server: Any, sandbox_clock: FakeClock) -> None:
-    """SignsAhead: what the payments runner signs while a step commits leaves only when it is called,
-    and then reads as the plain call does (the query's reading of the payment's status)."""
-    assert isinstance(offline_gateway, SignsAhead)
-    assert not isinstance(DirectGateway(Ledger(), sandbox_clock), SignsAhead)   # the runner signs it after the commit
-    t = mtid()
-    pay_call = offline_gateway.prepare("pay", merchant_trans_id=t, identity_code=make_code("00"), amount=SGD(1250),
-                                       order_title="Coffee x2")
-    query_call = offline_gateway.prepare("query", merchant_trans_id=t)
-    assert sandbox_server.ledger.total_charged("SGD", sandbox_clock()) == 0    # signed, nothing sent
-    paid = pay_call()
-    assert isinstance(paid, Succeeded) and paid.request_id == t and paid.req_msg_id
-    assert query_outcome_of(query_call()) is QueryOutcome.PAID
-    assert sandbox_server.ledger.total_charged("SGD", sandbox_clock()) == 1250

@@ -6,10 +6,9 @@ seed 003 takes a few tens of milliseconds; nothing here asserts on speed.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,7 @@ import pytest
 from pos.config import PaymentSection
 from pos.core.engine import Alarm, Finished, PrintReceipt, Show, ShowQr
 from pos.core.money import Money
-from pos.core.outcomes import GatewayResult
 from pos.core.records import RefundState, SaleState
-from pos.journal.db import JournalError
 from pos.journal.journal import Journal
 from pos.payments.runner import PaymentRunner, RefundRefused, ResolveRefused, SaleRefused
 from pos.sandbox.direct import DirectGateway
@@ -576,86 +573,3 @@ def test_stop_waits_for_a_pay_being_sent_on_its_callers_thread(rig: Rig) -> None
     caller.join(20)
     assert not stopper.is_alive() and not caller.is_alive()
     assert rig.journal.get_sale(sale_ids[0]).state is SaleState.PAID
-
-
-class _SignsAhead:
-    """DirectGateway as a protocol that signs ahead (SignsAhead): notes, for each request, when it
-    was prepared and when it was sent, on which thread, and the sale's state the journal had
-    committed at that moment (read on a connection of its own, so nothing uncommitted shows)."""
-
-    def __init__(self, direct: DirectGateway, reader: Journal) -> None:
-        self.direct, self.reader = direct, reader
-        self.events: list[tuple[str, str, str, SaleState | None]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.direct, name)
-
-    def _note(self, what: str, operation: str, fields: dict[str, Any]) -> None:
-        sale = self.reader.get_sale(fields["merchant_trans_id"]) if "merchant_trans_id" in fields else None
-        self.events.append((what, operation, threading.current_thread().name, None if sale is None else sale.state))
-
-    def prepare(self, operation: str, **fields: Any) -> Callable[[], GatewayResult]:
-        self._note("prepared", operation, fields)
-
-        def send() -> GatewayResult:
-            self._note("sent", operation, fields)
-            call: Callable[..., GatewayResult] = getattr(self.direct, operation)
-            return call(**fields)
-        return send
-
-
-def _signing_rig(tmp_path: Path) -> tuple[PaymentRunner, _SignsAhead, Journal, Ledger, ScaledClock]:
-    clock, ledger = ScaledClock(), Ledger(short_options(wallet_confirm_after=3.0))
-    journal = Journal.open(tmp_path / "journal.db")
-    gateway = _SignsAhead(DirectGateway(ledger, clock.now), Journal.open(tmp_path / "journal.db"))
-    runner = PaymentRunner(journal, gateway, settings(), clock=clock)  # type: ignore[arg-type]
-    runner.recover()
-    return runner, gateway, journal, ledger, clock
-
-
-def test_a_request_is_signed_while_its_step_commits_and_leaves_only_after_the_commit(tmp_path: Path) -> None:
-    """Write before you send, with the signature moved ahead of the commit: each request is built
-    and signed on the signer's thread before the step leading to it is on disk, and sent after."""
-    runner, gateway, journal, _, clock = _signing_rig(tmp_path)
-    try:
-        with runner.pays_sent_here():
-            paid = runner.start_sale(Money(1250, "USD"), make_code("00"), clock.now(), "Coffee")
-        assert runner.sale_state(paid) is SaleState.PAID
-        assert gateway.events == [("prepared", "pay", "pos-sign_0", None),    # the sale not yet committed
-                                  ("sent", "pay", threading.current_thread().name, SaleState.PAYING)]
-        gateway.events.clear()
-        confirmed = runner.start_sale(Money(1250, "USD"), make_code("10"), clock.now(), "Coffee")   # U, queried
-        assert runner.wait(confirmed, timeout=20).state is SaleState.PAID
-        sent = [(op, state) for what, op, _, state in gateway.events if what == "sent"]
-        assert sent[0] == ("pay", SaleState.PAYING) and sent[-1] == ("query", SaleState.QUERYING)
-        assert {thread for what, _, thread, _ in gateway.events if what == "prepared"} == {"pos-sign_0"}
-        assert [op for what, op, _, _ in gateway.events if what == "prepared"] == [op for op, _ in sent]
-    finally:
-        runner.stop()
-        journal.close()
-
-
-def test_a_request_signed_for_a_step_that_did_not_commit_never_leaves(tmp_path: Path) -> None:
-    runner, gateway, journal, ledger, clock = _signing_rig(tmp_path)
-    real = journal.db.conn
-
-    class FailingCommit:
-        def execute(self, sql: str, *args: Any) -> Any:
-            if sql == "COMMIT":
-                raise sqlite3.OperationalError("database or disk is full")
-            return real.execute(sql, *args)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-    try:
-        journal.db.conn = FailingCommit()  # type: ignore[assignment]
-        with pytest.raises(JournalError), runner.pays_sent_here():
-            runner.start_sale(Money(1250, "USD"), make_code("00"), clock.now(), "Coffee")
-    finally:
-        journal.db.conn = real
-        runner.stop()   # waits for the signer's thread too
-    assert [what for what, *_ in gateway.events] in ([], ["prepared"])   # perhaps signed, never sent
-    assert ledger.to_json(as_datetime(clock.now()))["payments"] == []   # nothing charged
-    assert journal.list_sales() == []
-    journal.close()

@@ -31,7 +31,6 @@ the cashier's plain-words text of a decline (the message catalogue's code.<CODE>
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -40,7 +39,7 @@ from pos.core.money import Money
 
 __all__ = [
     "Succeeded", "Failed", "Unknown", "GatewayResult", "Gateway", "QueryOutcome", "query_outcome_of",
-    "Cause", "cause_of", "QrGateway", "qr_text_of", "Prepared", "SignsAhead",
+    "Cause", "cause_of", "QrGateway", "qr_text_of",
 ]
 
 
@@ -166,23 +165,3 @@ class QrGateway(Protocol):
 
     def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str,
                goods: str = "") -> GatewayResult: ...
-
-
-# A gateway call built and signed but not sent: calling it sends the request and reads the answer.
-# It is called once, or dropped unsent (the step that leads to it did not commit).
-Prepared = Callable[[], GatewayResult]
-
-
-@runtime_checkable
-class SignsAhead(Protocol):
-    """A protocol whose calls can be built and signed before they may leave.
-
-    `prepare("pay", **the pay's keywords)` (or "qr_pay", "query", "cancel", "refund": the
-    Gateway methods' names and keywords) does everything a call does before its request is
-    sent: the body, the request's head or headers, the signature. The payments runner signs a
-    request while the step that leads to it is being committed (an RSA signature and a disk
-    sync both run outside the interpreter's lock, so they overlap), and calls the Prepared only
-    once that commit is done: write before you send holds, the sign is no longer after it."""
-
-    def prepare(self, operation: str, **fields: Any) -> Prepared: ...
-

@@ -6,8 +6,7 @@ commands in order: a `Record` is committed to the journal before anything
 after it runs (so every request leaves after the state that leads to it is
 on disk; a new sale's or refund's first Record is committed in the very
 transaction that creates it: one durable commit before its request
-leaves; a protocol that signs ahead has the request built and signed on
-the signer's thread while that commit syncs, and sent after it), requests go to a small thread pool (one in flight per sale or
+leaves), requests go to a small thread pool (one in flight per sale or
 refund, the engine sees to that) but a scan's pay, which the scanner's own
 thread sends once it has left every lock (`pays_sent_here`: no hand-off on
 the sale's path), and Show / PrintReceipt / Alarm / Finished are handed to
@@ -44,8 +43,8 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol
 
@@ -72,7 +71,7 @@ from pos.core.engine import (
 from pos.core.errors import UserError
 from pos.core.events import ItemKind, Notified, RefundNotified, Send
 from pos.core.money import AmountError, Money, parse_amount
-from pos.core.outcomes import Gateway, GatewayResult, Prepared, QrGateway, SignsAhead, Unknown
+from pos.core.outcomes import Gateway, GatewayResult, QrGateway, Unknown
 from pos.core.records import (
     REFUND_FINAL,
     REFUND_SETTLED_FOR_MANAGER,
@@ -228,16 +227,6 @@ class PaymentRunner:
         self._deliver_here = False   # (lock held) the thread feeding the engine delivers its notes itself
         self._notifier_bell: queue.SimpleQueue[bool] = queue.SimpleQueue()   # True: stop
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="pos-gateway")
-        # A protocol that signs ahead (SignsAhead) has each request built and signed on this thread
-        # while the step that leads to it commits: the signature and the disk sync overlap (both
-        # run outside the interpreter's lock), and the request still leaves only after the commit.
-        # `_signed`: each such request -> its signing, taken by the thread that sends it.
-        self._signer = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="pos-sign")
-                        if isinstance(gateway, SignsAhead) else None)
-        if self._signer is not None:
-            self._signer.submit(int)   # its thread starts now, not inside the first sale
-        self._signed: dict[Send, Future[Prepared]] = {}
-        self._signed_lock = threading.Lock()
         # pays_sent_here(): the pays a thread's steps queued for it to send once it has left every
         # lock (its `pays`, None outside the context), and how many such pays are queued or in
         # flight on their callers' threads (lock held; stop() waits for them as for the pool's).
@@ -401,7 +390,7 @@ class PaymentRunner:
             refusal = self._sale_refusal(amount, code, scanned_at, now, qr=qr)
             if refusal is not None:
                 raise SaleRefused(refusal)
-            step = _FirstStep(self.engine, lambda created: StartSale(created, code.strip(), now), self._sign_ahead)
+            step = _FirstStep(self.engine, lambda created: StartSale(created, code.strip(), now))
             try:
                 # The sale and the engine's first step (PAYING) in one transaction: one durable commit.
                 record = self.journal.create_sale(amount=amount, code=code.strip(), scanned_at=scanned_at, now=now,
@@ -477,7 +466,7 @@ class PaymentRunner:
             if refusal is not None:
                 raise RefundRefused(refusal)
             now = self.clock.now()
-            step = _FirstStep(self.engine, lambda created: StartRefund(created, now), self._sign_ahead)
+            step = _FirstStep(self.engine, lambda created: StartRefund(created, now))
             try:
                 # While the engine waits to be rebuilt, the refund is only created: the rebuild resumes it.
                 record = self.journal.create_refund(sale=sale, amount=amount, reason=reason, now=now,
@@ -549,8 +538,6 @@ class PaymentRunner:
         self._pool.shutdown(wait=True)
         with self._cond:   # pays sent by their callers' threads (pays_sent_here) are let finish too
             self._cond.wait_for(lambda: self._pays_here == 0, timeout)
-        if self._signer is not None:
-            self._signer.shutdown(wait=True)
         self._loop.join(timeout)
         self._notifier_bell.put(True)   # it delivers what is still queued, then ends
         self._notifier.join(timeout)
@@ -598,8 +585,7 @@ class PaymentRunner:
     def _step_failed(self, step: _FirstStep) -> None:
         """An item's creation did not commit (lock held): an engine that took its first step is
         ahead of the journal and is rebuilt from it, as after any failed commit; one that did not
-        is untouched. Its request, signed meanwhile, is dropped unsent."""
-        self._drop_signed(step.commands)
+        is untouched."""
         if step.ran:
             self._journal_failed()
 
@@ -654,20 +640,17 @@ class PaymentRunner:
         receipts = [c for c in commands if isinstance(c, PrintReceipt)] if writer is not None else []
         written: list[PrintReceipt] = []
         noted = False
-        for at, command in enumerate(commands):
+        for command in commands:
             if isinstance(command, Record):
                 # Write before you send: committed before any later command runs. The receipts
-                # this step asks for are queued in its transaction (write_receipts); the requests
-                # it leads to are signed meanwhile (_sign_ahead), and sent after.
+                # this step asks for are queued in its transaction (write_receipts).
                 then: Callable[[], None] | None = None
                 if receipts and writer is not None:
                     then = partial(_write_each, writer, receipts)
                     written, receipts = receipts, []
-                self._sign_ahead(commands[at + 1:])
                 try:
                     self.journal.record(command, then=then)
                 except Exception:
-                    self._drop_signed(commands[at + 1:])
                     self._journal_failed()
                     raise
                 self._recorded(command)
@@ -677,7 +660,6 @@ class PaymentRunner:
                 if self._stopping:
                     # Left scheduled on disk; the next start's recover() picks it up.
                     log.info("shutting down: not sending %s", type(command).__name__)
-                    self._drop_signed((command,))
                     continue
                 self._inflight += 1
                 pays: list[SendPay] | None = getattr(self._here, "pays", None)
@@ -705,44 +687,27 @@ class PaymentRunner:
         if now or (wake is not None and wake < until):
             self._tick_bell.notify()
 
-    def _sign_ahead(self, commands: Iterable[Command]) -> None:
-        """Start building and signing the requests among `commands` up to the next Record (lock
-        held; called before the commit that leads to them). Each is sent, by the thread that
-        carries it out, only after that commit: a commit that fails drops them unsent."""
-        if self._signer is None or self._stopping or self._broken:
-            return
-        for command in commands:
-            if isinstance(command, Record):
-                return   # what follows waits for that Record's commit: signed before it, if at all
-            if isinstance(command, Send) and _signs_ahead(self.gateway, command):
-                with self._signed_lock:
-                    self._signed[command] = self._signer.submit(self._prepare, command)
-
-    def _drop_signed(self, commands: Iterable[Command]) -> None:
-        """Forget the signed requests among `commands`: they will not be sent."""
-        with self._signed_lock:
-            for command in commands:
-                signed = self._signed.pop(command, None) if isinstance(command, Send) else None
-                if signed is not None:
-                    signed.cancel()   # not signed at all if the signer has not begun
-
-    def _prepare(self, command: Send) -> Prepared:
-        """The request built and signed (on the signer's thread; the gateway signs ahead)."""
-        assert isinstance(self.gateway, SignsAhead)
-        operation, fields = _request(command)
-        return self.gateway.prepare(operation, **fields)
-
     def _send(self, command: Send) -> GatewayResult:
-        """Send the request: the one signed while its step committed, or built and signed now."""
-        with self._signed_lock:
-            signed = self._signed.pop(command, None)
-        if signed is not None:
-            return signed.result()()
-        operation, fields = _request(command)
-        if operation == "qr_pay" and not isinstance(self.gateway, QrGateway):   # refused before the sale was created
-            return Unknown("this gateway protocol offers no merchant-presented QR")
-        call: Callable[..., GatewayResult] = getattr(self.gateway, operation)
-        return call(**fields)
+        extra = {"goods": command.goods} if isinstance(command, SendPay) and command.goods else {}
+        if isinstance(command, SendPay) and command.qr:
+            if not isinstance(self.gateway, QrGateway):   # refused before the sale was created
+                return Unknown("this gateway protocol offers no merchant-presented QR")
+            return self.gateway.qr_pay(merchant_trans_id=command.merchant_trans_id, amount=command.amount,
+                                       order_title=command.order_title, **extra)
+        if isinstance(command, SendPay):
+            return self.gateway.pay(merchant_trans_id=command.merchant_trans_id, identity_code=command.identity_code,
+                                    amount=command.amount, order_title=command.order_title, **extra)
+        if isinstance(command, SendQuery):
+            return self.gateway.query(merchant_trans_id=command.merchant_trans_id)
+        if isinstance(command, SendCancel):
+            return self.gateway.cancel(merchant_trans_id=command.merchant_trans_id)
+        if isinstance(command, SendReverse):
+            return self.gateway.refund(acquirement_id=command.acquirement_id,
+                                       merchant_refund_id=command.merchant_refund_id, amount=command.amount,
+                                       reason="charged after the sale was called off")
+        return self.gateway.refund(acquirement_id=command.acquirement_id,
+                                   merchant_refund_id=command.merchant_refund_id, amount=command.amount,
+                                   reason=command.reason)
 
     def _call(self, command: Send) -> None:
         result: GatewayResult
@@ -866,11 +831,9 @@ class _FirstStep:
     that creates it: its Record is committed with the item; the commands after it wait in
     `commands` until that commit is done."""
 
-    def __init__(self, engine: Engine, event: Callable[[Any], Event],
-                 ahead: Callable[[list[Command]], None]) -> None:
+    def __init__(self, engine: Engine, event: Callable[[Any], Event]) -> None:
         self._engine = engine
         self._event = event
-        self._ahead = ahead   # given the commands that wait for the commit (PaymentRunner._sign_ahead)
         self.ran = False
         self.committed: Record | None = None
         self.commands: list[Command] = []
@@ -882,38 +845,12 @@ class _FirstStep:
         if isinstance(first, Record):
             self.committed, commands = first, commands[1:]
         self.commands = commands
-        self._ahead(commands)
         return self.committed
 
 
 def _write_each(writer: ReceiptWriter, receipts: list[PrintReceipt]) -> None:
     for receipt in receipts:
         writer(receipt)
-
-
-def _request(command: Send) -> tuple[str, dict[str, Any]]:
-    """The Gateway method a request is sent with, and its keywords."""
-    if isinstance(command, SendPay):
-        fields: dict[str, Any] = {"merchant_trans_id": command.merchant_trans_id, "amount": command.amount,
-                                  "order_title": command.order_title}
-        if command.goods:
-            fields["goods"] = command.goods
-        if command.qr:
-            return "qr_pay", fields
-        return "pay", {**fields, "identity_code": command.identity_code}
-    if isinstance(command, SendQuery):
-        return "query", {"merchant_trans_id": command.merchant_trans_id}
-    if isinstance(command, SendCancel):
-        return "cancel", {"merchant_trans_id": command.merchant_trans_id}
-    reason = "charged after the sale was called off" if isinstance(command, SendReverse) else command.reason
-    return "refund", {"acquirement_id": command.acquirement_id, "merchant_refund_id": command.merchant_refund_id,
-                      "amount": command.amount, "reason": reason}
-
-
-def _signs_ahead(gateway: Gateway, command: Send) -> bool:
-    """Whether the gateway signs this request ahead (a QR pay only where the protocol offers one)."""
-    return isinstance(gateway, SignsAhead) and (
-        not (isinstance(command, SendPay) and command.qr) or isinstance(gateway, QrGateway))
 
 
 def _answers(command: Send) -> tuple[ItemKind, int, Request]:

@@ -32,7 +32,7 @@ from typing import Any
 from pos.config import Config, GatewaySection, store_identity
 from pos.core.goods import check_goods, goods_info, parse_goods_info, total_quantity
 from pos.core.money import CurrencyError, Money, validate_cn_currencies
-from pos.core.outcomes import Failed, GatewayResult, Prepared, Succeeded, Unknown
+from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
 from pos.gateway.ams.codes import classified
 from pos.gateway.ams.signing import (
@@ -189,62 +189,26 @@ class AmsGateway:
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
             order_title: str, goods: str = "") -> GatewayResult:
-        return self._prepare_pay(merchant_trans_id=merchant_trans_id, identity_code=identity_code, amount=amount,
-                                 order_title=order_title, goods=goods)()
+        body = self._pay_body(merchant_trans_id, amount, order_title, PAYMENT_CODE, identity_code)
+        refused = self._complete_pay(body, amount, merchant_trans_id, goods)
+        if refused is not None:
+            return refused
+        result = self._call("pay", body, merchant_trans_id, mask_code(identity_code))
+        return customer_amount(result, result.data) if isinstance(result, Succeeded) else result
 
     def qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str, goods: str = "") -> GatewayResult:
         """The order code (merchant-presented QR): a pay whose U PAYMENT_IN_PROCESS answer carries the
         code the customer scans, as `Unknown.qr`. The sale then waits on inquiryPayment and notifyPayment."""
-        return self._prepare_qr_pay(merchant_trans_id=merchant_trans_id, amount=amount, order_title=order_title,
-                                    goods=goods)()
-
-    def query(self, *, merchant_trans_id: str) -> GatewayResult:
-        return self._prepare_query(merchant_trans_id=merchant_trans_id)()
-
-    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
-        return self._prepare_cancel(merchant_trans_id=merchant_trans_id)()
-
-    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
-               reason: str) -> GatewayResult:
-        return self._prepare_refund(acquirement_id=acquirement_id, merchant_refund_id=merchant_refund_id,
-                                    amount=amount, reason=reason)()
-
-    def prepare(self, operation: str, **fields: Any) -> Prepared:
-        """`operation` (pay, qr_pay, query, cancel, refund) built and signed now, sent when called (SignsAhead)."""
-        builders: dict[str, Callable[..., Prepared]] = {
-            "pay": self._prepare_pay, "qr_pay": self._prepare_qr_pay, "query": self._prepare_query,
-            "cancel": self._prepare_cancel, "refund": self._prepare_refund}
-        return builders[operation](**fields)
-
-    def _prepare_pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-                     order_title: str, goods: str = "") -> Prepared:
-        body = self._pay_body(merchant_trans_id, amount, order_title, PAYMENT_CODE, identity_code)
-        refused = self._complete_pay(body, amount, merchant_trans_id, goods)
-        if refused is not None:
-            return lambda: refused
-        call = self._prepare_call("pay", body, merchant_trans_id, mask_code(identity_code))
-
-        def send() -> GatewayResult:
-            result = call()
-            return customer_amount(result, result.data) if isinstance(result, Succeeded) else result
-        return send
-
-    def _prepare_qr_pay(self, *, merchant_trans_id: str, amount: Money, order_title: str,
-                        goods: str = "") -> Prepared:
         body = self._pay_body(merchant_trans_id, amount, order_title, ORDER_CODE)
         refused = self._complete_pay(body, amount, merchant_trans_id, goods)
         if refused is not None:
-            return lambda: refused
-        call = self._prepare_call("pay", body, merchant_trans_id)
-
-        def send() -> GatewayResult:
-            result = call()
-            if isinstance(result, Unknown) and result.data:
-                result = replace(result, qr=qr_text(result.data))
-            log.info("order code paymentRequestId=%s code_received=%s", merchant_trans_id,
-                     "yes" if isinstance(result, Unknown) and result.qr else "no")
-            return result
-        return send
+            return refused
+        result = self._call("pay", body, merchant_trans_id)
+        if isinstance(result, Unknown) and result.data:
+            result = replace(result, qr=qr_text(result.data))
+        log.info("order code paymentRequestId=%s code_received=%s", merchant_trans_id,
+                 "yes" if isinstance(result, Unknown) and result.qr else "no")
+        return result
 
     def _pay_body(self, merchant_trans_id: str, amount: Money, order_title: str, scenario: str,
                   identity_code: str = "") -> dict[str, Any]:
@@ -290,34 +254,34 @@ class AmsGateway:
                 body["order"]["extendInfo"] = extend
         return None
 
-    def _prepare_query(self, *, merchant_trans_id: str) -> Prepared:
-        call = self._prepare_call("inquiryPayment", {"paymentRequestId": merchant_trans_id}, merchant_trans_id)
-        return lambda: read_inquiry(call(), self._not_found)
+    def query(self, *, merchant_trans_id: str) -> GatewayResult:
+        result = self._call("inquiryPayment", {"paymentRequestId": merchant_trans_id}, merchant_trans_id)
+        return read_inquiry(result, self._not_found)
 
-    def _prepare_cancel(self, *, merchant_trans_id: str) -> Prepared:
-        return self._prepare_call("cancel", {"paymentRequestId": merchant_trans_id}, merchant_trans_id)
+    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
+        return self._call("cancel", {"paymentRequestId": merchant_trans_id}, merchant_trans_id)
 
-    def _prepare_refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
-                        reason: str) -> Prepared:
+    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
+               reason: str) -> GatewayResult:
         body: dict[str, Any] = {"refundRequestId": merchant_refund_id, "paymentId": acquirement_id,
                                 "refundAmount": amount.wire()}
         if reason:
             body["refundReason"] = reason
         if self._refund_notify_url:
             body["refundNotifyUrl"] = self._refund_notify_url
-        return self._prepare_call("refund", body, merchant_refund_id)
+        return self._call("refund", body, merchant_refund_id)
 
     # -- v1-only calls -------------------------------------------------------
 
     def inquiry_refund(self, *, merchant_refund_id: str) -> GatewayResult:
         """inquiryRefund by refundRequestId; S carries refundStatus SUCCESS | PROCESSING | FAIL."""
-        return self.call("inquiryRefund", {"refundRequestId": merchant_refund_id}, merchant_refund_id)
+        return self._call("inquiryRefund", {"refundRequestId": merchant_refund_id}, merchant_refund_id)
 
     def consult(self, *, amount: Money) -> GatewayResult:
         """consult: which payment options the contract offers for this amount (no money moves)."""
         body = {"productCode": PRODUCT_CODE, "paymentAmount": amount.wire(),
                 "paymentFactor": {"inStorePaymentScenario": "PaymentCode"}}
-        return self.call("consult", body, "")
+        return self._call("consult", body, "")
 
     def health(self) -> GatewayHealth:
         return self._health
@@ -335,11 +299,10 @@ class AmsGateway:
 
     def call(self, operation: str, body: dict[str, Any], business_id: str) -> GatewayResult:
         """One signed call of any operation in ENDPOINTS (the back-office calls use it)."""
-        return self._prepare_call(operation, body, business_id)()
+        return self._call(operation, body, business_id)
 
-    def _prepare_call(self, operation: str, body: dict[str, Any], business_id: str,
-                      code_hint: str | None = None) -> Prepared:
-        """The request built and signed; the returned callable sends it and reads the answer."""
+    def _call(self, operation: str, body: dict[str, Any], business_id: str,
+              code_hint: str | None = None) -> GatewayResult:
         path = self.prefix + ENDPOINTS[operation]
         wire = compact_json(body).encode("utf-8")
         moment = request_time(self._clock())
@@ -350,18 +313,15 @@ class AmsGateway:
             "request-time": moment,
             "Signature": signature_header(signature, self._s.key_version),
         }
-
-        def send() -> GatewayResult:
-            started = time.monotonic()
-            answer = self._exchange(self._s.url + path, path, wire, headers, operation, business_id)
-            result = replace(answer, request_id=business_id)
-            self._health = GatewayHealth(
-                last_latency=time.monotonic() - started,
-                last_error=result.reason if isinstance(result, Unknown) and result.code is None else None,
-                link_down=isinstance(result, Unknown) and result.no_answer)
-            self._log(operation, business_id, result, code_hint)
-            return result
-        return send
+        started = time.monotonic()
+        answer = self._exchange(self._s.url + path, path, wire, headers, operation, business_id)
+        result = replace(answer, request_id=business_id)
+        self._health = GatewayHealth(
+            last_latency=time.monotonic() - started,
+            last_error=result.reason if isinstance(result, Unknown) and result.code is None else None,
+            link_down=isinstance(result, Unknown) and result.no_answer)
+        self._log(operation, business_id, result, code_hint)
+        return result
 
     def _exchange(self, url: str, path: str, wire: bytes, headers: dict[str, str], operation: str,
                   business_id: str) -> GatewayResult:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pos.config import Config, GatewaySection, store_identity
 from pos.core.money import Money
-from pos.core.outcomes import Failed, GatewayResult, Prepared, Succeeded, Unknown
+from pos.core.outcomes import Failed, GatewayResult, Succeeded, Unknown
 from pos.core.redact import mask_code
 from pos.gateway.client import GatewayHealth
 from pos.gateway.offline.answer import read_fields
@@ -127,29 +127,6 @@ class OfflineGateway:
 
     def pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
             order_title: str, goods: str = "") -> GatewayResult:
-        return self._prepare_pay(merchant_trans_id=merchant_trans_id, identity_code=identity_code, amount=amount,
-                                 order_title=order_title, goods=goods)()
-
-    def query(self, *, merchant_trans_id: str) -> GatewayResult:
-        return self._prepare_query(merchant_trans_id=merchant_trans_id)()
-
-    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
-        return self._prepare_cancel(merchant_trans_id=merchant_trans_id)()
-
-    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
-               reason: str) -> GatewayResult:
-        return self._prepare_refund(acquirement_id=acquirement_id, merchant_refund_id=merchant_refund_id,
-                                    amount=amount, reason=reason)()
-
-    def prepare(self, operation: str, **fields: Any) -> Prepared:
-        """`operation` (pay, query, cancel, refund) built and signed now, sent when called (SignsAhead)."""
-        builders: dict[str, Callable[..., Prepared]] = {
-            "pay": self._prepare_pay, "query": self._prepare_query, "cancel": self._prepare_cancel,
-            "refund": self._prepare_refund}
-        return builders[operation](**fields)
-
-    def _prepare_pay(self, *, merchant_trans_id: str, identity_code: str, amount: Money,
-                     order_title: str, goods: str = "") -> Prepared:
         # The offline protocol has no field for line items (`goods` is not sent).
         body: dict[str, Any] = {
             "merchantId": self._s.merchant_id,
@@ -163,19 +140,18 @@ class OfflineGateway:
         if self._s.settle_contract_id:
             body["settleContractId"] = self._s.settle_contract_id
         put_store(body, self._store, "offline")
-        return self._prepare_call("pay", body, merchant_trans_id, mask_code(identity_code), secret=identity_code)
+        return self._call("pay", body, merchant_trans_id, mask_code(identity_code), secret=identity_code)
 
-    def _prepare_query(self, *, merchant_trans_id: str) -> Prepared:
+    def query(self, *, merchant_trans_id: str) -> GatewayResult:
         body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}
-        call = self._prepare_call("query", body, merchant_trans_id)
-        return lambda: read_query(call(), self._not_found)
+        return read_query(self._call("query", body, merchant_trans_id), self._not_found)
 
-    def _prepare_cancel(self, *, merchant_trans_id: str) -> Prepared:
+    def cancel(self, *, merchant_trans_id: str) -> GatewayResult:
         body = {"merchantId": self._s.merchant_id, "merchantTransId": merchant_trans_id}
-        return self._prepare_call("cancel", body, merchant_trans_id)
+        return self._call("cancel", body, merchant_trans_id)
 
-    def _prepare_refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
-                        reason: str) -> Prepared:
+    def refund(self, *, acquirement_id: str, merchant_refund_id: str, amount: Money,
+               reason: str) -> GatewayResult:
         body: dict[str, Any] = {
             "merchantId": self._s.merchant_id,
             "acquirementId": acquirement_id,
@@ -184,7 +160,7 @@ class OfflineGateway:
         }
         if reason:
             body["refundReason"] = reason
-        return self._prepare_call("refund", body, merchant_refund_id)
+        return self._call("refund", body, merchant_refund_id)
 
     def health(self) -> GatewayHealth:
         return self._health
@@ -200,9 +176,8 @@ class OfflineGateway:
 
     # -- one HTTP exchange ---------------------------------------------------
 
-    def _prepare_call(self, operation: str, body: dict[str, Any], business_id: str,
-                      code_hint: str | None = None, *, secret: str | None = None) -> Prepared:
-        """The request built and signed; the returned callable sends it and reads the answer."""
+    def _call(self, operation: str, body: dict[str, Any], business_id: str,
+              code_hint: str | None = None, *, secret: str | None = None) -> GatewayResult:
         fn = FUNCTIONS[operation]
         req_msg_id = str(uuid.uuid4())  # new per HTTP request, never a business key (§3.2)
         head = {
@@ -215,22 +190,18 @@ class OfflineGateway:
             "signType": self._s.sign_type,
         }
         wire = build_signed("request", head, body, self._private_key)
-        timeout = self._pay_timeout if operation == "pay" else self._timeout
-
-        def send() -> GatewayResult:
-            started = time.monotonic()
-            answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id,
-                                    timeout, secret)
-            result = replace(answer, request_id=business_id, req_msg_id=req_msg_id)
-            # For health checks: why the last exchange told us nothing (transport,
-            # HTTP or signature trouble); a verified answer of any status clears it.
-            self._health = GatewayHealth(
-                last_latency=time.monotonic() - started,
-                last_error=result.reason if isinstance(result, Unknown) and result.code is None else None,
-                link_down=isinstance(result, Unknown) and result.no_answer)
-            self._log(fn.name, business_id, req_msg_id, result, code_hint)
-            return result
-        return send
+        started = time.monotonic()
+        answer = self._exchange(function_url(self._s.url, operation), wire, fn.name, req_msg_id, business_id,
+                                self._pay_timeout if operation == "pay" else self._timeout, secret)
+        result = replace(answer, request_id=business_id, req_msg_id=req_msg_id)
+        # For health checks: why the last exchange told us nothing (transport,
+        # HTTP or signature trouble); a verified answer of any status clears it.
+        self._health = GatewayHealth(
+            last_latency=time.monotonic() - started,
+            last_error=result.reason if isinstance(result, Unknown) and result.code is None else None,
+            link_down=isinstance(result, Unknown) and result.no_answer)
+        self._log(fn.name, business_id, req_msg_id, result, code_hint)
+        return result
 
     def _exchange(self, url: str, wire: bytes, function: str, req_msg_id: str,
                   business_id: str, timeout: tuple[float, float], secret: str | None = None) -> GatewayResult:
