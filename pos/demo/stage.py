@@ -23,7 +23,7 @@ import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -42,6 +42,19 @@ __all__ = ["DEMO_PIN", "Stage"]
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PIN = "2468"
+
+
+T = TypeVar("T")
+
+
+def _until(probe: Callable[[], T], done: Callable[[T], bool], seconds: float) -> T:
+    """`probe()` every 50 ms until `done` holds for what it returned or `seconds` passed; its last value."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = probe()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 def _free_port() -> int:
@@ -247,6 +260,11 @@ class Stage:
         path = self.dir / "daemon.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def logged(self, text: str, seconds: float = 3.0) -> bool:
+        """Whether the daemon's log has `text` within `seconds`: the daemon writes a line after the
+        commit it tells of, so the till can read a sale's new state a moment before its log line."""
+        return text in _until(self.daemon_log, lambda log: text in log, seconds)
+
     # ------------------------------------------------------------ the till and the devices
 
     def till(self, method: str, path: str, body: Any = None, *, manager: bool = False,
@@ -324,9 +342,5 @@ class Stage:
         """The sandbox's notifications whose `key` is `value`, once all are acknowledged or `seconds`
         passed: the sandbox marks one acknowledged when the daemon's answer is back, a moment after
         the daemon committed what it says (so after the sale reads PAID on the till API)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            found = [n for n in self.ledger()["notifications"] if n.get(key) == value]
-            if (found and all(n["acknowledged"] for n in found)) or time.monotonic() > deadline:
-                return found
-            time.sleep(0.05)
+        return _until(lambda: [n for n in self.ledger()["notifications"] if n.get(key) == value],
+                      lambda found: bool(found) and all(n["acknowledged"] for n in found), seconds)

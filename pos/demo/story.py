@@ -186,17 +186,6 @@ def _scenes(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None])
 _SLIP_QR = re.compile(r"\[QR: ([^\]]+)\]")
 
 
-def _logged(stage: Stage, text: str, seconds: float = 3.0) -> bool:
-    """Whether the daemon's log has `text` within `seconds`: the daemon writes a line after the
-    commit it tells of, so the till can read a sale's new state a moment before its log line."""
-    deadline = time.monotonic() + seconds
-    while text not in stage.daemon_log():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _qr_scene(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None]) -> None:
     """Scene 9, on a terminal speaking Alipay's v1 API: the customer scans the terminal's code."""
     n.say(f"  a second terminal, [gateway] protocol = \"ams\"; sandbox on {stage.sandbox_url}, "
@@ -217,8 +206,8 @@ def _qr_scene(stage: Stage, n: _Narrator, expect: Callable[[str, Any, Any], None
     page = requests.post(url + "/pay", timeout=10)
     expect("the wallet paid", "data-status='SUCCESS'" in page.text, True)
     done = stage.wait_sale(sale["id"], 20)
-    by = ("settled by Alipay's notification" if _logged(stage, f"merchantTransId={done['merchantTransId']} "
-                                                              "outcome=applied")
+    by = ("settled by Alipay's notification"
+          if stage.logged(f"merchantTransId={done['merchantTransId']} outcome=applied")
           else "found paid by the terminal's query")
     n.say(f"   -> {done['state']} ({by})  merchantTransId {done['merchantTransId']}")
     expect("sale 9", done["state"], "PAID")
