@@ -6,8 +6,8 @@ network printer twin, `pos sandbox` in its own process with no think time),
 tests/timeline_hook on its PYTHONPATH: the hook times every call of the steps
 it names (the commits, the sign, the round trip, the engine, the displays ...)
 on the monotonic clock this process reads too. For each sale the window runs
-from the code written into the scanner pty to PAID decoded on the cashier
-display, as in `make bench`.
+from the code written into the scanner pty to the read of the cashier
+display's pty that brought PAID, as in `make bench`.
 
 It prints, for the sales' medians, each step's start and end (ms after the
 code was written), its duration and its thread; then the window split into
