@@ -39,6 +39,7 @@ receipt builder (pos/terminal/receipts.py), which owns how money is written.
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -89,6 +90,8 @@ MASKED_CODE_STARS = 14  # "**************1234": the width of a typical 18-digit 
 _FS_KANJI_ON = b"\x1c\x26"   # FS &
 _FS_KANJI_OFF = b"\x1c\x2e"  # FS .
 _ENCODINGS = {"GB18030": "gb18030", "BIG5": "big5", "UTF-8": "utf-8", "ASCII": "ascii"}
+# _tokens of printable ASCII: every character one column wide, so the runs of spaces and of the rest.
+_RUNS = re.compile(r" +|[^ ]+")
 
 
 def paper_dots(columns: int) -> int:
@@ -262,6 +265,14 @@ class ReceiptData:
         )
 
 
+def _plain(text: str) -> bool:
+    """Printable ASCII only (most of a receipt): no control character, one column and one byte a
+    character in every encoding here. The per-character rules below (the *_each functions) take
+    this fast path for such text, which gives what the rule gives character by character
+    (tests/test_receipt_layout.py checks)."""
+    return text.isascii() and text.isprintable()
+
+
 def printable(text: str) -> str:
     """Text with every control character (C0, DEL, C1) replaced by '?'.
 
@@ -269,12 +280,21 @@ def printable(text: str) -> str:
     gateway: an ESC p in it would open the cash drawer, a GS V cut the paper.
     Commands are made by python-escpos, never carried in text.
     """
+    return text if _plain(text) else _printable_each(text)
+
+
+def _printable_each(text: str) -> str:
     return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
 def encode_text(text: str, encoding: str) -> bytes:
     """Printer bytes for text in the configured encoding (see module doc); control characters become '?'."""
-    text = printable(text)
+    if _plain(text):
+        return text.encode("ascii")   # what each encoding makes of printable ASCII
+    return _encode_each(_printable_each(text), encoding)
+
+
+def _encode_each(text: str, encoding: str) -> bytes:
     codec = _ENCODINGS.get(encoding.upper(), encoding)
     if codec == "ascii":
         return text.encode("ascii", errors="replace")
@@ -299,6 +319,10 @@ def encode_text(text: str, encoding: str) -> bytes:
 
 
 def _cut_to_width(text: str, width: int) -> str:
+    return text[:max(width, 0)] if _plain(text) else _cut_each(text, width)
+
+
+def _cut_each(text: str, width: int) -> str:
     out, used = [], 0
     for ch in text:
         w = max(text_width(ch), 0)
@@ -321,6 +345,10 @@ def _wrap_to_width(text: str, width: int) -> list[str]:
 
 def _tokens(text: str) -> list[str]:
     """Runs of spaces, words, and each wide (CJK) character on its own: a line may break around those."""
+    return _RUNS.findall(text) if _plain(text) else _tokens_each(text)
+
+
+def _tokens_each(text: str) -> list[str]:
     out: list[str] = []
     for ch in text:
         if out and text_width(ch) < 2 and text_width(out[-1][-1]) < 2 and (ch == " ") == (out[-1][-1] == " "):

@@ -11,8 +11,11 @@ from datetime import datetime
 
 import pytest
 import zxingcpp
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
+from devices import receipt
 from devices.emulated import escpos_to_text
 from devices.emulated.escpos_text import CUT_LINE
 from devices.messages import Catalogue
@@ -184,3 +187,23 @@ def test_double_height_is_twice_as_tall_and_centred_lines_are_centred() -> None:
     assert name.box[3] - name.box[1] == 2 * (store.box[3] - store.box[1])
     assert store.text == "Orchard Rd" and store.column == (42 - len("Orchard Rd")) // 2
     assert rows[-1].kind == "cut"
+
+
+PRINTABLE_ASCII = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=90)
+
+
+@given(PRINTABLE_ASCII, st.integers(min_value=-2, max_value=60))
+def test_printable_ascii_takes_a_fast_path_that_gives_what_the_per_character_rules_give(text: str,
+                                                                                        width: int) -> None:
+    assert receipt.printable(text) == receipt._printable_each(text)
+    for encoding in ("GB18030", "BIG5", "UTF-8", "ASCII"):
+        assert receipt.encode_text(text, encoding) == receipt._encode_each(text, encoding)
+    assert receipt._cut_to_width(text, width) == receipt._cut_each(text, width)
+    assert receipt._tokens(text) == receipt._tokens_each(text)
+
+
+def test_text_that_is_not_printable_ascii_keeps_the_per_character_rules() -> None:
+    assert receipt.printable("Tea\x1bp\x00x2\x85") == "Tea?p?x2?"
+    assert receipt.encode_text("小笼包 x2\x1b", "GB18030") == b"\x1c&" + "小笼包".encode("gb18030") + b"\x1c. x2?"
+    assert receipt._cut_to_width("小笼包", 5) == "小笼"
+    assert receipt._tokens("ab 小笼 cd") == ["ab", " ", "小", "笼", " ", "cd"]
