@@ -20,6 +20,7 @@ Python between those pieces, thread wake-ups, and the pty hops.
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import statistics
 import tempfile
@@ -106,6 +107,69 @@ def split(records: list[tuple[int, int, str, str]], windows: list[tuple[int, int
     return out
 
 
+TAIL_SHARE = 50   # the slowest 1 sale in 50, where the p99 lies
+# Work beside the sale's path whose share of the slowest windows is worth seeing (substrings of step names).
+BESIDE = ("print queue at work", "receipt built by the print queue", "receipt rendered by the print queue",
+          "garbage collection")
+_LOOK_BACK_NS = 50_000_000   # a record that began this long before a window may still reach into it
+
+
+def _inside(records: list[tuple[int, int, str, str]], starts: list[int], a: int, b: int
+            ) -> list[tuple[int, int, str, str]]:
+    """The records that overlap the span a..b (ns)."""
+    out = []
+    for record in records[bisect.bisect_left(starts, a - _LOOK_BACK_NS):]:
+        if record[0] > b:
+            break
+        if record[1] >= a:
+            out.append(record)
+    return out
+
+
+def tail(records: list[tuple[int, int, str, str]], windows: list[tuple[int, int]]) -> list[str]:
+    """The slowest 2% of the sales against the middle half, as lines to print: where on the sale's path
+    they fell behind, how long the outcome took from the display pty to the benchmark, and which work
+    beside the sale's path ran inside their windows."""
+    order = sorted(range(len(windows)), key=lambda i: windows[i][1] - windows[i][0])
+    # Each group in time order, as timeline() walks the records.
+    groups = {"slowest": sorted(windows[i] for i in order[-max(1, len(order) // TAIL_SHARE):]),
+              "middle": sorted(windows[i] for i in order[len(order) // 4: 3 * len(order) // 4])}
+    starts = [r[0] for r in records]
+    rows = {name: {(step, thread): start for step, thread, start, _end, _n in timeline(records, group)[0]}
+            for name, group in groups.items()}
+    lines = [f"The slowest {len(groups['slowest']):,} sales (1 in {TAIL_SHARE}) against the middle half "
+             f"({len(groups['middle']):,}): each step's start, ms after the code was written, slowest / "
+             "middle half / behind by"]
+    for key, at in rows["middle"].items():
+        if key in rows["slowest"]:
+            slow_at = rows["slowest"][key]
+            lines.append(f"  {slow_at:8.3f} {at:8.3f} {slow_at - at:+7.3f}  {key[1]:16} {key[0]}")
+    handed, beside = {}, {}
+    for name, group in groups.items():
+        waits, shares = [], dict.fromkeys(BESIDE, 0)
+        spent = dict.fromkeys(BESIDE, 0.0)
+        for written, seen in group:
+            inside = _inside(records, starts, written, seen)
+            shown = [end for _s, end, _t, step in inside if step == "display written" and end <= seen]
+            if shown:
+                waits.append((seen - max(shown)) / 1e6)
+            for kind in BESIDE:
+                ns = sum(min(end, seen) - max(start, written) for start, end, _t, step in inside if kind in step)
+                if ns > 0:
+                    shares[kind] += 1
+                    spent[kind] += ns / 1e6
+        handed[name] = statistics.median(waits) if waits else float("nan")
+        beside[name] = {kind: (100 * shares[kind] / len(group), spent[kind] / len(group)) for kind in BESIDE}
+    lines.append(f"  {handed['slowest']:8.3f} {handed['middle']:8.3f} {handed['slowest'] - handed['middle']:+7.3f}  "
+                 f"{'':16} from the last display written to the benchmark's read")
+    lines.append("  beside the sale's path, inside the windows (share of the windows, ms a window): "
+                 "slowest / middle half")
+    for kind in BESIDE:
+        (s_share, s_ms), (m_share, m_ms) = beside["slowest"][kind], beside["middle"][kind]
+        lines.append(f"    {kind:38} {s_share:5.1f}% {s_ms:6.3f} ms / {m_share:5.1f}% {m_ms:6.3f} ms")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tests.bench_timeline", description=__doc__.split("\n")[0])
     ap.add_argument("--sales", type=int, default=int(os.environ.get("TIMELINE_SALES", "1000")))
@@ -181,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {waits * WAIT * 1000:7.3f} ms  the wait (query_first_delay), taken out as make bench does")
     print(f"  {med['window']:7.3f} ms  the window; the floor in all, median of its samples: "
           f"{statistics.median(floor_ms):.3f} ms")
+    print()
+    print("\n".join(tail(records, windows)))
 
 
 if __name__ == "__main__":

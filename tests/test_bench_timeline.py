@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench_timeline import HOOK, _read, split, timeline
+from tests.bench_timeline import HOOK, _read, split, tail, timeline
 
 
 def _hook_steps() -> dict[str, list[tuple[str, str, str]]]:
@@ -64,15 +64,44 @@ def test_a_sales_floor_kinds_of_step_are_summed_over_its_threads_and_the_rest_le
 
 def test_the_hook_times_a_named_step_in_a_fresh_interpreter_and_writes_it_at_exit(tmp_path: Path):
     out = tmp_path / "timeline.tsv"
-    code = ("from pos.gateway.signing import compact_json, sign_text, generate_keypair\n"
+    code = ("import gc\n"
+            "from pos.gateway.signing import compact_json, sign_text, generate_keypair\n"
             "key, _ = generate_keypair()\n"
-            "sign_text(compact_json({'a': 1}), key)\n")
+            "sign_text(compact_json({'a': 1}), key)\n"
+            "gc.collect()\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HOOK), str(Path.cwd())]), "POS_TIMELINE_OUT": str(out)}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     rows = _read(out)
-    assert [(thread, step) for _, _, thread, step in rows] == [("MainThread", "RSA2 sign")]
-    start, end, _, _ = rows[0]
+    steps = [(thread, step) for _, _, thread, step in rows if not step.startswith("garbage collection")]
+    assert steps == [("MainThread", "RSA2 sign")]
+    start, end, _, _ = next(row for row in rows if row[3] == "RSA2 sign")
     assert 0 < start <= end
+    # Garbage collections are steps too: the one asked for last is there, after the sign.
+    assert rows[-1][2:] == ("MainThread", "garbage collection (generation 2)") and rows[-1][0] >= end
+
+
+def test_the_tail_shows_where_the_slowest_sales_fell_behind_and_what_ran_beside_them():
+    ms = 1_000_000
+    windows, records = [], []
+    for i in range(100):
+        slow = i in (30, 70)               # 2 in 100: the slowest 1 in 50
+        written = i * 20 * ms
+        seen = written + (6 if slow else 3) * ms
+        windows.append((written, seen))
+        commit = written + (3 if slow else 1) * ms
+        records.append((commit, commit + ms // 2, "scanner", "COMMIT"))
+        shown = seen - (ms if slow else ms // 10)
+        records.append((shown - ms // 10, shown, "scanner", "display written"))
+        if slow:   # the last receipt's work inside the window
+            records.append((written + ms // 2, written + 3 * ms // 2, "print-queue", "print queue at work"))
+        records.append((seen + ms, seen + 2 * ms, "print-queue", "print queue at work"))   # after it: not counted
+    lines = tail(sorted(records), windows)
+    assert lines[0].startswith("The slowest 2 sales (1 in 50) against the middle half (50)")
+    assert "     3.000    1.000  +2.000  scanner          COMMIT #1" in lines
+    assert any(line.startswith("     1.000    0.100  +0.900") and line.endswith("to the benchmark's read")
+               for line in lines)
+    beside = next(line for line in lines if "print queue at work" in line)
+    assert beside.split() == ["print", "queue", "at", "work", "100.0%", "1.000", "ms", "/", "0.0%", "0.000", "ms"]
 
 
 @pytest.mark.parametrize("module", sorted(HOOK_STEPS))

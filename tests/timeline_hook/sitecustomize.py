@@ -2,8 +2,9 @@
 
 Each function in STEPS is wrapped, when its module is imported, so every call records
 (step, thread name, start, end) with time.monotonic_ns(), the clock the benchmark reads in
-its own process. The records are written to $POS_TIMELINE_OUT when the daemon exits. A
-wrapped call costs about a microsecond; nothing else in the daemon changes.
+its own process; so does each garbage collection (gc.callbacks). The records are written to
+$POS_TIMELINE_OUT when the daemon exits. A wrapped call costs about a microsecond; nothing else
+in the daemon changes.
 """
 
 from __future__ import annotations
@@ -33,12 +34,26 @@ STEPS: dict[str, list[tuple[str, str, str]]] = {
     "pos.gateway.signing": [("", "sign_text", "RSA2 sign"), ("", "verify", "RSA2 verify")],
     "pos.gateway.transport": [("Transport", "post", "HTTP round trip")],
     "pos.terminal.receipts": [("Receipts", "_queue_job", "receipt's print job")],
-    "devices.print_queue": [("PrintQueue", "_build_record", "receipt built by the print queue")],
+    "devices.print_queue": [("PrintQueue", "_build_record", "receipt built by the print queue"),
+                            ("PrintQueue", "_render_stored", "receipt rendered by the print queue"),
+                            ("PrintQueue", "print_pending", "print queue at work")],
     "devices.display": [("SerialDisplay", "show_at_once", "display written")],
     "logging": [("Logger", "handle", "log line")],
 }
 
 _records: list[tuple[str, str, int, int]] = []
+_collecting: dict[int, int] = {}
+
+
+def _collector(phase: str, info: dict[str, Any]) -> None:
+    """gc.callbacks: each garbage collection as a step of its own, on the thread it stopped."""
+    if phase == "start":
+        _collecting[threading.get_ident()] = time.monotonic_ns()
+        return
+    start = _collecting.pop(threading.get_ident(), None)
+    if start is not None:
+        _records.append((f"garbage collection (generation {info['generation']})", threading.current_thread().name,
+                         start, time.monotonic_ns()))
 
 
 def _wrap(fn: Any, step: str) -> Any:
@@ -90,3 +105,6 @@ if _OUT:
         _patch(sys.modules[_loaded])
     sys.meta_path.insert(0, _Finder())
     atexit.register(_dump, _OUT)
+    import gc
+
+    gc.callbacks.append(_collector)
