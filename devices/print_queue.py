@@ -39,17 +39,28 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from devices.print_jobs import PrintJob, PrintJobStore
+from devices.print_jobs import PrintJob, PrintJobStore, StoredReceipt
 from devices.printer import PrinterError, ReceiptPrinter, escpos_buffer, quiet_stdout
 from devices.receipt import Paper, ReceiptData, encode_text, render_receipt
 
-__all__ = ["PrintQueue", "PrintJob", "PrintJobStore", "UnknownJob"]
+__all__ = ["PrintQueue", "PrintJob", "PrintJobStore", "UnknownJob", "stored_receipt"]
 
 log = logging.getLogger(__name__)
 
 
 def _log_queued(job_key: str, size: int) -> None:
     log.info("receipt queued job=%s bytes=%d", job_key, size)
+
+
+def stored_receipt(stored: StoredReceipt, job_key: str, build: Callable[[str], ReceiptData]) -> ReceiptData | None:
+    """The receipt a stored job prints: the one kept with it, or, for a job queued by its key alone
+    that the worker has not taken yet, the one `build` makes as the worker would. None for a job
+    kept only as printer bytes."""
+    if stored.record is not None:
+        return ReceiptData.from_dict(json.loads(stored.record))
+    if not stored.data:
+        return build(job_key)
+    return None
 
 
 class UnknownJob(KeyError):
@@ -145,11 +156,9 @@ class PrintQueue:
         if stored is None:
             raise UnknownJob(f"no receipt {job_key!r} in the print queue")
         new_key = f"{job_key}:reprint:{self.store.reprint_count(job_key) + 1}"
-        if stored.record is not None:
-            self.enqueue(new_key, ReceiptData.from_dict(json.loads(stored.record)).as_reprint(),
-                         reprint_of=job_key, render_later=True)
-        elif not stored.data:   # queued by its key, not taken by the worker yet: built as the worker builds it
-            self.enqueue(new_key, self._build(job_key).as_reprint(), reprint_of=job_key, render_later=True)
+        receipt = stored_receipt(stored, job_key, self._build)
+        if receipt is not None:
+            self.enqueue(new_key, receipt.as_reprint(), reprint_of=job_key, render_later=True)
         else:
             self.enqueue(new_key, self._reprint_banner() + stored.data, reprint_of=job_key)
         return new_key

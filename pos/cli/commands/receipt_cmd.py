@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from pos.config import load_config
 from pos.core.errors import EXIT_CONFIG, UserError
@@ -26,10 +25,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _show(args: argparse.Namespace) -> int:
+    from functools import partial
     from pathlib import Path
 
     from devices.messages import Catalogue
-    from devices.receipt import ReceiptData
+    from devices.print_queue import stored_receipt
     from devices.receipt_image import CJK_PACKAGE, receipt_lines, receipt_png, undrawable
     from pos.cli.commands.reprint_cmd import find_sale
     from pos.journal.journal import Journal, journal_path
@@ -45,12 +45,8 @@ def _show(args: argparse.Namespace) -> int:
         # as the print queue will build it for a job queued by its key and not printed yet.
         job = outcome_job(sale.sale_id, None)
         stored = JournalPrintJobs(journal).receipt_of(job)
-        if stored is not None and stored.record:
-            data = ReceiptData.from_dict(json.loads(stored.record))
-        elif stored is not None and not stored.data:
-            data = outcome_receipt(cfg, journal, job)
-        else:
-            data = receipt_for(cfg, journal, sale)
+        kept = stored_receipt(stored, job, partial(outcome_receipt, cfg, journal)) if stored is not None else None
+        data = kept or receipt_for(cfg, journal, sale)
     finally:
         journal.close()
     catalogue = Catalogue.load(args.lang)
